@@ -1,0 +1,220 @@
+"""Argument normalisation: the one place where user arguments become kernel arguments.
+
+Every public function and every layer goes through these helpers, so each rule (pairs,
+padding forms, dtype promotion, output size, ceil_mode, ``out=``) lives here and nowhere else.
+Nothing here computes on array contents; it only checks and converts.
+"""
+
+import operator
+from numbers import Integral
+
+import numpy as np
+
+__all__ = [
+    "as_float_array",
+    "result_dtype",
+    "as_batched",
+    "pair",
+    "padding4",
+    "same_padding",
+    "output_size",
+    "pool_output_size",
+    "check_out",
+    "check_mode",
+    "MAX_INDEX",
+]
+
+# Every index and every GEMM dimension must fit a C int (BLAS takes int); buffers beyond this
+# are refused before allocating.
+MAX_INDEX = 2**31 - 1
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _float_dtype_for(dtype, name):
+    """The dtype an array of ``dtype`` is computed in (float32 or float64), or TypeError."""
+    dtype = np.dtype(dtype)
+    if dtype in _FLOAT_DTYPES:
+        return dtype
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    if dtype.kind in "biu":
+        return np.dtype(np.float64)
+    if dtype.kind == "f":  # longdouble: compute in float64, as the closest native type
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"{name} has unsupported dtype {dtype}; fastconv computes in float32 or float64 "
+        "(integers and bool convert to float64, float16 to float32)"
+    )
+
+
+def as_float_array(value, name, dtype=None):
+    """Return ``value`` as a C-contiguous float32/float64 ndarray (copying only when needed).
+
+    ``dtype`` forces the result dtype (used after promotion across several arguments).
+    Complex, object and string inputs raise TypeError; the input is never modified.
+    """
+    if isinstance(value, np.ndarray):
+        array = value
+    else:
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError) as exc:  # ragged lists and the like
+            raise TypeError(f"{name} cannot be converted to an array: {exc}") from None
+    target = _float_dtype_for(array.dtype, name) if dtype is None else np.dtype(dtype)
+    return np.ascontiguousarray(array, dtype=target)
+
+
+def result_dtype(*values):
+    """The computation dtype for several arguments: each one's float dtype, promoted by NumPy."""
+    dtypes = []
+    for name, value in values:
+        if value is None:
+            continue
+        dtype = value.dtype if isinstance(value, np.ndarray) else np.asarray(value).dtype
+        dtypes.append(_float_dtype_for(dtype, name))
+    return np.result_type(*dtypes)
+
+
+def as_batched(array, name):
+    """Accept (C, H, W) or (N, C, H, W); return the 4-D view and whether it was unbatched."""
+    if array.ndim == 4:
+        return array, False
+    if array.ndim == 3:
+        return array[np.newaxis], True
+    raise ValueError(
+        f"{name} must be 4-D (N, C, H, W) or 3-D (C, H, W), got {array.ndim}-D with shape "
+        f"{array.shape}"
+    )
+
+
+def _as_int(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return operator.index(value)
+
+
+def pair(value, name, minimum=1):
+    """An int or an (h, w) pair of ints, each >= ``minimum``, as a tuple (h, w)."""
+    if isinstance(value, (tuple, list, np.ndarray)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
+        result = (_as_int(value[0], name), _as_int(value[1], name))
+    else:
+        number = _as_int(value, name)
+        result = (number, number)
+    if min(result) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return result
+
+
+def padding4(value, name="padding"):
+    """Normalise a padding to (top, bottom, left, right), each >= 0.
+
+    Accepts an int, an (ph, pw) pair (symmetric) or ((top, bottom), (left, right)) as in
+    ``numpy.pad``. String forms ('same', 'valid') are handled by the caller.
+    """
+    if isinstance(value, (tuple, list, np.ndarray)) and len(value) == 2 and all(
+        isinstance(part, (tuple, list, np.ndarray)) for part in value
+    ):
+        (top, bottom), (left, right) = pair(value[0], name, 0), pair(value[1], name, 0)
+        if len(value[0]) != 2 or len(value[1]) != 2:
+            raise ValueError(f"{name} must be ((top, bottom), (left, right)), got {value!r}")
+        return top, bottom, left, right
+    height, width = pair(value, name, 0)
+    return height, height, width, width
+
+
+def same_padding(in_size, kernel_size, stride, dilation):
+    """(top, bottom, left, right) for padding='same': out = ceil(in / stride) per axis.
+
+    Total padding max((out-1)*stride + dilation*(k-1) + 1 - in, 0), the odd row/column going
+    to the bottom/right: PyTorch's 'same' for stride 1, TensorFlow's for stride > 1.
+    """
+    pads = []
+    for size, kernel, step, dil in zip(in_size, kernel_size, stride, dilation):
+        out = -(-size // step)
+        total = max((out - 1) * step + dil * (kernel - 1) + 1 - size, 0)
+        pads += [total // 2, total - total // 2]
+    return tuple(pads)
+
+
+_AXES = ("height", "width")
+
+
+def output_size(in_size, kernel_size, stride, padding, dilation, what="input", ceil_mode=False):
+    """Output (height, width) of a sliding window, or ValueError naming the axis and numbers.
+
+    ``padding`` is (top, bottom, left, right). Per axis
+    ``out = floor((in + before + after - dilation*(k-1) - 1) / stride) + 1``; with
+    ``ceil_mode`` the division rounds up, but the last window must start inside the input or
+    its top/left padding, never in the bottom/right padding alone (PyTorch's rule).
+    """
+    result = []
+    for axis in range(2):
+        size, kernel, step, dil = in_size[axis], kernel_size[axis], stride[axis], dilation[axis]
+        before, after = padding[2 * axis], padding[2 * axis + 1]
+        span = size + before + after - dil * (kernel - 1) - 1
+        if span < 0:
+            raise ValueError(
+                f"kernel is larger than the padded {what} along {_AXES[axis]}: {what} size "
+                f"{size} + padding {before}+{after} = {size + before + after}, effective kernel "
+                f"size {dil * (kernel - 1) + 1} (kernel {kernel}, dilation {dil})"
+            )
+        if ceil_mode:
+            out = -(-span // step) + 1
+            if (out - 1) * step >= size + before:
+                out -= 1
+        else:
+            out = span // step + 1
+        if out < 1:  # pragma: no cover - span >= 0 guarantees out >= 1; kept as the contract
+            raise ValueError(f"output {_AXES[axis]} would be {out} < 1")
+        result.append(out)
+    return tuple(result)
+
+
+def pool_output_size(in_size, kernel_size, stride, padding, dilation, ceil_mode, max_pad_of):
+    """Pooling output size, after PyTorch's limit on padding (<= half the effective kernel).
+
+    ``max_pad_of(kernel, dilation)`` gives the largest padding allowed for one axis.
+    """
+    for axis in range(2):
+        limit = max_pad_of(kernel_size[axis], dilation[axis])
+        if max(padding[2 * axis], padding[2 * axis + 1]) > limit:
+            raise ValueError(
+                f"padding along {_AXES[axis]} must be at most half the effective kernel size "
+                f"({limit}), got {padding[2 * axis]}/{padding[2 * axis + 1]} "
+                f"(kernel {kernel_size[axis]}, dilation {dilation[axis]})"
+            )
+    return output_size(in_size, kernel_size, stride, padding, dilation, "input", ceil_mode)
+
+
+def check_mode(mode, allowed, name="mode"):
+    """Return the canonical mode name; ``allowed`` maps accepted names to canonical ones."""
+    if not isinstance(mode, str) or mode not in allowed:
+        raise ValueError(f"{name} must be one of {sorted(allowed)}, got {mode!r}")
+    return allowed[mode]
+
+
+def check_out(out, shape, dtype, name="out"):
+    """Check a caller-supplied output: ndarray, exact shape and dtype, C-contiguous, writeable."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}, expected {np.dtype(dtype)}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return out
+
+
+def check_size(count, what):
+    """Refuse element counts whose index arithmetic would not fit a C int."""
+    if count > MAX_INDEX:
+        raise ValueError(
+            f"{what} has {count} elements; fastconv indexes planes and GEMM operands with 32-bit "
+            f"ints, so at most {MAX_INDEX} are supported"
+        )

@@ -1,0 +1,68 @@
+"""show_config(): how this copy of fastconv was built and what it runs with."""
+
+import platform
+import sys
+
+import numpy as np
+
+from . import _openmp
+from ._threads import blas_single_thread, get_num_threads
+from ._version import __version__
+
+
+def config_info():
+    """Return the facts that :func:`show_config` prints, as a dict."""
+    try:
+        from ._build_info import BUILD_INFO
+    except ImportError:  # pragma: no cover - only when built by hand without setup.py
+        BUILD_INFO = {}
+    return {
+        "version": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "openmp": _openmp.openmp_enabled(),
+        "num_threads": get_num_threads(),
+        "openmp_default_threads": _openmp.default_num_threads(),
+        "blas": blas_single_thread.info(),
+        "compiler": BUILD_INFO.get("compiler", "unknown"),
+        "compile_args": BUILD_INFO.get("compile_args", []),
+        "link_args": BUILD_INFO.get("link_args", []),
+        "cython_directives": BUILD_INFO.get("cython_directives", {}),
+    }
+
+
+def show_config():
+    """Print the version, OpenMP status, thread count, BLAS in use and compiler flags.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.show_config()  # doctest: +SKIP
+    fastconv 0.1.0
+    ...
+    """
+    info = config_info()
+    lines = [
+        f"fastconv {info['version']}",
+        f"  python            : {info['python']} ({info['platform']})",
+        f"  numpy             : {info['numpy']}",
+        f"  OpenMP            : {'enabled' if info['openmp'] else 'disabled (serial build)'}",
+        f"  threads           : {info['num_threads']} "
+        f"(OpenMP default {info['openmp_default_threads']})",
+    ]
+    if info["blas"]:
+        for lib in info["blas"]:
+            lines.append(
+                f"  BLAS              : {lib['library']} {lib['version']} "
+                f"({lib['architecture']}) {lib['filepath']}"
+            )
+    else:
+        lines.append("  BLAS              : not found")
+    lines += [
+        f"  compiler          : {info['compiler']}",
+        f"  compile flags     : {' '.join(info['compile_args']) or '(none)'}",
+        f"  link flags        : {' '.join(info['link_args']) or '(none)'}",
+        f"  cython directives : {info['cython_directives']}",
+    ]
+    print("\n".join(lines))

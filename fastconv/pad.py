@@ -1,0 +1,3 @@
+# placeholder, being written (pad helper)
+def pad2d(*a, **k): raise NotImplementedError
+def pad2d_backward(*a, **k): raise NotImplementedError

@@ -1,0 +1,155 @@
+"""Build the fastconv extensions: cythonize src/*.pyx with OpenMP when the compiler has it.
+
+Environment switches (all optional):
+
+FASTCONV_DISABLE_OPENMP=1   build serially even if the compiler supports OpenMP
+FASTCONV_DEBUG_CYTHON=1     turn Cython's bounds/wraparound/initialised checks back on
+FASTCONV_SANITIZE=address,undefined
+                            compile and link with -fsanitize=... (see README, development)
+FASTCONV_NATIVE=1           local opt-in: add -march=native (never in a distributed build)
+FASTCONV_BUILD_ONLY=_pool,_pad
+                            build only these extensions (for parallel development builds)
+"""
+
+import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import textwrap
+import warnings
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+EXTENSIONS = ["_openmp", "_conv", "_pad", "_pool"]
+
+OPENMP_TEST_PROGRAM = textwrap.dedent(
+    """
+    #include <omp.h>
+    #include <stdio.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel reduction(+:n)
+        n += 1;
+        printf("%d", n > 0 && omp_get_max_threads() > 0);
+        return 0;
+    }
+    """
+)
+
+
+def _flag_on(name):
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _compiler_command():
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    return cc.split()
+
+
+def openmp_flags():
+    """Return (compile_args, link_args) that enable OpenMP, or ([], []) if it does not build.
+
+    Like scikit-learn's ``_build_utils/openmp_helpers.py``: compile and run a tiny
+    ``#pragma omp parallel`` program rather than trusting the platform.
+    """
+    if _flag_on("FASTCONV_DISABLE_OPENMP"):
+        print("fastconv: FASTCONV_DISABLE_OPENMP is set, building without OpenMP")
+        return [], []
+    if sys.platform == "win32":
+        candidates = [(["/openmp"], [])]
+    elif sys.platform == "darwin":
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"]), (["-fopenmp"], ["-fopenmp"])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    compiler = _compiler_command()
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "test_openmp.c")
+        binary = os.path.join(tmp, "test_openmp")
+        with open(source, "w") as handle:
+            handle.write(OPENMP_TEST_PROGRAM)
+        for compile_args, link_args in candidates:
+            try:
+                subprocess.run(
+                    compiler + compile_args + [source, "-o", binary] + link_args,
+                    check=True, capture_output=True, timeout=120,
+                )
+                result = subprocess.run([binary], check=True, capture_output=True, timeout=60)
+            except (OSError, subprocess.SubprocessError):
+                continue
+            if result.stdout.strip() == b"1":
+                return compile_args, link_args
+    warnings.warn(
+        "fastconv: the C compiler does not support OpenMP; building the kernels serially. "
+        "Install an OpenMP-capable compiler (gcc, or clang with libomp) for multithreading.",
+        stacklevel=1,
+    )
+    return [], []
+
+
+def cython_directives():
+    debug = _flag_on("FASTCONV_DEBUG_CYTHON")
+    return {
+        "language_level": 3,
+        "boundscheck": debug,
+        "wraparound": debug,
+        "initializedcheck": debug,
+        "nonecheck": debug,
+        "cdivision": True,
+        "embedsignature": True,
+    }
+
+
+def extensions():
+    omp_compile, omp_link = openmp_flags()
+    compile_args = ["-O3"] if sys.platform != "win32" else ["/O2"]
+    link_args = []
+    if _flag_on("FASTCONV_NATIVE"):
+        compile_args.append("-march=native")
+    sanitize = os.environ.get("FASTCONV_SANITIZE", "").strip()
+    if sanitize:
+        compile_args = ["-O1", "-g", "-fno-omit-frame-pointer", f"-fsanitize={sanitize}"]
+        link_args.append(f"-fsanitize={sanitize}")
+    only = [name for name in os.environ.get("FASTCONV_BUILD_ONLY", "").split(",") if name]
+    names = [name for name in EXTENSIONS if not only or name in only]
+    return [
+        Extension(
+            f"fastconv.{name}",
+            [os.path.join("src", f"{name}.pyx")],
+            include_dirs=[numpy.get_include(), "src"],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+            extra_compile_args=compile_args + omp_compile,
+            extra_link_args=link_args + omp_link,
+        )
+        for name in names
+    ]
+
+
+def build_flags_module(exts):
+    """Record how the extensions were compiled, for fastconv.show_config()."""
+    ext = exts[0] if exts else None
+    flags = {
+        "compile_args": list(ext.extra_compile_args) if ext else [],
+        "link_args": list(ext.extra_link_args) if ext else [],
+        "compiler": " ".join(_compiler_command()),
+        "cython_directives": cython_directives(),
+    }
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastconv", "_build_info.py")
+    with open(path, "w") as handle:
+        handle.write("# Generated by setup.py at build time; not committed.\n")
+        handle.write(f"BUILD_INFO = {flags!r}\n")
+
+
+exts = extensions()
+build_flags_module(exts)
+
+setup(
+    ext_modules=cythonize(
+        exts,
+        compiler_directives=cython_directives(),
+        include_path=["src"],
+        nthreads=int(os.environ.get("FASTCONV_CYTHON_JOBS", "0")) or None,
+    ),
+)
