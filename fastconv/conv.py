@@ -1,3 +1,415 @@
-# placeholder, being written (lead)
-def conv2d(*a, **k): raise NotImplementedError
-conv2d_backward = corr2d = convolve2d = conv2d
+"""Convolution: corr2d, convolve2d, conv2d and conv2d_backward.
+
+The wrappers normalise arguments (through ``fastconv._args``), allocate outputs and
+workspaces, and call one kernel of ``fastconv._conv`` with the GIL released and BLAS held to
+one thread. Non-zero padding modes pad explicitly with ``pad2d`` and convolve unpadded.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from . import _conv
+from ._args import (
+    as_batched,
+    as_float_array,
+    check_mode,
+    check_out,
+    check_size,
+    output_size,
+    padding4,
+    pair,
+    result_dtype,
+    same_padding,
+)
+from ._threads import blas_single_thread, effective_num_threads
+from .pad import pad2d_backward_impl, pad2d_impl
+
+__all__ = ["corr2d", "convolve2d", "conv2d", "conv2d_backward"]
+
+_PADDING_MODES = {"zeros": "zeros", "reflect": "reflect", "replicate": "replicate",
+                  "circular": "circular"}
+_NEED = ("input", "weight", "bias")
+
+# An im2col tile (k rows by `tile` output pixels) is sized to stay in L2 next to the GEMM's
+# packed panels; the band of column gradients that the few-items backward schedule keeps is
+# bounded so the workspace never grows with the image.
+_TILE_BYTES = 256 * 1024
+_BAND_BYTES = 32 * 1024 * 1024
+_PARTIAL_BYTES = 32 * 1024 * 1024
+_MAX_WEIGHT_CHUNKS = 8
+_PER_ITEM_MIN_ITEMS = 8
+
+_Conv = namedtuple(
+    "_Conv",
+    "x weight bias unbatched dtype pads mode stride dilation groups out_h out_w geometry",
+)
+
+
+def _tile_size(k, out_plane, itemsize):
+    """Output pixels per tile: depends on the shapes only, never on the thread count."""
+    tile = _TILE_BYTES // max(1, k * itemsize)
+    tile = max(64, tile - tile % 16)
+    return max(1, min(tile, out_plane))
+
+
+def _prepare(x, weight, bias, stride, padding, dilation, groups, padding_mode, extra=()):
+    """Check and normalise every convolution argument; return a _Conv and the extra arrays.
+
+    ``extra`` is a sequence of (name, array-like) converted to the common dtype (used for
+    grad_output in the backward pass).
+    """
+    dtype = result_dtype(("x", x), ("weight", weight), ("bias", bias), *extra)
+    x = as_float_array(x, "x", dtype)
+    weight = as_float_array(weight, "weight", dtype)
+    x4, unbatched = as_batched(x, "x")
+    if weight.ndim != 4:
+        raise ValueError(
+            f"weight must be 4-D (C_out, C_in/groups, kH, kW), got shape {weight.shape}"
+        )
+    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)):
+        raise TypeError(f"groups must be an int, got {groups!r}")
+    groups = int(groups)
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    batch, in_channels, in_h, in_w = x4.shape
+    out_channels, in_channels_g, kernel_h, kernel_w = weight.shape
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"groups={groups} must divide both the input channels ({in_channels}) and the "
+            f"output channels (weight.shape[0] = {out_channels})"
+        )
+    if in_channels_g != in_channels // groups:
+        raise ValueError(
+            f"weight.shape[1] = {in_channels_g} must equal input channels / groups = "
+            f"{in_channels} / {groups} = {in_channels // groups} (x has shape {x.shape})"
+        )
+    if kernel_h < 1 or kernel_w < 1:
+        raise ValueError(f"weight has an empty kernel: shape {weight.shape}")
+    if bias is not None:
+        bias = as_float_array(bias, "bias", dtype)
+        if bias.shape != (out_channels,):
+            raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
+    stride = pair(stride, "stride")
+    dilation = pair(dilation, "dilation")
+    mode = check_mode(padding_mode, _PADDING_MODES, "padding_mode")
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = (0, 0, 0, 0)
+        elif padding == "same":
+            pads = same_padding((in_h, in_w), (kernel_h, kernel_w), stride, dilation)
+        else:
+            raise ValueError(f"padding must be an int, a pair, a pair of pairs, 'valid' or "
+                             f"'same', got {padding!r}")
+    else:
+        pads = padding4(padding, "padding")
+    out_h, out_w = output_size((in_h, in_w), (kernel_h, kernel_w), stride, pads, dilation)
+    extras = []
+    for name, value in extra:
+        extras.append(as_float_array(value, name, dtype))
+    if mode != "zeros" and any(pads):
+        padded_h, padded_w = in_h + pads[0] + pads[1], in_w + pads[2] + pads[3]
+        geo_pads = (0, 0)
+    else:
+        padded_h, padded_w = in_h, in_w
+        geo_pads = (pads[0], pads[2])
+    check_size(padded_h * padded_w, "an input plane")
+    check_size(out_h * out_w, "an output plane")
+    k = in_channels_g * kernel_h * kernel_w
+    check_size(k * _tile_size(k, out_h * out_w, dtype.itemsize), "an im2col tile")
+    geometry = (
+        in_channels_g, padded_h, padded_w, out_channels // groups, out_h, out_w,
+        kernel_h, kernel_w, stride[0], stride[1], geo_pads[0], geo_pads[1],
+        dilation[0], dilation[1], _tile_size(k, out_h * out_w, dtype.itemsize),
+    )
+    conv = _Conv(x4, weight, bias, unbatched, dtype, pads, mode, stride, dilation, groups,
+                 out_h, out_w, geometry)
+    return conv, extras
+
+
+def _padded_input(conv):
+    """The input the kernels see: explicitly padded for the non-zero padding modes."""
+    if conv.mode != "zeros" and any(conv.pads):
+        return pad2d_impl(conv.x, conv.pads, conv.mode)
+    return conv.x
+
+
+def _n_tiles(geometry):
+    return -(-(geometry[4] * geometry[5]) // geometry[14])
+
+
+def _workspace(rows, geometry, dtype):
+    k = geometry[0] * geometry[6] * geometry[7]
+    return np.empty((rows, max(1, k * geometry[14])), dtype=dtype)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros", *, out=None):
+    """2-D convolution (cross-correlation) over a batch of multi-channel images.
+
+    ``y[n, o, i, j] = bias[o] + sum_{c, p, q} x[n, g*C_in/groups + c, i*s + p*d - pad,
+    j*s + q*d - pad] * weight[o, c, p, q]`` where ``g`` is the group of output channel ``o``,
+    exactly as ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C_in, H, W) or (C_in, H, W)
+        Input images. A 3-D input is one unbatched image and gives a 3-D result.
+    weight : array_like, shape (C_out, C_in / groups, kH, kW)
+        Filters.
+    bias : array_like, shape (C_out,), optional
+        Added to every output pixel of each channel.
+    stride, dilation : int or (int, int), default 1
+        Step between windows and spacing of the kernel taps, each >= 1.
+    padding : int, (int, int), ((top, bottom), (left, right)), 'valid' or 'same', default 0
+        Implicit padding. ``'same'`` gives ``ceil(in / stride)`` outputs, the odd row/column
+        of padding going to the bottom/right (PyTorch's 'same' for stride 1, TensorFlow's
+        beyond).
+    groups : int, default 1
+        Split the channels into this many independent groups (``groups == C_in`` is a
+        depthwise convolution).
+    padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}, default 'zeros'
+        What the padding contains, as ``torch.nn.Conv2d``.
+    out : ndarray, optional
+        C-contiguous array of the exact result shape and dtype to write into.
+
+    Returns
+    -------
+    ndarray, shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
+        In the promoted dtype of ``x``, ``weight`` and ``bias`` (float32 or float64).
+
+    Raises
+    ------
+    ValueError
+        Wrong shapes, channel/group mismatch, bad stride/padding/dilation values, a kernel
+        larger than the padded input, an unknown padding_mode, or a wrong ``out`` shape.
+    TypeError
+        Unsupported dtypes (complex, object, str) or argument types.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> fastconv.conv2d(x, np.ones((1, 1, 2, 2)), stride=2)[0, 0]
+    array([[10., 18.],
+           [42., 50.]])
+    """
+    conv, _ = _prepare(x, weight, bias, stride, padding, dilation, groups, padding_mode)
+    batch = conv.x.shape[0]
+    out_channels = conv.weight.shape[0]
+    shape4 = (batch, out_channels, conv.out_h, conv.out_w)
+    result_shape = shape4[1:] if conv.unbatched else shape4
+    if out is not None:
+        check_out(out, result_shape, conv.dtype)
+        result = out
+    else:
+        result = np.empty(result_shape, dtype=conv.dtype)
+    result4 = result[np.newaxis] if conv.unbatched else result
+    if result4.size == 0:
+        return result
+    x_in = _padded_input(conv)
+    bias_in = conv.bias if conv.bias is not None else np.empty(0, dtype=conv.dtype)
+    n_items = batch * conv.groups * _n_tiles(conv.geometry)
+    num_threads = effective_num_threads(n_items)
+    workspace = _workspace(num_threads, conv.geometry, conv.dtype)
+    with blas_single_thread:
+        _conv.conv2d_forward(x_in, conv.weight, bias_in, result4, workspace, conv.geometry,
+                             conv.groups, num_threads)
+    return result
+
+
+def _check_need(need):
+    if isinstance(need, str):
+        need = (need,)
+    try:
+        need = tuple(need)
+    except TypeError:
+        raise TypeError(f"need must be a sequence of names from {_NEED}, got {need!r}") from None
+    unknown = [name for name in need if name not in _NEED]
+    if unknown:
+        raise ValueError(f"need may only name {_NEED}, got {unknown!r}")
+    return set(need)
+
+
+def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1,
+                    padding_mode="zeros", *, need=("input", "weight", "bias")):
+    """Gradients of :func:`conv2d` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
+        Gradient of the loss with respect to conv2d's result.
+    x, weight, stride, padding, dilation, groups, padding_mode
+        The arguments the forward pass was called with.
+    need : sequence of {'input', 'weight', 'bias'}, default all three
+        Which gradients to compute; the others are returned as ``None`` and cost nothing.
+
+    Returns
+    -------
+    grad_input : ndarray or None
+        Same shape as ``x``.
+    grad_weight : ndarray or None
+        Same shape as ``weight``.
+    grad_bias : ndarray or None
+        Shape (C_out,).
+        Gradients are plain sums over the batch (no averaging), as in PyTorch.
+
+    Raises
+    ------
+    ValueError
+        As :func:`conv2d`, or if ``grad_output``'s shape is not the forward result's, or
+        ``need`` names something else.
+    TypeError
+        Unsupported dtypes or argument types.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.ones((1, 1, 3, 3)); w = np.ones((1, 1, 2, 2))
+    >>> gx, gw, gb = fastconv.conv2d_backward(np.ones((1, 1, 2, 2)), x, w)
+    >>> gx[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    >>> gb
+    array([4.])
+    """
+    need = _check_need(need)
+    conv, (grad_output,) = _prepare(x, weight, None, stride, padding, dilation, groups,
+                                    padding_mode, extra=(("grad_output", grad_output),))
+    batch = conv.x.shape[0]
+    out_channels = conv.weight.shape[0]
+    expected = (batch, out_channels, conv.out_h, conv.out_w)
+    gy4 = grad_output[np.newaxis] if conv.unbatched and grad_output.ndim == 3 else grad_output
+    if gy4.shape != expected:
+        shown = expected[1:] if conv.unbatched else expected
+        raise ValueError(f"grad_output has shape {grad_output.shape}, expected {shown} "
+                         f"(the shape conv2d returns for these arguments)")
+    grad_input = grad_weight = grad_bias = None
+    geometry = conv.geometry
+    n_tiles = _n_tiles(geometry)
+    with blas_single_thread:
+        if "bias" in need:
+            grad_bias = np.zeros(out_channels, dtype=conv.dtype)
+            if batch:
+                _conv.conv2d_grad_bias(gy4, grad_bias, effective_num_threads(out_channels))
+        if "weight" in need:
+            grad_weight = _grad_weight(conv, gy4, n_tiles)
+        if "input" in need:
+            grad_input = _grad_input(conv, gy4, n_tiles)
+    return grad_input, grad_weight, grad_bias
+
+
+def _grad_weight(conv, gy4, n_tiles):
+    weight = conv.weight
+    batch = conv.x.shape[0]
+    n_pairs = batch * n_tiles
+    row = weight.size
+    n_chunks = max(1, min(n_pairs, _MAX_WEIGHT_CHUNKS,
+                          _PARTIAL_BYTES // max(1, row * conv.dtype.itemsize)))
+    partials = np.zeros((n_chunks, max(1, row)), dtype=conv.dtype)
+    if n_pairs and row:
+        num_threads = effective_num_threads(n_chunks)
+        workspace = _workspace(num_threads, conv.geometry, conv.dtype)
+        _conv.conv2d_grad_weight(gy4, _padded_input(conv), partials, workspace,
+                                 conv.geometry, conv.groups, num_threads)
+    # chunks are added in a fixed order: the result does not depend on the thread count
+    total = partials[0] if n_chunks == 1 else np.add.reduce(partials, axis=0)
+    return np.ascontiguousarray(total[:row].reshape(weight.shape))
+
+
+def _grad_input(conv, gy4, n_tiles):
+    batch = conv.x.shape[0]
+    padded = conv.mode != "zeros" and any(conv.pads)
+    geometry = conv.geometry
+    shape = (batch, conv.x.shape[1], geometry[1], geometry[2])
+    grad = np.zeros(shape, dtype=conv.dtype)
+    n_items = batch * conv.groups
+    if grad.size:
+        per_item = n_items >= _PER_ITEM_MIN_ITEMS
+        if per_item:
+            num_threads = effective_num_threads(n_items)
+            workspace = _workspace(num_threads, geometry, conv.dtype)
+        else:
+            num_threads = effective_num_threads(max(n_tiles, geometry[0]))
+            block = geometry[0] * geometry[6] * geometry[7] * geometry[14]
+            band = max(1, min(n_tiles, _BAND_BYTES // max(1, block * conv.dtype.itemsize)))
+            workspace = np.empty((1, max(1, band * block)), dtype=conv.dtype)
+        _conv.conv2d_grad_input(gy4, conv.weight, grad, workspace, geometry, conv.groups,
+                                per_item, num_threads)
+    if padded:
+        grad = pad2d_backward_impl(grad, conv.pads, conv.mode)
+    return grad[0] if conv.unbatched else grad
+
+
+def _as_plane(array, name, dtype):
+    plane = as_float_array(array, name, dtype)
+    if plane.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got {plane.ndim}-D with shape {plane.shape}")
+    return plane
+
+
+def corr2d(X, K):
+    """Textbook 2-D cross-correlation, 'valid': ``Y[i, j] = (X[i:i+h, j:j+w] * K).sum()``.
+
+    Parameters
+    ----------
+    X : array_like, 2-D
+        Input plane.
+    K : array_like, 2-D, shape (h, w)
+        Kernel, at most as large as ``X`` along each axis.
+
+    Returns
+    -------
+    ndarray, shape (X.shape[0] - h + 1, X.shape[1] - w + 1)
+        In the promoted float dtype (integer inputs give float64).
+
+    Raises
+    ------
+    ValueError
+        If an argument is not 2-D or the kernel is larger than the input.
+    TypeError
+        For unsupported dtypes.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.corr2d([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[0, 1], [2, 3]])
+    array([[19., 25.],
+           [37., 43.]])
+    """
+    dtype = result_dtype(("X", X), ("K", K))
+    plane = _as_plane(X, "X", dtype)
+    kernel = _as_plane(K, "K", dtype)
+    return conv2d(plane[np.newaxis, np.newaxis], kernel[np.newaxis, np.newaxis])[0, 0]
+
+
+def convolve2d(X, K):
+    """Textbook 2-D convolution, 'valid': ``corr2d(X, K[::-1, ::-1])``.
+
+    Parameters
+    ----------
+    X : array_like, 2-D
+        Input plane.
+    K : array_like, 2-D
+        Kernel; flipped along both axes before correlating.
+
+    Returns
+    -------
+    ndarray
+        Shape ``(X.shape[0] - K.shape[0] + 1, X.shape[1] - K.shape[1] + 1)``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`corr2d`.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.convolve2d([[1, 2, 3]], [[1, 0, -1]])
+    array([[2.]])
+    """
+    dtype = result_dtype(("X", X), ("K", K))
+    kernel = _as_plane(K, "K", dtype)
+    return corr2d(X, kernel[::-1, ::-1])

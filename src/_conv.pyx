@@ -1,0 +1,366 @@
+"""Convolution kernels: tiled im2col + GEMM, one single-threaded GEMM per tile.
+
+The output pixels of each (sample, group) are cut into tiles of ``tile`` pixels whose im2col
+block (K = C_in/groups * kH * kW rows by ``tile`` columns) stays in L2. Each thread packs its
+own tile and multiplies it with SciPy's OpenBLAS held to one thread by the caller. The tile
+size depends only on the shapes, never on the thread count, and every output element is
+produced by the same GEMM call whatever thread runs it, so results are bit-identical for any
+thread count.
+
+Row-major arrays are handed to column-major BLAS as their transposes: a row-major (R x C)
+block with row stride ``ld`` is a column-major (C x R) matrix with leading dimension ``ld``.
+
+The wrappers in ``fastconv/conv.py`` validate everything and allocate every buffer (outputs,
+per-thread workspaces, partial sums); these kernels never raise and never allocate.
+"""
+
+from cython.parallel cimport parallel, prange, threadid
+from libc.string cimport memcpy, memset
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+from _types cimport floating
+
+
+cdef struct Geometry:
+    Py_ssize_t in_channels_g    # input channels per group
+    Py_ssize_t in_h, in_w
+    Py_ssize_t out_channels_g   # output channels per group
+    Py_ssize_t out_h, out_w
+    Py_ssize_t kernel_h, kernel_w
+    Py_ssize_t stride_h, stride_w
+    Py_ssize_t pad_top, pad_left
+    Py_ssize_t dil_h, dil_w
+    Py_ssize_t k                # rows of the im2col matrix: in_channels_g * kernel_h * kernel_w
+    Py_ssize_t tile             # output pixels per tile
+    Py_ssize_t n_tiles
+    bint pointwise              # 1x1, stride 1, no padding: the input plane is the im2col matrix
+
+
+cdef Geometry make_geometry(tuple g):
+    cdef Geometry geo
+    (geo.in_channels_g, geo.in_h, geo.in_w, geo.out_channels_g, geo.out_h, geo.out_w,
+     geo.kernel_h, geo.kernel_w, geo.stride_h, geo.stride_w, geo.pad_top, geo.pad_left,
+     geo.dil_h, geo.dil_w, geo.tile) = g
+    geo.k = geo.in_channels_g * geo.kernel_h * geo.kernel_w
+    geo.n_tiles = (geo.out_h * geo.out_w + geo.tile - 1) // geo.tile
+    geo.pointwise = (geo.kernel_h == 1 and geo.kernel_w == 1 and geo.stride_h == 1
+                     and geo.stride_w == 1 and geo.pad_top == 0 and geo.pad_left == 0
+                     and geo.out_h == geo.in_h and geo.out_w == geo.in_w)
+    return geo
+
+
+cdef inline void gemm(const char* transa, const char* transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                      const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
+                      floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
+    """Column-major c = a' @ b' + beta * c (the wrapper keeps every size below 2**31)."""
+    cdef int m_ = <int>m, n_ = <int>n, k_ = <int>k
+    cdef int lda_ = <int>lda, ldb_ = <int>ldb, ldc_ = <int>ldc
+    cdef floating one = 1
+    if floating is float:
+        sgemm(<char*>transa, <char*>transb, &m_, &n_, &k_, &one, <float*>a, &lda_, <float*>b, &ldb_,
+              &beta, c, &ldc_)
+    else:
+        dgemm(<char*>transa, <char*>transb, &m_, &n_, &k_, &one, <double*>a, &lda_, <double*>b, &ldb_,
+              &beta, c, &ldc_)
+
+
+cdef inline void valid_range(Py_ssize_t first, Py_ssize_t step, Py_ssize_t count,
+                             Py_ssize_t size, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi): the j in [0, count) with 0 <= first + j*step < size."""
+    cdef Py_ssize_t start = 0, stop
+    if first < 0:
+        start = (-first + step - 1) // step
+    if first >= size:
+        stop = 0
+    else:
+        stop = (size - 1 - first) // step + 1
+    if stop > count:
+        stop = count
+    if start > stop:
+        start = stop
+    lo[0] = start
+    hi[0] = stop
+
+
+cdef void im2col_tile(const floating* x_group, floating* col, Py_ssize_t p0, Py_ssize_t count,
+                      const Geometry* geo) noexcept nogil:
+    """col[(c,p,q), i] = x[c, oy*s+p*d-pad, ox*s+q*d-pad] (0 outside) for pixel p0+i = (oy, ox)."""
+    cdef Py_ssize_t c, p, q, i, seg, oy, ox, iy, ix0, j, lo, hi
+    cdef Py_ssize_t plane = geo.in_h * geo.in_w
+    cdef const floating* src
+    cdef floating* row = col
+    for c in range(geo.in_channels_g):
+        for p in range(geo.kernel_h):
+            for q in range(geo.kernel_w):
+                oy = p0 // geo.out_w
+                ox = p0 - oy * geo.out_w
+                i = 0
+                while i < count:
+                    # one run along an output row: the input row is fixed, columns step by stride
+                    seg = geo.out_w - ox
+                    if seg > count - i:
+                        seg = count - i
+                    iy = oy * geo.stride_h - geo.pad_top + p * geo.dil_h
+                    if iy < 0 or iy >= geo.in_h:
+                        memset(row + i, 0, seg * sizeof(floating))
+                    else:
+                        src = x_group + c * plane + iy * geo.in_w
+                        ix0 = ox * geo.stride_w - geo.pad_left + q * geo.dil_w
+                        valid_range(ix0, geo.stride_w, seg, geo.in_w, &lo, &hi)
+                        if lo > 0:
+                            memset(row + i, 0, lo * sizeof(floating))
+                        if geo.stride_w == 1:
+                            memcpy(row + i + lo, src + ix0 + lo, (hi - lo) * sizeof(floating))
+                        else:
+                            for j in range(lo, hi):
+                                row[i + j] = src[ix0 + j * geo.stride_w]
+                        if hi < seg:
+                            memset(row + i + hi, 0, (seg - hi) * sizeof(floating))
+                    i = i + seg
+                    oy = oy + 1
+                    ox = 0
+                row = row + count
+
+
+cdef void col2im_tile(const floating* col, floating* grad_group, Py_ssize_t c_start,
+                      Py_ssize_t c_stop, Py_ssize_t p0, Py_ssize_t count,
+                      const Geometry* geo) noexcept nogil:
+    """grad[c, oy*s+p*d-pad, ox*s+q*d-pad] += col[(c,p,q), i] for channels [c_start, c_stop)."""
+    cdef Py_ssize_t c, p, q, i, seg, oy, ox, iy, ix0, j, lo, hi
+    cdef Py_ssize_t plane = geo.in_h * geo.in_w
+    cdef Py_ssize_t taps = geo.kernel_h * geo.kernel_w
+    cdef floating* dst
+    cdef const floating* row
+    for c in range(c_start, c_stop):
+        row = col + c * taps * count
+        for p in range(geo.kernel_h):
+            for q in range(geo.kernel_w):
+                oy = p0 // geo.out_w
+                ox = p0 - oy * geo.out_w
+                i = 0
+                while i < count:
+                    seg = geo.out_w - ox
+                    if seg > count - i:
+                        seg = count - i
+                    iy = oy * geo.stride_h - geo.pad_top + p * geo.dil_h
+                    if iy >= 0 and iy < geo.in_h:
+                        dst = grad_group + c * plane + iy * geo.in_w
+                        ix0 = ox * geo.stride_w - geo.pad_left + q * geo.dil_w
+                        valid_range(ix0, geo.stride_w, seg, geo.in_w, &lo, &hi)
+                        if geo.stride_w == 1:
+                            for j in range(lo, hi):
+                                dst[ix0 + j] += row[i + j]
+                        else:
+                            for j in range(lo, hi):
+                                dst[ix0 + j * geo.stride_w] += row[i + j]
+                    i = i + seg
+                    oy = oy + 1
+                    ox = 0
+                row = row + count
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                   const floating[::1] bias, floating[:, :, :, ::1] out,
+                   floating[:, ::1] workspace, tuple geometry, Py_ssize_t groups,
+                   int num_threads):
+    """y[n,o,i,j] = b[o] + sum_{c,p,q} x[n,c,i*s+p*d-pad,j*s+q*d-pad] * w[o,c,p,q] (per group).
+
+    ``bias`` may have length 0 (no bias). ``workspace`` has one row of at least k * tile
+    elements per thread (unused for pointwise convolutions).
+    """
+    cdef Geometry geo = make_geometry(geometry)
+    cdef Py_ssize_t batch = x.shape[0]
+    cdef Py_ssize_t n_items = batch * groups * geo.n_tiles
+    cdef Py_ssize_t out_plane = geo.out_h * geo.out_w
+    cdef Py_ssize_t in_plane = geo.in_h * geo.in_w
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t item, n, g, t, p0, count, o, i, lda
+    cdef const floating* a
+    cdef floating* c_ptr
+    cdef floating* col = NULL
+    cdef floating b
+    if n_items == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        col = &workspace[threadid(), 0]
+        for item in prange(n_items, schedule="static"):
+            n = item // (groups * geo.n_tiles)
+            g = (item // geo.n_tiles) % groups
+            t = item % geo.n_tiles
+            p0 = t * geo.tile
+            count = geo.tile
+            if count > out_plane - p0:
+                count = out_plane - p0
+            if geo.pointwise:
+                a = &x[n, g * geo.in_channels_g, 0, 0] + p0
+                lda = in_plane
+            else:
+                im2col_tile(&x[n, g * geo.in_channels_g, 0, 0], col, p0, count, &geo)
+                a = col
+                lda = count
+            c_ptr = &out[n, g * geo.out_channels_g, 0, 0] + p0
+            gemm(b"N", b"N", count, geo.out_channels_g, geo.k, a, lda,
+                 &weight[g * geo.out_channels_g, 0, 0, 0], geo.k, 0, c_ptr, out_plane)
+            if has_bias:
+                for o in range(geo.out_channels_g):
+                    b = bias[g * geo.out_channels_g + o]
+                    for i in range(count):
+                        c_ptr[o * out_plane + i] += b
+
+
+def conv2d_grad_weight(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
+                       floating[:, ::1] partials, floating[:, ::1] workspace, tuple geometry,
+                       Py_ssize_t groups, int num_threads):
+    """partials[chunk, (o,c,p,q)] = sum over the chunk's (n, tile) of gy[n,o,tile] . col[(c,p,q), tile].
+
+    The (sample, tile) pairs are cut into ``partials.shape[0]`` fixed chunks (a number chosen
+    from the shapes alone); the caller adds the chunks in order, so the sum's order never
+    depends on the thread count. ``partials`` must be zeroed.
+    """
+    cdef Geometry geo = make_geometry(geometry)
+    cdef Py_ssize_t batch = x.shape[0]
+    cdef Py_ssize_t n_pairs = batch * geo.n_tiles
+    cdef Py_ssize_t n_chunks = partials.shape[0]
+    cdef Py_ssize_t out_plane = geo.out_h * geo.out_w
+    cdef Py_ssize_t in_plane = geo.in_h * geo.in_w
+    cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, lda
+    cdef const floating* a
+    cdef floating* col = NULL
+    if n_pairs == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        col = &workspace[threadid(), 0]
+        for chunk in prange(n_chunks, schedule="static"):
+            first = chunk * n_pairs // n_chunks
+            last = (chunk + 1) * n_pairs // n_chunks
+            for pair in range(first, last):
+                n = pair // geo.n_tiles
+                t = pair % geo.n_tiles
+                p0 = t * geo.tile
+                count = geo.tile
+                if count > out_plane - p0:
+                    count = out_plane - p0
+                for g in range(groups):
+                    if geo.pointwise:
+                        a = &x[n, g * geo.in_channels_g, 0, 0] + p0
+                        lda = in_plane
+                    else:
+                        im2col_tile(&x[n, g * geo.in_channels_g, 0, 0], col, p0, count, &geo)
+                        a = col
+                        lda = count
+                    gemm(b"T", b"N", geo.k, geo.out_channels_g, count, a, lda,
+                         &grad_output[n, g * geo.out_channels_g, 0, 0] + p0, out_plane, 1,
+                         &partials[chunk, g * geo.out_channels_g * geo.k], geo.k)
+
+
+def conv2d_grad_bias(const floating[:, :, :, ::1] grad_output, floating[::1] grad_bias,
+                     int num_threads):
+    """gb[o] = sum_{n,i,j} gy[n,o,i,j], one channel per thread in a fixed order (float64 sum)."""
+    cdef Py_ssize_t batch = grad_output.shape[0], channels = grad_output.shape[1]
+    cdef Py_ssize_t plane = grad_output.shape[2] * grad_output.shape[3]
+    cdef Py_ssize_t o, n, i
+    cdef double total
+    cdef const floating* row
+    for o in prange(channels, nogil=True, schedule="static", num_threads=num_threads):
+        total = 0
+        for n in range(batch):
+            row = &grad_output[n, o, 0, 0]
+            for i in range(plane):
+                total = total + row[i]
+        grad_bias[o] = <floating>total
+
+
+def conv2d_grad_input(const floating[:, :, :, ::1] grad_output,
+                      const floating[:, :, :, ::1] weight, floating[:, :, :, ::1] grad_input,
+                      floating[:, ::1] workspace, tuple geometry, Py_ssize_t groups,
+                      bint per_item, int num_threads):
+    """gx[n,c,i*s+p*d-pad,j*s+q*d-pad] += sum_o w[o,c,p,q] * gy[n,o,i,j] (per group).
+
+    Each tile's column gradient (k x tile) is one GEMM, scattered back by col2im. Two
+    schedules give the same sums in the same order:
+    - ``per_item`` (many (sample, group) items): one item per thread at a time, its tiles in
+      order, one workspace row (k * tile) per thread;
+    - otherwise (few items): the items in turn; within one, a band of tiles' GEMMs in
+      parallel (workspace: one row holding ``band`` tile blocks), then the scatter in parallel
+      over input channels, which own disjoint planes.
+    ``grad_input`` must be zeroed (pointwise convolutions write it directly).
+    """
+    cdef Geometry geo = make_geometry(geometry)
+    cdef Py_ssize_t batch = grad_output.shape[0]
+    cdef Py_ssize_t n_items = batch * groups
+    cdef Py_ssize_t out_plane = geo.out_h * geo.out_w
+    cdef Py_ssize_t in_plane = geo.in_h * geo.in_w
+    cdef Py_ssize_t block = geo.k * geo.tile
+    cdef Py_ssize_t band = workspace.shape[1] // block if block > 0 else 1
+    cdef Py_ssize_t item, n, g, t, p0, count, band_start, band_stop, c
+    cdef Py_ssize_t tile_index, tile_start, tile_count
+    cdef floating* col = NULL
+    cdef floating* gx_group
+    cdef const floating* gy_group
+    cdef const floating* w_group
+    if n_items == 0 or geo.k == 0:
+        return
+    if geo.pointwise:
+        # the column gradient of a tile is the input gradient itself: write it in place
+        for item in prange(n_items * geo.n_tiles, nogil=True, schedule="static",
+                           num_threads=num_threads):
+            n = item // (groups * geo.n_tiles)
+            g = (item // geo.n_tiles) % groups
+            t = item % geo.n_tiles
+            p0 = t * geo.tile
+            count = geo.tile
+            if count > out_plane - p0:
+                count = out_plane - p0
+            gemm(b"N", b"T", count, geo.k, geo.out_channels_g,
+                 &grad_output[n, g * geo.out_channels_g, 0, 0] + p0, out_plane,
+                 &weight[g * geo.out_channels_g, 0, 0, 0], geo.k, 0,
+                 &grad_input[n, g * geo.in_channels_g, 0, 0] + p0, in_plane)
+        return
+    if per_item:
+        with nogil, parallel(num_threads=num_threads):
+            col = &workspace[threadid(), 0]
+            for item in prange(n_items, schedule="static"):
+                n = item // groups
+                g = item % groups
+                gy_group = &grad_output[n, g * geo.out_channels_g, 0, 0]
+                w_group = &weight[g * geo.out_channels_g, 0, 0, 0]
+                gx_group = &grad_input[n, g * geo.in_channels_g, 0, 0]
+                for t in range(geo.n_tiles):
+                    p0 = t * geo.tile
+                    count = geo.tile
+                    if count > out_plane - p0:
+                        count = out_plane - p0
+                    gemm(b"N", b"T", count, geo.k, geo.out_channels_g, gy_group + p0, out_plane,
+                         w_group, geo.k, 0, col, count)
+                    col2im_tile(col, gx_group, 0, geo.in_channels_g, p0, count, &geo)
+        return
+    with nogil:
+        for item in range(n_items):
+            n = item // groups
+            g = item % groups
+            gy_group = &grad_output[n, g * geo.out_channels_g, 0, 0]
+            w_group = &weight[g * geo.out_channels_g, 0, 0, 0]
+            gx_group = &grad_input[n, g * geo.in_channels_g, 0, 0]
+            band_start = 0
+            while band_start < geo.n_tiles:
+                band_stop = band_start + band
+                if band_stop > geo.n_tiles:
+                    band_stop = geo.n_tiles
+                for t in prange(band_start, band_stop, schedule="static",
+                                num_threads=num_threads):
+                    p0 = t * geo.tile
+                    count = geo.tile
+                    if count > out_plane - p0:
+                        count = out_plane - p0
+                    gemm(b"N", b"T", count, geo.k, geo.out_channels_g, gy_group + p0,
+                         out_plane, w_group, geo.k, 0,
+                         &workspace[0, (t - band_start) * block], count)
+                for c in prange(geo.in_channels_g, schedule="static", num_threads=num_threads):
+                    for tile_index in range(band_start, band_stop):
+                        tile_start = tile_index * geo.tile
+                        tile_count = geo.tile
+                        if tile_count > out_plane - tile_start:
+                            tile_count = out_plane - tile_start
+                        col2im_tile(&workspace[0, (tile_index - band_start) * block], gx_group,
+                                    c, c + 1, tile_start, tile_count, &geo)
+                band_start = band_stop

@@ -1,0 +1,460 @@
+"""Convolution: corr2d, convolve2d, conv2d, conv2d_backward against references and PyTorch."""
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastconv
+from helpers import assert_close, assert_grad_close, non_contiguous
+from reference.conv import conv2d_backward_ref, conv2d_ref, corr2d_ref
+
+# (N, C_in, H, W, C_out, kernel, stride, pads (top, bottom, left, right), dilation, groups)
+GEOMETRIES = [
+    (2, 3, 7, 9, 4, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    (1, 1, 6, 8, 1, (1, 2), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    (2, 4, 8, 8, 6, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 2),
+    (3, 2, 9, 7, 3, (2, 3), (2, 1), (0, 2, 1, 0), (2, 1), 1),
+    (2, 6, 6, 6, 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 6),      # depthwise
+    (2, 4, 5, 5, 8, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 4),      # depthwise multiplier 2
+    (2, 8, 5, 6, 3, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),      # pointwise
+    (2, 4, 7, 6, 4, (1, 1), (2, 2), (1, 0, 0, 1), (1, 1), 2),      # 1x1 strided, padded
+    (1, 2, 5, 5, 2, (5, 5), (1, 1), (0, 0, 0, 0), (1, 1), 1),      # kernel = input
+    (1, 1, 1, 1, 2, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),      # 1x1 image
+    (9, 2, 6, 5, 2, (3, 2), (1, 2), (1, 0, 2, 1), (1, 2), 1),      # per-item backward schedule
+    (1, 3, 40, 50, 2, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),    # several tiles per image
+]
+GEOMETRY_IDS = [f"g{i}" for i in range(len(GEOMETRIES))]
+
+
+def make_case(rng, geometry, dtype, bias=True):
+    batch, cin, h, w, cout, kernel, stride, pads, dilation, groups = geometry
+    x = rng.standard_normal((batch, cin, h, w)).astype(dtype)
+    weight = rng.standard_normal((cout, cin // groups) + kernel).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype) if bias else None
+    kwargs = dict(stride=stride, padding=((pads[0], pads[1]), (pads[2], pads[3])),
+                  dilation=dilation, groups=groups)
+    ref_kwargs = dict(stride=stride, pads=pads, dilation=dilation, groups=groups)
+    return x, weight, b, kwargs, ref_kwargs
+
+
+# ---------------------------------------------------------------- textbook values
+def test_corr2d_textbook_value():
+    result = fastconv.corr2d([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[0, 1], [2, 3]])
+    assert result.dtype == np.float64
+    np.testing.assert_array_equal(result, [[19, 25], [37, 43]])
+
+
+def test_edge_detection_on_the_6x8_image():
+    X = np.ones((6, 8))
+    X[:, 2:6] = 0
+    Y = fastconv.corr2d(X, np.array([[1.0, -1.0]]))
+    expected = np.zeros((6, 7))
+    expected[:, 1] = 1     # white-to-black edge
+    expected[:, 5] = -1    # black-to-white edge
+    np.testing.assert_array_equal(Y, expected)
+    # the transposed image has horizontal edges, which this kernel cannot see
+    np.testing.assert_array_equal(fastconv.corr2d(X.T, np.array([[1.0, -1.0]])), 0)
+
+
+def test_pointwise_convolution_is_a_matrix_product(rng, dtype):
+    x = rng.standard_normal((3, 5, 4, 6)).astype(dtype)
+    weight = rng.standard_normal((7, 5, 1, 1)).astype(dtype)
+    expected = np.einsum("oc,nchw->nohw", weight[:, :, 0, 0].astype(np.float64), x)
+    assert_close(fastconv.conv2d(x, weight), expected)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (3, 3), (9, 4)])
+def test_corr2d_and_convolve2d_match_definitions(rng, shape):
+    X = rng.standard_normal((10, 9))
+    K = rng.standard_normal(shape)
+    np.testing.assert_allclose(fastconv.corr2d(X, K), corr2d_ref(X, K), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fastconv.convolve2d(X, K), corr2d_ref(X, K[::-1, ::-1]),
+                               rtol=1e-12, atol=1e-12)
+    scipy_signal = pytest.importorskip("scipy.signal")
+    np.testing.assert_allclose(fastconv.convolve2d(X, K),
+                               scipy_signal.convolve2d(X, K, mode="valid"), rtol=1e-12, atol=1e-12)
+
+
+def test_corr2d_errors():
+    with pytest.raises(ValueError, match="X must be 2-D"):
+        fastconv.corr2d(np.ones((1, 3, 3)), np.ones((2, 2)))
+    with pytest.raises(ValueError, match="K must be 2-D"):
+        fastconv.corr2d(np.ones((3, 3)), np.ones(2))
+    with pytest.raises(ValueError, match="kernel is larger"):
+        fastconv.corr2d(np.ones((3, 3)), np.ones((4, 1)))
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        fastconv.corr2d(np.ones((3, 3), dtype=complex), np.ones((2, 2)))
+
+
+# ---------------------------------------------------------------- against the reference
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=GEOMETRY_IDS)
+def test_conv2d_matches_reference(rng, dtype, geometry):
+    x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, dtype)
+    result = fastconv.conv2d(x, weight, bias, **kwargs)
+    assert result.dtype == dtype and result.flags.c_contiguous
+    assert_close(result, conv2d_ref(x, weight, bias, **ref_kwargs))
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=GEOMETRY_IDS)
+def test_conv2d_backward_matches_reference(rng, dtype, geometry):
+    x, weight, _, kwargs, ref_kwargs = make_case(rng, geometry, dtype, bias=False)
+    forward = fastconv.conv2d(x, weight, **kwargs)
+    grad_output = rng.standard_normal(forward.shape).astype(dtype)
+    grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
+    expected = conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)
+    for actual, wanted, shape in zip(grads, expected, (x.shape, weight.shape, (weight.shape[0],))):
+        assert actual.shape == shape and actual.dtype == dtype
+        assert_grad_close(actual, wanted)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_padding_modes_match_reference(rng, dtype, mode):
+    x = rng.standard_normal((2, 3, 6, 7)).astype(dtype)
+    weight = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    pads = (2, 1, 1, 2)
+    kwargs = dict(stride=(2, 1), padding=((2, 1), (1, 2)), padding_mode=mode)
+    result = fastconv.conv2d(x, weight, **kwargs)
+    assert_close(result, conv2d_ref(x, weight, stride=(2, 1), pads=pads, mode=mode))
+    grad_output = rng.standard_normal(result.shape).astype(dtype)
+    grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
+    expected = conv2d_backward_ref(grad_output, x, weight, stride=(2, 1), pads=pads, mode=mode)
+    for actual, wanted in zip(grads, expected):
+        assert_grad_close(actual, wanted)
+
+
+@pytest.mark.parametrize("size,kernel,stride,dilation", [
+    ((7, 8), (3, 3), (1, 1), (1, 1)), ((7, 8), (4, 2), (1, 1), (1, 2)),
+    ((7, 8), (3, 3), (2, 2), (1, 1)), ((9, 5), (2, 4), (3, 2), (2, 1)),
+])
+def test_same_and_valid_padding(rng, size, kernel, stride, dilation):
+    x = rng.standard_normal((1, 2) + size)
+    weight = rng.standard_normal((3, 2) + kernel)
+    same = fastconv.conv2d(x, weight, stride=stride, padding="same", dilation=dilation)
+    assert same.shape[2:] == tuple(-(-s // st) for s, st in zip(size, stride))
+    pads = []
+    for s, k, st, d in zip(size, kernel, stride, dilation):
+        out = -(-s // st)
+        total = max((out - 1) * st + d * (k - 1) + 1 - s, 0)
+        pads += [total // 2, total - total // 2]
+    assert_close(same, conv2d_ref(x, weight, stride=stride, pads=tuple(pads), dilation=dilation))
+    valid = fastconv.conv2d(x, weight, stride=stride, padding="valid", dilation=dilation)
+    np.testing.assert_array_equal(valid, fastconv.conv2d(x, weight, stride=stride,
+                                                         dilation=dilation))
+
+
+# ---------------------------------------------------------------- gradients by finite differences
+@pytest.mark.parametrize("geometry", [GEOMETRIES[2], GEOMETRIES[3], GEOMETRIES[5], GEOMETRIES[7]],
+                         ids=["strided-groups", "asym-dilated", "depthwise", "pointwise-strided"])
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "circular"])
+def test_gradients_by_finite_differences(rng, geometry, mode):
+    x, weight, bias, kwargs, _ = make_case(rng, geometry, np.float64)
+    if mode != "zeros":
+        pads = kwargs["padding"]
+        if any(p >= s for p, s in zip((pads[0][0], pads[0][1], pads[1][0], pads[1][1]),
+                                      (x.shape[2], x.shape[2], x.shape[3], x.shape[3]))):
+            pytest.skip("padding too large for this mode")
+    kwargs["padding_mode"] = mode
+    probe = rng.standard_normal(fastconv.conv2d(x, weight, bias, **kwargs).shape)
+
+    def loss(x_, weight_, bias_):
+        return float((fastconv.conv2d(x_, weight_, bias_, **kwargs) * probe).sum())
+
+    grad_x, grad_w, grad_b = fastconv.conv2d_backward(probe, x, weight, **kwargs)
+    eps = 1e-6
+    for array, grad, which in ((x, grad_x, 0), (weight, grad_w, 1), (bias, grad_b, 2)):
+        numeric = np.zeros_like(array)
+        flat = array.reshape(-1)
+        for index in rng.choice(flat.size, size=min(flat.size, 25), replace=False):
+            saved = flat[index]
+            flat[index] = saved + eps
+            plus = loss(x, weight, bias)
+            flat[index] = saved - eps
+            minus = loss(x, weight, bias)
+            flat[index] = saved
+            numeric.reshape(-1)[index] = (plus - minus) / (2 * eps)
+            np.testing.assert_allclose(grad.reshape(-1)[index], numeric.reshape(-1)[index],
+                                       rtol=1e-6, atol=1e-7, err_msg=f"argument {which}")
+
+
+# ---------------------------------------------------------------- random geometry
+@st.composite
+def conv_geometry(draw):
+    groups = draw(st.integers(1, 3))
+    cin = groups * draw(st.integers(1, 3))
+    cout = groups * draw(st.integers(1, 3))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    pads = tuple(draw(st.integers(0, 3)) for _ in range(4))
+    span = [dilation[i] * (kernel[i] - 1) + 1 for i in range(2)]
+    h = draw(st.integers(max(1, span[0] - pads[0] - pads[1]), 12))
+    w = draw(st.integers(max(1, span[1] - pads[2] - pads[3]), 12))
+    batch = draw(st.integers(0, 3))
+    return (batch, cin, h, w, cout, kernel, stride, pads, dilation, groups)
+
+
+@given(geometry=conv_geometry(), seed=st.integers(0, 2**32 - 1),
+       float32=st.booleans(), contiguous=st.booleans())
+def test_random_geometry_matches_reference(geometry, seed, float32, contiguous):
+    dtype = np.dtype(np.float32 if float32 else np.float64)
+    rng = np.random.default_rng(seed)
+    x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, dtype)
+    x_in = x if contiguous else non_contiguous(x)
+    result = fastconv.conv2d(x_in, weight, bias, **kwargs)
+    assert_close(result, conv2d_ref(x, weight, bias, **ref_kwargs))
+    grad_output = rng.standard_normal(result.shape).astype(dtype)
+    grads = fastconv.conv2d_backward(grad_output, x_in, weight, **kwargs)
+    expected = conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)
+    for actual, wanted in zip(grads, expected):
+        assert_grad_close(actual, wanted)
+
+
+# ---------------------------------------------------------------- PyTorch
+TORCH_CASES = GEOMETRIES + [
+    (4, 16, 14, 14, 32, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    (2, 8, 12, 12, 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 8),
+]
+
+
+@pytest.mark.parametrize("geometry", TORCH_CASES, ids=[f"t{i}" for i in range(len(TORCH_CASES))])
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+def test_matches_torch(torch, dtype, geometry, mode):
+    rng = np.random.default_rng(7)
+    x, weight, bias, kwargs, _ = make_case(rng, geometry, dtype)
+    top, bottom, left, right = geometry[7]
+    if top != bottom or left != right:
+        pytest.skip("torch takes symmetric padding only")
+    if mode == "reflect" and (top >= x.shape[2] or left >= x.shape[3]):
+        pytest.skip("reflect needs padding < size")
+    if mode == "circular" and (top > x.shape[2] or left > x.shape[3]):
+        pytest.skip("circular needs padding <= size")
+    kwargs = dict(kwargs, padding=(top, left), padding_mode=mode)
+    layer = torch.nn.Conv2d(x.shape[1], weight.shape[0], weight.shape[2:], stride=kwargs["stride"],
+                            padding=(top, left), dilation=kwargs["dilation"],
+                            groups=kwargs["groups"], padding_mode=mode, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(weight.astype(np.float64)))
+        layer.bias.copy_(torch.from_numpy(bias.astype(np.float64)))
+    tx = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
+    ty = layer(tx)
+    grad_output = rng.standard_normal(tuple(ty.shape)).astype(dtype)
+    ty.backward(torch.from_numpy(grad_output.astype(np.float64)))
+    result = fastconv.conv2d(x, weight, bias, **kwargs)
+    assert_close(result, ty.detach().numpy())
+    gx, gw, gb = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
+    for ours, theirs in ((gx, tx.grad), (gw, layer.weight.grad), (gb, layer.bias.grad)):
+        assert_grad_close(ours, theirs.numpy())
+
+
+def test_same_padding_matches_torch(torch, rng):
+    x = rng.standard_normal((2, 3, 9, 8))
+    weight = rng.standard_normal((4, 3, 4, 3))
+    expected = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(weight),
+                                          padding="same", dilation=(1, 2))
+    assert_close(fastconv.conv2d(x, weight, padding="same", dilation=(1, 2)), expected.numpy())
+
+
+# ---------------------------------------------------------------- arrays: dtypes, layouts, out=
+def test_dtype_rules(rng):
+    x = rng.integers(-3, 4, (1, 2, 5, 5))
+    weight = rng.integers(-2, 3, (3, 2, 2, 2))
+    assert fastconv.conv2d(x, weight).dtype == np.float64
+    assert fastconv.conv2d(x.astype(np.float16), weight.astype(np.float16)).dtype == np.float32
+    assert fastconv.conv2d(x.astype(np.float32), weight.astype(np.float64)).dtype == np.float64
+    assert fastconv.conv2d(x.astype(np.float32), weight.astype(np.float32)).dtype == np.float32
+    assert fastconv.conv2d(x.astype(bool), weight).dtype == np.float64
+    np.testing.assert_array_equal(fastconv.conv2d(x, weight), conv2d_ref(x, weight))
+    for bad in (np.complex64, object, "U3"):
+        with pytest.raises(TypeError, match="x has unsupported dtype"):
+            fastconv.conv2d(np.ones((1, 2, 5, 5), dtype=bad), weight)
+    with pytest.raises(TypeError, match="weight has unsupported dtype"):
+        fastconv.conv2d(x, weight.astype(np.complex128))
+
+
+def test_layouts_and_inputs_untouched(rng, dtype):
+    x = rng.standard_normal((2, 3, 6, 7)).astype(dtype)
+    weight = rng.standard_normal((4, 3, 3, 2)).astype(dtype)
+    expected = fastconv.conv2d(x, weight, padding=1)
+    x_copy, weight_copy = x.copy(), weight.copy()
+    for variant in (non_contiguous(x), np.asfortranarray(x)):
+        np.testing.assert_array_equal(fastconv.conv2d(variant, weight, padding=1), expected)
+    from_lists = fastconv.conv2d(x.tolist(), weight.tolist(), padding=1)  # lists hold float64
+    assert from_lists.dtype == np.float64
+    assert_close(from_lists, expected, dtype)
+    np.testing.assert_array_equal(fastconv.conv2d(x, np.asfortranarray(weight), padding=1),
+                                  expected)
+    np.testing.assert_array_equal(x, x_copy)
+    np.testing.assert_array_equal(weight, weight_copy)
+
+
+def test_unbatched_input(rng):
+    x = rng.standard_normal((3, 6, 6))
+    weight = rng.standard_normal((2, 3, 3, 3))
+    bias = rng.standard_normal(2)
+    result = fastconv.conv2d(x, weight, bias, padding=1)
+    assert result.shape == (2, 6, 6)
+    np.testing.assert_array_equal(result, fastconv.conv2d(x[None], weight, bias, padding=1)[0])
+    grad_output = rng.standard_normal(result.shape)
+    gx, gw, gb = fastconv.conv2d_backward(grad_output, x, weight, padding=1)
+    bx, bw, bb = fastconv.conv2d_backward(grad_output[None], x[None], weight, padding=1)
+    assert gx.shape == x.shape
+    np.testing.assert_array_equal(gx, bx[0])
+    np.testing.assert_array_equal(gw, bw)
+
+
+def test_empty_batch(dtype):
+    x = np.zeros((0, 3, 8, 8), dtype=dtype)
+    weight = np.ones((5, 3, 3, 3), dtype=dtype)
+    result = fastconv.conv2d(x, weight, np.ones(5, dtype=dtype), stride=2)
+    assert result.shape == (0, 5, 3, 3) and result.dtype == dtype
+    gx, gw, gb = fastconv.conv2d_backward(np.zeros((0, 5, 3, 3), dtype), x, weight, stride=2)
+    assert gx.shape == x.shape
+    np.testing.assert_array_equal(gw, np.zeros_like(weight))
+    np.testing.assert_array_equal(gb, np.zeros(5, dtype))
+
+
+def test_out_argument(rng, dtype):
+    x = rng.standard_normal((2, 3, 5, 5)).astype(dtype)
+    weight = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    out = np.empty((2, 4, 3, 3), dtype=dtype)
+    returned = fastconv.conv2d(x, weight, out=out)
+    assert returned is out
+    np.testing.assert_array_equal(out, fastconv.conv2d(x, weight))
+    sentinel = np.full((2, 4, 3, 3), 7, dtype=dtype)
+    bad_outs = [
+        (np.full((2, 4, 3, 4), 7, dtype=dtype), ValueError, "out has shape"),
+        (sentinel.astype(np.float64 if dtype == np.float32 else np.float32), TypeError, "dtype"),
+        (np.full((2, 4, 3, 6), 7, dtype=dtype)[..., ::2], ValueError, "C-contiguous"),
+        ([[0.0]], TypeError, "numpy.ndarray"),
+    ]
+    for bad, error, message in bad_outs:
+        before = np.array(bad, copy=True)
+        with pytest.raises(error, match=message):
+            fastconv.conv2d(x, weight, out=bad)
+        np.testing.assert_array_equal(np.asarray(bad), before)
+    with pytest.raises(ValueError, match="weight.shape"):  # bad input: out left untouched
+        fastconv.conv2d(x, weight[:, :2], out=sentinel)
+    np.testing.assert_array_equal(sentinel, 7)
+
+
+def test_need_selects_gradients(rng):
+    x = rng.standard_normal((2, 3, 5, 5))
+    weight = rng.standard_normal((4, 3, 3, 3))
+    grad_output = rng.standard_normal((2, 4, 3, 3))
+    full = fastconv.conv2d_backward(grad_output, x, weight)
+    for need in (("input",), ("weight",), ("bias",), ("input", "bias"), ()):
+        partial = fastconv.conv2d_backward(grad_output, x, weight, need=need)
+        for name, ours, all_of in zip(("input", "weight", "bias"), partial, full):
+            if name in need:
+                np.testing.assert_array_equal(ours, all_of)
+            else:
+                assert ours is None
+    with pytest.raises(ValueError, match="need may only name"):
+        fastconv.conv2d_backward(grad_output, x, weight, need=("inputs",))
+
+
+def test_nan_and_inf_propagate():
+    x = np.ones((1, 1, 4, 4))
+    x[0, 0, 1, 1] = np.nan
+    x[0, 0, 3, 3] = np.inf
+    result = fastconv.conv2d(x, np.ones((1, 1, 2, 2)))
+    assert np.isnan(result[0, 0, :2, :2]).all()
+    assert np.isinf(result[0, 0, 2, 2]) and np.isfinite(result[0, 0, 0, 2])
+
+
+# ---------------------------------------------------------------- threads
+THREAD_CASES = [
+    (2, 3, 70, 65, 5, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),   # band schedule, many tiles
+    (12, 4, 30, 30, 6, (5, 3), (2, 1), (2, 1, 0, 1), (1, 2), 2),  # per-item schedule
+    (3, 64, 20, 20, 16, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),  # pointwise
+]
+
+
+@pytest.mark.parametrize("geometry", THREAD_CASES, ids=["band", "per-item", "pointwise"])
+def test_results_do_not_depend_on_thread_count(dtype, geometry):
+    rng = np.random.default_rng(3)
+    x, weight, bias, kwargs, _ = make_case(rng, geometry, dtype)
+    results = []
+    for n in (1, 2, 3):
+        with fastconv.threads(n):
+            y = fastconv.conv2d(x, weight, bias, **kwargs)
+            grads = fastconv.conv2d_backward(np.cos(y), x, weight, **kwargs)
+        results.append((y,) + grads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_python_threads_run_concurrently_and_correctly(rng):
+    cases = [make_case(np.random.default_rng(i), THREAD_CASES[i % 3], np.float32)
+             for i in range(6)]
+    expected = [fastconv.conv2d(x, w, b, **kw) for x, w, b, kw, _ in cases]
+    results = [None] * len(cases)
+    errors = []
+
+    def work(index):
+        try:
+            x, w, b, kw, _ = cases[index]
+            for _ in range(3):
+                results[index] = fastconv.conv2d(x, w, b, **kw)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(len(cases))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not errors
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------- errors
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(stride=0), ValueError, "stride must be >= 1"),
+    (dict(stride=-1), ValueError, "stride must be >= 1"),
+    (dict(stride=(1, 2, 3)), ValueError, "stride must be an int or a pair"),
+    (dict(stride=1.5), TypeError, "stride must be an int"),
+    (dict(dilation=0), ValueError, "dilation must be >= 1"),
+    (dict(padding=-1), ValueError, "padding must be >= 0"),
+    (dict(padding=((1, -1), (0, 0))), ValueError, "padding must be >= 0"),
+    (dict(padding="full"), ValueError, "padding must be"),
+    (dict(padding=(1, 2, 3)), ValueError, "padding must be an int or a pair"),
+    (dict(groups=0), ValueError, "groups must be >= 1"),
+    (dict(groups=2.0), TypeError, "groups must be an int"),
+    (dict(groups=4), ValueError, "groups=4 must divide"),
+    (dict(padding_mode="mirror"), ValueError, "padding_mode must be one of"),
+    (dict(dilation=4), ValueError, "kernel is larger than the padded input along height"),
+])
+def test_bad_arguments_raise(rng, kwargs, error, message):
+    x = rng.standard_normal((1, 2, 7, 7))
+    weight = rng.standard_normal((2, 2, 3, 3))
+    with pytest.raises(error, match=message):
+        fastconv.conv2d(x, weight, **kwargs)
+    with pytest.raises(error, match=message):
+        fastconv.conv2d_backward(np.ones((1, 2, 5, 5)), x, weight, **kwargs)
+
+
+def test_bad_shapes_raise(rng):
+    x = rng.standard_normal((1, 2, 7, 7))
+    weight = rng.standard_normal((2, 2, 3, 3))
+    with pytest.raises(ValueError, match="x must be 4-D .* or 3-D"):
+        fastconv.conv2d(x[0, 0], weight)
+    with pytest.raises(ValueError, match="weight must be 4-D"):
+        fastconv.conv2d(x, weight[0])
+    with pytest.raises(ValueError, match=r"weight.shape\[1\] = 3 must equal"):
+        fastconv.conv2d(x, rng.standard_normal((2, 3, 3, 3)))
+    with pytest.raises(ValueError, match=r"bias must have shape \(2,\)"):
+        fastconv.conv2d(x, weight, np.ones(3))
+    with pytest.raises(ValueError, match="kernel is larger than the padded input along width"):
+        fastconv.conv2d(x, rng.standard_normal((2, 2, 3, 8)))
+    with pytest.raises(ValueError, match="empty kernel"):
+        fastconv.conv2d(x, np.ones((2, 2, 0, 3)))
+    with pytest.raises(ValueError, match="grad_output has shape"):
+        fastconv.conv2d_backward(np.ones((1, 2, 5, 4)), x, weight)
+    with pytest.raises(ValueError, match="padding"):  # reflect needs pad < size
+        fastconv.conv2d(x, weight, padding=7, padding_mode="reflect")
