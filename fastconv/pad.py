@@ -1,3 +1,237 @@
-# placeholder, being written (pad helper)
-def pad2d(*a, **k): raise NotImplementedError
-def pad2d_backward(*a, **k): raise NotImplementedError
+"""2-D padding and its gradient, as ``torch.nn.functional.pad`` on the last two axes.
+
+``pad2d`` / ``pad2d_backward`` are the public functions: they normalise the arguments with
+:mod:`fastconv._args` and call ``pad2d_impl`` / ``pad2d_backward_impl``, which the convolution
+wrapper also calls directly with arguments it has already normalised.
+"""
+
+from numbers import Real
+
+import numpy as np
+
+from . import _args, _pad
+from ._threads import effective_num_threads
+
+__all__ = ["pad2d", "pad2d_backward"]
+
+# Accepted mode names -> canonical ones ('edge' and 'wrap' are NumPy's names).
+PAD_MODES = {
+    "constant": "constant",
+    "reflect": "reflect",
+    "replicate": "replicate",
+    "edge": "replicate",
+    "circular": "circular",
+    "wrap": "circular",
+}
+
+_MODE_CODES = _pad.MODES
+
+# The fused kernels specialised per dtype up front: dispatching on every call would cost about
+# as much as padding a small image.
+_FORWARD = {np.dtype(np.float32): _pad.pad2d_forward["float"],
+            np.dtype(np.float64): _pad.pad2d_forward["double"]}
+_BACKWARD = {np.dtype(np.float32): _pad.pad2d_backward["float"],
+             np.dtype(np.float64): _pad.pad2d_backward["double"]}
+
+# Below about this many elements per thread, starting a thread costs more than it saves.
+_ELEMENTS_PER_THREAD = 1 << 12
+
+_AXES = ("height", "width")
+
+
+def _num_threads(planes, elements):
+    """Threads for a kernel over ``planes`` (n, c) planes holding ``elements`` in all."""
+    return effective_num_threads(max(1, min(planes, elements // _ELEMENTS_PER_THREAD)))
+
+
+def _check_mode_limits(in_size, pads, mode):
+    """PyTorch's limits: reflect needs pad < size, circular pad <= size, replicate size >= 1.
+
+    ``in_size`` is the (height, width) of the unpadded input, ``pads`` (top, bottom, left,
+    right).
+    """
+    for axis in range(2):
+        size, before, after = in_size[axis], pads[2 * axis], pads[2 * axis + 1]
+        name = _AXES[axis]
+        if mode in ("reflect", "replicate") and size < 1:
+            raise ValueError(
+                f"mode {mode!r} copies the padding from the input, which needs input {name} "
+                f">= 1, got {size}"
+            )
+        if mode == "reflect" and max(before, after) >= size:
+            raise ValueError(
+                f"padding ({before}, {after}) along {name} must be less than the input {name} "
+                f"({size}) for mode 'reflect', as in PyTorch"
+            )
+        if mode == "circular" and max(before, after) > size:
+            raise ValueError(
+                f"padding ({before}, {after}) along {name} must be at most the input {name} "
+                f"({size}) for mode 'circular' (it would wrap around more than once), as in "
+                "PyTorch"
+            )
+
+
+def pad2d_impl(x4, pads, mode, value=0.0):
+    """Pad a checked 4-D array; the work behind :func:`pad2d`.
+
+    ``x4`` is a C-contiguous float32/float64 (N, C, H, W) array, ``pads`` (top, bottom, left,
+    right) of ints >= 0, ``mode`` a canonical name ('constant', 'reflect', 'replicate',
+    'circular'), ``value`` a float (non-zero only for 'constant'). Only the limits that depend
+    on the input size are checked here. Returns a new (N, C, H+top+bottom, W+left+right) array.
+    """
+    batch, channels, in_h, in_w = x4.shape
+    top, bottom, left, right = pads
+    if mode != "constant":
+        _check_mode_limits((in_h, in_w), pads, mode)
+    shape = (batch, channels, in_h + top + bottom, in_w + left + right)
+    try:
+        out = np.empty(shape, dtype=x4.dtype)
+    except ValueError as exc:  # beyond what NumPy can index; MemoryError passes through
+        raise ValueError(
+            f"padding {pads} makes the result too large, shape {shape}: {exc}"
+        ) from None
+    if out.size:
+        _FORWARD[x4.dtype](
+            x4, out, top, left, _MODE_CODES[mode], value,
+            _num_threads(batch * channels, out.size),
+        )
+    return out
+
+
+def pad2d_backward_impl(grad4, pads, mode):
+    """Gradient of :func:`pad2d_impl`; the work behind :func:`pad2d_backward`.
+
+    ``grad4`` is a C-contiguous float32/float64 (N, C, H', W') array; the input size
+    (H' - top - bottom, W' - left - right) must be >= 1 per axis and within the mode's limits
+    (ValueError otherwise). Returns a new (N, C, H, W) array.
+    """
+    batch, channels, out_h, out_w = grad4.shape
+    top, bottom, left, right = pads
+    in_size = (out_h - top - bottom, out_w - left - right)
+    for axis in range(2):
+        if in_size[axis] < 1:
+            before, after = pads[2 * axis], pads[2 * axis + 1]
+            raise ValueError(
+                f"grad_output {_AXES[axis]} {grad4.shape[2 + axis]} is too small for padding "
+                f"({before}, {after}) along {_AXES[axis]}: the input {_AXES[axis]} would be "
+                f"{in_size[axis]}, must be >= 1"
+            )
+    if mode != "constant":
+        _check_mode_limits(in_size, pads, mode)
+    grad_input = np.empty((batch, channels) + in_size, dtype=grad4.dtype)
+    if grad_input.size:
+        _BACKWARD[grad4.dtype](
+            grad4, grad_input, top, left, _MODE_CODES[mode],
+            _num_threads(batch * channels, grad4.size),
+        )
+    return grad_input
+
+
+def _check_value(value, mode):
+    """The fill value as a float; as PyTorch, only mode 'constant' takes a non-zero one."""
+    if value is None:
+        return 0.0
+    if not isinstance(value, Real):
+        raise TypeError(f"value must be a real number, got {value!r}")
+    value = float(value)
+    if mode != "constant" and value != 0.0:
+        raise ValueError(f"value is only used by mode 'constant', got value={value!r} with "
+                         f"mode {mode!r}")
+    return value
+
+
+def pad2d(x, padding, mode="constant", value=0.0):
+    """Pad the last two axes (height, width) of an image batch, as ``torch.nn.functional.pad``.
+
+    Parameters
+    ----------
+    x : array_like
+        (N, C, H, W) batch or one (C, H, W) image. Integers and bool convert to float64,
+        float16 to float32; float32 and float64 are kept.
+    padding : int, (ph, pw) or ((top, bottom), (left, right))
+        Rows and columns added on each side, all >= 0. An int pads every side; a pair pads
+        top and bottom by ``ph``, left and right by ``pw``; the nested form is ``numpy.pad``'s.
+    mode : {'constant', 'reflect', 'replicate', 'circular', 'edge', 'wrap'}, optional
+        'constant' fills with ``value``; 'reflect' mirrors about the edge without repeating it
+        (needs pad < size, as PyTorch); 'replicate' (alias 'edge') repeats the edge;
+        'circular' (alias 'wrap') wraps around (needs pad <= size, as PyTorch).
+    value : float, optional
+        Fill value for 'constant' (rounded to the result dtype). Other modes accept only 0
+        (or None), as PyTorch.
+
+    Returns
+    -------
+    numpy.ndarray
+        New C-contiguous array of shape (N, C, H + top + bottom, W + left + right)
+        (3-D for a 3-D ``x``), dtype float32 or float64.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``mode``, negative or malformed ``padding``, ``x`` not 3-D or 4-D, a reflect
+        pad >= the size along that axis, a circular pad > the size, an empty height or width
+        with 'reflect' or 'replicate', or a non-zero ``value`` with a mode other than
+        'constant'.
+    TypeError
+        ``x`` of complex, object or string dtype; ``padding`` or ``value`` not numbers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import pad2d
+    >>> pad2d(np.arange(3.0).reshape(1, 1, 3), ((0, 0), (2, 1)), mode="reflect")
+    array([[[2., 1., 0., 1., 2., 1.]]])
+    """
+    mode = _args.check_mode(mode, PAD_MODES)
+    pads = _args.padding4(padding)
+    value = _check_value(value, mode)
+    x4, unbatched = _args.as_batched(_args.as_float_array(x, "x"), "x")
+    out = pad2d_impl(x4, pads, mode, value)
+    return out[0] if unbatched else out
+
+
+def pad2d_backward(grad_output, padding, mode="constant"):
+    """Gradient of :func:`pad2d` with respect to its input.
+
+    Crops ``grad_output`` to the input's area and, for 'reflect', 'replicate' and 'circular',
+    adds back the gradient of every border element onto the input element it copied. Each
+    sum is taken in one fixed order, so the result does not depend on the thread count.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient with respect to ``pad2d``'s result: (N, C, H', W') or (C, H', W').
+    padding : int, (ph, pw) or ((top, bottom), (left, right))
+        The padding given to ``pad2d``. The input size ``H = H' - top - bottom``,
+        ``W = W' - left - right`` follows from it.
+    mode : {'constant', 'reflect', 'replicate', 'circular', 'edge', 'wrap'}, optional
+        The mode given to ``pad2d``.
+
+    Returns
+    -------
+    numpy.ndarray
+        New C-contiguous array of shape (N, C, H, W) (3-D for a 3-D ``grad_output``), dtype
+        float32 or float64.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``mode``, negative or malformed ``padding``, ``grad_output`` not 3-D or 4-D,
+        an input size ``H`` or ``W`` below 1, or padding beyond the mode's limits for that
+        input size (as in :func:`pad2d`).
+    TypeError
+        ``grad_output`` of complex, object or string dtype; ``padding`` not ints.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import pad2d_backward
+    >>> pad2d_backward(np.ones((1, 1, 6)), ((0, 0), (2, 1)), mode="reflect")
+    array([[[1., 3., 2.]]])
+    """
+    mode = _args.check_mode(mode, PAD_MODES)
+    pads = _args.padding4(padding)
+    grad4, unbatched = _args.as_batched(_args.as_float_array(grad_output, "grad_output"),
+                                        "grad_output")
+    grad_input = pad2d_backward_impl(grad4, pads, mode)
+    return grad_input[0] if unbatched else grad_input
