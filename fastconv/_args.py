@@ -54,7 +54,13 @@ def as_float_array(value, name, dtype=None):
     ``dtype`` forces the result dtype (used after promotion across several arguments).
     Complex, object and string inputs raise TypeError; the input is never modified.
     """
-    if isinstance(value, np.ndarray):
+    if type(value) is np.ndarray:
+        if value.dtype in _FLOAT_DTYPES and value.flags.c_contiguous and (
+            dtype is None or value.dtype == dtype
+        ):  # the common case, checked first: it costs nothing
+            return value
+        array = value
+    elif isinstance(value, np.ndarray):
         array = value
     else:
         try:
@@ -67,6 +73,12 @@ def as_float_array(value, name, dtype=None):
 
 def result_dtype(*values):
     """The computation dtype for several arguments: each one's float dtype, promoted by NumPy."""
+    first = values[0][1]
+    if type(first) is np.ndarray and first.dtype in _FLOAT_DTYPES and all(
+        value is None or (type(value) is np.ndarray and value.dtype == first.dtype)
+        for _, value in values
+    ):  # every argument already in one native float dtype
+        return first.dtype
     dtypes = []
     for name, value in values:
         if value is None:
@@ -89,6 +101,8 @@ def as_batched(array, name):
 
 
 def _as_int(value, name):
+    if type(value) is int:
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     return operator.index(value)
@@ -96,6 +110,8 @@ def _as_int(value, name):
 
 def pair(value, name, minimum=1):
     """An int or an (h, w) pair of ints, each >= ``minimum``, as a tuple (h, w)."""
+    if type(value) is int and value >= minimum:
+        return (value, value)
     if isinstance(value, (tuple, list, np.ndarray)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")

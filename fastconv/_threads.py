@@ -100,17 +100,21 @@ def effective_num_threads(work_items=None):
 
 
 class _BlasHold:
-    """Holds SciPy's OpenBLAS to one thread while a kernel that calls GEMM runs.
+    """Holds the BLAS our kernels call to one thread while a kernel that calls GEMM runs.
 
-    The controller is found once (threadpoolctl inspects the loaded libraries, which is slow);
-    after that, entering and leaving costs two small ctypes calls. Reference-counted so that
+    The libraries are found once (threadpoolctl inspects the loaded libraries, which is slow);
+    after that, entering and leaving cost a few direct ctypes calls to OpenBLAS's own
+    ``openblas_get/set_num_threads`` (threadpoolctl's setter ignores every Python thread but
+    the first that used it, which would break concurrent callers). Reference-counted, so
     Python threads calling fastconv at the same time restore the user's setting only when the
-    last one leaves.
+    last one leaves. An OpenBLAS built on OpenMP needs no hold: called from inside our own
+    parallel region it runs on the calling thread (nested parallelism is off).
     """
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._controllers = None
+        self._libraries = None
+        self._accessors = []
         self._depth = 0
         self._saved = []
 
@@ -132,24 +136,36 @@ class _BlasHold:
         ]
         return owned or blas
 
+    def _ensure(self):
+        if self._libraries is None:
+            self._libraries = self._find()
+            for lib in self._libraries:
+                getter = setter = None
+                if lib.internal_api == "openblas" and getattr(lib, "threading_layer", "") != "openmp":
+                    symbol = getattr(lib, "_get_symbol", lambda name: None)
+                    getter = symbol("openblas_get_num_threads")
+                    setter = symbol("openblas_set_num_threads")
+                if getter is None or setter is None:  # other BLAS: threadpoolctl's own calls
+                    getter, setter = lib.get_num_threads, lib.set_num_threads
+                self._accessors.append((getter, setter))
+
     def info(self):
-        if self._controllers is None:
-            self._controllers = self._find()
+        self._ensure()
         return [
             {"library": lib.internal_api, "filepath": lib.filepath, "version": lib.version,
              "architecture": getattr(lib, "architecture", None),
              "num_threads": lib.num_threads}
-            for lib in self._controllers
+            for lib in self._libraries
         ]
 
     def __enter__(self):
         with self._lock:
-            if self._controllers is None:
-                self._controllers = self._find()
             if self._depth == 0:
-                self._saved = [lib.get_num_threads() for lib in self._controllers]
-                for lib in self._controllers:
-                    lib.set_num_threads(1)
+                self._ensure()
+                self._saved = [getter() for getter, _ in self._accessors]
+                for (_, setter), saved in zip(self._accessors, self._saved):
+                    if saved != 1:
+                        setter(1)
             self._depth += 1
         return self
 
@@ -157,8 +173,9 @@ class _BlasHold:
         with self._lock:
             self._depth -= 1
             if self._depth == 0:
-                for lib, n in zip(self._controllers, self._saved):
-                    lib.set_num_threads(n)
+                for (_, setter), saved in zip(self._accessors, self._saved):
+                    if saved is not None and saved != 1:
+                        setter(saved)
         return False
 
 

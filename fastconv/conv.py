@@ -40,6 +40,18 @@ _PARTIAL_BYTES = 32 * 1024 * 1024
 _MAX_WEIGHT_CHUNKS = 8
 _PER_ITEM_MIN_ITEMS = 8
 
+
+def _specialised(kernel):
+    """The kernel's float32 and float64 versions, picked once: Cython's fused-type dispatch
+    costs microseconds per call, as much as a whole small convolution."""
+    return {np.dtype(np.float32): kernel["float"], np.dtype(np.float64): kernel["double"]}
+
+
+_FORWARD = _specialised(_conv.conv2d_forward)
+_GRAD_INPUT = _specialised(_conv.conv2d_grad_input)
+_GRAD_WEIGHT = _specialised(_conv.conv2d_grad_weight)
+_GRAD_BIAS = _specialised(_conv.conv2d_grad_bias)
+
 _Conv = namedtuple(
     "_Conv",
     "x weight bias unbatched dtype pads mode stride dilation groups out_h out_w geometry",
@@ -213,7 +225,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     num_threads = effective_num_threads(n_items)
     workspace = _workspace(num_threads, conv.geometry, conv.dtype)
     with blas_single_thread:
-        _conv.conv2d_forward(x_in, conv.weight, bias_in, result4, workspace, conv.geometry,
+        _FORWARD[conv.dtype](x_in, conv.weight, bias_in, result4, workspace, conv.geometry,
                              conv.groups, num_threads)
     return result
 
@@ -292,7 +304,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         if "bias" in need:
             grad_bias = np.zeros(out_channels, dtype=conv.dtype)
             if batch:
-                _conv.conv2d_grad_bias(gy4, grad_bias, effective_num_threads(out_channels))
+                _GRAD_BIAS[conv.dtype](gy4, grad_bias, effective_num_threads(out_channels))
         if "weight" in need:
             grad_weight = _grad_weight(conv, gy4, n_tiles)
         if "input" in need:
@@ -311,7 +323,7 @@ def _grad_weight(conv, gy4, n_tiles):
     if n_pairs and row:
         num_threads = effective_num_threads(n_chunks)
         workspace = _workspace(num_threads, conv.geometry, conv.dtype)
-        _conv.conv2d_grad_weight(gy4, _padded_input(conv), partials, workspace,
+        _GRAD_WEIGHT[conv.dtype](gy4, _padded_input(conv), partials, workspace,
                                  conv.geometry, conv.groups, num_threads)
     # chunks are added in a fixed order: the result does not depend on the thread count
     total = partials[0] if n_chunks == 1 else np.add.reduce(partials, axis=0)
@@ -335,7 +347,7 @@ def _grad_input(conv, gy4, n_tiles):
             block = geometry[0] * geometry[6] * geometry[7] * geometry[14]
             band = max(1, min(n_tiles, _BAND_BYTES // max(1, block * conv.dtype.itemsize)))
             workspace = np.empty((1, max(1, band * block)), dtype=conv.dtype)
-        _conv.conv2d_grad_input(gy4, conv.weight, grad, workspace, geometry, conv.groups,
+        _GRAD_INPUT[conv.dtype](gy4, conv.weight, grad, workspace, geometry, conv.groups,
                                 per_item, num_threads)
     if padded:
         grad = pad2d_backward_impl(grad, conv.pads, conv.mode)

@@ -1,0 +1,324 @@
+"""Benchmark fastconv against a vectorised NumPy implementation and, when installed, PyTorch.
+
+Run ``python bench/bench_ops.py`` (full) or ``fastconv bench`` (quick). Every contender gets
+NumPy arrays in and returns NumPy arrays out; the contenders are interleaved call by call and
+the median of the repeats is reported, because the machine is shared and noisy. Ratios are
+taken within one run: ``np/fc`` is how many times faster fastconv is than NumPy, ``fc/torch``
+is fastconv's time as a fraction of PyTorch's (below 1.0: fastconv is faster).
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+import fastconv
+
+# name: (N, C_in, H, W, C_out, kernel, stride, padding, groups)
+CONV_CASES = {
+    "seed": (64, 1, 28, 28, 16, (5, 5), 2, 0, 1),
+    "lenet": (64, 6, 14, 14, 16, (5, 5), 1, 0, 1),
+    "small": (64, 16, 14, 14, 32, (3, 3), 1, 1, 1),
+    "resnet": (16, 64, 56, 56, 64, (3, 3), 1, 1, 1),
+    "down": (16, 64, 56, 56, 128, (3, 3), 2, 1, 1),
+    "pointwise": (16, 256, 28, 28, 64, (1, 1), 1, 0, 1),
+    "stem": (8, 3, 224, 224, 64, (7, 7), 2, 3, 1),
+    "image": (1, 3, 360, 640, 3, (5, 5), 1, 0, 1),
+    "tiny": (1, 1, 6, 8, 1, (1, 2), 1, 0, 1),
+    "depthwise": (16, 128, 28, 28, 128, (3, 3), 1, 1, 128),
+}
+# name: (kind, N, C, H, W, kernel, stride, padding)
+POOL_CASES = {
+    "max-k2": ("max", 64, 16, 24, 24, 2, 2, 0),
+    "max-k3s2": ("max", 16, 64, 112, 112, 3, 2, 1),
+    "avg-k2": ("avg", 64, 16, 24, 24, 2, 2, 0),
+    "avg-k3s1": ("avg", 16, 64, 56, 56, 3, 1, 1),
+}
+QUICK_CASES = ("seed", "lenet", "small", "tiny", "depthwise", "max-k2", "avg-k2")
+
+
+# ---------------------------------------------------------------- the NumPy contender
+def _windows(x, kernel, stride, pad, fill=0.0):
+    if pad:
+        x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=fill)
+    return sliding_window_view(x, kernel, axis=(2, 3))[:, :, ::stride, ::stride]
+
+
+def numpy_conv2d(x, weight, bias, stride, pad, groups):
+    """im2col by sliding windows, then one matmul per group."""
+    n = x.shape[0]
+    out_channels, cin_g, kh, kw = weight.shape
+    windows = _windows(x, (kh, kw), stride, pad)            # N, C, OH, OW, kh, kw
+    oh, ow = windows.shape[2:4]
+    cout_g = out_channels // groups
+    windows = windows.reshape(n, groups, cin_g, oh, ow, kh, kw)
+    cols = windows.transpose(1, 0, 3, 4, 2, 5, 6).reshape(groups, n * oh * ow, cin_g * kh * kw)
+    wmat = weight.reshape(groups, cout_g, cin_g * kh * kw)
+    y = np.matmul(cols, wmat.transpose(0, 2, 1))             # G, N*OH*OW, cout_g
+    y = y.reshape(groups, n, oh, ow, cout_g).transpose(1, 0, 4, 2, 3).reshape(
+        n, out_channels, oh, ow)
+    if bias is not None:
+        y = y + bias[None, :, None, None]
+    return np.ascontiguousarray(y)
+
+
+def numpy_conv2d_backward(grad_output, x, weight, stride, pad, groups):
+    """grad_weight = gy @ cols, grad_input = col2im(gy @ W) with one strided add per tap."""
+    n, channels, h, w = x.shape
+    out_channels, cin_g, kh, kw = weight.shape
+    cout_g = out_channels // groups
+    windows = _windows(x, (kh, kw), stride, pad)
+    oh, ow = windows.shape[2:4]
+    cols = windows.reshape(n, groups, cin_g, oh, ow, kh, kw).transpose(
+        1, 0, 3, 4, 2, 5, 6).reshape(groups, n * oh * ow, cin_g * kh * kw)
+    gy = grad_output.reshape(n, groups, cout_g, oh, ow).transpose(1, 0, 3, 4, 2).reshape(
+        groups, n * oh * ow, cout_g)
+    grad_weight = np.matmul(gy.transpose(0, 2, 1), cols).reshape(weight.shape)
+    wmat = weight.reshape(groups, cout_g, cin_g * kh * kw)
+    dcols = np.matmul(gy, wmat).reshape(groups, n, oh, ow, cin_g, kh, kw)
+    dcols = dcols.transpose(1, 0, 4, 5, 6, 2, 3).reshape(n, channels, kh, kw, oh, ow)
+    grad_padded = np.zeros((n, channels, h + 2 * pad, w + 2 * pad), dtype=x.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            grad_padded[:, :, p:p + stride * oh:stride, q:q + stride * ow:stride] += dcols[:, :, p, q]
+    grad_input = grad_padded[:, :, pad:pad + h, pad:pad + w]
+    grad_bias = grad_output.sum(axis=(0, 2, 3))
+    return np.ascontiguousarray(grad_input), grad_weight, grad_bias
+
+
+def numpy_max_pool2d(x, kernel, stride, pad):
+    return np.ascontiguousarray(_windows(x, (kernel, kernel), stride, pad, -np.inf).max(axis=(4, 5)))
+
+
+def numpy_avg_pool2d(x, kernel, stride, pad):
+    return np.ascontiguousarray(_windows(x, (kernel, kernel), stride, pad).mean(axis=(4, 5)))
+
+
+def numpy_max_pool2d_backward(grad_output, x, kernel, stride, pad):
+    """Route each gradient to the first maximum of its window (one masked add per tap)."""
+    n, c, h, w = x.shape
+    windows = _windows(x, (kernel, kernel), stride, pad, -np.inf)
+    oh, ow = windows.shape[2:4]
+    flat = windows.reshape(n, c, oh, ow, kernel * kernel)
+    first = flat.argmax(axis=-1)
+    grad_padded = np.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=x.dtype)
+    for tap in range(kernel * kernel):
+        p, q = divmod(tap, kernel)
+        grad_padded[:, :, p:p + stride * oh:stride, q:q + stride * ow:stride] += np.where(
+            first == tap, grad_output, 0)
+    return np.ascontiguousarray(grad_padded[:, :, pad:pad + h, pad:pad + w])
+
+
+def numpy_avg_pool2d_backward(grad_output, x_shape, kernel, stride, pad):
+    n, c, h, w = x_shape
+    oh, ow = grad_output.shape[2:]
+    share = grad_output / (kernel * kernel)
+    grad_padded = np.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=grad_output.dtype)
+    for p in range(kernel):
+        for q in range(kernel):
+            grad_padded[:, :, p:p + stride * oh:stride, q:q + stride * ow:stride] += share
+    return np.ascontiguousarray(grad_padded[:, :, pad:pad + h, pad:pad + w])
+
+
+# ---------------------------------------------------------------- timing
+def _median_times(contenders, repeats, min_seconds):
+    """Interleave the contenders call by call; return {name: median seconds}."""
+    times = {name: [] for name in contenders}
+    for fn in contenders.values():  # warm up: first-call allocation, page faults, thread start
+        fn()
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < repeats or (time.perf_counter() - start < min_seconds and rounds < 50 * repeats):
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _torch_module():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def conv_contenders(case, dtype, torch, include_numpy):
+    n, cin, h, w, cout, kernel, stride, pad, groups = case
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, cin, h, w)).astype(dtype)
+    weight = rng.standard_normal((cout, cin // groups) + kernel).astype(dtype)
+    bias = rng.standard_normal(cout).astype(dtype)
+    y = fastconv.conv2d(x, weight, bias, stride, pad, groups=groups)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    flops = 2.0 * y.size * (cin // groups) * kernel[0] * kernel[1]
+    fwd = {"fastconv": lambda: fastconv.conv2d(x, weight, bias, stride, pad, groups=groups)}
+    bwd = {"fastconv": lambda: fastconv.conv2d_backward(gy, x, weight, stride, pad, groups=groups)}
+    if include_numpy:
+        fwd["numpy"] = lambda: numpy_conv2d(x, weight, bias, stride, pad, groups)
+        bwd["numpy"] = lambda: numpy_conv2d_backward(gy, x, weight, stride, pad, groups)
+    if torch is not None:
+        def torch_forward():
+            return torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(weight),
+                                              torch.from_numpy(bias), stride, pad, 1,
+                                              groups).numpy()
+
+        def torch_backward():
+            grads = torch.ops.aten.convolution_backward(
+                torch.from_numpy(gy), torch.from_numpy(x), torch.from_numpy(weight), [cout],
+                [stride, stride], [pad, pad], [1, 1], False, [0, 0], groups, [True, True, True])
+            return [g.numpy() for g in grads]
+
+        fwd["torch"] = torch_forward
+        bwd["torch"] = torch_backward
+    return (fwd, flops), (bwd, 2 * flops)
+
+
+def pool_contenders(case, dtype, torch, include_numpy):
+    kind, n, c, h, w, kernel, stride, pad = case
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    if kind == "max":
+        y, indices = fastconv.max_pool2d(x, kernel, stride, pad, return_indices=True)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        fwd = {"fastconv": lambda: fastconv.max_pool2d(x, kernel, stride, pad)}
+        bwd = {"fastconv": lambda: fastconv.max_pool2d_backward(gy, indices, x.shape)}
+        if include_numpy:
+            fwd["numpy"] = lambda: numpy_max_pool2d(x, kernel, stride, pad)
+            bwd["numpy"] = lambda: numpy_max_pool2d_backward(gy, x, kernel, stride, pad)
+        if torch is not None:
+            t_indices = torch.from_numpy(indices)
+            fwd["torch"] = lambda: torch.nn.functional.max_pool2d(
+                torch.from_numpy(x), kernel, stride, pad).numpy()
+            bwd["torch"] = lambda: torch.ops.aten.max_pool2d_with_indices_backward(
+                torch.from_numpy(gy), torch.from_numpy(x), [kernel, kernel], [stride, stride],
+                [pad, pad], [1, 1], False, t_indices).numpy()
+    else:
+        y = fastconv.avg_pool2d(x, kernel, stride, pad)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        fwd = {"fastconv": lambda: fastconv.avg_pool2d(x, kernel, stride, pad)}
+        bwd = {"fastconv": lambda: fastconv.avg_pool2d_backward(gy, x.shape, kernel, stride, pad)}
+        if include_numpy:
+            fwd["numpy"] = lambda: numpy_avg_pool2d(x, kernel, stride, pad)
+            bwd["numpy"] = lambda: numpy_avg_pool2d_backward(gy, x.shape, kernel, stride, pad)
+        if torch is not None:
+            fwd["torch"] = lambda: torch.nn.functional.avg_pool2d(
+                torch.from_numpy(x), kernel, stride, pad).numpy()
+            bwd["torch"] = lambda: torch.ops.aten.avg_pool2d_backward(
+                torch.from_numpy(gy), torch.from_numpy(x), [kernel, kernel], [stride, stride],
+                [pad, pad], False, True, None).numpy()
+    return (fwd, 0.0), (bwd, 0.0)
+
+
+def sgemm_ceiling(dtype, repeats=5):
+    """GFLOP/s of a 2048x2048 matrix product through NumPy's BLAS: the machine's ceiling."""
+    a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(dtype)
+    seconds = _median_times({"gemm": lambda: a @ a}, repeats, 0.5)["gemm"]
+    return 2 * 2048 ** 3 / seconds / 1e9
+
+
+def run(cases=None, dtype=np.float32, threads=2, repeats=7, min_seconds=0.3, include_numpy=True,
+        include_torch=True, out=sys.stdout):
+    """Time every case; return a list of result rows (dicts) and print the table to ``out``."""
+    torch = _torch_module() if include_torch else None
+    if torch is not None:
+        torch.set_num_threads(threads)
+    from threadpoolctl import threadpool_limits
+
+    names = list(cases) if cases else list(CONV_CASES) + list(POOL_CASES)
+    rows = []
+    header = (f"{'case':<11}{'op':<5}{'fastconv ms':>12}{'numpy ms':>11}{'torch ms':>10}"
+              f"{'fc GFLOP/s':>11}{'np/fc':>8}{'fc/torch':>9}")
+    print(f"fastconv {fastconv.__version__}, {np.dtype(dtype).name}, {threads} threads, "
+          f"torch {'%s' % torch.__version__ if torch is not None else 'not installed'}, "
+          f"median of >= {repeats} interleaved calls", file=out)
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    with fastconv.threads(threads), threadpool_limits(limits=threads):
+        for name in names:
+            if name in CONV_CASES:
+                pairs = conv_contenders(CONV_CASES[name], dtype, torch, include_numpy)
+            elif name in POOL_CASES:
+                pairs = pool_contenders(POOL_CASES[name], dtype, torch, include_numpy)
+            else:
+                raise ValueError(f"unknown case {name!r}; known: "
+                                 f"{sorted(CONV_CASES) + sorted(POOL_CASES)}")
+            for op, (contenders, flops) in zip(("fwd", "bwd"), pairs):
+                medians = _median_times(contenders, repeats, min_seconds)
+                row = {"case": name, "op": op, "dtype": np.dtype(dtype).name, "threads": threads}
+                for who, seconds in medians.items():
+                    row[f"{who}_ms"] = seconds * 1e3
+                row["fastconv_gflops"] = flops / medians["fastconv"] / 1e9 if flops else None
+                if "numpy" in medians:
+                    row["numpy_over_fastconv"] = medians["numpy"] / medians["fastconv"]
+                if "torch" in medians:
+                    row["fastconv_over_torch"] = medians["fastconv"] / medians["torch"]
+                rows.append(row)
+                print(_format_row(row), file=out, flush=True)
+    ratios = [row["fastconv_over_torch"] for row in rows if "fastconv_over_torch" in row]
+    if ratios:
+        geomean = float(np.exp(np.mean(np.log(ratios))))
+        print(f"geometric mean fastconv/torch over {len(ratios)} ops: {geomean:.3f}", file=out)
+    speedups = [row["numpy_over_fastconv"] for row in rows if "numpy_over_fastconv" in row]
+    if speedups:
+        print(f"slowest speed-up over numpy: {min(speedups):.2f}x", file=out)
+    return rows
+
+
+def _format_row(row):
+    def cell(key, width, fmt):
+        value = row.get(key)
+        return f"{'-':>{width}}" if value is None else f"{value:>{width}{fmt}}"
+
+    return (f"{row['case']:<11}{row['op']:<5}{cell('fastconv_ms', 12, '.3f')}"
+            f"{cell('numpy_ms', 11, '.3f')}{cell('torch_ms', 10, '.3f')}"
+            f"{cell('fastconv_gflops', 11, '.1f')}{cell('numpy_over_fastconv', 8, '.2f')}"
+            f"{cell('fastconv_over_torch', 9, '.3f')}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="fastconv bench",
+        description="Time fastconv against NumPy and (when installed) PyTorch; print ratios.")
+    parser.add_argument("cases", nargs="*", help="case names (default: all, or the quick set)")
+    parser.add_argument("--quick", action="store_true", help="small cases, few repeats")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy contender")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also measure the 2048x2048 GEMM ceiling through NumPy's BLAS")
+    parser.add_argument("--json", metavar="PATH", help="write the rows as JSON")
+    args = parser.parse_args(argv)
+    cases = args.cases or (list(QUICK_CASES) if args.quick else None)
+    repeats = args.repeats or (3 if args.quick else 7)
+    rows = run(cases, dtype=np.dtype(args.dtype), threads=args.threads, repeats=repeats,
+               min_seconds=0.05 if args.quick else 0.3, include_numpy=not args.no_numpy,
+               include_torch=not args.no_torch)
+    report = {"rows": rows, "machine": platform.platform(), "python": sys.version.split()[0],
+              "config": {"threads": args.threads, "dtype": args.dtype, "repeats": repeats}}
+    if args.ceiling:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=args.threads):
+            ceiling = sgemm_ceiling(np.dtype(args.dtype))
+        report["gemm_ceiling_gflops"] = ceiling
+        print(f"GEMM ceiling (2048^3 through NumPy's BLAS, {args.threads} threads): "
+              f"{ceiling:.1f} GFLOP/s")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
