@@ -1,0 +1,44 @@
+"""Convolution kernels (src/_conv.pyx). Called by fastconv.conv only, with checked arguments.
+
+``geometry`` is the tuple (in_channels_per_group, in_h, in_w, out_channels_per_group, out_h,
+out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
+tile) built by fastconv.conv._prepare. Every kernel is a fused float32/float64 function.
+"""
+
+import numpy as np
+
+def conv2d_forward(
+    x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W)
+    weight: np.ndarray,  # const floating[:, :, :, ::1]  (C_out, C_in/groups, kH, kW)
+    bias: np.ndarray,  # const floating[::1]  (C_out,) or (0,) for no bias
+    out: np.ndarray,  # floating[:, :, :, ::1]  (N, C_out, H_out, W_out), overwritten
+    workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= k * tile)
+    geometry: tuple[int, ...],
+    groups: int,
+    num_threads: int,
+) -> None: ...
+def conv2d_grad_weight(
+    grad_output: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_out, H_out, W_out)
+    x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W)
+    partials: np.ndarray,  # floating[:, ::1]  (chunks, C_out * k), zeroed; summed by the caller
+    workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= k * tile)
+    geometry: tuple[int, ...],
+    groups: int,
+    num_threads: int,
+) -> None: ...
+def conv2d_grad_bias(
+    grad_output: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_out, H_out, W_out)
+    grad_bias: np.ndarray,  # floating[::1]  (C_out,), overwritten
+    num_threads: int,
+) -> None: ...
+def conv2d_grad_input(
+    grad_output: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_out, H_out, W_out)
+    weight: np.ndarray,  # const floating[:, :, :, ::1]  (C_out, C_in/groups, kH, kW)
+    grad_input: np.ndarray,  # floating[:, :, :, ::1]  (N, C_in, H, W), zeroed
+    workspace: np.ndarray,  # floating[:, ::1]  per_item: (num_threads, >= k * tile);
+    #                         otherwise (1, band * k * tile)
+    geometry: tuple[int, ...],
+    groups: int,
+    per_item: bool,
+    num_threads: int,
+) -> None: ...
