@@ -74,11 +74,14 @@ def as_float_array(value, name, dtype=None):
 def result_dtype(*values):
     """The computation dtype for several arguments: each one's float dtype, promoted by NumPy."""
     first = values[0][1]
-    if type(first) is np.ndarray and first.dtype in _FLOAT_DTYPES and all(
-        value is None or (type(value) is np.ndarray and value.dtype == first.dtype)
-        for _, value in values
-    ):  # every argument already in one native float dtype
-        return first.dtype
+    if type(first) is np.ndarray:
+        dtype = first.dtype
+        if dtype in _FLOAT_DTYPES:  # every argument already in one native float dtype?
+            for _, value in values:
+                if value is not None and (type(value) is not np.ndarray or value.dtype != dtype):
+                    break
+            else:
+                return dtype
     dtypes = []
     for name, value in values:
         if value is None:
@@ -130,6 +133,8 @@ def padding4(value, name="padding"):
     Accepts an int, an (ph, pw) pair (symmetric) or ((top, bottom), (left, right)) as in
     ``numpy.pad``. String forms ('same', 'valid') are handled by the caller.
     """
+    if type(value) is int and value >= 0:
+        return value, value, value, value
     if isinstance(value, (tuple, list, np.ndarray)) and len(value) == 2 and all(
         isinstance(part, (tuple, list, np.ndarray)) for part in value
     ):
@@ -158,35 +163,37 @@ def same_padding(in_size, kernel_size, stride, dilation):
 _AXES = ("height", "width")
 
 
+def _axis_output(size, kernel, step, dil, before, after, axis, what, ceil_mode):
+    span = size + before + after - dil * (kernel - 1) - 1
+    if span < 0:
+        raise ValueError(
+            f"kernel is larger than the padded {what} along {_AXES[axis]}: {what} size "
+            f"{size} + padding {before}+{after} = {size + before + after}, effective kernel "
+            f"size {dil * (kernel - 1) + 1} (kernel {kernel}, dilation {dil})"
+        )
+    if not ceil_mode:
+        return span // step + 1
+    out = -(-span // step) + 1
+    if (out - 1) * step >= size + before:
+        out -= 1
+    return out
+
+
 def output_size(in_size, kernel_size, stride, padding, dilation, what="input", ceil_mode=False):
     """Output (height, width) of a sliding window, or ValueError naming the axis and numbers.
 
     ``padding`` is (top, bottom, left, right). Per axis
-    ``out = floor((in + before + after - dilation*(k-1) - 1) / stride) + 1``; with
-    ``ceil_mode`` the division rounds up, but the last window must start inside the input or
-    its top/left padding, never in the bottom/right padding alone (PyTorch's rule).
+    ``out = floor((in + before + after - dilation*(k-1) - 1) / stride) + 1`` (>= 1 whenever
+    the padded input holds one window); with ``ceil_mode`` the division rounds up, but the
+    last window must start inside the input or its top/left padding, never in the
+    bottom/right padding alone (PyTorch's rule).
     """
-    result = []
-    for axis in range(2):
-        size, kernel, step, dil = in_size[axis], kernel_size[axis], stride[axis], dilation[axis]
-        before, after = padding[2 * axis], padding[2 * axis + 1]
-        span = size + before + after - dil * (kernel - 1) - 1
-        if span < 0:
-            raise ValueError(
-                f"kernel is larger than the padded {what} along {_AXES[axis]}: {what} size "
-                f"{size} + padding {before}+{after} = {size + before + after}, effective kernel "
-                f"size {dil * (kernel - 1) + 1} (kernel {kernel}, dilation {dil})"
-            )
-        if ceil_mode:
-            out = -(-span // step) + 1
-            if (out - 1) * step >= size + before:
-                out -= 1
-        else:
-            out = span // step + 1
-        if out < 1:  # pragma: no cover - span >= 0 guarantees out >= 1; kept as the contract
-            raise ValueError(f"output {_AXES[axis]} would be {out} < 1")
-        result.append(out)
-    return tuple(result)
+    return (
+        _axis_output(in_size[0], kernel_size[0], stride[0], dilation[0], padding[0],
+                     padding[1], 0, what, ceil_mode),
+        _axis_output(in_size[1], kernel_size[1], stride[1], dilation[1], padding[2],
+                     padding[3], 1, what, ceil_mode),
+    )
 
 
 def pool_output_size(in_size, kernel_size, stride, padding, dilation, ceil_mode, max_pad_of):

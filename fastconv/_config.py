@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from . import _openmp
-from ._threads import blas_single_thread, get_num_threads
+from ._threads import blas_info, get_num_threads
 from ._version import __version__
 
 
@@ -24,7 +24,7 @@ def config_info():
         "openmp": _openmp.openmp_enabled(),
         "num_threads": get_num_threads(),
         "openmp_default_threads": _openmp.default_num_threads(),
-        "blas": blas_single_thread.info(),
+        "blas": blas_info(),
         "compiler": BUILD_INFO.get("compiler", "unknown"),
         "compile_args": BUILD_INFO.get("compile_args", []),
         "link_args": BUILD_INFO.get("link_args", []),

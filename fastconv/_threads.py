@@ -9,13 +9,14 @@ of cores fastconv occupies, BLAS included.
 
 import contextlib
 import os
-import threading
 
 from . import _openmp
 
 __all__ = ["set_num_threads", "get_num_threads", "threads", "effective_num_threads"]
 
 _state = {"num_threads": None}
+# OpenMP reads OMP_NUM_THREADS once, at start-up; so can we.
+_DEFAULT_NUM_THREADS = _openmp.default_num_threads()
 
 
 def _as_thread_count(n):
@@ -43,7 +44,7 @@ def get_num_threads():
     True
     """
     n = _state["num_threads"]
-    return _openmp.default_num_threads() if n is None else n
+    return _DEFAULT_NUM_THREADS if n is None else n
 
 
 def set_num_threads(n):
@@ -93,30 +94,29 @@ def threads(n):
 
 def effective_num_threads(work_items=None):
     """Threads to pass to a kernel: the user's count, capped by the number of work items."""
-    n = get_num_threads()
-    if work_items is not None:
-        n = max(1, min(n, work_items))
+    n = _state["num_threads"] or _DEFAULT_NUM_THREADS
+    if work_items is not None and work_items < n:
+        return work_items if work_items > 1 else 1
     return n
 
 
 class _BlasHold:
     """Holds the BLAS our kernels call to one thread while a kernel that calls GEMM runs.
 
-    The libraries are found once (threadpoolctl inspects the loaded libraries, which is slow);
-    after that, entering and leaving cost a few direct ctypes calls to OpenBLAS's own
-    ``openblas_get/set_num_threads`` (threadpoolctl's setter ignores every Python thread but
-    the first that used it, which would break concurrent callers). Reference-counted, so
-    Python threads calling fastconv at the same time restore the user's setting only when the
-    last one leaves. An OpenBLAS built on OpenMP needs no hold: called from inside our own
-    parallel region it runs on the calling thread (nested parallelism is off).
+    The libraries are found once, at the first hold (threadpoolctl inspects the loaded
+    libraries, which is slow). OpenBLAS's own ``openblas_get/set_num_threads`` are then bound
+    into ``fastconv._openmp.BlasHold``, so entering and leaving cost two C calls. (threadpoolctl's
+    own setter ignores every Python thread but the first that used it, which would break
+    concurrent callers.) Reference-counted: Python threads calling fastconv at the same time
+    restore the user's setting only when the last one leaves. An OpenBLAS built on OpenMP
+    needs no hold: called from inside our parallel region it runs on the calling thread
+    (nested parallelism is off); another BLAS is held through threadpoolctl.
     """
 
     def __init__(self):
-        self._lock = threading.Lock()
         self._libraries = None
-        self._accessors = []
-        self._depth = 0
-        self._saved = []
+        self._native = _openmp.BlasHold()
+        self._fallback = []
 
     def _find(self):
         try:
@@ -137,17 +137,25 @@ class _BlasHold:
         return owned or blas
 
     def _ensure(self):
-        if self._libraries is None:
-            self._libraries = self._find()
-            for lib in self._libraries:
-                getter = setter = None
-                if lib.internal_api == "openblas" and getattr(lib, "threading_layer", "") != "openmp":
-                    symbol = getattr(lib, "_get_symbol", lambda name: None)
-                    getter = symbol("openblas_get_num_threads")
-                    setter = symbol("openblas_set_num_threads")
-                if getter is None or setter is None:  # other BLAS: threadpoolctl's own calls
-                    getter, setter = lib.get_num_threads, lib.set_num_threads
-                self._accessors.append((getter, setter))
+        if self._libraries is not None:
+            return
+        import ctypes
+
+        libraries = self._find()
+        addresses = []
+        for lib in libraries:
+            if lib.internal_api == "openblas" and getattr(lib, "threading_layer", "") == "openmp":
+                continue
+            symbol = getattr(lib, "_get_symbol", lambda name: None)
+            getter = symbol("openblas_get_num_threads") if lib.internal_api == "openblas" else None
+            setter = symbol("openblas_set_num_threads") if lib.internal_api == "openblas" else None
+            if getter is not None and setter is not None:
+                addresses.append((ctypes.cast(getter, ctypes.c_void_p).value,
+                                  ctypes.cast(setter, ctypes.c_void_p).value))
+            else:
+                self._fallback.append(lib)
+        self._native.bind(addresses)
+        self._libraries = libraries
 
     def info(self):
         self._ensure()
@@ -159,24 +167,32 @@ class _BlasHold:
         ]
 
     def __enter__(self):
-        with self._lock:
-            if self._depth == 0:
-                self._ensure()
-                self._saved = [getter() for getter, _ in self._accessors]
-                for (_, setter), saved in zip(self._accessors, self._saved):
-                    if saved != 1:
-                        setter(1)
-            self._depth += 1
-        return self
+        if self._libraries is None:
+            self._ensure()
+        if self._fallback:  # pragma: no cover - only with a BLAS other than OpenBLAS
+            self._saved = [lib.get_num_threads() for lib in self._fallback]
+            for lib in self._fallback:
+                lib.set_num_threads(1)
+        return self._native.__enter__()
 
     def __exit__(self, *exc):
-        with self._lock:
-            self._depth -= 1
-            if self._depth == 0:
-                for (_, setter), saved in zip(self._accessors, self._saved):
-                    if saved is not None and saved != 1:
-                        setter(saved)
+        self._native.__exit__()
+        if self._fallback:  # pragma: no cover - only with a BLAS other than OpenBLAS
+            for lib, saved in zip(self._fallback, self._saved):
+                lib.set_num_threads(saved)
         return False
 
 
-blas_single_thread = _BlasHold()
+_blas_hold = _BlasHold()
+
+
+def blas_single_thread():
+    """The context manager that holds the kernels' BLAS to one thread (see _BlasHold)."""
+    if _blas_hold._libraries is None or _blas_hold._fallback:
+        return _blas_hold
+    return _blas_hold._native
+
+
+def blas_info():
+    """The BLAS libraries fastconv's kernels call, for show_config()."""
+    return _blas_hold.info()

@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _conv
 from ._args import (
+    _FLOAT_DTYPES,
     as_batched,
     as_float_array,
     check_mode,
@@ -30,6 +31,7 @@ __all__ = ["corr2d", "convolve2d", "conv2d", "conv2d_backward"]
 _PADDING_MODES = {"zeros": "zeros", "reflect": "reflect", "replicate": "replicate",
                   "circular": "circular"}
 _NEED = ("input", "weight", "bias")
+_NEED_ALL = frozenset(_NEED)
 
 # An im2col tile (k rows by `tile` output pixels) is sized to stay in L2 next to the GEMM's
 # packed panels; the band of column gradients that the few-items backward schedule keeps is
@@ -48,9 +50,7 @@ def _specialised(kernel):
 
 
 _FORWARD = _specialised(_conv.conv2d_forward)
-_GRAD_INPUT = _specialised(_conv.conv2d_grad_input)
-_GRAD_WEIGHT = _specialised(_conv.conv2d_grad_weight)
-_GRAD_BIAS = _specialised(_conv.conv2d_grad_bias)
+_BACKWARD = _specialised(_conv.conv2d_backward)
 
 _Conv = namedtuple(
     "_Conv",
@@ -65,12 +65,63 @@ def _tile_size(k, out_plane, itemsize):
     return max(1, min(tile, out_plane))
 
 
+# Validated plans (everything _prepare derives from the shapes and arguments), so that a
+# training loop calling with the same shapes pays for the checks once. Keyed strictly: only
+# exact ints, pairs of exact ints and strings, and arrays already C-contiguous in one native
+# float dtype, so a key can only match arguments that the full checks accepted before
+# (True or 1.0 never reuse the plan made for 1).
+_PLANS = {}
+_MAX_PLANS = 256
+
+
+def _simple(value):
+    kind = type(value)
+    return kind is int or kind is str or (
+        kind is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int)
+
+
+def _plan_key(x, weight, bias, stride, padding, dilation, groups, padding_mode, extra):
+    if type(x) is not np.ndarray or type(weight) is not np.ndarray:
+        return None
+    dtype = x.dtype
+    if dtype not in _FLOAT_DTYPES or weight.dtype != dtype or not (
+        x.flags.c_contiguous and weight.flags.c_contiguous
+    ):
+        return None
+    for array in (bias,) + tuple(value for _, value in extra):
+        if array is not None and (type(array) is not np.ndarray or array.dtype != dtype
+                                  or not array.flags.c_contiguous):
+            return None
+    if not (_simple(stride) and _simple(padding) and _simple(dilation)
+            and type(groups) is int and type(padding_mode) is str):
+        return None
+    return (x.shape, weight.shape, dtype.char, None if bias is None else bias.shape,
+            stride, padding, dilation, groups, padding_mode)
+
+
 def _prepare(x, weight, bias, stride, padding, dilation, groups, padding_mode, extra=()):
     """Check and normalise every convolution argument; return a _Conv and the extra arrays.
 
     ``extra`` is a sequence of (name, array-like) converted to the common dtype (used for
     grad_output in the backward pass).
     """
+    key = _plan_key(x, weight, bias, stride, padding, dilation, groups, padding_mode, extra)
+    if key is not None:
+        plan = _PLANS.get(key)
+        if plan is not None:
+            return (_Conv(x[np.newaxis] if plan[0] else x, weight, bias, *plan),
+                    [value for _, value in extra])
+    conv, extras = _prepare_checked(x, weight, bias, stride, padding, dilation, groups,
+                                    padding_mode, extra)
+    if key is not None:
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = conv[3:]
+    return conv, extras
+
+
+def _prepare_checked(x, weight, bias, stride, padding, dilation, groups, padding_mode, extra):
+    """The full checks behind _prepare."""
     dtype = result_dtype(("x", x), ("weight", weight), ("bias", bias), *extra)
     x = as_float_array(x, "x", dtype)
     weight = as_float_array(weight, "weight", dtype)
@@ -79,9 +130,10 @@ def _prepare(x, weight, bias, stride, padding, dilation, groups, padding_mode, e
         raise ValueError(
             f"weight must be 4-D (C_out, C_in/groups, kH, kW), got shape {weight.shape}"
         )
-    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)):
-        raise TypeError(f"groups must be an int, got {groups!r}")
-    groups = int(groups)
+    if type(groups) is not int:
+        if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)):
+            raise TypeError(f"groups must be an int, got {groups!r}")
+        groups = int(groups)
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
     batch, in_channels, in_h, in_w = x4.shape
@@ -128,11 +180,12 @@ def _prepare(x, weight, bias, stride, padding, dilation, groups, padding_mode, e
     check_size(padded_h * padded_w, "an input plane")
     check_size(out_h * out_w, "an output plane")
     k = in_channels_g * kernel_h * kernel_w
-    check_size(k * _tile_size(k, out_h * out_w, dtype.itemsize), "an im2col tile")
+    tile = _tile_size(k, out_h * out_w, dtype.itemsize)
+    check_size(k * tile, "an im2col tile")
     geometry = (
         in_channels_g, padded_h, padded_w, out_channels // groups, out_h, out_w,
         kernel_h, kernel_w, stride[0], stride[1], geo_pads[0], geo_pads[1],
-        dilation[0], dilation[1], _tile_size(k, out_h * out_w, dtype.itemsize),
+        dilation[0], dilation[1], tile,
     )
     conv = _Conv(x4, weight, bias, unbatched, dtype, pads, mode, stride, dilation, groups,
                  out_h, out_w, geometry)
@@ -224,13 +277,15 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     n_items = batch * conv.groups * _n_tiles(conv.geometry)
     num_threads = effective_num_threads(n_items)
     workspace = _workspace(num_threads, conv.geometry, conv.dtype)
-    with blas_single_thread:
+    with blas_single_thread():
         _FORWARD[conv.dtype](x_in, conv.weight, bias_in, result4, workspace, conv.geometry,
                              conv.groups, num_threads)
     return result
 
 
 def _check_need(need):
+    if need is _NEED:  # the default
+        return _NEED_ALL
     if isinstance(need, str):
         need = (need,)
     try:
@@ -244,7 +299,7 @@ def _check_need(need):
 
 
 def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1,
-                    padding_mode="zeros", *, need=("input", "weight", "bias")):
+                    padding_mode="zeros", *, need=_NEED):
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
     Parameters
@@ -297,61 +352,54 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         shown = expected[1:] if conv.unbatched else expected
         raise ValueError(f"grad_output has shape {grad_output.shape}, expected {shown} "
                          f"(the shape conv2d returns for these arguments)")
-    grad_input = grad_weight = grad_bias = None
     geometry = conv.geometry
+    dtype = conv.dtype
     n_tiles = _n_tiles(geometry)
-    with blas_single_thread:
-        if "bias" in need:
-            grad_bias = np.zeros(out_channels, dtype=conv.dtype)
-            if batch:
-                _GRAD_BIAS[conv.dtype](gy4, grad_bias, effective_num_threads(out_channels))
-        if "weight" in need:
-            grad_weight = _grad_weight(conv, gy4, n_tiles)
-        if "input" in need:
-            grad_input = _grad_input(conv, gy4, n_tiles)
-    return grad_input, grad_weight, grad_bias
-
-
-def _grad_weight(conv, gy4, n_tiles):
-    weight = conv.weight
-    batch = conv.x.shape[0]
-    n_pairs = batch * n_tiles
-    row = weight.size
-    n_chunks = max(1, min(n_pairs, _MAX_WEIGHT_CHUNKS,
-                          _PARTIAL_BYTES // max(1, row * conv.dtype.itemsize)))
-    partials = np.zeros((n_chunks, max(1, row)), dtype=conv.dtype)
-    if n_pairs and row:
-        num_threads = effective_num_threads(n_chunks)
-        workspace = _workspace(num_threads, conv.geometry, conv.dtype)
-        _GRAD_WEIGHT[conv.dtype](gy4, _padded_input(conv), partials, workspace,
-                                 conv.geometry, conv.groups, num_threads)
-    # chunks are added in a fixed order: the result does not depend on the thread count
-    total = partials[0] if n_chunks == 1 else np.add.reduce(partials, axis=0)
-    return np.ascontiguousarray(total[:row].reshape(weight.shape))
-
-
-def _grad_input(conv, gy4, n_tiles):
-    batch = conv.x.shape[0]
-    padded = conv.mode != "zeros" and any(conv.pads)
-    geometry = conv.geometry
-    shape = (batch, conv.x.shape[1], geometry[1], geometry[2])
-    grad = np.zeros(shape, dtype=conv.dtype)
-    n_items = batch * conv.groups
-    if grad.size:
-        per_item = n_items >= _PER_ITEM_MIN_ITEMS
+    grad_bias = np.zeros(out_channels, dtype=dtype) if "bias" in need else None
+    grad_weight = np.zeros(conv.weight.shape, dtype=dtype) if "weight" in need else None
+    padded_input = _padded_input(conv)
+    grad_input = (np.zeros((batch, conv.x.shape[1], geometry[1], geometry[2]), dtype=dtype)
+                  if "input" in need else None)
+    partials = weight_workspace = input_workspace = None
+    weight_threads = input_threads = 1
+    if grad_weight is not None and batch:
+        # the (sample, tile) pairs are cut into chunks by the shapes alone; one chunk sums
+        # straight into the result, several are added afterwards in a fixed order, so the sum
+        # never depends on the thread count
+        row = grad_weight.size
+        n_chunks = max(1, min(batch * n_tiles, _MAX_WEIGHT_CHUNKS,
+                              _PARTIAL_BYTES // max(1, row * dtype.itemsize)))
+        partials = (grad_weight.reshape(1, row) if n_chunks == 1
+                    else np.zeros((n_chunks, row), dtype=dtype))
+        weight_threads = effective_num_threads(n_chunks)
+        weight_workspace = _workspace(weight_threads, geometry, dtype)
+    per_item = batch * conv.groups >= _PER_ITEM_MIN_ITEMS
+    if grad_input is not None and grad_input.size:
         if per_item:
-            num_threads = effective_num_threads(n_items)
-            workspace = _workspace(num_threads, geometry, conv.dtype)
+            input_threads = effective_num_threads(batch * conv.groups)
+            input_workspace = _workspace(input_threads, geometry, dtype)
         else:
-            num_threads = effective_num_threads(max(n_tiles, geometry[0]))
+            input_threads = effective_num_threads(max(n_tiles, geometry[0]))
             block = geometry[0] * geometry[6] * geometry[7] * geometry[14]
-            band = max(1, min(n_tiles, _BAND_BYTES // max(1, block * conv.dtype.itemsize)))
-            workspace = np.empty((1, max(1, band * block)), dtype=conv.dtype)
-        _GRAD_INPUT[conv.dtype](gy4, conv.weight, grad, workspace, geometry, conv.groups,
-                                per_item, num_threads)
-    if padded:
-        grad = pad2d_backward_impl(grad, conv.pads, conv.mode)
-    return grad[0] if conv.unbatched else grad
+            band = max(1, min(n_tiles, _BAND_BYTES // max(1, block * dtype.itemsize)))
+            input_workspace = np.empty((1, max(1, band * block)), dtype=dtype)
+    if batch:
+        with blas_single_thread():
+            _BACKWARD[dtype](
+                gy4, padded_input, conv.weight,
+                grad_input if input_workspace is not None else None,
+                partials, grad_bias if batch else None, weight_workspace, input_workspace,
+                geometry, conv.groups, per_item, input_threads, weight_threads,
+                effective_num_threads(out_channels),
+            )
+    if partials is not None and partials.shape[0] > 1:
+        np.add.reduce(partials, axis=0, out=grad_weight.reshape(grad_weight.size))
+    if grad_input is not None:
+        if conv.mode != "zeros" and any(conv.pads):
+            grad_input = pad2d_backward_impl(grad_input, conv.pads, conv.mode)
+        if conv.unbatched:
+            grad_input = grad_input[0]
+    return grad_input, grad_weight, grad_bias
 
 
 def _as_plane(array, name, dtype):

@@ -15,7 +15,6 @@ per-thread workspaces, partial sums); these kernels never raise and never alloca
 """
 
 from cython.parallel cimport parallel, prange, threadid
-from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from _types cimport floating
@@ -85,13 +84,19 @@ cdef inline void valid_range(Py_ssize_t first, Py_ssize_t step, Py_ssize_t count
 cdef void im2col_tile(const floating* x_group, floating* col, Py_ssize_t p0, Py_ssize_t count,
                       const Geometry* geo) noexcept nogil:
     """col[(c,p,q), i] = x[c, oy*s+p*d-pad, ox*s+q*d-pad] (0 outside) for pixel p0+i = (oy, ox)."""
-    cdef Py_ssize_t c, p, q, i, seg, oy, ox, iy, ix0, j, lo, hi
+    cdef Py_ssize_t c, p, q, i, j, seg, oy, ox, iy, ix0, lo, hi, q_lo, q_hi
     cdef Py_ssize_t plane = geo.in_h * geo.in_w
+    cdef Py_ssize_t stride_w = geo.stride_w
     cdef const floating* src
+    cdef floating* dst
     cdef floating* row = col
     for c in range(geo.in_channels_g):
         for p in range(geo.kernel_h):
             for q in range(geo.kernel_w):
+                # the output columns whose tap q lands inside the input: the same for every
+                # output row, so found once per tap instead of once per row segment
+                valid_range(q * geo.dil_w - geo.pad_left, stride_w, geo.out_w, geo.in_w,
+                            &q_lo, &q_hi)
                 oy = p0 // geo.out_w
                 ox = p0 - oy * geo.out_w
                 i = 0
@@ -100,22 +105,28 @@ cdef void im2col_tile(const floating* x_group, floating* col, Py_ssize_t p0, Py_
                     seg = geo.out_w - ox
                     if seg > count - i:
                         seg = count - i
+                    dst = row + i
                     iy = oy * geo.stride_h - geo.pad_top + p * geo.dil_h
                     if iy < 0 or iy >= geo.in_h:
-                        memset(row + i, 0, seg * sizeof(floating))
+                        for j in range(seg):
+                            dst[j] = 0
                     else:
-                        src = x_group + c * plane + iy * geo.in_w
-                        ix0 = ox * geo.stride_w - geo.pad_left + q * geo.dil_w
-                        valid_range(ix0, geo.stride_w, seg, geo.in_w, &lo, &hi)
-                        if lo > 0:
-                            memset(row + i, 0, lo * sizeof(floating))
-                        if geo.stride_w == 1:
-                            memcpy(row + i + lo, src + ix0 + lo, (hi - lo) * sizeof(floating))
+                        lo = q_lo - ox if q_lo > ox else 0
+                        hi = q_hi - ox if q_hi - ox < seg else seg
+                        if hi < lo:
+                            hi = lo
+                        ix0 = ox * stride_w - geo.pad_left + q * geo.dil_w
+                        src = x_group + c * plane + iy * geo.in_w + ix0
+                        for j in range(lo):
+                            dst[j] = 0
+                        if stride_w == 1:
+                            for j in range(lo, hi):
+                                dst[j] = src[j]
                         else:
                             for j in range(lo, hi):
-                                row[i + j] = src[ix0 + j * geo.stride_w]
-                        if hi < seg:
-                            memset(row + i + hi, 0, (seg - hi) * sizeof(floating))
+                                dst[j] = src[j * stride_w]
+                        for j in range(hi, seg):
+                            dst[j] = 0
                     i = i + seg
                     oy = oy + 1
                     ox = 0
@@ -126,15 +137,19 @@ cdef void col2im_tile(const floating* col, floating* grad_group, Py_ssize_t c_st
                       Py_ssize_t c_stop, Py_ssize_t p0, Py_ssize_t count,
                       const Geometry* geo) noexcept nogil:
     """grad[c, oy*s+p*d-pad, ox*s+q*d-pad] += col[(c,p,q), i] for channels [c_start, c_stop)."""
-    cdef Py_ssize_t c, p, q, i, seg, oy, ox, iy, ix0, j, lo, hi
+    cdef Py_ssize_t c, p, q, i, j, seg, oy, ox, iy, ix0, lo, hi, q_lo, q_hi
     cdef Py_ssize_t plane = geo.in_h * geo.in_w
     cdef Py_ssize_t taps = geo.kernel_h * geo.kernel_w
+    cdef Py_ssize_t stride_w = geo.stride_w
     cdef floating* dst
+    cdef const floating* src
     cdef const floating* row
     for c in range(c_start, c_stop):
         row = col + c * taps * count
         for p in range(geo.kernel_h):
             for q in range(geo.kernel_w):
+                valid_range(q * geo.dil_w - geo.pad_left, stride_w, geo.out_w, geo.in_w,
+                            &q_lo, &q_hi)
                 oy = p0 // geo.out_w
                 ox = p0 - oy * geo.out_w
                 i = 0
@@ -144,15 +159,17 @@ cdef void col2im_tile(const floating* col, floating* grad_group, Py_ssize_t c_st
                         seg = count - i
                     iy = oy * geo.stride_h - geo.pad_top + p * geo.dil_h
                     if iy >= 0 and iy < geo.in_h:
-                        dst = grad_group + c * plane + iy * geo.in_w
-                        ix0 = ox * geo.stride_w - geo.pad_left + q * geo.dil_w
-                        valid_range(ix0, geo.stride_w, seg, geo.in_w, &lo, &hi)
-                        if geo.stride_w == 1:
+                        lo = q_lo - ox if q_lo > ox else 0
+                        hi = q_hi - ox if q_hi - ox < seg else seg
+                        ix0 = ox * stride_w - geo.pad_left + q * geo.dil_w
+                        dst = grad_group + c * plane + iy * geo.in_w + ix0
+                        src = row + i
+                        if stride_w == 1:
                             for j in range(lo, hi):
-                                dst[ix0 + j] += row[i + j]
+                                dst[j] += src[j]
                         else:
                             for j in range(lo, hi):
-                                dst[ix0 + j * geo.stride_w] += row[i + j]
+                                dst[j * stride_w] += src[j]
                     i = i + seg
                     oy = oy + 1
                     ox = 0
@@ -208,72 +225,85 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                         c_ptr[o * out_plane + i] += b
 
 
-def conv2d_grad_weight(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
-                       floating[:, ::1] partials, floating[:, ::1] workspace, tuple geometry,
-                       Py_ssize_t groups, int num_threads):
+cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
+                           const floating[:, :, :, ::1] x, floating[:, ::1] partials,
+                           floating[:, ::1] workspace, const Geometry* geo, Py_ssize_t groups,
+                           int num_threads) noexcept nogil:
     """partials[chunk, (o,c,p,q)] = sum over the chunk's (n, tile) of gy[n,o,tile] . col[(c,p,q), tile].
 
     The (sample, tile) pairs are cut into ``partials.shape[0]`` fixed chunks (a number chosen
     from the shapes alone); the caller adds the chunks in order, so the sum's order never
     depends on the thread count. ``partials`` must be zeroed.
     """
-    cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t batch = x.shape[0]
-    cdef Py_ssize_t n_pairs = batch * geo.n_tiles
+    cdef Py_ssize_t n_pairs = batch * geo[0].n_tiles
     cdef Py_ssize_t n_chunks = partials.shape[0]
-    cdef Py_ssize_t out_plane = geo.out_h * geo.out_w
-    cdef Py_ssize_t in_plane = geo.in_h * geo.in_w
+    cdef Py_ssize_t out_plane = geo[0].out_h * geo[0].out_w
+    cdef Py_ssize_t in_plane = geo[0].in_h * geo[0].in_w
     cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, lda
     cdef const floating* a
     cdef floating* col = NULL
     if n_pairs == 0:
         return
-    with nogil, parallel(num_threads=num_threads):
+    with parallel(num_threads=num_threads):
         col = &workspace[threadid(), 0]
         for chunk in prange(n_chunks, schedule="static"):
             first = chunk * n_pairs // n_chunks
             last = (chunk + 1) * n_pairs // n_chunks
             for pair in range(first, last):
-                n = pair // geo.n_tiles
-                t = pair % geo.n_tiles
-                p0 = t * geo.tile
-                count = geo.tile
+                n = pair // geo[0].n_tiles
+                t = pair % geo[0].n_tiles
+                p0 = t * geo[0].tile
+                count = geo[0].tile
                 if count > out_plane - p0:
                     count = out_plane - p0
                 for g in range(groups):
-                    if geo.pointwise:
-                        a = &x[n, g * geo.in_channels_g, 0, 0] + p0
+                    if geo[0].pointwise:
+                        a = &x[n, g * geo[0].in_channels_g, 0, 0] + p0
                         lda = in_plane
                     else:
-                        im2col_tile(&x[n, g * geo.in_channels_g, 0, 0], col, p0, count, &geo)
+                        im2col_tile(&x[n, g * geo[0].in_channels_g, 0, 0], col, p0, count, geo)
                         a = col
                         lda = count
-                    gemm(b"T", b"N", geo.k, geo.out_channels_g, count, a, lda,
-                         &grad_output[n, g * geo.out_channels_g, 0, 0] + p0, out_plane, 1,
-                         &partials[chunk, g * geo.out_channels_g * geo.k], geo.k)
+                    gemm(b"T", b"N", geo[0].k, geo[0].out_channels_g, count, a, lda,
+                         &grad_output[n, g * geo[0].out_channels_g, 0, 0] + p0, out_plane, 1,
+                         &partials[chunk, g * geo[0].out_channels_g * geo[0].k], geo[0].k)
 
 
-def conv2d_grad_bias(const floating[:, :, :, ::1] grad_output, floating[::1] grad_bias,
-                     int num_threads):
+cdef void grad_bias_impl(const floating[:, :, :, ::1] grad_output, floating[::1] grad_bias,
+                         int num_threads) noexcept nogil:
     """gb[o] = sum_{n,i,j} gy[n,o,i,j], one channel per thread in a fixed order (float64 sum)."""
     cdef Py_ssize_t batch = grad_output.shape[0], channels = grad_output.shape[1]
     cdef Py_ssize_t plane = grad_output.shape[2] * grad_output.shape[3]
     cdef Py_ssize_t o, n, i
-    cdef double total
+    cdef double sum0, sum1, sum2, sum3
     cdef const floating* row
-    for o in prange(channels, nogil=True, schedule="static", num_threads=num_threads):
-        total = 0
+    for o in prange(channels, schedule="static", num_threads=num_threads):
+        # four independent running sums (a fixed order, so still thread-count independent):
+        # one long dependency chain would leave the adder waiting on itself
+        sum0 = 0
+        sum1 = 0
+        sum2 = 0
+        sum3 = 0
         for n in range(batch):
             row = &grad_output[n, o, 0, 0]
-            for i in range(plane):
-                total = total + row[i]
-        grad_bias[o] = <floating>total
+            i = 0
+            while i + 4 <= plane:
+                sum0 = sum0 + row[i]
+                sum1 = sum1 + row[i + 1]
+                sum2 = sum2 + row[i + 2]
+                sum3 = sum3 + row[i + 3]
+                i = i + 4
+            while i < plane:
+                sum0 = sum0 + row[i]
+                i = i + 1
+        grad_bias[o] = <floating>((sum0 + sum1) + (sum2 + sum3))
 
 
-def conv2d_grad_input(const floating[:, :, :, ::1] grad_output,
-                      const floating[:, :, :, ::1] weight, floating[:, :, :, ::1] grad_input,
-                      floating[:, ::1] workspace, tuple geometry, Py_ssize_t groups,
-                      bint per_item, int num_threads):
+cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
+                          const floating[:, :, :, ::1] weight, floating[:, :, :, ::1] grad_input,
+                          floating[:, ::1] workspace, const Geometry* geo, Py_ssize_t groups,
+                          bint per_item, int num_threads) noexcept nogil:
     """gx[n,c,i*s+p*d-pad,j*s+q*d-pad] += sum_o w[o,c,p,q] * gy[n,o,i,j] (per group).
 
     Each tile's column gradient (k x tile) is one GEMM, scattered back by col2im. Two
@@ -285,12 +315,11 @@ def conv2d_grad_input(const floating[:, :, :, ::1] grad_output,
       over input channels, which own disjoint planes.
     ``grad_input`` must be zeroed (pointwise convolutions write it directly).
     """
-    cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t batch = grad_output.shape[0]
     cdef Py_ssize_t n_items = batch * groups
-    cdef Py_ssize_t out_plane = geo.out_h * geo.out_w
-    cdef Py_ssize_t in_plane = geo.in_h * geo.in_w
-    cdef Py_ssize_t block = geo.k * geo.tile
+    cdef Py_ssize_t out_plane = geo[0].out_h * geo[0].out_w
+    cdef Py_ssize_t in_plane = geo[0].in_h * geo[0].in_w
+    cdef Py_ssize_t block = geo[0].k * geo[0].tile
     cdef Py_ssize_t band = workspace.shape[1] // block if block > 0 else 1
     cdef Py_ssize_t item, n, g, t, p0, count, band_start, band_stop, c
     cdef Py_ssize_t tile_index, tile_start, tile_count
@@ -298,69 +327,121 @@ def conv2d_grad_input(const floating[:, :, :, ::1] grad_output,
     cdef floating* gx_group
     cdef const floating* gy_group
     cdef const floating* w_group
-    if n_items == 0 or geo.k == 0:
+    if n_items == 0 or geo[0].k == 0:
         return
-    if geo.pointwise:
+    if geo[0].pointwise:
         # the column gradient of a tile is the input gradient itself: write it in place
-        for item in prange(n_items * geo.n_tiles, nogil=True, schedule="static",
+        for item in prange(n_items * geo[0].n_tiles, schedule="static",
                            num_threads=num_threads):
-            n = item // (groups * geo.n_tiles)
-            g = (item // geo.n_tiles) % groups
-            t = item % geo.n_tiles
-            p0 = t * geo.tile
-            count = geo.tile
+            n = item // (groups * geo[0].n_tiles)
+            g = (item // geo[0].n_tiles) % groups
+            t = item % geo[0].n_tiles
+            p0 = t * geo[0].tile
+            count = geo[0].tile
             if count > out_plane - p0:
                 count = out_plane - p0
-            gemm(b"N", b"T", count, geo.k, geo.out_channels_g,
-                 &grad_output[n, g * geo.out_channels_g, 0, 0] + p0, out_plane,
-                 &weight[g * geo.out_channels_g, 0, 0, 0], geo.k, 0,
-                 &grad_input[n, g * geo.in_channels_g, 0, 0] + p0, in_plane)
+            gemm(b"N", b"T", count, geo[0].k, geo[0].out_channels_g,
+                 &grad_output[n, g * geo[0].out_channels_g, 0, 0] + p0, out_plane,
+                 &weight[g * geo[0].out_channels_g, 0, 0, 0], geo[0].k, 0,
+                 &grad_input[n, g * geo[0].in_channels_g, 0, 0] + p0, in_plane)
         return
     if per_item:
-        with nogil, parallel(num_threads=num_threads):
+        with parallel(num_threads=num_threads):
             col = &workspace[threadid(), 0]
             for item in prange(n_items, schedule="static"):
                 n = item // groups
                 g = item % groups
-                gy_group = &grad_output[n, g * geo.out_channels_g, 0, 0]
-                w_group = &weight[g * geo.out_channels_g, 0, 0, 0]
-                gx_group = &grad_input[n, g * geo.in_channels_g, 0, 0]
-                for t in range(geo.n_tiles):
-                    p0 = t * geo.tile
-                    count = geo.tile
+                gy_group = &grad_output[n, g * geo[0].out_channels_g, 0, 0]
+                w_group = &weight[g * geo[0].out_channels_g, 0, 0, 0]
+                gx_group = &grad_input[n, g * geo[0].in_channels_g, 0, 0]
+                for t in range(geo[0].n_tiles):
+                    p0 = t * geo[0].tile
+                    count = geo[0].tile
                     if count > out_plane - p0:
                         count = out_plane - p0
-                    gemm(b"N", b"T", count, geo.k, geo.out_channels_g, gy_group + p0, out_plane,
-                         w_group, geo.k, 0, col, count)
-                    col2im_tile(col, gx_group, 0, geo.in_channels_g, p0, count, &geo)
+                    gemm(b"N", b"T", count, geo[0].k, geo[0].out_channels_g, gy_group + p0, out_plane,
+                         w_group, geo[0].k, 0, col, count)
+                    col2im_tile(col, gx_group, 0, geo[0].in_channels_g, p0, count, geo)
         return
+    for item in range(n_items):
+        n = item // groups
+        g = item % groups
+        gy_group = &grad_output[n, g * geo[0].out_channels_g, 0, 0]
+        w_group = &weight[g * geo[0].out_channels_g, 0, 0, 0]
+        gx_group = &grad_input[n, g * geo[0].in_channels_g, 0, 0]
+        band_start = 0
+        while band_start < geo[0].n_tiles:
+            band_stop = band_start + band
+            if band_stop > geo[0].n_tiles:
+                band_stop = geo[0].n_tiles
+            for t in prange(band_start, band_stop, schedule="static",
+                            num_threads=num_threads):
+                p0 = t * geo[0].tile
+                count = geo[0].tile
+                if count > out_plane - p0:
+                    count = out_plane - p0
+                gemm(b"N", b"T", count, geo[0].k, geo[0].out_channels_g, gy_group + p0,
+                     out_plane, w_group, geo[0].k, 0,
+                     &workspace[0, (t - band_start) * block], count)
+            for c in prange(geo[0].in_channels_g, schedule="static", num_threads=num_threads):
+                for tile_index in range(band_start, band_stop):
+                    tile_start = tile_index * geo[0].tile
+                    tile_count = geo[0].tile
+                    if tile_count > out_plane - tile_start:
+                        tile_count = out_plane - tile_start
+                    col2im_tile(&workspace[0, (tile_index - band_start) * block], gx_group,
+                                c, c + 1, tile_start, tile_count, geo)
+            band_start = band_stop
+
+
+def conv2d_grad_weight(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
+                       floating[:, ::1] partials, floating[:, ::1] workspace, tuple geometry,
+                       Py_ssize_t groups, int num_threads):
+    """Weight gradient alone (see grad_weight_impl)."""
+    cdef Geometry geo = make_geometry(geometry)
     with nogil:
-        for item in range(n_items):
-            n = item // groups
-            g = item % groups
-            gy_group = &grad_output[n, g * geo.out_channels_g, 0, 0]
-            w_group = &weight[g * geo.out_channels_g, 0, 0, 0]
-            gx_group = &grad_input[n, g * geo.in_channels_g, 0, 0]
-            band_start = 0
-            while band_start < geo.n_tiles:
-                band_stop = band_start + band
-                if band_stop > geo.n_tiles:
-                    band_stop = geo.n_tiles
-                for t in prange(band_start, band_stop, schedule="static",
-                                num_threads=num_threads):
-                    p0 = t * geo.tile
-                    count = geo.tile
-                    if count > out_plane - p0:
-                        count = out_plane - p0
-                    gemm(b"N", b"T", count, geo.k, geo.out_channels_g, gy_group + p0,
-                         out_plane, w_group, geo.k, 0,
-                         &workspace[0, (t - band_start) * block], count)
-                for c in prange(geo.in_channels_g, schedule="static", num_threads=num_threads):
-                    for tile_index in range(band_start, band_stop):
-                        tile_start = tile_index * geo.tile
-                        tile_count = geo.tile
-                        if tile_count > out_plane - tile_start:
-                            tile_count = out_plane - tile_start
-                        col2im_tile(&workspace[0, (tile_index - band_start) * block], gx_group,
-                                    c, c + 1, tile_start, tile_count, &geo)
-                band_start = band_stop
+        grad_weight_impl(grad_output, x, partials, workspace, &geo, groups, num_threads)
+
+
+def conv2d_grad_bias(const floating[:, :, :, ::1] grad_output, floating[::1] grad_bias,
+                     int num_threads):
+    """Bias gradient alone (see grad_bias_impl)."""
+    with nogil:
+        grad_bias_impl(grad_output, grad_bias, num_threads)
+
+
+def conv2d_grad_input(const floating[:, :, :, ::1] grad_output,
+                      const floating[:, :, :, ::1] weight, floating[:, :, :, ::1] grad_input,
+                      floating[:, ::1] workspace, tuple geometry, Py_ssize_t groups,
+                      bint per_item, int num_threads):
+    """Input gradient alone (see grad_input_impl)."""
+    cdef Geometry geo = make_geometry(geometry)
+    with nogil:
+        grad_input_impl(grad_output, weight, grad_input, workspace, &geo, groups, per_item,
+                        num_threads)
+
+
+def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
+                    const floating[:, :, :, ::1] weight, floating[:, :, :, ::1] grad_input,
+                    floating[:, ::1] partials, floating[::1] grad_bias,
+                    floating[:, ::1] weight_workspace, floating[:, ::1] input_workspace,
+                    tuple geometry, Py_ssize_t groups, bint per_item, int input_threads,
+                    int weight_threads, int bias_threads):
+    """All the requested gradients in one call (one GIL release, arrays unpacked once).
+
+    A gradient that is not wanted is passed as None and skipped; each one is computed
+    exactly as by its own kernel above.
+    """
+    cdef Geometry geo = make_geometry(geometry)
+    cdef bint want_input = grad_input is not None
+    cdef bint want_weight = partials is not None
+    cdef bint want_bias = grad_bias is not None
+    with nogil:
+        if want_bias:
+            grad_bias_impl(grad_output, grad_bias, bias_threads)
+        if want_weight:
+            grad_weight_impl(grad_output, x, partials, weight_workspace, &geo, groups,
+                             weight_threads)
+        if want_input:
+            grad_input_impl(grad_output, weight, grad_input, input_workspace, &geo, groups,
+                            per_item, input_threads)
