@@ -42,3 +42,37 @@ def conv2d_grad_input(
     per_item: bool,
     num_threads: int,
 ) -> None: ...
+def conv2d_backward(
+    grad_output: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_out, H_out, W_out)
+    x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W), explicitly padded if needed
+    weight: np.ndarray,  # const floating[:, :, :, ::1]
+    grad_input: np.ndarray | None,  # floating[:, :, :, ::1]  zeroed, or None to skip
+    partials: np.ndarray | None,  # floating[:, ::1]  (chunks, C_out * k) zeroed, or None
+    grad_bias: np.ndarray | None,  # floating[::1]  (C_out,), or None
+    weight_workspace: np.ndarray | None,  # floating[:, ::1]  as for conv2d_grad_weight
+    input_workspace: np.ndarray | None,  # floating[:, ::1]  as for conv2d_grad_input
+    geometry: tuple[int, ...],
+    groups: int,
+    per_item: bool,
+    input_threads: int,
+    weight_threads: int,
+    bias_threads: int,
+) -> None: ...
+def depthwise_forward(
+    x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W)
+    weight: np.ndarray,  # const floating[:, :, :, ::1]  (C_out, 1, kH, kW), C_out = m * C_in
+    bias: np.ndarray,  # const floating[::1]  (C_out,) or (0,)
+    out: np.ndarray,  # floating[:, :, :, ::1]  (N, C_out, H_out, W_out), overwritten
+    geometry: tuple[int, ...],
+    num_threads: int,
+) -> None: ...
+def depthwise_backward(
+    grad_output: np.ndarray,  # const floating[:, :, :, ::1]
+    x: np.ndarray,  # const floating[:, :, :, ::1]
+    weight: np.ndarray,  # const floating[:, :, :, ::1]
+    grad_input: np.ndarray | None,  # floating[:, :, :, ::1]  zeroed, or None
+    grad_weight: np.ndarray | None,  # floating[:, :, :, ::1]  overwritten, or None
+    grad_bias: np.ndarray | None,  # floating[::1], or None
+    geometry: tuple[int, ...],
+    num_threads: int,
+) -> None: ...

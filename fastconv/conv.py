@@ -51,6 +51,13 @@ def _specialised(kernel):
 
 _FORWARD = _specialised(_conv.conv2d_forward)
 _BACKWARD = _specialised(_conv.conv2d_backward)
+_DEPTHWISE_FORWARD = _specialised(_conv.depthwise_forward)
+_DEPTHWISE_BACKWARD = _specialised(_conv.depthwise_backward)
+
+
+def _is_depthwise(conv):
+    """One input channel per group: direct per-plane kernels instead of GEMMs."""
+    return conv.groups > 1 and conv.geometry[0] == 1
 
 _Conv = namedtuple(
     "_Conv",
@@ -274,6 +281,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         return result
     x_in = _padded_input(conv)
     bias_in = conv.bias if conv.bias is not None else np.empty(0, dtype=conv.dtype)
+    if _is_depthwise(conv):
+        _DEPTHWISE_FORWARD[conv.dtype](x_in, conv.weight, bias_in, result4, conv.geometry,
+                                       effective_num_threads(batch * out_channels))
+        return result
     n_items = batch * conv.groups * _n_tiles(conv.geometry)
     num_threads = effective_num_threads(n_items)
     workspace = _workspace(num_threads, conv.geometry, conv.dtype)
@@ -360,6 +371,12 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     padded_input = _padded_input(conv)
     grad_input = (np.zeros((batch, conv.x.shape[1], geometry[1], geometry[2]), dtype=dtype)
                   if "input" in need else None)
+    if _is_depthwise(conv):
+        if batch:
+            _DEPTHWISE_BACKWARD[dtype](
+                gy4, padded_input, conv.weight, grad_input, grad_weight, grad_bias, geometry,
+                effective_num_threads(batch * conv.x.shape[1]))
+        return _finish_grad_input(conv, grad_input), grad_weight, grad_bias
     partials = weight_workspace = input_workspace = None
     weight_threads = input_threads = 1
     if grad_weight is not None and batch:
@@ -394,12 +411,16 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
             )
     if partials is not None and partials.shape[0] > 1:
         np.add.reduce(partials, axis=0, out=grad_weight.reshape(grad_weight.size))
-    if grad_input is not None:
-        if conv.mode != "zeros" and any(conv.pads):
-            grad_input = pad2d_backward_impl(grad_input, conv.pads, conv.mode)
-        if conv.unbatched:
-            grad_input = grad_input[0]
-    return grad_input, grad_weight, grad_bias
+    return _finish_grad_input(conv, grad_input), grad_weight, grad_bias
+
+
+def _finish_grad_input(conv, grad_input):
+    """Fold the explicit padding back (non-zero padding modes) and drop the batch axis."""
+    if grad_input is None:
+        return None
+    if conv.mode != "zeros" and any(conv.pads):
+        grad_input = pad2d_backward_impl(grad_input, conv.pads, conv.mode)
+    return grad_input[0] if conv.unbatched else grad_input
 
 
 def _as_plane(array, name, dtype):

@@ -445,3 +445,156 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
         if want_input:
             grad_input_impl(grad_output, weight, grad_input, input_workspace, &geo, groups,
                             per_item, input_threads)
+
+
+# ---- depthwise convolution (groups == C_in, one input channel per group) -------------------
+# A GEMM per group would be a matrix-vector product with k = kH*kW: all overhead. These direct
+# kernels work plane by plane; each output row is built tap by tap with the tap's valid column
+# range found once, so the inner loops are plain (vectorisable) runs over a row.
+
+cdef void depthwise_plane(const floating* x_plane, const floating* w_taps, floating bias,
+                          floating* y_plane, const Geometry* geo) noexcept nogil:
+    """y[i,j] = b + sum_{p,q} w[p,q] * x[i*s+p*d-pad, j*s+q*d-pad] (0 outside), taps in order."""
+    cdef Py_ssize_t i, j, p, q, iy, lo, hi
+    cdef Py_ssize_t stride_w = geo[0].stride_w
+    cdef floating tap
+    cdef floating* y_row
+    cdef const floating* x_row
+    for i in range(geo[0].out_h):
+        y_row = y_plane + i * geo[0].out_w
+        for j in range(geo[0].out_w):
+            y_row[j] = 0
+        for p in range(geo[0].kernel_h):
+            iy = i * geo[0].stride_h - geo[0].pad_top + p * geo[0].dil_h
+            if iy < 0 or iy >= geo[0].in_h:
+                continue
+            for q in range(geo[0].kernel_w):
+                valid_range(q * geo[0].dil_w - geo[0].pad_left, stride_w, geo[0].out_w,
+                            geo[0].in_w, &lo, &hi)
+                tap = w_taps[p * geo[0].kernel_w + q]
+                x_row = x_plane + iy * geo[0].in_w + q * geo[0].dil_w - geo[0].pad_left
+                if stride_w == 1:
+                    for j in range(lo, hi):
+                        y_row[j] += tap * x_row[j]
+                else:
+                    for j in range(lo, hi):
+                        y_row[j] += tap * x_row[j * stride_w]
+        # the bias last, as the GEMM path adds it after the products
+        for j in range(geo[0].out_w):
+            y_row[j] += bias
+
+
+def depthwise_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                      const floating[::1] bias, floating[:, :, :, ::1] out, tuple geometry,
+                      int num_threads):
+    """y[n,o] = b[o] + x[n, o // m] (*) w[o, 0] for a channel multiplier m = C_out / C_in."""
+    cdef Geometry geo = make_geometry(geometry)
+    cdef Py_ssize_t batch = out.shape[0], out_channels = out.shape[1]
+    cdef Py_ssize_t multiplier = out_channels // x.shape[1]
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t plane, n, o
+    for plane in prange(batch * out_channels, nogil=True, schedule="static",
+                        num_threads=num_threads):
+        n = plane // out_channels
+        o = plane % out_channels
+        depthwise_plane(&x[n, o // multiplier, 0, 0], &weight[o, 0, 0, 0],
+                        bias[o] if has_bias else 0, &out[n, o, 0, 0], &geo)
+
+
+cdef void depthwise_grad_input_plane(const floating* gy_planes, const floating* w_taps,
+                                     Py_ssize_t multiplier, floating* gx_plane,
+                                     const Geometry* geo) noexcept nogil:
+    """gx[iy, ix] += w[o,p,q] * gy[o,i,j] over the plane's m output channels o, in order."""
+    cdef Py_ssize_t m, i, j, p, q, iy, lo, hi
+    cdef Py_ssize_t stride_w = geo[0].stride_w
+    cdef Py_ssize_t out_plane = geo[0].out_h * geo[0].out_w
+    cdef Py_ssize_t taps = geo[0].kernel_h * geo[0].kernel_w
+    cdef floating tap
+    cdef floating* gx_row
+    cdef const floating* gy_row
+    for m in range(multiplier):
+        for i in range(geo[0].out_h):
+            gy_row = gy_planes + m * out_plane + i * geo[0].out_w
+            for p in range(geo[0].kernel_h):
+                iy = i * geo[0].stride_h - geo[0].pad_top + p * geo[0].dil_h
+                if iy < 0 or iy >= geo[0].in_h:
+                    continue
+                for q in range(geo[0].kernel_w):
+                    valid_range(q * geo[0].dil_w - geo[0].pad_left, stride_w, geo[0].out_w,
+                                geo[0].in_w, &lo, &hi)
+                    tap = w_taps[m * taps + p * geo[0].kernel_w + q]
+                    gx_row = gx_plane + iy * geo[0].in_w + q * geo[0].dil_w - geo[0].pad_left
+                    if stride_w == 1:
+                        for j in range(lo, hi):
+                            gx_row[j] += tap * gy_row[j]
+                    else:
+                        for j in range(lo, hi):
+                            gx_row[j * stride_w] += tap * gy_row[j]
+
+
+cdef void depthwise_grad_weight_channel(const floating[:, :, :, ::1] grad_output,
+                                        const floating[:, :, :, ::1] x, Py_ssize_t o,
+                                        Py_ssize_t c, floating* gw_taps,
+                                        const Geometry* geo) noexcept nogil:
+    """gw[o,p,q] = sum_{n,i,j} gy[n,o,i,j] * x[n,c,i*s+p*d-pad,j*s+q*d-pad], batch in order."""
+    cdef Py_ssize_t n, i, j, p, q, iy, lo, hi
+    cdef Py_ssize_t stride_w = geo[0].stride_w
+    cdef double sum0, sum1
+    cdef const floating* gy_row
+    cdef const floating* x_row
+    for p in range(geo[0].kernel_h):
+        for q in range(geo[0].kernel_w):
+            valid_range(q * geo[0].dil_w - geo[0].pad_left, stride_w, geo[0].out_w,
+                        geo[0].in_w, &lo, &hi)
+            # two running sums in a fixed order: half the length of one dependency chain
+            sum0 = 0
+            sum1 = 0
+            for n in range(grad_output.shape[0]):
+                for i in range(geo[0].out_h):
+                    iy = i * geo[0].stride_h - geo[0].pad_top + p * geo[0].dil_h
+                    if iy < 0 or iy >= geo[0].in_h:
+                        continue
+                    gy_row = &grad_output[n, o, i, 0]
+                    x_row = &x[n, c, 0, 0] + iy * geo[0].in_w + q * geo[0].dil_w - geo[0].pad_left
+                    j = lo
+                    while j + 2 <= hi:
+                        sum0 = sum0 + gy_row[j] * x_row[j * stride_w]
+                        sum1 = sum1 + gy_row[j + 1] * x_row[(j + 1) * stride_w]
+                        j = j + 2
+                    if j < hi:
+                        sum0 = sum0 + gy_row[j] * x_row[j * stride_w]
+            gw_taps[p * geo[0].kernel_w + q] = <floating>(sum0 + sum1)
+
+
+def depthwise_backward(const floating[:, :, :, ::1] grad_output,
+                       const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                       floating[:, :, :, ::1] grad_input, floating[:, :, :, ::1] grad_weight,
+                       floating[::1] grad_bias, tuple geometry, int num_threads):
+    """Depthwise gradients; a None output is skipped. grad_input must be zeroed.
+
+    One input plane per thread for gx (its m output channels in order), one output channel
+    per thread for gw (the batch in order), gb as the GEMM path: no races, and sums whose
+    order never depends on the thread count.
+    """
+    cdef Geometry geo = make_geometry(geometry)
+    cdef Py_ssize_t batch = grad_output.shape[0], out_channels = grad_output.shape[1]
+    cdef Py_ssize_t in_channels = x.shape[1]
+    cdef Py_ssize_t multiplier = out_channels // in_channels
+    cdef bint want_input = grad_input is not None
+    cdef bint want_weight = grad_weight is not None
+    cdef bint want_bias = grad_bias is not None
+    cdef Py_ssize_t plane, n, c, o
+    with nogil:
+        if want_bias:
+            grad_bias_impl(grad_output, grad_bias, num_threads)
+        if want_input:
+            for plane in prange(batch * in_channels, schedule="static", num_threads=num_threads):
+                n = plane // in_channels
+                c = plane % in_channels
+                depthwise_grad_input_plane(&grad_output[n, c * multiplier, 0, 0],
+                                           &weight[c * multiplier, 0, 0, 0], multiplier,
+                                           &grad_input[n, c, 0, 0], &geo)
+        if want_weight:
+            for o in prange(out_channels, schedule="static", num_threads=num_threads):
+                depthwise_grad_weight_channel(grad_output, x, o, o // multiplier,
+                                              &grad_weight[o, 0, 0, 0], &geo)

@@ -370,10 +370,12 @@ THREAD_CASES = [
     (2, 3, 70, 65, 5, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),   # band schedule, many tiles
     (12, 4, 30, 30, 6, (5, 3), (2, 1), (2, 1, 0, 1), (1, 2), 2),  # per-item schedule
     (3, 64, 20, 20, 16, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),  # pointwise
+    (4, 16, 21, 20, 32, (3, 3), (2, 1), (1, 1, 2, 0), (1, 2), 16),  # depthwise, multiplier 2
 ]
 
 
-@pytest.mark.parametrize("geometry", THREAD_CASES, ids=["band", "per-item", "pointwise"])
+@pytest.mark.parametrize("geometry", THREAD_CASES, ids=["band", "per-item", "pointwise",
+                                                        "depthwise"])
 def test_results_do_not_depend_on_thread_count(dtype, geometry):
     rng = np.random.default_rng(3)
     x, weight, bias, kwargs, _ = make_case(rng, geometry, dtype)
@@ -389,8 +391,8 @@ def test_results_do_not_depend_on_thread_count(dtype, geometry):
 
 
 def test_python_threads_run_concurrently_and_correctly(rng):
-    cases = [make_case(np.random.default_rng(i), THREAD_CASES[i % 3], np.float32)
-             for i in range(6)]
+    cases = [make_case(np.random.default_rng(i), THREAD_CASES[i % len(THREAD_CASES)],
+                       np.float32) for i in range(8)]
     expected = [fastconv.conv2d(x, w, b, **kw) for x, w, b, kw, _ in cases]
     results = [None] * len(cases)
     errors = []
