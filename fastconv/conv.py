@@ -39,6 +39,7 @@ _NEED_ALL = frozenset(_NEED)
 _TILE_BYTES = 256 * 1024
 _BAND_BYTES = 32 * 1024 * 1024
 _PARTIAL_BYTES = 32 * 1024 * 1024
+_POINTWISE_TILE = 4096
 _MAX_WEIGHT_CHUNKS = 8
 _PER_ITEM_MIN_ITEMS = 8
 
@@ -187,7 +188,13 @@ def _prepare_checked(x, weight, bias, stride, padding, dilation, groups, padding
     check_size(padded_h * padded_w, "an input plane")
     check_size(out_h * out_w, "an output plane")
     k = in_channels_g * kernel_h * kernel_w
-    tile = _tile_size(k, out_h * out_w, dtype.itemsize)
+    if (kernel_h, kernel_w, stride, geo_pads, out_h, out_w) == (1, 1, (1, 1), (0, 0),
+                                                               padded_h, padded_w):
+        # pointwise: the input plane is the GEMM operand itself, no im2col block to keep in
+        # L2, so longer tiles only save OpenBLAS re-packing the weights
+        tile = min(out_h * out_w, _POINTWISE_TILE)
+    else:
+        tile = _tile_size(k, out_h * out_w, dtype.itemsize)
     check_size(k * tile, "an im2col tile")
     geometry = (
         in_channels_g, padded_h, padded_w, out_channels // groups, out_h, out_w,
