@@ -112,8 +112,11 @@ def _as_int(value, name):
 
 
 def pair(value, name, minimum=1):
-    """An int or an (h, w) pair of ints, each >= ``minimum``, as a tuple (h, w)."""
-    if type(value) is int and value >= minimum:
+    """An int or an (h, w) pair of ints, each in [minimum, MAX_INDEX], as a tuple (h, w).
+
+    The upper bound keeps every product the kernels form from these sizes inside Py_ssize_t.
+    """
+    if type(value) is int and minimum <= value <= MAX_INDEX:
         return (value, value)
     if isinstance(value, (tuple, list, np.ndarray)):
         if len(value) != 2:
@@ -124,6 +127,8 @@ def pair(value, name, minimum=1):
         result = (number, number)
     if min(result) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if max(result) > MAX_INDEX:
+        raise ValueError(f"{name} must be at most {MAX_INDEX}, got {value!r}")
     return result
 
 

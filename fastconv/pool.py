@@ -1,3 +1,365 @@
-# placeholder, being written (pool helper)
-def max_pool2d(*a, **k): raise NotImplementedError
-max_pool2d_backward = avg_pool2d = avg_pool2d_backward = max_pool2d
+"""Max and average pooling (forward and backward) with PyTorch's semantics.
+
+The functions here check and normalise their arguments with :mod:`fastconv._args`, allocate
+the results and call one kernel of ``fastconv._pool``; the kernels never see bad input.
+"""
+
+import math
+import operator
+from numbers import Integral
+
+import numpy as np
+
+from . import _pool
+from ._args import (
+    as_batched,
+    as_float_array,
+    check_size,
+    padding4,
+    pair,
+    pool_output_size,
+)
+from ._threads import effective_num_threads
+
+__all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
+
+_INT64_MAX = 2**63 - 1
+
+# Below about this many window taps per thread, waking a thread costs more than it saves.
+_TAPS_PER_THREAD = 1 << 15
+
+
+def _num_threads(planes, taps):
+    """Threads for a kernel over ``planes`` (n, c) planes visiting ``taps`` taps in all."""
+    return effective_num_threads(max(1, min(planes, taps // _TAPS_PER_THREAD)))
+
+
+def _max_padding(kernel, dilation):
+    """PyTorch's limit on pooling padding: at most half the kernel size.
+
+    PyTorch checks ``pad <= ((k - 1) * dilation + 1) // 2`` (half the effective kernel) and,
+    for max pooling, also ``pad <= k // 2``; the second is the stricter one whenever
+    dilation > 1 (kernel 3, dilation 2, padding 2 is refused), so together they are k // 2.
+    """
+    return min(kernel // 2, ((kernel - 1) * dilation + 1) // 2)
+
+
+def _check_planes(shape, name):
+    """PyTorch refuses empty channels, height or width (only the batch may be empty)."""
+    if min(shape[1:]) < 1:
+        raise ValueError(
+            f"{name} must have non-zero channels, height and width (only the batch may be "
+            f"empty), got shape {tuple(shape)}"
+        )
+    check_size(shape[2] * shape[3], f"one {name} plane")
+
+
+def _geometry(in_size, kernel_size, stride, padding, dilation, ceil_mode):
+    """Normalised (kernel, stride, padding4, dilation, output size) of a pooling window."""
+    kernel = pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else pair(stride, "stride")
+    pads = padding4(padding, "padding")
+    dilation = pair(dilation, "dilation")
+    out_size = pool_output_size(
+        in_size, kernel, stride, pads, dilation, bool(ceil_mode), _max_padding
+    )
+    return kernel, stride, pads, dilation, out_size
+
+
+def _batched_view(array, unbatched):
+    """The 4-D view the kernels take of a result allocated 3-D for an unbatched input."""
+    return array[np.newaxis] if unbatched else array
+
+
+def _divisor(divisor_override):
+    """0 for None (the kernels' "no override"), else a nonzero int64."""
+    if divisor_override is None:
+        return 0
+    if isinstance(divisor_override, (bool, np.bool_)) or not isinstance(
+        divisor_override, Integral
+    ):
+        raise TypeError(f"divisor_override must be None or an int, got {divisor_override!r}")
+    value = operator.index(divisor_override)
+    if value == 0:
+        raise ValueError("divisor_override must be nonzero, got 0")
+    if abs(value) > _INT64_MAX:
+        raise ValueError(f"divisor_override must fit in int64, got {value}")
+    return value
+
+
+def _input_shape(input_shape, grad_output_shape):
+    """Check ``input_shape`` against ``grad_output``'s (N, C); return it as a 4-D tuple."""
+    try:
+        shape = tuple(operator.index(size) for size in input_shape)
+    except TypeError:
+        raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}") from None
+    if len(shape) != len(grad_output_shape):
+        raise ValueError(
+            f"input_shape {shape} must have as many dimensions as grad_output "
+            f"{tuple(grad_output_shape)}"
+        )
+    if min(shape) < 0:
+        raise ValueError(f"input_shape must not be negative, got {shape}")
+    batched = shape if len(shape) == 4 else (1,) + shape
+    _check_planes(batched, "input_shape")
+    if shape[:-2] != tuple(grad_output_shape[:-2]):
+        raise ValueError(
+            f"grad_output {tuple(grad_output_shape)} and input_shape {shape} must agree in the "
+            "batch and channel dimensions"
+        )
+    return batched
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """2-D max pooling over an (N, C, H, W) or (C, H, W) array, as ``torch.nn.functional``.
+
+    Parameters
+    ----------
+    x : array_like
+        Input, 4-D (N, C, H, W) or 3-D (C, H, W). Integers and bool are pooled as float64,
+        float16 as float32.
+    kernel_size : int or (int, int)
+        Window size (kH, kW), each >= 1.
+    stride : int or (int, int), optional
+        Step between windows, each >= 1; defaults to ``kernel_size``.
+    padding : int, (int, int) or ((int, int), (int, int)), optional
+        Implicit -inf padding: symmetric (ph, pw) or ((top, bottom), (left, right)). Each side
+        at most half the kernel size ``k // 2``, as PyTorch.
+    dilation : int or (int, int), optional
+        Spacing between the taps of a window, each >= 1.
+    ceil_mode : bool, optional
+        Round the output size up; a window is added only if it starts inside the input or
+        its top/left padding (PyTorch's rule).
+    return_indices : bool, optional
+        Also return, for each output, the int64 index of the chosen element in the flattened
+        H*W plane of its input channel (the first maximum in row-major order; a NaN wins).
+
+    Returns
+    -------
+    out : numpy.ndarray
+        (N, C, H_out, W_out) (or (C, H_out, W_out)), in the computation dtype.
+    indices : numpy.ndarray of int64
+        Same shape as ``out``; only when ``return_indices`` is true.
+
+    Raises
+    ------
+    TypeError
+        For complex, object or string input, or non-int sizes.
+    ValueError
+        For a wrong number of dimensions, empty channels/height/width, sizes < 1, negative
+        or too large padding, or a kernel larger than the padded input.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> fastconv.max_pool2d(x, 3, stride=2, padding=1)[0, 0]
+    array([[ 5.,  7.],
+           [13., 15.]])
+    """
+    x = as_float_array(x, "x")
+    x4, unbatched = as_batched(x, "x")
+    _check_planes(x4.shape, "x")
+    kernel, stride, pads, dilation, out_size = _geometry(
+        x4.shape[2:], kernel_size, stride, padding, dilation, ceil_mode
+    )
+    # Results are allocated in their final (3-D or 4-D) shape, so that they own their data.
+    out = np.empty(x.shape[:-2] + out_size, dtype=x.dtype)
+    num_threads = _num_threads(x4.shape[0] * x4.shape[1], out.size * kernel[0] * kernel[1])
+    params = (*kernel, *stride, pads[0], pads[2], *dilation, num_threads)
+    if return_indices:
+        indices = np.empty(out.shape, dtype=np.int64)
+        position = np.empty((num_threads, out_size[1]), dtype=np.int32)
+        _pool.max_pool2d_forward_indices(
+            x4, _batched_view(out, unbatched), _batched_view(indices, unbatched), position,
+            *params,
+        )
+        return out, indices
+    _pool.max_pool2d_forward(x4, _batched_view(out, unbatched), *params)
+    return out
+
+
+def max_pool2d_backward(grad_output, indices, input_shape):
+    """Gradient of :func:`max_pool2d` with respect to its input.
+
+    Each ``grad_output`` element is added to the input position its index names; where
+    windows overlap, the contributions accumulate (in output row-major order).
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient with respect to the pooled output, (N, C, H_out, W_out) or (C, H_out, W_out).
+    indices : array_like of int
+        The ``indices`` returned by ``max_pool2d(..., return_indices=True)``, same shape.
+    input_shape : tuple of int
+        Shape of the pooled input, (N, C, H, W) or (C, H, W).
+
+    Returns
+    -------
+    numpy.ndarray
+        The gradient with respect to the input, of shape ``input_shape``.
+
+    Raises
+    ------
+    TypeError
+        For a non-integer ``indices`` or an unsupported ``grad_output`` dtype.
+    ValueError
+        For mismatched shapes, or an index outside [0, H*W).
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[[1.0, 3.0], [2.0, 0.0]]]])
+    >>> y, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+    >>> fastconv.max_pool2d_backward(np.ones_like(y), idx, x.shape)[0, 0]
+    array([[0., 1.],
+           [0., 0.]])
+    """
+    grad_output = as_float_array(grad_output, "grad_output")
+    indices = np.asarray(indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"indices must be an integer array, got dtype {indices.dtype}")
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    grad4, unbatched = as_batched(grad_output, "grad_output")
+    if indices.shape != grad_output.shape:
+        raise ValueError(
+            f"indices has shape {indices.shape}, expected grad_output's {grad_output.shape}"
+        )
+    shape = _input_shape(input_shape, grad_output.shape)
+    plane_size = shape[2] * shape[3]
+    if indices.size and (indices.min() < 0 or indices.max() >= plane_size):
+        raise ValueError(
+            f"indices must lie in [0, {plane_size}) for input planes of {shape[2]}x{shape[3]}, "
+            f"got values in [{indices.min()}, {indices.max()}]"
+        )
+    grad_input = np.empty(shape[1:] if unbatched else shape, dtype=grad4.dtype)
+    _pool.max_pool2d_backward(
+        grad4, indices.reshape(grad4.shape), _batched_view(grad_input, unbatched),
+        _num_threads(shape[0] * shape[1], grad_input.size + grad4.size),
+    )
+    return grad_input
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """2-D average pooling over an (N, C, H, W) or (C, H, W) array, as ``torch.nn.functional``.
+
+    Parameters
+    ----------
+    x : array_like
+        Input, 4-D (N, C, H, W) or 3-D (C, H, W). Integers and bool are pooled as float64,
+        float16 as float32.
+    kernel_size : int or (int, int)
+        Window size (kH, kW), each >= 1.
+    stride : int or (int, int), optional
+        Step between windows, each >= 1; defaults to ``kernel_size``.
+    padding : int, (int, int) or ((int, int), (int, int)), optional
+        Implicit zero padding, symmetric (ph, pw) or ((top, bottom), (left, right)); each
+        side at most ``kernel // 2``.
+    ceil_mode : bool, optional
+        Round the output size up (PyTorch's rule); a window that then runs past the padded
+        edge divides by the part of it inside the padded input.
+    count_include_pad : bool, optional
+        Divide by the window clipped to the padded input (True) or to the input (False).
+    divisor_override : int, optional
+        A nonzero divisor used for every window instead.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, C, H_out, W_out) (or (C, H_out, W_out)), in the computation dtype.
+
+    Raises
+    ------
+    TypeError
+        For complex, object or string input, or non-int sizes or divisor.
+    ValueError
+        For a wrong number of dimensions, empty channels/height/width, sizes < 1, negative
+        or too large padding, a kernel larger than the padded input, or divisor_override=0.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.avg_pool2d(np.ones((1, 3, 3)), 2, stride=1, padding=1)[0]
+    array([[0.25, 0.5 , 0.5 , 0.25],
+           [0.5 , 1.  , 1.  , 0.5 ],
+           [0.5 , 1.  , 1.  , 0.5 ],
+           [0.25, 0.5 , 0.5 , 0.25]])
+    """
+    x = as_float_array(x, "x")
+    x4, unbatched = as_batched(x, "x")
+    _check_planes(x4.shape, "x")
+    kernel, stride, pads, _, out_size = _geometry(
+        x4.shape[2:], kernel_size, stride, padding, 1, ceil_mode
+    )
+    divisor = _divisor(divisor_override)
+    out = np.empty(x.shape[:-2] + out_size, dtype=x.dtype)
+    column_factor = np.empty(out_size[1], dtype=x.dtype)
+    _pool.avg_pool2d_forward(
+        x4, _batched_view(out, unbatched), column_factor, *kernel, *stride, *pads,
+        bool(count_include_pad), divisor,
+        _num_threads(x4.shape[0] * x4.shape[1], out.size * kernel[0] * kernel[1]),
+    )
+    return out
+
+
+def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+    """Gradient of :func:`avg_pool2d` with respect to its input.
+
+    Each ``grad_output`` element, divided by its window's divisor, is added to every input
+    element of its window (overlapping windows accumulate).
+
+    Parameters
+    ----------
+    grad_output : array_like
+        Gradient with respect to the pooled output, (N, C, H_out, W_out) or (C, H_out, W_out).
+    input_shape : tuple of int
+        Shape of the pooled input, (N, C, H, W) or (C, H, W).
+    kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+        As given to :func:`avg_pool2d`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The gradient with respect to the input, of shape ``input_shape``.
+
+    Raises
+    ------
+    TypeError
+        For an unsupported dtype or non-int sizes or divisor.
+    ValueError
+        For bad pooling arguments (as :func:`avg_pool2d`) or a ``grad_output`` whose shape is
+        not the pooled shape of ``input_shape``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.avg_pool2d_backward(np.ones((1, 1, 1, 1)), (1, 1, 2, 2), 2)[0, 0]
+    array([[0.25, 0.25],
+           [0.25, 0.25]])
+    """
+    grad_output = as_float_array(grad_output, "grad_output")
+    grad4, unbatched = as_batched(grad_output, "grad_output")
+    shape = _input_shape(input_shape, grad_output.shape)
+    kernel, stride, pads, _, out_size = _geometry(
+        shape[2:], kernel_size, stride, padding, 1, ceil_mode
+    )
+    if grad4.shape[2:] != out_size:
+        raise ValueError(
+            f"grad_output has spatial shape {grad4.shape[2:]}, but pooling input_shape "
+            f"{tuple(input_shape)} gives {out_size}"
+        )
+    divisor = _divisor(divisor_override)
+    num_threads = _num_threads(
+        shape[0] * shape[1], math.prod(shape) + grad4.size * kernel[0] * kernel[1]
+    )
+    grad_input = np.empty(shape[1:] if unbatched else shape, dtype=grad4.dtype)
+    column_factor = np.empty(out_size[1], dtype=grad4.dtype)
+    delta = np.empty((num_threads, out_size[1]), dtype=grad4.dtype)
+    _pool.avg_pool2d_backward(
+        grad4, _batched_view(grad_input, unbatched), column_factor, delta, *kernel, *stride,
+        *pads, bool(count_include_pad), divisor, num_threads,
+    )
+    return grad_input
