@@ -25,6 +25,8 @@ GEOMETRIES = [
     (1, 1, 1, 1, 2, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),      # 1x1 image
     (9, 2, 6, 5, 2, (3, 2), (1, 2), (1, 0, 2, 1), (1, 2), 1),      # per-item backward schedule
     (1, 3, 40, 50, 2, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),    # several tiles per image
+    (17, 2, 5, 6, 3, (3, 3), (2, 1), (1, 0, 1, 1), (1, 1), 1),     # 3 images per tile, ragged
+    (10, 4, 4, 4, 4, (2, 2), (1, 1), (0, 0, 0, 0), (1, 1), 2),     # 2 images per tile, groups
 ]
 GEOMETRY_IDS = [f"g{i}" for i in range(len(GEOMETRIES))]
 
