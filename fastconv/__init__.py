@@ -28,3 +28,8 @@ __all__ = [
     "threads",
     "show_config",
 ]
+
+from . import datasets, models, nn, optim, train
+from .io import load, save
+
+__all__ += ["nn", "optim", "train", "datasets", "models", "save", "load"]

@@ -113,26 +113,31 @@ class _BlasHold:
     (nested parallelism is off); another BLAS is held through threadpoolctl.
     """
 
-    def __init__(self):
+    def __init__(self, package):
+        self._package = package
         self._libraries = None
         self._native = _openmp.BlasHold()
         self._fallback = []
 
     def _find(self):
+        """The BLAS libraries that ``package`` (scipy or numpy) loaded."""
         try:
             from threadpoolctl import ThreadpoolController
         except ImportError:  # pragma: no cover - a declared dependency
             return []
-        import scipy
-        import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS our kernels call)
+        import importlib
 
+        module = importlib.import_module(self._package)
+        if self._package == "scipy":
+            importlib.import_module("scipy.linalg.cython_blas")  # loads the kernels' BLAS
         blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
-        # Wheels vendor SciPy's OpenBLAS in scipy.libs/ (or inside the package); elsewhere
-        # (conda, distro builds) SciPy shares one BLAS with NumPy, so hold them all.
-        scipy_dir = os.path.dirname(os.path.realpath(scipy.__file__))
+        # Wheels vendor their OpenBLAS in <package>.libs/ (or inside the package); elsewhere
+        # (conda, distro builds) SciPy and NumPy share one BLAS, so hold them all.
+        package_dir = os.path.dirname(os.path.realpath(module.__file__))
         owned = [
             lib for lib in blas
-            if os.path.realpath(lib.filepath).startswith((scipy_dir + os.sep, scipy_dir + ".libs"))
+            if os.path.realpath(lib.filepath).startswith(
+                (package_dir + os.sep, package_dir + ".libs"))
         ]
         return owned or blas
 
@@ -183,14 +188,30 @@ class _BlasHold:
         return False
 
 
-_blas_hold = _BlasHold()
+_blas_hold = _BlasHold("scipy")
+_numpy_blas_hold = _BlasHold("numpy")
+
+
+def _hold(hold):
+    if hold._libraries is None or hold._fallback:
+        return hold
+    return hold._native
 
 
 def blas_single_thread():
-    """The context manager that holds the kernels' BLAS to one thread (see _BlasHold)."""
-    if _blas_hold._libraries is None or _blas_hold._fallback:
-        return _blas_hold
-    return _blas_hold._native
+    """The context manager that holds the kernels' BLAS (SciPy's) to one thread."""
+    return _hold(_blas_hold)
+
+
+def numpy_blas_single_thread():
+    """The same for NumPy's BLAS, around the small matrix products of fastconv.nn.Linear.
+
+    NumPy's OpenBLAS keeps its own pool of threads, which spin while they wait for work, as
+    OpenMP's do after each kernel; alternating the two pools on the same cores (a Linear after
+    a Conv2d, every batch) makes them fight for the cores, while one thread does a network's
+    small linear layers in microseconds.
+    """
+    return _hold(_numpy_blas_hold)
 
 
 def blas_info():

@@ -1,0 +1,91 @@
+"""Model files: a model's state dict as a NumPy ``.npz`` archive (one array per key).
+
+The keys are PyTorch's (``'0.weight'``, ``'0.bias'``, ...), so a file saved here loads into the
+PyTorch model of the same structure with
+``torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in numpy.load(path).items()})``.
+"""
+
+import os
+import uuid
+import zipfile
+
+import numpy as np
+
+from .nn import Module
+
+__all__ = ["save", "load"]
+
+
+def _write_npz(target, state):
+    # np.savez(file, **state) would clash with its own parameter names for a key such as
+    # 'file'; writing the members directly gives the same archive for any key.
+    with zipfile.ZipFile(target, mode="w", compression=zipfile.ZIP_STORED,
+                         allowZip64=True) as archive:
+        for key, value in state.items():
+            with archive.open(key + ".npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+
+
+def save(model, path):
+    """Save ``model.state_dict()`` to ``path`` as ``.npz``.
+
+    Parameters
+    ----------
+    model : fastconv.nn.Module or dict
+        A model, or a state dict (name -> array).
+    path : str, os.PathLike or a writable binary file
+        Written exactly as given (no suffix is added); a file is replaced atomically.
+
+    Returns
+    -------
+    path
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> from fastconv import models
+    >>> fastconv.save(models.tutorial_net(seed=0), "seed.npz")   # doctest: +SKIP
+    """
+    state = model.state_dict() if isinstance(model, Module) else dict(model)
+    if hasattr(path, "write"):
+        _write_npz(path, state)
+        return path
+    target = os.fspath(path)
+    # A temporary name beside the target (same file system, so the rename is atomic), made
+    # with open() rather than mkstemp so that the file gets the usual umask permissions.
+    partial = f"{target}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
+    try:
+        _write_npz(partial, state)
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return path
+
+
+def load(model, path, strict=True):
+    """Load parameters saved by :func:`save` (or ``numpy.savez``) into ``model``, in place.
+
+    Parameters
+    ----------
+    model : fastconv.nn.Module
+    path : str, os.PathLike or a readable binary file
+    strict : bool, default True
+        Refuse missing and unexpected keys.
+
+    Returns
+    -------
+    fastconv.nn.Module
+        ``model``.
+
+    Raises
+    ------
+    KeyError, ValueError
+        The file does not match the model (keys or shapes); the model is left unchanged.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be a fastconv.nn.Module, got {type(model).__name__}")
+    with np.load(path, allow_pickle=False) as archive:
+        state = {key: archive[key] for key in archive.files}
+    model.load_state_dict(state, strict=strict)
+    return model

@@ -1,0 +1,149 @@
+"""Optimisers that update :class:`fastconv.nn.Parameter` values in place from their ``.grad``."""
+
+from numbers import Real
+
+import numpy as np
+
+from .nn import Module, Parameter
+
+__all__ = ["SGD"]
+
+
+def _non_negative(value, name, label):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a float, got {value!r}")
+    if not value >= 0.0:  # also refuses NaN
+        raise ValueError(f"Invalid {label}: {value}")
+    return float(value)
+
+
+class SGD:
+    """Stochastic gradient descent with momentum, Nesterov momentum and weight decay.
+
+    The update is ``torch.optim.SGD``'s, step for step: for each parameter ``p`` with
+    gradient ``g``::
+
+        g = g + weight_decay * p
+        buf = g                                   (first step)
+        buf = momentum * buf + (1 - dampening) * g  (later steps)
+        g = g + momentum * buf   if nesterov   else   g = buf     (when momentum != 0)
+        p = p - lr * g
+
+    Parameters
+    ----------
+    params : iterable of Parameter, or a Module
+        What to optimise (a Module stands for ``module.parameters()``).
+    lr : float
+        Learning rate, >= 0.
+    momentum : float, default 0
+        Momentum factor, >= 0.
+    weight_decay : float, default 0
+        L2 penalty, >= 0.
+    nesterov : bool, default False
+        Nesterov momentum; needs ``momentum > 0`` and ``dampening == 0``.
+    dampening : float, default 0
+        Dampening for momentum (keyword only).
+    maximize : bool, default False
+        Ascend instead of descend (keyword only).
+
+    Raises
+    ------
+    ValueError
+        Negative ``lr``, ``momentum`` or ``weight_decay``, ``nesterov`` without momentum, or
+        an empty parameter list (the messages are PyTorch's).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn, optim
+    >>> layer = nn.Linear(2, 1, bias=False, seed=0)
+    >>> layer.weight.data[...] = 1.0
+    >>> layer.weight.grad[...] = 0.5
+    >>> opt = optim.SGD(layer.parameters(), lr=0.1)
+    >>> opt.step()
+    >>> layer.weight.data
+    array([[0.95, 0.95]], dtype=float32)
+    """
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, *,
+                 dampening=0.0, maximize=False):
+        self.lr = _non_negative(lr, "lr", "learning rate")
+        self.momentum = _non_negative(momentum, "momentum", "momentum value")
+        self.weight_decay = _non_negative(weight_decay, "weight_decay", "weight_decay value")
+        self.dampening = _non_negative(dampening, "dampening", "dampening value")
+        self.nesterov = bool(nesterov)
+        self.maximize = bool(maximize)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        if isinstance(params, Module):
+            params = params.parameters()
+        if isinstance(params, Parameter):
+            raise TypeError("params must be an iterable of Parameters (e.g. model.parameters()), "
+                            "got a single Parameter")
+        self.params = list(params)
+        if not self.params:
+            raise ValueError("optimizer got an empty parameter list")
+        for index, parameter in enumerate(self.params):
+            if not isinstance(parameter, Parameter):
+                raise TypeError(
+                    f"params[{index}] is a {type(parameter).__name__}, expected a "
+                    "fastconv.nn.Parameter"
+                )
+        # Momentum buffers, keyed by the position of the parameter; created at the first step
+        # (a layer whose size is inferred has no array before its first forward).
+        self._buffers = [None] * len(self.params)
+
+    def zero_grad(self):
+        """Set every parameter's ``.grad`` to zeros (in place)."""
+        for parameter in self.params:
+            if parameter.grad is not None:
+                parameter.grad.fill(0)
+
+    def step(self):
+        """Update every parameter once from its current ``.grad``."""
+        for index, parameter in enumerate(self.params):
+            if parameter.data is None:  # not initialised yet: nothing to update
+                continue
+            data = parameter.data
+            grad = parameter.grad
+            if self.maximize:
+                grad = -grad
+            if self.weight_decay != 0:
+                grad = grad + data.dtype.type(self.weight_decay) * data
+            if self.momentum != 0:
+                buffer = self._buffers[index]
+                if buffer is None or buffer.shape != data.shape:
+                    buffer = self._buffers[index] = np.array(grad, dtype=data.dtype)
+                else:
+                    buffer *= data.dtype.type(self.momentum)
+                    if self.dampening == 0:
+                        buffer += grad
+                    else:
+                        buffer += data.dtype.type(1 - self.dampening) * grad
+                if self.nesterov:
+                    grad = grad + data.dtype.type(self.momentum) * buffer
+                else:
+                    grad = buffer
+            data -= data.dtype.type(self.lr) * grad
+
+    def state_dict(self):
+        """The momentum buffers and hyper-parameters (a plain dict), for checkpointing."""
+        return {
+            "lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
+            "dampening": self.dampening, "nesterov": self.nesterov, "maximize": self.maximize,
+            "momentum_buffers": [None if b is None else b.copy() for b in self._buffers],
+        }
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned."""
+        buffers = state["momentum_buffers"]
+        if len(buffers) != len(self.params):
+            raise ValueError(f"state has {len(buffers)} momentum buffers, the optimiser has "
+                             f"{len(self.params)} parameters")
+        for key in ("lr", "momentum", "weight_decay", "dampening", "nesterov", "maximize"):
+            setattr(self, key, state[key])
+        self._buffers = [None if b is None else np.array(b) for b in buffers]
+
+    def __repr__(self):
+        return (f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay}, "
+                f"nesterov={self.nesterov})")
