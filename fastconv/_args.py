@@ -68,6 +68,8 @@ def as_float_array(value, name, dtype=None):
         except (ValueError, TypeError) as exc:  # ragged lists and the like
             raise TypeError(f"{name} cannot be converted to an array: {exc}") from None
     target = _float_dtype_for(array.dtype, name) if dtype is None else np.dtype(dtype)
+    if array.ndim >= 2:  # before copying: a broadcast view can be far larger than its memory
+        check_size(array.shape[-2] * array.shape[-1], f"a plane of {name}")
     return np.ascontiguousarray(array, dtype=target)
 
 
@@ -210,8 +212,8 @@ def pool_output_size(in_size, kernel_size, stride, padding, dilation, ceil_mode,
         limit = max_pad_of(kernel_size[axis], dilation[axis])
         if max(padding[2 * axis], padding[2 * axis + 1]) > limit:
             raise ValueError(
-                f"padding along {_AXES[axis]} must be at most half the effective kernel size "
-                f"({limit}), got {padding[2 * axis]}/{padding[2 * axis + 1]} "
+                f"padding along {_AXES[axis]} must be at most half the kernel size "
+                f"({limit}), as in PyTorch, got {padding[2 * axis]}/{padding[2 * axis + 1]} "
                 f"(kernel {kernel_size[axis]}, dilation {dilation[axis]})"
             )
     return output_size(in_size, kernel_size, stride, padding, dilation, "input", ceil_mode)

@@ -9,12 +9,16 @@ of cores fastconv occupies, BLAS included.
 
 import contextlib
 import os
+import threading
 
 from . import _openmp
 
 __all__ = ["set_num_threads", "get_num_threads", "threads", "effective_num_threads"]
 
 _state = {"num_threads": None}
+# ``with threads(n)`` overrides the count for the Python thread that entered it only, so that
+# overlapping blocks in two Python threads cannot restore each other's setting.
+_local = threading.local()
 # OpenMP reads OMP_NUM_THREADS once, at start-up; so can we.
 _DEFAULT_NUM_THREADS = _openmp.default_num_threads()
 
@@ -43,7 +47,7 @@ def get_num_threads():
     >>> fastconv.get_num_threads() >= 1
     True
     """
-    n = _state["num_threads"]
+    n = getattr(_local, "num_threads", None) or _state["num_threads"]
     return _DEFAULT_NUM_THREADS if n is None else n
 
 
@@ -76,6 +80,9 @@ def set_num_threads(n):
 def threads(n):
     """Context manager: use ``n`` threads inside the ``with`` block, restore the count after.
 
+    The override belongs to the Python thread that enters the block: other Python threads
+    keep their own count, and overlapping blocks in several threads do not interfere.
+
     Examples
     --------
     >>> import fastconv
@@ -84,17 +91,17 @@ def threads(n):
     1
     """
     n = _as_thread_count(n)
-    previous = _state["num_threads"]
-    _state["num_threads"] = n
+    previous = getattr(_local, "num_threads", None)
+    _local.num_threads = n
     try:
         yield n
     finally:
-        _state["num_threads"] = previous
+        _local.num_threads = previous
 
 
 def effective_num_threads(work_items=None):
     """Threads to pass to a kernel: the user's count, capped by the number of work items."""
-    n = _state["num_threads"] or _DEFAULT_NUM_THREADS
+    n = getattr(_local, "num_threads", None) or _state["num_threads"] or _DEFAULT_NUM_THREADS
     if work_items is not None and work_items < n:
         return work_items if work_items > 1 else 1
     return n

@@ -24,7 +24,7 @@ from ._args import (
     same_padding,
 )
 from ._threads import blas_single_thread, effective_num_threads
-from .pad import pad2d_backward_impl, pad2d_impl
+from .pad import check_pad_limits, pad2d_backward_impl, pad2d_impl
 
 __all__ = ["corr2d", "convolve2d", "conv2d", "conv2d_backward"]
 
@@ -180,6 +180,7 @@ def _prepare_checked(x, weight, bias, stride, padding, dilation, groups, padding
     for name, value in extra:
         extras.append(as_float_array(value, name, dtype))
     if mode != "zeros" and any(pads):
+        check_pad_limits((in_h, in_w), pads, mode)  # even when the batch is empty
         padded_h, padded_w = in_h + pads[0] + pads[1], in_w + pads[2] + pads[3]
         geo_pads = (0, 0)
     else:
@@ -280,6 +281,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     result_shape = shape4[1:] if conv.unbatched else shape4
     if out is not None:
         check_out(out, result_shape, conv.dtype)
+        for name, array in (("x", x), ("weight", weight), ("bias", bias)):
+            if isinstance(array, np.ndarray) and np.may_share_memory(out, array):
+                raise ValueError(f"out shares memory with {name}; the kernels read their "
+                                 "inputs while writing out, so give out its own array")
         result = out
     else:
         result = np.empty(result_shape, dtype=conv.dtype)
@@ -417,7 +422,8 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
                 effective_num_threads(out_channels),
             )
     if partials is not None and partials.shape[0] > 1:
-        np.add.reduce(partials, axis=0, out=grad_weight.reshape(grad_weight.size))
+        with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch
+            np.add.reduce(partials, axis=0, out=grad_weight.reshape(grad_weight.size))
     return _finish_grad_input(conv, grad_input), grad_weight, grad_bias
 
 

@@ -44,7 +44,7 @@ def _num_threads(planes, elements):
     return effective_num_threads(max(1, min(planes, elements // _ELEMENTS_PER_THREAD)))
 
 
-def _check_mode_limits(in_size, pads, mode):
+def check_pad_limits(in_size, pads, mode):
     """PyTorch's limits: reflect needs pad < size, circular pad <= size, replicate size >= 1.
 
     ``in_size`` is the (height, width) of the unpadded input, ``pads`` (top, bottom, left,
@@ -82,7 +82,7 @@ def pad2d_impl(x4, pads, mode, value=0.0):
     batch, channels, in_h, in_w = x4.shape
     top, bottom, left, right = pads
     if mode != "constant":
-        _check_mode_limits((in_h, in_w), pads, mode)
+        check_pad_limits((in_h, in_w), pads, mode)
     shape = (batch, channels, in_h + top + bottom, in_w + left + right)
     try:
         out = np.empty(shape, dtype=x4.dtype)
@@ -117,7 +117,7 @@ def pad2d_backward_impl(grad4, pads, mode):
                 f"{in_size[axis]}, must be >= 1"
             )
     if mode != "constant":
-        _check_mode_limits(in_size, pads, mode)
+        check_pad_limits(in_size, pads, mode)
     grad_input = np.empty((batch, channels) + in_size, dtype=grad4.dtype)
     if grad_input.size:
         _BACKWARD[grad4.dtype](

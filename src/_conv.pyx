@@ -452,6 +452,21 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
 # kernels work plane by plane; each output row is built tap by tap with the tap's valid column
 # range found once, so the inner loops are plain (vectorisable) runs over a row.
 
+cdef inline void pad_products(floating* row, floating value, Py_ssize_t width, Py_ssize_t lo,
+                              Py_ssize_t hi, bint whole_row) noexcept nogil:
+    """row[j] += value * 0 where tap j lands in the zero padding (all j for a padded row).
+
+    Only called for a non-finite value, where the product is NaN and must not be skipped."""
+    cdef Py_ssize_t j
+    if whole_row:
+        lo = 0
+        hi = 0
+    for j in range(lo):
+        row[j] += value * 0
+    for j in range(hi, width):
+        row[j] += value * 0
+
+
 cdef void depthwise_plane(const floating* x_plane, const floating* w_taps, floating bias,
                           floating* y_plane, const Geometry* geo) noexcept nogil:
     """y[i,j] = b + sum_{p,q} w[p,q] * x[i*s+p*d-pad, j*s+q*d-pad] (0 outside), taps in order."""
@@ -466,12 +481,16 @@ cdef void depthwise_plane(const floating* x_plane, const floating* w_taps, float
             y_row[j] = 0
         for p in range(geo[0].kernel_h):
             iy = i * geo[0].stride_h - geo[0].pad_top + p * geo[0].dil_h
-            if iy < 0 or iy >= geo[0].in_h:
-                continue
             for q in range(geo[0].kernel_w):
                 valid_range(q * geo[0].dil_w - geo[0].pad_left, stride_w, geo[0].out_w,
                             geo[0].in_w, &lo, &hi)
                 tap = w_taps[p * geo[0].kernel_w + q]
+                if tap - tap != 0:
+                    # an inf/NaN tap meets the zero padding too: inf * 0 is NaN, as in PyTorch
+                    pad_products(y_row, tap, geo[0].out_w, lo, hi,
+                                 iy < 0 or iy >= geo[0].in_h)
+                if iy < 0 or iy >= geo[0].in_h:
+                    continue
                 x_row = x_plane + iy * geo[0].in_w + q * geo[0].dil_w - geo[0].pad_left
                 if stride_w == 1:
                     for j in range(lo, hi):
@@ -532,6 +551,26 @@ cdef void depthwise_grad_input_plane(const floating* gy_planes, const floating* 
                             gx_row[j * stride_w] += tap * gy_row[j]
 
 
+cdef inline double padded_nonfinite(const floating* gy_row, Py_ssize_t width, Py_ssize_t lo,
+                                    Py_ssize_t hi, bint whole_row) noexcept nogil:
+    """The NaN that gy * 0 gives where gy is inf/NaN over the zero padding; 0 otherwise.
+
+    Visits only the padded columns [0, lo) and [hi, width), or the whole row if it is padding.
+    """
+    cdef Py_ssize_t j
+    cdef double result = 0
+    if whole_row:
+        lo = 0
+        hi = 0
+    for j in range(lo):
+        if gy_row[j] - gy_row[j] != 0:
+            result = result + gy_row[j] * 0.0
+    for j in range(hi, width):
+        if gy_row[j] - gy_row[j] != 0:
+            result = result + gy_row[j] * 0.0
+    return result
+
+
 cdef void depthwise_grad_weight_channel(const floating[:, :, :, ::1] grad_output,
                                         const floating[:, :, :, ::1] x, Py_ssize_t o,
                                         Py_ssize_t c, floating* gw_taps,
@@ -539,7 +578,7 @@ cdef void depthwise_grad_weight_channel(const floating[:, :, :, ::1] grad_output
     """gw[o,p,q] = sum_{n,i,j} gy[n,o,i,j] * x[n,c,i*s+p*d-pad,j*s+q*d-pad], batch in order."""
     cdef Py_ssize_t n, i, j, p, q, iy, lo, hi
     cdef Py_ssize_t stride_w = geo[0].stride_w
-    cdef double sum0, sum1
+    cdef double sum0, sum1, padded
     cdef const floating* gy_row
     cdef const floating* x_row
     for p in range(geo[0].kernel_h):
@@ -552,9 +591,15 @@ cdef void depthwise_grad_weight_channel(const floating[:, :, :, ::1] grad_output
             for n in range(grad_output.shape[0]):
                 for i in range(geo[0].out_h):
                     iy = i * geo[0].stride_h - geo[0].pad_top + p * geo[0].dil_h
+                    gy_row = &grad_output[n, o, i, 0]
+                    # gy times the zero padding: 0 unless gy is inf/NaN, which PyTorch's
+                    # products turn into NaN; added only then, so finite sums are untouched
+                    padded = padded_nonfinite(gy_row, geo[0].out_w, lo, hi,
+                                              iy < 0 or iy >= geo[0].in_h)
+                    if padded != 0:
+                        sum1 = sum1 + padded
                     if iy < 0 or iy >= geo[0].in_h:
                         continue
-                    gy_row = &grad_output[n, o, i, 0]
                     x_row = &x[n, c, 0, 0] + iy * geo[0].in_w + q * geo[0].dil_w - geo[0].pad_left
                     j = lo
                     while j + 2 <= hi:

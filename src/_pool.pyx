@@ -39,6 +39,29 @@ cdef inline void _column_range(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t 
     stop[0] = hi
 
 
+cdef inline void _tap_range(Py_ssize_t lowest_start, Py_ssize_t highest_start,
+                            Py_ssize_t dilation, Py_ssize_t kernel, Py_ssize_t size,
+                            Py_ssize_t* first, Py_ssize_t* stop) noexcept nogil:
+    """[first, stop) = the taps t in [0, kernel) with start + t*dilation inside [0, size) for
+    some window start in [lowest_start, highest_start].
+
+    Only these taps are visited: a window that is mostly padding (a huge kernel over a small
+    input) then costs what its in-bounds taps cost, as in PyTorch.
+    """
+    cdef Py_ssize_t lo = 0, hi = kernel, last
+    if highest_start < 0:
+        lo = (-highest_start + dilation - 1) // dilation
+    last = size - 1 - lowest_start  # the largest t*dilation that still lands inside
+    if last < 0:
+        hi = 0
+    elif last // dilation + 1 < hi:
+        hi = last // dilation + 1
+    if lo > hi:
+        lo = hi
+    first[0] = lo
+    stop[0] = hi
+
+
 cdef inline Py_ssize_t _first_tap(Py_ssize_t start, Py_ssize_t dilation) noexcept nogil:
     """The first tap start + j*dilation (j >= 0) that is >= 0."""
     if start >= 0:
@@ -190,16 +213,19 @@ cdef void _max_pool_plane(const floating* x_plane, floating* out_plane,
     cdef Py_ssize_t oh, ow, tap_h, tap_w, ih, offset, first, stop
     cdef const floating* x_row
     cdef floating* out_row
+    cdef Py_ssize_t tap_h_first, tap_h_stop, tap_w_first, tap_w_stop
+    _tap_range(-pad_left, (out_width - 1) * stride_w - pad_left, dilation_w, kernel_w, in_width,
+               &tap_w_first, &tap_w_stop)
     for oh in range(out_height):
         out_row = out_plane + oh * out_width
         for ow in range(out_width):
             out_row[ow] = -INFINITY  # the implicit padding
-        for tap_h in range(kernel_h):
+        _tap_range(oh * stride_h - pad_top, oh * stride_h - pad_top, dilation_h, kernel_h,
+                   in_height, &tap_h_first, &tap_h_stop)
+        for tap_h in range(tap_h_first, tap_h_stop):
             ih = oh * stride_h - pad_top + tap_h * dilation_h
-            if ih < 0 or ih >= in_height:
-                continue
             x_row = x_plane + ih * in_width
-            for tap_w in range(kernel_w):
+            for tap_w in range(tap_w_first, tap_w_stop):
                 offset = tap_w * dilation_w - pad_left
                 _column_range(offset, stride_w, in_width, out_width, &first, &stop)
                 _max_row(out_row, x_row, first, stop, stride_w, offset)
@@ -219,17 +245,20 @@ cdef void _max_pool_indices_plane(const floating* x_plane, floating* out_plane,
     cdef const floating* x_row
     cdef floating* out_row
     cdef int64_t* indices_row
+    cdef Py_ssize_t tap_h_first, tap_h_stop, tap_w_first, tap_w_stop
+    _tap_range(-pad_left, (out_width - 1) * stride_w - pad_left, dilation_w, kernel_w, in_width,
+               &tap_w_first, &tap_w_stop)
     for oh in range(out_height):
         out_row = out_plane + oh * out_width
         for ow in range(out_width):
             out_row[ow] = -INFINITY
             position[ow] = -1  # nothing has beaten the -inf padding yet
-        for tap_h in range(kernel_h):
+        _tap_range(oh * stride_h - pad_top, oh * stride_h - pad_top, dilation_h, kernel_h,
+                   in_height, &tap_h_first, &tap_h_stop)
+        for tap_h in range(tap_h_first, tap_h_stop):
             ih = oh * stride_h - pad_top + tap_h * dilation_h
-            if ih < 0 or ih >= in_height:
-                continue
             x_row = x_plane + ih * in_width
-            for tap_w in range(kernel_w):
+            for tap_w in range(tap_w_first, tap_w_stop):
                 offset = tap_w * dilation_w - pad_left
                 _column_range(offset, stride_w, in_width, out_width, &first, &stop)
                 # Positions are tracked in int32 (the wrapper caps a plane at 2**31 - 1
@@ -333,6 +362,9 @@ cdef void _avg_pool_plane(const floating* x_plane, floating* out_plane,
     cdef floating row_factor
     cdef const floating* x_row
     cdef floating* out_row
+    cdef Py_ssize_t tap_w_first, tap_w_stop
+    _tap_range(-pad_left, (out_width - 1) * stride_w - pad_left, 1, kernel_w, in_width,
+               &tap_w_first, &tap_w_stop)
     for oh in range(out_height):
         out_row = out_plane + oh * out_width
         start_h = oh * stride_h - pad_top
@@ -344,7 +376,7 @@ cdef void _avg_pool_plane(const floating* x_plane, floating* out_plane,
         # Summed from 0 in row-major tap order in the input's own type, as PyTorch does.
         for ih in range(first_h, stop_h):
             x_row = x_plane + ih * in_width
-            for tap_w in range(kernel_w):
+            for tap_w in range(tap_w_first, tap_w_stop):
                 offset = tap_w - pad_left
                 _column_range(offset, stride_w, in_width, out_width, &first, &stop)
                 _sum_row(out_row, x_row, first, stop, stride_w, offset)
@@ -373,6 +405,9 @@ cdef void _avg_pool_backward_plane(const floating* grad_output_plane,
     cdef floating row_factor
     cdef const floating* grad_output_row
     cdef floating* grad_input_row
+    cdef Py_ssize_t tap_w_first, tap_w_stop
+    _tap_range(-pad_left, (out_width - 1) * stride_w - pad_left, 1, kernel_w, in_width,
+               &tap_w_first, &tap_w_stop)
     memset(grad_input_plane, 0, in_height * in_width * sizeof(floating))
     for oh in range(out_height):
         grad_output_row = grad_output_plane + oh * out_width
@@ -387,7 +422,7 @@ cdef void _avg_pool_backward_plane(const floating* grad_output_plane,
             delta[ow] = grad_output_row[ow] / (row_factor * column_factor[ow])
         for ih in range(first_h, stop_h):
             grad_input_row = grad_input_plane + ih * in_width
-            for tap_w in range(kernel_w):
+            for tap_w in range(tap_w_first, tap_w_stop):
                 offset = tap_w - pad_left
                 _column_range(offset, stride_w, in_width, out_width, &first, &stop)
                 _scatter_row(grad_input_row, delta, first, stop, stride_w, offset)
