@@ -1,8 +1,9 @@
 """Benchmark fastconv against a vectorised NumPy implementation and, when installed, PyTorch.
 
 Run ``python bench/bench_ops.py`` (full) or ``fastconv bench`` (quick). Every contender gets
-NumPy arrays in and returns NumPy arrays out; the contenders are interleaved call by call and
-the median of the repeats is reported, because the machine is shared and noisy. Ratios are
+NumPy arrays in and returns NumPy arrays out; the contenders are interleaved in short blocks
+(see _median_times) and the median per call is reported, because the machine is shared and
+noisy. Ratios are
 taken within one run: ``np/fc`` is how many times faster fastconv is than NumPy, ``fc/torch``
 is fastconv's time as a fraction of PyTorch's (below 1.0: fastconv is faster).
 """
@@ -126,18 +127,25 @@ def numpy_avg_pool2d_backward(grad_output, x_shape, kernel, stride, pad):
 
 
 # ---------------------------------------------------------------- timing
-def _median_times(contenders, repeats, min_seconds):
-    """Interleave the contenders call by call; return {name: median seconds}."""
+def _median_times(contenders, repeats, min_seconds, per_block=5):
+    """Interleave the contenders block by block; return {name: median seconds per call}.
+
+    Each round gives every contender one untimed call and then ``per_block`` timed ones. The
+    untimed call absorbs the switch: the previous contender's thread pools (OpenMP's, or
+    OpenBLAS's under NumPy) spin for a while after their last call and would otherwise be
+    charged to whoever runs next. Rounds repeat until ``repeats`` rounds and ``min_seconds``
+    have passed, so drift on a shared machine hits every contender alike.
+    """
     times = {name: [] for name in contenders}
-    for fn in contenders.values():  # warm up: first-call allocation, page faults, thread start
-        fn()
     start = time.perf_counter()
     rounds = 0
-    while rounds < repeats or (time.perf_counter() - start < min_seconds and rounds < 50 * repeats):
+    while rounds < repeats or (time.perf_counter() - start < min_seconds and rounds < 10 * repeats):
         for name, fn in contenders.items():
-            t0 = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            for _ in range(per_block):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
         rounds += 1
     return {name: statistics.median(values) for name, values in times.items()}
 
@@ -220,7 +228,7 @@ def pool_contenders(case, dtype, torch, include_numpy):
 def sgemm_ceiling(dtype, repeats=5):
     """GFLOP/s of a 2048x2048 matrix product through NumPy's BLAS: the machine's ceiling."""
     a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(dtype)
-    seconds = _median_times({"gemm": lambda: a @ a}, repeats, 0.5)["gemm"]
+    seconds = _median_times({"gemm": lambda: a @ a}, repeats, 0.5, per_block=1)["gemm"]
     return 2 * 2048 ** 3 / seconds / 1e9
 
 
@@ -238,7 +246,7 @@ def run(cases=None, dtype=np.float32, threads=2, repeats=7, min_seconds=0.3, inc
               f"{'fc GFLOP/s':>11}{'np/fc':>8}{'fc/torch':>9}")
     print(f"fastconv {fastconv.__version__}, {np.dtype(dtype).name}, {threads} threads, "
           f"torch {'%s' % torch.__version__ if torch is not None else 'not installed'}, "
-          f"median of >= {repeats} interleaved calls", file=out)
+          f"median over {repeats}+ interleaved rounds of 5 calls", file=out)
     print(header, file=out)
     print("-" * len(header), file=out)
     with fastconv.threads(threads), threadpool_limits(limits=threads):
