@@ -2,7 +2,8 @@
 
 Run ``python bench/bench_ops.py`` (full) or ``fastconv bench`` (quick). Every contender gets
 NumPy arrays in and returns NumPy arrays out; the contenders are interleaved in short blocks
-(see _median_times) and the median per call is reported, because the machine is shared and
+after a pause that lets the previous one's threads go idle (see _median_times), and the
+median per call is reported, because the machine is shared and
 noisy. Ratios are
 taken within one run: ``np/fc`` is how many times faster fastconv is than NumPy, ``fc/torch``
 is fastconv's time as a fraction of PyTorch's (below 1.0: fastconv is faster).
@@ -127,20 +128,27 @@ def numpy_avg_pool2d_backward(grad_output, x_shape, kernel, stride, pad):
 
 
 # ---------------------------------------------------------------- timing
-def _median_times(contenders, repeats, min_seconds, per_block=5):
+# After a call, a library's idle threads keep spinning for a while: OpenMP's briefly,
+# OpenBLAS's (NumPy's matmul) for up to ~0.1 s, yielding but still taking the cores. Measured
+# here: a pointwise conv2d right after NumPy's GEMMs took 9-13 ms, after a 0.2 s pause 3.8 ms.
+SETTLE_SECONDS = 0.2
+
+
+def _median_times(contenders, repeats, min_seconds, per_block=5, settle=SETTLE_SECONDS):
     """Interleave the contenders block by block; return {name: median seconds per call}.
 
-    Each round gives every contender one untimed call and then ``per_block`` timed ones. The
-    untimed call absorbs the switch: the previous contender's thread pools (OpenMP's, or
-    OpenBLAS's under NumPy) spin for a while after their last call and would otherwise be
-    charged to whoever runs next. Rounds repeat until ``repeats`` rounds and ``min_seconds``
-    have passed, so drift on a shared machine hits every contender alike.
+    Each round gives every contender, after ``settle`` seconds for the previous one's threads
+    to go idle, one untimed call and then ``per_block`` timed ones: no contender is charged
+    for another library's spinning threads. Rounds repeat until ``repeats`` rounds and
+    ``min_seconds`` have passed, so drift on a shared machine hits every contender alike.
     """
     times = {name: [] for name in contenders}
     start = time.perf_counter()
     rounds = 0
     while rounds < repeats or (time.perf_counter() - start < min_seconds and rounds < 10 * repeats):
         for name, fn in contenders.items():
+            if settle and len(contenders) > 1:
+                time.sleep(settle)
             fn()
             for _ in range(per_block):
                 t0 = time.perf_counter()
