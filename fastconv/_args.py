@@ -204,7 +204,7 @@ def output_size(in_size, kernel_size, stride, padding, dilation, what="input", c
 
 
 def pool_output_size(in_size, kernel_size, stride, padding, dilation, ceil_mode, max_pad_of):
-    """Pooling output size, after PyTorch's limit on padding (<= half the effective kernel).
+    """Pooling output size, after checking padding against ``max_pad_of`` (PyTorch's limit).
 
     ``max_pad_of(kernel, dilation)`` gives the largest padding allowed for one axis.
     """

@@ -758,7 +758,7 @@ class MaxPool2d(Module):
     stride : int, (int, int) or None
         Defaults to ``kernel_size``.
     padding : int, pair or ((top, bottom), (left, right)), default 0
-        Implicit -inf padding, at most half the effective kernel size.
+        Implicit -inf padding, at most half the kernel size (as PyTorch).
     dilation : int or (int, int), default 1
     ceil_mode : bool, default False
 
