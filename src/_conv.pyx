@@ -469,27 +469,34 @@ cdef inline void pad_products(floating* row, floating value, Py_ssize_t width, P
 
 cdef void depthwise_plane(const floating* x_plane, const floating* w_taps, floating bias,
                           floating* y_plane, const Geometry* geo) noexcept nogil:
-    """y[i,j] = b + sum_{p,q} w[p,q] * x[i*s+p*d-pad, j*s+q*d-pad] (0 outside), taps in order."""
+    """y[i,j] = b + sum_{p,q} w[p,q] * x[i*s+p*d-pad, j*s+q*d-pad] (0 outside), taps in order.
+
+    Tap by tap over the whole plane (it stays in cache): each tap's valid columns are found
+    once, and every output still receives its taps in (p, q) order.
+    """
     cdef Py_ssize_t i, j, p, q, iy, lo, hi
     cdef Py_ssize_t stride_w = geo[0].stride_w
+    cdef Py_ssize_t out_w = geo[0].out_w
+    cdef bint padded_row, nonfinite
     cdef floating tap
     cdef floating* y_row
     cdef const floating* x_row
-    for i in range(geo[0].out_h):
-        y_row = y_plane + i * geo[0].out_w
-        for j in range(geo[0].out_w):
-            y_row[j] = 0
-        for p in range(geo[0].kernel_h):
-            iy = i * geo[0].stride_h - geo[0].pad_top + p * geo[0].dil_h
-            for q in range(geo[0].kernel_w):
-                valid_range(q * geo[0].dil_w - geo[0].pad_left, stride_w, geo[0].out_w,
-                            geo[0].in_w, &lo, &hi)
-                tap = w_taps[p * geo[0].kernel_w + q]
-                if tap - tap != 0:
+    for j in range(geo[0].out_h * out_w):
+        y_plane[j] = 0
+    for p in range(geo[0].kernel_h):
+        for q in range(geo[0].kernel_w):
+            valid_range(q * geo[0].dil_w - geo[0].pad_left, stride_w, out_w, geo[0].in_w,
+                        &lo, &hi)
+            tap = w_taps[p * geo[0].kernel_w + q]
+            nonfinite = tap - tap != 0
+            for i in range(geo[0].out_h):
+                y_row = y_plane + i * out_w
+                iy = i * geo[0].stride_h - geo[0].pad_top + p * geo[0].dil_h
+                padded_row = iy < 0 or iy >= geo[0].in_h
+                if nonfinite:
                     # an inf/NaN tap meets the zero padding too: inf * 0 is NaN, as in PyTorch
-                    pad_products(y_row, tap, geo[0].out_w, lo, hi,
-                                 iy < 0 or iy >= geo[0].in_h)
-                if iy < 0 or iy >= geo[0].in_h:
+                    pad_products(y_row, tap, out_w, lo, hi, padded_row)
+                if padded_row:
                     continue
                 x_row = x_plane + iy * geo[0].in_w + q * geo[0].dil_w - geo[0].pad_left
                 if stride_w == 1:
@@ -498,9 +505,9 @@ cdef void depthwise_plane(const floating* x_plane, const floating* w_taps, float
                 else:
                     for j in range(lo, hi):
                         y_row[j] += tap * x_row[j * stride_w]
-        # the bias last, as the GEMM path adds it after the products
-        for j in range(geo[0].out_w):
-            y_row[j] += bias
+    # the bias last, as the GEMM path adds it after the products
+    for j in range(geo[0].out_h * out_w):
+        y_plane[j] += bias
 
 
 def depthwise_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
@@ -523,7 +530,7 @@ def depthwise_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::
 cdef void depthwise_grad_input_plane(const floating* gy_planes, const floating* w_taps,
                                      Py_ssize_t multiplier, floating* gx_plane,
                                      const Geometry* geo) noexcept nogil:
-    """gx[iy, ix] += w[o,p,q] * gy[o,i,j] over the plane's m output channels o, in order."""
+    """gx[iy, ix] += w[o,p,q] * gy[o,i,j] over the plane's m output channels o, tap by tap."""
     cdef Py_ssize_t m, i, j, p, q, iy, lo, hi
     cdef Py_ssize_t stride_w = geo[0].stride_w
     cdef Py_ssize_t out_plane = geo[0].out_h * geo[0].out_w
@@ -532,16 +539,16 @@ cdef void depthwise_grad_input_plane(const floating* gy_planes, const floating* 
     cdef floating* gx_row
     cdef const floating* gy_row
     for m in range(multiplier):
-        for i in range(geo[0].out_h):
-            gy_row = gy_planes + m * out_plane + i * geo[0].out_w
-            for p in range(geo[0].kernel_h):
-                iy = i * geo[0].stride_h - geo[0].pad_top + p * geo[0].dil_h
-                if iy < 0 or iy >= geo[0].in_h:
-                    continue
-                for q in range(geo[0].kernel_w):
-                    valid_range(q * geo[0].dil_w - geo[0].pad_left, stride_w, geo[0].out_w,
-                                geo[0].in_w, &lo, &hi)
-                    tap = w_taps[m * taps + p * geo[0].kernel_w + q]
+        for p in range(geo[0].kernel_h):
+            for q in range(geo[0].kernel_w):
+                valid_range(q * geo[0].dil_w - geo[0].pad_left, stride_w, geo[0].out_w,
+                            geo[0].in_w, &lo, &hi)
+                tap = w_taps[m * taps + p * geo[0].kernel_w + q]
+                for i in range(geo[0].out_h):
+                    iy = i * geo[0].stride_h - geo[0].pad_top + p * geo[0].dil_h
+                    if iy < 0 or iy >= geo[0].in_h:
+                        continue
+                    gy_row = gy_planes + m * out_plane + i * geo[0].out_w
                     gx_row = gx_plane + iy * geo[0].in_w + q * geo[0].dil_w - geo[0].pad_left
                     if stride_w == 1:
                         for j in range(lo, hi):
