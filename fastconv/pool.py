@@ -44,6 +44,18 @@ def _max_padding(kernel, dilation):
     return min(kernel // 2, ((kernel - 1) * dilation + 1) // 2)
 
 
+def _thread_rows(num_threads, width, dtype):
+    """One scratch row per thread, each padded to whole cache lines of its own.
+
+    Rows of a few elements would share a 64-byte line between threads, and every write by one
+    thread would evict the other's copy (false sharing): two threads then ran slower than one.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    per_line = 64 // itemsize
+    padded = -(-width // per_line) * per_line + per_line
+    return np.empty((num_threads, padded), dtype=dtype)
+
+
 def _check_planes(shape, name):
     """PyTorch refuses empty channels, height or width (only the batch may be empty)."""
     if min(shape[1:]) < 1:
@@ -170,7 +182,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     params = (*kernel, *stride, pads[0], pads[2], *dilation, num_threads)
     if return_indices:
         indices = np.empty(out.shape, dtype=np.int64)
-        position = np.empty((num_threads, out_size[1]), dtype=np.int32)
+        position = _thread_rows(num_threads, out_size[1], np.int32)
         _pool.max_pool2d_forward_indices(
             x4, _batched_view(out, unbatched), _batched_view(indices, unbatched), position,
             *params,
@@ -357,7 +369,7 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     )
     grad_input = np.empty(shape[1:] if unbatched else shape, dtype=grad4.dtype)
     column_factor = np.empty(out_size[1], dtype=grad4.dtype)
-    delta = np.empty((num_threads, out_size[1]), dtype=grad4.dtype)
+    delta = _thread_rows(num_threads, out_size[1], grad4.dtype)
     _pool.avg_pool2d_backward(
         grad4, _batched_view(grad_input, unbatched), column_factor, delta, *kernel, *stride,
         *pads, bool(count_include_pad), divisor, num_threads,
