@@ -17,31 +17,6 @@ def conv2d_forward(
     groups: int,
     num_threads: int,
 ) -> None: ...
-def conv2d_grad_weight(
-    grad_output: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_out, H_out, W_out)
-    x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W)
-    partials: np.ndarray,  # floating[:, ::1]  (chunks, C_out * k), zeroed; summed by the caller
-    workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= k * tile)
-    geometry: tuple[int, ...],
-    groups: int,
-    num_threads: int,
-) -> None: ...
-def conv2d_grad_bias(
-    grad_output: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_out, H_out, W_out)
-    grad_bias: np.ndarray,  # floating[::1]  (C_out,), overwritten
-    num_threads: int,
-) -> None: ...
-def conv2d_grad_input(
-    grad_output: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_out, H_out, W_out)
-    weight: np.ndarray,  # const floating[:, :, :, ::1]  (C_out, C_in/groups, kH, kW)
-    grad_input: np.ndarray,  # floating[:, :, :, ::1]  (N, C_in, H, W), zeroed
-    workspace: np.ndarray,  # floating[:, ::1]  per_item: (num_threads, >= k * tile);
-    #                         otherwise (1, band * k * tile)
-    geometry: tuple[int, ...],
-    groups: int,
-    per_item: bool,
-    num_threads: int,
-) -> None: ...
 def conv2d_backward(
     grad_output: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_out, H_out, W_out)
     x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W), explicitly padded if needed
@@ -49,8 +24,9 @@ def conv2d_backward(
     grad_input: np.ndarray | None,  # floating[:, :, :, ::1]  zeroed, or None to skip
     partials: np.ndarray | None,  # floating[:, ::1]  (chunks, C_out * k) zeroed, or None
     grad_bias: np.ndarray | None,  # floating[::1]  (C_out,), or None
-    weight_workspace: np.ndarray | None,  # floating[:, ::1]  as for conv2d_grad_weight
-    input_workspace: np.ndarray | None,  # floating[:, ::1]  as for conv2d_grad_input
+    weight_workspace: np.ndarray | None,  # floating[:, ::1]  (num_threads, >= k * tile)
+    input_workspace: np.ndarray | None,  # floating[:, ::1]  per_item: (num_threads, >= k * tile);
+    #                                      otherwise (1, band * k * tile)
     geometry: tuple[int, ...],
     groups: int,
     per_item: bool,

@@ -47,8 +47,8 @@ def get_num_threads():
     >>> fastconv.get_num_threads() >= 1
     True
     """
-    n = getattr(_local, "num_threads", None) or _state["num_threads"]
-    return _DEFAULT_NUM_THREADS if n is None else n
+    # counts are >= 1, so `or` falls through only where nothing was set
+    return getattr(_local, "num_threads", None) or _state["num_threads"] or _DEFAULT_NUM_THREADS
 
 
 def set_num_threads(n):
@@ -101,7 +101,7 @@ def threads(n):
 
 def effective_num_threads(work_items=None):
     """Threads to pass to a kernel: the user's count, capped by the number of work items."""
-    n = getattr(_local, "num_threads", None) or _state["num_threads"] or _DEFAULT_NUM_THREADS
+    n = get_num_threads()
     if work_items is not None and work_items < n:
         return work_items if work_items > 1 else 1
     return n

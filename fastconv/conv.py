@@ -60,6 +60,7 @@ def _is_depthwise(conv):
     """One input channel per group: direct per-plane kernels instead of GEMMs."""
     return conv.groups > 1 and conv.geometry[0] == 1
 
+
 _Conv = namedtuple(
     "_Conv",
     "x weight bias unbatched dtype pads mode stride dilation groups out_h out_w geometry",
@@ -380,7 +381,8 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     n_tiles = _n_tiles(geometry)
     grad_bias = np.zeros(out_channels, dtype=dtype) if "bias" in need else None
     grad_weight = np.zeros(conv.weight.shape, dtype=dtype) if "weight" in need else None
-    padded_input = _padded_input(conv)
+    # only the weight gradient reads x: pad it (non-zero padding modes) only then
+    padded_input = _padded_input(conv) if grad_weight is not None else conv.x
     grad_input = (np.zeros((batch, conv.x.shape[1], geometry[1], geometry[2]), dtype=dtype)
                   if "input" in need else None)
     if _is_depthwise(conv):
@@ -417,7 +419,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
             _BACKWARD[dtype](
                 gy4, padded_input, conv.weight,
                 grad_input if input_workspace is not None else None,
-                partials, grad_bias if batch else None, weight_workspace, input_workspace,
+                partials, grad_bias, weight_workspace, input_workspace,
                 geometry, conv.groups, per_item, input_threads, weight_threads,
                 effective_num_threads(out_channels),
             )

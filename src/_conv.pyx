@@ -394,33 +394,6 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
             band_start = band_stop
 
 
-def conv2d_grad_weight(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
-                       floating[:, ::1] partials, floating[:, ::1] workspace, tuple geometry,
-                       Py_ssize_t groups, int num_threads):
-    """Weight gradient alone (see grad_weight_impl)."""
-    cdef Geometry geo = make_geometry(geometry)
-    with nogil:
-        grad_weight_impl(grad_output, x, partials, workspace, &geo, groups, num_threads)
-
-
-def conv2d_grad_bias(const floating[:, :, :, ::1] grad_output, floating[::1] grad_bias,
-                     int num_threads):
-    """Bias gradient alone (see grad_bias_impl)."""
-    with nogil:
-        grad_bias_impl(grad_output, grad_bias, num_threads)
-
-
-def conv2d_grad_input(const floating[:, :, :, ::1] grad_output,
-                      const floating[:, :, :, ::1] weight, floating[:, :, :, ::1] grad_input,
-                      floating[:, ::1] workspace, tuple geometry, Py_ssize_t groups,
-                      bint per_item, int num_threads):
-    """Input gradient alone (see grad_input_impl)."""
-    cdef Geometry geo = make_geometry(geometry)
-    with nogil:
-        grad_input_impl(grad_output, weight, grad_input, workspace, &geo, groups, per_item,
-                        num_threads)
-
-
 def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, :, :, ::1] x,
                     const floating[:, :, :, ::1] weight, floating[:, :, :, ::1] grad_input,
                     floating[:, ::1] partials, floating[::1] grad_bias,
@@ -429,8 +402,8 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
                     int weight_threads, int bias_threads):
     """All the requested gradients in one call (one GIL release, arrays unpacked once).
 
-    A gradient that is not wanted is passed as None and skipped; each one is computed
-    exactly as by its own kernel above.
+    A gradient that is not wanted is passed as None and skipped; the others are the
+    grad_bias_impl, grad_weight_impl and grad_input_impl above, in that order.
     """
     cdef Geometry geo = make_geometry(geometry)
     cdef bint want_input = grad_input is not None
