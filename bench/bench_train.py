@@ -1,7 +1,10 @@
 """One training epoch of the tutorial network (or LeNet-5): fastconv against PyTorch.
 
 Both sides train the same architecture from the same initial weights, on the same mini-batches
-in the same order (batch 64, SGD lr 0.05 momentum 0.9 by default), with the same number of
+in the same order, with the recipe of ``python -m fastconv train`` (batch 64, SGD lr 0.05
+momentum 0.9 decayed to 0 over the epoch by a per-batch cosine, inputs standardised with the
+training set's mean and standard deviation; ``--schedule constant`` and ``--no-standardize``
+turn the last two off), with the same number of
 threads (``--threads``, default 2, given to ``fastconv.set_num_threads`` and
 ``torch.set_num_threads``). The two loops run
 interleaved, alternating which goes first, and the medians are compared; the epoch time
@@ -55,12 +58,23 @@ def batches(count, batch_size, seed):
     return [np.sort(order[start:start + batch_size]) for start in range(0, count, batch_size)]
 
 
+def inputs(X, X_test, standardize):
+    """Float32 (N, 1, 28, 28) training and test images, as both sides are given them."""
+    if not standardize:
+        return train.prepare_images(X), train.prepare_images(X_test)
+    X, mean, std = train.standardize(X)
+    return X, train.standardize(X_test, mean, std)[0]
+
+
 def run_fastconv(args, X, y, X_test, y_test, seed):
     model = models.build(args.model, seed=seed)
     optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    scheduler = None
+    if args.schedule == "cosine":
+        scheduler = optim.CosineAnnealingLR(optimizer, -(-len(X) // args.batch_size))
     start = time.perf_counter()
     history = train.fit(model, X, y, optimizer=optimizer, epochs=1, batch_size=args.batch_size,
-                        seed=seed, progress=False)
+                        seed=seed, progress=False, scheduler=scheduler)
     seconds = time.perf_counter() - start
     accuracy = train.evaluate(model, X_test, y_test) if args.accuracy else float("nan")
     return seconds, history[0]["loss"], accuracy
@@ -86,7 +100,11 @@ def run_torch(torch, args, X, y, X_test, y_test, seed):
     # Same initial weights as the fastconv run with this seed.
     model = torch_model(torch, args.model, models.build(args.model, seed=seed).state_dict())
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
-    images = torch.from_numpy(X).unsqueeze(1).float().div_(255)  # prepared outside the timing
+    scheduler = None
+    if args.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, -(-len(X) // args.batch_size))
+    images = torch.from_numpy(X)  # prepared outside the timing, as for fastconv
     labels = torch.from_numpy(y)
     rows = [torch.from_numpy(batch) for batch in batches(len(X), args.batch_size, seed)]
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -99,13 +117,15 @@ def run_torch(torch, args, X, y, X_test, y_test, seed):
         loss = loss_fn(model(inputs), targets)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         total += loss.item() * len(index)
     seconds = time.perf_counter() - start
     accuracy = float("nan")
     if args.accuracy:
         model.eval()
         with torch.no_grad():
-            test = torch.from_numpy(X_test).unsqueeze(1).float().div_(255)
+            test = torch.from_numpy(X_test)
             predictions = torch.cat([model(test[i:i + 1000]).argmax(1)
                                      for i in range(0, len(test), 1000)])
         accuracy = float((predictions.numpy() == y_test).mean())
@@ -120,6 +140,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
+    parser.add_argument("--no-standardize", dest="standardize", action="store_false")
     parser.add_argument("--limit", type=int, default=None, help="use only N training images")
     parser.add_argument("--data", default=None, help="directory of the idx files")
     parser.add_argument("--no-torch", action="store_true")
@@ -135,11 +157,14 @@ def main(argv=None):
     if args.no_torch:
         torch = None
     X, y, X_test, y_test, source = load_data(args.limit, args.data)
+    X, X_test = inputs(X, X_test, args.standardize)
     fastconv.set_num_threads(args.threads)
     if torch is not None:
         torch.set_num_threads(args.threads)
     print(f"{args.model} network, {source}: {len(X)} training images, batch {args.batch_size}, "
-          f"SGD lr {args.lr} momentum {args.momentum}, {args.threads} thread(s)")
+          f"SGD lr {args.lr} momentum {args.momentum}, {args.schedule} schedule, "
+          f"{'standardised' if args.standardize else '[0, 1]'} inputs, "
+          f"{args.threads} thread(s)")
     print(f"fastconv {fastconv.__version__}" + (f", torch {torch.__version__}" if torch else ""))
     results = {"fastconv": [], "torch": []}
     for repeat in range(args.repeats):
@@ -157,6 +182,7 @@ def main(argv=None):
                   f"({len(X) / seconds:6.0f} img/s), loss {loss:.4f}, "
                   f"test accuracy {100 * accuracy:.2f}%", flush=True)
     summary = {"model": args.model, "threads": args.threads, "images": len(X),
+               "schedule": args.schedule, "standardize": args.standardize,
                "batch_size": args.batch_size, "source": source}
     for side, runs in results.items():
         if runs:

@@ -61,6 +61,13 @@ def _parser():
     train.add_argument("--momentum", type=_non_negative_float, default=0.9,
                        help="SGD momentum (default: 0.9)")
     train.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    train.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
+                       help="learning rate over the run: 'cosine' decays it from --lr to 0 "
+                            "batch by batch (optim.CosineAnnealingLR); 'constant' keeps "
+                            "--lr (default: cosine)")
+    train.add_argument("--no-standardize", dest="standardize", action="store_false",
+                       help="feed the images as x/255 in [0, 1] instead of standardising them "
+                            "with the training set's mean and standard deviation")
     train.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
                        help="SGD weight decay (default: 0)")
     train.add_argument("--threads", type=_positive_int, default=None,
@@ -109,10 +116,21 @@ def _train(args):
         return 2
     optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                           weight_decay=args.weight_decay, nesterov=args.nesterov)
+    scheduler = None
+    if args.schedule == "cosine":
+        batches = -(-len(X_train) // args.batch_size)
+        scheduler = optim.CosineAnnealingLR(optimizer, T_max=args.epochs * batches)
     print(f"{args.dataset}: {len(X_train)} training and {len(X_test)} test images "
           f"of {X_train.shape[1]}x{X_train.shape[2]}")
+    if args.standardize:
+        # The test set is scaled with the training set's statistics, as it would be in use.
+        X_train, mean, std = train.standardize(X_train)
+        X_test, _, _ = train.standardize(X_test, mean, std)
+        print(f"inputs standardised: (x/255 - {mean:.4f}) / {std:.4f}, the training set's mean "
+              f"and standard deviation (the trained model expects its inputs scaled so)")
     print(f"model {args.model}:\n{model}")
-    print(f"SGD lr={args.lr} momentum={args.momentum}"
+    print(f"SGD lr={args.lr}{' with cosine decay to 0' if scheduler else ''} "
+          f"momentum={args.momentum}"
           f"{' (Nesterov)' if args.nesterov else ''} weight_decay={args.weight_decay}, "
           f"batch size {args.batch_size}, {args.epochs} epoch(s), {threads} thread(s)",
           flush=True)
@@ -133,7 +151,7 @@ def _train(args):
         history = train.fit(model, X_train, y_train, optimizer=optimizer, epochs=args.epochs,
                             batch_size=args.batch_size, seed=args.seed,
                             validation=(X_test, y_test), progress=not args.quiet,
-                            callback=report if args.quiet else None)
+                            callback=report if args.quiet else None, scheduler=scheduler)
         accuracy = history[-1]["val_accuracy"]
         if accuracy is None:  # interrupted during the last epoch: evaluate what we have
             accuracy = train.evaluate(model, X_test, y_test)

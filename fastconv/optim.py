@@ -1,12 +1,14 @@
-"""Optimisers that update :class:`fastconv.nn.Parameter` values in place from their ``.grad``."""
+"""Optimisers that update :class:`fastconv.nn.Parameter` values in place from their ``.grad``,
+and a learning-rate schedule for them."""
 
-from numbers import Real
+import math
+from numbers import Integral, Real
 
 import numpy as np
 
 from .nn import Module, Parameter
 
-__all__ = ["SGD"]
+__all__ = ["SGD", "CosineAnnealingLR"]
 
 
 def _non_negative(value, name, label):
@@ -147,3 +149,82 @@ class SGD:
     def __repr__(self):
         return (f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay}, "
                 f"nesterov={self.nesterov})")
+
+
+class CosineAnnealingLR:
+    """Cosine decay of an optimiser's learning rate, as ``torch.optim.lr_scheduler``'s.
+
+    After ``t`` calls of :meth:`step` the learning rate is
+    ``eta_min + (base_lr - eta_min) * (1 + cos(pi * t / T_max)) / 2``: ``base_lr`` (the
+    optimiser's ``lr`` when the schedule is made) at ``t = 0``, ``eta_min`` at ``t = T_max``,
+    and back up again after that (SGDR without restarts, as PyTorch). The value is computed with
+    PyTorch's own recursive update, so the rates agree with PyTorch's bit for bit.
+
+    Whether a step is an epoch or a batch is up to the caller: :func:`fastconv.train.fit`
+    steps its ``scheduler`` once per batch, so there ``T_max`` counts batches.
+
+    Parameters
+    ----------
+    optimizer : SGD
+        Any object with a float attribute ``lr``.
+    T_max : int
+        Steps in half a cosine period (>= 1).
+    eta_min : float, default 0
+        The lowest learning rate, >= 0.
+
+    Examples
+    --------
+    >>> from fastconv import nn, optim
+    >>> opt = optim.SGD(nn.Linear(2, 1, seed=0).parameters(), lr=0.1)
+    >>> schedule = optim.CosineAnnealingLR(opt, T_max=4)
+    >>> for _ in range(4):
+    ...     opt.step()
+    ...     schedule.step()
+    >>> opt.lr
+    0.0
+    """
+
+    def __init__(self, optimizer, T_max, eta_min=0.0):
+        if not hasattr(optimizer, "lr"):
+            raise TypeError(f"optimizer must have an 'lr' attribute, got "
+                            f"{type(optimizer).__name__}")
+        if isinstance(T_max, (bool, np.bool_)) or not isinstance(T_max, Integral):
+            raise TypeError(f"T_max must be an int, got {T_max!r}")
+        if T_max < 1:
+            raise ValueError(f"T_max must be >= 1, got {T_max}")
+        self.optimizer = optimizer
+        self.T_max = int(T_max)
+        self.eta_min = _non_negative(eta_min, "eta_min", "eta_min value")
+        self.base_lr = float(optimizer.lr)
+        self.last_epoch = 0
+
+    def step(self):
+        """Advance one step and set the optimiser's ``lr`` to the new rate."""
+        self.last_epoch += 1
+        t, T, lr, eta_min = self.last_epoch, self.T_max, float(self.optimizer.lr), self.eta_min
+        if (t - 1 - T) % (2 * T) == 0:  # the turn at the bottom (PyTorch's branch)
+            lr = lr + (self.base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2
+        else:
+            lr = ((1 + math.cos(math.pi * t / T)) / (1 + math.cos(math.pi * (t - 1) / T))
+                  * (lr - eta_min) + eta_min)
+        self.optimizer.lr = lr
+
+    def get_last_lr(self):
+        """The current learning rate, in a one-element list (as PyTorch's)."""
+        return [float(self.optimizer.lr)]
+
+    def state_dict(self):
+        """What :meth:`load_state_dict` needs to resume the schedule (a plain dict)."""
+        return {"T_max": self.T_max, "eta_min": self.eta_min, "base_lr": self.base_lr,
+                "last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned (the optimiser's ``lr`` is its own)."""
+        self.T_max = int(state["T_max"])
+        self.eta_min = float(state["eta_min"])
+        self.base_lr = float(state["base_lr"])
+        self.last_epoch = int(state["last_epoch"])
+
+    def __repr__(self):
+        return (f"CosineAnnealingLR(T_max={self.T_max}, eta_min={self.eta_min}, "
+                f"base_lr={self.base_lr}, last_epoch={self.last_epoch})")

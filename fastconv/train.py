@@ -26,7 +26,7 @@ import numpy as np
 from .nn import CrossEntropyLoss, Module, backward_without_input_grad
 from .optim import SGD
 
-__all__ = ["fit", "evaluate", "predict", "prepare_images"]
+__all__ = ["fit", "evaluate", "predict", "prepare_images", "standardize"]
 
 
 def _model_dtype(model):
@@ -61,6 +61,56 @@ def prepare_images(X, dtype=np.float32):
     if X.ndim == 3:
         X = X[:, np.newaxis]
     return X
+
+
+def standardize(X, mean=None, std=None, dtype=np.float32):
+    """Images shifted and scaled to zero mean and unit variance: ``(x - mean) / std``.
+
+    ``X`` goes through :func:`prepare_images` first (uint8 becomes [0, 1]), so ``mean`` and
+    ``std`` are on that scale. Leave them out to take them from ``X`` itself (do so on the
+    training set, then pass the same two values for the test set), as torchvision's
+    ``Normalize`` with the data set's statistics.
+
+    Parameters
+    ----------
+    X : array_like
+        Images; uint8 or floating point.
+    mean, std : float, optional
+        Default: the mean and standard deviation of all of ``X`` (computed in float64).
+    dtype : float32 or float64, default float32
+
+    Returns
+    -------
+    (numpy.ndarray, float, float)
+        The standardised images (a new array of ``dtype``), ``mean`` and ``std``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import train
+    >>> X = np.array([[[0, 255]], [[255, 0]]], dtype=np.uint8)
+    >>> Z, mean, std = train.standardize(X)
+    >>> Z.ravel(), mean, std
+    (array([-1.,  1.,  1., -1.], dtype=float32), 0.5, 0.5)
+    """
+    if np.dtype(dtype) not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
+    X = np.asarray(X)
+    images = prepare_images(X, dtype)
+    if mean is None:
+        mean = float(np.mean(images, dtype=np.float64))
+    if std is None:
+        std = float(np.std(images, dtype=np.float64))
+    mean, std = float(mean), float(std)
+    if not np.isfinite(mean) or not np.isfinite(std) or not std > 0:
+        raise ValueError(f"standardize needs a finite mean and a positive finite std, got "
+                         f"mean={mean}, std={std}")
+    # uint8 images were just converted into a new array, which can be reused; anything else
+    # is the caller's and is copied.
+    out = images if X.dtype == np.uint8 else np.array(images, dtype=dtype, copy=True)
+    out -= out.dtype.type(mean)
+    out /= out.dtype.type(std)
+    return out, mean, std
 
 
 def _check_xy(X, y, name="X"):
@@ -238,7 +288,7 @@ def _summary(record):
 
 
 def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=64, shuffle=True,
-        seed=0, validation=None, progress=True, callback=None):
+        seed=0, validation=None, progress=True, callback=None, scheduler=None):
     """Train ``model`` on ``(X, y)`` with mini-batches.
 
     Each step: forward, loss, ``optimizer.zero_grad()``, ``model.backward(loss.backward())``
@@ -272,6 +322,10 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=64, shuf
         line per epoch.
     callback : callable, optional
         Called with each epoch's record as soon as it is complete.
+    scheduler : optional
+        A learning-rate schedule such as :class:`fastconv.optim.CosineAnnealingLR`: its
+        ``step()`` is called after every ``optimizer.step()``, once per batch (so its
+        ``T_max`` counts batches: ``epochs * ceil(N / batch_size)`` decays over the whole run).
 
     Returns
     -------
@@ -296,6 +350,8 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=64, shuf
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise TypeError("validation must be a pair (X_val, y_val)")
         _check_xy(*validation, name="validation X")
+    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+        raise TypeError(f"scheduler must have a step() method, got {type(scheduler).__name__}")
     loss = CrossEntropyLoss() if loss is None else loss
     if optimizer is None:
         optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -328,6 +384,8 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=64, shuf
                     optimizer.zero_grad()
                     backward_without_input_grad(model, loss.backward())
                     optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
                     size = targets.shape[0]
                     loss_sum += value * size
                     seen += size

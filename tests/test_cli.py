@@ -120,3 +120,14 @@ def test_bench_delegates(monkeypatch):
     monkeypatch.setattr(fastconv, "benchmark", fake, raising=False)
     assert main(["bench", "--quick", "-h"]) == 0
     assert calls == [["--quick", "-h"]]
+
+
+def test_train_schedule_and_standardisation_flags(tmp_path, capsys):
+    data = tiny_fashion(tmp_path / "data", train=64, test=16)
+    assert main(["train", "--data", str(data), "--save", "", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "inputs standardised: (x/255 - " in out and "cosine decay" in out
+    assert main(["train", "--data", str(data), "--save", "", "--quiet", "--schedule",
+                 "constant", "--no-standardize"]) == 0
+    out = capsys.readouterr().out
+    assert "standardised" not in out and "cosine" not in out and "SGD lr=0.05 momentum" in out

@@ -94,3 +94,73 @@ def test_sgd_parameter_list_errors():
         optim.SGD([np.zeros(2)], lr=0.1)
     with pytest.raises(TypeError, match="single Parameter"):
         optim.SGD(nn.Parameter(np.zeros(2)), lr=0.1)
+
+
+def closed_form(base_lr, eta_min, t, T):
+    return eta_min + (base_lr - eta_min) * (1 + np.cos(np.pi * t / T)) / 2
+
+
+@pytest.mark.parametrize("T_max, eta_min", [(1, 0.0), (4, 0.0), (7, 0.01), (10, 0.002)])
+def test_cosine_schedule_follows_the_cosine(T_max, eta_min, rng):
+    optimizer = optim.SGD([nn.Parameter(rng.standard_normal(3))], lr=0.1)
+    schedule = optim.CosineAnnealingLR(optimizer, T_max, eta_min=eta_min)
+    assert optimizer.lr == 0.1 and schedule.get_last_lr() == [0.1]
+    rates = []
+    for _ in range(3 * T_max + 2):  # past T_max: back up again, as PyTorch
+        schedule.step()
+        rates.append(optimizer.lr)
+    expected = [closed_form(0.1, eta_min, t, T_max) for t in range(1, 3 * T_max + 3)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-12, atol=1e-15)
+    assert rates[T_max - 1] == pytest.approx(eta_min, abs=1e-15)
+    assert schedule.get_last_lr() == [rates[-1]]
+
+
+@pytest.mark.parametrize("T_max, eta_min", [(3, 0.0), (10, 0.001), (938, 0.0)])
+def test_cosine_schedule_matches_torch_bit_for_bit(T_max, eta_min, torch, rng):
+    parameter = nn.Parameter(rng.standard_normal(3))
+    optimizer = optim.SGD([parameter], lr=0.05, momentum=0.9)
+    schedule = optim.CosineAnnealingLR(optimizer, T_max, eta_min=eta_min)
+    twin = torch.nn.Parameter(torch.from_numpy(parameter.data.copy()))
+    reference = torch.optim.SGD([twin], lr=0.05, momentum=0.9)
+    reference_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max,
+                                                                    eta_min=eta_min)
+    for _ in range(min(2 * T_max + 3, 1000)):
+        grad = rng.standard_normal(3)
+        parameter.grad[...] = grad
+        twin.grad = torch.from_numpy(grad.copy())
+        optimizer.step()
+        reference.step()
+        schedule.step()
+        reference_schedule.step()
+        assert schedule.get_last_lr() == reference_schedule.get_last_lr()
+    np.testing.assert_allclose(parameter.data, twin.detach().numpy(), rtol=1e-13, atol=1e-14)
+
+
+def test_cosine_schedule_state_dict(rng):
+    optimizer = optim.SGD([nn.Parameter(rng.standard_normal(3))], lr=0.2)
+    schedule = optim.CosineAnnealingLR(optimizer, 8, eta_min=0.01)
+    for _ in range(3):
+        schedule.step()
+    state = schedule.state_dict()
+    resumed_optimizer = optim.SGD([nn.Parameter(rng.standard_normal(3))], lr=optimizer.lr)
+    resumed = optim.CosineAnnealingLR(resumed_optimizer, 1)
+    resumed.load_state_dict(state)
+    for _ in range(4):
+        schedule.step()
+        resumed.step()
+        assert resumed_optimizer.lr == optimizer.lr
+    assert "T_max=8" in repr(resumed)
+
+
+@pytest.mark.parametrize("args, error, match", [
+    ((0,), ValueError, "T_max must be >= 1"),
+    ((2.5,), TypeError, "T_max must be an int"),
+    ((True,), TypeError, "T_max must be an int"),
+    ((5, -0.1), ValueError, "eta_min"),
+])
+def test_cosine_schedule_argument_errors(args, error, match, rng):
+    optimizer = optim.SGD([nn.Parameter(rng.standard_normal(3))], lr=0.1)
+    with pytest.raises(error, match=match):
+        optim.CosineAnnealingLR(optimizer, *args)
+    with pytest.raises(TypeError, match="'lr' attribute"):
+        optim.CosineAnnealingLR(object(), 5)

@@ -166,3 +166,53 @@ def test_argument_errors(rng):
         train.fit(mlp(), X, y, validation=X, progress=False)
     with pytest.raises(TypeError, match="Module"):
         train.fit(lambda x: x, X, y)
+
+
+def test_standardize():
+    images = np.array([[[0, 255], [51, 102]], [[255, 255], [0, 0]]], dtype=np.uint8)
+    scaled = images.astype(np.float64) / 255
+    Z, mean, std = train.standardize(images)
+    assert Z.shape == (2, 1, 2, 2) and Z.dtype == np.float32
+    assert mean == pytest.approx(scaled.mean()) and std == pytest.approx(scaled.std())
+    np.testing.assert_allclose(Z[:, 0], (scaled - scaled.mean()) / scaled.std(), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(Z.mean(), 0, atol=1e-6)
+    np.testing.assert_allclose(Z.std(), 1, rtol=1e-5)
+    # The test set takes the training set's statistics.
+    W, mean2, std2 = train.standardize(images[:1], mean, std, dtype=np.float64)
+    assert (mean2, std2) == (mean, std) and W.dtype == np.float64
+    np.testing.assert_allclose(W, Z[:1], rtol=1e-6, atol=1e-6)
+    # A float input is the caller's: it is copied, never changed.
+    floats = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 1, 2, 2)
+    before = floats.copy()
+    F, _, _ = train.standardize(floats, 0.5, 0.25)
+    np.testing.assert_array_equal(floats, before)
+    np.testing.assert_allclose(F, (before - 0.5) / 0.25, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"std": 0.0}, ValueError, "positive finite std"),
+    ({"mean": np.nan}, ValueError, "finite mean"),
+    ({"dtype": np.int32}, TypeError, "float32 or float64"),
+])
+def test_standardize_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        train.standardize(np.zeros((2, 3, 3), dtype=np.uint8) + 7, **kwargs)
+    with pytest.raises(ValueError, match="positive finite std"):  # a constant image set
+        train.standardize(np.zeros((2, 3, 3), dtype=np.uint8))
+
+
+def test_fit_steps_the_scheduler_once_per_batch(rng):
+    X, y = blobs(rng, count=100)
+    model = mlp()
+    optimizer = optim.SGD(model, lr=0.1, momentum=0.9)
+    batches = 2 * -(-100 // 32)  # two epochs of ceil(100 / 32) batches
+    schedule = optim.CosineAnnealingLR(optimizer, T_max=batches)
+    lrs = []
+    history = train.fit(model, X, y, optimizer=optimizer, scheduler=schedule, epochs=2,
+                        batch_size=32, progress=False,
+                        callback=lambda record: lrs.append(optimizer.lr))
+    assert len(history) == 2 and schedule.last_epoch == batches
+    assert lrs[0] == pytest.approx(0.05) and lrs[1] == pytest.approx(0.0, abs=1e-15)
+    with pytest.raises(TypeError, match="scheduler must have a step"):
+        train.fit(mlp(), X, y, scheduler=0.5, progress=False)
