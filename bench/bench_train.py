@@ -21,6 +21,7 @@ ratio fastconv / PyTorch (below 1: fastconv is faster) and both test accuracies.
 """
 
 import argparse
+import importlib.machinery
 import json
 import os
 import statistics
@@ -29,7 +30,12 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Run the checkout this script sits in when its extensions are built in place (a developer's
+# `python setup.py build_ext --inplace`); otherwise the installed fastconv (`pip install .`).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if any(os.path.exists(os.path.join(ROOT, "fastconv", "_conv" + suffix))
+       for suffix in importlib.machinery.EXTENSION_SUFFIXES):
+    sys.path.insert(0, ROOT)
 
 import fastconv  # noqa: E402
 from fastconv import datasets, models, optim, train  # noqa: E402

@@ -240,9 +240,20 @@ def sgemm_ceiling(dtype, repeats=5):
     return 2 * 2048 ** 3 / seconds / 1e9
 
 
+def _one_thread(fn):
+    def call():
+        with fastconv.threads(1):
+            return fn()
+    return call
+
+
 def run(cases=None, dtype=np.float32, threads=2, repeats=7, min_seconds=0.3, include_numpy=True,
-        include_torch=True, out=sys.stdout):
-    """Time every case; return a list of result rows (dicts) and print the table to ``out``."""
+        include_torch=True, scaling=False, out=sys.stdout):
+    """Time every case; return a list of result rows (dicts) and print the table to ``out``.
+
+    ``scaling`` adds fastconv on one thread as a fourth contender and a column ``1t/Nt``:
+    how many times faster ``threads`` threads are than one.
+    """
     torch = _torch_module() if include_torch else None
     if torch is not None:
         torch.set_num_threads(threads)
@@ -251,7 +262,8 @@ def run(cases=None, dtype=np.float32, threads=2, repeats=7, min_seconds=0.3, inc
     names = list(cases) if cases else list(CONV_CASES) + list(POOL_CASES)
     rows = []
     header = (f"{'case':<11}{'op':<5}{'fastconv ms':>12}{'numpy ms':>11}{'torch ms':>10}"
-              f"{'fc GFLOP/s':>11}{'np/fc':>8}{'fc/torch':>9}")
+              f"{'fc GFLOP/s':>11}{'np/fc':>8}{'fc/torch':>9}"
+              + (f"{'1t/%dt' % threads:>8}" if scaling else ""))
     print(f"fastconv {fastconv.__version__}, {np.dtype(dtype).name}, {threads} threads, "
           f"torch {'%s' % torch.__version__ if torch is not None else 'not installed'}, "
           f"median over {repeats}+ interleaved rounds of 5 calls", file=out)
@@ -267,6 +279,8 @@ def run(cases=None, dtype=np.float32, threads=2, repeats=7, min_seconds=0.3, inc
                 raise ValueError(f"unknown case {name!r}; known: "
                                  f"{sorted(CONV_CASES) + sorted(POOL_CASES)}")
             for op, (contenders, flops) in zip(("fwd", "bwd"), pairs):
+                if scaling:
+                    contenders["fastconv_1t"] = _one_thread(contenders["fastconv"])
                 medians = _median_times(contenders, repeats, min_seconds)
                 row = {"case": name, "op": op, "dtype": np.dtype(dtype).name, "threads": threads}
                 for who, seconds in medians.items():
@@ -276,6 +290,8 @@ def run(cases=None, dtype=np.float32, threads=2, repeats=7, min_seconds=0.3, inc
                     row["numpy_over_fastconv"] = medians["numpy"] / medians["fastconv"]
                 if "torch" in medians:
                     row["fastconv_over_torch"] = medians["fastconv"] / medians["torch"]
+                if "fastconv_1t" in medians:
+                    row["thread_speedup"] = medians["fastconv_1t"] / medians["fastconv"]
                 rows.append(row)
                 print(_format_row(row), file=out, flush=True)
     ratios = [row["fastconv_over_torch"] for row in rows if "fastconv_over_torch" in row]
@@ -296,7 +312,8 @@ def _format_row(row):
     return (f"{row['case']:<11}{row['op']:<5}{cell('fastconv_ms', 12, '.3f')}"
             f"{cell('numpy_ms', 11, '.3f')}{cell('torch_ms', 10, '.3f')}"
             f"{cell('fastconv_gflops', 11, '.1f')}{cell('numpy_over_fastconv', 8, '.2f')}"
-            f"{cell('fastconv_over_torch', 9, '.3f')}")
+            f"{cell('fastconv_over_torch', 9, '.3f')}"
+            + (cell("thread_speedup", 8, ".2f") if "thread_speedup" in row else ""))
 
 
 def main(argv=None):
@@ -312,13 +329,15 @@ def main(argv=None):
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--ceiling", action="store_true",
                         help="also measure the 2048x2048 GEMM ceiling through NumPy's BLAS")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also time fastconv on one thread; print the speed-up of --threads")
     parser.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     args = parser.parse_args(argv)
     cases = args.cases or (list(QUICK_CASES) if args.quick else None)
     repeats = args.repeats or (3 if args.quick else 7)
     rows = run(cases, dtype=np.dtype(args.dtype), threads=args.threads, repeats=repeats,
                min_seconds=0.05 if args.quick else 0.3, include_numpy=not args.no_numpy,
-               include_torch=not args.no_torch)
+               include_torch=not args.no_torch, scaling=args.scaling)
     report = {"rows": rows, "machine": platform.platform(), "python": sys.version.split()[0],
               "config": {"threads": args.threads, "dtype": args.dtype, "repeats": repeats}}
     if args.ceiling:
