@@ -248,12 +248,14 @@ def _one_thread(fn):
 
 
 def run(cases=None, dtype=np.float32, threads=2, repeats=7, min_seconds=0.3, include_numpy=True,
-        include_torch=True, scaling=False, out=sys.stdout):
+        include_torch=True, scaling=False, out=None):
     """Time every case; return a list of result rows (dicts) and print the table to ``out``.
 
     ``scaling`` adds fastconv on one thread as a fourth contender and a column ``1t/Nt``:
-    how many times faster ``threads`` threads are than one.
+    how many times faster ``threads`` threads are than one. ``out`` defaults to the current
+    ``sys.stdout``.
     """
+    out = sys.stdout if out is None else out
     torch = _torch_module() if include_torch else None
     if torch is not None:
         torch.set_num_threads(threads)
