@@ -448,11 +448,12 @@ cdef extern from "_depthwise.h" nogil:
     void fc_dw_grad_weight_channel_float(const float* gy, Py_ssize_t gy_batch_stride,
                                          const float* x, Py_ssize_t x_batch_stride,
                                          Py_ssize_t batch, float* gw, const fc_dw_geometry* g,
-                                         float* row_scratch, double* lanes)
+                                         float* scratch, Py_ssize_t scratch_len, double* lanes)
     void fc_dw_grad_weight_channel_double(const double* gy, Py_ssize_t gy_batch_stride,
                                           const double* x, Py_ssize_t x_batch_stride,
                                           Py_ssize_t batch, double* gw, const fc_dw_geometry* g,
-                                          double* row_scratch, double* lanes)
+                                          double* scratch, Py_ssize_t scratch_len,
+                                          double* lanes)
     int fc_dw_best_level()
     int fc_dw_select(int level)
     const char* fc_dw_name()
@@ -591,8 +592,10 @@ def depthwise_backward(const floating[:, :, :, ::1] grad_output,
                     if floating is float:
                         fc_dw_grad_weight_channel_float(
                             &grad_output[0, o, 0, 0], gy_batch, &x[0, o // multiplier, 0, 0],
-                            x_batch, batch, &grad_weight[o, 0, 0, 0], &g, scratch, lanes)
+                            x_batch, batch, &grad_weight[o, 0, 0, 0], &g, scratch, scratch_len,
+                            lanes)
                     else:
                         fc_dw_grad_weight_channel_double(
                             &grad_output[0, o, 0, 0], gy_batch, &x[0, o // multiplier, 0, 0],
-                            x_batch, batch, &grad_weight[o, 0, 0, 0], &g, scratch, lanes)
+                            x_batch, batch, &grad_weight[o, 0, 0, 0], &g, scratch, scratch_len,
+                            lanes)

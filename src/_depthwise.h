@@ -27,8 +27,9 @@ typedef struct {
     ptrdiff_t pad_top, pad_left, dil_h, dil_w;
 } fc_dw_geometry;
 
-/* lanes of the float64 accumulators in the weight-gradient sums: fixed here, never taken
- * from the vector width, so the summation order is the same for every ISA */
+/* lanes of the float64 accumulators in the weight-gradient sums (and as many for the rows'
+ * leftovers): fixed here, never taken from the vector width, so the summation order is the
+ * same for every ISA */
 #define FC_DW_LANES 8
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -42,6 +43,17 @@ typedef struct {
 #define FC_DW_RESTRICT
 #endif
 
+/* GCC/clang vector extensions for the weight-gradient sums: element-wise IEEE operations, so
+ * the same results as the plain loops used elsewhere, in whatever registers the target has */
+#if (defined(__GNUC__) && __GNUC__ >= 9) || defined(__clang__)
+#define FC_DW_VECTORS 1
+typedef float fc_dw_v8f __attribute__((vector_size(32)));
+typedef float fc_dw_v4f __attribute__((vector_size(16)));
+typedef double fc_dw_v4d __attribute__((vector_size(32)));
+#else
+#define FC_DW_VECTORS 0
+#endif
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FC_DW_HAVE_AVX2 1
 #else
@@ -50,24 +62,34 @@ typedef struct {
 
 /* ---- the portable versions ---- */
 #define FC_DW_TARGET
+#define FC_DW_WIDEN(v) __builtin_convertvector(v, fc_dw_v4d)
 #define FC_T float
+#define FC_DW_FLOAT 1
 #define FC_DW_NAME(name) fc_dw_##name##_float_generic
 #include "_depthwise_impl.h"
 #define FC_T double
+#define FC_DW_FLOAT 0
 #define FC_DW_NAME(name) fc_dw_##name##_double_generic
 #include "_depthwise_impl.h"
 #undef FC_DW_TARGET
+#undef FC_DW_WIDEN
 
 /* ---- AVX2 versions (no FMA: see above) ---- */
 #if FC_DW_HAVE_AVX2
+#include <immintrin.h>
 #define FC_DW_TARGET __attribute__((target("avx2")))
+/* GCC 12 splits __builtin_convertvector(v4f -> v4d) into 128-bit halves */
+#define FC_DW_WIDEN(v) ((fc_dw_v4d)_mm256_cvtps_pd((__m128)(v)))
 #define FC_T float
+#define FC_DW_FLOAT 1
 #define FC_DW_NAME(name) fc_dw_##name##_float_avx2
 #include "_depthwise_impl.h"
 #define FC_T double
+#define FC_DW_FLOAT 0
 #define FC_DW_NAME(name) fc_dw_##name##_double_avx2
 #include "_depthwise_impl.h"
 #undef FC_DW_TARGET
+#undef FC_DW_WIDEN
 #endif
 
 /* ---- run-time dispatch ---- */
@@ -82,10 +104,10 @@ typedef struct {
                                     const fc_dw_geometry*, double*, ptrdiff_t);
     void (*grad_weight_channel_float)(const float*, ptrdiff_t, const float*, ptrdiff_t,
                                       ptrdiff_t, float*, const fc_dw_geometry*, float*,
-                                      double*);
+                                      ptrdiff_t, double*);
     void (*grad_weight_channel_double)(const double*, ptrdiff_t, const double*, ptrdiff_t,
                                        ptrdiff_t, double*, const fc_dw_geometry*, double*,
-                                       double*);
+                                       ptrdiff_t, double*);
     const char* name;
 } fc_dw_table;
 
@@ -153,23 +175,24 @@ static void fc_dw_grad_input_plane_double(const double* gy, const double* w,
 static void fc_dw_grad_weight_channel_float(const float* gy, ptrdiff_t gy_batch_stride,
                                             const float* x, ptrdiff_t x_batch_stride,
                                             ptrdiff_t batch, float* gw, const fc_dw_geometry* g,
-                                            float* row_scratch, double* lanes) {
+                                            float* scratch, ptrdiff_t scratch_len,
+                                            double* lanes) {
     fc_dw_current->grad_weight_channel_float(gy, gy_batch_stride, x, x_batch_stride, batch, gw,
-                                             g, row_scratch, lanes);
+                                             g, scratch, scratch_len, lanes);
 }
 static void fc_dw_grad_weight_channel_double(const double* gy, ptrdiff_t gy_batch_stride,
                                              const double* x, ptrdiff_t x_batch_stride,
                                              ptrdiff_t batch, double* gw,
-                                             const fc_dw_geometry* g, double* row_scratch,
-                                             double* lanes) {
+                                             const fc_dw_geometry* g, double* scratch,
+                                             ptrdiff_t scratch_len, double* lanes) {
     fc_dw_current->grad_weight_channel_double(gy, gy_batch_stride, x, x_batch_stride, batch, gw,
-                                              g, row_scratch, lanes);
+                                              g, scratch, scratch_len, lanes);
 }
 
 /* Elements of the scratch each thread needs (of the array's type), for every kernel: a band of
  * the zero-padded input (forward) or of the multiplier's padded gy planes (grad input), at
- * least one output row's worth and at most about FC_DW_SCRATCH_TARGET (it stays in L2), and
- * the padded input row of the weight gradient. Depends on the shapes only. */
+ * least one output row's worth and at most about FC_DW_SCRATCH_TARGET (it stays in L2). The
+ * weight gradient uses the forward's bands. Depends on the shapes only. */
 #define FC_DW_SCRATCH_TARGET 16384
 
 static ptrdiff_t fc_dw_band_size(ptrdiff_t per_row, ptrdiff_t min_rows, ptrdiff_t all_rows) {
@@ -189,14 +212,12 @@ static ptrdiff_t fc_dw_scratch_size(const fc_dw_geometry* g, ptrdiff_t multiplie
     ptrdiff_t gx_size = fc_dw_band_size(multiplier * gx_width, halo + 1, g->in_h + halo);
     if (gx_size > size)
         size = gx_size;
-    if (width > size)  /* the weight gradient's row */
-        size = width;
     return size;
 }
 
 /* float64 elements of the weight gradient's lanes, per thread */
 static ptrdiff_t fc_dw_lanes_size(const fc_dw_geometry* g) {
-    return g->kernel_h * g->kernel_w * FC_DW_LANES;
+    return 2 * g->kernel_h * g->kernel_w * FC_DW_LANES;
 }
 
 #endif

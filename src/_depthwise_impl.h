@@ -413,92 +413,160 @@ FC_KERNEL void FC_FN(grad_input_plane)(const FC_T* gy, const FC_T* w, ptrdiff_t 
 
 /* ---- grad weight: one output channel, summed over the batch -------------------------------
  * gw[p,q] = sum_{n,i,j} gy[n,i,j] * x[n, i*sh + p*dh - pad_top, j*sw + q*dw - pad_left].
- * Each tap's sum runs in FC_DW_LANES float64 lanes: lane l takes the j = l (mod FC_DW_LANES)
- * of each row (the row's last j % FC_DW_LANES go to lanes 0, 1, ...), in (n, i, j) order;
- * the lanes are added pairwise at the end. Fixed by the shapes, so the same for every
- * thread count and ISA. The products are rounded to FC_T first (as PyTorch's are).
+ * Each tap's sum runs in 2 x FC_DW_LANES = 16 float64 lanes, in (n, i, j) order: lane l
+ * takes the j = l (mod 8) of each row's whole blocks of 8, tail lane l the row's l-th
+ * leftover j (the last j % 8); each set is added pairwise at the end, then the two. Fixed by
+ * the shapes, so the same for every thread count and ISA. The products are rounded to FC_T
+ * first (as PyTorch's are).
  *
- * Padding: the input row is copied into a zero-padded scratch row, so gy times a padded zero
- * is computed like any product: exactly 0 for finite gy (adding it changes nothing), NaN for
- * inf/NaN gy, as in PyTorch. Rows that are padding altogether are skipped unless gy's row
- * holds an inf/NaN. */
-FC_LOCAL void FC_FN(dot_taps)(double* FC_R lanes, const FC_T* FC_R gy, const FC_T* FC_R xs,
-                              ptrdiff_t n, ptrdiff_t kw, ptrdiff_t stride, ptrdiff_t dil) {
-    ptrdiff_t q, j, l;
-    for (q = 0; q < kw; ++q) {
-        double a[FC_DW_LANES];
-        double* FC_R acc = lanes + q * FC_DW_LANES;
-        const FC_T* FC_R s = xs + q * dil;
-        for (l = 0; l < FC_DW_LANES; ++l)
-            a[l] = acc[l];
-        for (j = 0; j + FC_DW_LANES <= n; j += FC_DW_LANES)
-            for (l = 0; l < FC_DW_LANES; ++l)
-                a[l] += (double)(gy[j + l] * s[(j + l) * stride]);
+ * The input is read from the forward's zero-padded bands, so gy times a padded zero is a
+ * product like any other: exactly 0 for finite gy (adding it changes no lane: they start at
+ * +0 and so are never -0), NaN for inf/NaN gy, as in PyTorch. */
+
+#if FC_DW_VECTORS
+/* lanes of taps q < G += the products of 8 gy with the 8 inputs each tap reads */
+FC_LOCAL void FC_FN(weight_block)(fc_dw_v4d* lo, fc_dw_v4d* hi, const FC_T* g, const FC_T* x,
+                                  ptrdiff_t stride, ptrdiff_t dil, ptrdiff_t G) {
+    ptrdiff_t q, l;
+#if FC_DW_FLOAT
+    fc_dw_v4f g0, g1, x0, x1;
+    memcpy(&g0, g, sizeof(g0));
+    memcpy(&g1, g + 4, sizeof(g1));
+#else
+    fc_dw_v4d g0, g1, x0, x1;
+    memcpy(&g0, g, sizeof(g0));
+    memcpy(&g1, g + 4, sizeof(g1));
+#endif
+    for (q = 0; q < G; ++q) {
+        if (stride == 1) {
+            memcpy(&x0, x + q * dil, sizeof(x0));
+            memcpy(&x1, x + 4 + q * dil, sizeof(x1));
+        } else {
+            for (l = 0; l < 4; ++l) {
+                x0[l] = x[l * stride + q * dil];
+                x1[l] = x[(l + 4) * stride + q * dil];
+            }
+        }
+#if FC_DW_FLOAT
+        lo[q] += FC_DW_WIDEN(g0 * x0);
+        hi[q] += FC_DW_WIDEN(g1 * x1);
+#else
+        lo[q] += g0 * x0;
+        hi[q] += g1 * x1;
+#endif
+    }
+}
+#endif
+
+/* the lanes of taps q < G of one kernel row over `rows` rows of gy (n per row), G constant */
+FC_LOCAL void FC_FN(weight_taps)(double* FC_R lanes, double* FC_R tail, const FC_T* FC_R gy,
+                                 ptrdiff_t rows,
+                                 ptrdiff_t n, const FC_T* FC_R s, ptrdiff_t row_step,
+                                 ptrdiff_t stride, ptrdiff_t dil, ptrdiff_t G) {
+    ptrdiff_t i, j, l, q;
+#if FC_DW_VECTORS
+    fc_dw_v4d lo[3], hi[3];
+    for (q = 0; q < G; ++q) {
+        memcpy(&lo[q], lanes + q * 8, sizeof(fc_dw_v4d));
+        memcpy(&hi[q], lanes + q * 8 + 4, sizeof(fc_dw_v4d));
+    }
+    for (i = 0; i < rows; ++i) {
+        const FC_T* g = gy + i * n;
+        const FC_T* x = s + i * row_step;
+        for (j = 0; j + 8 <= n; j += 8)
+            FC_FN(weight_block)(lo, hi, g + j, x + j * stride, stride, dil, G);
         for (l = 0; j + l < n; ++l)
-            a[l] += (double)(gy[j + l] * s[(j + l) * stride]);
-        for (l = 0; l < FC_DW_LANES; ++l)
-            acc[l] = a[l];
+            for (q = 0; q < G; ++q)
+                tail[q * 8 + l] += (double)(g[j + l] * x[(j + l) * stride + q * dil]);
+    }
+    for (q = 0; q < G; ++q) {
+        memcpy(lanes + q * 8, &lo[q], sizeof(fc_dw_v4d));
+        memcpy(lanes + q * 8 + 4, &hi[q], sizeof(fc_dw_v4d));
+    }
+#else
+    for (i = 0; i < rows; ++i) {
+        const FC_T* g = gy + i * n;
+        const FC_T* x = s + i * row_step;
+        for (q = 0; q < G; ++q) {
+            double* a = lanes + q * 8;
+            for (j = 0; j + 8 <= n; j += 8)
+                for (l = 0; l < 8; ++l)
+                    a[l] += (double)(g[j + l] * x[(j + l) * stride + q * dil]);
+            for (l = 0; j + l < n; ++l)
+                tail[q * 8 + l] += (double)(g[j + l] * x[(j + l) * stride + q * dil]);
+        }
+    }
+#endif
+}
+
+/* one kernel row's taps in groups of at most 3 (G and the stride constant in each copy) */
+FC_LOCAL void FC_FN(weight_row)(double* lanes, double* tail, const FC_T* gy, ptrdiff_t rows,
+                                ptrdiff_t n,
+                                const FC_T* s, ptrdiff_t row_step, ptrdiff_t stride,
+                                ptrdiff_t dil, ptrdiff_t kw) {
+    ptrdiff_t q0, count;
+    for (q0 = 0; q0 < kw; q0 += count) {
+        count = kw - q0 < 3 ? kw - q0 : 3;
+        double* l = lanes + q0 * 8;
+        double* t = tail + q0 * 8;
+        const FC_T* x = s + q0 * dil;
+#define FC_GROUPS(STRIDE)                                                                 \
+        switch (count) {                                                                  \
+        case 1: FC_FN(weight_taps)(l, t, gy, rows, n, x, row_step, STRIDE, dil, 1); break;\
+        case 2: FC_FN(weight_taps)(l, t, gy, rows, n, x, row_step, STRIDE, dil, 2); break;\
+        default: FC_FN(weight_taps)(l, t, gy, rows, n, x, row_step, STRIDE, dil, 3); break;\
+        }
+        if (stride == 1) {
+            FC_GROUPS(1)
+        } else {
+            FC_GROUPS(stride)
+        }
+#undef FC_GROUPS
     }
 }
 
 FC_KERNEL void FC_FN(grad_weight_channel)(const FC_T* gy, ptrdiff_t gy_batch_stride,
                                           const FC_T* x, ptrdiff_t x_batch_stride,
                                           ptrdiff_t batch, FC_T* gw, const fc_dw_geometry* g,
-                                          FC_T* row, double* lanes) {
-    ptrdiff_t n, i, p, iy, tap, copy_start, copy_stop;
+                                          FC_T* scratch, ptrdiff_t scratch_len,
+                                          double* lanes) {
     const ptrdiff_t kh = g->kernel_h, kw = g->kernel_w, taps = kh * kw;
-    const ptrdiff_t in_w = g->in_w, out_w = g->out_w, pad_left = g->pad_left;
-    const ptrdiff_t row_len = (out_w - 1) * g->stride_w + (kw - 1) * g->dil_w + 1;
-    /* x's rows need no padding: read them in place */
-    const int in_place = pad_left == 0 && row_len <= in_w;
-    /* the scratch row: [0, copy_start) and [copy_stop, row_len) are padding */
-    copy_start = pad_left < row_len ? pad_left : row_len;
-    copy_stop = pad_left + in_w < row_len ? pad_left + in_w : row_len;
-    memset(lanes, 0, (size_t)(taps * FC_DW_LANES) * sizeof(double));
-    if (!in_place)
-        memset(row, 0, (size_t)row_len * sizeof(FC_T));
+    const ptrdiff_t width = FC_FN(span)(g->out_w, g->stride_w, kw, g->dil_w);
+    const int in_place = g->pad_top == 0 && g->pad_left == 0 && width <= g->in_w
+        && FC_FN(span)(g->out_h, g->stride_h, kh, g->dil_h) <= g->in_h;
+    ptrdiff_t n, p, i0, rows, tap, ld, band;
+    memset(lanes, 0, (size_t)(2 * taps * FC_DW_LANES) * sizeof(double));
+    ld = in_place ? g->in_w : width;
+    band = in_place ? g->out_h
+                    : (scratch_len / width - (kh - 1) * g->dil_h - 1) / g->stride_h + 1;
+    if (band < 1)
+        band = 1;
     for (n = 0; n < batch; ++n) {
-        for (i = 0; i < g->out_h; ++i) {
-            const FC_T* gy_row = gy + n * gy_batch_stride + i * out_w;
-            int nonfinite = -1;  /* not looked at yet */
-            for (p = 0; p < kh; ++p) {
-                const FC_T* xs;
-                iy = i * g->stride_h + p * g->dil_h - g->pad_top;
-                if (iy < 0 || iy >= g->in_h) {
-                    if (nonfinite < 0)
-                        nonfinite = FC_FN(any_nonfinite)(gy_row, out_w);
-                    if (!nonfinite)
-                        continue;
-                    if (in_place) {
-                        /* x itself is the scratch-free source; use the scratch row, zeroed */
-                        memset(row, 0, (size_t)row_len * sizeof(FC_T));
-                    } else {
-                        memset(row + copy_start, 0,
-                               (size_t)(copy_stop - copy_start) * sizeof(FC_T));
-                    }
-                    xs = row;
-                } else {
-                    const FC_T* x_row = x + n * x_batch_stride + iy * in_w;
-                    if (in_place) {
-                        xs = x_row;
-                    } else {
-                        memcpy(row + copy_start, x_row + (copy_start - pad_left),
-                               (size_t)(copy_stop - copy_start) * sizeof(FC_T));
-                        xs = row;
-                    }
-                }
-                if (g->stride_w == 1)
-                    FC_FN(dot_taps)(lanes + p * kw * FC_DW_LANES, gy_row, xs, out_w, kw, 1,
-                                    g->dil_w);
-                else
-                    FC_FN(dot_taps)(lanes + p * kw * FC_DW_LANES, gy_row, xs, out_w, kw,
-                                    g->stride_w, g->dil_w);
+        const FC_T* x_plane = x + n * x_batch_stride;
+        const FC_T* gy_plane = gy + n * gy_batch_stride;
+        for (i0 = 0; i0 < g->out_h; i0 += band) {
+            const FC_T* s;
+            rows = g->out_h - i0 < band ? g->out_h - i0 : band;
+            if (in_place) {
+                s = x_plane + i0 * g->stride_h * ld;
+            } else {
+                FC_FN(pad_copy)(scratch, FC_FN(span)(rows, g->stride_h, kh, g->dil_h), width,
+                                x_plane, g->in_h, g->in_w, g->pad_top - i0 * g->stride_h,
+                                g->pad_left);
+                s = scratch;
             }
+            for (p = 0; p < kh; ++p)
+                FC_FN(weight_row)(lanes + p * kw * FC_DW_LANES,
+                                  lanes + (taps + p * kw) * FC_DW_LANES, gy_plane + i0 * g->out_w, rows,
+                                  g->out_w, s + p * g->dil_h * ld, g->stride_h * ld,
+                                  g->stride_w, g->dil_w, kw);
         }
     }
     for (tap = 0; tap < taps; ++tap) {
         const double* l = lanes + tap * FC_DW_LANES;
-        gw[tap] = (FC_T)(((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])));
+        const double* t = lanes + (taps + tap) * FC_DW_LANES;
+        gw[tap] = (FC_T)((((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7])))
+                         + (((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]))));
     }
 }
 
@@ -509,4 +577,5 @@ FC_KERNEL void FC_FN(grad_weight_channel)(const FC_T* gy, ptrdiff_t gy_batch_str
 #undef FC_FIRST
 #undef FC_LAST
 #undef FC_T
+#undef FC_DW_FLOAT
 #undef FC_DW_NAME
