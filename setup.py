@@ -24,6 +24,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 EXTENSIONS = ["_openmp", "_conv", "_pad", "_pool"]
+# C headers an extension includes besides those its .pyx names (cythonize finds those): listed
+# so that they are shipped in the sdist and a change to them rebuilds the extension
+EXTRA_DEPENDS = {"_conv": ["src/_depthwise.h", "src/_depthwise_impl.h"]}
 
 OPENMP_TEST_PROGRAM = textwrap.dedent(
     """
@@ -122,6 +125,7 @@ def extensions():
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
             extra_compile_args=compile_args + omp_compile,
             extra_link_args=link_args + omp_link,
+            depends=EXTRA_DEPENDS.get(name, []),
         )
         for name in names
     ]

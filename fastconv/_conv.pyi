@@ -34,21 +34,28 @@ def conv2d_backward(
     weight_threads: int,
     bias_threads: int,
 ) -> None: ...
+def depthwise_versions() -> list[str]: ...
+def depthwise_version() -> str: ...
+def use_depthwise_version(name: str) -> str: ...
+def depthwise_workspace_sizes(geometry: tuple[int, ...], multiplier: int) -> tuple[int, int]: ...
 def depthwise_forward(
     x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W)
     weight: np.ndarray,  # const floating[:, :, :, ::1]  (C_out, 1, kH, kW), C_out = m * C_in
     bias: np.ndarray,  # const floating[::1]  (C_out,) or (0,)
     out: np.ndarray,  # floating[:, :, :, ::1]  (N, C_out, H_out, W_out), overwritten
+    workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= depthwise_workspace_sizes[0])
     geometry: tuple[int, ...],
     num_threads: int,
 ) -> None: ...
 def depthwise_backward(
-    grad_output: np.ndarray,  # const floating[:, :, :, ::1]
+    grad_output: np.ndarray,  # const floating[:, :, :, ::1]  N >= 1
     x: np.ndarray,  # const floating[:, :, :, ::1]
     weight: np.ndarray,  # const floating[:, :, :, ::1]
-    grad_input: np.ndarray | None,  # floating[:, :, :, ::1]  zeroed, or None
+    grad_input: np.ndarray | None,  # floating[:, :, :, ::1]  overwritten, or None
     grad_weight: np.ndarray | None,  # floating[:, :, :, ::1]  overwritten, or None
     grad_bias: np.ndarray | None,  # floating[::1], or None
+    workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= depthwise_workspace_sizes[0])
+    lane_workspace: np.ndarray,  # double[:, ::1]  (num_threads, >= depthwise_workspace_sizes[1])
     geometry: tuple[int, ...],
     num_threads: int,
 ) -> None: ...

@@ -61,6 +61,16 @@ def _is_depthwise(conv):
     return conv.groups > 1 and conv.geometry[0] == 1
 
 
+def _depthwise_workspaces(num_threads, geometry, multiplier, dtype):
+    """Per-thread scratch of the depthwise kernels (padded input bands, a padded row) and the
+    float64 lanes of the weight gradient's sums, each row padded to whole cache lines."""
+    scratch, lanes = _conv.depthwise_workspace_sizes(geometry, multiplier)
+    scratch += -scratch % (64 // dtype.itemsize)
+    lanes += -lanes % 8
+    return (np.empty((num_threads, scratch), dtype=dtype),
+            np.empty((num_threads, lanes), dtype=np.float64))
+
+
 _Conv = namedtuple(
     "_Conv",
     "x weight bias unbatched dtype pads mode stride dilation groups out_h out_w geometry",
@@ -295,8 +305,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     x_in = _padded_input(conv)
     bias_in = conv.bias if conv.bias is not None else np.empty(0, dtype=conv.dtype)
     if _is_depthwise(conv):
-        _DEPTHWISE_FORWARD[conv.dtype](x_in, conv.weight, bias_in, result4, conv.geometry,
-                                       effective_num_threads(batch * out_channels))
+        num_threads = effective_num_threads(batch * out_channels)
+        workspace, _ = _depthwise_workspaces(num_threads, conv.geometry,
+                                             out_channels // x_in.shape[1], conv.dtype)
+        _DEPTHWISE_FORWARD[conv.dtype](x_in, conv.weight, bias_in, result4, workspace,
+                                       conv.geometry, num_threads)
         return result
     n_items = batch * conv.groups * _n_tiles(conv.geometry)
     num_threads = effective_num_threads(n_items)
@@ -383,13 +396,19 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     grad_weight = np.zeros(conv.weight.shape, dtype=dtype) if "weight" in need else None
     # only the weight gradient reads x: pad it (non-zero padding modes) only then
     padded_input = _padded_input(conv) if grad_weight is not None else conv.x
-    grad_input = (np.zeros((batch, conv.x.shape[1], geometry[1], geometry[2]), dtype=dtype)
-                  if "input" in need else None)
-    if _is_depthwise(conv):
+    depthwise = _is_depthwise(conv)
+    # the depthwise kernel writes every element of grad_input; the GEMM path accumulates
+    grad_input = ((np.empty if depthwise else np.zeros)(
+        (batch, conv.x.shape[1], geometry[1], geometry[2]), dtype=dtype)
+        if "input" in need else None)
+    if depthwise:
         if batch:
+            num_threads = effective_num_threads(batch * conv.x.shape[1])
+            workspace, lane_workspace = _depthwise_workspaces(
+                num_threads, geometry, out_channels // conv.x.shape[1], dtype)
             _DEPTHWISE_BACKWARD[dtype](
-                gy4, padded_input, conv.weight, grad_input, grad_weight, grad_bias, geometry,
-                effective_num_threads(batch * conv.x.shape[1]))
+                gy4, padded_input, conv.weight, grad_input, grad_weight, grad_bias,
+                workspace, lane_workspace, geometry, num_threads)
         return _finish_grad_input(conv, grad_input), grad_weight, grad_bias
     partials = weight_workspace = input_workspace = None
     weight_threads = input_threads = 1

@@ -421,205 +421,181 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
 
 
 # ---- depthwise convolution (groups == C_in, one input channel per group) -------------------
-# A GEMM per group would be a matrix-vector product with k = kH*kW: all overhead. These direct
-# kernels work plane by plane; each output row is built tap by tap with the tap's valid column
-# range found once, so the inner loops are plain (vectorisable) runs over a row.
+# A GEMM per group would be a matrix-vector product with k = kH*kW: all overhead. The direct
+# kernels are C (src/_depthwise.h, bodies in src/_depthwise_impl.h): each output row is built
+# one kernel row at a time, the columns whose taps all land inside the input in one branch-free
+# loop specialised for the common widths and strides (it vectorises across the row), the few
+# border columns one by one. An AVX2 version is chosen at import when the CPU has it; every
+# version gives the same bits (no FMA, fixed reduction lanes).
 
-cdef inline void pad_products(floating* row, floating value, Py_ssize_t width, Py_ssize_t lo,
-                              Py_ssize_t hi, bint whole_row) noexcept nogil:
-    """row[j] += value * 0 where tap j lands in the zero padding (all j for a padded row).
+cdef extern from "_depthwise.h" nogil:
+    ctypedef struct fc_dw_geometry:
+        Py_ssize_t in_h, in_w, out_h, out_w
+        Py_ssize_t kernel_h, kernel_w, stride_h, stride_w
+        Py_ssize_t pad_top, pad_left, dil_h, dil_w
+    void fc_dw_forward_plane_float(const float* x, const float* w, float bias, float* y,
+                                   const fc_dw_geometry* g, float* scratch,
+                                   Py_ssize_t scratch_len)
+    void fc_dw_forward_plane_double(const double* x, const double* w, double bias, double* y,
+                                    const fc_dw_geometry* g, double* scratch,
+                                    Py_ssize_t scratch_len)
+    void fc_dw_grad_input_plane_float(const float* gy, const float* w, Py_ssize_t multiplier,
+                                      float* gx, const fc_dw_geometry* g, float* scratch,
+                                      Py_ssize_t scratch_len)
+    void fc_dw_grad_input_plane_double(const double* gy, const double* w, Py_ssize_t multiplier,
+                                       double* gx, const fc_dw_geometry* g, double* scratch,
+                                       Py_ssize_t scratch_len)
+    void fc_dw_grad_weight_channel_float(const float* gy, Py_ssize_t gy_batch_stride,
+                                         const float* x, Py_ssize_t x_batch_stride,
+                                         Py_ssize_t batch, float* gw, const fc_dw_geometry* g,
+                                         float* scratch, Py_ssize_t scratch_len, double* lanes)
+    void fc_dw_grad_weight_channel_double(const double* gy, Py_ssize_t gy_batch_stride,
+                                          const double* x, Py_ssize_t x_batch_stride,
+                                          Py_ssize_t batch, double* gw, const fc_dw_geometry* g,
+                                          double* scratch, Py_ssize_t scratch_len,
+                                          double* lanes)
+    int fc_dw_best_level()
+    int fc_dw_select(int level)
+    const char* fc_dw_name()
+    Py_ssize_t fc_dw_scratch_size(const fc_dw_geometry* g, Py_ssize_t multiplier)
+    Py_ssize_t fc_dw_lanes_size(const fc_dw_geometry* g)
 
-    Only called for a non-finite value, where the product is NaN and must not be skipped."""
-    cdef Py_ssize_t j
-    if whole_row:
-        lo = 0
-        hi = 0
-    for j in range(lo):
-        row[j] += value * 0
-    for j in range(hi, width):
-        row[j] += value * 0
+
+fc_dw_select(fc_dw_best_level())
 
 
-cdef void depthwise_plane(const floating* x_plane, const floating* w_taps, floating bias,
-                          floating* y_plane, const Geometry* geo) noexcept nogil:
-    """y[i,j] = b + sum_{p,q} w[p,q] * x[i*s+p*d-pad, j*s+q*d-pad] (0 outside), taps in order.
+cdef fc_dw_geometry depthwise_geometry(tuple geometry):
+    cdef Geometry geo = make_geometry(geometry)
+    cdef fc_dw_geometry g
+    g.in_h = geo.in_h
+    g.in_w = geo.in_w
+    g.out_h = geo.out_h
+    g.out_w = geo.out_w
+    g.kernel_h = geo.kernel_h
+    g.kernel_w = geo.kernel_w
+    g.stride_h = geo.stride_h
+    g.stride_w = geo.stride_w
+    g.pad_top = geo.pad_top
+    g.pad_left = geo.pad_left
+    g.dil_h = geo.dil_h
+    g.dil_w = geo.dil_w
+    return g
 
-    Tap by tap over the whole plane (it stays in cache): each tap's valid columns are found
-    once, and every output still receives its taps in (p, q) order.
-    """
-    cdef Py_ssize_t i, j, p, q, iy, lo, hi
-    cdef Py_ssize_t stride_w = geo[0].stride_w
-    cdef Py_ssize_t out_w = geo[0].out_w
-    cdef bint padded_row, nonfinite
-    cdef floating tap
-    cdef floating* y_row
-    cdef const floating* x_row
-    for j in range(geo[0].out_h * out_w):
-        y_plane[j] = 0
-    for p in range(geo[0].kernel_h):
-        for q in range(geo[0].kernel_w):
-            valid_range(q * geo[0].dil_w - geo[0].pad_left, stride_w, out_w, geo[0].in_w,
-                        &lo, &hi)
-            tap = w_taps[p * geo[0].kernel_w + q]
-            nonfinite = tap - tap != 0
-            for i in range(geo[0].out_h):
-                y_row = y_plane + i * out_w
-                iy = i * geo[0].stride_h - geo[0].pad_top + p * geo[0].dil_h
-                padded_row = iy < 0 or iy >= geo[0].in_h
-                if nonfinite:
-                    # an inf/NaN tap meets the zero padding too: inf * 0 is NaN, as in PyTorch
-                    pad_products(y_row, tap, out_w, lo, hi, padded_row)
-                if padded_row:
-                    continue
-                x_row = x_plane + iy * geo[0].in_w + q * geo[0].dil_w - geo[0].pad_left
-                if stride_w == 1:
-                    for j in range(lo, hi):
-                        y_row[j] += tap * x_row[j]
-                else:
-                    for j in range(lo, hi):
-                        y_row[j] += tap * x_row[j * stride_w]
-    # the bias last, as the GEMM path adds it after the products
-    for j in range(geo[0].out_h * out_w):
-        y_plane[j] += bias
+
+def depthwise_versions():
+    """Names of the kernel versions this CPU runs, baseline first, the import's choice last."""
+    cdef int level, current = fc_dw_select(fc_dw_best_level())
+    names = []
+    for level in range(current + 1):
+        fc_dw_select(level)
+        names.append(fc_dw_name().decode())
+    fc_dw_select(current)
+    return names
+
+
+def depthwise_version():
+    """Name of the kernel version in use ('generic' or 'avx2')."""
+    return fc_dw_name().decode()
+
+
+def use_depthwise_version(str name):
+    """Switch to the named version (tests compare them); returns the previous name.
+
+    Not for use while another thread runs a depthwise kernel."""
+    previous = depthwise_version()
+    names = depthwise_versions()
+    fc_dw_select(names.index(name))
+    return previous
+
+
+def depthwise_workspace_sizes(tuple geometry, Py_ssize_t multiplier):
+    """(scratch, lanes): elements each thread needs, of the array's dtype and of float64."""
+    cdef fc_dw_geometry g = depthwise_geometry(geometry)
+    return fc_dw_scratch_size(&g, multiplier), fc_dw_lanes_size(&g)
 
 
 def depthwise_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
-                      const floating[::1] bias, floating[:, :, :, ::1] out, tuple geometry,
-                      int num_threads):
-    """y[n,o] = b[o] + x[n, o // m] (*) w[o, 0] for a channel multiplier m = C_out / C_in."""
-    cdef Geometry geo = make_geometry(geometry)
+                      const floating[::1] bias, floating[:, :, :, ::1] out,
+                      floating[:, ::1] workspace, tuple geometry, int num_threads):
+    """y[n,o,i,j] = b[o] + sum_{p,q} x[n, o // m, i*s+p*d-pad, j*s+q*d-pad] * w[o,0,p,q],
+    m = C_out / C_in; taps in (p, q) order, the bias last. One output plane per work item."""
+    cdef fc_dw_geometry g = depthwise_geometry(geometry)
     cdef Py_ssize_t batch = out.shape[0], out_channels = out.shape[1]
     cdef Py_ssize_t multiplier = out_channels // x.shape[1]
     cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t scratch_len = workspace.shape[1]
     cdef Py_ssize_t plane, n, o
-    for plane in prange(batch * out_channels, nogil=True, schedule="static",
-                        num_threads=num_threads):
-        n = plane // out_channels
-        o = plane % out_channels
-        depthwise_plane(&x[n, o // multiplier, 0, 0], &weight[o, 0, 0, 0],
-                        bias[o] if has_bias else 0, &out[n, o, 0, 0], &geo)
-
-
-cdef void depthwise_grad_input_plane(const floating* gy_planes, const floating* w_taps,
-                                     Py_ssize_t multiplier, floating* gx_plane,
-                                     const Geometry* geo) noexcept nogil:
-    """gx[iy, ix] += w[o,p,q] * gy[o,i,j] over the plane's m output channels o, tap by tap."""
-    cdef Py_ssize_t m, i, j, p, q, iy, lo, hi
-    cdef Py_ssize_t stride_w = geo[0].stride_w
-    cdef Py_ssize_t out_plane = geo[0].out_h * geo[0].out_w
-    cdef Py_ssize_t taps = geo[0].kernel_h * geo[0].kernel_w
-    cdef floating tap
-    cdef floating* gx_row
-    cdef const floating* gy_row
-    for m in range(multiplier):
-        for p in range(geo[0].kernel_h):
-            for q in range(geo[0].kernel_w):
-                valid_range(q * geo[0].dil_w - geo[0].pad_left, stride_w, geo[0].out_w,
-                            geo[0].in_w, &lo, &hi)
-                tap = w_taps[m * taps + p * geo[0].kernel_w + q]
-                for i in range(geo[0].out_h):
-                    iy = i * geo[0].stride_h - geo[0].pad_top + p * geo[0].dil_h
-                    if iy < 0 or iy >= geo[0].in_h:
-                        continue
-                    gy_row = gy_planes + m * out_plane + i * geo[0].out_w
-                    gx_row = gx_plane + iy * geo[0].in_w + q * geo[0].dil_w - geo[0].pad_left
-                    if stride_w == 1:
-                        for j in range(lo, hi):
-                            gx_row[j] += tap * gy_row[j]
-                    else:
-                        for j in range(lo, hi):
-                            gx_row[j * stride_w] += tap * gy_row[j]
-
-
-cdef inline double padded_nonfinite(const floating* gy_row, Py_ssize_t width, Py_ssize_t lo,
-                                    Py_ssize_t hi, bint whole_row) noexcept nogil:
-    """The NaN that gy * 0 gives where gy is inf/NaN over the zero padding; 0 otherwise.
-
-    Visits only the padded columns [0, lo) and [hi, width), or the whole row if it is padding.
-    """
-    cdef Py_ssize_t j
-    cdef double result = 0
-    if whole_row:
-        lo = 0
-        hi = 0
-    for j in range(lo):
-        if gy_row[j] - gy_row[j] != 0:
-            result = result + gy_row[j] * 0.0
-    for j in range(hi, width):
-        if gy_row[j] - gy_row[j] != 0:
-            result = result + gy_row[j] * 0.0
-    return result
-
-
-cdef void depthwise_grad_weight_channel(const floating[:, :, :, ::1] grad_output,
-                                        const floating[:, :, :, ::1] x, Py_ssize_t o,
-                                        Py_ssize_t c, floating* gw_taps,
-                                        const Geometry* geo) noexcept nogil:
-    """gw[o,p,q] = sum_{n,i,j} gy[n,o,i,j] * x[n,c,i*s+p*d-pad,j*s+q*d-pad], batch in order."""
-    cdef Py_ssize_t n, i, j, p, q, iy, lo, hi
-    cdef Py_ssize_t stride_w = geo[0].stride_w
-    cdef double sum0, sum1, padded
-    cdef const floating* gy_row
-    cdef const floating* x_row
-    for p in range(geo[0].kernel_h):
-        for q in range(geo[0].kernel_w):
-            valid_range(q * geo[0].dil_w - geo[0].pad_left, stride_w, geo[0].out_w,
-                        geo[0].in_w, &lo, &hi)
-            # two running sums in a fixed order: half the length of one dependency chain
-            sum0 = 0
-            sum1 = 0
-            for n in range(grad_output.shape[0]):
-                for i in range(geo[0].out_h):
-                    iy = i * geo[0].stride_h - geo[0].pad_top + p * geo[0].dil_h
-                    gy_row = &grad_output[n, o, i, 0]
-                    # gy times the zero padding: 0 unless gy is inf/NaN, which PyTorch's
-                    # products turn into NaN; added only then, so finite sums are untouched
-                    padded = padded_nonfinite(gy_row, geo[0].out_w, lo, hi,
-                                              iy < 0 or iy >= geo[0].in_h)
-                    if padded != 0:
-                        sum1 = sum1 + padded
-                    if iy < 0 or iy >= geo[0].in_h:
-                        continue
-                    x_row = &x[n, c, 0, 0] + iy * geo[0].in_w + q * geo[0].dil_w - geo[0].pad_left
-                    j = lo
-                    while j + 2 <= hi:
-                        sum0 = sum0 + gy_row[j] * x_row[j * stride_w]
-                        sum1 = sum1 + gy_row[j + 1] * x_row[(j + 1) * stride_w]
-                        j = j + 2
-                    if j < hi:
-                        sum0 = sum0 + gy_row[j] * x_row[j * stride_w]
-            gw_taps[p * geo[0].kernel_w + q] = <floating>(sum0 + sum1)
+    cdef floating* scratch
+    with nogil, parallel(num_threads=num_threads):
+        scratch = &workspace[threadid(), 0]
+        for plane in prange(batch * out_channels, schedule="static"):
+            n = plane // out_channels
+            o = plane % out_channels
+            if floating is float:
+                fc_dw_forward_plane_float(&x[n, o // multiplier, 0, 0], &weight[o, 0, 0, 0],
+                                          bias[o] if has_bias else 0, &out[n, o, 0, 0], &g,
+                                          scratch, scratch_len)
+            else:
+                fc_dw_forward_plane_double(&x[n, o // multiplier, 0, 0], &weight[o, 0, 0, 0],
+                                           bias[o] if has_bias else 0, &out[n, o, 0, 0], &g,
+                                           scratch, scratch_len)
 
 
 def depthwise_backward(const floating[:, :, :, ::1] grad_output,
                        const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                        floating[:, :, :, ::1] grad_input, floating[:, :, :, ::1] grad_weight,
-                       floating[::1] grad_bias, tuple geometry, int num_threads):
-    """Depthwise gradients; a None output is skipped. grad_input must be zeroed.
+                       floating[::1] grad_bias, floating[:, ::1] workspace,
+                       double[:, ::1] lane_workspace, tuple geometry, int num_threads):
+    """Depthwise gradients; a None output is skipped; grad_input is overwritten. N >= 1.
 
-    One input plane per thread for gx (its m output channels in order), one output channel
-    per thread for gw (the batch in order), gb as the GEMM path: no races, and sums whose
-    order never depends on the thread count.
+    gx: one input plane per work item (its m output channels in order); gw: one output
+    channel per work item, the batch in order, in the thread's workspace rows; gb as the GEMM
+    path. No races, and sums whose order never depends on the thread count.
     """
-    cdef Geometry geo = make_geometry(geometry)
+    cdef fc_dw_geometry g = depthwise_geometry(geometry)
     cdef Py_ssize_t batch = grad_output.shape[0], out_channels = grad_output.shape[1]
     cdef Py_ssize_t in_channels = x.shape[1]
     cdef Py_ssize_t multiplier = out_channels // in_channels
+    cdef Py_ssize_t gy_batch = out_channels * g.out_h * g.out_w
+    cdef Py_ssize_t x_batch = in_channels * x.shape[2] * x.shape[3]
     cdef bint want_input = grad_input is not None
     cdef bint want_weight = grad_weight is not None
     cdef bint want_bias = grad_bias is not None
     cdef Py_ssize_t plane, n, c, o
+    cdef Py_ssize_t scratch_len = workspace.shape[1]
+    cdef floating* scratch
+    cdef double* lanes
     with nogil:
         if want_bias:
             grad_bias_impl(grad_output, grad_bias, num_threads)
         if want_input:
-            for plane in prange(batch * in_channels, schedule="static", num_threads=num_threads):
-                n = plane // in_channels
-                c = plane % in_channels
-                depthwise_grad_input_plane(&grad_output[n, c * multiplier, 0, 0],
-                                           &weight[c * multiplier, 0, 0, 0], multiplier,
-                                           &grad_input[n, c, 0, 0], &geo)
+            with parallel(num_threads=num_threads):
+                scratch = &workspace[threadid(), 0]
+                for plane in prange(batch * in_channels, schedule="static"):
+                    n = plane // in_channels
+                    c = plane % in_channels
+                    if floating is float:
+                        fc_dw_grad_input_plane_float(
+                            &grad_output[n, c * multiplier, 0, 0],
+                            &weight[c * multiplier, 0, 0, 0], multiplier,
+                            &grad_input[n, c, 0, 0], &g, scratch, scratch_len)
+                    else:
+                        fc_dw_grad_input_plane_double(
+                            &grad_output[n, c * multiplier, 0, 0],
+                            &weight[c * multiplier, 0, 0, 0], multiplier,
+                            &grad_input[n, c, 0, 0], &g, scratch, scratch_len)
         if want_weight:
-            for o in prange(out_channels, schedule="static", num_threads=num_threads):
-                depthwise_grad_weight_channel(grad_output, x, o, o // multiplier,
-                                              &grad_weight[o, 0, 0, 0], &geo)
+            with parallel(num_threads=num_threads):
+                scratch = &workspace[threadid(), 0]
+                lanes = &lane_workspace[threadid(), 0]
+                for o in prange(out_channels, schedule="static"):
+                    if floating is float:
+                        fc_dw_grad_weight_channel_float(
+                            &grad_output[0, o, 0, 0], gy_batch, &x[0, o // multiplier, 0, 0],
+                            x_batch, batch, &grad_weight[o, 0, 0, 0], &g, scratch, scratch_len,
+                            lanes)
+                    else:
+                        fc_dw_grad_weight_channel_double(
+                            &grad_output[0, o, 0, 0], gy_batch, &x[0, o // multiplier, 0, 0],
+                            x_batch, batch, &grad_weight[o, 0, 0, 0], &g, scratch, scratch_len,
+                            lanes)

@@ -461,3 +461,112 @@ def test_bad_shapes_raise(rng):
         fastconv.conv2d_backward(np.ones((1, 2, 5, 4)), x, weight)
     with pytest.raises(ValueError, match="padding"):  # reflect needs pad < size
         fastconv.conv2d(x, weight, padding=7, padding_mode="reflect")
+
+
+# ---------------------------------------------------------------- depthwise kernels
+# The depthwise path (groups == C_in) has its own C kernels: fused taps over zero-padded
+# scratch bands, border handling for the exact grad-input paths, and SIMD versions chosen at
+# run time. These shapes reach each branch: widths below the kernel, padding beyond the
+# kernel, strides and dilations, multipliers, kernels wider than the fused chunk of 9 taps,
+# planes bigger than one scratch band, and 1x1 planes.
+# (N, C_in, H, W, C_out, kernel, stride, pads (top, bottom, left, right), dilation, groups)
+DEPTHWISE_CASES = [
+    (2, 3, 7, 2, 3, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 3),        # width < kernel
+    (1, 2, 5, 6, 2, (3, 3), (1, 1), (4, 3, 5, 4), (1, 1), 2),        # padding > kernel
+    (2, 4, 9, 11, 4, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 4),       # stride 2
+    (2, 4, 10, 9, 8, (3, 3), (1, 2), (2, 0, 1, 3), (2, 2), 4),       # dilation 2, multiplier 2
+    (1, 3, 13, 15, 9, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 3),      # k5, multiplier 3
+    (2, 2, 6, 7, 2, (5, 5), (3, 2), (2, 2, 2, 2), (1, 1), 2),        # k5, stride 3x2
+    (1, 2, 17, 19, 2, (7, 4), (1, 1), (3, 3, 1, 2), (1, 3), 2),      # 28 taps: chunks
+    (1, 2, 12, 12, 2, (11, 11), (1, 1), (5, 5, 5, 5), (1, 1), 2),    # 121 taps
+    (1, 2, 1, 1, 2, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 2),        # 1x1 plane
+    (3, 2, 1, 1, 4, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2),        # 1x1 plane, padded
+    (2, 2, 8, 9, 2, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 2),        # no padding: in place
+    (1, 2, 9, 31, 2, (2, 3), (2, 1), (0, 1, 0, 0), (1, 1), 2),       # in place, stride 2 rows
+    (2, 2, 150, 131, 2, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2),    # several scratch bands
+    (1, 2, 140, 9, 6, (3, 5), (2, 1), (1, 2, 0, 2), (3, 1), 2),      # bands, multiplier 3
+]
+DEPTHWISE_IDS = [f"dw{i}" for i in range(len(DEPTHWISE_CASES))]
+
+
+@pytest.mark.parametrize("geometry", DEPTHWISE_CASES, ids=DEPTHWISE_IDS)
+def test_depthwise_matches_reference(dtype, geometry):
+    rng = np.random.default_rng(11)
+    x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, dtype)
+    y = fastconv.conv2d(x, weight, bias, **kwargs)
+    assert_close(y, conv2d_ref(x, weight, bias, **ref_kwargs))
+    grad_output = rng.standard_normal(y.shape).astype(dtype)
+    grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
+    for ours, theirs in zip(grads, conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)):
+        assert_grad_close(ours, theirs)
+
+
+@pytest.mark.parametrize("geometry", DEPTHWISE_CASES, ids=DEPTHWISE_IDS)
+def test_depthwise_matches_torch(torch, dtype, geometry):
+    rng = np.random.default_rng(12)
+    x, weight, bias, kwargs, _ = make_case(rng, geometry, dtype)
+    top, bottom, left, right = geometry[7]
+    tx = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
+    tw = torch.from_numpy(weight.astype(np.float64)).requires_grad_(True)
+    tb = torch.from_numpy(bias.astype(np.float64)).requires_grad_(True)
+    padded = torch.nn.functional.pad(tx, (left, right, top, bottom))
+    ty = torch.nn.functional.conv2d(padded, tw, tb, stride=kwargs["stride"],
+                                    dilation=kwargs["dilation"], groups=kwargs["groups"])
+    grad_output = rng.standard_normal(tuple(ty.shape)).astype(dtype)
+    ty.backward(torch.from_numpy(grad_output.astype(np.float64)))
+    assert_close(fastconv.conv2d(x, weight, bias, **kwargs), ty.detach().numpy())
+    grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
+    for ours, theirs in zip(grads, (tx.grad, tw.grad, tb.grad)):
+        assert_grad_close(ours, theirs.numpy())
+
+
+@pytest.mark.parametrize("geometry", DEPTHWISE_CASES, ids=DEPTHWISE_IDS)
+def test_depthwise_versions_agree_bit_for_bit(dtype, geometry):
+    """Every SIMD version of the kernels does the same IEEE operations in the same order
+    (no FMA, fixed reduction lanes), inf and NaN included."""
+    from fastconv import _conv
+    rng = np.random.default_rng(13)
+    x, weight, bias, kwargs, _ = make_case(rng, geometry, dtype)
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, size=max(1, flat.size // 50), replace=False)] = np.inf
+    grad_output = rng.standard_normal(fastconv.conv2d(x, weight, **kwargs).shape).astype(dtype)
+    grad_output.reshape(-1)[0] = np.nan
+    results = {}
+    chosen = _conv.depthwise_version()
+    try:
+        for version in _conv.depthwise_versions():
+            _conv.use_depthwise_version(version)
+            with np.errstate(invalid="ignore", over="ignore"):
+                results[version] = ((fastconv.conv2d(x, weight, bias, **kwargs),)
+                                    + fastconv.conv2d_backward(grad_output, x, weight, **kwargs))
+    finally:
+        _conv.use_depthwise_version(chosen)
+    baseline = results.pop("generic")
+    for version, arrays in results.items():
+        for ours, theirs in zip(arrays, baseline):
+            np.testing.assert_array_equal(ours, theirs, err_msg=version)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_nonfinite_weight_over_padding(dtype, stride):
+    """An inf tap times a padded zero is NaN in the forward (PyTorch's products); the input
+    gradient has no products over the padding, so an inf weight stays inf there."""
+    rng = np.random.default_rng(14)
+    x = rng.uniform(0.5, 1.5, (1, 2, 5, 6)).astype(dtype)
+    weight = rng.uniform(0.5, 1.5, (2, 1, 3, 3)).astype(dtype)
+    weight[1, 0, 0, 2] = np.inf
+    grad_output = np.ones(fastconv.conv2d(x, weight, padding=1, stride=stride, groups=2).shape,
+                          dtype=dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = fastconv.conv2d(x, weight, padding=1, stride=stride, groups=2)
+        expected = conv2d_ref(x, weight, pads=(1, 1, 1, 1), stride=(stride, stride), groups=2)
+        gx, _, _ = fastconv.conv2d_backward(grad_output, x, weight, padding=1, stride=stride,
+                                            groups=2, need=("input",))
+        gx_ref, _, _ = conv2d_backward_ref(grad_output, x, weight, pads=(1, 1, 1, 1),
+                                           stride=(stride, stride), groups=2)
+    assert np.isnan(expected).any()
+    for ours, theirs in ((y, expected), (gx, gx_ref)):
+        np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+        np.testing.assert_array_equal(np.isposinf(ours), np.isposinf(theirs))
+        finite = np.isfinite(theirs)
+        assert_close(ours[finite], theirs[finite].astype(dtype))
