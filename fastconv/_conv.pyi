@@ -7,12 +7,20 @@ tile) built by fastconv.conv._prepare. Every kernel is a fused float32/float64 f
 
 import numpy as np
 
+# (MR, NR): rows of weights and columns of pixels per panel of the packed GEMM, per dtype
+PANELS: dict[str, tuple[int, int]]
+
+def packed_gemm_vectorised() -> bool: ...
+
 def conv2d_forward(
     x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W)
     weight: np.ndarray,  # const floating[:, :, :, ::1]  (C_out, C_in/groups, kH, kW)
     bias: np.ndarray,  # const floating[::1]  (C_out,) or (0,) for no bias
     out: np.ndarray,  # floating[:, :, :, ::1]  (N, C_out, H_out, W_out), overwritten
-    workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= k * tile)
+    workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= k * tile; packed path:
+    #                         >= k * (tile rounded up to whole panels + one panel))
+    packed_weight: np.ndarray,  # floating[::1]  (0,) for the BLAS path, else
+    #                             (groups * (C_out/groups rounded up to MR) * k,), overwritten
     geometry: tuple[int, ...],
     groups: int,
     num_threads: int,

@@ -54,6 +54,10 @@ _FORWARD = _specialised(_conv.conv2d_forward)
 _BACKWARD = _specialised(_conv.conv2d_backward)
 _DEPTHWISE_FORWARD = _specialised(_conv.depthwise_forward)
 _DEPTHWISE_BACKWARD = _specialised(_conv.depthwise_backward)
+# (weight rows, pixel columns) per panel of the packed GEMM
+_PANELS = {np.dtype(np.float32): _conv.PANELS["float"],
+           np.dtype(np.float64): _conv.PANELS["double"]}
+_PACKED_GEMM = _conv.packed_gemm_vectorised()
 
 
 def _is_depthwise(conv):
@@ -220,8 +224,34 @@ def _n_tiles(geometry):
 
 
 def _workspace(rows, geometry, dtype):
+    """Per-thread im2col blocks: k by tile; for the packed GEMM, rows of tile rounded up to
+    whole panels, plus one panel (src/_conv.pyx, im2col_rows)."""
     k = geometry[0] * geometry[6] * geometry[7]
-    return np.empty((rows, max(1, k * geometry[14])), dtype=dtype)
+    nr = _PANELS[dtype][1]
+    return np.empty((rows, max(1, k * (-(-geometry[14] // nr) + 1) * nr)), dtype=dtype)
+
+
+def _is_pointwise(geometry):
+    """1x1, stride 1, unpadded, output = input: the input plane is the GEMM operand itself."""
+    (_, in_h, in_w, _, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+     *_) = geometry
+    return (kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left) == (1, 1, 1, 1, 0, 0) \
+        and (out_h, out_w) == (in_h, in_w)
+
+
+def _packed_weight(geometry, groups, dtype):
+    """The buffer the packed GEMM packs the weights into, or an empty array for the BLAS path.
+
+    The packed path (fastconv/_gemm.h) needs its SIMD kernels; pointwise convolutions keep
+    BLAS, which reads the input planes in place where the packed path would copy them.
+    Chosen from the shapes (and the CPU) only, never from the thread count.
+    """
+    if not _PACKED_GEMM or _is_pointwise(geometry):
+        return np.empty(0, dtype=dtype)
+    mr = _PANELS[dtype][0]
+    k = geometry[0] * geometry[6] * geometry[7]
+    rows = -(-geometry[3] // mr) * mr
+    return np.empty(groups * rows * k, dtype=dtype)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -301,9 +331,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     n_items = batch * conv.groups * _n_tiles(conv.geometry)
     num_threads = effective_num_threads(n_items)
     workspace = _workspace(num_threads, conv.geometry, conv.dtype)
+    packed_weight = _packed_weight(conv.geometry, conv.groups, conv.dtype)
     with blas_single_thread():
-        _FORWARD[conv.dtype](x_in, conv.weight, bias_in, result4, workspace, conv.geometry,
-                             conv.groups, num_threads)
+        _FORWARD[conv.dtype](x_in, conv.weight, bias_in, result4, workspace, packed_weight,
+                             conv.geometry, conv.groups, num_threads)
     return result
 
 

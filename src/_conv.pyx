@@ -2,10 +2,12 @@
 
 The output pixels of each (sample, group) are cut into tiles of ``tile`` pixels whose im2col
 block (K = C_in/groups * kH * kW rows by ``tile`` columns) stays in L2. Each thread packs its
-own tile and multiplies it with SciPy's OpenBLAS held to one thread by the caller. The tile
-size depends only on the shapes, never on the thread count, and every output element is
-produced by the same GEMM call whatever thread runs it, so results are bit-identical for any
-thread count.
+own tile and multiplies it, either with SciPy's OpenBLAS held to one thread by the caller, or
+(the forward pass, where the wrapper chooses it) with the packed GEMM of ``_gemm.h``: the
+weights are packed once per call and the im2col block is read in place, where BLAS would
+re-pack both on every tile. The tile size and the path depend only on the shapes, never on
+the thread count, and every output element is produced by the same GEMM call whatever thread
+runs it, so results are bit-identical for any thread count.
 
 Row-major arrays are handed to column-major BLAS as their transposes: a row-major (R x C)
 block with row stride ``ld`` is a column-major (C x R) matrix with leading dimension ``ld``.
@@ -18,6 +20,36 @@ from cython.parallel cimport parallel, prange, threadid
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from _types cimport floating
+
+
+cdef extern from "_gemm.h" nogil:
+    enum:
+        FC_SGEMM_MR
+        FC_SGEMM_NR
+        FC_DGEMM_MR
+        FC_DGEMM_NR
+    void fc_gemm_init()
+    int fc_gemm_vectorised()
+    void fc_spack_a(Py_ssize_t m, Py_ssize_t k, const float* a, Py_ssize_t lda, float* packed)
+    void fc_dpack_a(Py_ssize_t m, Py_ssize_t k, const double* a, Py_ssize_t lda, double* packed)
+    void fc_sgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* pa,
+                         const float* pb, Py_ssize_t panel, Py_ssize_t ldb, const float* bias,
+                         float* c, Py_ssize_t ldc)
+    void fc_dgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* pa,
+                         const double* pb, Py_ssize_t panel, Py_ssize_t ldb, const double* bias,
+                         double* c, Py_ssize_t ldc)
+
+
+fc_gemm_init()  # picks the micro-kernels for this CPU, once, before any kernel runs
+
+# The packed GEMM's panel sizes (rows of weights, columns of pixels) per dtype, for the wrapper
+# to size its buffers.
+PANELS = {"float": (FC_SGEMM_MR, FC_SGEMM_NR), "double": (FC_DGEMM_MR, FC_DGEMM_NR)}
+
+
+def packed_gemm_vectorised():
+    """Whether the packed GEMM runs its SIMD micro-kernels on this CPU (else plain C)."""
+    return bool(fc_gemm_vectorised())
 
 
 cdef struct Geometry:
@@ -81,56 +113,85 @@ cdef inline void valid_range(Py_ssize_t first, Py_ssize_t step, Py_ssize_t count
     hi[0] = stop
 
 
-cdef void im2col_tile(const floating* x_group, floating* col, Py_ssize_t p0, Py_ssize_t count,
-                      const Geometry* geo) noexcept nogil:
-    """col[(c,p,q), i] = x[c, oy*s+p*d-pad, ox*s+q*d-pad] (0 outside) for pixel p0+i = (oy, ox)."""
-    cdef Py_ssize_t c, p, q, i, j, seg, oy, ox, iy, ix0, lo, hi, q_lo, q_hi
-    cdef Py_ssize_t plane = geo.in_h * geo.in_w
+cdef inline void im2col_row(const floating* x_group, floating* row, Py_ssize_t c, Py_ssize_t p,
+                            Py_ssize_t q, Py_ssize_t p0, Py_ssize_t count,
+                            const Geometry* geo) noexcept nogil:
+    """row[i] = x[c, oy*s+p*d-pad, ox*s+q*d-pad] (0 outside) for pixel p0+i = (oy, ox)."""
+    cdef Py_ssize_t i, j, seg, oy, ox, iy, ix0, lo, hi, q_lo, q_hi
     cdef Py_ssize_t stride_w = geo.stride_w
     cdef const floating* src
     cdef floating* dst
+    # the output columns whose tap q lands inside the input: the same for every output row,
+    # so found once per tap instead of once per row segment
+    valid_range(q * geo.dil_w - geo.pad_left, stride_w, geo.out_w, geo.in_w, &q_lo, &q_hi)
+    oy = p0 // geo.out_w
+    ox = p0 - oy * geo.out_w
+    i = 0
+    while i < count:
+        # one run along an output row: the input row is fixed, columns step by stride
+        seg = geo.out_w - ox
+        if seg > count - i:
+            seg = count - i
+        dst = row + i
+        iy = oy * geo.stride_h - geo.pad_top + p * geo.dil_h
+        if iy < 0 or iy >= geo.in_h:
+            for j in range(seg):
+                dst[j] = 0
+        else:
+            lo = q_lo - ox if q_lo > ox else 0
+            hi = q_hi - ox if q_hi - ox < seg else seg
+            if hi < lo:
+                hi = lo
+            ix0 = ox * stride_w - geo.pad_left + q * geo.dil_w
+            src = x_group + c * geo.in_h * geo.in_w + iy * geo.in_w + ix0
+            for j in range(lo):
+                dst[j] = 0
+            if stride_w == 1:
+                for j in range(lo, hi):
+                    dst[j] = src[j]
+            else:
+                for j in range(lo, hi):
+                    dst[j] = src[j * stride_w]
+            for j in range(hi, seg):
+                dst[j] = 0
+        i = i + seg
+        oy = oy + 1
+        ox = 0
+
+
+cdef void im2col_tile(const floating* x_group, floating* col, Py_ssize_t p0, Py_ssize_t count,
+                      const Geometry* geo) noexcept nogil:
+    """col[(c,p,q), i] = x[c, oy*s+p*d-pad, ox*s+q*d-pad] (0 outside) for pixel p0+i = (oy, ox)."""
+    cdef Py_ssize_t c, p, q
     cdef floating* row = col
     for c in range(geo.in_channels_g):
         for p in range(geo.kernel_h):
             for q in range(geo.kernel_w):
-                # the output columns whose tap q lands inside the input: the same for every
-                # output row, so found once per tap instead of once per row segment
-                valid_range(q * geo.dil_w - geo.pad_left, stride_w, geo.out_w, geo.in_w,
-                            &q_lo, &q_hi)
-                oy = p0 // geo.out_w
-                ox = p0 - oy * geo.out_w
-                i = 0
-                while i < count:
-                    # one run along an output row: the input row is fixed, columns step by stride
-                    seg = geo.out_w - ox
-                    if seg > count - i:
-                        seg = count - i
-                    dst = row + i
-                    iy = oy * geo.stride_h - geo.pad_top + p * geo.dil_h
-                    if iy < 0 or iy >= geo.in_h:
-                        for j in range(seg):
-                            dst[j] = 0
-                    else:
-                        lo = q_lo - ox if q_lo > ox else 0
-                        hi = q_hi - ox if q_hi - ox < seg else seg
-                        if hi < lo:
-                            hi = lo
-                        ix0 = ox * stride_w - geo.pad_left + q * geo.dil_w
-                        src = x_group + c * plane + iy * geo.in_w + ix0
-                        for j in range(lo):
-                            dst[j] = 0
-                        if stride_w == 1:
-                            for j in range(lo, hi):
-                                dst[j] = src[j]
-                        else:
-                            for j in range(lo, hi):
-                                dst[j] = src[j * stride_w]
-                        for j in range(hi, seg):
-                            dst[j] = 0
-                    i = i + seg
-                    oy = oy + 1
-                    ox = 0
+                im2col_row(x_group, row, c, p, q, p0, count, geo)
                 row = row + count
+
+
+cdef Py_ssize_t im2col_rows(const floating* x_group, floating* col, Py_ssize_t p0,
+                            Py_ssize_t count, const Geometry* geo) noexcept nogil:
+    """im2col_tile's block for the packed GEMM, which reads it in place as panels of nr
+    columns: rows ld apart, zeroed from count up to whole panels. Returns ld.
+
+    ld covers whole panels, and an odd number of 64-byte lines, so that the K rows of one
+    panel, which the micro-kernel reads down the column, fall in different L1 sets.
+    """
+    cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
+    cdef Py_ssize_t padded = (count + nr - 1) // nr * nr
+    cdef Py_ssize_t ld = padded + nr if (padded // nr) % 2 == 0 else padded
+    cdef Py_ssize_t c, p, q, j
+    cdef floating* row = col
+    for c in range(geo.in_channels_g):
+        for p in range(geo.kernel_h):
+            for q in range(geo.kernel_w):
+                im2col_row(x_group, row, c, p, q, p0, count, geo)
+                for j in range(count, padded):
+                    row[j] = 0
+                row = row + ld
+    return ld
 
 
 cdef void col2im_tile(const floating* col, floating* grad_group, Py_ssize_t c_start,
@@ -176,14 +237,34 @@ cdef void col2im_tile(const floating* col, floating* grad_group, Py_ssize_t c_st
                 row = row + count
 
 
+cdef inline void pack_weights(const floating* w_group, Py_ssize_t m, Py_ssize_t k,
+                              floating* packed) noexcept nogil:
+    if floating is float:
+        fc_spack_a(m, k, w_group, k, packed)
+    else:
+        fc_dpack_a(m, k, w_group, k, packed)
+
+
+cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* pa,
+                             const floating* pb, Py_ssize_t panel, Py_ssize_t ldb,
+                             const floating* bias, floating* c, Py_ssize_t ldc) noexcept nogil:
+    if floating is float:
+        fc_sgemm_packed(m, n, k, pa, pb, panel, ldb, bias, c, ldc)
+    else:
+        fc_dgemm_packed(m, n, k, pa, pb, panel, ldb, bias, c, ldc)
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                    const floating[::1] bias, floating[:, :, :, ::1] out,
-                   floating[:, ::1] workspace, tuple geometry, Py_ssize_t groups,
-                   int num_threads):
+                   floating[:, ::1] workspace, floating[::1] packed_weight, tuple geometry,
+                   Py_ssize_t groups, int num_threads):
     """y[n,o,i,j] = b[o] + sum_{c,p,q} x[n,c,i*s+p*d-pad,j*s+q*d-pad] * w[o,c,p,q] (per group).
 
-    ``bias`` may have length 0 (no bias). ``workspace`` has one row of at least k * tile
-    elements per thread (unused for pointwise convolutions).
+    ``bias`` may have length 0 (no bias). ``workspace`` has one row per thread of at least
+    k * tile elements (BLAS path; unused for pointwise convolutions) or (k + 1) * tile
+    rounded up to whole panels (packed path: the panels, then one row of scratch). ``packed_weight`` of length 0 selects the BLAS path;
+    otherwise it holds groups * (C_out/groups rounded up to whole panels) * k elements and
+    the weights are packed into it once, then every tile is im2col'ed straight into panels.
     """
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t batch = x.shape[0]
@@ -191,6 +272,10 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef Py_ssize_t out_plane = geo.out_h * geo.out_w
     cdef Py_ssize_t in_plane = geo.in_h * geo.in_w
     cdef bint has_bias = bias.shape[0] > 0
+    cdef bint packed = packed_weight.shape[0] > 0
+    cdef Py_ssize_t mr = FC_SGEMM_MR if floating is float else FC_DGEMM_MR
+    cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
+    cdef Py_ssize_t group_panels = (geo.out_channels_g + mr - 1) // mr * mr * geo.k
     cdef Py_ssize_t item, n, g, t, p0, count, o, i, lda
     cdef const floating* a
     cdef floating* c_ptr
@@ -198,6 +283,10 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef floating b
     if n_items == 0:
         return
+    if packed:
+        for g in prange(groups, nogil=True, schedule="static", num_threads=num_threads):
+            pack_weights(&weight[g * geo.out_channels_g, 0, 0, 0], geo.out_channels_g, geo.k,
+                         &packed_weight[g * group_panels])
     with nogil, parallel(num_threads=num_threads):
         col = &workspace[threadid(), 0]
         for item in prange(n_items, schedule="static"):
@@ -208,21 +297,27 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
             count = geo.tile
             if count > out_plane - p0:
                 count = out_plane - p0
-            if geo.pointwise:
-                a = &x[n, g * geo.in_channels_g, 0, 0] + p0
-                lda = in_plane
-            else:
-                im2col_tile(&x[n, g * geo.in_channels_g, 0, 0], col, p0, count, &geo)
-                a = col
-                lda = count
             c_ptr = &out[n, g * geo.out_channels_g, 0, 0] + p0
-            gemm(b"N", b"N", count, geo.out_channels_g, geo.k, a, lda,
-                 &weight[g * geo.out_channels_g, 0, 0, 0], geo.k, 0, c_ptr, out_plane)
-            if has_bias:
-                for o in range(geo.out_channels_g):
-                    b = bias[g * geo.out_channels_g + o]
-                    for i in range(count):
-                        c_ptr[o * out_plane + i] += b
+            if packed:
+                lda = im2col_rows(&x[n, g * geo.in_channels_g, 0, 0], col, p0, count, &geo)
+                gemm_packed(geo.out_channels_g, count, geo.k, &packed_weight[g * group_panels],
+                            col, nr, lda, &bias[g * geo.out_channels_g] if has_bias else NULL,
+                            c_ptr, out_plane)
+            else:
+                if geo.pointwise:
+                    a = &x[n, g * geo.in_channels_g, 0, 0] + p0
+                    lda = in_plane
+                else:
+                    im2col_tile(&x[n, g * geo.in_channels_g, 0, 0], col, p0, count, &geo)
+                    a = col
+                    lda = count
+                gemm(b"N", b"N", count, geo.out_channels_g, geo.k, a, lda,
+                     &weight[g * geo.out_channels_g, 0, 0, 0], geo.k, 0, c_ptr, out_plane)
+                if has_bias:
+                    for o in range(geo.out_channels_g):
+                        b = bias[g * geo.out_channels_g + o]
+                        for i in range(count):
+                            c_ptr[o * out_plane + i] += b
 
 
 cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,

@@ -1,0 +1,296 @@
+/* The convolution's GEMM: C (m x n, row-major, row stride ldc) = A (m x k) * B (k x n)
+ * [+ bias per row], A packed, B read in place.
+ *
+ * - A is packed in panels of MR rows, zero-padded: panel i holds a[i*MR + r][kk] at
+ *   [kk*MR + r], panels k*MR apart. The convolution packs its weights once per call.
+ * - B is read as panels of NR columns: element (kk, j) at b[(j / NR)*panel + kk*ldb + j % NR],
+ *   zero past column n up to a whole panel. The im2col block is written once, as plain rows
+ *   (panel = NR, ldb = the row length): the micro-kernel reads NR contiguous values per row,
+ *   which is all packing would give it, so B is never copied a second time.
+ * A K-range of a panel is contiguous (A) or evenly strided (B), so blocking K needs no copy.
+ *
+ * The micro-kernel keeps an MR x NR block of C in registers over a block of K (the B block,
+ * at most KC_MAX rows of NR values, stays in L1 while the A panels stream past). K is cut into
+ * blocks by its size alone, so every element of C is summed in the same order whoever
+ * calls: results depend on the shapes only, never on threads. The AVX2+FMA kernels are chosen
+ * at run time (fc_gemm_init, once); elsewhere a plain C kernel of the same shape computes
+ * the same panels.
+ */
+#ifndef FASTCONV_GEMM_H
+#define FASTCONV_GEMM_H
+
+#include <stddef.h>
+#include <string.h>
+
+#define FC_SGEMM_MR 6
+#define FC_SGEMM_NR 16
+#define FC_DGEMM_MR 6
+#define FC_DGEMM_NR 8
+/* B's K-block of one panel: KC_MAX rows of 64 bytes, in L1 */
+#define FC_GEMM_KC_MAX 256
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FC_GEMM_X86 1
+#include <immintrin.h>
+#else
+#define FC_GEMM_X86 0
+#endif
+
+typedef void (*fc_skernel_t)(ptrdiff_t, const float *, const float *, ptrdiff_t, float *,
+                             ptrdiff_t, int, const float *);
+typedef void (*fc_dkernel_t)(ptrdiff_t, const double *, const double *, ptrdiff_t, double *,
+                             ptrdiff_t, int, const double *);
+
+/* c[r][s] = (accumulate ? c[r][s] : 0) + sum_kk a[kk][r] * b[kk*ldb + s]  (+ bias[r] if bias) */
+#define FC_GEMM_GENERIC_KERNEL(NAME, T, MR, NR)                                              \
+    static void NAME(ptrdiff_t kc, const T *a, const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc,\
+                     int accumulate, const T *bias)                                          \
+    {                                                                                        \
+        T acc[MR][NR];                                                                       \
+        ptrdiff_t kk;                                                                        \
+        int r, s;                                                                            \
+        for (r = 0; r < MR; r++)                                                             \
+            for (s = 0; s < NR; s++)                                                         \
+                acc[r][s] = 0;                                                               \
+        for (kk = 0; kk < kc; kk++) {                                                        \
+            for (r = 0; r < MR; r++) {                                                       \
+                T av = a[kk * MR + r];                                                       \
+                for (s = 0; s < NR; s++)                                                     \
+                    acc[r][s] += av * b[kk * ldb + s];                                       \
+            }                                                                                \
+        }                                                                                    \
+        for (r = 0; r < MR; r++)                                                             \
+            for (s = 0; s < NR; s++) {                                                       \
+                T v = acc[r][s];                                                             \
+                if (accumulate)                                                              \
+                    v = c[r * ldc + s] + v;                                                  \
+                if (bias)                                                                    \
+                    v = v + bias[r];                                                         \
+                c[r * ldc + s] = v;                                                          \
+            }                                                                                \
+    }
+
+FC_GEMM_GENERIC_KERNEL(fc_skernel_generic, float, FC_SGEMM_MR, FC_SGEMM_NR)
+FC_GEMM_GENERIC_KERNEL(fc_dkernel_generic, double, FC_DGEMM_MR, FC_DGEMM_NR)
+
+#if FC_GEMM_X86
+/* 6 x 16 floats: 12 ymm accumulators, 2 for B, 1 broadcast. Zen 4 runs AVX-512 as two
+ * 256-bit halves, so this already reaches its FMA peak. */
+__attribute__((target("avx2,fma"))) static void
+fc_skernel_avx2(ptrdiff_t kc, const float *a, const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
+                int accumulate, const float *bias)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    __m256 b0, b1, av;
+    ptrdiff_t kk;
+    for (kk = 0; kk < kc; kk++) {
+        b0 = _mm256_loadu_ps(b);
+        b1 = _mm256_loadu_ps(b + 8);
+        av = _mm256_broadcast_ss(a + 0);
+        c00 = _mm256_fmadd_ps(av, b0, c00);
+        c01 = _mm256_fmadd_ps(av, b1, c01);
+        av = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(av, b0, c10);
+        c11 = _mm256_fmadd_ps(av, b1, c11);
+        av = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(av, b0, c20);
+        c21 = _mm256_fmadd_ps(av, b1, c21);
+        av = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(av, b0, c30);
+        c31 = _mm256_fmadd_ps(av, b1, c31);
+        av = _mm256_broadcast_ss(a + 4);
+        c40 = _mm256_fmadd_ps(av, b0, c40);
+        c41 = _mm256_fmadd_ps(av, b1, c41);
+        av = _mm256_broadcast_ss(a + 5);
+        c50 = _mm256_fmadd_ps(av, b0, c50);
+        c51 = _mm256_fmadd_ps(av, b1, c51);
+        a += FC_SGEMM_MR;
+        b += ldb;
+    }
+#define FC_STORE_ROW(R, X0, X1)                                                              \
+    do {                                                                                     \
+        float *row = c + (R) * ldc;                                                          \
+        if (accumulate) {                                                                    \
+            X0 = _mm256_add_ps(_mm256_loadu_ps(row), X0);                                    \
+            X1 = _mm256_add_ps(_mm256_loadu_ps(row + 8), X1);                                \
+        }                                                                                    \
+        if (bias) {                                                                          \
+            __m256 bv = _mm256_broadcast_ss(bias + (R));                                     \
+            X0 = _mm256_add_ps(X0, bv);                                                      \
+            X1 = _mm256_add_ps(X1, bv);                                                      \
+        }                                                                                    \
+        _mm256_storeu_ps(row, X0);                                                           \
+        _mm256_storeu_ps(row + 8, X1);                                                       \
+    } while (0)
+    FC_STORE_ROW(0, c00, c01);
+    FC_STORE_ROW(1, c10, c11);
+    FC_STORE_ROW(2, c20, c21);
+    FC_STORE_ROW(3, c30, c31);
+    FC_STORE_ROW(4, c40, c41);
+    FC_STORE_ROW(5, c50, c51);
+#undef FC_STORE_ROW
+}
+
+/* 6 x 8 doubles: the same register plan with 4 doubles per ymm */
+__attribute__((target("avx2,fma"))) static void
+fc_dkernel_avx2(ptrdiff_t kc, const double *a, const double *b, ptrdiff_t ldb, double *c,
+                ptrdiff_t ldc,
+                int accumulate, const double *bias)
+{
+    __m256d c00 = _mm256_setzero_pd(), c01 = _mm256_setzero_pd();
+    __m256d c10 = _mm256_setzero_pd(), c11 = _mm256_setzero_pd();
+    __m256d c20 = _mm256_setzero_pd(), c21 = _mm256_setzero_pd();
+    __m256d c30 = _mm256_setzero_pd(), c31 = _mm256_setzero_pd();
+    __m256d c40 = _mm256_setzero_pd(), c41 = _mm256_setzero_pd();
+    __m256d c50 = _mm256_setzero_pd(), c51 = _mm256_setzero_pd();
+    __m256d b0, b1, av;
+    ptrdiff_t kk;
+    for (kk = 0; kk < kc; kk++) {
+        b0 = _mm256_loadu_pd(b);
+        b1 = _mm256_loadu_pd(b + 4);
+        av = _mm256_broadcast_sd(a + 0);
+        c00 = _mm256_fmadd_pd(av, b0, c00);
+        c01 = _mm256_fmadd_pd(av, b1, c01);
+        av = _mm256_broadcast_sd(a + 1);
+        c10 = _mm256_fmadd_pd(av, b0, c10);
+        c11 = _mm256_fmadd_pd(av, b1, c11);
+        av = _mm256_broadcast_sd(a + 2);
+        c20 = _mm256_fmadd_pd(av, b0, c20);
+        c21 = _mm256_fmadd_pd(av, b1, c21);
+        av = _mm256_broadcast_sd(a + 3);
+        c30 = _mm256_fmadd_pd(av, b0, c30);
+        c31 = _mm256_fmadd_pd(av, b1, c31);
+        av = _mm256_broadcast_sd(a + 4);
+        c40 = _mm256_fmadd_pd(av, b0, c40);
+        c41 = _mm256_fmadd_pd(av, b1, c41);
+        av = _mm256_broadcast_sd(a + 5);
+        c50 = _mm256_fmadd_pd(av, b0, c50);
+        c51 = _mm256_fmadd_pd(av, b1, c51);
+        a += FC_DGEMM_MR;
+        b += ldb;
+    }
+#define FC_STORE_ROW(R, X0, X1)                                                              \
+    do {                                                                                     \
+        double *row = c + (R) * ldc;                                                         \
+        if (accumulate) {                                                                    \
+            X0 = _mm256_add_pd(_mm256_loadu_pd(row), X0);                                    \
+            X1 = _mm256_add_pd(_mm256_loadu_pd(row + 4), X1);                                \
+        }                                                                                    \
+        if (bias) {                                                                          \
+            __m256d bv = _mm256_broadcast_sd(bias + (R));                                    \
+            X0 = _mm256_add_pd(X0, bv);                                                      \
+            X1 = _mm256_add_pd(X1, bv);                                                      \
+        }                                                                                    \
+        _mm256_storeu_pd(row, X0);                                                           \
+        _mm256_storeu_pd(row + 4, X1);                                                       \
+    } while (0)
+    FC_STORE_ROW(0, c00, c01);
+    FC_STORE_ROW(1, c10, c11);
+    FC_STORE_ROW(2, c20, c21);
+    FC_STORE_ROW(3, c30, c31);
+    FC_STORE_ROW(4, c40, c41);
+    FC_STORE_ROW(5, c50, c51);
+#undef FC_STORE_ROW
+}
+#endif
+
+static fc_skernel_t fc_skernel = fc_skernel_generic;
+static fc_dkernel_t fc_dkernel = fc_dkernel_generic;
+
+/* Pick the kernels for this CPU; called once, at import, before any thread runs them. */
+static void fc_gemm_init(void)
+{
+#if FC_GEMM_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        fc_skernel = fc_skernel_avx2;
+        fc_dkernel = fc_dkernel_avx2;
+    }
+#endif
+}
+
+/* 1 when the vector kernels are in use (for show_config and the choice of path) */
+static int fc_gemm_vectorised(void) { return fc_skernel != fc_skernel_generic; }
+
+/* K blocks: as few as keep each at most KC_MAX, of near-equal size (shape only) */
+static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
+{
+    ptrdiff_t blocks = (k + FC_GEMM_KC_MAX - 1) / FC_GEMM_KC_MAX;
+    if (blocks < 1)
+        blocks = 1;
+    return (k + blocks - 1) / blocks;
+}
+
+#define FC_GEMM_DEFINE(PREFIX, T, MR, NR, KERNEL)                                            \
+    /* packed[panel][kk][r] = a[panel*MR + r][kk] (row stride lda), 0 past row m */          \
+    static void PREFIX##pack_a(ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t lda,          \
+                               T *packed)                                                    \
+    {                                                                                        \
+        ptrdiff_t i0, kk;                                                                    \
+        int r;                                                                               \
+        for (i0 = 0; i0 < m; i0 += MR) {                                                     \
+            int rows = (int)(m - i0 < MR ? m - i0 : MR);                                     \
+            for (kk = 0; kk < k; kk++) {                                                     \
+                for (r = 0; r < rows; r++)                                                   \
+                    packed[kk * MR + r] = a[(i0 + r) * lda + kk];                            \
+                for (; r < MR; r++)                                                          \
+                    packed[kk * MR + r] = 0;                                                 \
+            }                                                                                \
+            packed += k * MR;                                                                \
+        }                                                                                    \
+    }                                                                                        \
+                                                                                             \
+    /* c[i][j] = sum_kk A[i][kk] * B[kk][j] (+ bias[i]) for i < m, j < n; A packed, B's     \
+     * element (kk, j) at b[(j / NR) * panel + kk * ldb + j % NR]: packed panels            \
+     * (panel = k*NR, ldb = NR) or plain rows of ldb >= n rounded up to NR (panel = NR),     \
+     * zero past column n either way */                                                     \
+    static void PREFIX##gemm_packed(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *pa,      \
+                                    const T *pb, ptrdiff_t panel, ptrdiff_t ldb,             \
+                                    const T *bias, T *c, ptrdiff_t ldc)                      \
+    {                                                                                        \
+        ptrdiff_t kc = fc_gemm_kc(k);                                                        \
+        ptrdiff_t k0, i0, j0;                                                                \
+        T edge[MR * NR];                                                                     \
+        for (k0 = 0; k0 < k; k0 += kc) {                                                     \
+            ptrdiff_t klen = k - k0 < kc ? k - k0 : kc;                                      \
+            int accumulate = k0 > 0;                                                         \
+            const T *block_bias = k0 + klen == k ? bias : NULL;                              \
+            for (j0 = 0; j0 < n; j0 += NR) {                                                 \
+                const T *b = pb + (j0 / NR) * panel + k0 * ldb;                              \
+                int cols = (int)(n - j0 < NR ? n - j0 : NR);                                 \
+                for (i0 = 0; i0 < m; i0 += MR) {                                             \
+                    const T *a = pa + i0 * k + k0 * MR;                                      \
+                    int rows = (int)(m - i0 < MR ? m - i0 : MR);                             \
+                    T *cb = c + i0 * ldc + j0;                                               \
+                    if (rows == MR && cols == NR) {                                          \
+                        KERNEL(klen, a, b, ldb, cb, ldc, accumulate,                         \
+                               block_bias ? block_bias + i0 : NULL);                         \
+                    } else {                                                                 \
+                        /* an edge block: the same sums into a scratch block, then the */    \
+                        /* same final additions element by element */                        \
+                        int r, s;                                                            \
+                        KERNEL(klen, a, b, ldb, edge, NR, 0, NULL);                          \
+                        for (r = 0; r < rows; r++)                                           \
+                            for (s = 0; s < cols; s++) {                                     \
+                                T v = edge[r * NR + s];                                      \
+                                if (accumulate)                                              \
+                                    v = cb[r * ldc + s] + v;                                 \
+                                if (block_bias)                                              \
+                                    v = v + block_bias[i0 + r];                              \
+                                cb[r * ldc + s] = v;                                         \
+                            }                                                                \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+FC_GEMM_DEFINE(fc_s, float, FC_SGEMM_MR, FC_SGEMM_NR, fc_skernel)
+FC_GEMM_DEFINE(fc_d, double, FC_DGEMM_MR, FC_DGEMM_NR, fc_dkernel)
+
+#endif
