@@ -10,7 +10,7 @@ import numpy as np
 # (MR, NR): rows of weights and columns of pixels per panel of the packed GEMM, per dtype
 PANELS: dict[str, tuple[int, int]]
 
-def packed_gemm_vectorised() -> bool: ...
+def packed_gemm_kernel() -> str | None: ...
 
 def conv2d_forward(
     x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W)

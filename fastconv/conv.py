@@ -57,7 +57,10 @@ _DEPTHWISE_BACKWARD = _specialised(_conv.depthwise_backward)
 # (weight rows, pixel columns) per panel of the packed GEMM
 _PANELS = {np.dtype(np.float32): _conv.PANELS["float"],
            np.dtype(np.float64): _conv.PANELS["double"]}
-_PACKED_GEMM = _conv.packed_gemm_vectorised()
+_PACKED_GEMM = _conv.packed_gemm_kernel() is not None
+# measured on Zen 4, one thread: the packed GEMM wins by 10-35% from a few million
+# multiply-adds per (sample, group) up, and ties or loses below (LeNet-sized layers)
+_PACKED_MIN_MACS = {np.dtype(np.float32): 2 ** 21, np.dtype(np.float64): 2 ** 23}
 
 
 def _is_depthwise(conv):
@@ -239,19 +242,32 @@ def _is_pointwise(geometry):
         and (out_h, out_w) == (in_h, in_w)
 
 
-def _packed_weight(geometry, groups, dtype):
-    """The buffer the packed GEMM packs the weights into, or an empty array for the BLAS path.
+def _packed_weight(geometry, groups, dtype, transposed=False):
+    """The buffer the packed GEMM packs the weights into (C_out/groups by k per group, or k
+    by C_out/groups for the input gradient), or an empty array for the BLAS path.
 
-    The packed path (fastconv/_gemm.h) needs its SIMD kernels; pointwise convolutions keep
-    BLAS, which reads the input planes in place where the packed path would copy them.
-    Chosen from the shapes (and the CPU) only, never from the thread count.
+    The packed path (src/_gemm.h) needs its SIMD micro-kernels; pointwise convolutions keep BLAS,
+    which reads the input planes in place where the packed path would copy them, and so do
+    small ones (below _PACKED_MIN_MACS multiply-adds per sample and group), where OpenBLAS's
+    small-matrix kernels, which pack nothing, are as fast or faster. Chosen from the shapes
+    (and the CPU) only, never from the thread count.
     """
-    if not _PACKED_GEMM or _is_pointwise(geometry):
+    k = geometry[0] * geometry[6] * geometry[7]
+    if (not _PACKED_GEMM or _is_pointwise(geometry)
+            or geometry[3] * k * geometry[4] * geometry[5] < _PACKED_MIN_MACS[dtype]):
         return np.empty(0, dtype=dtype)
     mr = _PANELS[dtype][0]
-    k = geometry[0] * geometry[6] * geometry[7]
-    rows = -(-geometry[3] // mr) * mr
-    return np.empty(groups * rows * k, dtype=dtype)
+    rows, columns = (k, geometry[3]) if transposed else (geometry[3], k)
+    return np.empty(groups * -(-rows // mr) * mr * columns, dtype=dtype)
+
+
+def _rows_workspace(threads, rows, geometry, dtype, packed):
+    """Per-thread copies of ``rows`` rows of a tile for the packed GEMM (panel_ld(tile) each:
+    whole panels plus one), or a placeholder for the BLAS path."""
+    if not packed.size:
+        return np.empty((1, 1), dtype=dtype)
+    nr = _PANELS[dtype][1]
+    return np.empty((threads, max(1, rows * (-(-geometry[14] // nr) + 1) * nr)), dtype=dtype)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -436,6 +452,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         weight_threads = effective_num_threads(n_chunks)
         weight_workspace = _workspace(weight_threads, geometry, dtype)
     per_item = batch * conv.groups >= _PER_ITEM_MIN_ITEMS
+    packed_weight = gy_workspace = None
     if grad_input is not None and grad_input.size:
         if per_item:
             input_threads = effective_num_threads(batch * conv.groups)
@@ -445,13 +462,16 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
             block = geometry[0] * geometry[6] * geometry[7] * geometry[14]
             band = max(1, min(n_tiles, _BAND_BYTES // max(1, block * dtype.itemsize)))
             input_workspace = np.empty((1, max(1, band * block)), dtype=dtype)
+        packed_weight = _packed_weight(geometry, conv.groups, dtype, transposed=True)
+        gy_workspace = _rows_workspace(input_threads, geometry[3], geometry, dtype,
+                                       packed_weight)
     if batch:
         with blas_single_thread():
             _BACKWARD[dtype](
                 gy4, padded_input, conv.weight,
                 grad_input if input_workspace is not None else None,
-                partials, grad_bias, weight_workspace, input_workspace,
-                geometry, conv.groups, per_item, input_threads, weight_threads,
+                partials, grad_bias, weight_workspace, input_workspace, packed_weight,
+                gy_workspace, geometry, conv.groups, per_item, input_threads, weight_threads,
                 effective_num_threads(out_channels),
             )
     if partials is not None and partials.shape[0] > 1:

@@ -16,7 +16,10 @@ The wrappers in ``fastconv/conv.py`` validate everything and allocate every buff
 per-thread workspaces, partial sums); these kernels never raise and never allocate.
 """
 
+import os
+
 from cython.parallel cimport parallel, prange, threadid
+from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from _types cimport floating
@@ -24,14 +27,15 @@ from _types cimport floating
 
 cdef extern from "_gemm.h" nogil:
     enum:
-        FC_SGEMM_MR
         FC_SGEMM_NR
-        FC_DGEMM_MR
         FC_DGEMM_NR
-    void fc_gemm_init()
-    int fc_gemm_vectorised()
-    void fc_spack_a(Py_ssize_t m, Py_ssize_t k, const float* a, Py_ssize_t lda, float* packed)
-    void fc_dpack_a(Py_ssize_t m, Py_ssize_t k, const double* a, Py_ssize_t lda, double* packed)
+    void fc_gemm_init(const char* force)
+    int fc_gemm_rows()
+    const char* fc_gemm_kernel_name()
+    void fc_spack_a(Py_ssize_t m, Py_ssize_t k, const float* a, Py_ssize_t rs, Py_ssize_t cs,
+                    float* packed)
+    void fc_dpack_a(Py_ssize_t m, Py_ssize_t k, const double* a, Py_ssize_t rs, Py_ssize_t cs,
+                    double* packed)
     void fc_sgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* pa,
                          const float* pb, Py_ssize_t panel, Py_ssize_t ldb, const float* bias,
                          float* c, Py_ssize_t ldc)
@@ -40,16 +44,27 @@ cdef extern from "_gemm.h" nogil:
                          double* c, Py_ssize_t ldc)
 
 
-fc_gemm_init()  # picks the micro-kernels for this CPU, once, before any kernel runs
+def _init_gemm():
+    """Pick the packed GEMM's micro-kernels for this CPU, once, before any kernel runs.
 
+    FASTCONV_GEMM_KERNEL=avx2 or generic forces a lesser kernel (to test it on a bigger CPU;
+    read at import only).
+    """
+    force = os.environ.get("FASTCONV_GEMM_KERNEL", "").encode("ascii", "replace")
+    fc_gemm_init(force)
+
+
+_init_gemm()
 # The packed GEMM's panel sizes (rows of weights, columns of pixels) per dtype, for the wrapper
-# to size its buffers.
-PANELS = {"float": (FC_SGEMM_MR, FC_SGEMM_NR), "double": (FC_DGEMM_MR, FC_DGEMM_NR)}
+# to size its buffers: the rows depend on the micro-kernel picked for this CPU.
+PANELS = {"float": (fc_gemm_rows(), FC_SGEMM_NR), "double": (fc_gemm_rows(), FC_DGEMM_NR)}
 
 
-def packed_gemm_vectorised():
-    """Whether the packed GEMM runs its SIMD micro-kernels on this CPU (else plain C)."""
-    return bool(fc_gemm_vectorised())
+def packed_gemm_kernel():
+    """The packed GEMM's micro-kernel for this CPU (e.g. 'avx2 6x16'), or None where it has
+    only plain C, which the wrappers leave to BLAS."""
+    cdef const char* name = fc_gemm_kernel_name()
+    return None if name == NULL else name.decode("ascii")
 
 
 cdef struct Geometry:
@@ -113,6 +128,14 @@ cdef inline void valid_range(Py_ssize_t first, Py_ssize_t step, Py_ssize_t count
     hi[0] = stop
 
 
+cdef inline Py_ssize_t panel_ld(Py_ssize_t count, Py_ssize_t nr) noexcept nogil:
+    """Row length for a block read in place as the packed GEMM's B: whole panels of nr
+    columns (64 bytes), and an odd number of panels, so that the rows of one panel, which the
+    micro-kernel reads down the column, fall in different L1 sets."""
+    cdef Py_ssize_t padded = (count + nr - 1) // nr * nr
+    return padded + nr if (padded // nr) % 2 == 0 else padded
+
+
 cdef inline void im2col_row(const floating* x_group, floating* row, Py_ssize_t c, Py_ssize_t p,
                             Py_ssize_t q, Py_ssize_t p0, Py_ssize_t count,
                             const Geometry* geo) noexcept nogil:
@@ -174,14 +197,11 @@ cdef void im2col_tile(const floating* x_group, floating* col, Py_ssize_t p0, Py_
 cdef Py_ssize_t im2col_rows(const floating* x_group, floating* col, Py_ssize_t p0,
                             Py_ssize_t count, const Geometry* geo) noexcept nogil:
     """im2col_tile's block for the packed GEMM, which reads it in place as panels of nr
-    columns: rows ld apart, zeroed from count up to whole panels. Returns ld.
-
-    ld covers whole panels, and an odd number of 64-byte lines, so that the K rows of one
-    panel, which the micro-kernel reads down the column, fall in different L1 sets.
-    """
+    columns: rows ld = panel_ld(count, nr) apart, zeroed from count up to whole panels.
+    Returns ld."""
     cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
     cdef Py_ssize_t padded = (count + nr - 1) // nr * nr
-    cdef Py_ssize_t ld = padded + nr if (padded // nr) % 2 == 0 else padded
+    cdef Py_ssize_t ld = panel_ld(count, nr)
     cdef Py_ssize_t c, p, q, j
     cdef floating* row = col
     for c in range(geo.in_channels_g):
@@ -237,12 +257,27 @@ cdef void col2im_tile(const floating* col, floating* grad_group, Py_ssize_t c_st
                 row = row + count
 
 
-cdef inline void pack_weights(const floating* w_group, Py_ssize_t m, Py_ssize_t k,
-                              floating* packed) noexcept nogil:
+cdef inline void pack_rows(const floating* a, Py_ssize_t m, Py_ssize_t k, Py_ssize_t rs,
+                           Py_ssize_t cs, floating* packed) noexcept nogil:
+    """The packed GEMM's A panels of the m x k matrix A[i][kk] = a[i*rs + kk*cs]."""
     if floating is float:
-        fc_spack_a(m, k, w_group, k, packed)
+        fc_spack_a(m, k, a, rs, cs, packed)
     else:
-        fc_dpack_a(m, k, w_group, k, packed)
+        fc_dpack_a(m, k, a, rs, cs, packed)
+
+
+cdef Py_ssize_t copy_rows(const floating* src, Py_ssize_t src_ld, Py_ssize_t rows,
+                          Py_ssize_t count, floating* dst) noexcept nogil:
+    """dst[r*ld + j] = src[r*src_ld + j] for j < count, 0 up to whole panels; returns ld."""
+    cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
+    cdef Py_ssize_t padded = (count + nr - 1) // nr * nr
+    cdef Py_ssize_t ld = panel_ld(count, nr)
+    cdef Py_ssize_t r, j
+    for r in range(rows):
+        memcpy(dst + r * ld, src + r * src_ld, count * sizeof(floating))
+        for j in range(count, padded):
+            dst[r * ld + j] = 0
+    return ld
 
 
 cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* pa,
@@ -273,7 +308,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef Py_ssize_t in_plane = geo.in_h * geo.in_w
     cdef bint has_bias = bias.shape[0] > 0
     cdef bint packed = packed_weight.shape[0] > 0
-    cdef Py_ssize_t mr = FC_SGEMM_MR if floating is float else FC_DGEMM_MR
+    cdef Py_ssize_t mr = fc_gemm_rows()
     cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
     cdef Py_ssize_t group_panels = (geo.out_channels_g + mr - 1) // mr * mr * geo.k
     cdef Py_ssize_t item, n, g, t, p0, count, o, i, lda
@@ -284,9 +319,11 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     if n_items == 0:
         return
     if packed:
-        for g in prange(groups, nogil=True, schedule="static", num_threads=num_threads):
-            pack_weights(&weight[g * geo.out_channels_g, 0, 0, 0], geo.out_channels_g, geo.k,
-                         &packed_weight[g * group_panels])
+        # a copy of the weights, serial: a fraction 1 / (batch * pixels) of the work
+        with nogil:
+            for g in range(groups):
+                pack_rows(&weight[g * geo.out_channels_g, 0, 0, 0], geo.out_channels_g, geo.k,
+                          geo.k, 1, &packed_weight[g * group_panels])
     with nogil, parallel(num_threads=num_threads):
         col = &workspace[threadid(), 0]
         for item in prange(n_items, schedule="static"):
@@ -395,9 +432,28 @@ cdef void grad_bias_impl(const floating[:, :, :, ::1] grad_output, floating[::1]
         grad_bias[o] = <floating>((sum0 + sum1) + (sum2 + sum3))
 
 
+cdef inline void column_gradient(const floating* gy_tile, Py_ssize_t out_plane,
+                                 const floating* w_group, const floating* wt_packed,
+                                 floating* gy_rows, floating* col, Py_ssize_t count,
+                                 const Geometry* geo) noexcept nogil:
+    """col[(c,p,q), i] = sum_o w[o,c,p,q] * gy[o, i] for the tile's count pixels (row stride
+    count): the packed GEMM with the transposed weights packed once (``wt_packed``, when not
+    NULL) and the tile of gy copied into ``gy_rows``; else BLAS."""
+    cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
+    cdef Py_ssize_t ld
+    if wt_packed != NULL:
+        ld = copy_rows(gy_tile, out_plane, geo.out_channels_g, count, gy_rows)
+        gemm_packed(geo.k, count, geo.out_channels_g, wt_packed, gy_rows, nr, ld, NULL, col,
+                    count)
+    else:
+        gemm(b"N", b"T", count, geo.k, geo.out_channels_g, gy_tile, out_plane, w_group, geo.k,
+             0, col, count)
+
+
 cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
                           const floating[:, :, :, ::1] weight, floating[:, :, :, ::1] grad_input,
-                          floating[:, ::1] workspace, const Geometry* geo, Py_ssize_t groups,
+                          floating[:, ::1] workspace, floating[::1] packed_weight,
+                          floating[:, ::1] gy_workspace, const Geometry* geo, Py_ssize_t groups,
                           bint per_item, int num_threads) noexcept nogil:
     """gx[n,c,i*s+p*d-pad,j*s+q*d-pad] += sum_o w[o,c,p,q] * gy[n,o,i,j] (per group).
 
@@ -409,6 +465,9 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
       parallel (workspace: one row holding ``band`` tile blocks), then the scatter in parallel
       over input channels, which own disjoint planes.
     ``grad_input`` must be zeroed (pointwise convolutions write it directly).
+    A non-empty ``packed_weight`` (groups * (k rounded up to whole panels) * C_out/groups)
+    selects the packed GEMM (column_gradient), with one row of ``gy_workspace`` (C_out/groups
+    * panel_ld(tile)) per thread; pointwise convolutions keep BLAS.
     """
     cdef Py_ssize_t batch = grad_output.shape[0]
     cdef Py_ssize_t n_items = batch * groups
@@ -418,7 +477,12 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
     cdef Py_ssize_t band = workspace.shape[1] // block if block > 0 else 1
     cdef Py_ssize_t item, n, g, t, p0, count, band_start, band_stop, c
     cdef Py_ssize_t tile_index, tile_start, tile_count
+    cdef bint packed = packed_weight.shape[0] > 0
+    cdef Py_ssize_t mr = fc_gemm_rows()
+    cdef Py_ssize_t group_panels = (geo[0].k + mr - 1) // mr * mr * geo[0].out_channels_g
     cdef floating* col = NULL
+    cdef floating* gy_rows = NULL
+    cdef const floating* wt_packed = NULL
     cdef floating* gx_group
     cdef const floating* gy_group
     cdef const floating* w_group
@@ -440,22 +504,30 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
                  &weight[g * geo[0].out_channels_g, 0, 0, 0], geo[0].k, 0,
                  &grad_input[n, g * geo[0].in_channels_g, 0, 0] + p0, in_plane)
         return
+    if packed:
+        # the transposed weights (k rows by C_out/groups), packed once, serially: a fraction
+        # 1 / (batch * pixels) of the work
+        for g in range(groups):
+            pack_rows(&weight[g * geo[0].out_channels_g, 0, 0, 0], geo[0].k,
+                      geo[0].out_channels_g, 1, geo[0].k, &packed_weight[g * group_panels])
     if per_item:
         with parallel(num_threads=num_threads):
             col = &workspace[threadid(), 0]
+            gy_rows = &gy_workspace[threadid(), 0]
             for item in prange(n_items, schedule="static"):
                 n = item // groups
                 g = item % groups
                 gy_group = &grad_output[n, g * geo[0].out_channels_g, 0, 0]
                 w_group = &weight[g * geo[0].out_channels_g, 0, 0, 0]
                 gx_group = &grad_input[n, g * geo[0].in_channels_g, 0, 0]
+                wt_packed = &packed_weight[g * group_panels] if packed else NULL
                 for t in range(geo[0].n_tiles):
                     p0 = t * geo[0].tile
                     count = geo[0].tile
                     if count > out_plane - p0:
                         count = out_plane - p0
-                    gemm(b"N", b"T", count, geo[0].k, geo[0].out_channels_g, gy_group + p0, out_plane,
-                         w_group, geo[0].k, 0, col, count)
+                    column_gradient(gy_group + p0, out_plane, w_group, wt_packed, gy_rows, col,
+                                    count, geo)
                     col2im_tile(col, gx_group, 0, geo[0].in_channels_g, p0, count, geo)
         return
     for item in range(n_items):
@@ -464,20 +536,21 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
         gy_group = &grad_output[n, g * geo[0].out_channels_g, 0, 0]
         w_group = &weight[g * geo[0].out_channels_g, 0, 0, 0]
         gx_group = &grad_input[n, g * geo[0].in_channels_g, 0, 0]
+        wt_packed = &packed_weight[g * group_panels] if packed else NULL
         band_start = 0
         while band_start < geo[0].n_tiles:
             band_stop = band_start + band
             if band_stop > geo[0].n_tiles:
                 band_stop = geo[0].n_tiles
-            for t in prange(band_start, band_stop, schedule="static",
-                            num_threads=num_threads):
-                p0 = t * geo[0].tile
-                count = geo[0].tile
-                if count > out_plane - p0:
-                    count = out_plane - p0
-                gemm(b"N", b"T", count, geo[0].k, geo[0].out_channels_g, gy_group + p0,
-                     out_plane, w_group, geo[0].k, 0,
-                     &workspace[0, (t - band_start) * block], count)
+            with parallel(num_threads=num_threads):
+                gy_rows = &gy_workspace[threadid(), 0]
+                for t in prange(band_start, band_stop, schedule="static"):
+                    p0 = t * geo[0].tile
+                    count = geo[0].tile
+                    if count > out_plane - p0:
+                        count = out_plane - p0
+                    column_gradient(gy_group + p0, out_plane, w_group, wt_packed, gy_rows,
+                                    &workspace[0, (t - band_start) * block], count, geo)
             for c in prange(geo[0].in_channels_g, schedule="static", num_threads=num_threads):
                 for tile_index in range(band_start, band_stop):
                     tile_start = tile_index * geo[0].tile
@@ -493,6 +566,7 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
                     const floating[:, :, :, ::1] weight, floating[:, :, :, ::1] grad_input,
                     floating[:, ::1] partials, floating[::1] grad_bias,
                     floating[:, ::1] weight_workspace, floating[:, ::1] input_workspace,
+                    floating[::1] packed_weight, floating[:, ::1] gy_workspace,
                     tuple geometry, Py_ssize_t groups, bint per_item, int input_threads,
                     int weight_threads, int bias_threads):
     """All the requested gradients in one call (one GIL release, arrays unpacked once).
@@ -511,8 +585,8 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
             grad_weight_impl(grad_output, x, partials, weight_workspace, &geo, groups,
                              weight_threads)
         if want_input:
-            grad_input_impl(grad_output, weight, grad_input, input_workspace, &geo, groups,
-                            per_item, input_threads)
+            grad_input_impl(grad_output, weight, grad_input, input_workspace, packed_weight,
+                            gy_workspace, &geo, groups, per_item, input_threads)
 
 
 # ---- depthwise convolution (groups == C_in, one input channel per group) -------------------

@@ -22,9 +22,11 @@
 #include <stddef.h>
 #include <string.h>
 
-#define FC_SGEMM_MR 6
+/* Rows of A per panel: 6 with AVX2's 16 vector registers (12 accumulators), 8 with
+ * AVX-512VL's 32 (16 accumulators; 8 divides the usual channel counts). Set once by
+ * fc_gemm_init; the packing and the micro-kernel always agree on it. */
+#define FC_GEMM_MR_MAX 8
 #define FC_SGEMM_NR 16
-#define FC_DGEMM_MR 6
 #define FC_DGEMM_NR 8
 /* B's K-block of one panel: KC_MAX rows of 64 bytes, in L1 */
 #define FC_GEMM_KC_MAX 256
@@ -70,15 +72,16 @@ typedef void (*fc_dkernel_t)(ptrdiff_t, const double *, const double *, ptrdiff_
             }                                                                                \
     }
 
-FC_GEMM_GENERIC_KERNEL(fc_skernel_generic, float, FC_SGEMM_MR, FC_SGEMM_NR)
-FC_GEMM_GENERIC_KERNEL(fc_dkernel_generic, double, FC_DGEMM_MR, FC_DGEMM_NR)
+FC_GEMM_GENERIC_KERNEL(fc_skernel_generic, float, 6, FC_SGEMM_NR)
+FC_GEMM_GENERIC_KERNEL(fc_dkernel_generic, double, 6, FC_DGEMM_NR)
 
 #if FC_GEMM_X86
 /* 6 x 16 floats: 12 ymm accumulators, 2 for B, 1 broadcast. Zen 4 runs AVX-512 as two
- * 256-bit halves, so this already reaches its FMA peak. */
+ * 256-bit halves, so this already reaches its FMA peak (the AVX-512VL kernel below only
+ * adds registers). */
 __attribute__((target("avx2,fma"))) static void
-fc_skernel_avx2(ptrdiff_t kc, const float *a, const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
-                int accumulate, const float *bias)
+fc_skernel_avx2(ptrdiff_t kc, const float *a, const float *b, ptrdiff_t ldb, float *c,
+                ptrdiff_t ldc, int accumulate, const float *bias)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
@@ -109,7 +112,7 @@ fc_skernel_avx2(ptrdiff_t kc, const float *a, const float *b, ptrdiff_t ldb, flo
         av = _mm256_broadcast_ss(a + 5);
         c50 = _mm256_fmadd_ps(av, b0, c50);
         c51 = _mm256_fmadd_ps(av, b1, c51);
-        a += FC_SGEMM_MR;
+        a += 6;
         b += ldb;
     }
 #define FC_STORE_ROW(R, X0, X1)                                                              \
@@ -171,7 +174,7 @@ fc_dkernel_avx2(ptrdiff_t kc, const double *a, const double *b, ptrdiff_t ldb, d
         av = _mm256_broadcast_sd(a + 5);
         c50 = _mm256_fmadd_pd(av, b0, c50);
         c51 = _mm256_fmadd_pd(av, b1, c51);
-        a += FC_DGEMM_MR;
+        a += 6;
         b += ldb;
     }
 #define FC_STORE_ROW(R, X0, X1)                                                              \
@@ -197,25 +200,95 @@ fc_dkernel_avx2(ptrdiff_t kc, const double *a, const double *b, ptrdiff_t ldb, d
     FC_STORE_ROW(5, c50, c51);
 #undef FC_STORE_ROW
 }
+
+/* 8 x 16 floats (8 x 8 doubles) in 256-bit vectors: AVX-512VL's 32 registers hold the 16
+ * accumulators, and 256-bit FMAs run at full rate on cores that split 512-bit ones (Zen 4).
+ * The loops have constant bounds and are unrolled, so the arrays live in registers. */
+#define FC_GEMM_AVX512_KERNEL(NAME, T, VEC, LANES, SET0, LOAD, STORE, BCAST, FMA, ADD)        \
+    __attribute__((target("avx512f,avx512vl,avx2,fma"))) static void                         \
+    NAME(ptrdiff_t kc, const T *a, const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc,           \
+         int accumulate, const T *bias)                                                      \
+    {                                                                                        \
+        VEC acc[8][2], b0, b1, av;                                                           \
+        ptrdiff_t kk;                                                                        \
+        int r;                                                                               \
+        _Pragma("GCC unroll 8") for (r = 0; r < 8; r++) {                                    \
+            acc[r][0] = SET0();                                                              \
+            acc[r][1] = SET0();                                                              \
+        }                                                                                    \
+        for (kk = 0; kk < kc; kk++) {                                                        \
+            b0 = LOAD(b);                                                                    \
+            b1 = LOAD(b + LANES);                                                            \
+            _Pragma("GCC unroll 8") for (r = 0; r < 8; r++) {                                \
+                av = BCAST(a + r);                                                           \
+                acc[r][0] = FMA(av, b0, acc[r][0]);                                          \
+                acc[r][1] = FMA(av, b1, acc[r][1]);                                          \
+            }                                                                                \
+            a += 8;                                                                          \
+            b += ldb;                                                                        \
+        }                                                                                    \
+        _Pragma("GCC unroll 8") for (r = 0; r < 8; r++) {                                    \
+            T *row = c + r * ldc;                                                            \
+            VEC x0 = acc[r][0], x1 = acc[r][1];                                              \
+            if (accumulate) {                                                                \
+                x0 = ADD(LOAD(row), x0);                                                     \
+                x1 = ADD(LOAD(row + LANES), x1);                                             \
+            }                                                                                \
+            if (bias) {                                                                      \
+                VEC bv = BCAST(bias + r);                                                    \
+                x0 = ADD(x0, bv);                                                            \
+                x1 = ADD(x1, bv);                                                            \
+            }                                                                                \
+            STORE(row, x0);                                                                  \
+            STORE(row + LANES, x1);                                                          \
+        }                                                                                    \
+    }
+
+FC_GEMM_AVX512_KERNEL(fc_skernel_avx512, float, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps,
+                      _mm256_storeu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_add_ps)
+FC_GEMM_AVX512_KERNEL(fc_dkernel_avx512, double, __m256d, 4, _mm256_setzero_pd,
+                      _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
+                      _mm256_add_pd)
 #endif
 
 static fc_skernel_t fc_skernel = fc_skernel_generic;
 static fc_dkernel_t fc_dkernel = fc_dkernel_generic;
+static int fc_gemm_mr = 6;
+static const char *fc_gemm_name = NULL;
 
-/* Pick the kernels for this CPU; called once, at import, before any thread runs them. */
-static void fc_gemm_init(void)
+/* Pick the kernels for this CPU; called once, at import, before any thread runs them.
+ * fc_gemm_name is then "avx512vl 8x16" or "avx2 6x16", or NULL where there is only the plain C
+ * kernel (the caller keeps BLAS then). ``force`` ("avx2" or "generic", else ignored) picks a
+ * lesser kernel, to test it on a bigger CPU; forced, the plain C one is named "generic 6x16". */
+static void fc_gemm_init(const char *force)
 {
+    fc_skernel = fc_skernel_generic;
+    fc_dkernel = fc_dkernel_generic;
+    fc_gemm_mr = 6;
+    fc_gemm_name = NULL;
+    if (force && strcmp(force, "generic") == 0) {
+        fc_gemm_name = "generic 6x16";
+        return;
+    }
 #if FC_GEMM_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("fma") && !(force && strcmp(force, "avx2") == 0)) {
+        fc_skernel = fc_skernel_avx512;
+        fc_dkernel = fc_dkernel_avx512;
+        fc_gemm_mr = 8;
+        fc_gemm_name = "avx512vl 8x16";
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         fc_skernel = fc_skernel_avx2;
         fc_dkernel = fc_dkernel_avx2;
+        fc_gemm_name = "avx2 6x16";
     }
 #endif
 }
 
-/* 1 when the vector kernels are in use (for show_config and the choice of path) */
-static int fc_gemm_vectorised(void) { return fc_skernel != fc_skernel_generic; }
+static int fc_gemm_rows(void) { return fc_gemm_mr; }
+
+static const char *fc_gemm_kernel_name(void) { return fc_gemm_name; }
 
 /* K blocks: as few as keep each at most KC_MAX, of near-equal size (shape only) */
 static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
@@ -226,18 +299,20 @@ static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
     return (k + blocks - 1) / blocks;
 }
 
-#define FC_GEMM_DEFINE(PREFIX, T, MR, NR, KERNEL)                                            \
-    /* packed[panel][kk][r] = a[panel*MR + r][kk] (row stride lda), 0 past row m */          \
-    static void PREFIX##pack_a(ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t lda,          \
-                               T *packed)                                                    \
+#define FC_GEMM_DEFINE(PREFIX, T, NR, KERNEL)                                                \
+    /* packed[panel][kk][r] = A[panel*MR + r][kk] = a[(panel*MR + r)*rs + kk*cs], 0 past   \
+     * row m (rs, cs: A's row and column strides, so A may be a transposed view) */         \
+    static void PREFIX##pack_a(ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t rs,           \
+                               ptrdiff_t cs, T *packed)                                      \
     {                                                                                        \
         ptrdiff_t i0, kk;                                                                    \
-        int r;                                                                               \
+        int r, MR = fc_gemm_mr;                                                              \
         for (i0 = 0; i0 < m; i0 += MR) {                                                     \
             int rows = (int)(m - i0 < MR ? m - i0 : MR);                                     \
             for (kk = 0; kk < k; kk++) {                                                     \
+                const T *src = a + i0 * rs + kk * cs;                                        \
                 for (r = 0; r < rows; r++)                                                   \
-                    packed[kk * MR + r] = a[(i0 + r) * lda + kk];                            \
+                    packed[kk * MR + r] = src[r * rs];                                       \
                 for (; r < MR; r++)                                                          \
                     packed[kk * MR + r] = 0;                                                 \
             }                                                                                \
@@ -255,7 +330,8 @@ static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
     {                                                                                        \
         ptrdiff_t kc = fc_gemm_kc(k);                                                        \
         ptrdiff_t k0, i0, j0;                                                                \
-        T edge[MR * NR];                                                                     \
+        int MR = fc_gemm_mr;                                                                 \
+        T edge[FC_GEMM_MR_MAX * NR];                                                         \
         for (k0 = 0; k0 < k; k0 += kc) {                                                     \
             ptrdiff_t klen = k - k0 < kc ? k - k0 : kc;                                      \
             int accumulate = k0 > 0;                                                         \
@@ -290,7 +366,7 @@ static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
         }                                                                                    \
     }
 
-FC_GEMM_DEFINE(fc_s, float, FC_SGEMM_MR, FC_SGEMM_NR, fc_skernel)
-FC_GEMM_DEFINE(fc_d, double, FC_DGEMM_MR, FC_DGEMM_NR, fc_dkernel)
+FC_GEMM_DEFINE(fc_s, float, FC_SGEMM_NR, fc_skernel)
+FC_GEMM_DEFINE(fc_d, double, FC_DGEMM_NR, fc_dkernel)
 
 #endif
