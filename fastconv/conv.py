@@ -242,23 +242,42 @@ def _is_pointwise(geometry):
         and (out_h, out_w) == (in_h, in_w)
 
 
-def _packed_weight(geometry, groups, dtype, transposed=False):
-    """The buffer the packed GEMM packs the weights into (C_out/groups by k per group, or k
-    by C_out/groups for the input gradient), or an empty array for the BLAS path.
+def _packed_path(geometry, dtype):
+    """Whether the convolution's GEMMs use the packed GEMM (src/_gemm.h) instead of BLAS.
 
-    The packed path (src/_gemm.h) needs its SIMD micro-kernels; pointwise convolutions keep BLAS,
-    which reads the input planes in place where the packed path would copy them, and so do
-    small ones (below _PACKED_MIN_MACS multiply-adds per sample and group), where OpenBLAS's
-    small-matrix kernels, which pack nothing, are as fast or faster. Chosen from the shapes
-    (and the CPU) only, never from the thread count.
+    It needs its SIMD micro-kernels; pointwise convolutions keep BLAS, which reads the input
+    planes in place where the packed path would copy them, and so do small ones (below
+    _PACKED_MIN_MACS multiply-adds per sample and group), where OpenBLAS's small-matrix
+    kernels, which pack nothing, are as fast or faster. Chosen from the shapes (and the CPU)
+    only, never from the thread count.
     """
     k = geometry[0] * geometry[6] * geometry[7]
-    if (not _PACKED_GEMM or _is_pointwise(geometry)
-            or geometry[3] * k * geometry[4] * geometry[5] < _PACKED_MIN_MACS[dtype]):
+    return (_PACKED_GEMM and not _is_pointwise(geometry)
+            and geometry[3] * k * geometry[4] * geometry[5] >= _PACKED_MIN_MACS[dtype])
+
+
+def _packed_weight(geometry, groups, dtype, transposed=False):
+    """The buffer the packed GEMM packs the weights into (C_out/groups by k per group, or k
+    by C_out/groups for the input gradient), or an empty array for the BLAS path."""
+    if not _packed_path(geometry, dtype):
         return np.empty(0, dtype=dtype)
     mr = _PANELS[dtype][0]
+    k = geometry[0] * geometry[6] * geometry[7]
     rows, columns = (k, geometry[3]) if transposed else (geometry[3], k)
     return np.empty(groups * -(-rows // mr) * mr * columns, dtype=dtype)
+
+
+def _weight_workspace(threads, geometry, dtype, packed):
+    """Per-thread rows for the weight gradient: an im2col block (BLAS), or (packed GEMM) the
+    tile of grad_output in panels, the transposed im2col block in panels and nr rows of
+    scratch (src/_conv.pyx, grad_weight_impl)."""
+    if not packed:
+        return _workspace(threads, geometry, dtype)
+    mr, nr = _PANELS[dtype]
+    k = geometry[0] * geometry[6] * geometry[7]
+    tile = geometry[14]
+    size = (-(-geometry[3] // mr) * mr + -(-k // nr) * nr + nr) * tile
+    return np.empty((threads, size), dtype=dtype)
 
 
 def _rows_workspace(threads, rows, geometry, dtype, packed):
@@ -439,6 +458,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
                 effective_num_threads(batch * conv.x.shape[1]))
         return _finish_grad_input(conv, grad_input), grad_weight, grad_bias
     partials = weight_workspace = input_workspace = None
+    packed_grad_weight = False
     weight_threads = input_threads = 1
     if grad_weight is not None and batch:
         # the (sample, tile) pairs are cut into chunks by the shapes alone; one chunk sums
@@ -450,7 +470,9 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         partials = (grad_weight.reshape(1, row) if n_chunks == 1
                     else np.zeros((n_chunks, row), dtype=dtype))
         weight_threads = effective_num_threads(n_chunks)
-        weight_workspace = _workspace(weight_threads, geometry, dtype)
+        packed_grad_weight = _packed_path(geometry, dtype)
+        weight_workspace = _weight_workspace(weight_threads, geometry, dtype,
+                                             packed_grad_weight)
     per_item = batch * conv.groups >= _PER_ITEM_MIN_ITEMS
     packed_weight = gy_workspace = None
     if grad_input is not None and grad_input.size:
@@ -471,7 +493,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
                 gy4, padded_input, conv.weight,
                 grad_input if input_workspace is not None else None,
                 partials, grad_bias, weight_workspace, input_workspace, packed_weight,
-                gy_workspace, geometry, conv.groups, per_item, input_threads, weight_threads,
+                gy_workspace, packed_grad_weight, geometry, conv.groups, per_item, input_threads, weight_threads,
                 effective_num_threads(out_channels),
             )
     if partials is not None and partials.shape[0] > 1:

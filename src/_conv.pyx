@@ -38,10 +38,14 @@ cdef extern from "_gemm.h" nogil:
                     double* packed)
     void fc_sgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* pa,
                          const float* pb, Py_ssize_t panel, Py_ssize_t ldb, const float* bias,
-                         float* c, Py_ssize_t ldc)
+                         float* c, Py_ssize_t ldc, int add_to_c)
     void fc_dgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* pa,
                          const double* pb, Py_ssize_t panel, Py_ssize_t ldb, const double* bias,
-                         double* c, Py_ssize_t ldc)
+                         double* c, Py_ssize_t ldc, int add_to_c)
+    void fc_stranspose_panel(const float* src, Py_ssize_t ld, int rows, Py_ssize_t count,
+                             float* dst)
+    void fc_dtranspose_panel(const double* src, Py_ssize_t ld, int rows, Py_ssize_t count,
+                             double* dst)
 
 
 def _init_gemm():
@@ -282,11 +286,32 @@ cdef Py_ssize_t copy_rows(const floating* src, Py_ssize_t src_ld, Py_ssize_t row
 
 cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* pa,
                              const floating* pb, Py_ssize_t panel, Py_ssize_t ldb,
-                             const floating* bias, floating* c, Py_ssize_t ldc) noexcept nogil:
+                             const floating* bias, floating* c, Py_ssize_t ldc,
+                             bint add_to_c=False) noexcept nogil:
     if floating is float:
-        fc_sgemm_packed(m, n, k, pa, pb, panel, ldb, bias, c, ldc)
+        fc_sgemm_packed(m, n, k, pa, pb, panel, ldb, bias, c, ldc, add_to_c)
     else:
-        fc_dgemm_packed(m, n, k, pa, pb, panel, ldb, bias, c, ldc)
+        fc_dgemm_packed(m, n, k, pa, pb, panel, ldb, bias, c, ldc, add_to_c)
+
+
+cdef void im2col_transposed(const floating* x_group, floating* panels, floating* scratch,
+                            Py_ssize_t p0, Py_ssize_t count, const Geometry* geo) noexcept nogil:
+    """im2col_tile's block transposed into the packed GEMM's B panels (pixels down, nr taps
+    across): panels[(r // nr)*count*nr + i*nr + r % nr] = col[r, i] for the k rows r
+    = (c,p,q), zero past k. nr rows at a time are built in ``scratch`` (nr * count)."""
+    cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
+    cdef Py_ssize_t taps = geo.kernel_h * geo.kernel_w
+    cdef Py_ssize_t r0 = 0, r, rows
+    while r0 < geo.k:
+        rows = geo.k - r0 if geo.k - r0 < nr else nr
+        for r in range(rows):
+            im2col_row(x_group, scratch + r * count, (r0 + r) // taps,
+                       (r0 + r) % taps // geo.kernel_w, (r0 + r) % geo.kernel_w, p0, count, geo)
+        if floating is float:
+            fc_stranspose_panel(scratch, count, <int>rows, count, panels + r0 * count)
+        else:
+            fc_dtranspose_panel(scratch, count, <int>rows, count, panels + r0 * count)
+        r0 = r0 + nr
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
@@ -360,12 +385,15 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
 cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
                            const floating[:, :, :, ::1] x, floating[:, ::1] partials,
                            floating[:, ::1] workspace, const Geometry* geo, Py_ssize_t groups,
-                           int num_threads) noexcept nogil:
+                           bint packed, int num_threads) noexcept nogil:
     """partials[chunk, (o,c,p,q)] = sum over the chunk's (n, tile) of gy[n,o,tile] . col[(c,p,q), tile].
 
     The (sample, tile) pairs are cut into ``partials.shape[0]`` fixed chunks (a number chosen
     from the shapes alone); the caller adds the chunks in order, so the sum's order never
     depends on the thread count. ``partials`` must be zeroed.
+    ``packed``: the packed GEMM, gy's tile packed as A and the im2col block transposed into
+    B panels; each thread's workspace row holds the gy panels (C_out/groups rounded up to
+    whole panels, by tile), the B panels (k rounded up, by tile) and nr rows of scratch.
     """
     cdef Py_ssize_t batch = x.shape[0]
     cdef Py_ssize_t n_pairs = batch * geo[0].n_tiles
@@ -373,6 +401,10 @@ cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
     cdef Py_ssize_t out_plane = geo[0].out_h * geo[0].out_w
     cdef Py_ssize_t in_plane = geo[0].in_h * geo[0].in_w
     cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, lda
+    cdef Py_ssize_t mr = fc_gemm_rows()
+    cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
+    cdef Py_ssize_t a_size = (geo[0].out_channels_g + mr - 1) // mr * mr * geo[0].tile
+    cdef Py_ssize_t b_size = (geo[0].k + nr - 1) // nr * nr * geo[0].tile
     cdef const floating* a
     cdef floating* col = NULL
     if n_pairs == 0:
@@ -390,16 +422,27 @@ cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
                 if count > out_plane - p0:
                     count = out_plane - p0
                 for g in range(groups):
-                    if geo[0].pointwise:
+                    if packed:
+                        pack_rows(&grad_output[n, g * geo[0].out_channels_g, 0, 0] + p0,
+                                  geo[0].out_channels_g, count, out_plane, 1, col)
+                        im2col_transposed(&x[n, g * geo[0].in_channels_g, 0, 0], col + a_size,
+                                          col + a_size + b_size, p0, count, geo)
+                        gemm_packed(geo[0].out_channels_g, geo[0].k, count, col, col + a_size,
+                                    count * nr, nr, NULL,
+                                    &partials[chunk, g * geo[0].out_channels_g * geo[0].k],
+                                    geo[0].k, True)
+                    elif geo[0].pointwise:
                         a = &x[n, g * geo[0].in_channels_g, 0, 0] + p0
                         lda = in_plane
                     else:
                         im2col_tile(&x[n, g * geo[0].in_channels_g, 0, 0], col, p0, count, geo)
                         a = col
                         lda = count
-                    gemm(b"T", b"N", geo[0].k, geo[0].out_channels_g, count, a, lda,
-                         &grad_output[n, g * geo[0].out_channels_g, 0, 0] + p0, out_plane, 1,
-                         &partials[chunk, g * geo[0].out_channels_g * geo[0].k], geo[0].k)
+                    if not packed:
+                        gemm(b"T", b"N", geo[0].k, geo[0].out_channels_g, count, a, lda,
+                             &grad_output[n, g * geo[0].out_channels_g, 0, 0] + p0, out_plane,
+                             1, &partials[chunk, g * geo[0].out_channels_g * geo[0].k],
+                             geo[0].k)
 
 
 cdef void grad_bias_impl(const floating[:, :, :, ::1] grad_output, floating[::1] grad_bias,
@@ -567,8 +610,8 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
                     floating[:, ::1] partials, floating[::1] grad_bias,
                     floating[:, ::1] weight_workspace, floating[:, ::1] input_workspace,
                     floating[::1] packed_weight, floating[:, ::1] gy_workspace,
-                    tuple geometry, Py_ssize_t groups, bint per_item, int input_threads,
-                    int weight_threads, int bias_threads):
+                    bint packed_grad_weight, tuple geometry, Py_ssize_t groups, bint per_item,
+                    int input_threads, int weight_threads, int bias_threads):
     """All the requested gradients in one call (one GIL release, arrays unpacked once).
 
     A gradient that is not wanted is passed as None and skipped; the others are the
@@ -583,7 +626,7 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
             grad_bias_impl(grad_output, grad_bias, bias_threads)
         if want_weight:
             grad_weight_impl(grad_output, x, partials, weight_workspace, &geo, groups,
-                             weight_threads)
+                             packed_grad_weight, weight_threads)
         if want_input:
             grad_input_impl(grad_output, weight, grad_input, input_workspace, packed_weight,
                             gy_workspace, &geo, groups, per_item, input_threads)

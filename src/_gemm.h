@@ -320,13 +320,14 @@ static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
         }                                                                                    \
     }                                                                                        \
                                                                                              \
-    /* c[i][j] = sum_kk A[i][kk] * B[kk][j] (+ bias[i]) for i < m, j < n; A packed, B's     \
+    /* c[i][j] = (add_to_c ? c[i][j] : 0) + sum_kk A[i][kk] * B[kk][j] (+ bias[i]) for     \
+     * i < m, j < n, K block by K block; A packed, B's                                       \
      * element (kk, j) at b[(j / NR) * panel + kk * ldb + j % NR]: packed panels            \
      * (panel = k*NR, ldb = NR) or plain rows of ldb >= n rounded up to NR (panel = NR),     \
      * zero past column n either way */                                                     \
     static void PREFIX##gemm_packed(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *pa,      \
                                     const T *pb, ptrdiff_t panel, ptrdiff_t ldb,             \
-                                    const T *bias, T *c, ptrdiff_t ldc)                      \
+                                    const T *bias, T *c, ptrdiff_t ldc, int add_to_c)        \
     {                                                                                        \
         ptrdiff_t kc = fc_gemm_kc(k);                                                        \
         ptrdiff_t k0, i0, j0;                                                                \
@@ -334,7 +335,7 @@ static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
         T edge[FC_GEMM_MR_MAX * NR];                                                         \
         for (k0 = 0; k0 < k; k0 += kc) {                                                     \
             ptrdiff_t klen = k - k0 < kc ? k - k0 : kc;                                      \
-            int accumulate = k0 > 0;                                                         \
+            int accumulate = add_to_c || k0 > 0;                                             \
             const T *block_bias = k0 + klen == k ? bias : NULL;                              \
             for (j0 = 0; j0 < n; j0 += NR) {                                                 \
                 const T *b = pb + (j0 / NR) * panel + k0 * ldb;                              \
@@ -364,9 +365,115 @@ static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
                 }                                                                            \
             }                                                                                \
         }                                                                                    \
+    }                                                                                        \
+                                                                                             \
+    /* B panel of NR columns from NR rows of a row-major block (row stride ld):             \
+     * dst[j*NR + r] = src[r*ld + j] for j < count, r < rows, 0 for rows <= r < NR */        \
+    static void PREFIX##transpose_panel_c(const T *src, ptrdiff_t ld, int rows,              \
+                                          ptrdiff_t count, T *dst)                           \
+    {                                                                                        \
+        ptrdiff_t j;                                                                         \
+        int r;                                                                               \
+        for (r = 0; r < rows; r++) {                                                         \
+            const T *row = src + r * ld;                                                     \
+            for (j = 0; j < count; j++)                                                      \
+                dst[j * NR + r] = row[j];                                                    \
+        }                                                                                    \
+        for (; r < NR; r++)                                                                  \
+            for (j = 0; j < count; j++)                                                      \
+                dst[j * NR + r] = 0;                                                         \
     }
 
 FC_GEMM_DEFINE(fc_s, float, FC_SGEMM_NR, fc_skernel)
 FC_GEMM_DEFINE(fc_d, double, FC_DGEMM_NR, fc_dkernel)
+
+#if FC_GEMM_X86
+/* 16 rows of floats to a panel of 16 across, 8 pixels at a time: two 8x8 transposes */
+__attribute__((target("avx2"))) static void
+fc_stranspose16_avx2(const float *src, ptrdiff_t ld, ptrdiff_t count, float *dst)
+{
+    ptrdiff_t j = 0;
+    int half, r;
+    for (; j + 8 <= count; j += 8) {
+        for (half = 0; half < 2; half++) {
+            const float *s0 = src + (half * 8) * ld + j;
+            __m256 r0 = _mm256_loadu_ps(s0), r1 = _mm256_loadu_ps(s0 + ld);
+            __m256 r2 = _mm256_loadu_ps(s0 + 2 * ld), r3 = _mm256_loadu_ps(s0 + 3 * ld);
+            __m256 r4 = _mm256_loadu_ps(s0 + 4 * ld), r5 = _mm256_loadu_ps(s0 + 5 * ld);
+            __m256 r6 = _mm256_loadu_ps(s0 + 6 * ld), r7 = _mm256_loadu_ps(s0 + 7 * ld);
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+            __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float *d = dst + j * 16 + half * 8;
+            _mm256_storeu_ps(d + 0 * 16, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_storeu_ps(d + 1 * 16, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_storeu_ps(d + 2 * 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_storeu_ps(d + 3 * 16, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_storeu_ps(d + 4 * 16, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_storeu_ps(d + 5 * 16, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_storeu_ps(d + 6 * 16, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_storeu_ps(d + 7 * 16, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+    }
+    for (; j < count; j++)
+        for (r = 0; r < 16; r++)
+            dst[j * 16 + r] = src[r * ld + j];
+}
+
+/* 8 rows of doubles to a panel of 8 across, 4 pixels at a time: two 4x4 transposes */
+__attribute__((target("avx2"))) static void
+fc_dtranspose8_avx2(const double *src, ptrdiff_t ld, ptrdiff_t count, double *dst)
+{
+    ptrdiff_t j = 0;
+    int half, r;
+    for (; j + 4 <= count; j += 4) {
+        for (half = 0; half < 2; half++) {
+            const double *s0 = src + (half * 4) * ld + j;
+            __m256d r0 = _mm256_loadu_pd(s0), r1 = _mm256_loadu_pd(s0 + ld);
+            __m256d r2 = _mm256_loadu_pd(s0 + 2 * ld), r3 = _mm256_loadu_pd(s0 + 3 * ld);
+            __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+            __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+            double *d = dst + j * 8 + half * 4;
+            _mm256_storeu_pd(d + 0 * 8, _mm256_permute2f128_pd(t0, t2, 0x20));
+            _mm256_storeu_pd(d + 1 * 8, _mm256_permute2f128_pd(t1, t3, 0x20));
+            _mm256_storeu_pd(d + 2 * 8, _mm256_permute2f128_pd(t0, t2, 0x31));
+            _mm256_storeu_pd(d + 3 * 8, _mm256_permute2f128_pd(t1, t3, 0x31));
+        }
+    }
+    for (; j < count; j++)
+        for (r = 0; r < 8; r++)
+            dst[j * 8 + r] = src[r * ld + j];
+}
+#endif
+
+/* fc_?transpose_panel_c, with whole panels transposed in registers where AVX2 is */
+static void fc_stranspose_panel(const float *src, ptrdiff_t ld, int rows, ptrdiff_t count,
+                                float *dst)
+{
+#if FC_GEMM_X86
+    if (rows == FC_SGEMM_NR && fc_skernel != fc_skernel_generic) {
+        fc_stranspose16_avx2(src, ld, count, dst);
+        return;
+    }
+#endif
+    fc_stranspose_panel_c(src, ld, rows, count, dst);
+}
+
+static void fc_dtranspose_panel(const double *src, ptrdiff_t ld, int rows, ptrdiff_t count,
+                                double *dst)
+{
+#if FC_GEMM_X86
+    if (rows == FC_DGEMM_NR && fc_dkernel != fc_dkernel_generic) {
+        fc_dtranspose8_avx2(src, ld, count, dst);
+        return;
+    }
+#endif
+    fc_dtranspose_panel_c(src, ld, rows, count, dst);
+}
 
 #endif
