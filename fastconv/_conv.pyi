@@ -35,6 +35,12 @@ def conv2d_backward(
     weight_workspace: np.ndarray | None,  # floating[:, ::1]  (num_threads, >= k * tile)
     input_workspace: np.ndarray | None,  # floating[:, ::1]  per_item: (num_threads, >= k * tile);
     #                                      otherwise (1, band * k * tile)
+    packed_weight: np.ndarray | None,  # floating[::1]  input gradient's transposed weights for
+    #                                    the packed GEMM, or (0,) for BLAS
+    gy_workspace: np.ndarray | None,  # floating[:, ::1]  packed GEMM: per thread, tiles of
+    #                                   grad_output in panel-aligned rows
+    packed_grad_weight: bool,  # the weight gradient on the packed GEMM (weight_workspace
+    #                            then holds its panels: see fastconv.conv._weight_workspace)
     geometry: tuple[int, ...],
     groups: int,
     per_item: bool,

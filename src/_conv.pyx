@@ -3,9 +3,10 @@
 The output pixels of each (sample, group) are cut into tiles of ``tile`` pixels whose im2col
 block (K = C_in/groups * kH * kW rows by ``tile`` columns) stays in L2. Each thread packs its
 own tile and multiplies it, either with SciPy's OpenBLAS held to one thread by the caller, or
-(the forward pass, where the wrapper chooses it) with the packed GEMM of ``_gemm.h``: the
-weights are packed once per call and the im2col block is read in place, where BLAS would
-re-pack both on every tile. The tile size and the path depend only on the shapes, never on
+(where the wrapper chooses it, from the shapes) with the packed GEMM of ``_gemm.h``: the
+weights are packed once per call and the im2col block is read in place (the forward pass) or
+transposed in registers into panels (the weight gradient), where BLAS would re-pack both on
+every tile. The tile size and the path depend only on the shapes, never on
 the thread count, and every output element is produced by the same GEMM call whatever thread
 runs it, so results are bit-identical for any thread count.
 
@@ -616,6 +617,8 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
 
     A gradient that is not wanted is passed as None and skipped; the others are the
     grad_bias_impl, grad_weight_impl and grad_input_impl above, in that order.
+    ``packed_weight`` and ``gy_workspace`` go to grad_input_impl (an empty packed_weight:
+    BLAS), ``packed_grad_weight`` to grad_weight_impl.
     """
     cdef Geometry geo = make_geometry(geometry)
     cdef bint want_input = grad_input is not None
