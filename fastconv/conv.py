@@ -60,6 +60,8 @@ _PANELS = {np.dtype(np.float32): _conv.PANELS["float"],
 _PACKED_GEMM = _conv.packed_gemm_kernel() is not None
 # measured on Zen 4, one thread: the packed GEMM wins by 10-35% from a few million
 # multiply-adds per (sample, group) up, and ties or loses below (LeNet-sized layers)
+# elements in 64 bytes: the slack per workspace row that lets a kernel align the row's start
+_ALIGN = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
 _PACKED_MIN_MACS = {np.dtype(np.float32): 2 ** 21, np.dtype(np.float64): 2 ** 23}
 
 
@@ -228,10 +230,11 @@ def _n_tiles(geometry):
 
 def _workspace(rows, geometry, dtype):
     """Per-thread im2col blocks: k by tile; for the packed GEMM, rows of tile rounded up to
-    whole panels, plus one panel (src/_conv.pyx, im2col_rows)."""
+    whole panels, plus one panel (src/_conv.pyx, im2col_rows); and 64 bytes of slack to align
+    each row's start."""
     k = geometry[0] * geometry[6] * geometry[7]
     nr = _PANELS[dtype][1]
-    return np.empty((rows, max(1, k * (-(-geometry[14] // nr) + 1) * nr)), dtype=dtype)
+    return np.empty((rows, k * (-(-geometry[14] // nr) + 1) * nr + _ALIGN[dtype]), dtype=dtype)
 
 
 def _is_pointwise(geometry):
@@ -258,13 +261,14 @@ def _packed_path(geometry, dtype):
 
 def _packed_weight(geometry, groups, dtype, transposed=False):
     """The buffer the packed GEMM packs the weights into (C_out/groups by k per group, or k
-    by C_out/groups for the input gradient), or an empty array for the BLAS path."""
+    by C_out/groups for the input gradient, and 64 bytes of slack to align its start), or an
+    empty array for the BLAS path."""
     if not _packed_path(geometry, dtype):
         return np.empty(0, dtype=dtype)
     mr = _PANELS[dtype][0]
     k = geometry[0] * geometry[6] * geometry[7]
     rows, columns = (k, geometry[3]) if transposed else (geometry[3], k)
-    return np.empty(groups * -(-rows // mr) * mr * columns, dtype=dtype)
+    return np.empty(groups * -(-rows // mr) * mr * columns + _ALIGN[dtype], dtype=dtype)
 
 
 def _weight_workspace(threads, geometry, dtype, packed):
@@ -277,16 +281,17 @@ def _weight_workspace(threads, geometry, dtype, packed):
     k = geometry[0] * geometry[6] * geometry[7]
     tile = geometry[14]
     size = (-(-geometry[3] // mr) * mr + -(-k // nr) * nr + nr) * tile
-    return np.empty((threads, size), dtype=dtype)
+    return np.empty((threads, size + 2 * _ALIGN[dtype]), dtype=dtype)
 
 
 def _rows_workspace(threads, rows, geometry, dtype, packed):
     """Per-thread copies of ``rows`` rows of a tile for the packed GEMM (panel_ld(tile) each:
-    whole panels plus one), or a placeholder for the BLAS path."""
+    whole panels plus one, and 64 bytes of slack), or a placeholder for the BLAS path."""
     if not packed.size:
         return np.empty((1, 1), dtype=dtype)
     nr = _PANELS[dtype][1]
-    return np.empty((threads, max(1, rows * (-(-geometry[14] // nr) + 1) * nr)), dtype=dtype)
+    return np.empty((threads, rows * (-(-geometry[14] // nr) + 1) * nr + _ALIGN[dtype]),
+                    dtype=dtype)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,

@@ -133,6 +133,12 @@ cdef inline void valid_range(Py_ssize_t first, Py_ssize_t step, Py_ssize_t count
     hi[0] = stop
 
 
+cdef inline floating* aligned(floating* p) noexcept nogil:
+    """p rounded up to a 64-byte boundary (workspace rows carry 64 bytes of slack for it):
+    the micro-kernel's 64-byte rows of B must not straddle two cache lines."""
+    return <floating*>((<size_t>p + 63) & ~(<size_t>63))
+
+
 cdef inline Py_ssize_t panel_ld(Py_ssize_t count, Py_ssize_t nr) noexcept nogil:
     """Row length for a block read in place as the packed GEMM's B: whole panels of nr
     columns (64 bytes), and an odd number of panels, so that the rows of one panel, which the
@@ -339,19 +345,21 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef Py_ssize_t group_panels = (geo.out_channels_g + mr - 1) // mr * mr * geo.k
     cdef Py_ssize_t item, n, g, t, p0, count, o, i, lda
     cdef const floating* a
+    cdef floating* weight_panels = NULL
     cdef floating* c_ptr
     cdef floating* col = NULL
     cdef floating b
     if n_items == 0:
         return
     if packed:
+        weight_panels = aligned(&packed_weight[0])
         # a copy of the weights, serial: a fraction 1 / (batch * pixels) of the work
         with nogil:
             for g in range(groups):
                 pack_rows(&weight[g * geo.out_channels_g, 0, 0, 0], geo.out_channels_g, geo.k,
-                          geo.k, 1, &packed_weight[g * group_panels])
+                          geo.k, 1, weight_panels + g * group_panels)
     with nogil, parallel(num_threads=num_threads):
-        col = &workspace[threadid(), 0]
+        col = aligned(&workspace[threadid(), 0])
         for item in prange(n_items, schedule="static"):
             n = item // (groups * geo.n_tiles)
             g = (item // geo.n_tiles) % groups
@@ -363,7 +371,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
             c_ptr = &out[n, g * geo.out_channels_g, 0, 0] + p0
             if packed:
                 lda = im2col_rows(&x[n, g * geo.in_channels_g, 0, 0], col, p0, count, &geo)
-                gemm_packed(geo.out_channels_g, count, geo.k, &packed_weight[g * group_panels],
+                gemm_packed(geo.out_channels_g, count, geo.k, weight_panels + g * group_panels,
                             col, nr, lda, &bias[g * geo.out_channels_g] if has_bias else NULL,
                             c_ptr, out_plane)
             else:
@@ -404,14 +412,16 @@ cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
     cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, lda
     cdef Py_ssize_t mr = fc_gemm_rows()
     cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
-    cdef Py_ssize_t a_size = (geo[0].out_channels_g + mr - 1) // mr * mr * geo[0].tile
+    # the B panels start on a 64-byte boundary too
+    cdef Py_ssize_t a_size = ((geo[0].out_channels_g + mr - 1) // mr * mr * geo[0].tile
+                              + nr - 1) // nr * nr
     cdef Py_ssize_t b_size = (geo[0].k + nr - 1) // nr * nr * geo[0].tile
     cdef const floating* a
     cdef floating* col = NULL
     if n_pairs == 0:
         return
     with parallel(num_threads=num_threads):
-        col = &workspace[threadid(), 0]
+        col = aligned(&workspace[threadid(), 0])
         for chunk in prange(n_chunks, schedule="static"):
             first = chunk * n_pairs // n_chunks
             last = (chunk + 1) * n_pairs // n_chunks
@@ -526,6 +536,7 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
     cdef Py_ssize_t group_panels = (geo[0].k + mr - 1) // mr * mr * geo[0].out_channels_g
     cdef floating* col = NULL
     cdef floating* gy_rows = NULL
+    cdef floating* weight_panels = NULL
     cdef const floating* wt_packed = NULL
     cdef floating* gx_group
     cdef const floating* gy_group
@@ -549,22 +560,23 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
                  &grad_input[n, g * geo[0].in_channels_g, 0, 0] + p0, in_plane)
         return
     if packed:
+        weight_panels = aligned(&packed_weight[0])
         # the transposed weights (k rows by C_out/groups), packed once, serially: a fraction
         # 1 / (batch * pixels) of the work
         for g in range(groups):
             pack_rows(&weight[g * geo[0].out_channels_g, 0, 0, 0], geo[0].k,
-                      geo[0].out_channels_g, 1, geo[0].k, &packed_weight[g * group_panels])
+                      geo[0].out_channels_g, 1, geo[0].k, weight_panels + g * group_panels)
     if per_item:
         with parallel(num_threads=num_threads):
-            col = &workspace[threadid(), 0]
-            gy_rows = &gy_workspace[threadid(), 0]
+            col = aligned(&workspace[threadid(), 0])
+            gy_rows = aligned(&gy_workspace[threadid(), 0])
             for item in prange(n_items, schedule="static"):
                 n = item // groups
                 g = item % groups
                 gy_group = &grad_output[n, g * geo[0].out_channels_g, 0, 0]
                 w_group = &weight[g * geo[0].out_channels_g, 0, 0, 0]
                 gx_group = &grad_input[n, g * geo[0].in_channels_g, 0, 0]
-                wt_packed = &packed_weight[g * group_panels] if packed else NULL
+                wt_packed = weight_panels + g * group_panels if packed else NULL
                 for t in range(geo[0].n_tiles):
                     p0 = t * geo[0].tile
                     count = geo[0].tile
@@ -580,14 +592,14 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
         gy_group = &grad_output[n, g * geo[0].out_channels_g, 0, 0]
         w_group = &weight[g * geo[0].out_channels_g, 0, 0, 0]
         gx_group = &grad_input[n, g * geo[0].in_channels_g, 0, 0]
-        wt_packed = &packed_weight[g * group_panels] if packed else NULL
+        wt_packed = weight_panels + g * group_panels if packed else NULL
         band_start = 0
         while band_start < geo[0].n_tiles:
             band_stop = band_start + band
             if band_stop > geo[0].n_tiles:
                 band_stop = geo[0].n_tiles
             with parallel(num_threads=num_threads):
-                gy_rows = &gy_workspace[threadid(), 0]
+                gy_rows = aligned(&gy_workspace[threadid(), 0])
                 for t in prange(band_start, band_stop, schedule="static"):
                     p0 = t * geo[0].tile
                     count = geo[0].tile
