@@ -60,9 +60,9 @@ _PANELS = {np.dtype(np.float32): _conv.PANELS["float"],
 _PACKED_GEMM = _conv.packed_gemm_kernel() is not None
 # measured on Zen 4, one thread: the packed GEMM wins by 10-35% from a few million
 # multiply-adds per (sample, group) up, and ties or loses below (LeNet-sized layers)
+_PACKED_MIN_MACS = {np.dtype(np.float32): 2 ** 21, np.dtype(np.float64): 2 ** 23}
 # elements in 64 bytes: the slack per workspace row that lets a kernel align the row's start
 _ALIGN = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
-_PACKED_MIN_MACS = {np.dtype(np.float32): 2 ** 21, np.dtype(np.float64): 2 ** 23}
 
 
 def _is_depthwise(conv):
@@ -498,8 +498,8 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
                 gy4, padded_input, conv.weight,
                 grad_input if input_workspace is not None else None,
                 partials, grad_bias, weight_workspace, input_workspace, packed_weight,
-                gy_workspace, packed_grad_weight, geometry, conv.groups, per_item, input_threads, weight_threads,
-                effective_num_threads(out_channels),
+                gy_workspace, packed_grad_weight, geometry, conv.groups, per_item,
+                input_threads, weight_threads, effective_num_threads(out_channels),
             )
     if partials is not None and partials.shape[0] > 1:
         with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch

@@ -333,6 +333,16 @@ static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
         ptrdiff_t k0, i0, j0;                                                                \
         int MR = fc_gemm_mr;                                                                 \
         T edge[FC_GEMM_MR_MAX * NR];                                                         \
+        if (k == 0) {                                                                        \
+            /* an empty sum (no input channels, or no output channels for the input       */ \
+            /* gradient): C is 0 (or unchanged), plus the bias                            */ \
+            for (i0 = 0; i0 < m; i0++)                                                       \
+                for (j0 = 0; j0 < n; j0++) {                                                 \
+                    T v = add_to_c ? c[i0 * ldc + j0] : 0;                                   \
+                    c[i0 * ldc + j0] = bias ? v + bias[i0] : v;                              \
+                }                                                                            \
+            return;                                                                          \
+        }                                                                                    \
         for (k0 = 0; k0 < k; k0 += kc) {                                                     \
             ptrdiff_t klen = k - k0 < kc ? k - k0 : kc;                                      \
             int accumulate = add_to_c || k0 > 0;                                             \
