@@ -569,7 +569,8 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
     if per_item:
         with parallel(num_threads=num_threads):
             col = aligned(&workspace[threadid(), 0])
-            gy_rows = aligned(&gy_workspace[threadid(), 0])
+            # (the BLAS path passes a one-element placeholder: no row per thread)
+            gy_rows = aligned(&gy_workspace[threadid(), 0]) if packed else NULL
             for item in prange(n_items, schedule="static"):
                 n = item // groups
                 g = item % groups
@@ -599,7 +600,7 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
             if band_stop > geo[0].n_tiles:
                 band_stop = geo[0].n_tiles
             with parallel(num_threads=num_threads):
-                gy_rows = aligned(&gy_workspace[threadid(), 0])
+                gy_rows = aligned(&gy_workspace[threadid(), 0]) if packed else NULL
                 for t in prange(band_start, band_stop, schedule="static"):
                     p0 = t * geo[0].tile
                     count = geo[0].tile
