@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from . import _openmp
+from . import _conv, _openmp
 from ._threads import blas_info, get_num_threads
 from ._version import __version__
 
@@ -25,6 +25,7 @@ def config_info():
         "num_threads": get_num_threads(),
         "openmp_default_threads": _openmp.default_num_threads(),
         "blas": blas_info(),
+        "gemm_kernel": _conv.packed_gemm_kernel(),
         "compiler": BUILD_INFO.get("compiler", "unknown"),
         "compile_args": BUILD_INFO.get("compile_args", []),
         "link_args": BUILD_INFO.get("link_args", []),
@@ -33,7 +34,7 @@ def config_info():
 
 
 def show_config():
-    """Print the version, OpenMP status, thread count, BLAS in use and compiler flags.
+    """Print the version, OpenMP status, threads, BLAS and GEMM kernel, and compiler flags.
 
     Examples
     --------
@@ -59,7 +60,9 @@ def show_config():
             )
     else:
         lines.append("  BLAS              : not found")
+    kernel = info["gemm_kernel"]
     lines += [
+        f"  GEMM micro-kernel : {kernel + ' (convolutions)' if kernel else 'none (BLAS only)'}",
         f"  compiler          : {info['compiler']}",
         f"  compile flags     : {' '.join(info['compile_args']) or '(none)'}",
         f"  link flags        : {' '.join(info['link_args']) or '(none)'}",

@@ -7,12 +7,20 @@ tile) built by fastconv.conv._prepare. Every kernel is a fused float32/float64 f
 
 import numpy as np
 
+# (MR, NR): rows of weights and columns of pixels per panel of the packed GEMM, per dtype
+PANELS: dict[str, tuple[int, int]]
+
+def packed_gemm_kernel() -> str | None: ...
+
 def conv2d_forward(
     x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W)
     weight: np.ndarray,  # const floating[:, :, :, ::1]  (C_out, C_in/groups, kH, kW)
     bias: np.ndarray,  # const floating[::1]  (C_out,) or (0,) for no bias
     out: np.ndarray,  # floating[:, :, :, ::1]  (N, C_out, H_out, W_out), overwritten
-    workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= k * tile)
+    workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= k * tile; packed path:
+    #                         >= k * (tile rounded up to whole panels + one panel))
+    packed_weight: np.ndarray,  # floating[::1]  (0,) for the BLAS path, else
+    #                             (groups * (C_out/groups rounded up to MR) * k,), overwritten
     geometry: tuple[int, ...],
     groups: int,
     num_threads: int,
@@ -27,6 +35,12 @@ def conv2d_backward(
     weight_workspace: np.ndarray | None,  # floating[:, ::1]  (num_threads, >= k * tile)
     input_workspace: np.ndarray | None,  # floating[:, ::1]  per_item: (num_threads, >= k * tile);
     #                                      otherwise (1, band * k * tile)
+    packed_weight: np.ndarray | None,  # floating[::1]  input gradient's transposed weights for
+    #                                    the packed GEMM, or (0,) for BLAS
+    gy_workspace: np.ndarray | None,  # floating[:, ::1]  packed GEMM: per thread, tiles of
+    #                                   grad_output in panel-aligned rows
+    packed_grad_weight: bool,  # the weight gradient on the packed GEMM (weight_workspace
+    #                            then holds its panels: see fastconv.conv._weight_workspace)
     geometry: tuple[int, ...],
     groups: int,
     per_item: bool,

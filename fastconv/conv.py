@@ -54,6 +54,15 @@ _FORWARD = _specialised(_conv.conv2d_forward)
 _BACKWARD = _specialised(_conv.conv2d_backward)
 _DEPTHWISE_FORWARD = _specialised(_conv.depthwise_forward)
 _DEPTHWISE_BACKWARD = _specialised(_conv.depthwise_backward)
+# (weight rows, pixel columns) per panel of the packed GEMM
+_PANELS = {np.dtype(np.float32): _conv.PANELS["float"],
+           np.dtype(np.float64): _conv.PANELS["double"]}
+_PACKED_GEMM = _conv.packed_gemm_kernel() is not None
+# measured on Zen 4, one thread: the packed GEMM wins by 10-35% from a few million
+# multiply-adds per (sample, group) up, and ties or loses below (LeNet-sized layers)
+_PACKED_MIN_MACS = {np.dtype(np.float32): 2 ** 21, np.dtype(np.float64): 2 ** 23}
+# elements in 64 bytes: the slack per workspace row that lets a kernel align the row's start
+_ALIGN = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
 
 
 def _is_depthwise(conv):
@@ -230,8 +239,69 @@ def _n_tiles(geometry):
 
 
 def _workspace(rows, geometry, dtype):
+    """Per-thread im2col blocks: k by tile; for the packed GEMM, rows of tile rounded up to
+    whole panels, plus one panel (src/_conv.pyx, im2col_rows); and 64 bytes of slack to align
+    each row's start."""
     k = geometry[0] * geometry[6] * geometry[7]
-    return np.empty((rows, max(1, k * geometry[14])), dtype=dtype)
+    nr = _PANELS[dtype][1]
+    return np.empty((rows, k * (-(-geometry[14] // nr) + 1) * nr + _ALIGN[dtype]), dtype=dtype)
+
+
+def _is_pointwise(geometry):
+    """1x1, stride 1, unpadded, output = input: the input plane is the GEMM operand itself."""
+    (_, in_h, in_w, _, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
+     *_) = geometry
+    return (kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left) == (1, 1, 1, 1, 0, 0) \
+        and (out_h, out_w) == (in_h, in_w)
+
+
+def _packed_path(geometry, dtype):
+    """Whether the convolution's GEMMs use the packed GEMM (src/_gemm.h) instead of BLAS.
+
+    It needs its SIMD micro-kernels; pointwise convolutions keep BLAS, which reads the input
+    planes in place where the packed path would copy them, and so do small ones (below
+    _PACKED_MIN_MACS multiply-adds per sample and group), where OpenBLAS's small-matrix
+    kernels, which pack nothing, are as fast or faster. Chosen from the shapes (and the CPU)
+    only, never from the thread count.
+    """
+    k = geometry[0] * geometry[6] * geometry[7]
+    return (_PACKED_GEMM and not _is_pointwise(geometry)
+            and geometry[3] * k * geometry[4] * geometry[5] >= _PACKED_MIN_MACS[dtype])
+
+
+def _packed_weight(geometry, groups, dtype, transposed=False):
+    """The buffer the packed GEMM packs the weights into (C_out/groups by k per group, or k
+    by C_out/groups for the input gradient, and 64 bytes of slack to align its start), or an
+    empty array for the BLAS path."""
+    if not _packed_path(geometry, dtype):
+        return np.empty(0, dtype=dtype)
+    mr = _PANELS[dtype][0]
+    k = geometry[0] * geometry[6] * geometry[7]
+    rows, columns = (k, geometry[3]) if transposed else (geometry[3], k)
+    return np.empty(groups * -(-rows // mr) * mr * columns + _ALIGN[dtype], dtype=dtype)
+
+
+def _weight_workspace(threads, geometry, dtype, packed):
+    """Per-thread rows for the weight gradient: an im2col block (BLAS), or (packed GEMM) the
+    tile of grad_output in panels, the transposed im2col block in panels and nr rows of
+    scratch (src/_conv.pyx, grad_weight_impl)."""
+    if not packed:
+        return _workspace(threads, geometry, dtype)
+    mr, nr = _PANELS[dtype]
+    k = geometry[0] * geometry[6] * geometry[7]
+    tile = geometry[14]
+    size = (-(-geometry[3] // mr) * mr + -(-k // nr) * nr + nr) * tile
+    return np.empty((threads, size + 2 * _ALIGN[dtype]), dtype=dtype)
+
+
+def _rows_workspace(threads, rows, geometry, dtype, packed):
+    """Per-thread copies of ``rows`` rows of a tile for the packed GEMM (panel_ld(tile) each:
+    whole panels plus one, and 64 bytes of slack), or a placeholder for the BLAS path."""
+    if not packed.size:
+        return np.empty((1, 1), dtype=dtype)
+    nr = _PANELS[dtype][1]
+    return np.empty((threads, rows * (-(-geometry[14] // nr) + 1) * nr + _ALIGN[dtype]),
+                    dtype=dtype)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -314,9 +384,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     n_items = batch * conv.groups * _n_tiles(conv.geometry)
     num_threads = effective_num_threads(n_items)
     workspace = _workspace(num_threads, conv.geometry, conv.dtype)
+    packed_weight = _packed_weight(conv.geometry, conv.groups, conv.dtype)
     with blas_single_thread():
-        _FORWARD[conv.dtype](x_in, conv.weight, bias_in, result4, workspace, conv.geometry,
-                             conv.groups, num_threads)
+        _FORWARD[conv.dtype](x_in, conv.weight, bias_in, result4, workspace, packed_weight,
+                             conv.geometry, conv.groups, num_threads)
     return result
 
 
@@ -411,6 +482,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
                 workspace, lane_workspace, geometry, num_threads)
         return _finish_grad_input(conv, grad_input), grad_weight, grad_bias
     partials = weight_workspace = input_workspace = None
+    packed_grad_weight = False
     weight_threads = input_threads = 1
     if grad_weight is not None and batch:
         # the (sample, tile) pairs are cut into chunks by the shapes alone; one chunk sums
@@ -422,8 +494,11 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         partials = (grad_weight.reshape(1, row) if n_chunks == 1
                     else np.zeros((n_chunks, row), dtype=dtype))
         weight_threads = effective_num_threads(n_chunks)
-        weight_workspace = _workspace(weight_threads, geometry, dtype)
+        packed_grad_weight = _packed_path(geometry, dtype)
+        weight_workspace = _weight_workspace(weight_threads, geometry, dtype,
+                                             packed_grad_weight)
     per_item = batch * conv.groups >= _PER_ITEM_MIN_ITEMS
+    packed_weight = gy_workspace = None
     if grad_input is not None and grad_input.size:
         if per_item:
             input_threads = effective_num_threads(batch * conv.groups)
@@ -433,14 +508,17 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
             block = geometry[0] * geometry[6] * geometry[7] * geometry[14]
             band = max(1, min(n_tiles, _BAND_BYTES // max(1, block * dtype.itemsize)))
             input_workspace = np.empty((1, max(1, band * block)), dtype=dtype)
+        packed_weight = _packed_weight(geometry, conv.groups, dtype, transposed=True)
+        gy_workspace = _rows_workspace(input_threads, geometry[3], geometry, dtype,
+                                       packed_weight)
     if batch:
         with blas_single_thread():
             _BACKWARD[dtype](
                 gy4, padded_input, conv.weight,
                 grad_input if input_workspace is not None else None,
-                partials, grad_bias, weight_workspace, input_workspace,
-                geometry, conv.groups, per_item, input_threads, weight_threads,
-                effective_num_threads(out_channels),
+                partials, grad_bias, weight_workspace, input_workspace, packed_weight,
+                gy_workspace, packed_grad_weight, geometry, conv.groups, per_item,
+                input_threads, weight_threads, effective_num_threads(out_channels),
             )
     if partials is not None and partials.shape[0] > 1:
         with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch

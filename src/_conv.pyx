@@ -2,10 +2,13 @@
 
 The output pixels of each (sample, group) are cut into tiles of ``tile`` pixels whose im2col
 block (K = C_in/groups * kH * kW rows by ``tile`` columns) stays in L2. Each thread packs its
-own tile and multiplies it with SciPy's OpenBLAS held to one thread by the caller. The tile
-size depends only on the shapes, never on the thread count, and every output element is
-produced by the same GEMM call whatever thread runs it, so results are bit-identical for any
-thread count.
+own tile and multiplies it, either with SciPy's OpenBLAS held to one thread by the caller, or
+(where the wrapper chooses it, from the shapes) with the packed GEMM of ``_gemm.h``: the
+weights are packed once per call and the im2col block is read in place (the forward pass) or
+transposed in registers into panels (the weight gradient), where BLAS would re-pack both on
+every tile. The tile size and the path depend only on the shapes, never on
+the thread count, and every output element is produced by the same GEMM call whatever thread
+runs it, so results are bit-identical for any thread count.
 
 Row-major arrays are handed to column-major BLAS as their transposes: a row-major (R x C)
 block with row stride ``ld`` is a column-major (C x R) matrix with leading dimension ``ld``.
@@ -14,10 +17,59 @@ The wrappers in ``fastconv/conv.py`` validate everything and allocate every buff
 per-thread workspaces, partial sums); these kernels never raise and never allocate.
 """
 
+import os
+
 from cython.parallel cimport parallel, prange, threadid
+from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from _types cimport floating
+
+
+cdef extern from "_gemm.h" nogil:
+    enum:
+        FC_SGEMM_NR
+        FC_DGEMM_NR
+    void fc_gemm_init(const char* force)
+    int fc_gemm_rows()
+    const char* fc_gemm_kernel_name()
+    void fc_spack_a(Py_ssize_t m, Py_ssize_t k, const float* a, Py_ssize_t rs, Py_ssize_t cs,
+                    float* packed)
+    void fc_dpack_a(Py_ssize_t m, Py_ssize_t k, const double* a, Py_ssize_t rs, Py_ssize_t cs,
+                    double* packed)
+    void fc_sgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* pa,
+                         const float* pb, Py_ssize_t panel, Py_ssize_t ldb, const float* bias,
+                         float* c, Py_ssize_t ldc, int add_to_c)
+    void fc_dgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* pa,
+                         const double* pb, Py_ssize_t panel, Py_ssize_t ldb, const double* bias,
+                         double* c, Py_ssize_t ldc, int add_to_c)
+    void fc_stranspose_panel(const float* src, Py_ssize_t ld, int rows, Py_ssize_t count,
+                             float* dst)
+    void fc_dtranspose_panel(const double* src, Py_ssize_t ld, int rows, Py_ssize_t count,
+                             double* dst)
+
+
+def _init_gemm():
+    """Pick the packed GEMM's micro-kernels for this CPU, once, before any kernel runs.
+
+    FASTCONV_GEMM_KERNEL=avx2 or generic forces a lesser kernel (to test it on a bigger CPU;
+    read at import only).
+    """
+    force = os.environ.get("FASTCONV_GEMM_KERNEL", "").encode("ascii", "replace")
+    fc_gemm_init(force)
+
+
+_init_gemm()
+# The packed GEMM's panel sizes (rows of weights, columns of pixels) per dtype, for the wrapper
+# to size its buffers: the rows depend on the micro-kernel picked for this CPU.
+PANELS = {"float": (fc_gemm_rows(), FC_SGEMM_NR), "double": (fc_gemm_rows(), FC_DGEMM_NR)}
+
+
+def packed_gemm_kernel():
+    """The packed GEMM's micro-kernel for this CPU (e.g. 'avx2 6x16'), or None where it has
+    only plain C, which the wrappers leave to BLAS."""
+    cdef const char* name = fc_gemm_kernel_name()
+    return None if name == NULL else name.decode("ascii")
 
 
 cdef struct Geometry:
@@ -81,56 +133,96 @@ cdef inline void valid_range(Py_ssize_t first, Py_ssize_t step, Py_ssize_t count
     hi[0] = stop
 
 
-cdef void im2col_tile(const floating* x_group, floating* col, Py_ssize_t p0, Py_ssize_t count,
-                      const Geometry* geo) noexcept nogil:
-    """col[(c,p,q), i] = x[c, oy*s+p*d-pad, ox*s+q*d-pad] (0 outside) for pixel p0+i = (oy, ox)."""
-    cdef Py_ssize_t c, p, q, i, j, seg, oy, ox, iy, ix0, lo, hi, q_lo, q_hi
-    cdef Py_ssize_t plane = geo.in_h * geo.in_w
+cdef inline floating* aligned(floating* p) noexcept nogil:
+    """p rounded up to a 64-byte boundary (workspace rows carry 64 bytes of slack for it):
+    the micro-kernel's 64-byte rows of B must not straddle two cache lines."""
+    return <floating*>((<size_t>p + 63) & ~(<size_t>63))
+
+
+cdef inline Py_ssize_t panel_ld(Py_ssize_t count, Py_ssize_t nr) noexcept nogil:
+    """Row length for a block read in place as the packed GEMM's B: whole panels of nr
+    columns (64 bytes), and an odd number of panels, so that the rows of one panel, which the
+    micro-kernel reads down the column, fall in different L1 sets."""
+    cdef Py_ssize_t padded = (count + nr - 1) // nr * nr
+    return padded + nr if (padded // nr) % 2 == 0 else padded
+
+
+cdef inline void im2col_row(const floating* x_group, floating* row, Py_ssize_t c, Py_ssize_t p,
+                            Py_ssize_t q, Py_ssize_t p0, Py_ssize_t count,
+                            const Geometry* geo) noexcept nogil:
+    """row[i] = x[c, oy*s+p*d-pad, ox*s+q*d-pad] (0 outside) for pixel p0+i = (oy, ox)."""
+    cdef Py_ssize_t i, j, seg, oy, ox, iy, ix0, lo, hi, q_lo, q_hi
     cdef Py_ssize_t stride_w = geo.stride_w
     cdef const floating* src
     cdef floating* dst
+    # the output columns whose tap q lands inside the input: the same for every output row,
+    # so found once per tap instead of once per row segment
+    valid_range(q * geo.dil_w - geo.pad_left, stride_w, geo.out_w, geo.in_w, &q_lo, &q_hi)
+    oy = p0 // geo.out_w
+    ox = p0 - oy * geo.out_w
+    i = 0
+    while i < count:
+        # one run along an output row: the input row is fixed, columns step by stride
+        seg = geo.out_w - ox
+        if seg > count - i:
+            seg = count - i
+        dst = row + i
+        iy = oy * geo.stride_h - geo.pad_top + p * geo.dil_h
+        if iy < 0 or iy >= geo.in_h:
+            for j in range(seg):
+                dst[j] = 0
+        else:
+            lo = q_lo - ox if q_lo > ox else 0
+            hi = q_hi - ox if q_hi - ox < seg else seg
+            if hi < lo:
+                hi = lo
+            ix0 = ox * stride_w - geo.pad_left + q * geo.dil_w
+            src = x_group + c * geo.in_h * geo.in_w + iy * geo.in_w + ix0
+            for j in range(lo):
+                dst[j] = 0
+            if stride_w == 1:
+                for j in range(lo, hi):
+                    dst[j] = src[j]
+            else:
+                for j in range(lo, hi):
+                    dst[j] = src[j * stride_w]
+            for j in range(hi, seg):
+                dst[j] = 0
+        i = i + seg
+        oy = oy + 1
+        ox = 0
+
+
+cdef void im2col_tile(const floating* x_group, floating* col, Py_ssize_t p0, Py_ssize_t count,
+                      const Geometry* geo) noexcept nogil:
+    """col[(c,p,q), i] = x[c, oy*s+p*d-pad, ox*s+q*d-pad] (0 outside) for pixel p0+i = (oy, ox)."""
+    cdef Py_ssize_t c, p, q
     cdef floating* row = col
     for c in range(geo.in_channels_g):
         for p in range(geo.kernel_h):
             for q in range(geo.kernel_w):
-                # the output columns whose tap q lands inside the input: the same for every
-                # output row, so found once per tap instead of once per row segment
-                valid_range(q * geo.dil_w - geo.pad_left, stride_w, geo.out_w, geo.in_w,
-                            &q_lo, &q_hi)
-                oy = p0 // geo.out_w
-                ox = p0 - oy * geo.out_w
-                i = 0
-                while i < count:
-                    # one run along an output row: the input row is fixed, columns step by stride
-                    seg = geo.out_w - ox
-                    if seg > count - i:
-                        seg = count - i
-                    dst = row + i
-                    iy = oy * geo.stride_h - geo.pad_top + p * geo.dil_h
-                    if iy < 0 or iy >= geo.in_h:
-                        for j in range(seg):
-                            dst[j] = 0
-                    else:
-                        lo = q_lo - ox if q_lo > ox else 0
-                        hi = q_hi - ox if q_hi - ox < seg else seg
-                        if hi < lo:
-                            hi = lo
-                        ix0 = ox * stride_w - geo.pad_left + q * geo.dil_w
-                        src = x_group + c * plane + iy * geo.in_w + ix0
-                        for j in range(lo):
-                            dst[j] = 0
-                        if stride_w == 1:
-                            for j in range(lo, hi):
-                                dst[j] = src[j]
-                        else:
-                            for j in range(lo, hi):
-                                dst[j] = src[j * stride_w]
-                        for j in range(hi, seg):
-                            dst[j] = 0
-                    i = i + seg
-                    oy = oy + 1
-                    ox = 0
+                im2col_row(x_group, row, c, p, q, p0, count, geo)
                 row = row + count
+
+
+cdef Py_ssize_t im2col_rows(const floating* x_group, floating* col, Py_ssize_t p0,
+                            Py_ssize_t count, const Geometry* geo) noexcept nogil:
+    """im2col_tile's block for the packed GEMM, which reads it in place as panels of nr
+    columns: rows ld = panel_ld(count, nr) apart, zeroed from count up to whole panels.
+    Returns ld."""
+    cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
+    cdef Py_ssize_t padded = (count + nr - 1) // nr * nr
+    cdef Py_ssize_t ld = panel_ld(count, nr)
+    cdef Py_ssize_t c, p, q, j
+    cdef floating* row = col
+    for c in range(geo.in_channels_g):
+        for p in range(geo.kernel_h):
+            for q in range(geo.kernel_w):
+                im2col_row(x_group, row, c, p, q, p0, count, geo)
+                for j in range(count, padded):
+                    row[j] = 0
+                row = row + ld
+    return ld
 
 
 cdef void col2im_tile(const floating* col, floating* grad_group, Py_ssize_t c_start,
@@ -176,14 +268,70 @@ cdef void col2im_tile(const floating* col, floating* grad_group, Py_ssize_t c_st
                 row = row + count
 
 
+cdef inline void pack_rows(const floating* a, Py_ssize_t m, Py_ssize_t k, Py_ssize_t rs,
+                           Py_ssize_t cs, floating* packed) noexcept nogil:
+    """The packed GEMM's A panels of the m x k matrix A[i][kk] = a[i*rs + kk*cs]."""
+    if floating is float:
+        fc_spack_a(m, k, a, rs, cs, packed)
+    else:
+        fc_dpack_a(m, k, a, rs, cs, packed)
+
+
+cdef Py_ssize_t copy_rows(const floating* src, Py_ssize_t src_ld, Py_ssize_t rows,
+                          Py_ssize_t count, floating* dst) noexcept nogil:
+    """dst[r*ld + j] = src[r*src_ld + j] for j < count, 0 up to whole panels; returns ld."""
+    cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
+    cdef Py_ssize_t padded = (count + nr - 1) // nr * nr
+    cdef Py_ssize_t ld = panel_ld(count, nr)
+    cdef Py_ssize_t r, j
+    for r in range(rows):
+        memcpy(dst + r * ld, src + r * src_ld, count * sizeof(floating))
+        for j in range(count, padded):
+            dst[r * ld + j] = 0
+    return ld
+
+
+cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* pa,
+                             const floating* pb, Py_ssize_t panel, Py_ssize_t ldb,
+                             const floating* bias, floating* c, Py_ssize_t ldc,
+                             bint add_to_c=False) noexcept nogil:
+    if floating is float:
+        fc_sgemm_packed(m, n, k, pa, pb, panel, ldb, bias, c, ldc, add_to_c)
+    else:
+        fc_dgemm_packed(m, n, k, pa, pb, panel, ldb, bias, c, ldc, add_to_c)
+
+
+cdef void im2col_transposed(const floating* x_group, floating* panels, floating* scratch,
+                            Py_ssize_t p0, Py_ssize_t count, const Geometry* geo) noexcept nogil:
+    """im2col_tile's block transposed into the packed GEMM's B panels (pixels down, nr taps
+    across): panels[(r // nr)*count*nr + i*nr + r % nr] = col[r, i] for the k rows r
+    = (c,p,q), zero past k. nr rows at a time are built in ``scratch`` (nr * count)."""
+    cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
+    cdef Py_ssize_t taps = geo.kernel_h * geo.kernel_w
+    cdef Py_ssize_t r0 = 0, r, rows
+    while r0 < geo.k:
+        rows = geo.k - r0 if geo.k - r0 < nr else nr
+        for r in range(rows):
+            im2col_row(x_group, scratch + r * count, (r0 + r) // taps,
+                       (r0 + r) % taps // geo.kernel_w, (r0 + r) % geo.kernel_w, p0, count, geo)
+        if floating is float:
+            fc_stranspose_panel(scratch, count, <int>rows, count, panels + r0 * count)
+        else:
+            fc_dtranspose_panel(scratch, count, <int>rows, count, panels + r0 * count)
+        r0 = r0 + nr
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                    const floating[::1] bias, floating[:, :, :, ::1] out,
-                   floating[:, ::1] workspace, tuple geometry, Py_ssize_t groups,
-                   int num_threads):
+                   floating[:, ::1] workspace, floating[::1] packed_weight, tuple geometry,
+                   Py_ssize_t groups, int num_threads):
     """y[n,o,i,j] = b[o] + sum_{c,p,q} x[n,c,i*s+p*d-pad,j*s+q*d-pad] * w[o,c,p,q] (per group).
 
-    ``bias`` may have length 0 (no bias). ``workspace`` has one row of at least k * tile
-    elements per thread (unused for pointwise convolutions).
+    ``bias`` may have length 0 (no bias). ``workspace`` has one row per thread of at least
+    k * tile elements (BLAS path; unused for pointwise convolutions) or (k + 1) * tile
+    rounded up to whole panels (packed path: the panels, then one row of scratch). ``packed_weight`` of length 0 selects the BLAS path;
+    otherwise it holds groups * (C_out/groups rounded up to whole panels) * k elements and
+    the weights are packed into it once, then every tile is im2col'ed straight into panels.
     """
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t batch = x.shape[0]
@@ -191,15 +339,27 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef Py_ssize_t out_plane = geo.out_h * geo.out_w
     cdef Py_ssize_t in_plane = geo.in_h * geo.in_w
     cdef bint has_bias = bias.shape[0] > 0
+    cdef bint packed = packed_weight.shape[0] > 0
+    cdef Py_ssize_t mr = fc_gemm_rows()
+    cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
+    cdef Py_ssize_t group_panels = (geo.out_channels_g + mr - 1) // mr * mr * geo.k
     cdef Py_ssize_t item, n, g, t, p0, count, o, i, lda
     cdef const floating* a
+    cdef floating* weight_panels = NULL
     cdef floating* c_ptr
     cdef floating* col = NULL
     cdef floating b
     if n_items == 0:
         return
+    if packed:
+        weight_panels = aligned(&packed_weight[0])
+        # a copy of the weights, serial: a fraction 1 / (batch * pixels) of the work
+        with nogil:
+            for g in range(groups):
+                pack_rows(&weight[g * geo.out_channels_g, 0, 0, 0], geo.out_channels_g, geo.k,
+                          geo.k, 1, weight_panels + g * group_panels)
     with nogil, parallel(num_threads=num_threads):
-        col = &workspace[threadid(), 0]
+        col = aligned(&workspace[threadid(), 0])
         for item in prange(n_items, schedule="static"):
             n = item // (groups * geo.n_tiles)
             g = (item // geo.n_tiles) % groups
@@ -208,32 +368,41 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
             count = geo.tile
             if count > out_plane - p0:
                 count = out_plane - p0
-            if geo.pointwise:
-                a = &x[n, g * geo.in_channels_g, 0, 0] + p0
-                lda = in_plane
-            else:
-                im2col_tile(&x[n, g * geo.in_channels_g, 0, 0], col, p0, count, &geo)
-                a = col
-                lda = count
             c_ptr = &out[n, g * geo.out_channels_g, 0, 0] + p0
-            gemm(b"N", b"N", count, geo.out_channels_g, geo.k, a, lda,
-                 &weight[g * geo.out_channels_g, 0, 0, 0], geo.k, 0, c_ptr, out_plane)
-            if has_bias:
-                for o in range(geo.out_channels_g):
-                    b = bias[g * geo.out_channels_g + o]
-                    for i in range(count):
-                        c_ptr[o * out_plane + i] += b
+            if packed:
+                lda = im2col_rows(&x[n, g * geo.in_channels_g, 0, 0], col, p0, count, &geo)
+                gemm_packed(geo.out_channels_g, count, geo.k, weight_panels + g * group_panels,
+                            col, nr, lda, &bias[g * geo.out_channels_g] if has_bias else NULL,
+                            c_ptr, out_plane)
+            else:
+                if geo.pointwise:
+                    a = &x[n, g * geo.in_channels_g, 0, 0] + p0
+                    lda = in_plane
+                else:
+                    im2col_tile(&x[n, g * geo.in_channels_g, 0, 0], col, p0, count, &geo)
+                    a = col
+                    lda = count
+                gemm(b"N", b"N", count, geo.out_channels_g, geo.k, a, lda,
+                     &weight[g * geo.out_channels_g, 0, 0, 0], geo.k, 0, c_ptr, out_plane)
+                if has_bias:
+                    for o in range(geo.out_channels_g):
+                        b = bias[g * geo.out_channels_g + o]
+                        for i in range(count):
+                            c_ptr[o * out_plane + i] += b
 
 
 cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
                            const floating[:, :, :, ::1] x, floating[:, ::1] partials,
                            floating[:, ::1] workspace, const Geometry* geo, Py_ssize_t groups,
-                           int num_threads) noexcept nogil:
+                           bint packed, int num_threads) noexcept nogil:
     """partials[chunk, (o,c,p,q)] = sum over the chunk's (n, tile) of gy[n,o,tile] . col[(c,p,q), tile].
 
     The (sample, tile) pairs are cut into ``partials.shape[0]`` fixed chunks (a number chosen
     from the shapes alone); the caller adds the chunks in order, so the sum's order never
     depends on the thread count. ``partials`` must be zeroed.
+    ``packed``: the packed GEMM, gy's tile packed as A and the im2col block transposed into
+    B panels; each thread's workspace row holds the gy panels (C_out/groups rounded up to
+    whole panels, by tile), the B panels (k rounded up, by tile) and nr rows of scratch.
     """
     cdef Py_ssize_t batch = x.shape[0]
     cdef Py_ssize_t n_pairs = batch * geo[0].n_tiles
@@ -241,12 +410,18 @@ cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
     cdef Py_ssize_t out_plane = geo[0].out_h * geo[0].out_w
     cdef Py_ssize_t in_plane = geo[0].in_h * geo[0].in_w
     cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, lda
+    cdef Py_ssize_t mr = fc_gemm_rows()
+    cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
+    # the B panels start on a 64-byte boundary too
+    cdef Py_ssize_t a_size = ((geo[0].out_channels_g + mr - 1) // mr * mr * geo[0].tile
+                              + nr - 1) // nr * nr
+    cdef Py_ssize_t b_size = (geo[0].k + nr - 1) // nr * nr * geo[0].tile
     cdef const floating* a
     cdef floating* col = NULL
     if n_pairs == 0:
         return
     with parallel(num_threads=num_threads):
-        col = &workspace[threadid(), 0]
+        col = aligned(&workspace[threadid(), 0])
         for chunk in prange(n_chunks, schedule="static"):
             first = chunk * n_pairs // n_chunks
             last = (chunk + 1) * n_pairs // n_chunks
@@ -258,16 +433,27 @@ cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
                 if count > out_plane - p0:
                     count = out_plane - p0
                 for g in range(groups):
-                    if geo[0].pointwise:
+                    if packed:
+                        pack_rows(&grad_output[n, g * geo[0].out_channels_g, 0, 0] + p0,
+                                  geo[0].out_channels_g, count, out_plane, 1, col)
+                        im2col_transposed(&x[n, g * geo[0].in_channels_g, 0, 0], col + a_size,
+                                          col + a_size + b_size, p0, count, geo)
+                        gemm_packed(geo[0].out_channels_g, geo[0].k, count, col, col + a_size,
+                                    count * nr, nr, NULL,
+                                    &partials[chunk, g * geo[0].out_channels_g * geo[0].k],
+                                    geo[0].k, True)
+                    elif geo[0].pointwise:
                         a = &x[n, g * geo[0].in_channels_g, 0, 0] + p0
                         lda = in_plane
                     else:
                         im2col_tile(&x[n, g * geo[0].in_channels_g, 0, 0], col, p0, count, geo)
                         a = col
                         lda = count
-                    gemm(b"T", b"N", geo[0].k, geo[0].out_channels_g, count, a, lda,
-                         &grad_output[n, g * geo[0].out_channels_g, 0, 0] + p0, out_plane, 1,
-                         &partials[chunk, g * geo[0].out_channels_g * geo[0].k], geo[0].k)
+                    if not packed:
+                        gemm(b"T", b"N", geo[0].k, geo[0].out_channels_g, count, a, lda,
+                             &grad_output[n, g * geo[0].out_channels_g, 0, 0] + p0, out_plane,
+                             1, &partials[chunk, g * geo[0].out_channels_g * geo[0].k],
+                             geo[0].k)
 
 
 cdef void grad_bias_impl(const floating[:, :, :, ::1] grad_output, floating[::1] grad_bias,
@@ -300,9 +486,28 @@ cdef void grad_bias_impl(const floating[:, :, :, ::1] grad_output, floating[::1]
         grad_bias[o] = <floating>((sum0 + sum1) + (sum2 + sum3))
 
 
+cdef inline void column_gradient(const floating* gy_tile, Py_ssize_t out_plane,
+                                 const floating* w_group, const floating* wt_packed,
+                                 floating* gy_rows, floating* col, Py_ssize_t count,
+                                 const Geometry* geo) noexcept nogil:
+    """col[(c,p,q), i] = sum_o w[o,c,p,q] * gy[o, i] for the tile's count pixels (row stride
+    count): the packed GEMM with the transposed weights packed once (``wt_packed``, when not
+    NULL) and the tile of gy copied into ``gy_rows``; else BLAS."""
+    cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
+    cdef Py_ssize_t ld
+    if wt_packed != NULL:
+        ld = copy_rows(gy_tile, out_plane, geo.out_channels_g, count, gy_rows)
+        gemm_packed(geo.k, count, geo.out_channels_g, wt_packed, gy_rows, nr, ld, NULL, col,
+                    count)
+    else:
+        gemm(b"N", b"T", count, geo.k, geo.out_channels_g, gy_tile, out_plane, w_group, geo.k,
+             0, col, count)
+
+
 cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
                           const floating[:, :, :, ::1] weight, floating[:, :, :, ::1] grad_input,
-                          floating[:, ::1] workspace, const Geometry* geo, Py_ssize_t groups,
+                          floating[:, ::1] workspace, floating[::1] packed_weight,
+                          floating[:, ::1] gy_workspace, const Geometry* geo, Py_ssize_t groups,
                           bint per_item, int num_threads) noexcept nogil:
     """gx[n,c,i*s+p*d-pad,j*s+q*d-pad] += sum_o w[o,c,p,q] * gy[n,o,i,j] (per group).
 
@@ -314,6 +519,9 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
       parallel (workspace: one row holding ``band`` tile blocks), then the scatter in parallel
       over input channels, which own disjoint planes.
     ``grad_input`` must be zeroed (pointwise convolutions write it directly).
+    A non-empty ``packed_weight`` (groups * (k rounded up to whole panels) * C_out/groups)
+    selects the packed GEMM (column_gradient), with one row of ``gy_workspace`` (C_out/groups
+    * panel_ld(tile)) per thread; pointwise convolutions keep BLAS.
     """
     cdef Py_ssize_t batch = grad_output.shape[0]
     cdef Py_ssize_t n_items = batch * groups
@@ -323,7 +531,13 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
     cdef Py_ssize_t band = workspace.shape[1] // block if block > 0 else 1
     cdef Py_ssize_t item, n, g, t, p0, count, band_start, band_stop, c
     cdef Py_ssize_t tile_index, tile_start, tile_count
+    cdef bint packed = packed_weight.shape[0] > 0
+    cdef Py_ssize_t mr = fc_gemm_rows()
+    cdef Py_ssize_t group_panels = (geo[0].k + mr - 1) // mr * mr * geo[0].out_channels_g
     cdef floating* col = NULL
+    cdef floating* gy_rows = NULL
+    cdef floating* weight_panels = NULL
+    cdef const floating* wt_packed = NULL
     cdef floating* gx_group
     cdef const floating* gy_group
     cdef const floating* w_group
@@ -345,22 +559,32 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
                  &weight[g * geo[0].out_channels_g, 0, 0, 0], geo[0].k, 0,
                  &grad_input[n, g * geo[0].in_channels_g, 0, 0] + p0, in_plane)
         return
+    if packed:
+        weight_panels = aligned(&packed_weight[0])
+        # the transposed weights (k rows by C_out/groups), packed once, serially: a fraction
+        # 1 / (batch * pixels) of the work
+        for g in range(groups):
+            pack_rows(&weight[g * geo[0].out_channels_g, 0, 0, 0], geo[0].k,
+                      geo[0].out_channels_g, 1, geo[0].k, weight_panels + g * group_panels)
     if per_item:
         with parallel(num_threads=num_threads):
-            col = &workspace[threadid(), 0]
+            col = aligned(&workspace[threadid(), 0])
+            # (the BLAS path passes a one-element placeholder: no row per thread)
+            gy_rows = aligned(&gy_workspace[threadid(), 0]) if packed else NULL
             for item in prange(n_items, schedule="static"):
                 n = item // groups
                 g = item % groups
                 gy_group = &grad_output[n, g * geo[0].out_channels_g, 0, 0]
                 w_group = &weight[g * geo[0].out_channels_g, 0, 0, 0]
                 gx_group = &grad_input[n, g * geo[0].in_channels_g, 0, 0]
+                wt_packed = weight_panels + g * group_panels if packed else NULL
                 for t in range(geo[0].n_tiles):
                     p0 = t * geo[0].tile
                     count = geo[0].tile
                     if count > out_plane - p0:
                         count = out_plane - p0
-                    gemm(b"N", b"T", count, geo[0].k, geo[0].out_channels_g, gy_group + p0, out_plane,
-                         w_group, geo[0].k, 0, col, count)
+                    column_gradient(gy_group + p0, out_plane, w_group, wt_packed, gy_rows, col,
+                                    count, geo)
                     col2im_tile(col, gx_group, 0, geo[0].in_channels_g, p0, count, geo)
         return
     for item in range(n_items):
@@ -369,20 +593,21 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
         gy_group = &grad_output[n, g * geo[0].out_channels_g, 0, 0]
         w_group = &weight[g * geo[0].out_channels_g, 0, 0, 0]
         gx_group = &grad_input[n, g * geo[0].in_channels_g, 0, 0]
+        wt_packed = weight_panels + g * group_panels if packed else NULL
         band_start = 0
         while band_start < geo[0].n_tiles:
             band_stop = band_start + band
             if band_stop > geo[0].n_tiles:
                 band_stop = geo[0].n_tiles
-            for t in prange(band_start, band_stop, schedule="static",
-                            num_threads=num_threads):
-                p0 = t * geo[0].tile
-                count = geo[0].tile
-                if count > out_plane - p0:
-                    count = out_plane - p0
-                gemm(b"N", b"T", count, geo[0].k, geo[0].out_channels_g, gy_group + p0,
-                     out_plane, w_group, geo[0].k, 0,
-                     &workspace[0, (t - band_start) * block], count)
+            with parallel(num_threads=num_threads):
+                gy_rows = aligned(&gy_workspace[threadid(), 0]) if packed else NULL
+                for t in prange(band_start, band_stop, schedule="static"):
+                    p0 = t * geo[0].tile
+                    count = geo[0].tile
+                    if count > out_plane - p0:
+                        count = out_plane - p0
+                    column_gradient(gy_group + p0, out_plane, w_group, wt_packed, gy_rows,
+                                    &workspace[0, (t - band_start) * block], count, geo)
             for c in prange(geo[0].in_channels_g, schedule="static", num_threads=num_threads):
                 for tile_index in range(band_start, band_stop):
                     tile_start = tile_index * geo[0].tile
@@ -398,12 +623,15 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
                     const floating[:, :, :, ::1] weight, floating[:, :, :, ::1] grad_input,
                     floating[:, ::1] partials, floating[::1] grad_bias,
                     floating[:, ::1] weight_workspace, floating[:, ::1] input_workspace,
-                    tuple geometry, Py_ssize_t groups, bint per_item, int input_threads,
-                    int weight_threads, int bias_threads):
+                    floating[::1] packed_weight, floating[:, ::1] gy_workspace,
+                    bint packed_grad_weight, tuple geometry, Py_ssize_t groups, bint per_item,
+                    int input_threads, int weight_threads, int bias_threads):
     """All the requested gradients in one call (one GIL release, arrays unpacked once).
 
     A gradient that is not wanted is passed as None and skipped; the others are the
     grad_bias_impl, grad_weight_impl and grad_input_impl above, in that order.
+    ``packed_weight`` and ``gy_workspace`` go to grad_input_impl (an empty packed_weight:
+    BLAS), ``packed_grad_weight`` to grad_weight_impl.
     """
     cdef Geometry geo = make_geometry(geometry)
     cdef bint want_input = grad_input is not None
@@ -414,10 +642,10 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
             grad_bias_impl(grad_output, grad_bias, bias_threads)
         if want_weight:
             grad_weight_impl(grad_output, x, partials, weight_workspace, &geo, groups,
-                             weight_threads)
+                             packed_grad_weight, weight_threads)
         if want_input:
-            grad_input_impl(grad_output, weight, grad_input, input_workspace, &geo, groups,
-                            per_item, input_threads)
+            grad_input_impl(grad_output, weight, grad_input, input_workspace, packed_weight,
+                            gy_workspace, &geo, groups, per_item, input_threads)
 
 
 # ---- depthwise convolution (groups == C_in, one input channel per group) -------------------

@@ -1,5 +1,9 @@
 """Convolution: corr2d, convolve2d, conv2d, conv2d_backward against references and PyTorch."""
 
+import contextlib
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -8,6 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastconv
+from fastconv import _conv
+from fastconv import conv as conv_module
 from helpers import assert_close, assert_grad_close, non_contiguous
 from reference.conv import conv2d_backward_ref, conv2d_ref, corr2d_ref
 
@@ -29,6 +35,44 @@ GEOMETRIES = [
     (10, 4, 4, 4, 4, (2, 2), (1, 1), (0, 0, 0, 0), (1, 1), 2),     # 2 images per tile, groups
 ]
 GEOMETRY_IDS = [f"g{i}" for i in range(len(GEOMETRIES))]
+
+
+# Shapes for the packed GEMM's edges (src/_gemm.h): C_out not a multiple of the panel rows,
+# pixels not a multiple of the panel columns, k over one K block (256) or several, groups
+PACKED_CASES = [
+    (3, 32, 9, 11, 13, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),   # k = 288: two K blocks
+    (2, 60, 6, 7, 9, (3, 3), (1, 2), (1, 0, 1, 1), (1, 1), 1),     # k = 540: three
+    (2, 8, 20, 23, 17, (3, 3), (2, 1), (0, 1, 2, 0), (2, 1), 1),   # strided, dilated, ragged
+    (2, 12, 10, 10, 18, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 3),  # groups
+    (1, 3, 8, 8, 16, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),     # pointwise: BLAS still
+    (9, 4, 10, 10, 32, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),   # whole panels, per item
+    (1, 2, 1, 1, 5, (1, 1), (1, 1), (1, 1, 1, 1), (1, 1), 1),      # all padding
+    (2, 0, 5, 5, 3, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),      # no input channels: k = 0
+    (2, 3, 5, 5, 0, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),      # no output channels
+]
+
+
+@contextlib.contextmanager
+def packed_gemm_everywhere():
+    """Take the packed GEMM for every shape it can do, however small (tests only)."""
+    saved = conv_module._PACKED_MIN_MACS
+    conv_module._PACKED_MIN_MACS = dict.fromkeys(saved, 0)
+    try:
+        yield
+    finally:
+        conv_module._PACKED_MIN_MACS = saved
+
+
+@pytest.fixture(params=["auto", "packed_path"])
+def gemm_path(request):
+    """Each test twice: the path the shapes choose, and the packed GEMM wherever it applies."""
+    if request.param == "auto":
+        yield request.param
+        return
+    if not conv_module._PACKED_GEMM:
+        pytest.skip("no packed GEMM micro-kernel on this CPU")
+    with packed_gemm_everywhere():
+        yield request.param
 
 
 def make_case(rng, geometry, dtype, bias=True):
@@ -93,7 +137,7 @@ def test_corr2d_errors():
 
 # ---------------------------------------------------------------- against the reference
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=GEOMETRY_IDS)
-def test_conv2d_matches_reference(rng, dtype, geometry):
+def test_conv2d_matches_reference(rng, dtype, geometry, gemm_path):
     x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, dtype)
     result = fastconv.conv2d(x, weight, bias, **kwargs)
     assert result.dtype == dtype and result.flags.c_contiguous
@@ -101,7 +145,7 @@ def test_conv2d_matches_reference(rng, dtype, geometry):
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=GEOMETRY_IDS)
-def test_conv2d_backward_matches_reference(rng, dtype, geometry):
+def test_conv2d_backward_matches_reference(rng, dtype, geometry, gemm_path):
     x, weight, _, kwargs, ref_kwargs = make_case(rng, geometry, dtype, bias=False)
     forward = fastconv.conv2d(x, weight, **kwargs)
     grad_output = rng.standard_normal(forward.shape).astype(dtype)
@@ -357,13 +401,66 @@ def test_need_selects_gradients(rng):
         fastconv.conv2d_backward(grad_output, x, weight, need=("inputs",))
 
 
-def test_nan_and_inf_propagate():
+def test_nan_and_inf_propagate(gemm_path):
     x = np.ones((1, 1, 4, 4))
     x[0, 0, 1, 1] = np.nan
     x[0, 0, 3, 3] = np.inf
     result = fastconv.conv2d(x, np.ones((1, 1, 2, 2)))
     assert np.isnan(result[0, 0, :2, :2]).all()
     assert np.isinf(result[0, 0, 2, 2]) and np.isfinite(result[0, 0, 0, 2])
+
+
+# ---------------------------------------------------------------- the packed GEMM
+@pytest.mark.parametrize("geometry", PACKED_CASES,
+                         ids=[f"p{i}" for i in range(len(PACKED_CASES))])
+def test_packed_gemm_matches_reference(rng, dtype, geometry, gemm_path):
+    x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, dtype)
+    result = fastconv.conv2d(x, weight, bias, **kwargs)
+    assert_close(result, conv2d_ref(x, weight, bias, **ref_kwargs))
+    grad_output = rng.standard_normal(result.shape).astype(dtype)
+    with fastconv.threads(2):
+        grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
+    for actual, wanted in zip(grads, conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)):
+        assert_grad_close(actual, wanted)
+    with fastconv.threads(1):
+        np.testing.assert_array_equal(fastconv.conv2d_backward(grad_output, x, weight,
+                                                               **kwargs)[0], grads[0])
+        np.testing.assert_array_equal(fastconv.conv2d(x, weight, bias, **kwargs), result)
+
+
+def test_packed_gemm_nan_in_the_weights(gemm_path):
+    x = np.ones((2, 3, 9, 9), np.float32)
+    weight = np.ones((10, 3, 3, 3), np.float32)
+    weight[7, 1, 2, 2] = np.nan
+    result = fastconv.conv2d(x, weight, padding=1)
+    assert np.isnan(result[:, 7]).any() and np.isfinite(np.delete(result, 7, axis=1)).all()
+
+
+def test_gemm_kernel_is_the_one_asked_for():
+    asked = os.environ.get("FASTCONV_GEMM_KERNEL")
+    kernel = _conv.packed_gemm_kernel()
+    if asked and kernel is not None:
+        assert kernel.startswith(asked)
+    mr, _ = _conv.PANELS["float"]
+    assert mr == (8 if kernel and kernel.startswith("avx512") else 6)
+
+
+@pytest.mark.skipif(os.environ.get("FASTCONV_GEMM_KERNEL") is not None,
+                    reason="already running under a forced kernel")
+@pytest.mark.parametrize("kernel", ["avx2", "generic"])
+def test_lesser_micro_kernels(kernel):
+    """The micro-kernels this CPU would not pick, forced at import in a child pytest."""
+    if kernel == "avx2" and _conv.packed_gemm_kernel() != "avx512vl 8x16":
+        pytest.skip("the avx2 kernel is this CPU's own (or unavailable)")
+    env = dict(os.environ, FASTCONV_GEMM_KERNEL=kernel)
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([package_parent, env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         os.path.abspath(__file__), "-k", "packed_path or kernel_is_the_one"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert " passed" in result.stdout
 
 
 # ---------------------------------------------------------------- threads
@@ -377,7 +474,7 @@ THREAD_CASES = [
 
 @pytest.mark.parametrize("geometry", THREAD_CASES, ids=["band", "per-item", "pointwise",
                                                         "depthwise"])
-def test_results_do_not_depend_on_thread_count(dtype, geometry):
+def test_results_do_not_depend_on_thread_count(dtype, geometry, gemm_path):
     rng = np.random.default_rng(3)
     x, weight, bias, kwargs, _ = make_case(rng, geometry, dtype)
     results = []

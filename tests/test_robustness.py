@@ -77,6 +77,9 @@ def every_op(dtype=np.float64, seed=0, batch=2):
                       count_include_pad=False)
     averaged = fastconv.avg_pool2d(x, **avg_kwargs)
     x_strided = non_contiguous(x)
+    # big enough in float32 for the packed GEMM (fastconv.conv._PACKED_MIN_MACS), not BLAS
+    x_wide, weight_wide = normal(batch, 16, 24, 24), normal(32, 16, 3, 3)
+    grad_wide = normal(batch, 32, 24, 24)
     ops = {
         "corr2d": lambda: fastconv.corr2d(plane, kernel),
         "convolve2d": lambda: fastconv.convolve2d(plane, kernel),
@@ -88,6 +91,10 @@ def every_op(dtype=np.float64, seed=0, batch=2):
         "conv2d_backward": lambda: fastconv.conv2d_backward(grad_y, x, weight, **conv_kwargs),
         "conv2d_backward circular": lambda: fastconv.conv2d_backward(grad_circular, x, weight,
                                                                      **circular),
+        "conv2d wide": lambda: fastconv.conv2d(x_wide, weight_wide, bias[:1].repeat(32),
+                                               padding=1),
+        "conv2d_backward wide": lambda: fastconv.conv2d_backward(grad_wide, x_wide,
+                                                                 weight_wide, padding=1),
         "max_pool2d": lambda: fastconv.max_pool2d(x, 2, stride=1, padding=1),
         "max_pool2d indices": lambda: fastconv.max_pool2d(
             x, 3, stride=2, padding=1, dilation=(1, 2), ceil_mode=True, return_indices=True),

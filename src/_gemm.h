@@ -1,0 +1,489 @@
+/* The convolution's GEMM: C (m x n, row-major, row stride ldc) = A (m x k) * B (k x n)
+ * [+ bias per row], A packed, B read in place.
+ *
+ * - A is packed in panels of MR rows, zero-padded: panel i holds a[i*MR + r][kk] at
+ *   [kk*MR + r], panels k*MR apart. The convolution packs its weights once per call.
+ * - B is read as panels of NR columns: element (kk, j) at b[(j / NR)*panel + kk*ldb + j % NR],
+ *   zero past column n up to a whole panel. The im2col block is written once, as plain rows
+ *   (panel = NR, ldb = the row length): the micro-kernel reads NR contiguous values per row,
+ *   which is all packing would give it, so B is never copied a second time.
+ * A K-range of a panel is contiguous (A) or evenly strided (B), so blocking K needs no copy.
+ *
+ * The micro-kernel keeps an MR x NR block of C in registers over a block of K (the B block,
+ * at most KC_MAX rows of NR values, stays in L1 while the A panels stream past). K is cut into
+ * blocks by its size alone, so every element of C is summed in the same order whoever
+ * calls: results depend on the shapes only, never on threads. The AVX2+FMA kernels are chosen
+ * at run time (fc_gemm_init, once); elsewhere a plain C kernel of the same shape computes
+ * the same panels.
+ */
+#ifndef FASTCONV_GEMM_H
+#define FASTCONV_GEMM_H
+
+#include <stddef.h>
+#include <string.h>
+
+/* Rows of A per panel: 6 with AVX2's 16 vector registers (12 accumulators), 8 with
+ * AVX-512VL's 32 (16 accumulators; 8 divides the usual channel counts). Set once by
+ * fc_gemm_init; the packing and the micro-kernel always agree on it. */
+#define FC_GEMM_MR_MAX 8
+#define FC_SGEMM_NR 16
+#define FC_DGEMM_NR 8
+/* B's K-block of one panel: KC_MAX rows of 64 bytes, in L1 */
+#define FC_GEMM_KC_MAX 256
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FC_GEMM_X86 1
+#include <immintrin.h>
+#else
+#define FC_GEMM_X86 0
+#endif
+
+typedef void (*fc_skernel_t)(ptrdiff_t, const float *, const float *, ptrdiff_t, float *,
+                             ptrdiff_t, int, const float *);
+typedef void (*fc_dkernel_t)(ptrdiff_t, const double *, const double *, ptrdiff_t, double *,
+                             ptrdiff_t, int, const double *);
+
+/* c[r][s] = (accumulate ? c[r][s] : 0) + sum_kk a[kk][r] * b[kk*ldb + s]  (+ bias[r] if bias) */
+#define FC_GEMM_GENERIC_KERNEL(NAME, T, MR, NR)                                              \
+    static void NAME(ptrdiff_t kc, const T *a, const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc,\
+                     int accumulate, const T *bias)                                          \
+    {                                                                                        \
+        T acc[MR][NR];                                                                       \
+        ptrdiff_t kk;                                                                        \
+        int r, s;                                                                            \
+        for (r = 0; r < MR; r++)                                                             \
+            for (s = 0; s < NR; s++)                                                         \
+                acc[r][s] = 0;                                                               \
+        for (kk = 0; kk < kc; kk++) {                                                        \
+            for (r = 0; r < MR; r++) {                                                       \
+                T av = a[kk * MR + r];                                                       \
+                for (s = 0; s < NR; s++)                                                     \
+                    acc[r][s] += av * b[kk * ldb + s];                                       \
+            }                                                                                \
+        }                                                                                    \
+        for (r = 0; r < MR; r++)                                                             \
+            for (s = 0; s < NR; s++) {                                                       \
+                T v = acc[r][s];                                                             \
+                if (accumulate)                                                              \
+                    v = c[r * ldc + s] + v;                                                  \
+                if (bias)                                                                    \
+                    v = v + bias[r];                                                         \
+                c[r * ldc + s] = v;                                                          \
+            }                                                                                \
+    }
+
+FC_GEMM_GENERIC_KERNEL(fc_skernel_generic, float, 6, FC_SGEMM_NR)
+FC_GEMM_GENERIC_KERNEL(fc_dkernel_generic, double, 6, FC_DGEMM_NR)
+
+#if FC_GEMM_X86
+/* 6 x 16 floats: 12 ymm accumulators, 2 for B, 1 broadcast. Zen 4 runs AVX-512 as two
+ * 256-bit halves, so this already reaches its FMA peak (the AVX-512VL kernel below only
+ * adds registers). */
+__attribute__((target("avx2,fma"))) static void
+fc_skernel_avx2(ptrdiff_t kc, const float *a, const float *b, ptrdiff_t ldb, float *c,
+                ptrdiff_t ldc, int accumulate, const float *bias)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    __m256 b0, b1, av;
+    ptrdiff_t kk;
+    for (kk = 0; kk < kc; kk++) {
+        b0 = _mm256_loadu_ps(b);
+        b1 = _mm256_loadu_ps(b + 8);
+        av = _mm256_broadcast_ss(a + 0);
+        c00 = _mm256_fmadd_ps(av, b0, c00);
+        c01 = _mm256_fmadd_ps(av, b1, c01);
+        av = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(av, b0, c10);
+        c11 = _mm256_fmadd_ps(av, b1, c11);
+        av = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(av, b0, c20);
+        c21 = _mm256_fmadd_ps(av, b1, c21);
+        av = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(av, b0, c30);
+        c31 = _mm256_fmadd_ps(av, b1, c31);
+        av = _mm256_broadcast_ss(a + 4);
+        c40 = _mm256_fmadd_ps(av, b0, c40);
+        c41 = _mm256_fmadd_ps(av, b1, c41);
+        av = _mm256_broadcast_ss(a + 5);
+        c50 = _mm256_fmadd_ps(av, b0, c50);
+        c51 = _mm256_fmadd_ps(av, b1, c51);
+        a += 6;
+        b += ldb;
+    }
+#define FC_STORE_ROW(R, X0, X1)                                                              \
+    do {                                                                                     \
+        float *row = c + (R) * ldc;                                                          \
+        if (accumulate) {                                                                    \
+            X0 = _mm256_add_ps(_mm256_loadu_ps(row), X0);                                    \
+            X1 = _mm256_add_ps(_mm256_loadu_ps(row + 8), X1);                                \
+        }                                                                                    \
+        if (bias) {                                                                          \
+            __m256 bv = _mm256_broadcast_ss(bias + (R));                                     \
+            X0 = _mm256_add_ps(X0, bv);                                                      \
+            X1 = _mm256_add_ps(X1, bv);                                                      \
+        }                                                                                    \
+        _mm256_storeu_ps(row, X0);                                                           \
+        _mm256_storeu_ps(row + 8, X1);                                                       \
+    } while (0)
+    FC_STORE_ROW(0, c00, c01);
+    FC_STORE_ROW(1, c10, c11);
+    FC_STORE_ROW(2, c20, c21);
+    FC_STORE_ROW(3, c30, c31);
+    FC_STORE_ROW(4, c40, c41);
+    FC_STORE_ROW(5, c50, c51);
+#undef FC_STORE_ROW
+}
+
+/* 6 x 8 doubles: the same register plan with 4 doubles per ymm */
+__attribute__((target("avx2,fma"))) static void
+fc_dkernel_avx2(ptrdiff_t kc, const double *a, const double *b, ptrdiff_t ldb, double *c,
+                ptrdiff_t ldc,
+                int accumulate, const double *bias)
+{
+    __m256d c00 = _mm256_setzero_pd(), c01 = _mm256_setzero_pd();
+    __m256d c10 = _mm256_setzero_pd(), c11 = _mm256_setzero_pd();
+    __m256d c20 = _mm256_setzero_pd(), c21 = _mm256_setzero_pd();
+    __m256d c30 = _mm256_setzero_pd(), c31 = _mm256_setzero_pd();
+    __m256d c40 = _mm256_setzero_pd(), c41 = _mm256_setzero_pd();
+    __m256d c50 = _mm256_setzero_pd(), c51 = _mm256_setzero_pd();
+    __m256d b0, b1, av;
+    ptrdiff_t kk;
+    for (kk = 0; kk < kc; kk++) {
+        b0 = _mm256_loadu_pd(b);
+        b1 = _mm256_loadu_pd(b + 4);
+        av = _mm256_broadcast_sd(a + 0);
+        c00 = _mm256_fmadd_pd(av, b0, c00);
+        c01 = _mm256_fmadd_pd(av, b1, c01);
+        av = _mm256_broadcast_sd(a + 1);
+        c10 = _mm256_fmadd_pd(av, b0, c10);
+        c11 = _mm256_fmadd_pd(av, b1, c11);
+        av = _mm256_broadcast_sd(a + 2);
+        c20 = _mm256_fmadd_pd(av, b0, c20);
+        c21 = _mm256_fmadd_pd(av, b1, c21);
+        av = _mm256_broadcast_sd(a + 3);
+        c30 = _mm256_fmadd_pd(av, b0, c30);
+        c31 = _mm256_fmadd_pd(av, b1, c31);
+        av = _mm256_broadcast_sd(a + 4);
+        c40 = _mm256_fmadd_pd(av, b0, c40);
+        c41 = _mm256_fmadd_pd(av, b1, c41);
+        av = _mm256_broadcast_sd(a + 5);
+        c50 = _mm256_fmadd_pd(av, b0, c50);
+        c51 = _mm256_fmadd_pd(av, b1, c51);
+        a += 6;
+        b += ldb;
+    }
+#define FC_STORE_ROW(R, X0, X1)                                                              \
+    do {                                                                                     \
+        double *row = c + (R) * ldc;                                                         \
+        if (accumulate) {                                                                    \
+            X0 = _mm256_add_pd(_mm256_loadu_pd(row), X0);                                    \
+            X1 = _mm256_add_pd(_mm256_loadu_pd(row + 4), X1);                                \
+        }                                                                                    \
+        if (bias) {                                                                          \
+            __m256d bv = _mm256_broadcast_sd(bias + (R));                                    \
+            X0 = _mm256_add_pd(X0, bv);                                                      \
+            X1 = _mm256_add_pd(X1, bv);                                                      \
+        }                                                                                    \
+        _mm256_storeu_pd(row, X0);                                                           \
+        _mm256_storeu_pd(row + 4, X1);                                                       \
+    } while (0)
+    FC_STORE_ROW(0, c00, c01);
+    FC_STORE_ROW(1, c10, c11);
+    FC_STORE_ROW(2, c20, c21);
+    FC_STORE_ROW(3, c30, c31);
+    FC_STORE_ROW(4, c40, c41);
+    FC_STORE_ROW(5, c50, c51);
+#undef FC_STORE_ROW
+}
+
+/* 8 x 16 floats (8 x 8 doubles) in 256-bit vectors: AVX-512VL's 32 registers hold the 16
+ * accumulators, and 256-bit FMAs run at full rate on cores that split 512-bit ones (Zen 4).
+ * The loops have constant bounds and are unrolled, so the arrays live in registers. */
+#define FC_GEMM_AVX512_KERNEL(NAME, T, VEC, LANES, SET0, LOAD, STORE, BCAST, FMA, ADD)        \
+    __attribute__((target("avx512f,avx512vl,avx2,fma"))) static void                         \
+    NAME(ptrdiff_t kc, const T *a, const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc,           \
+         int accumulate, const T *bias)                                                      \
+    {                                                                                        \
+        VEC acc[8][2], b0, b1, av;                                                           \
+        ptrdiff_t kk;                                                                        \
+        int r;                                                                               \
+        _Pragma("GCC unroll 8") for (r = 0; r < 8; r++) {                                    \
+            acc[r][0] = SET0();                                                              \
+            acc[r][1] = SET0();                                                              \
+        }                                                                                    \
+        for (kk = 0; kk < kc; kk++) {                                                        \
+            b0 = LOAD(b);                                                                    \
+            b1 = LOAD(b + LANES);                                                            \
+            _Pragma("GCC unroll 8") for (r = 0; r < 8; r++) {                                \
+                av = BCAST(a + r);                                                           \
+                acc[r][0] = FMA(av, b0, acc[r][0]);                                          \
+                acc[r][1] = FMA(av, b1, acc[r][1]);                                          \
+            }                                                                                \
+            a += 8;                                                                          \
+            b += ldb;                                                                        \
+        }                                                                                    \
+        _Pragma("GCC unroll 8") for (r = 0; r < 8; r++) {                                    \
+            T *row = c + r * ldc;                                                            \
+            VEC x0 = acc[r][0], x1 = acc[r][1];                                              \
+            if (accumulate) {                                                                \
+                x0 = ADD(LOAD(row), x0);                                                     \
+                x1 = ADD(LOAD(row + LANES), x1);                                             \
+            }                                                                                \
+            if (bias) {                                                                      \
+                VEC bv = BCAST(bias + r);                                                    \
+                x0 = ADD(x0, bv);                                                            \
+                x1 = ADD(x1, bv);                                                            \
+            }                                                                                \
+            STORE(row, x0);                                                                  \
+            STORE(row + LANES, x1);                                                          \
+        }                                                                                    \
+    }
+
+FC_GEMM_AVX512_KERNEL(fc_skernel_avx512, float, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps,
+                      _mm256_storeu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_add_ps)
+FC_GEMM_AVX512_KERNEL(fc_dkernel_avx512, double, __m256d, 4, _mm256_setzero_pd,
+                      _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
+                      _mm256_add_pd)
+#endif
+
+static fc_skernel_t fc_skernel = fc_skernel_generic;
+static fc_dkernel_t fc_dkernel = fc_dkernel_generic;
+static int fc_gemm_mr = 6;
+static const char *fc_gemm_name = NULL;
+
+/* Pick the kernels for this CPU; called once, at import, before any thread runs them.
+ * fc_gemm_name is then "avx512vl 8x16" or "avx2 6x16", or NULL where there is only the plain C
+ * kernel (the caller keeps BLAS then). ``force`` ("avx2" or "generic", else ignored) picks a
+ * lesser kernel, to test it on a bigger CPU; forced, the plain C one is named "generic 6x16". */
+static void fc_gemm_init(const char *force)
+{
+    fc_skernel = fc_skernel_generic;
+    fc_dkernel = fc_dkernel_generic;
+    fc_gemm_mr = 6;
+    fc_gemm_name = NULL;
+    if (force && strcmp(force, "generic") == 0) {
+        fc_gemm_name = "generic 6x16";
+        return;
+    }
+#if FC_GEMM_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("fma") && !(force && strcmp(force, "avx2") == 0)) {
+        fc_skernel = fc_skernel_avx512;
+        fc_dkernel = fc_dkernel_avx512;
+        fc_gemm_mr = 8;
+        fc_gemm_name = "avx512vl 8x16";
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        fc_skernel = fc_skernel_avx2;
+        fc_dkernel = fc_dkernel_avx2;
+        fc_gemm_name = "avx2 6x16";
+    }
+#endif
+}
+
+static int fc_gemm_rows(void) { return fc_gemm_mr; }
+
+static const char *fc_gemm_kernel_name(void) { return fc_gemm_name; }
+
+/* K blocks: as few as keep each at most KC_MAX, of near-equal size (shape only) */
+static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
+{
+    ptrdiff_t blocks = (k + FC_GEMM_KC_MAX - 1) / FC_GEMM_KC_MAX;
+    if (blocks < 1)
+        blocks = 1;
+    return (k + blocks - 1) / blocks;
+}
+
+#define FC_GEMM_DEFINE(PREFIX, T, NR, KERNEL)                                                \
+    /* packed[panel][kk][r] = A[panel*MR + r][kk] = a[(panel*MR + r)*rs + kk*cs], 0 past   \
+     * row m (rs, cs: A's row and column strides, so A may be a transposed view) */         \
+    static void PREFIX##pack_a(ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t rs,           \
+                               ptrdiff_t cs, T *packed)                                      \
+    {                                                                                        \
+        ptrdiff_t i0, kk;                                                                    \
+        int r, MR = fc_gemm_mr;                                                              \
+        for (i0 = 0; i0 < m; i0 += MR) {                                                     \
+            int rows = (int)(m - i0 < MR ? m - i0 : MR);                                     \
+            for (kk = 0; kk < k; kk++) {                                                     \
+                const T *src = a + i0 * rs + kk * cs;                                        \
+                for (r = 0; r < rows; r++)                                                   \
+                    packed[kk * MR + r] = src[r * rs];                                       \
+                for (; r < MR; r++)                                                          \
+                    packed[kk * MR + r] = 0;                                                 \
+            }                                                                                \
+            packed += k * MR;                                                                \
+        }                                                                                    \
+    }                                                                                        \
+                                                                                             \
+    /* c[i][j] = (add_to_c ? c[i][j] : 0) + sum_kk A[i][kk] * B[kk][j] (+ bias[i]) for     \
+     * i < m, j < n, K block by K block; A packed, B's                                       \
+     * element (kk, j) at b[(j / NR) * panel + kk * ldb + j % NR]: packed panels            \
+     * (panel = k*NR, ldb = NR) or plain rows of ldb >= n rounded up to NR (panel = NR),     \
+     * zero past column n either way */                                                     \
+    static void PREFIX##gemm_packed(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *pa,      \
+                                    const T *pb, ptrdiff_t panel, ptrdiff_t ldb,             \
+                                    const T *bias, T *c, ptrdiff_t ldc, int add_to_c)        \
+    {                                                                                        \
+        ptrdiff_t kc = fc_gemm_kc(k);                                                        \
+        ptrdiff_t k0, i0, j0;                                                                \
+        int MR = fc_gemm_mr;                                                                 \
+        T edge[FC_GEMM_MR_MAX * NR];                                                         \
+        if (k == 0) {                                                                        \
+            /* an empty sum (no input channels, or no output channels for the input       */ \
+            /* gradient): C is 0 (or unchanged), plus the bias                            */ \
+            for (i0 = 0; i0 < m; i0++)                                                       \
+                for (j0 = 0; j0 < n; j0++) {                                                 \
+                    T v = add_to_c ? c[i0 * ldc + j0] : 0;                                   \
+                    c[i0 * ldc + j0] = bias ? v + bias[i0] : v;                              \
+                }                                                                            \
+            return;                                                                          \
+        }                                                                                    \
+        for (k0 = 0; k0 < k; k0 += kc) {                                                     \
+            ptrdiff_t klen = k - k0 < kc ? k - k0 : kc;                                      \
+            int accumulate = add_to_c || k0 > 0;                                             \
+            const T *block_bias = k0 + klen == k ? bias : NULL;                              \
+            for (j0 = 0; j0 < n; j0 += NR) {                                                 \
+                const T *b = pb + (j0 / NR) * panel + k0 * ldb;                              \
+                int cols = (int)(n - j0 < NR ? n - j0 : NR);                                 \
+                for (i0 = 0; i0 < m; i0 += MR) {                                             \
+                    const T *a = pa + i0 * k + k0 * MR;                                      \
+                    int rows = (int)(m - i0 < MR ? m - i0 : MR);                             \
+                    T *cb = c + i0 * ldc + j0;                                               \
+                    if (rows == MR && cols == NR) {                                          \
+                        KERNEL(klen, a, b, ldb, cb, ldc, accumulate,                         \
+                               block_bias ? block_bias + i0 : NULL);                         \
+                    } else {                                                                 \
+                        /* an edge block: the same sums into a scratch block, then the */    \
+                        /* same final additions element by element */                        \
+                        int r, s;                                                            \
+                        KERNEL(klen, a, b, ldb, edge, NR, 0, NULL);                          \
+                        for (r = 0; r < rows; r++)                                           \
+                            for (s = 0; s < cols; s++) {                                     \
+                                T v = edge[r * NR + s];                                      \
+                                if (accumulate)                                              \
+                                    v = cb[r * ldc + s] + v;                                 \
+                                if (block_bias)                                              \
+                                    v = v + block_bias[i0 + r];                              \
+                                cb[r * ldc + s] = v;                                         \
+                            }                                                                \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+    }                                                                                        \
+                                                                                             \
+    /* B panel of NR columns from NR rows of a row-major block (row stride ld):             \
+     * dst[j*NR + r] = src[r*ld + j] for j < count, r < rows, 0 for rows <= r < NR */        \
+    static void PREFIX##transpose_panel_c(const T *src, ptrdiff_t ld, int rows,              \
+                                          ptrdiff_t count, T *dst)                           \
+    {                                                                                        \
+        ptrdiff_t j;                                                                         \
+        int r;                                                                               \
+        for (r = 0; r < rows; r++) {                                                         \
+            const T *row = src + r * ld;                                                     \
+            for (j = 0; j < count; j++)                                                      \
+                dst[j * NR + r] = row[j];                                                    \
+        }                                                                                    \
+        for (; r < NR; r++)                                                                  \
+            for (j = 0; j < count; j++)                                                      \
+                dst[j * NR + r] = 0;                                                         \
+    }
+
+FC_GEMM_DEFINE(fc_s, float, FC_SGEMM_NR, fc_skernel)
+FC_GEMM_DEFINE(fc_d, double, FC_DGEMM_NR, fc_dkernel)
+
+#if FC_GEMM_X86
+/* 16 rows of floats to a panel of 16 across, 8 pixels at a time: two 8x8 transposes */
+__attribute__((target("avx2"))) static void
+fc_stranspose16_avx2(const float *src, ptrdiff_t ld, ptrdiff_t count, float *dst)
+{
+    ptrdiff_t j = 0;
+    int half, r;
+    for (; j + 8 <= count; j += 8) {
+        for (half = 0; half < 2; half++) {
+            const float *s0 = src + (half * 8) * ld + j;
+            __m256 r0 = _mm256_loadu_ps(s0), r1 = _mm256_loadu_ps(s0 + ld);
+            __m256 r2 = _mm256_loadu_ps(s0 + 2 * ld), r3 = _mm256_loadu_ps(s0 + 3 * ld);
+            __m256 r4 = _mm256_loadu_ps(s0 + 4 * ld), r5 = _mm256_loadu_ps(s0 + 5 * ld);
+            __m256 r6 = _mm256_loadu_ps(s0 + 6 * ld), r7 = _mm256_loadu_ps(s0 + 7 * ld);
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+            __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float *d = dst + j * 16 + half * 8;
+            _mm256_storeu_ps(d + 0 * 16, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_storeu_ps(d + 1 * 16, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_storeu_ps(d + 2 * 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_storeu_ps(d + 3 * 16, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_storeu_ps(d + 4 * 16, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_storeu_ps(d + 5 * 16, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_storeu_ps(d + 6 * 16, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_storeu_ps(d + 7 * 16, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+    }
+    for (; j < count; j++)
+        for (r = 0; r < 16; r++)
+            dst[j * 16 + r] = src[r * ld + j];
+}
+
+/* 8 rows of doubles to a panel of 8 across, 4 pixels at a time: two 4x4 transposes */
+__attribute__((target("avx2"))) static void
+fc_dtranspose8_avx2(const double *src, ptrdiff_t ld, ptrdiff_t count, double *dst)
+{
+    ptrdiff_t j = 0;
+    int half, r;
+    for (; j + 4 <= count; j += 4) {
+        for (half = 0; half < 2; half++) {
+            const double *s0 = src + (half * 4) * ld + j;
+            __m256d r0 = _mm256_loadu_pd(s0), r1 = _mm256_loadu_pd(s0 + ld);
+            __m256d r2 = _mm256_loadu_pd(s0 + 2 * ld), r3 = _mm256_loadu_pd(s0 + 3 * ld);
+            __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+            __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+            double *d = dst + j * 8 + half * 4;
+            _mm256_storeu_pd(d + 0 * 8, _mm256_permute2f128_pd(t0, t2, 0x20));
+            _mm256_storeu_pd(d + 1 * 8, _mm256_permute2f128_pd(t1, t3, 0x20));
+            _mm256_storeu_pd(d + 2 * 8, _mm256_permute2f128_pd(t0, t2, 0x31));
+            _mm256_storeu_pd(d + 3 * 8, _mm256_permute2f128_pd(t1, t3, 0x31));
+        }
+    }
+    for (; j < count; j++)
+        for (r = 0; r < 8; r++)
+            dst[j * 8 + r] = src[r * ld + j];
+}
+#endif
+
+/* fc_?transpose_panel_c, with whole panels transposed in registers where AVX2 is */
+static void fc_stranspose_panel(const float *src, ptrdiff_t ld, int rows, ptrdiff_t count,
+                                float *dst)
+{
+#if FC_GEMM_X86
+    if (rows == FC_SGEMM_NR && fc_skernel != fc_skernel_generic) {
+        fc_stranspose16_avx2(src, ld, count, dst);
+        return;
+    }
+#endif
+    fc_stranspose_panel_c(src, ld, rows, count, dst);
+}
+
+static void fc_dtranspose_panel(const double *src, ptrdiff_t ld, int rows, ptrdiff_t count,
+                                double *dst)
+{
+#if FC_GEMM_X86
+    if (rows == FC_DGEMM_NR && fc_dkernel != fc_dkernel_generic) {
+        fc_dtranspose8_avx2(src, ld, count, dst);
+        return;
+    }
+#endif
+    fc_dtranspose_panel_c(src, ld, rows, count, dst);
+}
+
+#endif
