@@ -5,6 +5,7 @@ workspaces, and call one kernel of ``fastconv._conv`` with the GIL released and 
 one thread. Non-zero padding modes pad explicitly with ``pad2d`` and convolve unpadded.
 """
 
+import functools
 from collections import namedtuple
 
 import numpy as np
@@ -255,6 +256,7 @@ def _is_pointwise(geometry):
         and (out_h, out_w) == (in_h, in_w)
 
 
+@functools.lru_cache(maxsize=1024)  # per call it cost ~1 us of a tiny convolution's ~8
 def _packed_path(geometry, dtype):
     """Whether the convolution's GEMMs use the packed GEMM (src/_gemm.h) instead of BLAS.
 

@@ -448,8 +448,13 @@ def test_gemm_kernel_is_the_one_asked_for():
 @pytest.mark.skipif(os.environ.get("FASTCONV_GEMM_KERNEL") is not None,
                     reason="already running under a forced kernel")
 @pytest.mark.parametrize("kernel", ["avx2", "generic"])
-def test_lesser_micro_kernels(kernel):
-    """The micro-kernels this CPU would not pick, forced at import in a child pytest."""
+def test_lesser_micro_kernels(kernel, tmp_path):
+    """The micro-kernels this CPU would not pick, forced at import in a child pytest.
+
+    The child imports the fastconv this process imported: PYTHONPATH names its parent, and
+    the child runs in an empty directory, since ``python -m`` puts the working directory first
+    on sys.path (in a checkout installed with ``pip install .`` that is an unbuilt copy).
+    """
     if kernel == "avx2" and _conv.packed_gemm_kernel() != "avx512vl 8x16":
         pytest.skip("the avx2 kernel is this CPU's own (or unavailable)")
     env = dict(os.environ, FASTCONV_GEMM_KERNEL=kernel)
@@ -458,7 +463,7 @@ def test_lesser_micro_kernels(kernel):
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          os.path.abspath(__file__), "-k", "packed_path or kernel_is_the_one"],
-        env=env, capture_output=True, text=True, timeout=600)
+        env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout
 
