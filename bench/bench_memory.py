@@ -14,13 +14,12 @@ The resnet case is x (N, 64, 56, 56), weight (64, 64, 3, 3), padding 1, float32;
 """
 
 import argparse
-import importlib.machinery
 import json
-import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _checkout import built_checkout
+
 MIB = 1024 * 1024
 
 CHILD = r"""
@@ -73,16 +72,9 @@ print(json.dumps({"before": before, "peak": peak, "results": result_bytes,
 """
 
 
-def checkout_root():
-    """This checkout when its extensions are built in place, else '' (the installed one)."""
-    built = any(os.path.exists(os.path.join(ROOT, "fastconv", "_conv" + suffix))
-                for suffix in importlib.machinery.EXTENSION_SUFFIXES)
-    return ROOT if built else ""
-
-
 def measure(side, op, batch, threads):
     output = subprocess.run(
-        [sys.executable, "-c", CHILD, side, op, str(batch), str(threads), checkout_root()],
+        [sys.executable, "-c", CHILD, side, op, str(batch), str(threads), built_checkout()],
         capture_output=True, text=True, check=True).stdout
     figures = json.loads(output.strip().splitlines()[-1])
     figures["workspace"] = figures["peak"] - figures["before"] - figures["results"]

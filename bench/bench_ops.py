@@ -8,16 +8,11 @@ The cases, the NumPy im2col contender and the timing loop live in fastconv.bench
 the installed `fastconv bench` command runs the same code); this script is the full run.
 """
 
-import importlib.machinery
-import os
 import sys
 
-# Run the checkout this script sits in when its extensions are built in place (a developer's
-# `python setup.py build_ext --inplace`); otherwise the installed fastconv (`pip install .`).
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if any(os.path.exists(os.path.join(ROOT, "fastconv", "_conv" + suffix))
-       for suffix in importlib.machinery.EXTENSION_SUFFIXES):
-    sys.path.insert(0, ROOT)
+from _checkout import use_built_checkout
+
+use_built_checkout()
 
 from fastconv.benchmark import main  # noqa: E402
 

@@ -21,21 +21,16 @@ ratio fastconv / PyTorch (below 1: fastconv is faster) and both test accuracies.
 """
 
 import argparse
-import importlib.machinery
 import json
-import os
 import statistics
 import sys
 import time
 
 import numpy as np
 
-# Run the checkout this script sits in when its extensions are built in place (a developer's
-# `python setup.py build_ext --inplace`); otherwise the installed fastconv (`pip install .`).
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if any(os.path.exists(os.path.join(ROOT, "fastconv", "_conv" + suffix))
-       for suffix in importlib.machinery.EXTENSION_SUFFIXES):
-    sys.path.insert(0, ROOT)
+from _checkout import use_built_checkout  # noqa: E402
+
+use_built_checkout()
 
 import fastconv  # noqa: E402
 from fastconv import datasets, models, optim, train  # noqa: E402
