@@ -76,158 +76,38 @@ FC_GEMM_GENERIC_KERNEL(fc_skernel_generic, float, 6, FC_SGEMM_NR)
 FC_GEMM_GENERIC_KERNEL(fc_dkernel_generic, double, 6, FC_DGEMM_NR)
 
 #if FC_GEMM_X86
-/* 6 x 16 floats: 12 ymm accumulators, 2 for B, 1 broadcast. Zen 4 runs AVX-512 as two
- * 256-bit halves, so this already reaches its FMA peak (the AVX-512VL kernel below only
- * adds registers). */
-__attribute__((target("avx2,fma"))) static void
-fc_skernel_avx2(ptrdiff_t kc, const float *a, const float *b, ptrdiff_t ldb, float *c,
-                ptrdiff_t ldc, int accumulate, const float *bias)
-{
-    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
-    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
-    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-    __m256 b0, b1, av;
-    ptrdiff_t kk;
-    for (kk = 0; kk < kc; kk++) {
-        b0 = _mm256_loadu_ps(b);
-        b1 = _mm256_loadu_ps(b + 8);
-        av = _mm256_broadcast_ss(a + 0);
-        c00 = _mm256_fmadd_ps(av, b0, c00);
-        c01 = _mm256_fmadd_ps(av, b1, c01);
-        av = _mm256_broadcast_ss(a + 1);
-        c10 = _mm256_fmadd_ps(av, b0, c10);
-        c11 = _mm256_fmadd_ps(av, b1, c11);
-        av = _mm256_broadcast_ss(a + 2);
-        c20 = _mm256_fmadd_ps(av, b0, c20);
-        c21 = _mm256_fmadd_ps(av, b1, c21);
-        av = _mm256_broadcast_ss(a + 3);
-        c30 = _mm256_fmadd_ps(av, b0, c30);
-        c31 = _mm256_fmadd_ps(av, b1, c31);
-        av = _mm256_broadcast_ss(a + 4);
-        c40 = _mm256_fmadd_ps(av, b0, c40);
-        c41 = _mm256_fmadd_ps(av, b1, c41);
-        av = _mm256_broadcast_ss(a + 5);
-        c50 = _mm256_fmadd_ps(av, b0, c50);
-        c51 = _mm256_fmadd_ps(av, b1, c51);
-        a += 6;
-        b += ldb;
-    }
-#define FC_STORE_ROW(R, X0, X1)                                                              \
-    do {                                                                                     \
-        float *row = c + (R) * ldc;                                                          \
-        if (accumulate) {                                                                    \
-            X0 = _mm256_add_ps(_mm256_loadu_ps(row), X0);                                    \
-            X1 = _mm256_add_ps(_mm256_loadu_ps(row + 8), X1);                                \
-        }                                                                                    \
-        if (bias) {                                                                          \
-            __m256 bv = _mm256_broadcast_ss(bias + (R));                                     \
-            X0 = _mm256_add_ps(X0, bv);                                                      \
-            X1 = _mm256_add_ps(X1, bv);                                                      \
-        }                                                                                    \
-        _mm256_storeu_ps(row, X0);                                                           \
-        _mm256_storeu_ps(row + 8, X1);                                                       \
-    } while (0)
-    FC_STORE_ROW(0, c00, c01);
-    FC_STORE_ROW(1, c10, c11);
-    FC_STORE_ROW(2, c20, c21);
-    FC_STORE_ROW(3, c30, c31);
-    FC_STORE_ROW(4, c40, c41);
-    FC_STORE_ROW(5, c50, c51);
-#undef FC_STORE_ROW
-}
-
-/* 6 x 8 doubles: the same register plan with 4 doubles per ymm */
-__attribute__((target("avx2,fma"))) static void
-fc_dkernel_avx2(ptrdiff_t kc, const double *a, const double *b, ptrdiff_t ldb, double *c,
-                ptrdiff_t ldc,
-                int accumulate, const double *bias)
-{
-    __m256d c00 = _mm256_setzero_pd(), c01 = _mm256_setzero_pd();
-    __m256d c10 = _mm256_setzero_pd(), c11 = _mm256_setzero_pd();
-    __m256d c20 = _mm256_setzero_pd(), c21 = _mm256_setzero_pd();
-    __m256d c30 = _mm256_setzero_pd(), c31 = _mm256_setzero_pd();
-    __m256d c40 = _mm256_setzero_pd(), c41 = _mm256_setzero_pd();
-    __m256d c50 = _mm256_setzero_pd(), c51 = _mm256_setzero_pd();
-    __m256d b0, b1, av;
-    ptrdiff_t kk;
-    for (kk = 0; kk < kc; kk++) {
-        b0 = _mm256_loadu_pd(b);
-        b1 = _mm256_loadu_pd(b + 4);
-        av = _mm256_broadcast_sd(a + 0);
-        c00 = _mm256_fmadd_pd(av, b0, c00);
-        c01 = _mm256_fmadd_pd(av, b1, c01);
-        av = _mm256_broadcast_sd(a + 1);
-        c10 = _mm256_fmadd_pd(av, b0, c10);
-        c11 = _mm256_fmadd_pd(av, b1, c11);
-        av = _mm256_broadcast_sd(a + 2);
-        c20 = _mm256_fmadd_pd(av, b0, c20);
-        c21 = _mm256_fmadd_pd(av, b1, c21);
-        av = _mm256_broadcast_sd(a + 3);
-        c30 = _mm256_fmadd_pd(av, b0, c30);
-        c31 = _mm256_fmadd_pd(av, b1, c31);
-        av = _mm256_broadcast_sd(a + 4);
-        c40 = _mm256_fmadd_pd(av, b0, c40);
-        c41 = _mm256_fmadd_pd(av, b1, c41);
-        av = _mm256_broadcast_sd(a + 5);
-        c50 = _mm256_fmadd_pd(av, b0, c50);
-        c51 = _mm256_fmadd_pd(av, b1, c51);
-        a += 6;
-        b += ldb;
-    }
-#define FC_STORE_ROW(R, X0, X1)                                                              \
-    do {                                                                                     \
-        double *row = c + (R) * ldc;                                                         \
-        if (accumulate) {                                                                    \
-            X0 = _mm256_add_pd(_mm256_loadu_pd(row), X0);                                    \
-            X1 = _mm256_add_pd(_mm256_loadu_pd(row + 4), X1);                                \
-        }                                                                                    \
-        if (bias) {                                                                          \
-            __m256d bv = _mm256_broadcast_sd(bias + (R));                                    \
-            X0 = _mm256_add_pd(X0, bv);                                                      \
-            X1 = _mm256_add_pd(X1, bv);                                                      \
-        }                                                                                    \
-        _mm256_storeu_pd(row, X0);                                                           \
-        _mm256_storeu_pd(row + 4, X1);                                                       \
-    } while (0)
-    FC_STORE_ROW(0, c00, c01);
-    FC_STORE_ROW(1, c10, c11);
-    FC_STORE_ROW(2, c20, c21);
-    FC_STORE_ROW(3, c30, c31);
-    FC_STORE_ROW(4, c40, c41);
-    FC_STORE_ROW(5, c50, c51);
-#undef FC_STORE_ROW
-}
-
-/* 8 x 16 floats (8 x 8 doubles) in 256-bit vectors: AVX-512VL's 32 registers hold the 16
- * accumulators, and 256-bit FMAs run at full rate on cores that split 512-bit ones (Zen 4).
+/* An MR x (2 vectors) micro-kernel in 256-bit vectors, for one ISA (TARGET) and type:
+ * - AVX2+FMA, 6 x 16 floats (6 x 8 doubles): 12 accumulators, 2 for B and 1 broadcast in
+ *   its 16 registers. Zen 4 runs AVX-512 as two 256-bit halves, so this already reaches its
+ *   FMA peak;
+ * - AVX-512VL, 8 x 16 floats (8 x 8 doubles): its 32 registers hold 16 accumulators, and
+ *   256-bit FMAs run at full rate on cores that split 512-bit ones (Zen 4).
  * The loops have constant bounds and are unrolled, so the arrays live in registers. */
-#define FC_GEMM_AVX512_KERNEL(NAME, T, VEC, LANES, SET0, LOAD, STORE, BCAST, FMA, ADD)        \
-    __attribute__((target("avx512f,avx512vl,avx2,fma"))) static void                         \
+#define FC_GEMM_SIMD_KERNEL(NAME, TARGET, MR, T, VEC, LANES, SET0, LOAD, STORE, BCAST, FMA, \
+                            ADD)                                                             \
+    __attribute__((target(TARGET))) static void                                              \
     NAME(ptrdiff_t kc, const T *a, const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc,           \
          int accumulate, const T *bias)                                                      \
     {                                                                                        \
-        VEC acc[8][2], b0, b1, av;                                                           \
+        VEC acc[MR][2], b0, b1, av;                                                           \
         ptrdiff_t kk;                                                                        \
         int r;                                                                               \
-        _Pragma("GCC unroll 8") for (r = 0; r < 8; r++) {                                    \
+        _Pragma("GCC unroll 8") for (r = 0; r < MR; r++) {                                    \
             acc[r][0] = SET0();                                                              \
             acc[r][1] = SET0();                                                              \
         }                                                                                    \
         for (kk = 0; kk < kc; kk++) {                                                        \
             b0 = LOAD(b);                                                                    \
             b1 = LOAD(b + LANES);                                                            \
-            _Pragma("GCC unroll 8") for (r = 0; r < 8; r++) {                                \
+            _Pragma("GCC unroll 8") for (r = 0; r < MR; r++) {                                \
                 av = BCAST(a + r);                                                           \
                 acc[r][0] = FMA(av, b0, acc[r][0]);                                          \
                 acc[r][1] = FMA(av, b1, acc[r][1]);                                          \
             }                                                                                \
-            a += 8;                                                                          \
+            a += MR;                                                                         \
             b += ldb;                                                                        \
         }                                                                                    \
-        _Pragma("GCC unroll 8") for (r = 0; r < 8; r++) {                                    \
+        _Pragma("GCC unroll 8") for (r = 0; r < MR; r++) {                                    \
             T *row = c + r * ldc;                                                            \
             VEC x0 = acc[r][0], x1 = acc[r][1];                                              \
             if (accumulate) {                                                                \
@@ -244,11 +124,18 @@ fc_dkernel_avx2(ptrdiff_t kc, const double *a, const double *b, ptrdiff_t ldb, d
         }                                                                                    \
     }
 
-FC_GEMM_AVX512_KERNEL(fc_skernel_avx512, float, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps,
-                      _mm256_storeu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_add_ps)
-FC_GEMM_AVX512_KERNEL(fc_dkernel_avx512, double, __m256d, 4, _mm256_setzero_pd,
-                      _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
-                      _mm256_add_pd)
+FC_GEMM_SIMD_KERNEL(fc_skernel_avx2, "avx2,fma", 6, float, __m256, 8, _mm256_setzero_ps,
+                    _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
+                    _mm256_add_ps)
+FC_GEMM_SIMD_KERNEL(fc_dkernel_avx2, "avx2,fma", 6, double, __m256d, 4, _mm256_setzero_pd,
+                    _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
+                    _mm256_add_pd)
+FC_GEMM_SIMD_KERNEL(fc_skernel_avx512, "avx512f,avx512vl,avx2,fma", 8, float, __m256, 8,
+                    _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss,
+                    _mm256_fmadd_ps, _mm256_add_ps)
+FC_GEMM_SIMD_KERNEL(fc_dkernel_avx512, "avx512f,avx512vl,avx2,fma", 8, double, __m256d, 4,
+                    _mm256_setzero_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd,
+                    _mm256_fmadd_pd, _mm256_add_pd)
 #endif
 
 static fc_skernel_t fc_skernel = fc_skernel_generic;
