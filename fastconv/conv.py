@@ -41,6 +41,13 @@ _TILE_BYTES = 256 * 1024
 _BAND_BYTES = 32 * 1024 * 1024
 _PARTIAL_BYTES = 32 * 1024 * 1024
 _POINTWISE_TILE = 4096
+# Each thread copies the input of one (sample, group) into a zero-padded stage, from which
+# every im2col row is a run of plain 64-byte copies (src/_conv.pyx, stage_input), when that
+# copy is at most this big: it then stays in L2 beside the im2col tile.
+_STAGE_BYTES = 512 * 1024
+# The input gradient of a stride-1 convolution is a forward convolution of grad_output when
+# the input is at most this much larger than the output (see _transposed_geometry).
+_TRANSPOSED_MAX_GROWTH = 1.25
 _MAX_WEIGHT_CHUNKS = 8
 _PER_ITEM_MIN_ITEMS = 8
 
@@ -101,6 +108,13 @@ def _tile_size(k, out_plane, itemsize):
 # (True or 1.0 never reuse the plan made for 1).
 _PLANS = {}
 _MAX_PLANS = 256
+
+
+def _clear_plans():
+    """Forget every plan and cached path choice (tests that change the thresholds above)."""
+    _PLANS.clear()
+    _packed_path.cache_clear()
+    _transposed_geometry.cache_clear()
 
 
 def _simple(value):
@@ -209,23 +223,66 @@ def _prepare_checked(x, weight, bias, stride, padding, dilation, groups, padding
         geo_pads = (pads[0], pads[2])
     check_size(padded_h * padded_w, "an input plane")
     check_size(out_h * out_w, "an output plane")
+    geometry = _make_geometry(in_channels_g, padded_h, padded_w, out_channels // groups,
+                              out_h, out_w, kernel_h, kernel_w, stride, geo_pads, dilation,
+                              dtype)
+    conv = _Conv(x4, weight, bias, unbatched, dtype, pads, mode, stride, dilation, groups,
+                 out_h, out_w, geometry)
+    return conv, extras
+
+
+def _make_geometry(in_channels_g, in_h, in_w, out_channels_g, out_h, out_w, kernel_h,
+                   kernel_w, stride, pads, dilation, dtype):
+    """The kernels' geometry tuple (src/_conv.pyx, make_geometry): the shapes, then the tile
+    and whether to stage, which it chooses from them."""
     k = in_channels_g * kernel_h * kernel_w
-    if (kernel_h, kernel_w, stride, geo_pads, out_h, out_w) == (1, 1, (1, 1), (0, 0),
-                                                               padded_h, padded_w):
+    if (kernel_h, kernel_w, tuple(stride), tuple(pads), out_h, out_w) == (
+            1, 1, (1, 1), (0, 0), in_h, in_w):
         # pointwise: the input plane is the GEMM operand itself, no im2col block to keep in
         # L2, so longer tiles only save OpenBLAS re-packing the weights
         tile = min(out_h * out_w, _POINTWISE_TILE)
     else:
         tile = _tile_size(k, out_h * out_w, dtype.itemsize)
     check_size(k * tile, "an im2col tile")
-    geometry = (
-        in_channels_g, padded_h, padded_w, out_channels // groups, out_h, out_w,
-        kernel_h, kernel_w, stride[0], stride[1], geo_pads[0], geo_pads[1],
-        dilation[0], dilation[1], tile,
-    )
-    conv = _Conv(x4, weight, bias, unbatched, dtype, pads, mode, stride, dilation, groups,
-                 out_h, out_w, geometry)
-    return conv, extras
+    geometry = (in_channels_g, in_h, in_w, out_channels_g, out_h, out_w, kernel_h, kernel_w,
+                stride[0], stride[1], pads[0], pads[1], dilation[0], dilation[1], tile, False)
+    if 0 < _conv.stage_size(geometry) * dtype.itemsize <= _STAGE_BYTES:
+        geometry = geometry[:15] + (True,)
+    return geometry
+
+
+@functools.lru_cache(maxsize=256)
+def _transposed_geometry(geometry, dtype):
+    """The input gradient of a stride-1 convolution as a forward convolution of grad_output
+    (with the weights transposed and flipped, see _transposed_weight), or None where that does
+    not apply: other strides, pointwise convolutions (their column gradient is the input
+    gradient already), or padding beyond the kernel's reach. It is
+    ``gx[c, i, j] = sum_{o,p,q} gy[o, i + pad - p*d, j + pad - q*d] * w[o, c, p, q]``, a
+    convolution with padding d*(k-1) - pad: no col2im scatter. It sums over every tap of
+    every input pixel, padding included, so it pays only where the input is about as large as
+    the output ('same' padding), not for 'valid' convolutions."""
+    (in_channels_g, in_h, in_w, out_channels_g, out_h, out_w, kernel_h, kernel_w, stride_h,
+     stride_w, pad_top, pad_left, dil_h, dil_w, *_) = geometry
+    reach_h, reach_w = dil_h * (kernel_h - 1), dil_w * (kernel_w - 1)
+    # the padding on the far sides, from the output size
+    pad_bottom = out_h - in_h - pad_top + reach_h
+    pad_right = out_w - in_w - pad_left + reach_w
+    if (stride_h, stride_w) != (1, 1) or _is_pointwise(geometry) or not (
+            0 <= reach_h - pad_top and 0 <= reach_h - pad_bottom
+            and 0 <= reach_w - pad_left and 0 <= reach_w - pad_right) or (
+            in_h * in_w > _TRANSPOSED_MAX_GROWTH * out_h * out_w):
+        return None
+    return _make_geometry(out_channels_g, out_h, out_w, in_channels_g, in_h, in_w, kernel_h,
+                          kernel_w, (1, 1), (reach_h - pad_top, reach_w - pad_left),
+                          (dil_h, dil_w), dtype)
+
+
+def _transposed_weight(weight, groups):
+    """wt[g*C_in/groups + c, o, p, q] = w[g*C_out/groups + o, c, kH-1-p, kW-1-q]."""
+    out_channels, in_channels_g, kernel_h, kernel_w = weight.shape
+    w5 = weight.reshape(groups, out_channels // groups, in_channels_g, kernel_h, kernel_w)
+    return np.ascontiguousarray(w5[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)).reshape(
+        groups * in_channels_g, out_channels // groups, kernel_h, kernel_w)
 
 
 def _padded_input(conv):
@@ -239,13 +296,20 @@ def _n_tiles(geometry):
     return -(-(geometry[4] * geometry[5]) // geometry[14])
 
 
+def _stage(geometry, dtype):
+    """Elements a thread's workspace row needs after its im2col block: the 64 bytes the staged
+    copy may spill past it, then the stage (src/_conv.pyx, stage_of), if staged."""
+    return _ALIGN[dtype] + (_conv.stage_size(geometry) if geometry[15] else 0)
+
+
 def _workspace(rows, geometry, dtype):
     """Per-thread im2col blocks: k by tile; for the packed GEMM, rows of tile rounded up to
-    whole panels, plus one panel (src/_conv.pyx, im2col_rows); and 64 bytes of slack to align
-    each row's start."""
+    whole panels, plus one panel (src/_conv.pyx, im2col_rows); 64 bytes of slack to align
+    each row's start; then the stage."""
     k = geometry[0] * geometry[6] * geometry[7]
     nr = _PANELS[dtype][1]
-    return np.empty((rows, k * (-(-geometry[14] // nr) + 1) * nr + _ALIGN[dtype]), dtype=dtype)
+    return np.empty((rows, k * (-(-geometry[14] // nr) + 1) * nr + _ALIGN[dtype]
+                     + _stage(geometry, dtype)), dtype=dtype)
 
 
 def _is_pointwise(geometry):
@@ -293,7 +357,7 @@ def _weight_workspace(threads, geometry, dtype, packed):
     k = geometry[0] * geometry[6] * geometry[7]
     tile = geometry[14]
     size = (-(-geometry[3] // mr) * mr + -(-k // nr) * nr + nr) * tile
-    return np.empty((threads, size + 2 * _ALIGN[dtype]), dtype=dtype)
+    return np.empty((threads, size + 2 * _ALIGN[dtype] + _stage(geometry, dtype)), dtype=dtype)
 
 
 def _rows_workspace(threads, rows, geometry, dtype, packed):
@@ -383,14 +447,21 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         _DEPTHWISE_FORWARD[conv.dtype](x_in, conv.weight, bias_in, result4, workspace,
                                        conv.geometry, num_threads)
         return result
-    n_items = batch * conv.groups * _n_tiles(conv.geometry)
-    num_threads = effective_num_threads(n_items)
-    workspace = _workspace(num_threads, conv.geometry, conv.dtype)
-    packed_weight = _packed_weight(conv.geometry, conv.groups, conv.dtype)
-    with blas_single_thread():
-        _FORWARD[conv.dtype](x_in, conv.weight, bias_in, result4, workspace, packed_weight,
-                             conv.geometry, conv.groups, num_threads)
+    _forward(x_in, conv.weight, conv.bias, result4, conv.geometry, conv.groups)
     return result
+
+
+def _forward(x, weight, bias, out, geometry, groups):
+    """The GEMM path's forward pass into ``out``: workspaces, threads and the kernel."""
+    dtype = x.dtype
+    n_items = x.shape[0] * groups * _n_tiles(geometry)
+    num_threads = effective_num_threads(n_items)
+    workspace = _workspace(num_threads, geometry, dtype)
+    packed_weight = _packed_weight(geometry, groups, dtype)
+    bias = bias if bias is not None else np.empty(0, dtype=dtype)
+    with blas_single_thread():
+        _FORWARD[dtype](x, weight, bias, out, workspace, packed_weight, geometry, groups,
+                        num_threads)
 
 
 def _check_need(need):
@@ -470,8 +541,10 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     # only the weight gradient reads x: pad it (non-zero padding modes) only then
     padded_input = _padded_input(conv) if grad_weight is not None else conv.x
     depthwise = _is_depthwise(conv)
-    # the depthwise kernel writes every element of grad_input; the GEMM path accumulates
-    grad_input = ((np.empty if depthwise else np.zeros)(
+    transposed = None if depthwise else _transposed_geometry(geometry, dtype)
+    # the depthwise kernel and the transposed convolution write every element of grad_input;
+    # the col2im scatter accumulates
+    grad_input = ((np.empty if depthwise or transposed else np.zeros)(
         (batch, conv.x.shape[1], geometry[1], geometry[2]), dtype=dtype)
         if "input" in need else None)
     if depthwise:
@@ -501,7 +574,11 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
                                              packed_grad_weight)
     per_item = batch * conv.groups >= _PER_ITEM_MIN_ITEMS
     packed_weight = gy_workspace = None
-    if grad_input is not None and grad_input.size:
+    if transposed is not None and grad_input is not None and grad_input.size:
+        # stride 1: a forward convolution of grad_output, written straight into grad_input
+        _forward(gy4, _transposed_weight(conv.weight, conv.groups), None, grad_input,
+                 transposed, conv.groups)
+    elif grad_input is not None and grad_input.size:
         if per_item:
             input_threads = effective_num_threads(batch * conv.groups)
             input_workspace = _workspace(input_threads, geometry, dtype)

@@ -20,7 +20,7 @@ per-thread workspaces, partial sums); these kernels never raise and never alloca
 import os
 
 from cython.parallel cimport parallel, prange, threadid
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from _types cimport floating
@@ -85,19 +85,53 @@ cdef struct Geometry:
     Py_ssize_t tile             # output pixels per tile
     Py_ssize_t n_tiles
     bint pointwise              # 1x1, stride 1, no padding: the input plane is the im2col matrix
+    # staged im2col (see stage_input): the input of one (sample, group) copied once into a
+    # zero-padded buffer, each row's columns split by phase modulo stride_w
+    bint staged
+    Py_ssize_t st_rows          # padded rows the taps reach: (out_h-1)*stride_h + (kH-1)*dil_h + 1
+    Py_ssize_t st_w             # columns per phase: out_w + (kW-1)*dil_w // stride_w
+    Py_ssize_t st_row           # elements per staged row: stride_w * st_w
+    Py_ssize_t st_plane         # elements per staged channel: st_rows * st_row
 
 
 cdef Geometry make_geometry(tuple g):
     cdef Geometry geo
     (geo.in_channels_g, geo.in_h, geo.in_w, geo.out_channels_g, geo.out_h, geo.out_w,
      geo.kernel_h, geo.kernel_w, geo.stride_h, geo.stride_w, geo.pad_top, geo.pad_left,
-     geo.dil_h, geo.dil_w, geo.tile) = g
+     geo.dil_h, geo.dil_w, geo.tile, geo.staged) = g
     geo.k = geo.in_channels_g * geo.kernel_h * geo.kernel_w
     geo.n_tiles = (geo.out_h * geo.out_w + geo.tile - 1) // geo.tile
     geo.pointwise = (geo.kernel_h == 1 and geo.kernel_w == 1 and geo.stride_h == 1
                      and geo.stride_w == 1 and geo.pad_top == 0 and geo.pad_left == 0
                      and geo.out_h == geo.in_h and geo.out_w == geo.in_w)
+    geo.st_rows = (geo.out_h - 1) * geo.stride_h + (geo.kernel_h - 1) * geo.dil_h + 1
+    geo.st_w = geo.out_w + (geo.kernel_w - 1) * geo.dil_w // geo.stride_w
+    geo.st_row = geo.stride_w * geo.st_w
+    geo.st_plane = geo.st_rows * geo.st_row
     return geo
+
+
+cdef extern from "_stage.h" nogil:
+    # the staged row copy moves this many bytes at a time, and may read and write up to as
+    # many past the end of a run: the buffers it touches carry this much slack
+    enum:
+        STAGE_CHUNK "FC_STAGE_CHUNK"
+    void fc_stage_init()
+    void fc_copy_runs(char* dst, Py_ssize_t dst_step, const char* src, Py_ssize_t src_step,
+                      Py_ssize_t runs, Py_ssize_t run_bytes)
+
+
+fc_stage_init()
+
+
+def stage_size(tuple geometry):
+    """Elements of one thread's staged input (with the copy's slack), for the wrapper to size
+    the workspace and decide whether staging pays: 0 where it does not apply (pointwise
+    convolutions read the input in place; empty outputs read nothing)."""
+    cdef Geometry geo = make_geometry(geometry)
+    if geo.pointwise or geo.out_h <= 0 or geo.out_w <= 0:
+        return 0
+    return geo.in_channels_g * geo.st_plane + STAGE_CHUNK // 4
 
 
 cdef inline void gemm(const char* transa, const char* transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -147,6 +181,13 @@ cdef inline Py_ssize_t panel_ld(Py_ssize_t count, Py_ssize_t nr) noexcept nogil:
     return padded + nr if (padded // nr) % 2 == 0 else padded
 
 
+cdef inline floating* stage_of(floating* col, const Geometry* geo) noexcept nogil:
+    """Where a thread's stage starts in its workspace row: after the im2col block at ``col``
+    (k rows of at most panel_ld(tile)) and the STAGE_CHUNK bytes its staged copy may spill."""
+    cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
+    return col + geo.k * panel_ld(geo.tile, nr) + STAGE_CHUNK // sizeof(floating)
+
+
 cdef inline void im2col_row(const floating* x_group, floating* row, Py_ssize_t c, Py_ssize_t p,
                             Py_ssize_t q, Py_ssize_t p0, Py_ssize_t count,
                             const Geometry* geo) noexcept nogil:
@@ -193,20 +234,103 @@ cdef inline void im2col_row(const floating* x_group, floating* row, Py_ssize_t c
         ox = 0
 
 
-cdef void im2col_tile(const floating* x_group, floating* col, Py_ssize_t p0, Py_ssize_t count,
+cdef void stage_input(const floating* x_group, floating* stage,
                       const Geometry* geo) noexcept nogil:
-    """col[(c,p,q), i] = x[c, oy*s+p*d-pad, ox*s+q*d-pad] (0 outside) for pixel p0+i = (oy, ox)."""
+    """stage[c, py, ph, xq] = x[c, py - pad_top, xq*stride_w + ph - pad_left] (0 outside).
+
+    The zero-padded input of one (sample, group), each row's columns split by phase modulo
+    stride_w: the pixels (oy, ox) of one output row read, for tap (p, q), the input columns
+    ox*stride_w + q*dil_w - pad_left, which here are one contiguous run (phase q*dil_w %
+    stride_w, from xq = ox + q*dil_w // stride_w). Written once per (sample, group), it makes
+    every im2col row segment a plain copy (staged_row).
+    """
+    cdef Py_ssize_t sw = geo.stride_w, plane = geo.in_h * geo.in_w
+    cdef Py_ssize_t c, py, iy, ph, j, lo, hi
+    cdef const floating* src
+    cdef floating* dst
+    cdef floating* d
+    for c in range(geo.in_channels_g):
+        for py in range(geo.st_rows):
+            iy = py - geo.pad_top
+            dst = stage + c * geo.st_plane + py * geo.st_row
+            if iy < 0 or iy >= geo.in_h:
+                for j in range(geo.st_row):
+                    dst[j] = 0
+                continue
+            src = x_group + c * plane + iy * geo.in_w
+            for ph in range(sw):
+                valid_range(ph - geo.pad_left, sw, geo.st_w, geo.in_w, &lo, &hi)
+                d = dst + ph * geo.st_w
+                for j in range(lo):
+                    d[j] = 0
+                if sw == 1:
+                    memcpy(d + lo, src + lo - geo.pad_left, (hi - lo) * sizeof(floating))
+                else:
+                    for j in range(lo, hi):
+                        d[j] = src[j * sw + ph - geo.pad_left]
+                for j in range(hi, geo.st_w):
+                    d[j] = 0
+
+
+cdef inline void staged_row(const floating* stage, floating* row, Py_ssize_t c, Py_ssize_t p,
+                            Py_ssize_t q, Py_ssize_t p0, Py_ssize_t count,
+                            const Geometry* geo) noexcept nogil:
+    """im2col_row read from the staged input: each row segment is one contiguous run of the
+    stage, copied STAGE_CHUNK bytes at a time (src/_stage.h). The last copy of a segment runs
+    past it, up to STAGE_CHUNK bytes past ``row + count`` at the end of the row: the segments
+    are written in order, and the caller writes what follows the row after it."""
+    cdef Py_ssize_t tap = q * geo.dil_w
+    cdef Py_ssize_t step = geo.stride_h * geo.st_row
+    cdef const floating* src = (stage + c * geo.st_plane + p * geo.dil_h * geo.st_row
+                                + (tap % geo.stride_w) * geo.st_w + tap // geo.stride_w)
+    cdef Py_ssize_t oy = p0 // geo.out_w
+    cdef Py_ssize_t ox = p0 - oy * geo.out_w
+    cdef Py_ssize_t seg, rows
+    src = src + oy * step
+    if ox > 0:
+        # the tile starts inside an output row
+        seg = geo.out_w - ox if geo.out_w - ox < count else count
+        fc_copy_runs(<char*>row, 0, <const char*>(src + ox), 0, 1, seg * sizeof(floating))
+        row = row + seg
+        count = count - seg
+        src = src + step
+    # whole output rows, then the part of the last one the tile holds
+    rows = count // geo.out_w
+    fc_copy_runs(<char*>row, geo.out_w * sizeof(floating), <const char*>src,
+                 step * sizeof(floating), rows, geo.out_w * sizeof(floating))
+    count = count - rows * geo.out_w
+    if count > 0:
+        fc_copy_runs(<char*>(row + rows * geo.out_w), 0, <const char*>(src + rows * step), 0, 1,
+                     count * sizeof(floating))
+
+
+cdef inline void col_row(const floating* x_group, const floating* stage, floating* row,
+                         Py_ssize_t c, Py_ssize_t p, Py_ssize_t q, Py_ssize_t p0,
+                         Py_ssize_t count, const Geometry* geo) noexcept nogil:
+    """One im2col row, from the staged input where the geometry says so (``stage`` then holds
+    this (sample, group)'s stage_input), else from x."""
+    if geo.staged:
+        staged_row(stage, row, c, p, q, p0, count, geo)
+    else:
+        im2col_row(x_group, row, c, p, q, p0, count, geo)
+
+
+cdef void im2col_tile(const floating* x_group, const floating* stage, floating* col,
+                      Py_ssize_t p0, Py_ssize_t count, const Geometry* geo) noexcept nogil:
+    """col[(c,p,q), i] = x[c, oy*s+p*d-pad, ox*s+q*d-pad] (0 outside) for pixel p0+i = (oy, ox).
+
+    (Staged, the last row may be followed by STAGE_CHUNK bytes of scratch.)"""
     cdef Py_ssize_t c, p, q
     cdef floating* row = col
     for c in range(geo.in_channels_g):
         for p in range(geo.kernel_h):
             for q in range(geo.kernel_w):
-                im2col_row(x_group, row, c, p, q, p0, count, geo)
+                col_row(x_group, stage, row, c, p, q, p0, count, geo)
                 row = row + count
 
 
-cdef Py_ssize_t im2col_rows(const floating* x_group, floating* col, Py_ssize_t p0,
-                            Py_ssize_t count, const Geometry* geo) noexcept nogil:
+cdef Py_ssize_t im2col_rows(const floating* x_group, const floating* stage, floating* col,
+                            Py_ssize_t p0, Py_ssize_t count, const Geometry* geo) noexcept nogil:
     """im2col_tile's block for the packed GEMM, which reads it in place as panels of nr
     columns: rows ld = panel_ld(count, nr) apart, zeroed from count up to whole panels.
     Returns ld."""
@@ -218,7 +342,7 @@ cdef Py_ssize_t im2col_rows(const floating* x_group, floating* col, Py_ssize_t p
     for c in range(geo.in_channels_g):
         for p in range(geo.kernel_h):
             for q in range(geo.kernel_w):
-                im2col_row(x_group, row, c, p, q, p0, count, geo)
+                col_row(x_group, stage, row, c, p, q, p0, count, geo)
                 for j in range(count, padded):
                     row[j] = 0
                 row = row + ld
@@ -268,6 +392,88 @@ cdef void col2im_tile(const floating* col, floating* grad_group, Py_ssize_t c_st
                 row = row + count
 
 
+cdef inline void add_runs(floating* dst, Py_ssize_t dst_step, const floating* src,
+                          Py_ssize_t src_step, Py_ssize_t runs, Py_ssize_t length) noexcept nogil:
+    """dst[r*dst_step + j] += src[r*src_step + j] for r < runs, j < length."""
+    cdef Py_ssize_t r, j
+    for r in range(runs):
+        for j in range(length):
+            dst[j] += src[j]
+        dst = dst + dst_step
+        src = src + src_step
+
+
+cdef void col2im_staged(const floating* col, floating* stage, Py_ssize_t p0, Py_ssize_t count,
+                        const Geometry* geo) noexcept nogil:
+    """col2im_tile into the staged layout (stage_input's): stage[...] += col[(c,p,q), i], each
+    row segment added to one contiguous run (as staged_row reads them); unstage then moves
+    the sums to the input planes."""
+    cdef Py_ssize_t c, p, q, tap, oy, ox, seg, rows, left
+    cdef Py_ssize_t step = geo.stride_h * geo.st_row
+    cdef const floating* row = col
+    cdef const floating* src
+    cdef floating* dst
+    for c in range(geo.in_channels_g):
+        for p in range(geo.kernel_h):
+            for q in range(geo.kernel_w):
+                tap = q * geo.dil_w
+                dst = (stage + c * geo.st_plane + p * geo.dil_h * geo.st_row
+                       + (tap % geo.stride_w) * geo.st_w + tap // geo.stride_w)
+                oy = p0 // geo.out_w
+                ox = p0 - oy * geo.out_w
+                dst = dst + oy * step
+                src = row
+                left = count
+                if ox > 0:
+                    seg = geo.out_w - ox if geo.out_w - ox < left else left
+                    add_runs(dst + ox, 0, src, 0, 1, seg)
+                    src = src + seg
+                    left = left - seg
+                    dst = dst + step
+                rows = left // geo.out_w
+                add_runs(dst, step, src, geo.out_w, rows, geo.out_w)
+                left = left - rows * geo.out_w
+                if left > 0:
+                    add_runs(dst + rows * step, 0, src + rows * geo.out_w, 0, 1, left)
+                row = row + count
+
+
+cdef void unstage(const floating* stage, floating* gx_group, const Geometry* geo) noexcept nogil:
+    """gx[c, iy, ix] = stage[c, iy + pad_top, px % stride_w, px // stride_w], px = ix + pad_left:
+    the inverse of stage_input's copy; input pixels no window reaches get 0."""
+    cdef Py_ssize_t plane = geo.in_h * geo.in_w
+    cdef Py_ssize_t c, iy, ix, py, px, lo, hi
+    cdef const floating* src
+    cdef floating* dst
+    for c in range(geo.in_channels_g):
+        for iy in range(geo.in_h):
+            py = iy + geo.pad_top
+            dst = gx_group + c * plane + iy * geo.in_w
+            if py >= geo.st_rows:
+                for ix in range(geo.in_w):
+                    dst[ix] = 0
+                continue
+            src = stage + c * geo.st_plane + py * geo.st_row
+            if geo.stride_w == 1:
+                # the columns the stage holds: pad_left + ix < st_w
+                hi = geo.st_w - geo.pad_left
+                if hi > geo.in_w:
+                    hi = geo.in_w
+                if hi < 0:
+                    hi = 0
+                for ix in range(hi):
+                    dst[ix] = src[ix + geo.pad_left]
+                for ix in range(hi, geo.in_w):
+                    dst[ix] = 0
+            else:
+                for ix in range(geo.in_w):
+                    px = ix + geo.pad_left
+                    if px // geo.stride_w < geo.st_w:
+                        dst[ix] = src[(px % geo.stride_w) * geo.st_w + px // geo.stride_w]
+                    else:
+                        dst[ix] = 0
+
+
 cdef inline void pack_rows(const floating* a, Py_ssize_t m, Py_ssize_t k, Py_ssize_t rs,
                            Py_ssize_t cs, floating* packed) noexcept nogil:
     """The packed GEMM's A panels of the m x k matrix A[i][kk] = a[i*rs + kk*cs]."""
@@ -301,8 +507,9 @@ cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const flo
         fc_dgemm_packed(m, n, k, pa, pb, panel, ldb, bias, c, ldc, add_to_c)
 
 
-cdef void im2col_transposed(const floating* x_group, floating* panels, floating* scratch,
-                            Py_ssize_t p0, Py_ssize_t count, const Geometry* geo) noexcept nogil:
+cdef void im2col_transposed(const floating* x_group, const floating* stage, floating* panels,
+                            floating* scratch, Py_ssize_t p0, Py_ssize_t count,
+                            const Geometry* geo) noexcept nogil:
     """im2col_tile's block transposed into the packed GEMM's B panels (pixels down, nr taps
     across): panels[(r // nr)*count*nr + i*nr + r % nr] = col[r, i] for the k rows r
     = (c,p,q), zero past k. nr rows at a time are built in ``scratch`` (nr * count)."""
@@ -312,8 +519,8 @@ cdef void im2col_transposed(const floating* x_group, floating* panels, floating*
     while r0 < geo.k:
         rows = geo.k - r0 if geo.k - r0 < nr else nr
         for r in range(rows):
-            im2col_row(x_group, scratch + r * count, (r0 + r) // taps,
-                       (r0 + r) % taps // geo.kernel_w, (r0 + r) % geo.kernel_w, p0, count, geo)
+            col_row(x_group, stage, scratch + r * count, (r0 + r) // taps,
+                    (r0 + r) % taps // geo.kernel_w, (r0 + r) % geo.kernel_w, p0, count, geo)
         if floating is float:
             fc_stranspose_panel(scratch, count, <int>rows, count, panels + r0 * count)
         else:
@@ -327,10 +534,10 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                    Py_ssize_t groups, int num_threads):
     """y[n,o,i,j] = b[o] + sum_{c,p,q} x[n,c,i*s+p*d-pad,j*s+q*d-pad] * w[o,c,p,q] (per group).
 
-    ``bias`` may have length 0 (no bias). ``workspace`` has one row per thread of at least
-    k * tile elements (BLAS path; unused for pointwise convolutions) or (k + 1) * tile
-    rounded up to whole panels (packed path: the panels, then one row of scratch). ``packed_weight`` of length 0 selects the BLAS path;
-    otherwise it holds groups * (C_out/groups rounded up to whole panels) * k elements and
+    ``bias`` may have length 0 (no bias). ``workspace`` has one row per thread: 64 bytes of
+    slack to align it, the im2col block (k rows of panel_ld(tile), which also holds the BLAS
+    path's k * tile), STAGE_CHUNK bytes, and for a staged geometry the stage (stage_size).
+    ``packed_weight`` of length 0 selects the BLAS path; otherwise it holds groups * (C_out/groups rounded up to whole panels) * k elements and
     the weights are packed into it once, then every tile is im2col'ed straight into panels.
     """
     cdef Geometry geo = make_geometry(geometry)
@@ -343,8 +550,10 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef Py_ssize_t mr = fc_gemm_rows()
     cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
     cdef Py_ssize_t group_panels = (geo.out_channels_g + mr - 1) // mr * mr * geo.k
-    cdef Py_ssize_t item, n, g, t, p0, count, o, i, lda
+    cdef Py_ssize_t item, n, g, t, p0, count, o, i, lda, chunk, first, last, staged_item
     cdef const floating* a
+    cdef const floating* x_group
+    cdef floating* stage = NULL
     cdef floating* weight_panels = NULL
     cdef floating* c_ptr
     cdef floating* col = NULL
@@ -360,35 +569,47 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                           geo.k, 1, weight_panels + g * group_panels)
     with nogil, parallel(num_threads=num_threads):
         col = aligned(&workspace[threadid(), 0])
-        for item in prange(n_items, schedule="static"):
-            n = item // (groups * geo.n_tiles)
-            g = (item // geo.n_tiles) % groups
-            t = item % geo.n_tiles
-            p0 = t * geo.tile
-            count = geo.tile
-            if count > out_plane - p0:
-                count = out_plane - p0
-            c_ptr = &out[n, g * geo.out_channels_g, 0, 0] + p0
-            if packed:
-                lda = im2col_rows(&x[n, g * geo.in_channels_g, 0, 0], col, p0, count, &geo)
-                gemm_packed(geo.out_channels_g, count, geo.k, weight_panels + g * group_panels,
-                            col, nr, lda, &bias[g * geo.out_channels_g] if has_bias else NULL,
-                            c_ptr, out_plane)
-            else:
-                if geo.pointwise:
-                    a = &x[n, g * geo.in_channels_g, 0, 0] + p0
-                    lda = in_plane
+        stage = stage_of(col, &geo)
+        # one contiguous run of items per thread, so that the tiles of one (sample, group)
+        # that fall to a thread stage its input once
+        for chunk in prange(num_threads, schedule="static"):
+            staged_item = -1
+            first = chunk * n_items // num_threads
+            last = (chunk + 1) * n_items // num_threads
+            for item in range(first, last):
+                n = item // (groups * geo.n_tiles)
+                g = (item // geo.n_tiles) % groups
+                t = item % geo.n_tiles
+                p0 = t * geo.tile
+                count = geo.tile
+                if count > out_plane - p0:
+                    count = out_plane - p0
+                c_ptr = &out[n, g * geo.out_channels_g, 0, 0] + p0
+                x_group = &x[n, g * geo.in_channels_g, 0, 0]
+                if geo.staged and item // geo.n_tiles != staged_item:
+                    stage_input(x_group, stage, &geo)
+                    staged_item = item // geo.n_tiles
+                if packed:
+                    lda = im2col_rows(x_group, stage, col, p0, count, &geo)
+                    gemm_packed(geo.out_channels_g, count, geo.k,
+                                weight_panels + g * group_panels, col, nr, lda,
+                                &bias[g * geo.out_channels_g] if has_bias else NULL,
+                                c_ptr, out_plane)
                 else:
-                    im2col_tile(&x[n, g * geo.in_channels_g, 0, 0], col, p0, count, &geo)
-                    a = col
-                    lda = count
-                gemm(b"N", b"N", count, geo.out_channels_g, geo.k, a, lda,
-                     &weight[g * geo.out_channels_g, 0, 0, 0], geo.k, 0, c_ptr, out_plane)
-                if has_bias:
-                    for o in range(geo.out_channels_g):
-                        b = bias[g * geo.out_channels_g + o]
-                        for i in range(count):
-                            c_ptr[o * out_plane + i] += b
+                    if geo.pointwise:
+                        a = x_group + p0
+                        lda = in_plane
+                    else:
+                        im2col_tile(x_group, stage, col, p0, count, &geo)
+                        a = col
+                        lda = count
+                    gemm(b"N", b"N", count, geo.out_channels_g, geo.k, a, lda,
+                         &weight[g * geo.out_channels_g, 0, 0, 0], geo.k, 0, c_ptr, out_plane)
+                    if has_bias:
+                        for o in range(geo.out_channels_g):
+                            b = bias[g * geo.out_channels_g + o]
+                            for i in range(count):
+                                c_ptr[o * out_plane + i] += b
 
 
 cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
@@ -402,14 +623,15 @@ cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
     depends on the thread count. ``partials`` must be zeroed.
     ``packed``: the packed GEMM, gy's tile packed as A and the im2col block transposed into
     B panels; each thread's workspace row holds the gy panels (C_out/groups rounded up to
-    whole panels, by tile), the B panels (k rounded up, by tile) and nr rows of scratch.
+    whole panels, by tile), the B panels (k rounded up, by tile) and nr rows of scratch;
+    then STAGE_CHUNK bytes and, for a staged geometry, the stage (stage_size).
     """
     cdef Py_ssize_t batch = x.shape[0]
     cdef Py_ssize_t n_pairs = batch * geo[0].n_tiles
     cdef Py_ssize_t n_chunks = partials.shape[0]
     cdef Py_ssize_t out_plane = geo[0].out_h * geo[0].out_w
     cdef Py_ssize_t in_plane = geo[0].in_h * geo[0].in_w
-    cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, lda
+    cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, lda, staged_sample
     cdef Py_ssize_t mr = fc_gemm_rows()
     cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
     # the B panels start on a 64-byte boundary too
@@ -417,39 +639,51 @@ cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
                               + nr - 1) // nr * nr
     cdef Py_ssize_t b_size = (geo[0].k + nr - 1) // nr * nr * geo[0].tile
     cdef const floating* a
+    cdef const floating* x_group
     cdef floating* col = NULL
+    cdef floating* stage = NULL
     if n_pairs == 0:
         return
     with parallel(num_threads=num_threads):
         col = aligned(&workspace[threadid(), 0])
+        # the stage follows the im2col block, or (packed) the panels and the scratch rows
+        stage = (col + a_size + b_size + nr * geo[0].tile + STAGE_CHUNK // sizeof(floating)
+                 if packed else stage_of(col, geo))
         for chunk in prange(n_chunks, schedule="static"):
             first = chunk * n_pairs // n_chunks
             last = (chunk + 1) * n_pairs // n_chunks
-            for pair in range(first, last):
-                n = pair // geo[0].n_tiles
-                t = pair % geo[0].n_tiles
-                p0 = t * geo[0].tile
-                count = geo[0].tile
-                if count > out_plane - p0:
-                    count = out_plane - p0
-                for g in range(groups):
+            # groups outermost: each group sums into its own slice of partials, so the order
+            # of the sums is the same, and a group's tiles of one sample reuse its stage
+            for g in range(groups):
+                staged_sample = -1
+                for pair in range(first, last):
+                    n = pair // geo[0].n_tiles
+                    t = pair % geo[0].n_tiles
+                    p0 = t * geo[0].tile
+                    count = geo[0].tile
+                    if count > out_plane - p0:
+                        count = out_plane - p0
+                    x_group = &x[n, g * geo[0].in_channels_g, 0, 0]
+                    if geo[0].staged and n != staged_sample:
+                        stage_input(x_group, stage, geo)
+                        staged_sample = n
                     if packed:
                         pack_rows(&grad_output[n, g * geo[0].out_channels_g, 0, 0] + p0,
                                   geo[0].out_channels_g, count, out_plane, 1, col)
-                        im2col_transposed(&x[n, g * geo[0].in_channels_g, 0, 0], col + a_size,
-                                          col + a_size + b_size, p0, count, geo)
+                        im2col_transposed(x_group, stage, col + a_size, col + a_size + b_size,
+                                          p0, count, geo)
                         gemm_packed(geo[0].out_channels_g, geo[0].k, count, col, col + a_size,
                                     count * nr, nr, NULL,
                                     &partials[chunk, g * geo[0].out_channels_g * geo[0].k],
                                     geo[0].k, True)
-                    elif geo[0].pointwise:
-                        a = &x[n, g * geo[0].in_channels_g, 0, 0] + p0
-                        lda = in_plane
                     else:
-                        im2col_tile(&x[n, g * geo[0].in_channels_g, 0, 0], col, p0, count, geo)
-                        a = col
-                        lda = count
-                    if not packed:
+                        if geo[0].pointwise:
+                            a = x_group + p0
+                            lda = in_plane
+                        else:
+                            im2col_tile(x_group, stage, col, p0, count, geo)
+                            a = col
+                            lda = count
                         gemm(b"T", b"N", geo[0].k, geo[0].out_channels_g, count, a, lda,
                              &grad_output[n, g * geo[0].out_channels_g, 0, 0] + p0, out_plane,
                              1, &partials[chunk, g * geo[0].out_channels_g * geo[0].k],
@@ -514,7 +748,8 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
     Each tile's column gradient (k x tile) is one GEMM, scattered back by col2im. Two
     schedules give the same sums in the same order:
     - ``per_item`` (many (sample, group) items): one item per thread at a time, its tiles in
-      order, one workspace row (k * tile) per thread;
+      order, one workspace row (as the forward pass's) per thread; a staged geometry
+      scatters into the thread's stage (contiguous runs), then copies it to the planes;
     - otherwise (few items): the items in turn; within one, a band of tiles' GEMMs in
       parallel (workspace: one row holding ``band`` tile blocks), then the scatter in parallel
       over input channels, which own disjoint planes.
@@ -535,6 +770,7 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
     cdef Py_ssize_t mr = fc_gemm_rows()
     cdef Py_ssize_t group_panels = (geo[0].k + mr - 1) // mr * mr * geo[0].out_channels_g
     cdef floating* col = NULL
+    cdef floating* stage = NULL
     cdef floating* gy_rows = NULL
     cdef floating* weight_panels = NULL
     cdef const floating* wt_packed = NULL
@@ -571,6 +807,7 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
             col = aligned(&workspace[threadid(), 0])
             # (the BLAS path passes a one-element placeholder: no row per thread)
             gy_rows = aligned(&gy_workspace[threadid(), 0]) if packed else NULL
+            stage = stage_of(col, geo)
             for item in prange(n_items, schedule="static"):
                 n = item // groups
                 g = item % groups
@@ -578,6 +815,9 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
                 w_group = &weight[g * geo[0].out_channels_g, 0, 0, 0]
                 gx_group = &grad_input[n, g * geo[0].in_channels_g, 0, 0]
                 wt_packed = weight_panels + g * group_panels if packed else NULL
+                if geo[0].staged:
+                    # the item's sums gather in its stage, then go to the planes at once
+                    memset(stage, 0, geo[0].in_channels_g * geo[0].st_plane * sizeof(floating))
                 for t in range(geo[0].n_tiles):
                     p0 = t * geo[0].tile
                     count = geo[0].tile
@@ -585,7 +825,12 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
                         count = out_plane - p0
                     column_gradient(gy_group + p0, out_plane, w_group, wt_packed, gy_rows, col,
                                     count, geo)
-                    col2im_tile(col, gx_group, 0, geo[0].in_channels_g, p0, count, geo)
+                    if geo[0].staged:
+                        col2im_staged(col, stage, p0, count, geo)
+                    else:
+                        col2im_tile(col, gx_group, 0, geo[0].in_channels_g, p0, count, geo)
+                if geo[0].staged:
+                    unstage(stage, gx_group, geo)
         return
     for item in range(n_items):
         n = item // groups

@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
@@ -53,26 +53,67 @@ PACKED_CASES = [
 
 
 @contextlib.contextmanager
-def packed_gemm_everywhere():
-    """Take the packed GEMM for every shape it can do, however small (tests only)."""
-    saved = conv_module._PACKED_MIN_MACS
-    conv_module._PACKED_MIN_MACS = dict.fromkeys(saved, 0)
+def conv_thresholds(**values):
+    """Set fastconv.conv's path thresholds (tests only), forgetting the plans and cached
+    choices made under the old ones, before and after."""
+    saved = {name: getattr(conv_module, name) for name in values}
+    for name, value in values.items():
+        setattr(conv_module, name, value)
+    conv_module._clear_plans()
     try:
         yield
     finally:
-        conv_module._PACKED_MIN_MACS = saved
+        for name, value in saved.items():
+            setattr(conv_module, name, value)
+        conv_module._clear_plans()
 
 
-@pytest.fixture(params=["auto", "packed_path"])
+def packed_gemm_everywhere():
+    """Take the packed GEMM for every shape it can do, however small (tests only)."""
+    return conv_thresholds(_PACKED_MIN_MACS=dict.fromkeys(conv_module._PACKED_MIN_MACS, 0))
+
+
+def unstaged():
+    """The paths the shapes choose, but im2col from x (no stage) and every input gradient
+    through the col2im scatter (no transposed convolution)."""
+    return conv_thresholds(_STAGE_BYTES=0, _TRANSPOSED_MAX_GROWTH=0)
+
+
+@pytest.fixture(params=["auto", "packed_path", "unstaged"])
 def gemm_path(request):
-    """Each test twice: the path the shapes choose, and the packed GEMM wherever it applies."""
+    """Each test three times: the paths the shapes choose (small test images are staged),
+    the packed GEMM wherever it applies, and no staging nor transposed input gradient."""
     if request.param == "auto":
         yield request.param
+        return
+    if request.param == "unstaged":
+        with unstaged():
+            yield request.param
         return
     if not conv_module._PACKED_GEMM:
         pytest.skip("no packed GEMM micro-kernel on this CPU")
     with packed_gemm_everywhere():
         yield request.param
+
+
+def test_path_switches_take_effect():
+    """The fixture's switches reach the path choices even for shapes seen before (the plans
+    and the path choices are cached)."""
+    x = np.ones((2, 3, 8, 8), np.float32)
+    w = np.ones((4, 3, 3, 3), np.float32)
+
+    def paths():
+        conv, _ = conv_module._prepare(x, w, None, 1, 1, 1, 1, "zeros")
+        return (conv.geometry[15], conv_module._packed_path(conv.geometry, conv.dtype),
+                conv_module._transposed_geometry(conv.geometry, conv.dtype) is not None)
+
+    assert paths() == (True, False, True)
+    with unstaged():
+        assert paths() == (False, False, False)
+    if conv_module._PACKED_GEMM:
+        with packed_gemm_everywhere():
+            assert paths() == (True, True, True)
+    assert paths() == (True, False, True)
 
 
 def make_case(rng, geometry, dtype, bias=True):
@@ -256,6 +297,27 @@ def test_random_geometry_matches_reference(geometry, seed, float32, contiguous):
     expected = conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)
     for actual, wanted in zip(grads, expected):
         assert_grad_close(actual, wanted)
+
+
+@given(geometry=conv_geometry(), seed=st.integers(0, 2**32 - 1), float32=st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_random_geometry_staged_and_unstaged(geometry, seed, float32):
+    """Both ways to build the im2col blocks and both input gradients (the stage and the
+    transposed convolution, or x and the col2im scatter), with batches large enough for the
+    per-item backward schedule (which scatters into the stage)."""
+    dtype = np.dtype(np.float32 if float32 else np.float64)
+    geometry = (9,) + geometry[1:]
+    rng = np.random.default_rng(seed)
+    x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, dtype)
+    expected_y = conv2d_ref(x, weight, bias, **ref_kwargs)
+    grad_output = rng.standard_normal(expected_y.shape).astype(dtype)
+    expected = conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)
+    for paths in (contextlib.nullcontext, unstaged):
+        with paths():
+            assert_close(fastconv.conv2d(x, weight, bias, **kwargs), expected_y)
+            grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
+        for actual, wanted in zip(grads, expected):
+            assert_grad_close(actual, wanted)
 
 
 # ---------------------------------------------------------------- PyTorch
