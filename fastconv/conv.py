@@ -43,8 +43,11 @@ _PARTIAL_BYTES = 32 * 1024 * 1024
 _POINTWISE_TILE = 4096
 # Each thread copies the input of one (sample, group) into a zero-padded stage, from which
 # every im2col row is a run of plain 64-byte copies (src/_conv.pyx, stage_input), when that
-# copy is at most this big: it then stays in L2 beside the im2col tile.
-_STAGE_BYTES = 512 * 1024
+# copy is at most this big. A tile reads only a band of the stage's rows, so it need not fit
+# in a cache: on Zen 4, staging the ResNet-sized planes (0.85 MB) made their forward 8% and
+# the 7x7 stem's 17% faster. Larger planes (images of millions of pixels) keep im2col from x,
+# so the workspace stays bounded.
+_STAGE_BYTES = 8 * 1024 * 1024
 # The input gradient of a stride-1 convolution is a forward convolution of grad_output when
 # the input is at most this much larger than the output (see _transposed_geometry).
 _TRANSPOSED_MAX_GROWTH = 1.25
@@ -69,6 +72,9 @@ _PACKED_GEMM = _conv.packed_gemm_kernel() is not None
 # measured on Zen 4, one thread: the packed GEMM wins by 10-35% from a few million
 # multiply-adds per (sample, group) up, and ties or loses below (LeNet-sized layers)
 _PACKED_MIN_MACS = {np.dtype(np.float32): 2 ** 21, np.dtype(np.float64): 2 ** 23}
+# the weight gradient's: from LeNet's second layer (16 x 150 x 100) up, measured the same way
+# (at 16 x 25 x 144, the first layer of bench's "seed", BLAS still wins)
+_PACKED_MIN_MACS_WEIGHT = {np.dtype(np.float32): 2 ** 17, np.dtype(np.float64): 2 ** 19}
 # elements in 64 bytes: the slack per workspace row that lets a kernel align the row's start
 _ALIGN = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
 
@@ -321,18 +327,21 @@ def _is_pointwise(geometry):
 
 
 @functools.lru_cache(maxsize=1024)  # per call it cost ~1 us of a tiny convolution's ~8
-def _packed_path(geometry, dtype):
-    """Whether the convolution's GEMMs use the packed GEMM (src/_gemm.h) instead of BLAS.
+def _packed_path(geometry, dtype, weight_gradient=False):
+    """Whether the convolution's GEMMs (or, with ``weight_gradient``, the weight gradient's)
+    use the packed GEMM (src/_gemm.h) instead of BLAS.
 
     It needs its SIMD micro-kernels; pointwise convolutions keep BLAS, which reads the input
     planes in place where the packed path would copy them, and so do small ones (below
     _PACKED_MIN_MACS multiply-adds per sample and group), where OpenBLAS's small-matrix
-    kernels, which pack nothing, are as fast or faster. Chosen from the shapes (and the CPU)
-    only, never from the thread count.
+    kernels, which pack nothing, are as fast or faster. The weight gradient has no such
+    kernel in OpenBLAS (it packs both operands on every call), so its bound is lower.
+    Chosen from the shapes (and the CPU) only, never from the thread count.
     """
     k = geometry[0] * geometry[6] * geometry[7]
+    minimum = (_PACKED_MIN_MACS_WEIGHT if weight_gradient else _PACKED_MIN_MACS)[dtype]
     return (_PACKED_GEMM and not _is_pointwise(geometry)
-            and geometry[3] * k * geometry[4] * geometry[5] >= _PACKED_MIN_MACS[dtype])
+            and geometry[3] * k * geometry[4] * geometry[5] >= minimum)
 
 
 def _packed_weight(geometry, groups, dtype, transposed=False):
@@ -569,7 +578,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         partials = (grad_weight.reshape(1, row) if n_chunks == 1
                     else np.zeros((n_chunks, row), dtype=dtype))
         weight_threads = effective_num_threads(n_chunks)
-        packed_grad_weight = _packed_path(geometry, dtype)
+        packed_grad_weight = _packed_path(geometry, dtype, weight_gradient=True)
         weight_workspace = _weight_workspace(weight_threads, geometry, dtype,
                                              packed_grad_weight)
     per_item = batch * conv.groups >= _PER_ITEM_MIN_ITEMS

@@ -70,7 +70,8 @@ def conv_thresholds(**values):
 
 def packed_gemm_everywhere():
     """Take the packed GEMM for every shape it can do, however small (tests only)."""
-    return conv_thresholds(_PACKED_MIN_MACS=dict.fromkeys(conv_module._PACKED_MIN_MACS, 0))
+    zero = dict.fromkeys(conv_module._PACKED_MIN_MACS, 0)
+    return conv_thresholds(_PACKED_MIN_MACS=zero, _PACKED_MIN_MACS_WEIGHT=zero)
 
 
 def unstaged():
@@ -104,7 +105,8 @@ def test_path_switches_take_effect():
 
     def paths():
         conv, _ = conv_module._prepare(x, w, None, 1, 1, 1, 1, "zeros")
-        return (conv.geometry[15], conv_module._packed_path(conv.geometry, conv.dtype),
+        return (conv.geometry[15], conv_module._packed_path(conv.geometry, conv.dtype)
+                and conv_module._packed_path(conv.geometry, conv.dtype, weight_gradient=True),
                 conv_module._transposed_geometry(conv.geometry, conv.dtype) is not None)
 
     assert paths() == (True, False, True)
