@@ -6,9 +6,12 @@ own tile and multiplies it, either with SciPy's OpenBLAS held to one thread by t
 (where the wrapper chooses it, from the shapes) with the packed GEMM of ``_gemm.h``: the
 weights are packed once per call and the im2col block is read in place (the forward pass) or
 transposed in registers into panels (the weight gradient), where BLAS would re-pack both on
-every tile. The tile size and the path depend only on the shapes, never on
-the thread count, and every output element is produced by the same GEMM call whatever thread
-runs it, so results are bit-identical for any thread count.
+every tile. Where the wrapper stages (geo.staged), a thread first copies the input planes of
+the (sample, group) into a zero-padded, column-phase-split stage (stage_input), from which
+every im2col row segment is one contiguous run (staged_row); the per-item input gradient
+scatters into such a stage too (col2im_staged, unstage). The tile size and the paths depend
+only on the shapes, never on the thread count, and every output element is produced by the
+same GEMM call whatever thread runs it, so results are bit-identical for any thread count.
 
 Row-major arrays are handed to column-major BLAS as their transposes: a row-major (R x C)
 block with row stride ``ld`` is a column-major (C x R) matrix with leading dimension ``ld``.
