@@ -463,6 +463,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
 def _forward(x, weight, bias, out, geometry, groups):
     """The GEMM path's forward pass into ``out``: workspaces, threads and the kernel."""
     dtype = x.dtype
+    if geometry[0] == 0:
+        # no input channels: an empty sum, the bias alone (and no element of x or of the
+        # weights for the kernel to point at)
+        out[...] = 0 if bias is None else bias.reshape(1, -1, 1, 1)
+        return
     n_items = x.shape[0] * groups * _n_tiles(geometry)
     num_threads = effective_num_threads(n_items)
     workspace = _workspace(num_threads, geometry, dtype)
@@ -568,7 +573,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     partials = weight_workspace = input_workspace = None
     packed_grad_weight = False
     weight_threads = input_threads = 1
-    if grad_weight is not None and batch:
+    if grad_weight is not None and batch and grad_weight.size:
         # the (sample, tile) pairs are cut into chunks by the shapes alone; one chunk sums
         # straight into the result, several are added afterwards in a fixed order, so the sum
         # never depends on the thread count
@@ -587,7 +592,8 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         # stride 1: a forward convolution of grad_output, written straight into grad_input
         _forward(gy4, _transposed_weight(conv.weight, conv.groups), None, grad_input,
                  transposed, conv.groups)
-    elif grad_input is not None and grad_input.size:
+    elif grad_input is not None and grad_input.size and out_channels:
+        # (no output channels: the zeros it was allocated with)
         if per_item:
             input_threads = effective_num_threads(batch * conv.groups)
             input_workspace = _workspace(input_threads, geometry, dtype)

@@ -40,8 +40,6 @@ cdef extern from "_gemm.h" nogil:
                     float* packed)
     void fc_dpack_a(Py_ssize_t m, Py_ssize_t k, const double* a, Py_ssize_t rs, Py_ssize_t cs,
                     double* packed)
-    void fc_spack_a_rows(Py_ssize_t m, Py_ssize_t k, const float* a, Py_ssize_t rs,
-                         float* packed)
     void fc_sgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* pa,
                          const float* pb, Py_ssize_t panel, Py_ssize_t ldb, const float* bias,
                          float* c, Py_ssize_t ldc, int add_to_c)
@@ -483,10 +481,7 @@ cdef inline void pack_rows(const floating* a, Py_ssize_t m, Py_ssize_t k, Py_ssi
                            Py_ssize_t cs, floating* packed) noexcept nogil:
     """The packed GEMM's A panels of the m x k matrix A[i][kk] = a[i*rs + kk*cs]."""
     if floating is float:
-        if cs == 1:
-            fc_spack_a_rows(m, k, a, rs, packed)
-        else:
-            fc_spack_a(m, k, a, rs, cs, packed)
+        fc_spack_a(m, k, a, rs, cs, packed)
     else:
         fc_dpack_a(m, k, a, rs, cs, packed)
 

@@ -348,65 +348,6 @@ fc_dtranspose8_avx2(const double *src, ptrdiff_t ld, ptrdiff_t count, double *ds
 }
 #endif
 
-#if FC_GEMM_X86
-/* fc_spack_a for rows of floats (cs == 1) into panels of 8 rows (the AVX-512VL kernel's):
- * 8 x 8 blocks transposed in registers, the rest element by element; the same values */
-__attribute__((target("avx2"))) static void
-fc_spack_a8_avx2(ptrdiff_t m, ptrdiff_t k, const float *a, ptrdiff_t rs, float *packed)
-{
-    ptrdiff_t i0, kk;
-    int r;
-    for (i0 = 0; i0 < m; i0 += 8) {
-        const float *s0 = a + i0 * rs;
-        if (m - i0 < 8) {
-            fc_spack_a(m - i0, k, s0, rs, 1, packed);
-            return;
-        }
-        for (kk = 0; kk + 8 <= k; kk += 8) {
-            __m256 r0 = _mm256_loadu_ps(s0 + kk), r1 = _mm256_loadu_ps(s0 + rs + kk);
-            __m256 r2 = _mm256_loadu_ps(s0 + 2 * rs + kk), r3 = _mm256_loadu_ps(s0 + 3 * rs + kk);
-            __m256 r4 = _mm256_loadu_ps(s0 + 4 * rs + kk), r5 = _mm256_loadu_ps(s0 + 5 * rs + kk);
-            __m256 r6 = _mm256_loadu_ps(s0 + 6 * rs + kk), r7 = _mm256_loadu_ps(s0 + 7 * rs + kk);
-            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-            __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-            __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-            __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-            float *d = packed + kk * 8;
-            _mm256_storeu_ps(d + 0 * 8, _mm256_permute2f128_ps(u0, u4, 0x20));
-            _mm256_storeu_ps(d + 1 * 8, _mm256_permute2f128_ps(u1, u5, 0x20));
-            _mm256_storeu_ps(d + 2 * 8, _mm256_permute2f128_ps(u2, u6, 0x20));
-            _mm256_storeu_ps(d + 3 * 8, _mm256_permute2f128_ps(u3, u7, 0x20));
-            _mm256_storeu_ps(d + 4 * 8, _mm256_permute2f128_ps(u0, u4, 0x31));
-            _mm256_storeu_ps(d + 5 * 8, _mm256_permute2f128_ps(u1, u5, 0x31));
-            _mm256_storeu_ps(d + 6 * 8, _mm256_permute2f128_ps(u2, u6, 0x31));
-            _mm256_storeu_ps(d + 7 * 8, _mm256_permute2f128_ps(u3, u7, 0x31));
-        }
-        for (; kk < k; kk++)
-            for (r = 0; r < 8; r++)
-                packed[kk * 8 + r] = s0[r * rs + kk];
-        packed += k * 8;
-    }
-}
-#endif
-
-/* fc_spack_a of a matrix stored as rows (cs == 1), with whole 8-row panels transposed in
- * registers where the kernels are AVX-512VL's */
-static void fc_spack_a_rows(ptrdiff_t m, ptrdiff_t k, const float *a, ptrdiff_t rs,
-                            float *packed)
-{
-#if FC_GEMM_X86
-    if (fc_gemm_mr == 8 && fc_skernel != fc_skernel_generic) {
-        fc_spack_a8_avx2(m, k, a, rs, packed);
-        return;
-    }
-#endif
-    fc_spack_a(m, k, a, rs, 1, packed);
-}
-
 /* fc_?transpose_panel_c, with whole panels transposed in registers where AVX2 is */
 static void fc_stranspose_panel(const float *src, ptrdiff_t ld, int rows, ptrdiff_t count,
                                 float *dst)
