@@ -12,9 +12,9 @@
  * The micro-kernel keeps an MR x NR block of C in registers over a block of K (the B block,
  * at most KC_MAX rows of NR values, stays in L1 while the A panels stream past). K is cut into
  * blocks by its size alone, so every element of C is summed in the same order whoever
- * calls: results depend on the shapes only, never on threads. The AVX2+FMA kernels are chosen
- * at run time (fc_gemm_init, once); elsewhere a plain C kernel of the same shape computes
- * the same panels.
+ * calls: results depend on the shapes only, never on threads. The SIMD kernels (AVX-512F,
+ * else AVX2+FMA) are chosen at run time (fc_gemm_init, once); elsewhere a plain C kernel of
+ * the same shape computes the same panels.
  */
 #ifndef FASTCONV_GEMM_H
 #define FASTCONV_GEMM_H
@@ -22,8 +22,8 @@
 #include <stddef.h>
 #include <string.h>
 
-/* Rows of A per panel: 6 with AVX2's 16 vector registers (12 accumulators), 8 with
- * AVX-512VL's 32 (16 accumulators; 8 divides the usual channel counts). Set once by
+/* Rows of A per panel: 6 with AVX2's 16 vector registers (12 accumulators), 8 with AVX-512
+ * (8 accumulators of one zmm each; 8 divides the usual channel counts). Set once by
  * fc_gemm_init; the packing and the micro-kernel always agree on it. */
 #define FC_GEMM_MR_MAX 8
 #define FC_SGEMM_NR 16
@@ -76,13 +76,10 @@ FC_GEMM_GENERIC_KERNEL(fc_skernel_generic, float, 6, FC_SGEMM_NR)
 FC_GEMM_GENERIC_KERNEL(fc_dkernel_generic, double, 6, FC_DGEMM_NR)
 
 #if FC_GEMM_X86
-/* An MR x (2 vectors) micro-kernel in 256-bit vectors, for one ISA (TARGET) and type:
- * - AVX2+FMA, 6 x 16 floats (6 x 8 doubles): 12 accumulators, 2 for B and 1 broadcast in
- *   its 16 registers. Zen 4 runs AVX-512 as two 256-bit halves, so this already reaches its
- *   FMA peak;
- * - AVX-512VL, 8 x 16 floats (8 x 8 doubles): its 32 registers hold 16 accumulators, and
- *   256-bit FMAs run at full rate on cores that split 512-bit ones (Zen 4).
- * The loops have constant bounds and are unrolled, so the arrays live in registers. */
+/* An MR x (2 vectors) micro-kernel in 256-bit vectors, for one ISA (TARGET) and type; the
+ * AVX2+FMA one is 6 x 16 floats (6 x 8 doubles): 12 accumulators, 2 for B and 1 broadcast in
+ * its 16 registers. The loops have constant bounds and are unrolled, so the arrays live in
+ * registers. */
 #define FC_GEMM_SIMD_KERNEL(NAME, TARGET, MR, T, VEC, LANES, SET0, LOAD, STORE, BCAST, FMA, \
                             ADD)                                                             \
     __attribute__((target(TARGET))) static void                                              \
@@ -130,12 +127,45 @@ FC_GEMM_SIMD_KERNEL(fc_skernel_avx2, "avx2,fma", 6, float, __m256, 8, _mm256_set
 FC_GEMM_SIMD_KERNEL(fc_dkernel_avx2, "avx2,fma", 6, double, __m256d, 4, _mm256_setzero_pd,
                     _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
                     _mm256_add_pd)
-FC_GEMM_SIMD_KERNEL(fc_skernel_avx512, "avx512f,avx512vl,avx2,fma", 8, float, __m256, 8,
-                    _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss,
-                    _mm256_fmadd_ps, _mm256_add_ps)
-FC_GEMM_SIMD_KERNEL(fc_dkernel_avx512, "avx512f,avx512vl,avx2,fma", 8, double, __m256d, 4,
-                    _mm256_setzero_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd,
-                    _mm256_fmadd_pd, _mm256_add_pd)
+
+/* An MR x (1 vector) micro-kernel in 512-bit vectors (AVX-512F), 8 x 16 floats (8 x 8
+ * doubles): a zmm holds a whole row of the panel, so the MR rows take MR accumulators and
+ * each A value is broadcast from memory inside its FMA ({1to16}): per K step one load of B
+ * and MR FMAs, a third of the 256-bit kernel's instructions for the same FLOPs (Zen 4 runs a
+ * 512-bit FMA as two 256-bit halves, at the same FLOP rate). Each element of C gets the same
+ * operations in the same order as in the 256-bit kernels. */
+#define FC_GEMM_ZMM_KERNEL(NAME, MR, T, VEC, SET0, LOAD, STORE, SET1, FMA, ADD)              \
+    __attribute__((target("avx512f"))) static void                                           \
+    NAME(ptrdiff_t kc, const T *a, const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc,           \
+         int accumulate, const T *bias)                                                      \
+    {                                                                                        \
+        VEC acc[MR], bv;                                                                     \
+        ptrdiff_t kk;                                                                        \
+        int r;                                                                               \
+        _Pragma("GCC unroll 8") for (r = 0; r < MR; r++)                                     \
+            acc[r] = SET0();                                                                 \
+        for (kk = 0; kk < kc; kk++) {                                                        \
+            bv = LOAD(b);                                                                    \
+            _Pragma("GCC unroll 8") for (r = 0; r < MR; r++)                                 \
+                acc[r] = FMA(SET1(a[r]), bv, acc[r]);                                        \
+            a += MR;                                                                         \
+            b += ldb;                                                                        \
+        }                                                                                    \
+        _Pragma("GCC unroll 8") for (r = 0; r < MR; r++) {                                   \
+            T *row = c + r * ldc;                                                            \
+            VEC x = acc[r];                                                                  \
+            if (accumulate)                                                                  \
+                x = ADD(LOAD(row), x);                                                       \
+            if (bias)                                                                        \
+                x = ADD(x, SET1(bias[r]));                                                   \
+            STORE(row, x);                                                                   \
+        }                                                                                    \
+    }
+
+FC_GEMM_ZMM_KERNEL(fc_skernel_avx512, 8, float, __m512, _mm512_setzero_ps, _mm512_loadu_ps,
+                   _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps)
+FC_GEMM_ZMM_KERNEL(fc_dkernel_avx512, 8, double, __m512d, _mm512_setzero_pd, _mm512_loadu_pd,
+                   _mm512_storeu_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd)
 #endif
 
 static fc_skernel_t fc_skernel = fc_skernel_generic;
@@ -144,7 +174,7 @@ static int fc_gemm_mr = 6;
 static const char *fc_gemm_name = NULL;
 
 /* Pick the kernels for this CPU; called once, at import, before any thread runs them.
- * fc_gemm_name is then "avx512vl 8x16" or "avx2 6x16", or NULL where there is only the plain C
+ * fc_gemm_name is then "avx512 8x16" or "avx2 6x16", or NULL where there is only the plain C
  * kernel (the caller keeps BLAS then). ``force`` ("avx2" or "generic", else ignored) picks a
  * lesser kernel, to test it on a bigger CPU; forced, the plain C one is named "generic 6x16". */
 static void fc_gemm_init(const char *force)
@@ -159,12 +189,13 @@ static void fc_gemm_init(const char *force)
     }
 #if FC_GEMM_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+    /* (AVX-512F CPUs have AVX2 too, which the panel transposes below use) */
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
         __builtin_cpu_supports("fma") && !(force && strcmp(force, "avx2") == 0)) {
         fc_skernel = fc_skernel_avx512;
         fc_dkernel = fc_dkernel_avx512;
         fc_gemm_mr = 8;
-        fc_gemm_name = "avx512vl 8x16";
+        fc_gemm_name = "avx512 8x16";
     } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         fc_skernel = fc_skernel_avx2;
         fc_dkernel = fc_dkernel_avx2;
