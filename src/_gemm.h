@@ -217,7 +217,76 @@ static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
     return (k + blocks - 1) / blocks;
 }
 
-#define FC_GEMM_DEFINE(PREFIX, T, NR, KERNEL)                                                \
+/* A panel of 8 rows with unit column stride (the weight gradient's tile of grad_output, packed
+ * per tile): dst[kk*8 + r] = src[r*rs + kk] for r < 8, kk < k, by 8x8 (floats) or 4x4
+ * (doubles) transposes in registers. Only the AVX-512 kernel's panels have 8 rows, and its
+ * CPUs have AVX2. */
+#if FC_GEMM_X86
+__attribute__((target("avx2"))) static void
+fc_spack8_avx2(const float *src, ptrdiff_t rs, ptrdiff_t k, float *dst)
+{
+    ptrdiff_t kk = 0;
+    int r;
+    for (; kk + 8 <= k; kk += 8) {
+        const float *s0 = src + kk;
+        __m256 r0 = _mm256_loadu_ps(s0), r1 = _mm256_loadu_ps(s0 + rs);
+        __m256 r2 = _mm256_loadu_ps(s0 + 2 * rs), r3 = _mm256_loadu_ps(s0 + 3 * rs);
+        __m256 r4 = _mm256_loadu_ps(s0 + 4 * rs), r5 = _mm256_loadu_ps(s0 + 5 * rs);
+        __m256 r6 = _mm256_loadu_ps(s0 + 6 * rs), r7 = _mm256_loadu_ps(s0 + 7 * rs);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        float *d = dst + kk * 8;
+        _mm256_storeu_ps(d + 0 * 8, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(d + 1 * 8, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(d + 2 * 8, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(d + 3 * 8, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(d + 4 * 8, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(d + 5 * 8, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(d + 6 * 8, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_storeu_ps(d + 7 * 8, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    for (; kk < k; kk++)
+        for (r = 0; r < 8; r++)
+            dst[kk * 8 + r] = src[r * rs + kk];
+}
+
+__attribute__((target("avx2"))) static void
+fc_dpack8_avx2(const double *src, ptrdiff_t rs, ptrdiff_t k, double *dst)
+{
+    ptrdiff_t kk = 0;
+    int half, r;
+    for (; kk + 4 <= k; kk += 4) {
+        for (half = 0; half < 2; half++) {
+            const double *s0 = src + (half * 4) * rs + kk;
+            __m256d r0 = _mm256_loadu_pd(s0), r1 = _mm256_loadu_pd(s0 + rs);
+            __m256d r2 = _mm256_loadu_pd(s0 + 2 * rs), r3 = _mm256_loadu_pd(s0 + 3 * rs);
+            __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+            __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+            double *d = dst + kk * 8 + half * 4;
+            _mm256_storeu_pd(d + 0 * 8, _mm256_permute2f128_pd(t0, t2, 0x20));
+            _mm256_storeu_pd(d + 1 * 8, _mm256_permute2f128_pd(t1, t3, 0x20));
+            _mm256_storeu_pd(d + 2 * 8, _mm256_permute2f128_pd(t0, t2, 0x31));
+            _mm256_storeu_pd(d + 3 * 8, _mm256_permute2f128_pd(t1, t3, 0x31));
+        }
+    }
+    for (; kk < k; kk++)
+        for (r = 0; r < 8; r++)
+            dst[kk * 8 + r] = src[r * rs + kk];
+}
+#define FC_GEMM_PACK8 1
+#else
+#define FC_GEMM_PACK8 0
+#define fc_spack8_avx2(src, rs, k, dst) ((void)0)
+#define fc_dpack8_avx2(src, rs, k, dst) ((void)0)
+#endif
+
+#define FC_GEMM_DEFINE(PREFIX, T, NR, KERNEL, PACK8)                                                \
     /* packed[panel][kk][r] = A[panel*MR + r][kk] = a[(panel*MR + r)*rs + kk*cs], 0 past   \
      * row m (rs, cs: A's row and column strides, so A may be a transposed view) */         \
     static void PREFIX##pack_a(ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t rs,           \
@@ -227,6 +296,11 @@ static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
         int r, MR = fc_gemm_mr;                                                              \
         for (i0 = 0; i0 < m; i0 += MR) {                                                     \
             int rows = (int)(m - i0 < MR ? m - i0 : MR);                                     \
+            if (FC_GEMM_PACK8 && rows == 8 && MR == 8 && cs == 1) {                          \
+                PACK8(a + i0 * rs, rs, k, packed);                                           \
+                packed += k * MR;                                                            \
+                continue;                                                                    \
+            }                                                                                \
             for (kk = 0; kk < k; kk++) {                                                     \
                 const T *src = a + i0 * rs + kk * cs;                                        \
                 for (r = 0; r < rows; r++)                                                   \
@@ -312,8 +386,8 @@ static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
                 dst[j * NR + r] = 0;                                                         \
     }
 
-FC_GEMM_DEFINE(fc_s, float, FC_SGEMM_NR, fc_skernel)
-FC_GEMM_DEFINE(fc_d, double, FC_DGEMM_NR, fc_dkernel)
+FC_GEMM_DEFINE(fc_s, float, FC_SGEMM_NR, fc_skernel, fc_spack8_avx2)
+FC_GEMM_DEFINE(fc_d, double, FC_DGEMM_NR, fc_dkernel, fc_dpack8_avx2)
 
 #if FC_GEMM_X86
 /* 16 rows of floats to a panel of 16 across, 8 pixels at a time: two 8x8 transposes */
