@@ -12,9 +12,9 @@
  * The micro-kernel keeps an MR x NR block of C in registers over a block of K (the B block,
  * at most KC_MAX rows of NR values, stays in L1 while the A panels stream past). K is cut into
  * blocks by its size alone, so every element of C is summed in the same order whoever
- * calls: results depend on the shapes only, never on threads. The AVX2+FMA kernels are chosen
- * at run time (fc_gemm_init, once); elsewhere a plain C kernel of the same shape computes
- * the same panels.
+ * calls: results depend on the shapes only, never on threads. The SIMD kernels (AVX-512F,
+ * else AVX2+FMA) are chosen at run time (fc_gemm_init, once); elsewhere a plain C kernel of
+ * the same shape computes the same panels.
  */
 #ifndef FASTCONV_GEMM_H
 #define FASTCONV_GEMM_H
@@ -22,8 +22,8 @@
 #include <stddef.h>
 #include <string.h>
 
-/* Rows of A per panel: 6 with AVX2's 16 vector registers (12 accumulators), 8 with
- * AVX-512VL's 32 (16 accumulators; 8 divides the usual channel counts). Set once by
+/* Rows of A per panel: 6 with AVX2's 16 vector registers (12 accumulators), 8 with AVX-512
+ * (8 accumulators of one zmm each; 8 divides the usual channel counts). Set once by
  * fc_gemm_init; the packing and the micro-kernel always agree on it. */
 #define FC_GEMM_MR_MAX 8
 #define FC_SGEMM_NR 16
@@ -76,13 +76,10 @@ FC_GEMM_GENERIC_KERNEL(fc_skernel_generic, float, 6, FC_SGEMM_NR)
 FC_GEMM_GENERIC_KERNEL(fc_dkernel_generic, double, 6, FC_DGEMM_NR)
 
 #if FC_GEMM_X86
-/* An MR x (2 vectors) micro-kernel in 256-bit vectors, for one ISA (TARGET) and type:
- * - AVX2+FMA, 6 x 16 floats (6 x 8 doubles): 12 accumulators, 2 for B and 1 broadcast in
- *   its 16 registers. Zen 4 runs AVX-512 as two 256-bit halves, so this already reaches its
- *   FMA peak;
- * - AVX-512VL, 8 x 16 floats (8 x 8 doubles): its 32 registers hold 16 accumulators, and
- *   256-bit FMAs run at full rate on cores that split 512-bit ones (Zen 4).
- * The loops have constant bounds and are unrolled, so the arrays live in registers. */
+/* An MR x (2 vectors) micro-kernel in 256-bit vectors, for one ISA (TARGET) and type; the
+ * AVX2+FMA one is 6 x 16 floats (6 x 8 doubles): 12 accumulators, 2 for B and 1 broadcast in
+ * its 16 registers. The loops have constant bounds and are unrolled, so the arrays live in
+ * registers. */
 #define FC_GEMM_SIMD_KERNEL(NAME, TARGET, MR, T, VEC, LANES, SET0, LOAD, STORE, BCAST, FMA, \
                             ADD)                                                             \
     __attribute__((target(TARGET))) static void                                              \
@@ -130,12 +127,45 @@ FC_GEMM_SIMD_KERNEL(fc_skernel_avx2, "avx2,fma", 6, float, __m256, 8, _mm256_set
 FC_GEMM_SIMD_KERNEL(fc_dkernel_avx2, "avx2,fma", 6, double, __m256d, 4, _mm256_setzero_pd,
                     _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd,
                     _mm256_add_pd)
-FC_GEMM_SIMD_KERNEL(fc_skernel_avx512, "avx512f,avx512vl,avx2,fma", 8, float, __m256, 8,
-                    _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss,
-                    _mm256_fmadd_ps, _mm256_add_ps)
-FC_GEMM_SIMD_KERNEL(fc_dkernel_avx512, "avx512f,avx512vl,avx2,fma", 8, double, __m256d, 4,
-                    _mm256_setzero_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd,
-                    _mm256_fmadd_pd, _mm256_add_pd)
+
+/* An MR x (1 vector) micro-kernel in 512-bit vectors (AVX-512F), 8 x 16 floats (8 x 8
+ * doubles): a zmm holds a whole row of the panel, so the MR rows take MR accumulators and
+ * each A value is broadcast from memory inside its FMA ({1to16}): per K step one load of B
+ * and MR FMAs, a third of the 256-bit kernel's instructions for the same FLOPs (Zen 4 runs a
+ * 512-bit FMA as two 256-bit halves, at the same FLOP rate). Each element of C gets the same
+ * operations in the same order as in the 256-bit kernels. */
+#define FC_GEMM_ZMM_KERNEL(NAME, MR, T, VEC, SET0, LOAD, STORE, SET1, FMA, ADD)              \
+    __attribute__((target("avx512f"))) static void                                           \
+    NAME(ptrdiff_t kc, const T *a, const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc,           \
+         int accumulate, const T *bias)                                                      \
+    {                                                                                        \
+        VEC acc[MR], bv;                                                                     \
+        ptrdiff_t kk;                                                                        \
+        int r;                                                                               \
+        _Pragma("GCC unroll 8") for (r = 0; r < MR; r++)                                     \
+            acc[r] = SET0();                                                                 \
+        for (kk = 0; kk < kc; kk++) {                                                        \
+            bv = LOAD(b);                                                                    \
+            _Pragma("GCC unroll 8") for (r = 0; r < MR; r++)                                 \
+                acc[r] = FMA(SET1(a[r]), bv, acc[r]);                                        \
+            a += MR;                                                                         \
+            b += ldb;                                                                        \
+        }                                                                                    \
+        _Pragma("GCC unroll 8") for (r = 0; r < MR; r++) {                                   \
+            T *row = c + r * ldc;                                                            \
+            VEC x = acc[r];                                                                  \
+            if (accumulate)                                                                  \
+                x = ADD(LOAD(row), x);                                                       \
+            if (bias)                                                                        \
+                x = ADD(x, SET1(bias[r]));                                                   \
+            STORE(row, x);                                                                   \
+        }                                                                                    \
+    }
+
+FC_GEMM_ZMM_KERNEL(fc_skernel_avx512, 8, float, __m512, _mm512_setzero_ps, _mm512_loadu_ps,
+                   _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps)
+FC_GEMM_ZMM_KERNEL(fc_dkernel_avx512, 8, double, __m512d, _mm512_setzero_pd, _mm512_loadu_pd,
+                   _mm512_storeu_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd)
 #endif
 
 static fc_skernel_t fc_skernel = fc_skernel_generic;
@@ -144,7 +174,7 @@ static int fc_gemm_mr = 6;
 static const char *fc_gemm_name = NULL;
 
 /* Pick the kernels for this CPU; called once, at import, before any thread runs them.
- * fc_gemm_name is then "avx512vl 8x16" or "avx2 6x16", or NULL where there is only the plain C
+ * fc_gemm_name is then "avx512 8x16" or "avx2 6x16", or NULL where there is only the plain C
  * kernel (the caller keeps BLAS then). ``force`` ("avx2" or "generic", else ignored) picks a
  * lesser kernel, to test it on a bigger CPU; forced, the plain C one is named "generic 6x16". */
 static void fc_gemm_init(const char *force)
@@ -159,12 +189,13 @@ static void fc_gemm_init(const char *force)
     }
 #if FC_GEMM_X86
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+    /* (AVX-512F CPUs have AVX2 too, which the panel transposes below use) */
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
         __builtin_cpu_supports("fma") && !(force && strcmp(force, "avx2") == 0)) {
         fc_skernel = fc_skernel_avx512;
         fc_dkernel = fc_dkernel_avx512;
         fc_gemm_mr = 8;
-        fc_gemm_name = "avx512vl 8x16";
+        fc_gemm_name = "avx512 8x16";
     } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         fc_skernel = fc_skernel_avx2;
         fc_dkernel = fc_dkernel_avx2;
@@ -186,7 +217,76 @@ static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
     return (k + blocks - 1) / blocks;
 }
 
-#define FC_GEMM_DEFINE(PREFIX, T, NR, KERNEL)                                                \
+/* A panel of 8 rows with unit column stride (the weight gradient's tile of grad_output, packed
+ * per tile): dst[kk*8 + r] = src[r*rs + kk] for r < 8, kk < k, by 8x8 (floats) or 4x4
+ * (doubles) transposes in registers. Only the AVX-512 kernel's panels have 8 rows, and its
+ * CPUs have AVX2. */
+#if FC_GEMM_X86
+__attribute__((target("avx2"))) static void
+fc_spack8_avx2(const float *src, ptrdiff_t rs, ptrdiff_t k, float *dst)
+{
+    ptrdiff_t kk = 0;
+    int r;
+    for (; kk + 8 <= k; kk += 8) {
+        const float *s0 = src + kk;
+        __m256 r0 = _mm256_loadu_ps(s0), r1 = _mm256_loadu_ps(s0 + rs);
+        __m256 r2 = _mm256_loadu_ps(s0 + 2 * rs), r3 = _mm256_loadu_ps(s0 + 3 * rs);
+        __m256 r4 = _mm256_loadu_ps(s0 + 4 * rs), r5 = _mm256_loadu_ps(s0 + 5 * rs);
+        __m256 r6 = _mm256_loadu_ps(s0 + 6 * rs), r7 = _mm256_loadu_ps(s0 + 7 * rs);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        float *d = dst + kk * 8;
+        _mm256_storeu_ps(d + 0 * 8, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(d + 1 * 8, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(d + 2 * 8, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(d + 3 * 8, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(d + 4 * 8, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(d + 5 * 8, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(d + 6 * 8, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_storeu_ps(d + 7 * 8, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    for (; kk < k; kk++)
+        for (r = 0; r < 8; r++)
+            dst[kk * 8 + r] = src[r * rs + kk];
+}
+
+__attribute__((target("avx2"))) static void
+fc_dpack8_avx2(const double *src, ptrdiff_t rs, ptrdiff_t k, double *dst)
+{
+    ptrdiff_t kk = 0;
+    int half, r;
+    for (; kk + 4 <= k; kk += 4) {
+        for (half = 0; half < 2; half++) {
+            const double *s0 = src + (half * 4) * rs + kk;
+            __m256d r0 = _mm256_loadu_pd(s0), r1 = _mm256_loadu_pd(s0 + rs);
+            __m256d r2 = _mm256_loadu_pd(s0 + 2 * rs), r3 = _mm256_loadu_pd(s0 + 3 * rs);
+            __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+            __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+            double *d = dst + kk * 8 + half * 4;
+            _mm256_storeu_pd(d + 0 * 8, _mm256_permute2f128_pd(t0, t2, 0x20));
+            _mm256_storeu_pd(d + 1 * 8, _mm256_permute2f128_pd(t1, t3, 0x20));
+            _mm256_storeu_pd(d + 2 * 8, _mm256_permute2f128_pd(t0, t2, 0x31));
+            _mm256_storeu_pd(d + 3 * 8, _mm256_permute2f128_pd(t1, t3, 0x31));
+        }
+    }
+    for (; kk < k; kk++)
+        for (r = 0; r < 8; r++)
+            dst[kk * 8 + r] = src[r * rs + kk];
+}
+#define FC_GEMM_PACK8 1
+#else
+#define FC_GEMM_PACK8 0
+#define fc_spack8_avx2(src, rs, k, dst) ((void)0)
+#define fc_dpack8_avx2(src, rs, k, dst) ((void)0)
+#endif
+
+#define FC_GEMM_DEFINE(PREFIX, T, NR, KERNEL, PACK8)                                                \
     /* packed[panel][kk][r] = A[panel*MR + r][kk] = a[(panel*MR + r)*rs + kk*cs], 0 past   \
      * row m (rs, cs: A's row and column strides, so A may be a transposed view) */         \
     static void PREFIX##pack_a(ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t rs,           \
@@ -196,6 +296,11 @@ static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
         int r, MR = fc_gemm_mr;                                                              \
         for (i0 = 0; i0 < m; i0 += MR) {                                                     \
             int rows = (int)(m - i0 < MR ? m - i0 : MR);                                     \
+            if (FC_GEMM_PACK8 && rows == 8 && MR == 8 && cs == 1) {                          \
+                PACK8(a + i0 * rs, rs, k, packed);                                           \
+                packed += k * MR;                                                            \
+                continue;                                                                    \
+            }                                                                                \
             for (kk = 0; kk < k; kk++) {                                                     \
                 const T *src = a + i0 * rs + kk * cs;                                        \
                 for (r = 0; r < rows; r++)                                                   \
@@ -281,8 +386,8 @@ static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
                 dst[j * NR + r] = 0;                                                         \
     }
 
-FC_GEMM_DEFINE(fc_s, float, FC_SGEMM_NR, fc_skernel)
-FC_GEMM_DEFINE(fc_d, double, FC_DGEMM_NR, fc_dkernel)
+FC_GEMM_DEFINE(fc_s, float, FC_SGEMM_NR, fc_skernel, fc_spack8_avx2)
+FC_GEMM_DEFINE(fc_d, double, FC_DGEMM_NR, fc_dkernel, fc_dpack8_avx2)
 
 #if FC_GEMM_X86
 /* 16 rows of floats to a panel of 16 across, 8 pixels at a time: two 8x8 transposes */
