@@ -51,6 +51,8 @@ _STAGE_BYTES = 8 * 1024 * 1024
 # The input gradient of a stride-1 convolution is a forward convolution of grad_output when
 # the input is at most this much larger than the output (see _transposed_geometry).
 _TRANSPOSED_MAX_GROWTH = 1.25
+# ... and the whole batch takes at least this many multiply-adds
+_TRANSPOSED_MIN_MACS = 2 ** 16
 _MAX_WEIGHT_CHUNKS = 8
 _PER_ITEM_MIN_ITEMS = 8
 
@@ -555,7 +557,11 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     # only the weight gradient reads x: pad it (non-zero padding modes) only then
     padded_input = _padded_input(conv) if grad_weight is not None else conv.x
     depthwise = _is_depthwise(conv)
-    transposed = None if depthwise else _transposed_geometry(geometry, dtype)
+    # (tiny convolutions keep the scatter: the transposed weights and a second kernel call
+    # cost microseconds, as much as their whole backward pass)
+    transposed = (None if depthwise or batch * out_channels * geometry[0] * geometry[6]
+                  * geometry[7] * geometry[4] * geometry[5] < _TRANSPOSED_MIN_MACS
+                  else _transposed_geometry(geometry, dtype))
     # the depthwise kernel and the transposed convolution write every element of grad_input;
     # the col2im scatter accumulates
     grad_input = ((np.empty if depthwise or transposed else np.zeros)(

@@ -69,9 +69,16 @@ def conv_thresholds(**values):
 
 
 def packed_gemm_everywhere():
-    """Take the packed GEMM for every shape it can do, however small (tests only)."""
+    """Take the packed GEMM, and the transposed convolution for the input gradient, for every
+    shape they can do, however small (tests only)."""
     zero = dict.fromkeys(conv_module._PACKED_MIN_MACS, 0)
-    return conv_thresholds(_PACKED_MIN_MACS=zero, _PACKED_MIN_MACS_WEIGHT=zero)
+    return conv_thresholds(_PACKED_MIN_MACS=zero, _PACKED_MIN_MACS_WEIGHT=zero,
+                           _TRANSPOSED_MIN_MACS=0)
+
+
+def transposed_everywhere():
+    """The transposed convolution for every stride-1 input gradient it can do, however small."""
+    return conv_thresholds(_TRANSPOSED_MIN_MACS=0)
 
 
 def unstaged():
@@ -83,7 +90,8 @@ def unstaged():
 @pytest.fixture(params=["auto", "packed_path", "unstaged"])
 def gemm_path(request):
     """Each test three times: the paths the shapes choose (small test images are staged),
-    the packed GEMM wherever it applies, and no staging nor transposed input gradient."""
+    the packed GEMM and the transposed input gradient wherever they apply, and no staging nor
+    transposed input gradient."""
     if request.param == "auto":
         yield request.param
         return
@@ -314,7 +322,7 @@ def test_random_geometry_staged_and_unstaged(geometry, seed, float32):
     expected_y = conv2d_ref(x, weight, bias, **ref_kwargs)
     grad_output = rng.standard_normal(expected_y.shape).astype(dtype)
     expected = conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)
-    for paths in (contextlib.nullcontext, unstaged):
+    for paths in (transposed_everywhere, unstaged):
         with paths():
             assert_close(fastconv.conv2d(x, weight, bias, **kwargs), expected_y)
             grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
