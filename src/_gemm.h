@@ -222,63 +222,80 @@ static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
  * (doubles) transposes in registers. Only the AVX-512 kernel's panels have 8 rows, and its
  * CPUs have AVX2. */
 #if FC_GEMM_X86
-__attribute__((target("avx2"))) static void
-fc_spack8_avx2(const float *src, ptrdiff_t rs, ptrdiff_t k, float *dst)
+/* dst[j*step + r] = src[r*ld + j] for r, j < 8: one 8 x 8 block of floats transposed in
+ * registers (the packing of A below and the B panels of the weight gradient use it) */
+__attribute__((target("avx2"))) static inline void
+fc_stranspose8x8_avx2(const float *src, ptrdiff_t ld, float *dst, ptrdiff_t step)
 {
-    ptrdiff_t kk = 0;
-    int r;
-    for (; kk + 8 <= k; kk += 8) {
-        const float *s0 = src + kk;
-        __m256 r0 = _mm256_loadu_ps(s0), r1 = _mm256_loadu_ps(s0 + rs);
-        __m256 r2 = _mm256_loadu_ps(s0 + 2 * rs), r3 = _mm256_loadu_ps(s0 + 3 * rs);
-        __m256 r4 = _mm256_loadu_ps(s0 + 4 * rs), r5 = _mm256_loadu_ps(s0 + 5 * rs);
-        __m256 r6 = _mm256_loadu_ps(s0 + 6 * rs), r7 = _mm256_loadu_ps(s0 + 7 * rs);
-        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-        float *d = dst + kk * 8;
-        _mm256_storeu_ps(d + 0 * 8, _mm256_permute2f128_ps(u0, u4, 0x20));
-        _mm256_storeu_ps(d + 1 * 8, _mm256_permute2f128_ps(u1, u5, 0x20));
-        _mm256_storeu_ps(d + 2 * 8, _mm256_permute2f128_ps(u2, u6, 0x20));
-        _mm256_storeu_ps(d + 3 * 8, _mm256_permute2f128_ps(u3, u7, 0x20));
-        _mm256_storeu_ps(d + 4 * 8, _mm256_permute2f128_ps(u0, u4, 0x31));
-        _mm256_storeu_ps(d + 5 * 8, _mm256_permute2f128_ps(u1, u5, 0x31));
-        _mm256_storeu_ps(d + 6 * 8, _mm256_permute2f128_ps(u2, u6, 0x31));
-        _mm256_storeu_ps(d + 7 * 8, _mm256_permute2f128_ps(u3, u7, 0x31));
-    }
-    for (; kk < k; kk++)
-        for (r = 0; r < 8; r++)
-            dst[kk * 8 + r] = src[r * rs + kk];
+    __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ld);
+    __m256 r2 = _mm256_loadu_ps(src + 2 * ld), r3 = _mm256_loadu_ps(src + 3 * ld);
+    __m256 r4 = _mm256_loadu_ps(src + 4 * ld), r5 = _mm256_loadu_ps(src + 5 * ld);
+    __m256 r6 = _mm256_loadu_ps(src + 6 * ld), r7 = _mm256_loadu_ps(src + 7 * ld);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(dst + 0 * step, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(dst + 1 * step, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(dst + 2 * step, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(dst + 3 * step, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(dst + 4 * step, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(dst + 5 * step, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(dst + 6 * step, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(dst + 7 * step, _mm256_permute2f128_ps(u3, u7, 0x31));
 }
 
-__attribute__((target("avx2"))) static void
-fc_dpack8_avx2(const double *src, ptrdiff_t rs, ptrdiff_t k, double *dst)
+/* the same for a 4 x 4 block of doubles */
+__attribute__((target("avx2"))) static inline void
+fc_dtranspose4x4_avx2(const double *src, ptrdiff_t ld, double *dst, ptrdiff_t step)
 {
-    ptrdiff_t kk = 0;
-    int half, r;
-    for (; kk + 4 <= k; kk += 4) {
-        for (half = 0; half < 2; half++) {
-            const double *s0 = src + (half * 4) * rs + kk;
-            __m256d r0 = _mm256_loadu_pd(s0), r1 = _mm256_loadu_pd(s0 + rs);
-            __m256d r2 = _mm256_loadu_pd(s0 + 2 * rs), r3 = _mm256_loadu_pd(s0 + 3 * rs);
-            __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
-            __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
-            double *d = dst + kk * 8 + half * 4;
-            _mm256_storeu_pd(d + 0 * 8, _mm256_permute2f128_pd(t0, t2, 0x20));
-            _mm256_storeu_pd(d + 1 * 8, _mm256_permute2f128_pd(t1, t3, 0x20));
-            _mm256_storeu_pd(d + 2 * 8, _mm256_permute2f128_pd(t0, t2, 0x31));
-            _mm256_storeu_pd(d + 3 * 8, _mm256_permute2f128_pd(t1, t3, 0x31));
-        }
-    }
-    for (; kk < k; kk++)
-        for (r = 0; r < 8; r++)
-            dst[kk * 8 + r] = src[r * rs + kk];
+    __m256d r0 = _mm256_loadu_pd(src), r1 = _mm256_loadu_pd(src + ld);
+    __m256d r2 = _mm256_loadu_pd(src + 2 * ld), r3 = _mm256_loadu_pd(src + 3 * ld);
+    __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
+    __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
+    _mm256_storeu_pd(dst + 0 * step, _mm256_permute2f128_pd(t0, t2, 0x20));
+    _mm256_storeu_pd(dst + 1 * step, _mm256_permute2f128_pd(t1, t3, 0x20));
+    _mm256_storeu_pd(dst + 2 * step, _mm256_permute2f128_pd(t0, t2, 0x31));
+    _mm256_storeu_pd(dst + 3 * step, _mm256_permute2f128_pd(t1, t3, 0x31));
 }
+
+/* rows (8 or 16) rows of floats, row stride ld, to a panel of that many across:
+ * dst[j*rows + r] = src[r*ld + j] for j < count, 8 x 8 blocks at a time */
+__attribute__((target("avx2"))) static void
+fc_stranspose_avx2(const float *src, ptrdiff_t ld, ptrdiff_t count, float *dst, int rows)
+{
+    ptrdiff_t j = 0;
+    int half, r;
+    for (; j + 8 <= count; j += 8)
+        for (half = 0; half < rows / 8; half++)
+            fc_stranspose8x8_avx2(src + half * 8 * ld + j, ld, dst + j * rows + half * 8, rows);
+    for (; j < count; j++)
+        for (r = 0; r < rows; r++)
+            dst[j * rows + r] = src[r * ld + j];
+}
+
+/* 8 rows of doubles to a panel of 8 across, 4 columns at a time: two 4x4 transposes */
+__attribute__((target("avx2"))) static void
+fc_dtranspose8_avx2(const double *src, ptrdiff_t ld, ptrdiff_t count, double *dst)
+{
+    ptrdiff_t j = 0;
+    int r;
+    for (; j + 4 <= count; j += 4) {
+        fc_dtranspose4x4_avx2(src + j, ld, dst + j * 8, 8);
+        fc_dtranspose4x4_avx2(src + 4 * ld + j, ld, dst + j * 8 + 4, 8);
+    }
+    for (; j < count; j++)
+        for (r = 0; r < 8; r++)
+            dst[j * 8 + r] = src[r * ld + j];
+}
+
+/* A panels of 8 rows with unit column stride: the same transposes */
+#define fc_spack8_avx2(src, rs, k, dst) fc_stranspose_avx2(src, rs, k, dst, 8)
+#define fc_dpack8_avx2(src, rs, k, dst) fc_dtranspose8_avx2(src, rs, k, dst)
 #define FC_GEMM_PACK8 1
 #else
 #define FC_GEMM_PACK8 0
@@ -389,77 +406,13 @@ fc_dpack8_avx2(const double *src, ptrdiff_t rs, ptrdiff_t k, double *dst)
 FC_GEMM_DEFINE(fc_s, float, FC_SGEMM_NR, fc_skernel, fc_spack8_avx2)
 FC_GEMM_DEFINE(fc_d, double, FC_DGEMM_NR, fc_dkernel, fc_dpack8_avx2)
 
-#if FC_GEMM_X86
-/* 16 rows of floats to a panel of 16 across, 8 pixels at a time: two 8x8 transposes */
-__attribute__((target("avx2"))) static void
-fc_stranspose16_avx2(const float *src, ptrdiff_t ld, ptrdiff_t count, float *dst)
-{
-    ptrdiff_t j = 0;
-    int half, r;
-    for (; j + 8 <= count; j += 8) {
-        for (half = 0; half < 2; half++) {
-            const float *s0 = src + (half * 8) * ld + j;
-            __m256 r0 = _mm256_loadu_ps(s0), r1 = _mm256_loadu_ps(s0 + ld);
-            __m256 r2 = _mm256_loadu_ps(s0 + 2 * ld), r3 = _mm256_loadu_ps(s0 + 3 * ld);
-            __m256 r4 = _mm256_loadu_ps(s0 + 4 * ld), r5 = _mm256_loadu_ps(s0 + 5 * ld);
-            __m256 r6 = _mm256_loadu_ps(s0 + 6 * ld), r7 = _mm256_loadu_ps(s0 + 7 * ld);
-            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-            __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-            __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-            __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-            float *d = dst + j * 16 + half * 8;
-            _mm256_storeu_ps(d + 0 * 16, _mm256_permute2f128_ps(u0, u4, 0x20));
-            _mm256_storeu_ps(d + 1 * 16, _mm256_permute2f128_ps(u1, u5, 0x20));
-            _mm256_storeu_ps(d + 2 * 16, _mm256_permute2f128_ps(u2, u6, 0x20));
-            _mm256_storeu_ps(d + 3 * 16, _mm256_permute2f128_ps(u3, u7, 0x20));
-            _mm256_storeu_ps(d + 4 * 16, _mm256_permute2f128_ps(u0, u4, 0x31));
-            _mm256_storeu_ps(d + 5 * 16, _mm256_permute2f128_ps(u1, u5, 0x31));
-            _mm256_storeu_ps(d + 6 * 16, _mm256_permute2f128_ps(u2, u6, 0x31));
-            _mm256_storeu_ps(d + 7 * 16, _mm256_permute2f128_ps(u3, u7, 0x31));
-        }
-    }
-    for (; j < count; j++)
-        for (r = 0; r < 16; r++)
-            dst[j * 16 + r] = src[r * ld + j];
-}
-
-/* 8 rows of doubles to a panel of 8 across, 4 pixels at a time: two 4x4 transposes */
-__attribute__((target("avx2"))) static void
-fc_dtranspose8_avx2(const double *src, ptrdiff_t ld, ptrdiff_t count, double *dst)
-{
-    ptrdiff_t j = 0;
-    int half, r;
-    for (; j + 4 <= count; j += 4) {
-        for (half = 0; half < 2; half++) {
-            const double *s0 = src + (half * 4) * ld + j;
-            __m256d r0 = _mm256_loadu_pd(s0), r1 = _mm256_loadu_pd(s0 + ld);
-            __m256d r2 = _mm256_loadu_pd(s0 + 2 * ld), r3 = _mm256_loadu_pd(s0 + 3 * ld);
-            __m256d t0 = _mm256_unpacklo_pd(r0, r1), t1 = _mm256_unpackhi_pd(r0, r1);
-            __m256d t2 = _mm256_unpacklo_pd(r2, r3), t3 = _mm256_unpackhi_pd(r2, r3);
-            double *d = dst + j * 8 + half * 4;
-            _mm256_storeu_pd(d + 0 * 8, _mm256_permute2f128_pd(t0, t2, 0x20));
-            _mm256_storeu_pd(d + 1 * 8, _mm256_permute2f128_pd(t1, t3, 0x20));
-            _mm256_storeu_pd(d + 2 * 8, _mm256_permute2f128_pd(t0, t2, 0x31));
-            _mm256_storeu_pd(d + 3 * 8, _mm256_permute2f128_pd(t1, t3, 0x31));
-        }
-    }
-    for (; j < count; j++)
-        for (r = 0; r < 8; r++)
-            dst[j * 8 + r] = src[r * ld + j];
-}
-#endif
-
 /* fc_?transpose_panel_c, with whole panels transposed in registers where AVX2 is */
 static void fc_stranspose_panel(const float *src, ptrdiff_t ld, int rows, ptrdiff_t count,
                                 float *dst)
 {
 #if FC_GEMM_X86
     if (rows == FC_SGEMM_NR && fc_skernel != fc_skernel_generic) {
-        fc_stranspose16_avx2(src, ld, count, dst);
+        fc_stranspose_avx2(src, ld, count, dst, 16);
         return;
     }
 #endif
