@@ -122,6 +122,10 @@ cdef extern from "_stage.h" nogil:
     void fc_stage_init()
     void fc_copy_runs(char* dst, Py_ssize_t dst_step, const char* src, Py_ssize_t src_step,
                       Py_ssize_t runs, Py_ssize_t run_bytes)
+    void fc_sadd_runs(float* dst, Py_ssize_t dst_step, const float* src, Py_ssize_t src_step,
+                      Py_ssize_t runs, Py_ssize_t length)
+    void fc_dadd_runs(double* dst, Py_ssize_t dst_step, const double* src,
+                      Py_ssize_t src_step, Py_ssize_t runs, Py_ssize_t length)
 
 
 fc_stage_init()
@@ -397,13 +401,11 @@ cdef void col2im_tile(const floating* col, floating* grad_group, Py_ssize_t c_st
 
 cdef inline void add_runs(floating* dst, Py_ssize_t dst_step, const floating* src,
                           Py_ssize_t src_step, Py_ssize_t runs, Py_ssize_t length) noexcept nogil:
-    """dst[r*dst_step + j] += src[r*src_step + j] for r < runs, j < length."""
-    cdef Py_ssize_t r, j
-    for r in range(runs):
-        for j in range(length):
-            dst[j] += src[j]
-        dst = dst + dst_step
-        src = src + src_step
+    """dst[r*dst_step + j] += src[r*src_step + j] for r < runs, j < length (src/_stage.h)."""
+    if floating is float:
+        fc_sadd_runs(dst, dst_step, src, src_step, runs, length)
+    else:
+        fc_dadd_runs(dst, dst_step, src, src_step, runs, length)
 
 
 cdef void col2im_staged(const floating* col, floating* stage, Py_ssize_t p0, Py_ssize_t count,
@@ -540,8 +542,9 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     ``bias`` may have length 0 (no bias). ``workspace`` has one row per thread: 64 bytes of
     slack to align it, the im2col block (k rows of panel_ld(tile), which also holds the BLAS
     path's k * tile), STAGE_CHUNK bytes, and for a staged geometry the stage (stage_size).
-    ``packed_weight`` of length 0 selects the BLAS path; otherwise it holds groups * (C_out/groups rounded up to whole panels) * k elements and
-    the weights are packed into it once, then every tile is im2col'ed straight into panels.
+    ``packed_weight`` of length 0 selects the BLAS path; otherwise it holds groups *
+    (C_out/groups rounded up to whole panels) * k elements and the weights are packed into it
+    once, then every tile is im2col'ed straight into panels.
     """
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t batch = x.shape[0]

@@ -303,7 +303,7 @@ fc_dtranspose8_avx2(const double *src, ptrdiff_t ld, ptrdiff_t count, double *ds
 #define fc_dpack8_avx2(src, rs, k, dst) ((void)0)
 #endif
 
-#define FC_GEMM_DEFINE(PREFIX, T, NR, KERNEL, PACK8)                                                \
+#define FC_GEMM_DEFINE(PREFIX, T, NR, KERNEL, PACK8)                                         \
     /* packed[panel][kk][r] = A[panel*MR + r][kk] = a[(panel*MR + r)*rs + kk*cs], 0 past   \
      * row m (rs, cs: A's row and column strides, so A may be a transposed view) */         \
     static void PREFIX##pack_a(ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t rs,           \

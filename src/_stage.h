@@ -1,4 +1,6 @@
-/* The staged im2col's row copy (src/_conv.pyx, staged_row): runs of bytes copied in
+/* The staged im2col's row copy (src/_conv.pyx, staged_row) and the staged scatter's sums.
+ *
+ * The copy: runs of bytes copied in
  * FC_STAGE_CHUNK-byte pieces, the last piece of each run reaching past it. The caller writes
  * the runs in order, so each spill is overwritten by the next run, and gives the last one
  * FC_STAGE_CHUNK bytes of slack on both sides (what it reads and what it writes). Every
@@ -51,15 +53,78 @@ fc_copy_runs_avx2(char *dst, ptrdiff_t dst_step, const char *src, ptrdiff_t src_
 }
 #endif
 
+/* The staged scatter's sums (src/_conv.pyx, col2im_staged): run r (r < runs) of length
+ * elements of src, src_step apart, added to dst, dst_step apart. Exact lengths (no spill);
+ * each element gets one addition, so every version gives the same bits. */
+#define FC_ADD_RUNS_C(NAME, T)                                                               \
+    static void NAME(T *dst, ptrdiff_t dst_step, const T *src, ptrdiff_t src_step,          \
+                     ptrdiff_t runs, ptrdiff_t length)                                       \
+    {                                                                                        \
+        ptrdiff_t r, j;                                                                      \
+        for (r = 0; r < runs; r++) {                                                         \
+            T *restrict d = dst + r * dst_step;                                              \
+            const T *restrict s = src + r * src_step;                                        \
+            for (j = 0; j < length; j++)                                                     \
+                d[j] += s[j];                                                                \
+        }                                                                                    \
+    }
+FC_ADD_RUNS_C(fc_sadd_runs_c, float)
+FC_ADD_RUNS_C(fc_dadd_runs_c, double)
+
+typedef void (*fc_sadd_runs_t)(float *, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t,
+                               ptrdiff_t);
+typedef void (*fc_dadd_runs_t)(double *, ptrdiff_t, const double *, ptrdiff_t, ptrdiff_t,
+                               ptrdiff_t);
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* 8 floats (4 doubles) at a time, the rest one by one */
+__attribute__((target("avx2"))) static void
+fc_sadd_runs_avx2(float *dst, ptrdiff_t dst_step, const float *src, ptrdiff_t src_step,
+                  ptrdiff_t runs, ptrdiff_t length)
+{
+    ptrdiff_t r, j;
+    for (r = 0; r < runs; r++) {
+        float *d = dst + r * dst_step;
+        const float *s = src + r * src_step;
+        for (j = 0; j + 8 <= length; j += 8)
+            _mm256_storeu_ps(d + j, _mm256_add_ps(_mm256_loadu_ps(d + j), _mm256_loadu_ps(s + j)));
+        for (; j < length; j++)
+            d[j] += s[j];
+    }
+}
+
+__attribute__((target("avx2"))) static void
+fc_dadd_runs_avx2(double *dst, ptrdiff_t dst_step, const double *src, ptrdiff_t src_step,
+                  ptrdiff_t runs, ptrdiff_t length)
+{
+    ptrdiff_t r, j;
+    for (r = 0; r < runs; r++) {
+        double *d = dst + r * dst_step;
+        const double *s = src + r * src_step;
+        for (j = 0; j + 4 <= length; j += 4)
+            _mm256_storeu_pd(d + j, _mm256_add_pd(_mm256_loadu_pd(d + j), _mm256_loadu_pd(s + j)));
+        for (; j < length; j++)
+            d[j] += s[j];
+    }
+}
+#endif
+
 static fc_copy_runs_t fc_copy_runs = fc_copy_runs_c;
+static fc_sadd_runs_t fc_sadd_runs = fc_sadd_runs_c;
+static fc_dadd_runs_t fc_dadd_runs = fc_dadd_runs_c;
 
 static void fc_stage_init(void)
 {
     fc_copy_runs = fc_copy_runs_c;
+    fc_sadd_runs = fc_sadd_runs_c;
+    fc_dadd_runs = fc_dadd_runs_c;
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2"))
+    if (__builtin_cpu_supports("avx2")) {
         fc_copy_runs = fc_copy_runs_avx2;
+        fc_sadd_runs = fc_sadd_runs_avx2;
+        fc_dadd_runs = fc_dadd_runs_avx2;
+    }
 #endif
 }
 
