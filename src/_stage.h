@@ -78,35 +78,24 @@ typedef void (*fc_dadd_runs_t)(double *, ptrdiff_t, const double *, ptrdiff_t, p
 
 #if defined(__x86_64__) && defined(__GNUC__)
 /* 8 floats (4 doubles) at a time, the rest one by one */
-__attribute__((target("avx2"))) static void
-fc_sadd_runs_avx2(float *dst, ptrdiff_t dst_step, const float *src, ptrdiff_t src_step,
-                  ptrdiff_t runs, ptrdiff_t length)
-{
-    ptrdiff_t r, j;
-    for (r = 0; r < runs; r++) {
-        float *d = dst + r * dst_step;
-        const float *s = src + r * src_step;
-        for (j = 0; j + 8 <= length; j += 8)
-            _mm256_storeu_ps(d + j, _mm256_add_ps(_mm256_loadu_ps(d + j), _mm256_loadu_ps(s + j)));
-        for (; j < length; j++)
-            d[j] += s[j];
+#define FC_ADD_RUNS_AVX2(NAME, T, LANES, LOADU, STOREU, ADD)                                 \
+    __attribute__((target("avx2"))) static void                                              \
+    NAME(T *dst, ptrdiff_t dst_step, const T *src, ptrdiff_t src_step, ptrdiff_t runs,       \
+         ptrdiff_t length)                                                                   \
+    {                                                                                        \
+        ptrdiff_t r, j;                                                                      \
+        for (r = 0; r < runs; r++) {                                                         \
+            T *d = dst + r * dst_step;                                                       \
+            const T *s = src + r * src_step;                                                 \
+            for (j = 0; j + LANES <= length; j += LANES)                                     \
+                STOREU(d + j, ADD(LOADU(d + j), LOADU(s + j)));                              \
+            for (; j < length; j++)                                                          \
+                d[j] += s[j];                                                                \
+        }                                                                                    \
     }
-}
-
-__attribute__((target("avx2"))) static void
-fc_dadd_runs_avx2(double *dst, ptrdiff_t dst_step, const double *src, ptrdiff_t src_step,
-                  ptrdiff_t runs, ptrdiff_t length)
-{
-    ptrdiff_t r, j;
-    for (r = 0; r < runs; r++) {
-        double *d = dst + r * dst_step;
-        const double *s = src + r * src_step;
-        for (j = 0; j + 4 <= length; j += 4)
-            _mm256_storeu_pd(d + j, _mm256_add_pd(_mm256_loadu_pd(d + j), _mm256_loadu_pd(s + j)));
-        for (; j < length; j++)
-            d[j] += s[j];
-    }
-}
+FC_ADD_RUNS_AVX2(fc_sadd_runs_avx2, float, 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_add_ps)
+FC_ADD_RUNS_AVX2(fc_dadd_runs_avx2, double, 4, _mm256_loadu_pd, _mm256_storeu_pd,
+                 _mm256_add_pd)
 #endif
 
 static fc_copy_runs_t fc_copy_runs = fc_copy_runs_c;
