@@ -244,18 +244,18 @@ def _make_geometry(in_channels_g, in_h, in_w, out_channels_g, out_h, out_w, kern
     """The kernels' geometry tuple (src/_conv.pyx, make_geometry): the shapes, then the tile
     and whether to stage, which it chooses from them."""
     k = in_channels_g * kernel_h * kernel_w
-    if (kernel_h, kernel_w, tuple(stride), tuple(pads), out_h, out_w) == (
-            1, 1, (1, 1), (0, 0), in_h, in_w):
+    shapes = (in_channels_g, in_h, in_w, out_channels_g, out_h, out_w, kernel_h, kernel_w,
+              stride[0], stride[1], pads[0], pads[1], dilation[0], dilation[1])
+    if _is_pointwise(shapes):
         # pointwise: the input plane is the GEMM operand itself, no im2col block to keep in
         # L2, so longer tiles only save OpenBLAS re-packing the weights
         tile = min(out_h * out_w, _POINTWISE_TILE)
     else:
         tile = _tile_size(k, out_h * out_w, dtype.itemsize)
     check_size(k * tile, "an im2col tile")
-    geometry = (in_channels_g, in_h, in_w, out_channels_g, out_h, out_w, kernel_h, kernel_w,
-                stride[0], stride[1], pads[0], pads[1], dilation[0], dilation[1], tile, False)
+    geometry = shapes + (tile, False)
     if 0 < _conv.stage_size(geometry) * dtype.itemsize <= _STAGE_BYTES:
-        geometry = geometry[:15] + (True,)
+        geometry = shapes + (tile, True)
     return geometry
 
 
@@ -321,7 +321,8 @@ def _workspace(rows, geometry, dtype):
 
 
 def _is_pointwise(geometry):
-    """1x1, stride 1, unpadded, output = input: the input plane is the GEMM operand itself."""
+    """1x1, stride 1, unpadded, output = input: the input plane is the GEMM operand itself.
+    (The shapes are the geometry's first 14 entries; the tile and staging are not read.)"""
     (_, in_h, in_w, _, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left,
      *_) = geometry
     return (kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left) == (1, 1, 1, 1, 0, 0) \
@@ -340,10 +341,14 @@ def _packed_path(geometry, dtype, weight_gradient=False):
     kernel in OpenBLAS (it packs both operands on every call), so its bound is lower.
     Chosen from the shapes (and the CPU) only, never from the thread count.
     """
-    k = geometry[0] * geometry[6] * geometry[7]
     minimum = (_PACKED_MIN_MACS_WEIGHT if weight_gradient else _PACKED_MIN_MACS)[dtype]
     return (_PACKED_GEMM and not _is_pointwise(geometry)
-            and geometry[3] * k * geometry[4] * geometry[5] >= minimum)
+            and _macs_per_item(geometry) >= minimum)
+
+
+def _macs_per_item(geometry):
+    """Multiply-adds of one (sample, group): C_out/groups * k * output pixels."""
+    return geometry[3] * geometry[0] * geometry[6] * geometry[7] * geometry[4] * geometry[5]
 
 
 def _packed_weight(geometry, groups, dtype, transposed=False):
@@ -559,8 +564,8 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     depthwise = _is_depthwise(conv)
     # (tiny convolutions keep the scatter: the transposed weights and a second kernel call
     # cost microseconds, as much as their whole backward pass)
-    transposed = (None if depthwise or batch * out_channels * geometry[0] * geometry[6]
-                  * geometry[7] * geometry[4] * geometry[5] < _TRANSPOSED_MIN_MACS
+    transposed = (None if depthwise
+                  or batch * conv.groups * _macs_per_item(geometry) < _TRANSPOSED_MIN_MACS
                   else _transposed_geometry(geometry, dtype))
     # the depthwise kernel and the transposed convolution write every element of grad_input;
     # the col2im scatter accumulates

@@ -8,7 +8,7 @@ weights are packed once per call and the im2col block is read in place (the forw
 transposed in registers into panels (the weight gradient), where BLAS would re-pack both on
 every tile. Where the wrapper stages (geo.staged), a thread first copies the input planes of
 the (sample, group) into a zero-padded, column-phase-split stage (stage_input), from which
-every im2col row segment is one contiguous run (staged_row); the per-item input gradient
+every im2col row segment is one contiguous run (staged_runs); the per-item input gradient
 scatters into such a stage too (col2im_staged, unstage). The tile size and the paths depend
 only on the shapes, never on the thread count, and every output element is produced by the
 same GEMM call whatever thread runs it, so results are bit-identical for any thread count.
@@ -249,7 +249,7 @@ cdef void stage_input(const floating* x_group, floating* stage,
     stride_w: the pixels (oy, ox) of one output row read, for tap (p, q), the input columns
     ox*stride_w + q*dil_w - pad_left, which here are one contiguous run (phase q*dil_w %
     stride_w, from xq = ox + q*dil_w // stride_w). Written once per (sample, group), it makes
-    every im2col row segment a plain copy (staged_row).
+    every im2col row segment a plain copy (staged_runs).
     """
     cdef Py_ssize_t sw = geo.stride_w, plane = geo.in_h * geo.in_w
     cdef Py_ssize_t c, py, iy, ph, j, lo, hi
@@ -279,36 +279,50 @@ cdef void stage_input(const floating* x_group, floating* stage,
                     d[j] = 0
 
 
-cdef inline void staged_row(const floating* stage, floating* row, Py_ssize_t c, Py_ssize_t p,
-                            Py_ssize_t q, Py_ssize_t p0, Py_ssize_t count,
-                            const Geometry* geo) noexcept nogil:
-    """im2col_row read from the staged input: each row segment is one contiguous run of the
-    stage, copied STAGE_CHUNK bytes at a time (src/_stage.h). The last copy of a segment runs
-    past it, up to STAGE_CHUNK bytes past ``row + count`` at the end of the row: the segments
-    are written in order, and the caller writes what follows the row after it."""
+cdef inline void move_runs(floating* run, Py_ssize_t run_step, floating* row,
+                           Py_ssize_t row_step, Py_ssize_t runs, Py_ssize_t length,
+                           bint add) noexcept nogil:
+    """For r < runs: row[r*row_step : +length] = run[r*run_step : +length] (src/_stage.h's
+    chunked copy), or with ``add``, run[...] += row[...]."""
+    if not add:
+        fc_copy_runs(<char*>row, row_step * sizeof(floating), <const char*>run,
+                     run_step * sizeof(floating), runs, length * sizeof(floating))
+    elif floating is float:
+        fc_sadd_runs(run, run_step, row, row_step, runs, length)
+    else:
+        fc_dadd_runs(run, run_step, row, row_step, runs, length)
+
+
+cdef inline void staged_runs(floating* stage, floating* row, Py_ssize_t c, Py_ssize_t p,
+                             Py_ssize_t q, Py_ssize_t p0, Py_ssize_t count, bint add,
+                             const Geometry* geo) noexcept nogil:
+    """The im2col row (c, p, q) of pixels p0 .. p0+count against the staged input, one
+    contiguous run of the stage per output-row segment: copied into ``row`` (col_row), or,
+    with ``add``, ``row`` added into the stage (col2im_staged). The copy moves STAGE_CHUNK
+    bytes at a time (src/_stage.h): the last copy of a segment runs past it, up to
+    STAGE_CHUNK bytes past ``row + count`` at the end of the row, so the segments are written
+    in order and the caller writes what follows the row after it. The sums are exact."""
     cdef Py_ssize_t tap = q * geo.dil_w
     cdef Py_ssize_t step = geo.stride_h * geo.st_row
-    cdef const floating* src = (stage + c * geo.st_plane + p * geo.dil_h * geo.st_row
-                                + (tap % geo.stride_w) * geo.st_w + tap // geo.stride_w)
+    cdef floating* run = (stage + c * geo.st_plane + p * geo.dil_h * geo.st_row
+                          + (tap % geo.stride_w) * geo.st_w + tap // geo.stride_w)
     cdef Py_ssize_t oy = p0 // geo.out_w
     cdef Py_ssize_t ox = p0 - oy * geo.out_w
     cdef Py_ssize_t seg, rows
-    src = src + oy * step
+    run = run + oy * step
     if ox > 0:
         # the tile starts inside an output row
         seg = geo.out_w - ox if geo.out_w - ox < count else count
-        fc_copy_runs(<char*>row, 0, <const char*>(src + ox), 0, 1, seg * sizeof(floating))
+        move_runs(run + ox, 0, row, 0, 1, seg, add)
         row = row + seg
         count = count - seg
-        src = src + step
+        run = run + step
     # whole output rows, then the part of the last one the tile holds
     rows = count // geo.out_w
-    fc_copy_runs(<char*>row, geo.out_w * sizeof(floating), <const char*>src,
-                 step * sizeof(floating), rows, geo.out_w * sizeof(floating))
+    move_runs(run, step, row, geo.out_w, rows, geo.out_w, add)
     count = count - rows * geo.out_w
     if count > 0:
-        fc_copy_runs(<char*>(row + rows * geo.out_w), 0, <const char*>(src + rows * step), 0, 1,
-                     count * sizeof(floating))
+        move_runs(run + rows * step, 0, row + rows * geo.out_w, 0, 1, count, add)
 
 
 cdef inline void col_row(const floating* x_group, const floating* stage, floating* row,
@@ -317,7 +331,7 @@ cdef inline void col_row(const floating* x_group, const floating* stage, floatin
     """One im2col row, from the staged input where the geometry says so (``stage`` then holds
     this (sample, group)'s stage_input), else from x."""
     if geo.staged:
-        staged_row(stage, row, c, p, q, p0, count, geo)
+        staged_runs(<floating*>stage, row, c, p, q, p0, count, False, geo)
     else:
         im2col_row(x_group, row, c, p, q, p0, count, geo)
 
@@ -399,47 +413,17 @@ cdef void col2im_tile(const floating* col, floating* grad_group, Py_ssize_t c_st
                 row = row + count
 
 
-cdef inline void add_runs(floating* dst, Py_ssize_t dst_step, const floating* src,
-                          Py_ssize_t src_step, Py_ssize_t runs, Py_ssize_t length) noexcept nogil:
-    """dst[r*dst_step + j] += src[r*src_step + j] for r < runs, j < length (src/_stage.h)."""
-    if floating is float:
-        fc_sadd_runs(dst, dst_step, src, src_step, runs, length)
-    else:
-        fc_dadd_runs(dst, dst_step, src, src_step, runs, length)
-
-
 cdef void col2im_staged(const floating* col, floating* stage, Py_ssize_t p0, Py_ssize_t count,
                         const Geometry* geo) noexcept nogil:
     """col2im_tile into the staged layout (stage_input's): stage[...] += col[(c,p,q), i], each
-    row segment added to one contiguous run (as staged_row reads them); unstage then moves
-    the sums to the input planes."""
-    cdef Py_ssize_t c, p, q, tap, oy, ox, seg, rows, left
-    cdef Py_ssize_t step = geo.stride_h * geo.st_row
-    cdef const floating* row = col
-    cdef const floating* src
-    cdef floating* dst
+    row segment added to one contiguous run (staged_runs, as col_row reads them); unstage
+    then moves the sums to the input planes."""
+    cdef Py_ssize_t c, p, q
+    cdef floating* row = <floating*>col
     for c in range(geo.in_channels_g):
         for p in range(geo.kernel_h):
             for q in range(geo.kernel_w):
-                tap = q * geo.dil_w
-                dst = (stage + c * geo.st_plane + p * geo.dil_h * geo.st_row
-                       + (tap % geo.stride_w) * geo.st_w + tap // geo.stride_w)
-                oy = p0 // geo.out_w
-                ox = p0 - oy * geo.out_w
-                dst = dst + oy * step
-                src = row
-                left = count
-                if ox > 0:
-                    seg = geo.out_w - ox if geo.out_w - ox < left else left
-                    add_runs(dst + ox, 0, src, 0, 1, seg)
-                    src = src + seg
-                    left = left - seg
-                    dst = dst + step
-                rows = left // geo.out_w
-                add_runs(dst, step, src, geo.out_w, rows, geo.out_w)
-                left = left - rows * geo.out_w
-                if left > 0:
-                    add_runs(dst + rows * step, 0, src + rows * geo.out_w, 0, 1, left)
+                staged_runs(stage, row, c, p, q, p0, count, True, geo)
                 row = row + count
 
 

@@ -1,4 +1,4 @@
-/* The staged im2col's row copy (src/_conv.pyx, staged_row) and the staged scatter's sums.
+/* The staged im2col's row copy (src/_conv.pyx, staged_runs) and the staged scatter's sums.
  *
  * The copy: runs of bytes copied in
  * FC_STAGE_CHUNK-byte pieces, the last piece of each run reaching past it. The caller writes
