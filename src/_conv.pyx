@@ -602,6 +602,99 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                                 c_ptr[o * out_plane + i] += b
 
 
+
+cdef extern from "_direct.h" nogil:
+    int fc_direct_init()
+    void fc_direct_tile(const float* stage, const Py_ssize_t* off, Py_ssize_t k,
+                        const float* wpack, Py_ssize_t channels, int v, Py_ssize_t out_w,
+                        Py_ssize_t row_step, Py_ssize_t p0, Py_ssize_t count,
+                        const float* bias, float* tbuf)
+    void fc_direct_store(const float* tbuf, Py_ssize_t channels, Py_ssize_t count, float* y,
+                         Py_ssize_t plane)
+
+
+DIRECT = bool(fc_direct_init())  # after _init_gemm: FASTCONV_GEMM_KERNEL can turn it off
+
+
+def direct_block(tuple geometry):
+    """Output channels per block of the direct kernels (src/_direct.h) for this geometry: 32 or
+    16, or 0 where they do not apply (not staged, channels per group not a multiple of 16, or
+    no AVX-512 here)."""
+    cdef Geometry geo = make_geometry(geometry)
+    if not DIRECT or not geo.staged or geo.out_channels_g % 16 or geo.out_channels_g == 0:
+        return 0
+    return 32 if geo.out_channels_g % 32 == 0 else 16
+
+
+def conv2d_forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
+                          const float[::1] bias, float[:, :, :, ::1] out,
+                          float[:, ::1] workspace, float[::1] packed_weight,
+                          Py_ssize_t[::1] taps, tuple geometry, Py_ssize_t groups,
+                          int num_threads):
+    """conv2d_forward by the direct kernels of src/_direct.h (float32, a staged geometry whose
+    direct_block is not 0): no im2col block; each tile's sums come out pixel-major and are
+    transposed into ``out``.
+
+    ``taps`` (k elements) receives the stage offset of every tap; ``packed_weight`` (groups *
+    C_out/groups * k, and 64 bytes of slack) the weights as [group][block][tap][channel of the
+    block]. ``workspace`` has one row per thread: 64 bytes of slack, the stage (stage_size),
+    and tile * C_out/groups for the tile's sums.
+    """
+    cdef Geometry geo = make_geometry(geometry)
+    cdef Py_ssize_t batch = x.shape[0]
+    cdef Py_ssize_t n_items = batch * groups * geo.n_tiles
+    cdef Py_ssize_t out_plane = geo.out_h * geo.out_w
+    cdef Py_ssize_t channels = geo.out_channels_g
+    cdef Py_ssize_t width = direct_block(geometry)
+    cdef Py_ssize_t stage_elements = stage_size(geometry)
+    cdef Py_ssize_t taps_hw = geo.kernel_h * geo.kernel_w
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t item, n, g, t, p0, count, chunk, first, last, staged_item
+    cdef Py_ssize_t kk, c, p, q, tap, o, j
+    cdef float* wpack = NULL
+    cdef float* stage = NULL
+    cdef float* tbuf = NULL
+    if n_items == 0 or width == 0:
+        return
+    wpack = aligned(&packed_weight[0])
+    # serial: a fraction 1 / (batch * pixels) of the work
+    with nogil:
+        for kk in range(geo.k):
+            c = kk // taps_hw
+            p = kk % taps_hw // geo.kernel_w
+            q = kk % geo.kernel_w
+            tap = q * geo.dil_w
+            taps[kk] = (c * geo.st_plane + p * geo.dil_h * geo.st_row
+                        + (tap % geo.stride_w) * geo.st_w + tap // geo.stride_w)
+        for g in range(groups):
+            for o in range(channels):
+                for kk in range(geo.k):
+                    wpack[(g * channels + o // width * width) * geo.k + kk * width
+                          + o % width] = (&weight[g * channels + o, 0, 0, 0])[kk]
+    with nogil, parallel(num_threads=num_threads):
+        stage = aligned(&workspace[threadid(), 0])
+        tbuf = stage + stage_elements
+        for chunk in prange(num_threads, schedule="static"):
+            staged_item = -1
+            first = chunk * n_items // num_threads
+            last = (chunk + 1) * n_items // num_threads
+            for item in range(first, last):
+                n = item // (groups * geo.n_tiles)
+                g = (item // geo.n_tiles) % groups
+                t = item % geo.n_tiles
+                p0 = t * geo.tile
+                count = geo.tile
+                if count > out_plane - p0:
+                    count = out_plane - p0
+                if item // geo.n_tiles != staged_item:
+                    stage_input(&x[n, g * geo.in_channels_g, 0, 0], stage, &geo)
+                    staged_item = item // geo.n_tiles
+                fc_direct_tile(stage, &taps[0], geo.k, wpack + g * channels * geo.k, channels,
+                               <int>(width // 16), geo.out_w, geo.stride_h * geo.st_row, p0,
+                               count, &bias[g * channels] if has_bias else NULL, tbuf)
+                fc_direct_store(tbuf, channels, count, &out[n, g * channels, 0, 0] + p0,
+                                out_plane)
+
 cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
                            const floating[:, :, :, ::1] x, floating[:, ::1] partials,
                            floating[:, ::1] workspace, const Geometry* geo, Py_ssize_t groups,

@@ -69,11 +69,12 @@ def conv_thresholds(**values):
 
 
 def packed_gemm_everywhere():
-    """Take the packed GEMM, and the transposed convolution for the input gradient, for every
-    shape they can do, however small (tests only)."""
+    """Take the packed GEMM (instead of BLAS, and instead of the direct kernels), and the
+    transposed convolution for the input gradient, for every shape they can do, however small
+    (tests only)."""
     zero = dict.fromkeys(conv_module._PACKED_MIN_MACS, 0)
     return conv_thresholds(_PACKED_MIN_MACS=zero, _PACKED_MIN_MACS_WEIGHT=zero,
-                           _TRANSPOSED_MIN_MACS=0)
+                           _TRANSPOSED_MIN_MACS=0, _DIRECT=False)
 
 
 def transposed_everywhere():
@@ -89,8 +90,9 @@ def unstaged():
 
 @pytest.fixture(params=["auto", "packed_path", "unstaged"])
 def gemm_path(request):
-    """Each test three times: the paths the shapes choose (small test images are staged),
-    the packed GEMM and the transposed input gradient wherever they apply, and no staging nor
+    """Each test three times: the paths the shapes choose (small test images are staged; the
+    direct kernels where there are 16k output channels per group), the packed GEMM and the
+    transposed input gradient wherever they apply, and no staging (so no direct kernels) nor
     transposed input gradient."""
     if request.param == "auto":
         yield request.param
@@ -111,19 +113,24 @@ def test_path_switches_take_effect():
     x = np.ones((2, 3, 8, 8), np.float32)
     w = np.ones((4, 3, 3, 3), np.float32)
 
+    w16 = np.ones((16, 3, 3, 3), np.float32)
+
     def paths():
         conv, _ = conv_module._prepare(x, w, None, 1, 1, 1, 1, "zeros")
+        conv16, _ = conv_module._prepare(x, w16, None, 1, 1, 1, 1, "zeros")
         return (conv.geometry[15], conv_module._packed_path(conv.geometry, conv.dtype)
                 and conv_module._packed_path(conv.geometry, conv.dtype, weight_gradient=True),
-                conv_module._transposed_geometry(conv.geometry, conv.dtype) is not None)
+                conv_module._transposed_geometry(conv.geometry, conv.dtype) is not None,
+                conv_module._direct_path(conv16.geometry, conv16.dtype))
 
-    assert paths() == (True, False, True)
+    direct = _conv.DIRECT
+    assert paths() == (True, False, True, direct)
     with unstaged():
-        assert paths() == (False, False, False)
+        assert paths() == (False, False, False, False)
     if conv_module._PACKED_GEMM:
         with packed_gemm_everywhere():
-            assert paths() == (True, True, True)
-    assert paths() == (True, False, True)
+            assert paths() == (True, True, True, False)
+    assert paths() == (True, False, True, direct)
 
 
 def make_case(rng, geometry, dtype, bias=True):
@@ -507,6 +514,105 @@ def test_packed_gemm_nan_in_the_weights(gemm_path):
     result = fastconv.conv2d(x, weight, padding=1)
     assert np.isnan(result[:, 7]).any() and np.isfinite(np.delete(result, 7, axis=1)).all()
 
+
+
+# ---------------------------------------------------------------- the direct kernels
+# Shapes for src/_direct.h: 16 channels per group (one-vector blocks), 32 (two-vector), 48
+# (three one-vector blocks), 64 in groups of 32; output rows shorter than a micro-kernel or
+# cut into uneven runs; tiles that start inside an output row (k = 1152: tiles of 64
+# pixels); strides (the stage's column phases), dilation, asymmetric padding; 1x1 strided
+# (staged, not pointwise); enough images for the per-item backward, whose input gradient is
+# itself a direct convolution (16 input channels).
+DIRECT_CASES = [
+    (3, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    (2, 16, 9, 11, 32, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    (2, 5, 13, 80, 48, (3, 2), (2, 3), (1, 0, 2, 1), (2, 1), 1),
+    (2, 8, 10, 29, 64, (3, 3), (1, 2), (0, 2, 1, 1), (1, 2), 2),
+    (1, 128, 9, 37, 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    (4, 3, 8, 8, 16, (1, 1), (2, 2), (0, 1, 1, 0), (1, 1), 1),
+    (9, 32, 7, 7, 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+]
+
+
+@pytest.mark.skipif(not _conv.DIRECT, reason="no direct kernels on this CPU (AVX-512)")
+@pytest.mark.parametrize("geometry", DIRECT_CASES,
+                         ids=[f"d{i}" for i in range(len(DIRECT_CASES))])
+def test_direct_kernels_match_reference(rng, geometry):
+    x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, np.float32)
+    conv, _ = conv_module._prepare(x, weight, bias, kwargs["stride"], kwargs["padding"],
+                                   kwargs["dilation"], kwargs["groups"], "zeros")
+    assert conv_module._direct_path(conv.geometry, conv.dtype)
+    results = []
+    for n in (1, 2, 3):
+        with fastconv.threads(n):
+            results.append(fastconv.conv2d(x, weight, bias, **kwargs))
+    assert_close(results[0], conv2d_ref(x, weight, bias, **ref_kwargs))
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+    with fastconv.threads(1):
+        np.testing.assert_array_equal(fastconv.conv2d(x, weight, bias, **kwargs)[:1],
+                                      fastconv.conv2d(x[:1], weight, bias, **kwargs))
+    grad_output = rng.standard_normal(results[0].shape).astype(np.float32)
+    grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
+    for actual, wanted in zip(grads, conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)):
+        assert_grad_close(actual, wanted)
+    with conv_thresholds(_DIRECT=False):
+        assert_close(fastconv.conv2d(x, weight, bias, **kwargs), results[0])
+
+
+@pytest.mark.skipif(not _conv.DIRECT, reason="no direct kernels on this CPU (AVX-512)")
+def test_direct_kernels_propagate_nan_and_inf():
+    x = np.ones((2, 3, 9, 30), np.float32)
+    x[1, 2, 4, 17] = np.nan
+    x[0, 0, 0, 0] = np.inf
+    weight = np.ones((32, 3, 3, 3), np.float32)
+    y = fastconv.conv2d(x, weight, padding=1)
+    assert np.isnan(y[1, :, 3:6, 16:19]).all()
+    assert np.isfinite(np.delete(y[1], np.s_[16:19], axis=2)).all()
+    assert np.isposinf(y[0, :, :2, :2]).all() and np.isfinite(y[0, :, 2:, 2:]).all()
+
+
+@pytest.mark.skipif(not _conv.DIRECT, reason="no direct kernels on this CPU (AVX-512)")
+@pytest.mark.parametrize("geometry", DIRECT_CASES[:4],
+                         ids=[f"d{i}" for i in range(4)])
+def test_direct_kernels_match_torch(torch, geometry):
+    rng = np.random.default_rng(21)
+    x, weight, bias, kwargs, _ = make_case(rng, geometry, np.float32)
+    top, bottom, left, right = geometry[7]
+    padded = torch.nn.functional.pad(torch.from_numpy(x.astype(np.float64)),
+                                     (left, right, top, bottom))
+    expected = torch.nn.functional.conv2d(
+        padded, torch.from_numpy(weight.astype(np.float64)),
+        torch.from_numpy(bias.astype(np.float64)), stride=kwargs["stride"],
+        dilation=kwargs["dilation"], groups=kwargs["groups"])
+    assert_close(fastconv.conv2d(x, weight, bias, **kwargs), expected.numpy())
+
+
+@st.composite
+def direct_geometry(draw):
+    """conv_geometry's, with 16, 32 or 48 output channels per group and rows up to 40 wide
+    (several micro-kernel runs per output row)."""
+    geometry = list(draw(conv_geometry()))
+    groups = geometry[9]
+    geometry[4] = groups * draw(st.sampled_from([16, 32, 48]))
+    kernel, dilation, pads = geometry[5], geometry[8], geometry[7]
+    span = dilation[1] * (kernel[1] - 1) + 1
+    geometry[3] = draw(st.integers(max(1, span - pads[2] - pads[3]), 40))
+    return tuple(geometry)
+
+
+@pytest.mark.skipif(not _conv.DIRECT, reason="no direct kernels on this CPU (AVX-512)")
+@given(geometry=direct_geometry(), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=60, deadline=None)
+def test_random_geometry_direct_kernels(geometry, seed):
+    rng = np.random.default_rng(seed)
+    x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, np.float32)
+    result = fastconv.conv2d(x, weight, bias, **kwargs)
+    assert_close(result, conv2d_ref(x, weight, bias, **ref_kwargs))
+    grad_output = rng.standard_normal(result.shape).astype(np.float32)
+    grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
+    for actual, wanted in zip(grads, conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)):
+        assert_grad_close(actual, wanted)
 
 def test_gemm_kernel_is_the_one_asked_for():
     asked = os.environ.get("FASTCONV_GEMM_KERNEL")
