@@ -323,6 +323,17 @@ def _workspace(rows, geometry, dtype):
                      + _stage(geometry, dtype)), dtype=dtype)
 
 
+def _direct_workspace(rows, geometry, dtype):
+    """Per-thread rows for the direct kernels: 64 bytes of slack to align the start, the stage,
+    then a tile of pixel-major sums (the forward pass) or of grad_output (the weight
+    gradient), tile by C_out/groups."""
+    return np.empty((rows, _ALIGN[dtype] + _conv.stage_size(geometry)
+                     + geometry[14] * geometry[3]), dtype=dtype)
+
+
+_NO_TAPS = np.empty(0, dtype=np.intp)
+
+
 def _is_pointwise(geometry):
     """1x1, stride 1, unpadded, output = input: the input plane is the GEMM operand itself.
     (The shapes are the geometry's first 14 entries; the tile and staging are not read.)"""
@@ -497,12 +508,11 @@ def _forward(x, weight, bias, out, geometry, groups):
     num_threads = effective_num_threads(n_items)
     if _direct_path(geometry, dtype):
         k = geometry[0] * geometry[6] * geometry[7]
-        workspace = np.empty((num_threads, _ALIGN[dtype] + _conv.stage_size(geometry)
-                              + geometry[14] * geometry[3]), dtype=dtype)
         packed_weight = np.empty(groups * geometry[3] * k + _ALIGN[dtype], dtype=dtype)
         _conv.conv2d_forward_direct(
-            x, weight, bias if bias is not None else np.empty(0, dtype=dtype), out, workspace,
-            packed_weight, np.empty(k, dtype=np.intp), geometry, groups, num_threads)
+            x, weight, bias if bias is not None else np.empty(0, dtype=dtype), out,
+            _direct_workspace(num_threads, geometry, dtype), packed_weight,
+            np.empty(k, dtype=np.intp), geometry, groups, num_threads)
         return
     workspace = _workspace(num_threads, geometry, dtype)
     packed_weight = _packed_weight(geometry, groups, dtype)
@@ -609,6 +619,7 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
                 workspace, lane_workspace, geometry, num_threads)
         return _finish_grad_input(conv, grad_input), grad_weight, grad_bias
     partials = weight_workspace = input_workspace = None
+    taps = _NO_TAPS
     packed_grad_weight = False
     weight_threads = input_threads = 1
     if grad_weight is not None and batch and grad_weight.size:
@@ -621,9 +632,15 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         partials = (grad_weight.reshape(1, row) if n_chunks == 1
                     else np.zeros((n_chunks, row), dtype=dtype))
         weight_threads = effective_num_threads(n_chunks)
-        packed_grad_weight = _packed_path(geometry, dtype, weight_gradient=True)
-        weight_workspace = _weight_workspace(weight_threads, geometry, dtype,
-                                             packed_grad_weight)
+        if _direct_path(geometry, dtype):
+            # the direct kernels sum tap-major, [group][tap][channel]: transposed below
+            partials = np.zeros((n_chunks, row), dtype=dtype)
+            taps = np.empty(geometry[0] * geometry[6] * geometry[7], dtype=np.intp)
+            weight_workspace = _direct_workspace(weight_threads, geometry, dtype)
+        else:
+            packed_grad_weight = _packed_path(geometry, dtype, weight_gradient=True)
+            weight_workspace = _weight_workspace(weight_threads, geometry, dtype,
+                                                 packed_grad_weight)
     per_item = batch * conv.groups >= _PER_ITEM_MIN_ITEMS
     packed_weight = gy_workspace = None
     if transposed is not None and grad_input is not None and grad_input.size:
@@ -649,10 +666,16 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
                 gy4, padded_input, conv.weight,
                 grad_input if input_workspace is not None else None,
                 partials, grad_bias, weight_workspace, input_workspace, packed_weight,
-                gy_workspace, packed_grad_weight, geometry, conv.groups, per_item,
+                gy_workspace, packed_grad_weight, taps, geometry, conv.groups, per_item,
                 input_threads, weight_threads, effective_num_threads(out_channels),
             )
-    if partials is not None and partials.shape[0] > 1:
+    if taps.size and batch:
+        with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch
+            summed = np.add.reduce(partials, axis=0)
+        channels = geometry[3]
+        grad_weight[...] = summed.reshape(conv.groups, -1, channels).transpose(0, 2, 1).reshape(
+            grad_weight.shape)
+    elif partials is not None and partials.shape[0] > 1:
         with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch
             np.add.reduce(partials, axis=0, out=grad_weight.reshape(grad_weight.size))
     return _finish_grad_input(conv, grad_input), grad_weight, grad_bias

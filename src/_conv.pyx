@@ -611,6 +611,11 @@ cdef extern from "_direct.h" nogil:
                         const float* bias, float* tbuf)
     void fc_direct_store(const float* tbuf, Py_ssize_t channels, Py_ssize_t count, float* y,
                          Py_ssize_t plane)
+    void fc_dgrad_tile(const float* stage, const Py_ssize_t* off, Py_ssize_t k,
+                       Py_ssize_t channels, int v, Py_ssize_t out_w, Py_ssize_t row_step,
+                       Py_ssize_t p0, Py_ssize_t count, const float* gyt, float* out)
+    void fc_direct_load(const float* gy, Py_ssize_t plane, Py_ssize_t channels,
+                        Py_ssize_t count, float* gyt)
 
 
 DIRECT = bool(fc_direct_init())  # after _init_gemm: FASTCONV_GEMM_KERNEL can turn it off
@@ -624,6 +629,21 @@ def direct_block(tuple geometry):
     if not DIRECT or not geo.staged or geo.out_channels_g % 16 or geo.out_channels_g == 0:
         return 0
     return 32 if geo.out_channels_g % 32 == 0 else 16
+
+
+cdef void stage_taps(const Geometry* geo, Py_ssize_t* taps) noexcept nogil:
+    """taps[kk] = the stage offset (stage_input's layout) of tap kk = (c, p, q) from an output
+    pixel's first tap: the direct kernels read input value kk of pixel (oy, ox) at
+    oy*stride_h*st_row + ox + taps[kk]."""
+    cdef Py_ssize_t kk, c, p, q, tap
+    cdef Py_ssize_t taps_hw = geo.kernel_h * geo.kernel_w
+    for kk in range(geo.k):
+        c = kk // taps_hw
+        p = kk % taps_hw // geo.kernel_w
+        q = kk % geo.kernel_w
+        tap = q * geo.dil_w
+        taps[kk] = (c * geo.st_plane + p * geo.dil_h * geo.st_row
+                    + (tap % geo.stride_w) * geo.st_w + tap // geo.stride_w)
 
 
 def conv2d_forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
@@ -647,10 +667,8 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1]
     cdef Py_ssize_t channels = geo.out_channels_g
     cdef Py_ssize_t width = direct_block(geometry)
     cdef Py_ssize_t stage_elements = stage_size(geometry)
-    cdef Py_ssize_t taps_hw = geo.kernel_h * geo.kernel_w
     cdef bint has_bias = bias.shape[0] > 0
-    cdef Py_ssize_t item, n, g, t, p0, count, chunk, first, last, staged_item
-    cdef Py_ssize_t kk, c, p, q, tap, o, j
+    cdef Py_ssize_t item, n, g, t, p0, count, chunk, first, last, staged_item, kk, o
     cdef float* wpack = NULL
     cdef float* stage = NULL
     cdef float* tbuf = NULL
@@ -659,13 +677,7 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1]
     wpack = aligned(&packed_weight[0])
     # serial: a fraction 1 / (batch * pixels) of the work
     with nogil:
-        for kk in range(geo.k):
-            c = kk // taps_hw
-            p = kk % taps_hw // geo.kernel_w
-            q = kk % geo.kernel_w
-            tap = q * geo.dil_w
-            taps[kk] = (c * geo.st_plane + p * geo.dil_h * geo.st_row
-                        + (tap % geo.stride_w) * geo.st_w + tap // geo.stride_w)
+        stage_taps(&geo, &taps[0])
         for g in range(groups):
             for o in range(channels):
                 for kk in range(geo.k):
@@ -771,6 +783,51 @@ cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
                              &grad_output[n, g * geo[0].out_channels_g, 0, 0] + p0, out_plane,
                              1, &partials[chunk, g * geo[0].out_channels_g * geo[0].k],
                              geo[0].k)
+
+
+cdef void grad_weight_direct(const float[:, :, :, ::1] grad_output, const float[:, :, :, ::1] x,
+                             float[:, ::1] partials, float[:, ::1] workspace,
+                             const Py_ssize_t* taps, const Geometry* geo, Py_ssize_t groups,
+                             Py_ssize_t width, int num_threads) noexcept nogil:
+    """grad_weight_impl by the direct kernels of src/_direct.h (float32; width = direct_block):
+    partials[chunk, (g, kk, o)] += the chunk's sums, tap-major (the caller transposes them
+    into the weights' layout). The same fixed chunks and order as grad_weight_impl. Each
+    thread's workspace row: 64 bytes of slack, the stage (stage_size), then tile * C_out/groups
+    for grad_output's tile transposed (fc_direct_load). ``partials`` must be zeroed."""
+    cdef Py_ssize_t batch = x.shape[0]
+    cdef Py_ssize_t n_pairs = batch * geo[0].n_tiles
+    cdef Py_ssize_t n_chunks = partials.shape[0]
+    cdef Py_ssize_t out_plane = geo[0].out_h * geo[0].out_w
+    cdef Py_ssize_t channels = geo[0].out_channels_g
+    cdef Py_ssize_t stage_elements = geo[0].in_channels_g * geo[0].st_plane + STAGE_CHUNK // 4
+    cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, staged_sample
+    cdef float* stage = NULL
+    cdef float* gyt = NULL
+    if n_pairs == 0:
+        return
+    with parallel(num_threads=num_threads):
+        stage = aligned(&workspace[threadid(), 0])
+        gyt = stage + stage_elements
+        for chunk in prange(n_chunks, schedule="static"):
+            first = chunk * n_pairs // n_chunks
+            last = (chunk + 1) * n_pairs // n_chunks
+            for g in range(groups):
+                staged_sample = -1
+                for pair in range(first, last):
+                    n = pair // geo[0].n_tiles
+                    t = pair % geo[0].n_tiles
+                    p0 = t * geo[0].tile
+                    count = geo[0].tile
+                    if count > out_plane - p0:
+                        count = out_plane - p0
+                    if n != staged_sample:
+                        stage_input(&x[n, g * geo[0].in_channels_g, 0, 0], stage, geo)
+                        staged_sample = n
+                    fc_direct_load(&grad_output[n, g * channels, 0, 0] + p0, out_plane,
+                                   channels, count, gyt)
+                    fc_dgrad_tile(stage, taps, geo[0].k, channels, <int>(width // 16),
+                                  geo[0].out_w, geo[0].stride_h * geo[0].st_row, p0, count,
+                                  gyt, &partials[chunk, g * channels * geo[0].k])
 
 
 cdef void grad_bias_impl(const floating[:, :, :, ::1] grad_output, floating[::1] grad_bias,
@@ -952,23 +1009,32 @@ def conv2d_backward(const floating[:, :, :, ::1] grad_output, const floating[:, 
                     floating[:, ::1] partials, floating[::1] grad_bias,
                     floating[:, ::1] weight_workspace, floating[:, ::1] input_workspace,
                     floating[::1] packed_weight, floating[:, ::1] gy_workspace,
-                    bint packed_grad_weight, tuple geometry, Py_ssize_t groups, bint per_item,
-                    int input_threads, int weight_threads, int bias_threads):
+                    bint packed_grad_weight, Py_ssize_t[::1] taps, tuple geometry,
+                    Py_ssize_t groups, bint per_item, int input_threads, int weight_threads,
+                    int bias_threads):
     """All the requested gradients in one call (one GIL release, arrays unpacked once).
 
     A gradient that is not wanted is passed as None and skipped; the others are the
-    grad_bias_impl, grad_weight_impl and grad_input_impl above, in that order.
-    ``packed_weight`` and ``gy_workspace`` go to grad_input_impl (an empty packed_weight:
-    BLAS), ``packed_grad_weight`` to grad_weight_impl.
+    grad_bias_impl, grad_weight_impl (or, given k ``taps`` to fill, float32 only,
+    grad_weight_direct) and grad_input_impl above, in that order. ``packed_weight`` and
+    ``gy_workspace`` go to grad_input_impl (an empty packed_weight: BLAS),
+    ``packed_grad_weight`` to grad_weight_impl.
     """
     cdef Geometry geo = make_geometry(geometry)
     cdef bint want_input = grad_input is not None
     cdef bint want_weight = partials is not None
     cdef bint want_bias = grad_bias is not None
+    cdef Py_ssize_t width = direct_block(geometry) if taps.shape[0] > 0 else 0
+    cdef bint direct = width > 0
     with nogil:
         if want_bias:
             grad_bias_impl(grad_output, grad_bias, bias_threads)
-        if want_weight:
+        if want_weight and direct:
+            if floating is float:
+                stage_taps(&geo, &taps[0])
+                grad_weight_direct(grad_output, x, partials, weight_workspace, &taps[0], &geo,
+                                   groups, width, weight_threads)
+        elif want_weight:
             grad_weight_impl(grad_output, x, partials, weight_workspace, &geo, groups,
                              packed_grad_weight, weight_threads)
         if want_input:

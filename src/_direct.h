@@ -109,6 +109,98 @@ static const fc_direct_kernel_t fc_direct1[FC_DIRECT_MR1 + 1] = {
     fc_direct_1_21, fc_direct_1_22, fc_direct_1_23, fc_direct_1_24};
 #endif
 
+/* The weight gradient's micro-kernel: for R taps and a block of 16*V output channels, the
+ * sums over the pixels [p0, p0 + count) of one (sample, group),
+ *
+ *     out[r*ldo + j] += sum_i stage[pix(i) + off[r]] * gyt[(i - p0)*ldg + j]
+ *
+ * kept in R x V registers over the whole tile (pix(i) = oy*row_step + ox for pixel i = (oy,
+ * ox)), then added to ``out`` once: grad_output's tile, transposed pixel-major (gyt), is read
+ * a vector at a time, the input values broadcast from the stage in place. */
+#if FC_GEMM_X86
+#define FC_DGRAD_KERNEL(NAME, R, V)                                                          \
+    __attribute__((target("avx512f"))) static void                                           \
+    NAME(const float *stage, const ptrdiff_t *off, ptrdiff_t out_w, ptrdiff_t row_step,      \
+         ptrdiff_t p0, ptrdiff_t count, const float *gyt, ptrdiff_t ldg, float *out,         \
+         ptrdiff_t ldo)                                                                      \
+    {                                                                                        \
+        __m512 acc[R][V], gv[V], b;                                                          \
+        const float *s[R];                                                                   \
+        const float *g = gyt;                                                                \
+        ptrdiff_t p = p0, end = p0 + count, oy, ox, seg, i;                                  \
+        int r, v;                                                                            \
+        _Pragma("GCC unroll 24") for (r = 0; r < R; r++)                                     \
+            _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                                  \
+                acc[r][v] = _mm512_setzero_ps();                                             \
+        while (p < end) {                                                                    \
+            oy = p / out_w;                                                                  \
+            ox = p - oy * out_w;                                                             \
+            seg = out_w - ox < end - p ? out_w - ox : end - p;                               \
+            _Pragma("GCC unroll 24") for (r = 0; r < R; r++)                                 \
+                s[r] = stage + oy * row_step + ox + off[r];                                  \
+            for (i = 0; i < seg; i++) {                                                      \
+                _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                              \
+                    gv[v] = _mm512_loadu_ps(g + 16 * v);                                     \
+                _Pragma("GCC unroll 24") for (r = 0; r < R; r++) {                           \
+                    b = _mm512_set1_ps(s[r][i]);                                             \
+                    _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                          \
+                        acc[r][v] = _mm512_fmadd_ps(b, gv[v], acc[r][v]);                    \
+                }                                                                            \
+                g += ldg;                                                                    \
+            }                                                                                \
+            p += seg;                                                                        \
+        }                                                                                    \
+        _Pragma("GCC unroll 24") for (r = 0; r < R; r++)                                     \
+            _Pragma("GCC unroll 2") for (v = 0; v < V; v++) {                                \
+                float *o = out + r * ldo + 16 * v;                                           \
+                _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), acc[r][v]));           \
+            }                                                                                \
+    }
+
+typedef void (*fc_dgrad_kernel_t)(const float *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
+                                  ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, float *,
+                                  ptrdiff_t);
+
+#define FC_DGRAD_KERNELS_1_TO_12(V)                                                          \
+    FC_DGRAD_KERNEL(fc_dgrad_##V##_1, 1, V)                                                  \
+    FC_DGRAD_KERNEL(fc_dgrad_##V##_2, 2, V)                                                  \
+    FC_DGRAD_KERNEL(fc_dgrad_##V##_3, 3, V)                                                  \
+    FC_DGRAD_KERNEL(fc_dgrad_##V##_4, 4, V)                                                  \
+    FC_DGRAD_KERNEL(fc_dgrad_##V##_5, 5, V)                                                  \
+    FC_DGRAD_KERNEL(fc_dgrad_##V##_6, 6, V)                                                  \
+    FC_DGRAD_KERNEL(fc_dgrad_##V##_7, 7, V)                                                  \
+    FC_DGRAD_KERNEL(fc_dgrad_##V##_8, 8, V)                                                  \
+    FC_DGRAD_KERNEL(fc_dgrad_##V##_9, 9, V)                                                  \
+    FC_DGRAD_KERNEL(fc_dgrad_##V##_10, 10, V)                                                \
+    FC_DGRAD_KERNEL(fc_dgrad_##V##_11, 11, V)                                                \
+    FC_DGRAD_KERNEL(fc_dgrad_##V##_12, 12, V)
+
+FC_DGRAD_KERNELS_1_TO_12(2)
+FC_DGRAD_KERNELS_1_TO_12(1)
+FC_DGRAD_KERNEL(fc_dgrad_1_13, 13, 1)
+FC_DGRAD_KERNEL(fc_dgrad_1_14, 14, 1)
+FC_DGRAD_KERNEL(fc_dgrad_1_15, 15, 1)
+FC_DGRAD_KERNEL(fc_dgrad_1_16, 16, 1)
+FC_DGRAD_KERNEL(fc_dgrad_1_17, 17, 1)
+FC_DGRAD_KERNEL(fc_dgrad_1_18, 18, 1)
+FC_DGRAD_KERNEL(fc_dgrad_1_19, 19, 1)
+FC_DGRAD_KERNEL(fc_dgrad_1_20, 20, 1)
+FC_DGRAD_KERNEL(fc_dgrad_1_21, 21, 1)
+FC_DGRAD_KERNEL(fc_dgrad_1_22, 22, 1)
+FC_DGRAD_KERNEL(fc_dgrad_1_23, 23, 1)
+FC_DGRAD_KERNEL(fc_dgrad_1_24, 24, 1)
+
+/* [taps] -> the weight gradient's micro-kernel for that many taps */
+static const fc_dgrad_kernel_t fc_dgrad2[FC_DIRECT_MR2 + 1] = {
+    NULL, fc_dgrad_2_1, fc_dgrad_2_2, fc_dgrad_2_3, fc_dgrad_2_4, fc_dgrad_2_5, fc_dgrad_2_6,
+    fc_dgrad_2_7, fc_dgrad_2_8, fc_dgrad_2_9, fc_dgrad_2_10, fc_dgrad_2_11, fc_dgrad_2_12};
+static const fc_dgrad_kernel_t fc_dgrad1[FC_DIRECT_MR1 + 1] = {
+    NULL, fc_dgrad_1_1, fc_dgrad_1_2, fc_dgrad_1_3, fc_dgrad_1_4, fc_dgrad_1_5, fc_dgrad_1_6,
+    fc_dgrad_1_7, fc_dgrad_1_8, fc_dgrad_1_9, fc_dgrad_1_10, fc_dgrad_1_11, fc_dgrad_1_12,
+    fc_dgrad_1_13, fc_dgrad_1_14, fc_dgrad_1_15, fc_dgrad_1_16, fc_dgrad_1_17, fc_dgrad_1_18,
+    fc_dgrad_1_19, fc_dgrad_1_20, fc_dgrad_1_21, fc_dgrad_1_22, fc_dgrad_1_23, fc_dgrad_1_24};
+#endif
+
 /* Whether the direct kernels run here: AVX-512F and AVX2, and the packed GEMM not forced to
  * a lesser kernel (FASTCONV_GEMM_KERNEL, so that forcing AVX2 tests a pure AVX2 build). Call
  * after fc_gemm_init. */
@@ -174,6 +266,52 @@ static void fc_direct_store(const float *tbuf, ptrdiff_t channels, ptrdiff_t cou
         ptrdiff_t j;
         for (j = i; j < count; j++)
             y[o * plane + j] = tbuf[j * channels + o];
+    }
+}
+
+
+/* out[kk*channels + o] += sum over the pixels [p0, p0 + count) of one (sample, group) of
+ * stage[pix(i) + off[kk]] * gy[o, i], for the k taps (near-equal blocks of at most the
+ * micro-kernel's) and the channels in blocks of 16 * v: ``gyt`` is grad_output's tile
+ * transposed (fc_direct_load), ``out`` the tap-major [kk][o] sums of one group. */
+static void fc_dgrad_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k,
+                          ptrdiff_t channels, int v, ptrdiff_t out_w, ptrdiff_t row_step,
+                          ptrdiff_t p0, ptrdiff_t count, const float *gyt, float *out)
+{
+#if FC_GEMM_X86
+    const fc_dgrad_kernel_t *table = v == 2 ? fc_dgrad2 : fc_dgrad1;
+    ptrdiff_t r_max = v == 2 ? FC_DIRECT_MR2 : FC_DIRECT_MR1;
+    ptrdiff_t width = 16 * v, blocks = channels / width;
+    ptrdiff_t runs = (k + r_max - 1) / r_max, r, first, last, blk;
+    for (r = 0; r < runs; r++) {
+        first = k * r / runs;
+        last = k * (r + 1) / runs;
+        for (blk = 0; blk < blocks; blk++)
+            table[last - first](stage, off + first, out_w, row_step, p0, count,
+                                gyt + blk * width, channels, out + first * channels
+                                + blk * width, channels);
+    }
+#else
+    (void)stage; (void)off; (void)k; (void)channels; (void)v; (void)out_w; (void)row_step;
+    (void)p0; (void)count; (void)gyt; (void)out;
+#endif
+}
+
+/* gyt[i*channels + o] = gy[o*plane + i] for i < count, o < channels: fc_direct_store's
+ * transpose the other way */
+static void fc_direct_load(const float *gy, ptrdiff_t plane, ptrdiff_t channels,
+                           ptrdiff_t count, float *gyt)
+{
+    ptrdiff_t i = 0, o;
+#if FC_GEMM_X86
+    for (; i + 8 <= count; i += 8)
+        for (o = 0; o + 8 <= channels; o += 8)
+            fc_stranspose8x8_avx2(gy + o * plane + i, plane, gyt + i * channels + o, channels);
+#endif
+    for (o = 0; o < channels; o++) {
+        ptrdiff_t j;
+        for (j = i; j < count; j++)
+            gyt[j * channels + o] = gy[o * plane + j];
     }
 }
 

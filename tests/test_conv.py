@@ -556,8 +556,15 @@ def test_direct_kernels_match_reference(rng, geometry):
     grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
     for actual, wanted in zip(grads, conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)):
         assert_grad_close(actual, wanted)
+    for n in (1, 3):
+        with fastconv.threads(n):
+            again = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
+        for a, b in zip(again, grads):
+            np.testing.assert_array_equal(a, b)
     with conv_thresholds(_DIRECT=False):
         assert_close(fastconv.conv2d(x, weight, bias, **kwargs), results[0])
+        for a, b in zip(fastconv.conv2d_backward(grad_output, x, weight, **kwargs), grads):
+            assert_grad_close(a, b)
 
 
 @pytest.mark.skipif(not _conv.DIRECT, reason="no direct kernels on this CPU (AVX-512)")
