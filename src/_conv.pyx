@@ -122,6 +122,8 @@ cdef extern from "_stage.h" nogil:
     void fc_stage_init()
     void fc_copy_runs(char* dst, Py_ssize_t dst_step, const char* src, Py_ssize_t src_step,
                       Py_ssize_t runs, Py_ssize_t run_bytes)
+    void fc_copy_rows(char* dst, Py_ssize_t dst_step, const char* src, Py_ssize_t src_step,
+                      Py_ssize_t runs, Py_ssize_t bytes)
     void fc_sadd_runs(float* dst, Py_ssize_t dst_step, const float* src, Py_ssize_t src_step,
                       Py_ssize_t runs, Py_ssize_t length)
     void fc_dadd_runs(double* dst, Py_ssize_t dst_step, const double* src,
@@ -241,42 +243,52 @@ cdef inline void im2col_row(const floating* x_group, floating* row, Py_ssize_t c
         ox = 0
 
 
+cdef void stage_clear(floating* stage, const Geometry* geo) noexcept nogil:
+    """Zero a thread's stage, once per call before its first stage_input: every stage of a
+    call has the same layout, and stage_input writes only the input's values, so the padding
+    around them stays zero from one (sample, group) to the next (the readers never write
+    into it)."""
+    memset(stage, 0, geo.in_channels_g * geo.st_plane * sizeof(floating))
+
+
 cdef void stage_input(const floating* x_group, floating* stage,
                       const Geometry* geo) noexcept nogil:
-    """stage[c, py, ph, xq] = x[c, py - pad_top, xq*stride_w + ph - pad_left] (0 outside).
+    """stage[c, py, ph, xq] = x[c, py - pad_top, xq*stride_w + ph - pad_left] where that is
+    inside x; the stage's other elements (the zero padding) are left as stage_clear made them.
 
     The zero-padded input of one (sample, group), each row's columns split by phase modulo
     stride_w: the pixels (oy, ox) of one output row read, for tap (p, q), the input columns
     ox*stride_w + q*dil_w - pad_left, which here are one contiguous run (phase q*dil_w %
     stride_w, from xq = ox + q*dil_w // stride_w). Written once per (sample, group), it makes
-    every im2col row segment a plain copy (staged_runs).
+    every im2col row segment a plain copy (staged_runs), and the direct kernels read it in
+    place.
     """
     cdef Py_ssize_t sw = geo.stride_w, plane = geo.in_h * geo.in_w
-    cdef Py_ssize_t c, py, iy, ph, j, lo, hi
+    cdef Py_ssize_t c, iy, ph, j, lo, hi
+    # the input rows the stage holds: py = iy + pad_top < st_rows
+    cdef Py_ssize_t rows = geo.st_rows - geo.pad_top
     cdef const floating* src
     cdef floating* dst
-    cdef floating* d
+    if rows > geo.in_h:
+        rows = geo.in_h
+    if rows <= 0:
+        return
     for c in range(geo.in_channels_g):
-        for py in range(geo.st_rows):
-            iy = py - geo.pad_top
-            dst = stage + c * geo.st_plane + py * geo.st_row
-            if iy < 0 or iy >= geo.in_h:
-                for j in range(geo.st_row):
-                    dst[j] = 0
+        dst = stage + c * geo.st_plane + geo.pad_top * geo.st_row
+        src = x_group + c * plane
+        for ph in range(sw):
+            valid_range(ph - geo.pad_left, sw, geo.st_w, geo.in_w, &lo, &hi)
+            if hi <= lo:
                 continue
-            src = x_group + c * plane + iy * geo.in_w
-            for ph in range(sw):
-                valid_range(ph - geo.pad_left, sw, geo.st_w, geo.in_w, &lo, &hi)
-                d = dst + ph * geo.st_w
-                for j in range(lo):
-                    d[j] = 0
-                if sw == 1:
-                    memcpy(d + lo, src + lo - geo.pad_left, (hi - lo) * sizeof(floating))
-                else:
+            if sw == 1:
+                fc_copy_rows(<char*>(dst + lo), geo.st_row * sizeof(floating),
+                             <const char*>(src + lo - geo.pad_left),
+                             geo.in_w * sizeof(floating), rows, (hi - lo) * sizeof(floating))
+            else:
+                for iy in range(rows):
                     for j in range(lo, hi):
-                        d[j] = src[j * sw + ph - geo.pad_left]
-                for j in range(hi, geo.st_w):
-                    d[j] = 0
+                        dst[iy * geo.st_row + ph * geo.st_w + j] = \
+                            src[iy * geo.in_w + j * sw + ph - geo.pad_left]
 
 
 cdef inline void move_runs(floating* run, Py_ssize_t run_step, floating* row,
@@ -560,6 +572,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     with nogil, parallel(num_threads=num_threads):
         col = aligned(&workspace[threadid(), 0])
         stage = stage_of(col, &geo)
+        if geo.staged:
+            stage_clear(stage, &geo)
         # one contiguous run of items per thread, so that the tiles of one (sample, group)
         # that fall to a thread stage its input once
         for chunk in prange(num_threads, schedule="static"):
@@ -686,6 +700,7 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1]
     with nogil, parallel(num_threads=num_threads):
         stage = aligned(&workspace[threadid(), 0])
         tbuf = stage + stage_elements
+        stage_clear(stage, &geo)
         for chunk in prange(num_threads, schedule="static"):
             staged_item = -1
             first = chunk * n_items // num_threads
@@ -744,6 +759,8 @@ cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
         # the stage follows the im2col block, or (packed) the panels and the scratch rows
         stage = (col + a_size + b_size + nr * geo[0].tile + STAGE_CHUNK // sizeof(floating)
                  if packed else stage_of(col, geo))
+        if geo[0].staged:
+            stage_clear(stage, geo)
         for chunk in prange(n_chunks, schedule="static"):
             first = chunk * n_pairs // n_chunks
             last = (chunk + 1) * n_pairs // n_chunks
@@ -808,6 +825,7 @@ cdef void grad_weight_direct(const float[:, :, :, ::1] grad_output, const float[
     with parallel(num_threads=num_threads):
         stage = aligned(&workspace[threadid(), 0])
         gyt = stage + stage_elements
+        stage_clear(stage, geo)
         for chunk in prange(n_chunks, schedule="static"):
             first = chunk * n_pairs // n_chunks
             last = (chunk + 1) * n_pairs // n_chunks
