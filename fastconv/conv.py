@@ -604,9 +604,12 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     transposed = (None if depthwise
                   or batch * conv.groups * _macs_per_item(geometry) < _TRANSPOSED_MIN_MACS
                   else _transposed_geometry(geometry, dtype))
-    # the depthwise kernel and the transposed convolution write every element of grad_input;
-    # the col2im scatter accumulates
-    grad_input = ((np.empty if depthwise or transposed else np.zeros)(
+    per_item = batch * conv.groups >= _PER_ITEM_MIN_ITEMS
+    # the depthwise kernel, the transposed convolution and the per-item scatter into the
+    # stage (unstage) write every element of grad_input; the other col2im scatters accumulate
+    writes_all = depthwise or transposed is not None or (
+        per_item and geometry[15] and out_channels)
+    grad_input = ((np.empty if writes_all else np.zeros)(
         (batch, conv.x.shape[1], geometry[1], geometry[2]), dtype=dtype)
         if "input" in need else None)
     if depthwise:
@@ -641,7 +644,6 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
             packed_grad_weight = _packed_path(geometry, dtype, weight_gradient=True)
             weight_workspace = _weight_workspace(weight_threads, geometry, dtype,
                                                  packed_grad_weight)
-    per_item = batch * conv.groups >= _PER_ITEM_MIN_ITEMS
     packed_weight = gy_workspace = None
     if transposed is not None and grad_input is not None and grad_input.size:
         # stride 1: a forward convolution of grad_output, written straight into grad_input

@@ -443,7 +443,7 @@ cdef void unstage(const floating* stage, floating* gx_group, const Geometry* geo
     """gx[c, iy, ix] = stage[c, iy + pad_top, px % stride_w, px // stride_w], px = ix + pad_left:
     the inverse of stage_input's copy; input pixels no window reaches get 0."""
     cdef Py_ssize_t plane = geo.in_h * geo.in_w
-    cdef Py_ssize_t c, iy, ix, py, px, lo, hi
+    cdef Py_ssize_t c, iy, ix, py, px, ph, lo, hi
     cdef const floating* src
     cdef floating* dst
     for c in range(geo.in_channels_g):
@@ -467,12 +467,17 @@ cdef void unstage(const floating* stage, floating* gx_group, const Geometry* geo
                 for ix in range(hi, geo.in_w):
                     dst[ix] = 0
             else:
-                for ix in range(geo.in_w):
-                    px = ix + geo.pad_left
-                    if px // geo.stride_w < geo.st_w:
-                        dst[ix] = src[(px % geo.stride_w) * geo.st_w + px // geo.stride_w]
-                    else:
-                        dst[ix] = 0
+                # phase by phase: a contiguous run of the stage to every stride_w-th pixel
+                for ph in range(geo.stride_w):
+                    valid_range(ph - geo.pad_left, geo.stride_w, geo.st_w, geo.in_w, &lo, &hi)
+                    for px in range(lo, hi):
+                        dst[px * geo.stride_w + ph - geo.pad_left] = src[ph * geo.st_w + px]
+                # the pixels past the stage's columns: (ix + pad_left) // stride_w >= st_w
+                lo = geo.stride_w * geo.st_w - geo.pad_left
+                if lo < 0:
+                    lo = 0
+                for ix in range(lo, geo.in_w):
+                    dst[ix] = 0
 
 
 cdef inline void pack_rows(const floating* a, Py_ssize_t m, Py_ssize_t k, Py_ssize_t rs,
