@@ -516,6 +516,23 @@ def test_packed_gemm_nan_in_the_weights(gemm_path):
 
 
 
+
+@pytest.mark.parametrize("stride", [(3, 3), (1, 3), (3, 1)])
+def test_input_gradient_of_pixels_no_window_reaches(rng, dtype, stride, gemm_path):
+    """The last row and column of x are in no window: their gradient is 0. (The per-item
+    scatter into the stage writes every element of grad_input, which is not zeroed first.)"""
+    x = rng.standard_normal((9, 3, 12, 10)).astype(dtype)
+    weight = rng.standard_normal((4, 3, 2, 2)).astype(dtype)
+    kwargs = dict(stride=stride, padding=((0, 1), (0, 0)))
+    grad_output = rng.standard_normal(fastconv.conv2d(x, weight, **kwargs).shape).astype(dtype)
+    grad_input = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)[0]
+    expected = conv2d_backward_ref(grad_output, x, weight, stride=stride, pads=(0, 1, 0, 0))[0]
+    assert_grad_close(grad_input, expected)
+    if stride[0] == 3:
+        assert not grad_input[:, :, -1].any()
+    if stride[1] == 3:
+        assert not grad_input[:, :, :, -1].any()
+
 # ---------------------------------------------------------------- the direct kernels
 # Shapes for src/_direct.h: 16 channels per group (one-vector blocks), 32 (two-vector), 48
 # (three one-vector blocks), 64 in groups of 32; output rows shorter than a micro-kernel or
