@@ -266,8 +266,9 @@ def _make_geometry(in_channels_g, in_h, in_w, out_channels_g, out_h, out_w, kern
 def _transposed_geometry(geometry, dtype):
     """The input gradient of a stride-1 convolution as a forward convolution of grad_output
     (with the weights transposed and flipped, see _transposed_weight), or None where that does
-    not apply: other strides, pointwise convolutions (their column gradient is the input
-    gradient already), or padding beyond the kernel's reach. It is
+    not apply: other strides, pointwise convolutions that the direct kernels cannot take
+    (their column gradient is the input gradient already), or padding beyond the kernel's
+    reach. It is
     ``gx[c, i, j] = sum_{o,p,q} gy[o, i + pad - p*d, j + pad - q*d] * w[o, c, p, q]``, a
     convolution with padding d*(k-1) - pad: no col2im scatter. It sums over every tap of
     every input pixel, padding included, so it pays only where the input is about as large as
@@ -278,14 +279,19 @@ def _transposed_geometry(geometry, dtype):
     # the padding on the far sides, from the output size
     pad_bottom = out_h - in_h - pad_top + reach_h
     pad_right = out_w - in_w - pad_left + reach_w
-    if (stride_h, stride_w) != (1, 1) or _is_pointwise(geometry) or not (
+    if (stride_h, stride_w) != (1, 1) or not (
             0 <= reach_h - pad_top and 0 <= reach_h - pad_bottom
             and 0 <= reach_w - pad_left and 0 <= reach_w - pad_right) or (
             in_h * in_w > _TRANSPOSED_MAX_GROWTH * out_h * out_w):
         return None
-    return _make_geometry(out_channels_g, out_h, out_w, in_channels_g, in_h, in_w, kernel_h,
-                          kernel_w, (1, 1), (reach_h - pad_top, reach_w - pad_left),
-                          (dil_h, dil_w), dtype)
+    transposed = _make_geometry(out_channels_g, out_h, out_w, in_channels_g, in_h, in_w,
+                                kernel_h, kernel_w, (1, 1), (reach_h - pad_top, reach_w - pad_left),
+                                (dil_h, dil_w), dtype)
+    if _is_pointwise(geometry) and not _direct_path(transposed, dtype):
+        # a pointwise convolution's column gradient is its input gradient already: one GEMM
+        # per tile, no scatter; only the direct kernels do better (at 16, 32 ... channels)
+        return None
+    return transposed
 
 
 def _transposed_weight(weight, groups):

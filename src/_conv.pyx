@@ -642,10 +642,12 @@ DIRECT = bool(fc_direct_init())  # after _init_gemm: FASTCONV_GEMM_KERNEL can tu
 
 def direct_block(tuple geometry):
     """Output channels per block of the direct kernels (src/_direct.h) for this geometry: 32 or
-    16, or 0 where they do not apply (not staged, channels per group not a multiple of 16, or
-    no AVX-512 here)."""
+    16, or 0 where they do not apply (neither staged nor pointwise, channels per group not a
+    multiple of 16, or no AVX-512 here). A pointwise convolution's input planes are laid out
+    as its stage would be: the kernels read them in place."""
     cdef Geometry geo = make_geometry(geometry)
-    if not DIRECT or not geo.staged or geo.out_channels_g % 16 or geo.out_channels_g == 0:
+    if (not DIRECT or not (geo.staged or geo.pointwise) or geo.out_channels_g % 16
+            or geo.out_channels_g == 0):
         return 0
     return 32 if geo.out_channels_g % 32 == 0 else 16
 
@@ -691,6 +693,7 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1]
     cdef float* wpack = NULL
     cdef float* stage = NULL
     cdef float* tbuf = NULL
+    cdef const float* src = NULL
     if n_items == 0 or width == 0:
         return
     wpack = aligned(&packed_weight[0])
@@ -705,7 +708,8 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1]
     with nogil, parallel(num_threads=num_threads):
         stage = aligned(&workspace[threadid(), 0])
         tbuf = stage + stage_elements
-        stage_clear(stage, &geo)
+        if geo.staged:
+            stage_clear(stage, &geo)
         for chunk in prange(num_threads, schedule="static"):
             staged_item = -1
             first = chunk * n_items // num_threads
@@ -718,10 +722,13 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1]
                 count = geo.tile
                 if count > out_plane - p0:
                     count = out_plane - p0
-                if item // geo.n_tiles != staged_item:
+                if geo.pointwise:
+                    src = &x[n, g * geo.in_channels_g, 0, 0]
+                elif item // geo.n_tiles != staged_item:
                     stage_input(&x[n, g * geo.in_channels_g, 0, 0], stage, &geo)
                     staged_item = item // geo.n_tiles
-                fc_direct_tile(stage, &taps[0], geo.k, wpack + g * channels * geo.k, channels,
+                    src = stage
+                fc_direct_tile(src, &taps[0], geo.k, wpack + g * channels * geo.k, channels,
                                <int>(width // 16), geo.out_w, geo.stride_h * geo.st_row, p0,
                                count, &bias[g * channels] if has_bias else NULL, tbuf)
                 fc_direct_store(tbuf, channels, count, &out[n, g * channels, 0, 0] + p0,
@@ -821,16 +828,19 @@ cdef void grad_weight_direct(const float[:, :, :, ::1] grad_output, const float[
     cdef Py_ssize_t n_chunks = partials.shape[0]
     cdef Py_ssize_t out_plane = geo[0].out_h * geo[0].out_w
     cdef Py_ssize_t channels = geo[0].out_channels_g
-    cdef Py_ssize_t stage_elements = geo[0].in_channels_g * geo[0].st_plane + STAGE_CHUNK // 4
+    cdef Py_ssize_t stage_elements = (0 if geo[0].pointwise else
+                                      geo[0].in_channels_g * geo[0].st_plane + STAGE_CHUNK // 4)
     cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, staged_sample
     cdef float* stage = NULL
     cdef float* gyt = NULL
+    cdef const float* src = NULL
     if n_pairs == 0:
         return
     with parallel(num_threads=num_threads):
         stage = aligned(&workspace[threadid(), 0])
         gyt = stage + stage_elements
-        stage_clear(stage, geo)
+        if geo[0].staged:
+            stage_clear(stage, geo)
         for chunk in prange(n_chunks, schedule="static"):
             first = chunk * n_pairs // n_chunks
             last = (chunk + 1) * n_pairs // n_chunks
@@ -843,12 +853,15 @@ cdef void grad_weight_direct(const float[:, :, :, ::1] grad_output, const float[
                     count = geo[0].tile
                     if count > out_plane - p0:
                         count = out_plane - p0
-                    if n != staged_sample:
+                    if geo[0].pointwise:
+                        src = &x[n, g * geo[0].in_channels_g, 0, 0]
+                    elif n != staged_sample:
                         stage_input(&x[n, g * geo[0].in_channels_g, 0, 0], stage, geo)
                         staged_sample = n
+                        src = stage
                     fc_direct_load(&grad_output[n, g * channels, 0, 0] + p0, out_plane,
                                    channels, count, gyt)
-                    fc_dgrad_tile(stage, taps, geo[0].k, channels, <int>(width // 16),
+                    fc_dgrad_tile(src, taps, geo[0].k, channels, <int>(width // 16),
                                   geo[0].out_w, geo[0].stride_h * geo[0].st_row, p0, count,
                                   gyt, &partials[chunk, g * channels * geo[0].k])
 
