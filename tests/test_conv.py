@@ -539,7 +539,8 @@ def test_input_gradient_of_pixels_no_window_reaches(rng, dtype, stride, gemm_pat
 # cut into uneven runs; tiles that start inside an output row (k = 1152: tiles of 64
 # pixels); strides (the stage's column phases), dilation, asymmetric padding; 1x1 strided
 # (staged, not pointwise); enough images for the per-item backward, whose input gradient is
-# itself a direct convolution (16 input channels).
+# itself a direct convolution (16 input channels); pointwise, read in place (its input
+# gradient a direct convolution too where C_in/groups is 16k).
 DIRECT_CASES = [
     (3, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0, 0, 0), (1, 1), 1),
     (2, 16, 9, 11, 32, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
@@ -548,6 +549,8 @@ DIRECT_CASES = [
     (1, 128, 9, 37, 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
     (4, 3, 8, 8, 16, (1, 1), (2, 2), (0, 1, 1, 0), (1, 1), 1),
     (9, 32, 7, 7, 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    (3, 32, 6, 7, 16, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),     # pointwise: x in place
+    (2, 8, 5, 9, 32, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 2),      # pointwise, groups
 ]
 
 
