@@ -635,6 +635,22 @@ cdef extern from "_direct.h" nogil:
                        Py_ssize_t p0, Py_ssize_t count, const float* gyt, float* out)
     void fc_direct_load(const float* gy, Py_ssize_t plane, Py_ssize_t channels,
                         Py_ssize_t count, float* gyt)
+    void fc_dwd_forward(const float* xs, Py_ssize_t row_step, Py_ssize_t step,
+                        Py_ssize_t out_h, Py_ssize_t out_w, const Py_ssize_t* off,
+                        Py_ssize_t taps, const float* w, const float* bias, float* ys, float* y,
+                        Py_ssize_t plane)
+    void fc_dwd_wgrad(const float* xs, Py_ssize_t row_step, Py_ssize_t step, Py_ssize_t out_h,
+                      Py_ssize_t out_w, const Py_ssize_t* off, Py_ssize_t taps,
+                      const float* gyt, float* sums)
+    void fc_dwd_igrad(float* gxs, Py_ssize_t row_step, Py_ssize_t step, Py_ssize_t out_h,
+                      Py_ssize_t out_w, const Py_ssize_t* off, Py_ssize_t taps, const float* w,
+                      const float* gyt)
+    void fc_dwd_stage_in(const float* x, Py_ssize_t plane, Py_ssize_t in_h, Py_ssize_t in_w,
+                         Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows,
+                         Py_ssize_t pw, float* xs)
+    void fc_dwd_stage_out(const float* gxs, Py_ssize_t plane, Py_ssize_t in_h, Py_ssize_t in_w,
+                          Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t rows,
+                          Py_ssize_t pw, float* gx)
 
 
 DIRECT = bool(fc_direct_init())  # after _init_gemm: FASTCONV_GEMM_KERNEL can turn it off
@@ -1257,3 +1273,133 @@ def depthwise_backward(const floating[:, :, :, ::1] grad_output,
                             &grad_output[0, o, 0, 0], gy_batch, &x[0, o // multiplier, 0, 0],
                             x_batch, batch, &grad_weight[o, 0, 0, 0], &g, scratch, scratch_len,
                             lanes)
+
+
+# ---- depthwise convolutions with 16 channels across the lanes (src/_direct.h, fc_dwd_*) -------
+# float32, one output channel per input channel, 16k channels, AVX-512: a thread stages the
+# planes of 16 channels of one sample pixel-major (with the zero padding), where each tap of 16
+# outputs is one vector load, and multiplies them with FMAs. The wrapper transposes the
+# weights to [block][tap][16] and back for the gradient, and sizes the stages
+# (depthwise_direct_sizes).
+
+cdef struct DwStage:
+    Py_ssize_t rows, pw         # the stage's padded rows and columns
+    Py_ssize_t row_step, step   # floats between output rows / neighbouring output pixels
+    Py_ssize_t taps
+
+
+cdef DwStage dw_stage(const Geometry* geo, Py_ssize_t* off) noexcept nogil:
+    """The stage of fc_dwd_*: xs[py][px][16], py < rows, px < pw; off[t] = tap t's offset."""
+    cdef DwStage st
+    cdef Py_ssize_t p, q
+    st.rows = (geo.out_h - 1) * geo.stride_h + (geo.kernel_h - 1) * geo.dil_h + 1
+    st.pw = (geo.out_w - 1) * geo.stride_w + (geo.kernel_w - 1) * geo.dil_w + 1
+    st.row_step = geo.stride_h * st.pw * 16
+    st.step = geo.stride_w * 16
+    st.taps = geo.kernel_h * geo.kernel_w
+    for p in range(geo.kernel_h):
+        for q in range(geo.kernel_w):
+            off[p * geo.kernel_w + q] = (p * geo.dil_h * st.pw + q * geo.dil_w) * 16
+    return st
+
+
+def depthwise_direct_sizes(tuple geometry):
+    """(stage, tile): floats of one stage (padded input of 16 channels, pixel-major) and of one
+    pixel-major block of 16 output planes, for the wrapper's workspaces."""
+    cdef Geometry geo = make_geometry(geometry)
+    cdef Py_ssize_t rows = (geo.out_h - 1) * geo.stride_h + (geo.kernel_h - 1) * geo.dil_h + 1
+    cdef Py_ssize_t pw = (geo.out_w - 1) * geo.stride_w + (geo.kernel_w - 1) * geo.dil_w + 1
+    return rows * pw * 16, geo.out_h * geo.out_w * 16
+
+
+def depthwise_direct_forward(const float[:, :, :, ::1] x, const float[:, :, ::1] weight_t,
+                             const float[::1] bias, float[:, :, :, ::1] out,
+                             float[:, ::1] workspace, Py_ssize_t[::1] taps, tuple geometry,
+                             int num_threads):
+    """Depthwise y (multiplier 1, C a multiple of 16) from weight_t[block][tap][16]; one item
+    per (sample, block of 16 channels). workspace rows: 64 bytes of slack, a stage, a tile."""
+    cdef Geometry geo = make_geometry(geometry)
+    cdef Py_ssize_t batch = x.shape[0], blocks = x.shape[1] // 16
+    cdef Py_ssize_t n_items = batch * blocks
+    cdef Py_ssize_t in_plane = geo.in_h * geo.in_w, out_plane = geo.out_h * geo.out_w
+    cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t item, n, b, chunk, first, last
+    cdef float* xs = NULL
+    cdef DwStage st
+    if n_items == 0:
+        return
+    with nogil:
+        st = dw_stage(&geo, &taps[0])
+    with nogil, parallel(num_threads=num_threads):
+        xs = aligned(&workspace[threadid(), 0])
+        memset(xs, 0, st.rows * st.pw * 16 * sizeof(float))
+        for chunk in prange(num_threads, schedule="static"):
+            first = chunk * n_items // num_threads
+            last = (chunk + 1) * n_items // num_threads
+            for item in range(first, last):
+                n = item // blocks
+                b = item % blocks
+                fc_dwd_stage_in(&x[n, b * 16, 0, 0], in_plane, geo.in_h, geo.in_w, geo.pad_top,
+                                geo.pad_left, st.rows, st.pw, xs)
+                fc_dwd_forward(xs, st.row_step, st.step, geo.out_h, geo.out_w, &taps[0],
+                               st.taps, &weight_t[b, 0, 0], &bias[b * 16] if has_bias else NULL,
+                               xs + st.rows * st.pw * 16, &out[n, b * 16, 0, 0], out_plane)
+
+
+def depthwise_direct_backward(const float[:, :, :, ::1] grad_output,
+                              const float[:, :, :, ::1] x, const float[:, :, ::1] weight_t,
+                              float[:, :, :, ::1] grad_input, float[:, :, ::1] sums,
+                              float[::1] grad_bias, float[:, ::1] workspace,
+                              Py_ssize_t[::1] taps, tuple geometry, int num_threads):
+    """Depthwise gx (one item per (sample, block of 16 channels); overwritten) and gw (one item
+    per block, the samples in order: sums[block][tap][16] += ..., zeroed by the caller); a
+    None output is skipped; gb as the GEMM path. workspace rows: 64 bytes of slack, a stage (the input's, or the
+    input gradient's sums), a tile (grad_output's planes, pixel-major)."""
+    cdef Geometry geo = make_geometry(geometry)
+    cdef Py_ssize_t batch = x.shape[0], blocks = x.shape[1] // 16
+    cdef Py_ssize_t n_items = batch * blocks
+    cdef Py_ssize_t in_plane = geo.in_h * geo.in_w, out_plane = geo.out_h * geo.out_w
+    cdef bint want_input = grad_input is not None
+    cdef bint want_weight = sums is not None
+    cdef bint want_bias = grad_bias is not None
+    cdef Py_ssize_t item, n, b, chunk, first, last, stage_len
+    cdef float* xs = NULL
+    cdef float* gyt = NULL
+    cdef DwStage st
+    if n_items == 0:
+        return
+    with nogil:
+        st = dw_stage(&geo, &taps[0])
+        stage_len = st.rows * st.pw * 16
+        if want_bias:
+            grad_bias_impl(grad_output, grad_bias, num_threads)
+        if want_input:
+            with parallel(num_threads=num_threads):
+                xs = aligned(&workspace[threadid(), 0])
+                gyt = xs + stage_len
+                for chunk in prange(num_threads, schedule="static"):
+                    first = chunk * n_items // num_threads
+                    last = (chunk + 1) * n_items // num_threads
+                    for item in range(first, last):
+                        n = item // blocks
+                        b = item % blocks
+                        memset(xs, 0, stage_len * sizeof(float))
+                        fc_direct_load(&grad_output[n, b * 16, 0, 0], out_plane, 16, out_plane,
+                                       gyt)
+                        fc_dwd_igrad(xs, st.row_step, st.step, geo.out_h, geo.out_w, &taps[0],
+                                     st.taps, &weight_t[b, 0, 0], gyt)
+                        fc_dwd_stage_out(xs, in_plane, geo.in_h, geo.in_w, geo.pad_top,
+                                         geo.pad_left, st.rows, st.pw, &grad_input[n, b * 16, 0, 0])
+        if want_weight:
+            with parallel(num_threads=num_threads):
+                xs = aligned(&workspace[threadid(), 0])
+                gyt = xs + stage_len
+                memset(xs, 0, stage_len * sizeof(float))
+                for b in prange(blocks, schedule="static"):
+                    for n in range(batch):
+                        fc_dwd_stage_in(&x[n, b * 16, 0, 0], in_plane, geo.in_h, geo.in_w,
+                                        geo.pad_top, geo.pad_left, st.rows, st.pw, xs)
+                        fc_direct_load(&grad_output[n, b * 16, 0, 0], out_plane, 16, out_plane,
+                                       gyt)
+                        fc_dwd_wgrad(xs, st.row_step, st.step, geo.out_h, geo.out_w, &taps[0],
+                                     st.taps, gyt, &sums[b, 0, 0])

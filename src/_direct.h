@@ -315,4 +315,213 @@ static void fc_direct_load(const float *gy, ptrdiff_t plane, ptrdiff_t channels,
     }
 }
 
+
+/* ---- depthwise convolutions (one input channel per group, multiplier 1), float32 ------------
+ * 16 channels across the lanes: a thread copies the planes of 16 channels of one sample into a
+ * zero-padded, pixel-major stage (xs[py][px][16], pw columns; fc_dwd_stage_in, by 8 x 8
+ * register transposes), where every tap of 16 neighbouring outputs is one vector. Per output
+ * vector the k taps are k FMAs from 0 in (p, q) order, then the bias; the weight gradient sums
+ * a sample's pixels per tap in registers, in (oy, ox) order, then adds that to the running
+ * sums; the input gradient adds each output's k contributions, in (oy, ox, tap) order, into a
+ * zeroed stage (fc_dwd_igrad), which fc_dwd_stage_out transposes back. The forward pass and
+ * the weight gradient multiply the stage's padding zeros like any input (an inf or NaN weight
+ * or gradient times a padded zero is NaN, as in PyTorch); the input gradient never meets the
+ * padding. Results depend on the shapes only. */
+#define FC_DWD_MR 8
+#define FC_DWD_TAPS 12
+
+typedef void (*fc_dwd_kernel_t)(const float *, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
+                                const float *, const float *, float *);
+
+#if FC_GEMM_X86
+/* out[r*16 + l] = sum_t src[off[t] + r*step + l] * w[t*16 + l] (+ bias[l]), r < MR */
+#define FC_DWD_FORWARD(NAME, MR)                                                             \
+    __attribute__((target("avx512f"))) static void                                           \
+    NAME(const float *src, ptrdiff_t step, const ptrdiff_t *off, ptrdiff_t taps,             \
+         const float *w, const float *bias, float *out)                                      \
+    {                                                                                        \
+        __m512 acc[MR], wv;                                                                  \
+        ptrdiff_t t;                                                                         \
+        int r;                                                                               \
+        _Pragma("GCC unroll 8") for (r = 0; r < MR; r++) acc[r] = _mm512_setzero_ps();       \
+        for (t = 0; t < taps; t++) {                                                         \
+            const float *s = src + off[t];                                                   \
+            wv = _mm512_loadu_ps(w + 16 * t);                                                \
+            _Pragma("GCC unroll 8") for (r = 0; r < MR; r++)                                 \
+                acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(s + r * step), wv, acc[r]);         \
+        }                                                                                    \
+        _Pragma("GCC unroll 8") for (r = 0; r < MR; r++) {                                   \
+            __m512 v = acc[r];                                                               \
+            if (bias)                                                                        \
+                v = _mm512_add_ps(v, _mm512_loadu_ps(bias));                                 \
+            _mm512_storeu_ps(out + 16 * r, v);                                               \
+        }                                                                                    \
+    }
+FC_DWD_FORWARD(fc_dwd_fwd_1, 1)
+FC_DWD_FORWARD(fc_dwd_fwd_2, 2)
+FC_DWD_FORWARD(fc_dwd_fwd_3, 3)
+FC_DWD_FORWARD(fc_dwd_fwd_4, 4)
+FC_DWD_FORWARD(fc_dwd_fwd_5, 5)
+FC_DWD_FORWARD(fc_dwd_fwd_6, 6)
+FC_DWD_FORWARD(fc_dwd_fwd_7, 7)
+FC_DWD_FORWARD(fc_dwd_fwd_8, 8)
+static const fc_dwd_kernel_t fc_dwd_fwd[FC_DWD_MR + 1] = {
+    NULL, fc_dwd_fwd_1, fc_dwd_fwd_2, fc_dwd_fwd_3, fc_dwd_fwd_4, fc_dwd_fwd_5, fc_dwd_fwd_6,
+    fc_dwd_fwd_7, fc_dwd_fwd_8};
+
+/* sums[t*16 + l] += sum over the output pixels (in order) of xs[pix + off[t] + l] *
+ * gyt[p*16 + l], taps t0 <= t < t0 + count (count <= FC_DWD_TAPS) held in registers */
+__attribute__((target("avx512f"))) static void
+fc_dwd_wgrad_block(const float *xs, ptrdiff_t row_step, ptrdiff_t step, ptrdiff_t out_h,
+                   ptrdiff_t out_w, const ptrdiff_t *off, ptrdiff_t count, const float *gyt,
+                   float *sums)
+{
+    __m512 acc[FC_DWD_TAPS], g;
+    ptrdiff_t oy, ox;
+    int t;
+    _Pragma("GCC unroll 12") for (t = 0; t < FC_DWD_TAPS; t++) acc[t] = _mm512_setzero_ps();
+    for (oy = 0; oy < out_h; oy++) {
+        const float *base = xs + oy * row_step;
+        for (ox = 0; ox < out_w; ox++) {
+            g = _mm512_loadu_ps(gyt);
+            _Pragma("GCC unroll 12") for (t = 0; t < FC_DWD_TAPS; t++)
+                if (t < count)
+                    acc[t] = _mm512_fmadd_ps(_mm512_loadu_ps(base + off[t]), g, acc[t]);
+            gyt += 16;
+            base += step;
+        }
+    }
+    _Pragma("GCC unroll 12") for (t = 0; t < FC_DWD_TAPS; t++)
+        if (t < count)
+            _mm512_storeu_ps(sums + 16 * t, _mm512_add_ps(_mm512_loadu_ps(sums + 16 * t),
+                                                          acc[t]));
+}
+
+/* gxs[pix + off[t] + l] += gyt[p*16 + l] * w[t*16 + l] for every output pixel p (in order)
+ * and tap t (in order): the input gradient's scatter into a zeroed stage */
+__attribute__((target("avx512f"))) static void
+fc_dwd_igrad(float *gxs, ptrdiff_t row_step, ptrdiff_t step, ptrdiff_t out_h, ptrdiff_t out_w,
+             const ptrdiff_t *off, ptrdiff_t taps, const float *w, const float *gyt)
+{
+    ptrdiff_t oy, ox, t;
+    for (oy = 0; oy < out_h; oy++) {
+        float *base = gxs + oy * row_step;
+        for (ox = 0; ox < out_w; ox++) {
+            __m512 g = _mm512_loadu_ps(gyt);
+            for (t = 0; t < taps; t++) {
+                float *d = base + off[t];
+                _mm512_storeu_ps(d, _mm512_fmadd_ps(g, _mm512_loadu_ps(w + 16 * t),
+                                                    _mm512_loadu_ps(d)));
+            }
+            gyt += 16;
+            base += step;
+        }
+    }
+}
+#endif
+
+/* The output planes of 16 channels from the stage: y[l*plane + p] for output pixel p, lane l,
+ * through ys (out_h*out_w x 16, pixel-major). off: the k tap offsets in the stage (in
+ * floats), step = stride_w*16, row_step = stride_h*pw*16; w: the weights as [tap][16]. */
+static void fc_dwd_forward(const float *xs, ptrdiff_t row_step, ptrdiff_t step,
+                           ptrdiff_t out_h, ptrdiff_t out_w, const ptrdiff_t *off,
+                           ptrdiff_t taps, const float *w, const float *bias, float *ys,
+                           float *y, ptrdiff_t plane)
+{
+#if FC_GEMM_X86
+    ptrdiff_t oy, runs, r, first, last;
+    runs = (out_w + FC_DWD_MR - 1) / FC_DWD_MR;
+    for (oy = 0; oy < out_h; oy++)
+        for (r = 0; r < runs; r++) {
+            first = out_w * r / runs;
+            last = out_w * (r + 1) / runs;
+            fc_dwd_fwd[last - first](xs + oy * row_step + first * step, step, off, taps, w, bias,
+                                     ys + (oy * out_w + first) * 16);
+        }
+    fc_direct_store(ys, 16, out_h * out_w, y, plane);
+#else
+    (void)xs; (void)row_step; (void)step; (void)out_h; (void)out_w; (void)off; (void)taps;
+    (void)w; (void)bias; (void)ys; (void)y; (void)plane;
+#endif
+}
+
+/* sums[t*16 + l] += the sample's contribution to the weight gradient of tap t, lane l, with
+ * gyt = its grad_output planes of the 16 channels, pixel-major (fc_direct_load) */
+static void fc_dwd_wgrad(const float *xs, ptrdiff_t row_step, ptrdiff_t step, ptrdiff_t out_h,
+                         ptrdiff_t out_w, const ptrdiff_t *off, ptrdiff_t taps,
+                         const float *gyt, float *sums)
+{
+#if FC_GEMM_X86
+    ptrdiff_t blocks = (taps + FC_DWD_TAPS - 1) / FC_DWD_TAPS, b, first, last;
+    for (b = 0; b < blocks; b++) {
+        first = taps * b / blocks;
+        last = taps * (b + 1) / blocks;
+        fc_dwd_wgrad_block(xs, row_step, step, out_h, out_w, off + first, last - first, gyt,
+                           sums + 16 * first);
+    }
+#else
+    (void)xs; (void)row_step; (void)step; (void)out_h; (void)out_w; (void)off; (void)taps;
+    (void)gyt; (void)sums;
+#endif
+}
+
+/* xs[((iy + pad_top)*pw + ix + pad_left)*16 + l] = x[l*plane + iy*in_w + ix] for the input
+ * pixels inside the stage's rows x pw (the rest of xs, its padding, is left as it is) */
+static void fc_dwd_stage_in(const float *x, ptrdiff_t plane, ptrdiff_t in_h, ptrdiff_t in_w,
+                            ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t rows, ptrdiff_t pw,
+                            float *xs)
+{
+    ptrdiff_t h = rows - pad_top < in_h ? rows - pad_top : in_h;
+    ptrdiff_t w = pw - pad_left < in_w ? pw - pad_left : in_w;
+    ptrdiff_t iy, ix, l;
+    for (iy = 0; iy < h; iy++) {
+        const float *src = x + iy * in_w;
+        float *dst = xs + ((iy + pad_top) * pw + pad_left) * 16;
+        ix = 0;
+#if FC_GEMM_X86
+        for (; ix + 8 <= w; ix += 8) {
+            fc_stranspose8x8_avx2(src + ix, plane, dst + ix * 16, 16);
+            fc_stranspose8x8_avx2(src + 8 * plane + ix, plane, dst + ix * 16 + 8, 16);
+        }
+#endif
+        for (; ix < w; ix++)
+            for (l = 0; l < 16; l++)
+                dst[ix * 16 + l] = src[l * plane + ix];
+    }
+}
+
+/* gx[l*plane + iy*in_w + ix] = gxs[((iy + pad_top)*pw + ix + pad_left)*16 + l] inside the
+ * stage, 0 for the input pixels past it (no window reaches them) */
+static void fc_dwd_stage_out(const float *gxs, ptrdiff_t plane, ptrdiff_t in_h, ptrdiff_t in_w,
+                             ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t rows,
+                             ptrdiff_t pw, float *gx)
+{
+    ptrdiff_t h = rows - pad_top < in_h ? rows - pad_top : in_h;
+    ptrdiff_t w = pw - pad_left < in_w ? pw - pad_left : in_w;
+    ptrdiff_t iy, ix, l;
+    if (h < 0)
+        h = 0;
+    if (w < 0)
+        w = 0;
+    for (iy = 0; iy < in_h; iy++) {
+        float *dst = gx + iy * in_w;
+        const float *src = gxs + ((iy + pad_top) * pw + pad_left) * 16;
+        ix = 0;
+        if (iy < h) {
+#if FC_GEMM_X86
+            for (; ix + 8 <= w; ix += 8) {
+                fc_stranspose8x8_avx2(src + ix * 16, 16, dst + ix, plane);
+                fc_stranspose8x8_avx2(src + ix * 16 + 8, 16, dst + 8 * plane + ix, plane);
+            }
+#endif
+            for (; ix < w; ix++)
+                for (l = 0; l < 16; l++)
+                    dst[l * plane + ix] = src[ix * 16 + l];
+        }
+        for (; ix < in_w; ix++)
+            for (l = 0; l < 16; l++)
+                dst[l * plane + ix] = 0;
+    }
+}
+
 #endif

@@ -854,26 +854,148 @@ def test_depthwise_versions_agree_bit_for_bit(dtype, geometry):
             np.testing.assert_array_equal(ours, theirs, err_msg=version)
 
 
+@pytest.mark.parametrize("channels", [2, 16])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_depthwise_nonfinite_weight_over_padding(dtype, stride):
+def test_depthwise_nonfinite_weight_over_padding(dtype, stride, channels):
     """An inf tap times a padded zero is NaN in the forward (PyTorch's products); the input
-    gradient has no products over the padding, so an inf weight stays inf there."""
+    gradient has no products over the padding, so an inf weight stays inf there. (16 float32
+    channels: the kernels with the channels across the lanes.)"""
     rng = np.random.default_rng(14)
-    x = rng.uniform(0.5, 1.5, (1, 2, 5, 6)).astype(dtype)
-    weight = rng.uniform(0.5, 1.5, (2, 1, 3, 3)).astype(dtype)
+    x = rng.uniform(0.5, 1.5, (1, channels, 5, 6)).astype(dtype)
+    weight = rng.uniform(0.5, 1.5, (channels, 1, 3, 3)).astype(dtype)
     weight[1, 0, 0, 2] = np.inf
-    grad_output = np.ones(fastconv.conv2d(x, weight, padding=1, stride=stride, groups=2).shape,
-                          dtype=dtype)
+    kwargs = dict(padding=1, stride=stride, groups=channels)
+    grad_output = np.ones(fastconv.conv2d(x, weight, **kwargs).shape, dtype=dtype)
     with np.errstate(invalid="ignore", over="ignore"):
-        y = fastconv.conv2d(x, weight, padding=1, stride=stride, groups=2)
-        expected = conv2d_ref(x, weight, pads=(1, 1, 1, 1), stride=(stride, stride), groups=2)
-        gx, _, _ = fastconv.conv2d_backward(grad_output, x, weight, padding=1, stride=stride,
-                                            groups=2, need=("input",))
+        y = fastconv.conv2d(x, weight, **kwargs)
+        expected = conv2d_ref(x, weight, pads=(1, 1, 1, 1), stride=(stride, stride),
+                              groups=channels)
+        gx, _, _ = fastconv.conv2d_backward(grad_output, x, weight, **kwargs, need=("input",))
         gx_ref, _, _ = conv2d_backward_ref(grad_output, x, weight, pads=(1, 1, 1, 1),
-                                           stride=(stride, stride), groups=2)
+                                           stride=(stride, stride), groups=channels)
     assert np.isnan(expected).any()
     for ours, theirs in ((y, expected), (gx, gx_ref)):
         np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
         np.testing.assert_array_equal(np.isposinf(ours), np.isposinf(theirs))
         finite = np.isfinite(theirs)
         assert_close(ours[finite], theirs[finite].astype(dtype))
+
+
+
+# ---------------------------------------------------------------- depthwise, channels on lanes
+# src/_direct.h's fc_dwd_* (float32, 16k channels, multiplier 1): one and several blocks of 16
+# channels; the input gradient gathered (stride 1, padding within the kernel's reach) or
+# scattered (strides, padding past the reach); rows cut into uneven runs; more taps than the
+# weight gradient keeps in registers (49); input rows and columns no window reaches.
+DW_DIRECT_CASES = [
+    (3, 32, 13, 17, 32, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 32),
+    (2, 16, 20, 9, 16, (5, 3), (2, 1), (2, 0, 0, 1), (1, 2), 16),
+    (2, 48, 7, 30, 48, (1, 2), (1, 3), (0, 1, 2, 0), (1, 1), 48),
+    (2, 16, 9, 9, 16, (3, 3), (1, 1), (3, 1, 2, 3), (1, 1), 16),
+    (1, 16, 40, 37, 16, (7, 7), (1, 1), (3, 3, 3, 3), (2, 1), 16),
+    (4, 16, 12, 11, 16, (3, 3), (3, 2), (0, 0, 0, 0), (1, 1), 16),
+]
+DW_DIRECT_IDS = [f"dwd{i}" for i in range(len(DW_DIRECT_CASES))]
+
+
+@pytest.mark.skipif(not _conv.DIRECT, reason="no direct kernels on this CPU (AVX-512)")
+@pytest.mark.parametrize("geometry", DW_DIRECT_CASES, ids=DW_DIRECT_IDS)
+def test_depthwise_direct_matches_reference(geometry):
+    rng = np.random.default_rng(15)
+    x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, np.float32)
+    conv, _ = conv_module._prepare(x, weight, bias, kwargs["stride"], kwargs["padding"],
+                                   kwargs["dilation"], kwargs["groups"], "zeros")
+    assert conv_module._depthwise_direct(conv.geometry, x.shape[1], weight.shape[0],
+                                         conv.dtype)
+    grad_output = rng.standard_normal(
+        fastconv.conv2d(x, weight, **kwargs).shape).astype(np.float32)
+    results = []
+    for n in (1, 2, 3):
+        with fastconv.threads(n):
+            results.append((fastconv.conv2d(x, weight, bias, **kwargs),)
+                           + fastconv.conv2d_backward(grad_output, x, weight, **kwargs))
+    for other in results[1:]:
+        for a, b in zip(other, results[0]):
+            np.testing.assert_array_equal(a, b)
+    assert_close(results[0][0], conv2d_ref(x, weight, bias, **ref_kwargs))
+    for ours, theirs in zip(results[0][1:],
+                            conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)):
+        assert_grad_close(ours, theirs)
+    # each gradient alone takes the same path
+    for need, index in (("input", 1), ("weight", 2)):
+        alone = fastconv.conv2d_backward(grad_output, x, weight, **kwargs, need=(need,))
+        np.testing.assert_array_equal(alone[index - 1], results[0][index])
+
+
+@pytest.mark.skipif(not _conv.DIRECT, reason="no direct kernels on this CPU (AVX-512)")
+@pytest.mark.parametrize("geometry", DW_DIRECT_CASES[:4], ids=DW_DIRECT_IDS[:4])
+def test_depthwise_direct_matches_torch(torch, geometry):
+    rng = np.random.default_rng(16)
+    x, weight, bias, kwargs, _ = make_case(rng, geometry, np.float32)
+    top, bottom, left, right = geometry[7]
+    tx = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
+    tw = torch.from_numpy(weight.astype(np.float64)).requires_grad_(True)
+    ty = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(tx, (left, right, top, bottom)), tw,
+        torch.from_numpy(bias.astype(np.float64)), stride=kwargs["stride"],
+        dilation=kwargs["dilation"], groups=kwargs["groups"])
+    grad_output = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    ty.backward(torch.from_numpy(grad_output.astype(np.float64)))
+    assert_close(fastconv.conv2d(x, weight, bias, **kwargs), ty.detach().numpy())
+    gx, gw, _ = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
+    assert_grad_close(gx, tx.grad.numpy())
+    assert_grad_close(gw, tw.grad.numpy())
+
+
+@pytest.mark.skipif(not _conv.DIRECT, reason="no direct kernels on this CPU (AVX-512)")
+def test_depthwise_direct_nonfinite_like_the_plane_kernels():
+    """inf in x and NaN in grad_output reach the same outputs as through the per-plane
+    kernels (which follow PyTorch's products)."""
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((2, 16, 9, 10)).astype(np.float32)
+    x[0, 3, 4, 0] = np.inf
+    x[1, 7, 0, 5] = -np.inf
+    weight = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
+    grad_output = rng.standard_normal((2, 16, 9, 10)).astype(np.float32)
+    grad_output[1, 2, 0, 0] = np.nan
+    kwargs = dict(padding=1, groups=16)
+
+    def run():
+        with np.errstate(invalid="ignore", over="ignore"):
+            return ((fastconv.conv2d(x, weight, **kwargs),)
+                    + fastconv.conv2d_backward(grad_output, x, weight, **kwargs))
+
+    direct = run()
+    with conv_thresholds(_DIRECT=False):
+        planes = run()
+    for ours, theirs in zip(direct, planes):
+        np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+        np.testing.assert_array_equal(np.isinf(ours), np.isinf(theirs))
+        finite = np.isfinite(theirs)
+        assert_grad_close(ours[finite], theirs[finite])
+
+
+@st.composite
+def depthwise_direct_geometry(draw):
+    """conv_geometry's shapes, depthwise with 16 or 32 channels, rows up to 30 wide."""
+    geometry = list(draw(conv_geometry()))
+    channels = draw(st.sampled_from([16, 32]))
+    geometry[1] = geometry[4] = geometry[9] = channels
+    kernel, dilation, pads = geometry[5], geometry[8], geometry[7]
+    span = dilation[1] * (kernel[1] - 1) + 1
+    geometry[3] = draw(st.integers(max(1, span - pads[2] - pads[3]), 30))
+    return tuple(geometry)
+
+
+@pytest.mark.skipif(not _conv.DIRECT, reason="no direct kernels on this CPU (AVX-512)")
+@given(geometry=depthwise_direct_geometry(), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=40, deadline=None)
+def test_random_geometry_depthwise_direct(geometry, seed):
+    rng = np.random.default_rng(seed)
+    x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, np.float32)
+    result = fastconv.conv2d(x, weight, bias, **kwargs)
+    assert_close(result, conv2d_ref(x, weight, bias, **ref_kwargs))
+    grad_output = rng.standard_normal(result.shape).astype(np.float32)
+    grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
+    for actual, wanted in zip(grads, conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)):
+        assert_grad_close(actual, wanted)
