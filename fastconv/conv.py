@@ -94,7 +94,8 @@ def _depthwise_direct(geometry, in_channels, out_channels, dtype):
     (src/_direct.h, fc_dwd_*): float32 on an AVX-512 CPU, one output channel per input
     channel, a multiple of 16 of them, a stage (the padded input of 16 channels) of at most
     _STAGE_BYTES. Measured on Zen 4 against the per-plane kernels, at bench_ops.py's
-    'depthwise' (16, 128, 28, 28, 3x3), 2 threads: forward 0.57 -> see the closing note."""
+    'depthwise' (16, 128, 28, 28, 3x3), 2 threads, best of repeated calls: forward 0.57 ->
+    0.40 ms, backward 2.03 -> 0.78 ms (the weight gradient 1.20 -> 0.38)."""
     if not (_DIRECT and dtype == np.float32 and in_channels == out_channels
             and out_channels % 16 == 0 and out_channels):
         return False
