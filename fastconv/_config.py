@@ -26,6 +26,7 @@ def config_info():
         "openmp_default_threads": _openmp.default_num_threads(),
         "blas": blas_info(),
         "gemm_kernel": _conv.packed_gemm_kernel(),
+        "direct_kernels": _conv.DIRECT,
         "compiler": BUILD_INFO.get("compiler", "unknown"),
         "compile_args": BUILD_INFO.get("compile_args", []),
         "link_args": BUILD_INFO.get("link_args", []),
@@ -34,7 +35,8 @@ def config_info():
 
 
 def show_config():
-    """Print the version, OpenMP status, threads, BLAS and GEMM kernel, and compiler flags.
+    """Print the version, OpenMP status, threads, BLAS, GEMM and direct kernels, and compiler
+    flags.
 
     Examples
     --------
@@ -63,6 +65,8 @@ def show_config():
     kernel = info["gemm_kernel"]
     lines += [
         f"  GEMM micro-kernel : {kernel + ' (convolutions)' if kernel else 'none (BLAS only)'}",
+        f"  direct kernels    : "
+        f"{'avx512 (float32 convolutions)' if info['direct_kernels'] else 'none'}",
         f"  compiler          : {info['compiler']}",
         f"  compile flags     : {' '.join(info['compile_args']) or '(none)'}",
         f"  link flags        : {' '.join(info['link_args']) or '(none)'}",

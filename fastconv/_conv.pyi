@@ -2,7 +2,8 @@
 
 ``geometry`` is the tuple (in_channels_per_group, in_h, in_w, out_channels_per_group, out_h,
 out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
-tile) built by fastconv.conv._prepare. Every kernel is a fused float32/float64 function.
+tile, staged) built by fastconv.conv._prepare. Every kernel is a fused float32/float64
+function, except the float32-only direct kernels (src/_direct.h, AVX-512).
 """
 
 import numpy as np
@@ -11,6 +12,47 @@ import numpy as np
 PANELS: dict[str, tuple[int, int]]
 
 def packed_gemm_kernel() -> str | None: ...
+def stage_size(geometry: tuple[int, ...]) -> int: ...
+
+# whether the direct kernels (src/_direct.h: AVX-512, float32) run on this CPU
+DIRECT: bool
+
+def direct_block(geometry: tuple[int, ...]) -> int: ...  # 32, 16, or 0: not applicable
+def conv2d_forward_direct(
+    x: np.ndarray,  # const float[:, :, :, ::1]  (N, C_in, H, W)
+    weight: np.ndarray,  # const float[:, :, :, ::1]  (C_out, C_in/groups, kH, kW)
+    bias: np.ndarray,  # const float[::1]  (C_out,) or (0,)
+    out: np.ndarray,  # float[:, :, :, ::1]  (N, C_out, H_out, W_out), overwritten
+    workspace: np.ndarray,  # float[:, ::1]  (num_threads, 16 + stage_size + tile * C_out/groups)
+    packed_weight: np.ndarray,  # float[::1]  (C_out * k + 16,), overwritten
+    taps: np.ndarray,  # intp[::1]  (k,), overwritten
+    geometry: tuple[int, ...],
+    groups: int,
+    num_threads: int,
+) -> None: ...
+def depthwise_direct_sizes(geometry: tuple[int, ...]) -> tuple[int, int]: ...  # stage, tile
+def depthwise_direct_forward(
+    x: np.ndarray,  # const float[:, :, :, ::1]  (N, C, H, W), C a multiple of 16
+    weight_t: np.ndarray,  # const float[:, :, ::1]  (C/16, kH*kW, 16)
+    bias: np.ndarray,  # const float[::1]  (C,) or (0,)
+    out: np.ndarray,  # float[:, :, :, ::1]  (N, C, H_out, W_out), overwritten
+    workspace: np.ndarray,  # float[:, ::1]  (num_threads, 16 + stage + tile)
+    taps: np.ndarray,  # intp[::1]  (kH*kW,), overwritten
+    geometry: tuple[int, ...],
+    num_threads: int,
+) -> None: ...
+def depthwise_direct_backward(
+    grad_output: np.ndarray,  # const float[:, :, :, ::1]  (N, C, H_out, W_out)
+    x: np.ndarray,  # const float[:, :, :, ::1]  (N, C, H, W), explicitly padded if needed
+    weight_t: np.ndarray,  # const float[:, :, ::1]  (C/16, kH*kW, 16)
+    grad_input: np.ndarray | None,  # float[:, :, :, ::1]  overwritten, or None
+    sums: np.ndarray | None,  # float[:, :, ::1]  (C/16, kH*kW, 16) zeroed, or None
+    grad_bias: np.ndarray | None,  # float[::1]  (C,), or None
+    workspace: np.ndarray,  # float[:, ::1]  (num_threads, 16 + stage + tile)
+    taps: np.ndarray,  # intp[::1]  (kH*kW,), overwritten
+    geometry: tuple[int, ...],
+    num_threads: int,
+) -> None: ...
 
 def conv2d_forward(
     x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W)
@@ -41,6 +83,9 @@ def conv2d_backward(
     #                                   grad_output in panel-aligned rows
     packed_grad_weight: bool,  # the weight gradient on the packed GEMM (weight_workspace
     #                            then holds its panels: see fastconv.conv._weight_workspace)
+    taps: np.ndarray,  # intp[::1]  (k,): the weight gradient by the direct kernels (float32;
+    #                    partials then tap-major, weight_workspace fastconv.conv.
+    #                    _direct_workspace's), overwritten; or (0,)
     geometry: tuple[int, ...],
     groups: int,
     per_item: bool,
