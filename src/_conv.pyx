@@ -13,6 +13,12 @@ scatters into such a stage too (col2im_staged, unstage). The tile size and the p
 only on the shapes, never on the thread count, and every output element is produced by the
 same GEMM call whatever thread runs it, so results are bit-identical for any thread count.
 
+On AVX-512 CPUs, float32 convolutions with a multiple of 16 output channels per group take
+the direct kernels of ``_direct.h`` instead (conv2d_forward_direct, grad_weight_direct): no
+im2col block, the output channels across the vector lanes, each input value broadcast from
+the stage (or, pointwise, from x) in place; and depthwise convolutions with 16k channels
+stage 16 channels pixel-major (depthwise_direct_forward/backward).
+
 Row-major arrays are handed to column-major BLAS as their transposes: a row-major (R x C)
 block with row stride ``ld`` is a column-major (C x R) matrix with leading dimension ``ld``.
 
