@@ -120,6 +120,14 @@ cdef Geometry make_geometry(tuple g):
     return geo
 
 
+cdef inline Py_ssize_t pixels_in_tile(Py_ssize_t p0, const Geometry* geo) noexcept nogil:
+    """The output pixels of the tile that starts at pixel p0 (the last of a plane may be
+    short). (A return value, not a pointer argument: Cython makes the variables assigned in a
+    prange body thread-private, and sees no assignment through a pointer.)"""
+    cdef Py_ssize_t rest = geo.out_h * geo.out_w - p0
+    return geo.tile if geo.tile < rest else rest
+
+
 cdef extern from "_stage.h" nogil:
     # the staged row copy moves this many bytes at a time, and may read and write up to as
     # many past the end of a run: the buffers it touches carry this much slack
@@ -596,9 +604,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                 g = (item // geo.n_tiles) % groups
                 t = item % geo.n_tiles
                 p0 = t * geo.tile
-                count = geo.tile
-                if count > out_plane - p0:
-                    count = out_plane - p0
+                count = pixels_in_tile(p0, &geo)
                 c_ptr = &out[n, g * geo.out_channels_g, 0, 0] + p0
                 x_group = &x[n, g * geo.in_channels_g, 0, 0]
                 if geo.staged and item // geo.n_tiles != staged_item:
@@ -741,9 +747,7 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1]
                 g = (item // geo.n_tiles) % groups
                 t = item % geo.n_tiles
                 p0 = t * geo.tile
-                count = geo.tile
-                if count > out_plane - p0:
-                    count = out_plane - p0
+                count = pixels_in_tile(p0, &geo)
                 if geo.pointwise:
                     src = &x[n, g * geo.in_channels_g, 0, 0]
                 elif item // geo.n_tiles != staged_item:
@@ -806,9 +810,7 @@ cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
                     n = pair // geo[0].n_tiles
                     t = pair % geo[0].n_tiles
                     p0 = t * geo[0].tile
-                    count = geo[0].tile
-                    if count > out_plane - p0:
-                        count = out_plane - p0
+                    count = pixels_in_tile(p0, geo)
                     x_group = &x[n, g * geo[0].in_channels_g, 0, 0]
                     if geo[0].staged and n != staged_sample:
                         stage_input(x_group, stage, geo)
@@ -872,9 +874,7 @@ cdef void grad_weight_direct(const float[:, :, :, ::1] grad_output, const float[
                     n = pair // geo[0].n_tiles
                     t = pair % geo[0].n_tiles
                     p0 = t * geo[0].tile
-                    count = geo[0].tile
-                    if count > out_plane - p0:
-                        count = out_plane - p0
+                    count = pixels_in_tile(p0, geo)
                     if geo[0].pointwise:
                         src = &x[n, g * geo[0].in_channels_g, 0, 0]
                     elif n != staged_sample:
@@ -985,9 +985,7 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
             g = (item // geo[0].n_tiles) % groups
             t = item % geo[0].n_tiles
             p0 = t * geo[0].tile
-            count = geo[0].tile
-            if count > out_plane - p0:
-                count = out_plane - p0
+            count = pixels_in_tile(p0, geo)
             gemm(b"N", b"T", count, geo[0].k, geo[0].out_channels_g,
                  &grad_output[n, g * geo[0].out_channels_g, 0, 0] + p0, out_plane,
                  &weight[g * geo[0].out_channels_g, 0, 0, 0], geo[0].k, 0,
@@ -1018,9 +1016,7 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
                     memset(stage, 0, geo[0].in_channels_g * geo[0].st_plane * sizeof(floating))
                 for t in range(geo[0].n_tiles):
                     p0 = t * geo[0].tile
-                    count = geo[0].tile
-                    if count > out_plane - p0:
-                        count = out_plane - p0
+                    count = pixels_in_tile(p0, geo)
                     column_gradient(gy_group + p0, out_plane, w_group, wt_packed, gy_rows, col,
                                     count, geo)
                     if geo[0].staged:
@@ -1046,17 +1042,13 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
                 gy_rows = aligned(&gy_workspace[threadid(), 0]) if packed else NULL
                 for t in prange(band_start, band_stop, schedule="static"):
                     p0 = t * geo[0].tile
-                    count = geo[0].tile
-                    if count > out_plane - p0:
-                        count = out_plane - p0
+                    count = pixels_in_tile(p0, geo)
                     column_gradient(gy_group + p0, out_plane, w_group, wt_packed, gy_rows,
                                     &workspace[0, (t - band_start) * block], count, geo)
             for c in prange(geo[0].in_channels_g, schedule="static", num_threads=num_threads):
                 for tile_index in range(band_start, band_stop):
                     tile_start = tile_index * geo[0].tile
-                    tile_count = geo[0].tile
-                    if tile_count > out_plane - tile_start:
-                        tile_count = out_plane - tile_start
+                    tile_count = pixels_in_tile(tile_start, geo)
                     col2im_tile(&workspace[0, (tile_index - band_start) * block], gx_group,
                                 c, c + 1, tile_start, tile_count, geo)
             band_start = band_stop

@@ -67,46 +67,31 @@ static int fc_direct_ok = 0;
             }                                                                                \
     }
 
-#define FC_DIRECT_KERNELS_1_TO_12(V)                                                         \
-    FC_DIRECT_KERNEL(fc_direct_##V##_1, 1, V)                                                \
-    FC_DIRECT_KERNEL(fc_direct_##V##_2, 2, V)                                                \
-    FC_DIRECT_KERNEL(fc_direct_##V##_3, 3, V)                                                \
-    FC_DIRECT_KERNEL(fc_direct_##V##_4, 4, V)                                                \
-    FC_DIRECT_KERNEL(fc_direct_##V##_5, 5, V)                                                \
-    FC_DIRECT_KERNEL(fc_direct_##V##_6, 6, V)                                                \
-    FC_DIRECT_KERNEL(fc_direct_##V##_7, 7, V)                                                \
-    FC_DIRECT_KERNEL(fc_direct_##V##_8, 8, V)                                                \
-    FC_DIRECT_KERNEL(fc_direct_##V##_9, 9, V)                                                \
-    FC_DIRECT_KERNEL(fc_direct_##V##_10, 10, V)                                              \
-    FC_DIRECT_KERNEL(fc_direct_##V##_11, 11, V)                                              \
-    FC_DIRECT_KERNEL(fc_direct_##V##_12, 12, V)
+/* A family of micro-kernels: KERNEL(name, count, V) for V = 2 and counts 1 .. FC_DIRECT_MR2,
+ * and V = 1 and counts 1 .. FC_DIRECT_MR1, with the tables P##2 and P##1 indexed
+ * by the count (the forward kernels by pixels, the weight gradient's by taps). */
+#define FC_DIRECT_1_TO_12(KERNEL, P, V)                                                       \
+    KERNEL(P##V##_1, 1, V) KERNEL(P##V##_2, 2, V) KERNEL(P##V##_3, 3, V)                      \
+    KERNEL(P##V##_4, 4, V) KERNEL(P##V##_5, 5, V) KERNEL(P##V##_6, 6, V)                      \
+    KERNEL(P##V##_7, 7, V) KERNEL(P##V##_8, 8, V) KERNEL(P##V##_9, 9, V)                      \
+    KERNEL(P##V##_10, 10, V) KERNEL(P##V##_11, 11, V) KERNEL(P##V##_12, 12, V)
+#define FC_DIRECT_NAMES_1_TO_12(P, V)                                                        \
+    P##V##_1, P##V##_2, P##V##_3, P##V##_4, P##V##_5, P##V##_6, P##V##_7, P##V##_8,          \
+    P##V##_9, P##V##_10, P##V##_11, P##V##_12
+#define FC_DIRECT_FAMILY(KERNEL, TYPE, P)                                                    \
+    FC_DIRECT_1_TO_12(KERNEL, P, 2)                                                          \
+    FC_DIRECT_1_TO_12(KERNEL, P, 1)                                                          \
+    KERNEL(P##1_13, 13, 1) KERNEL(P##1_14, 14, 1) KERNEL(P##1_15, 15, 1)                      \
+    KERNEL(P##1_16, 16, 1) KERNEL(P##1_17, 17, 1) KERNEL(P##1_18, 18, 1)                      \
+    KERNEL(P##1_19, 19, 1) KERNEL(P##1_20, 20, 1) KERNEL(P##1_21, 21, 1)                      \
+    KERNEL(P##1_22, 22, 1) KERNEL(P##1_23, 23, 1) KERNEL(P##1_24, 24, 1)                      \
+    static const TYPE P##2[FC_DIRECT_MR2 + 1] = {NULL, FC_DIRECT_NAMES_1_TO_12(P, 2)};       \
+    static const TYPE P##1[FC_DIRECT_MR1 + 1] = {                                            \
+        NULL, FC_DIRECT_NAMES_1_TO_12(P, 1), P##1_13, P##1_14, P##1_15, P##1_16, P##1_17,    \
+        P##1_18, P##1_19, P##1_20, P##1_21, P##1_22, P##1_23, P##1_24};
 
-FC_DIRECT_KERNELS_1_TO_12(2)
-FC_DIRECT_KERNELS_1_TO_12(1)
-FC_DIRECT_KERNEL(fc_direct_1_13, 13, 1)
-FC_DIRECT_KERNEL(fc_direct_1_14, 14, 1)
-FC_DIRECT_KERNEL(fc_direct_1_15, 15, 1)
-FC_DIRECT_KERNEL(fc_direct_1_16, 16, 1)
-FC_DIRECT_KERNEL(fc_direct_1_17, 17, 1)
-FC_DIRECT_KERNEL(fc_direct_1_18, 18, 1)
-FC_DIRECT_KERNEL(fc_direct_1_19, 19, 1)
-FC_DIRECT_KERNEL(fc_direct_1_20, 20, 1)
-FC_DIRECT_KERNEL(fc_direct_1_21, 21, 1)
-FC_DIRECT_KERNEL(fc_direct_1_22, 22, 1)
-FC_DIRECT_KERNEL(fc_direct_1_23, 23, 1)
-FC_DIRECT_KERNEL(fc_direct_1_24, 24, 1)
-
-/* [mr] -> the micro-kernel of mr pixels */
-static const fc_direct_kernel_t fc_direct2[FC_DIRECT_MR2 + 1] = {
-    NULL, fc_direct_2_1, fc_direct_2_2, fc_direct_2_3, fc_direct_2_4, fc_direct_2_5,
-    fc_direct_2_6, fc_direct_2_7, fc_direct_2_8, fc_direct_2_9, fc_direct_2_10,
-    fc_direct_2_11, fc_direct_2_12};
-static const fc_direct_kernel_t fc_direct1[FC_DIRECT_MR1 + 1] = {
-    NULL, fc_direct_1_1, fc_direct_1_2, fc_direct_1_3, fc_direct_1_4, fc_direct_1_5,
-    fc_direct_1_6, fc_direct_1_7, fc_direct_1_8, fc_direct_1_9, fc_direct_1_10,
-    fc_direct_1_11, fc_direct_1_12, fc_direct_1_13, fc_direct_1_14, fc_direct_1_15,
-    fc_direct_1_16, fc_direct_1_17, fc_direct_1_18, fc_direct_1_19, fc_direct_1_20,
-    fc_direct_1_21, fc_direct_1_22, fc_direct_1_23, fc_direct_1_24};
+/* fc_direct_2[mr], fc_direct_1[mr]: the forward micro-kernel of mr pixels */
+FC_DIRECT_FAMILY(FC_DIRECT_KERNEL, fc_direct_kernel_t, fc_direct_)
 #endif
 
 /* The weight gradient's micro-kernel: for R taps and a block of 16*V output channels, the
@@ -161,44 +146,8 @@ typedef void (*fc_dgrad_kernel_t)(const float *, const ptrdiff_t *, ptrdiff_t, p
                                   ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, float *,
                                   ptrdiff_t);
 
-#define FC_DGRAD_KERNELS_1_TO_12(V)                                                          \
-    FC_DGRAD_KERNEL(fc_dgrad_##V##_1, 1, V)                                                  \
-    FC_DGRAD_KERNEL(fc_dgrad_##V##_2, 2, V)                                                  \
-    FC_DGRAD_KERNEL(fc_dgrad_##V##_3, 3, V)                                                  \
-    FC_DGRAD_KERNEL(fc_dgrad_##V##_4, 4, V)                                                  \
-    FC_DGRAD_KERNEL(fc_dgrad_##V##_5, 5, V)                                                  \
-    FC_DGRAD_KERNEL(fc_dgrad_##V##_6, 6, V)                                                  \
-    FC_DGRAD_KERNEL(fc_dgrad_##V##_7, 7, V)                                                  \
-    FC_DGRAD_KERNEL(fc_dgrad_##V##_8, 8, V)                                                  \
-    FC_DGRAD_KERNEL(fc_dgrad_##V##_9, 9, V)                                                  \
-    FC_DGRAD_KERNEL(fc_dgrad_##V##_10, 10, V)                                                \
-    FC_DGRAD_KERNEL(fc_dgrad_##V##_11, 11, V)                                                \
-    FC_DGRAD_KERNEL(fc_dgrad_##V##_12, 12, V)
-
-FC_DGRAD_KERNELS_1_TO_12(2)
-FC_DGRAD_KERNELS_1_TO_12(1)
-FC_DGRAD_KERNEL(fc_dgrad_1_13, 13, 1)
-FC_DGRAD_KERNEL(fc_dgrad_1_14, 14, 1)
-FC_DGRAD_KERNEL(fc_dgrad_1_15, 15, 1)
-FC_DGRAD_KERNEL(fc_dgrad_1_16, 16, 1)
-FC_DGRAD_KERNEL(fc_dgrad_1_17, 17, 1)
-FC_DGRAD_KERNEL(fc_dgrad_1_18, 18, 1)
-FC_DGRAD_KERNEL(fc_dgrad_1_19, 19, 1)
-FC_DGRAD_KERNEL(fc_dgrad_1_20, 20, 1)
-FC_DGRAD_KERNEL(fc_dgrad_1_21, 21, 1)
-FC_DGRAD_KERNEL(fc_dgrad_1_22, 22, 1)
-FC_DGRAD_KERNEL(fc_dgrad_1_23, 23, 1)
-FC_DGRAD_KERNEL(fc_dgrad_1_24, 24, 1)
-
-/* [taps] -> the weight gradient's micro-kernel for that many taps */
-static const fc_dgrad_kernel_t fc_dgrad2[FC_DIRECT_MR2 + 1] = {
-    NULL, fc_dgrad_2_1, fc_dgrad_2_2, fc_dgrad_2_3, fc_dgrad_2_4, fc_dgrad_2_5, fc_dgrad_2_6,
-    fc_dgrad_2_7, fc_dgrad_2_8, fc_dgrad_2_9, fc_dgrad_2_10, fc_dgrad_2_11, fc_dgrad_2_12};
-static const fc_dgrad_kernel_t fc_dgrad1[FC_DIRECT_MR1 + 1] = {
-    NULL, fc_dgrad_1_1, fc_dgrad_1_2, fc_dgrad_1_3, fc_dgrad_1_4, fc_dgrad_1_5, fc_dgrad_1_6,
-    fc_dgrad_1_7, fc_dgrad_1_8, fc_dgrad_1_9, fc_dgrad_1_10, fc_dgrad_1_11, fc_dgrad_1_12,
-    fc_dgrad_1_13, fc_dgrad_1_14, fc_dgrad_1_15, fc_dgrad_1_16, fc_dgrad_1_17, fc_dgrad_1_18,
-    fc_dgrad_1_19, fc_dgrad_1_20, fc_dgrad_1_21, fc_dgrad_1_22, fc_dgrad_1_23, fc_dgrad_1_24};
+/* fc_dgrad_2[taps], fc_dgrad_1[taps]: the weight gradient's micro-kernel for that many taps */
+FC_DIRECT_FAMILY(FC_DGRAD_KERNEL, fc_dgrad_kernel_t, fc_dgrad_)
 #endif
 
 /* Whether the direct kernels run here: AVX-512F and AVX2, and the packed GEMM not forced to
@@ -226,7 +175,7 @@ static void fc_direct_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k
                            const float *bias, float *tbuf)
 {
 #if FC_GEMM_X86
-    const fc_direct_kernel_t *table = v == 2 ? fc_direct2 : fc_direct1;
+    const fc_direct_kernel_t *table = v == 2 ? fc_direct_2 : fc_direct_1;
     ptrdiff_t mr_max = v == 2 ? FC_DIRECT_MR2 : FC_DIRECT_MR1;
     ptrdiff_t width = 16 * v, blocks = channels / width;
     ptrdiff_t p = p0, end = p0 + count, oy, ox, seg, runs, r, first, last, blk;
@@ -251,22 +200,34 @@ static void fc_direct_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k
 #endif
 }
 
-/* y[o*plane + i] = tbuf[i*channels + o] for i < count, o < channels: 8 x 8 register
- * transposes, the edges one element at a time */
+/* dst[j*dst_ld + r] = src[r*src_ld + j] for r < rows, j < cols: 8 x 8 register transposes,
+ * the edges one element at a time. The direct kernels' tiles of sums are pixel-major and the
+ * planes channel-major: fc_direct_store and fc_direct_load turn one into the other. */
+static void fc_transpose(const float *src, ptrdiff_t src_ld, ptrdiff_t rows, ptrdiff_t cols,
+                         float *dst, ptrdiff_t dst_ld)
+{
+    ptrdiff_t r = 0, j;
+#if FC_GEMM_X86
+    for (; r + 8 <= rows; r += 8) {
+        for (j = 0; j + 8 <= cols; j += 8)
+            fc_stranspose8x8_avx2(src + r * src_ld + j, src_ld, dst + j * dst_ld + r, dst_ld);
+        for (; j < cols; j++) {
+            ptrdiff_t e;
+            for (e = r; e < r + 8; e++)
+                dst[j * dst_ld + e] = src[e * src_ld + j];
+        }
+    }
+#endif
+    for (; r < rows; r++)
+        for (j = 0; j < cols; j++)
+            dst[j * dst_ld + r] = src[r * src_ld + j];
+}
+
+/* y[o*plane + i] = tbuf[i*channels + o] for i < count, o < channels */
 static void fc_direct_store(const float *tbuf, ptrdiff_t channels, ptrdiff_t count, float *y,
                             ptrdiff_t plane)
 {
-    ptrdiff_t i = 0, o;
-#if FC_GEMM_X86
-    for (; i + 8 <= count; i += 8)
-        for (o = 0; o + 8 <= channels; o += 8)
-            fc_stranspose8x8_avx2(tbuf + i * channels + o, channels, y + o * plane + i, plane);
-#endif
-    for (o = 0; o < channels; o++) {
-        ptrdiff_t j;
-        for (j = i; j < count; j++)
-            y[o * plane + j] = tbuf[j * channels + o];
-    }
+    fc_transpose(tbuf, channels, count, channels, y, plane);
 }
 
 
@@ -279,7 +240,7 @@ static void fc_dgrad_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k,
                           ptrdiff_t p0, ptrdiff_t count, const float *gyt, float *out)
 {
 #if FC_GEMM_X86
-    const fc_dgrad_kernel_t *table = v == 2 ? fc_dgrad2 : fc_dgrad1;
+    const fc_dgrad_kernel_t *table = v == 2 ? fc_dgrad_2 : fc_dgrad_1;
     ptrdiff_t r_max = v == 2 ? FC_DIRECT_MR2 : FC_DIRECT_MR1;
     ptrdiff_t width = 16 * v, blocks = channels / width;
     ptrdiff_t runs = (k + r_max - 1) / r_max, r, first, last, blk;
@@ -297,22 +258,11 @@ static void fc_dgrad_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k,
 #endif
 }
 
-/* gyt[i*channels + o] = gy[o*plane + i] for i < count, o < channels: fc_direct_store's
- * transpose the other way */
+/* gyt[i*channels + o] = gy[o*plane + i] for i < count, o < channels */
 static void fc_direct_load(const float *gy, ptrdiff_t plane, ptrdiff_t channels,
                            ptrdiff_t count, float *gyt)
 {
-    ptrdiff_t i = 0, o;
-#if FC_GEMM_X86
-    for (; i + 8 <= count; i += 8)
-        for (o = 0; o + 8 <= channels; o += 8)
-            fc_stranspose8x8_avx2(gy + o * plane + i, plane, gyt + i * channels + o, channels);
-#endif
-    for (o = 0; o < channels; o++) {
-        ptrdiff_t j;
-        for (j = i; j < count; j++)
-            gyt[j * channels + o] = gy[o * plane + j];
-    }
+    fc_transpose(gy, plane, channels, count, gyt, channels);
 }
 
 

@@ -144,6 +144,17 @@ def make_case(rng, geometry, dtype, bias=True):
     return x, weight, b, kwargs, ref_kwargs
 
 
+def assert_case_matches_reference(rng, geometry, dtype):
+    """conv2d and all three gradients of a random case against the NumPy reference."""
+    x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, dtype)
+    result = fastconv.conv2d(x, weight, bias, **kwargs)
+    assert_close(result, conv2d_ref(x, weight, bias, **ref_kwargs))
+    grad_output = rng.standard_normal(result.shape).astype(dtype)
+    grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
+    for actual, wanted in zip(grads, conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)):
+        assert_grad_close(actual, wanted)
+
+
 # ---------------------------------------------------------------- textbook values
 def test_corr2d_textbook_value():
     result = fastconv.corr2d([[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[0, 1], [2, 3]])
@@ -616,12 +627,15 @@ def test_direct_kernels_match_torch(torch, geometry):
 
 
 @st.composite
-def direct_geometry(draw):
-    """conv_geometry's, with 16, 32 or 48 output channels per group and rows up to 40 wide
-    (several micro-kernel runs per output row)."""
+def lane_geometry(draw, depthwise=False):
+    """conv_geometry's shapes for the kernels with channels across the lanes: 16, 32 or 48
+    output channels per group (depthwise: 16 or 32 channels), and rows up to 40 wide (several
+    micro-kernel runs per output row)."""
     geometry = list(draw(conv_geometry()))
-    groups = geometry[9]
-    geometry[4] = groups * draw(st.sampled_from([16, 32, 48]))
+    if depthwise:
+        geometry[1] = geometry[4] = geometry[9] = draw(st.sampled_from([16, 32]))
+    else:
+        geometry[4] = geometry[9] * draw(st.sampled_from([16, 32, 48]))
     kernel, dilation, pads = geometry[5], geometry[8], geometry[7]
     span = dilation[1] * (kernel[1] - 1) + 1
     geometry[3] = draw(st.integers(max(1, span - pads[2] - pads[3]), 40))
@@ -629,17 +643,10 @@ def direct_geometry(draw):
 
 
 @pytest.mark.skipif(not _conv.DIRECT, reason="no direct kernels on this CPU (AVX-512)")
-@given(geometry=direct_geometry(), seed=st.integers(0, 2**32 - 1))
+@given(geometry=lane_geometry(), seed=st.integers(0, 2**32 - 1))
 @settings(max_examples=60, deadline=None)
 def test_random_geometry_direct_kernels(geometry, seed):
-    rng = np.random.default_rng(seed)
-    x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, np.float32)
-    result = fastconv.conv2d(x, weight, bias, **kwargs)
-    assert_close(result, conv2d_ref(x, weight, bias, **ref_kwargs))
-    grad_output = rng.standard_normal(result.shape).astype(np.float32)
-    grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
-    for actual, wanted in zip(grads, conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)):
-        assert_grad_close(actual, wanted)
+    assert_case_matches_reference(np.random.default_rng(seed), geometry, np.float32)
 
 def test_gemm_kernel_is_the_one_asked_for():
     asked = os.environ.get("FASTCONV_GEMM_KERNEL")
@@ -798,14 +805,7 @@ DEPTHWISE_IDS = [f"dw{i}" for i in range(len(DEPTHWISE_CASES))]
 
 @pytest.mark.parametrize("geometry", DEPTHWISE_CASES, ids=DEPTHWISE_IDS)
 def test_depthwise_matches_reference(dtype, geometry):
-    rng = np.random.default_rng(11)
-    x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, dtype)
-    y = fastconv.conv2d(x, weight, bias, **kwargs)
-    assert_close(y, conv2d_ref(x, weight, bias, **ref_kwargs))
-    grad_output = rng.standard_normal(y.shape).astype(dtype)
-    grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
-    for ours, theirs in zip(grads, conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)):
-        assert_grad_close(ours, theirs)
+    assert_case_matches_reference(np.random.default_rng(11), geometry, dtype)
 
 
 @pytest.mark.parametrize("geometry", DEPTHWISE_CASES, ids=DEPTHWISE_IDS)
@@ -975,27 +975,8 @@ def test_depthwise_direct_nonfinite_like_the_plane_kernels():
         assert_grad_close(ours[finite], theirs[finite])
 
 
-@st.composite
-def depthwise_direct_geometry(draw):
-    """conv_geometry's shapes, depthwise with 16 or 32 channels, rows up to 30 wide."""
-    geometry = list(draw(conv_geometry()))
-    channels = draw(st.sampled_from([16, 32]))
-    geometry[1] = geometry[4] = geometry[9] = channels
-    kernel, dilation, pads = geometry[5], geometry[8], geometry[7]
-    span = dilation[1] * (kernel[1] - 1) + 1
-    geometry[3] = draw(st.integers(max(1, span - pads[2] - pads[3]), 30))
-    return tuple(geometry)
-
-
 @pytest.mark.skipif(not _conv.DIRECT, reason="no direct kernels on this CPU (AVX-512)")
-@given(geometry=depthwise_direct_geometry(), seed=st.integers(0, 2**32 - 1))
+@given(geometry=lane_geometry(depthwise=True), seed=st.integers(0, 2**32 - 1))
 @settings(max_examples=40, deadline=None)
 def test_random_geometry_depthwise_direct(geometry, seed):
-    rng = np.random.default_rng(seed)
-    x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, np.float32)
-    result = fastconv.conv2d(x, weight, bias, **kwargs)
-    assert_close(result, conv2d_ref(x, weight, bias, **ref_kwargs))
-    grad_output = rng.standard_normal(result.shape).astype(np.float32)
-    grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
-    for actual, wanted in zip(grads, conv2d_backward_ref(grad_output, x, weight, **ref_kwargs)):
-        assert_grad_close(actual, wanted)
+    assert_case_matches_reference(np.random.default_rng(seed), geometry, np.float32)
