@@ -381,10 +381,10 @@ def _workspace(rows, geometry, dtype):
 
 def _direct_workspace(rows, geometry, dtype):
     """Per-thread rows for the direct kernels: 64 bytes of slack to align the start, the stage,
-    then a tile of pixel-major sums (the forward pass) or of grad_output (the weight
-    gradient), tile by C_out/groups."""
+    then a run of a tile's pixels (at most 256 KiB of them, _conv.direct_run_pixels) of
+    pixel-major sums (the forward pass) or of grad_output (the weight gradient)."""
     return np.empty((rows, _ALIGN[dtype] + _conv.stage_size(geometry)
-                     + geometry[14] * geometry[3]), dtype=dtype)
+                     + _conv.direct_run_pixels(geometry) * geometry[3]), dtype=dtype)
 
 
 _NO_TAPS = np.empty(0, dtype=np.intp)

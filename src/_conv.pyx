@@ -680,6 +680,27 @@ def direct_block(tuple geometry):
     return 32 if geo.out_channels_g % 32 == 0 else 16
 
 
+# the direct kernels' pixel-major sums of a run of a tile's pixels stay in L2: at most this
+# many bytes (so their workspace does not grow with the channels either)
+cdef enum:
+    DIRECT_RUN_BYTES = 256 * 1024
+
+
+cdef inline Py_ssize_t direct_run(const Geometry* geo) noexcept nogil:
+    """Pixels per run of a tile for the direct kernels: whole tiles, unless tile *
+    C_out/groups floats pass DIRECT_RUN_BYTES (then a multiple of 8, at least 8)."""
+    cdef Py_ssize_t run = DIRECT_RUN_BYTES // (4 * geo.out_channels_g) // 8 * 8
+    if run < 8:
+        run = 8
+    return run if run < geo.tile else geo.tile
+
+
+def direct_run_pixels(tuple geometry):
+    """direct_run for the wrapper, which sizes the workspace rows (run * C_out/groups)."""
+    cdef Geometry geo = make_geometry(geometry)
+    return direct_run(&geo)
+
+
 cdef void stage_taps(const Geometry* geo, Py_ssize_t* taps) noexcept nogil:
     """taps[kk] = the stage offset (stage_input's layout) of tap kk = (c, p, q) from an output
     pixel's first tap: the direct kernels read input value kk of pixel (oy, ox) at
@@ -707,7 +728,7 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1]
     ``taps`` (k elements) receives the stage offset of every tap; ``packed_weight`` (groups *
     C_out/groups * k, and 64 bytes of slack) the weights as [group][block][tap][channel of the
     block]. ``workspace`` has one row per thread: 64 bytes of slack, the stage (stage_size),
-    and tile * C_out/groups for the tile's sums.
+    and direct_run_pixels * C_out/groups for the sums of a run of a tile's pixels.
     """
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t batch = x.shape[0]
@@ -717,7 +738,9 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1]
     cdef Py_ssize_t width = direct_block(geometry)
     cdef Py_ssize_t stage_elements = stage_size(geometry)
     cdef bint has_bias = bias.shape[0] > 0
+    cdef Py_ssize_t run = direct_run(&geo)
     cdef Py_ssize_t item, n, g, t, p0, count, chunk, first, last, staged_item, kk, o
+    cdef Py_ssize_t sub, sub_count
     cdef float* wpack = NULL
     cdef float* stage = NULL
     cdef float* tbuf = NULL
@@ -754,11 +777,16 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1]
                     stage_input(&x[n, g * geo.in_channels_g, 0, 0], stage, &geo)
                     staged_item = item // geo.n_tiles
                     src = stage
-                fc_direct_tile(src, &taps[0], geo.k, wpack + g * channels * geo.k, channels,
-                               <int>(width // 16), geo.out_w, geo.stride_h * geo.st_row, p0,
-                               count, &bias[g * channels] if has_bias else NULL, tbuf)
-                fc_direct_store(tbuf, channels, count, &out[n, g * channels, 0, 0] + p0,
-                                out_plane)
+                sub = p0
+                while sub < p0 + count:
+                    sub_count = p0 + count - sub if p0 + count - sub < run else run
+                    fc_direct_tile(src, &taps[0], geo.k, wpack + g * channels * geo.k, channels,
+                                   <int>(width // 16), geo.out_w, geo.stride_h * geo.st_row,
+                                   sub, sub_count, &bias[g * channels] if has_bias else NULL,
+                                   tbuf)
+                    fc_direct_store(tbuf, channels, sub_count,
+                                    &out[n, g * channels, 0, 0] + sub, out_plane)
+                    sub = sub + sub_count
 
 cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,
                            const floating[:, :, :, ::1] x, floating[:, ::1] partials,
@@ -845,8 +873,9 @@ cdef void grad_weight_direct(const float[:, :, :, ::1] grad_output, const float[
     """grad_weight_impl by the direct kernels of src/_direct.h (float32; width = direct_block):
     partials[chunk, (g, kk, o)] += the chunk's sums, tap-major (the caller transposes them
     into the weights' layout). The same fixed chunks and order as grad_weight_impl. Each
-    thread's workspace row: 64 bytes of slack, the stage (stage_size), then tile * C_out/groups
-    for grad_output's tile transposed (fc_direct_load). ``partials`` must be zeroed."""
+    thread's workspace row: 64 bytes of slack, the stage (stage_size), then
+    direct_run_pixels * C_out/groups for a run of grad_output's tile transposed
+    (fc_direct_load). ``partials`` must be zeroed."""
     cdef Py_ssize_t batch = x.shape[0]
     cdef Py_ssize_t n_pairs = batch * geo[0].n_tiles
     cdef Py_ssize_t n_chunks = partials.shape[0]
@@ -854,7 +883,8 @@ cdef void grad_weight_direct(const float[:, :, :, ::1] grad_output, const float[
     cdef Py_ssize_t channels = geo[0].out_channels_g
     cdef Py_ssize_t stage_elements = (0 if geo[0].pointwise else
                                       geo[0].in_channels_g * geo[0].st_plane + STAGE_CHUNK // 4)
-    cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, staged_sample
+    cdef Py_ssize_t run = direct_run(geo)
+    cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, staged_sample, sub, sub_count
     cdef float* stage = NULL
     cdef float* gyt = NULL
     cdef const float* src = NULL
@@ -881,11 +911,15 @@ cdef void grad_weight_direct(const float[:, :, :, ::1] grad_output, const float[
                         stage_input(&x[n, g * geo[0].in_channels_g, 0, 0], stage, geo)
                         staged_sample = n
                         src = stage
-                    fc_direct_load(&grad_output[n, g * channels, 0, 0] + p0, out_plane,
-                                   channels, count, gyt)
-                    fc_dgrad_tile(src, taps, geo[0].k, channels, <int>(width // 16),
-                                  geo[0].out_w, geo[0].stride_h * geo[0].st_row, p0, count,
-                                  gyt, &partials[chunk, g * channels * geo[0].k])
+                    sub = p0
+                    while sub < p0 + count:
+                        sub_count = p0 + count - sub if p0 + count - sub < run else run
+                        fc_direct_load(&grad_output[n, g * channels, 0, 0] + sub, out_plane,
+                                       channels, sub_count, gyt)
+                        fc_dgrad_tile(src, taps, geo[0].k, channels, <int>(width // 16),
+                                      geo[0].out_w, geo[0].stride_h * geo[0].st_row, sub,
+                                      sub_count, gyt, &partials[chunk, g * channels * geo[0].k])
+                        sub = sub + sub_count
 
 
 cdef void grad_bias_impl(const floating[:, :, :, ::1] grad_output, floating[::1] grad_bias,

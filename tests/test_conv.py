@@ -551,7 +551,8 @@ def test_input_gradient_of_pixels_no_window_reaches(rng, dtype, stride, gemm_pat
 # pixels); strides (the stage's column phases), dilation, asymmetric padding; 1x1 strided
 # (staged, not pointwise); enough images for the per-item backward, whose input gradient is
 # itself a direct convolution (16 input channels); pointwise, read in place (its input
-# gradient a direct convolution too where C_in/groups is 16k).
+# gradient a direct convolution too where C_in/groups is 16k); 512 channels, whose tiles
+# are cut into runs of 128 pixels (the sums of a run are at most 256 KiB).
 DIRECT_CASES = [
     (3, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0, 0, 0), (1, 1), 1),
     (2, 16, 9, 11, 32, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
@@ -562,6 +563,8 @@ DIRECT_CASES = [
     (9, 32, 7, 7, 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
     (4, 32, 6, 7, 16, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),     # pointwise: x in place
     (2, 8, 5, 9, 32, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 2),      # pointwise, groups
+    (1, 2, 10, 15, 512, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),   # tiles in runs of 128
+    (1, 16, 12, 12, 512, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),  # the same, pointwise
 ]
 
 
@@ -892,7 +895,7 @@ DW_DIRECT_CASES = [
     (2, 16, 20, 9, 16, (5, 3), (2, 1), (2, 0, 0, 1), (1, 2), 16),
     (2, 48, 7, 30, 48, (1, 2), (1, 3), (0, 1, 2, 0), (1, 1), 48),
     (2, 16, 9, 9, 16, (3, 3), (1, 1), (3, 1, 2, 3), (1, 1), 16),
-    (1, 16, 40, 37, 16, (7, 7), (1, 1), (3, 3, 3, 3), (2, 1), 16),
+    (1, 16, 21, 19, 16, (7, 7), (1, 1), (3, 3, 3, 3), (2, 1), 16),
     (4, 16, 12, 11, 16, (3, 3), (3, 2), (0, 0, 0, 0), (1, 1), 16),
 ]
 DW_DIRECT_IDS = [f"dwd{i}" for i in range(len(DW_DIRECT_CASES))]
