@@ -31,7 +31,7 @@ def max_pool2d_backward(
     indices: npt.NDArray[np.int64],  # const int64_t[:, :, :, ::1], each in [0, H*W)
     grad_input: _Float,  # floating[:, :, :, ::1], written
     num_threads: int,
-) -> None: ...
+) -> int: ...  # how many indices fell outside [0, H*W) (skipped; the caller raises)
 def avg_pool2d_forward(
     x: _Float,  # const floating[:, :, :, ::1]
     out: _Float,  # floating[:, :, :, ::1], written

@@ -240,16 +240,17 @@ def max_pool2d_backward(grad_output, indices, input_shape):
         )
     shape = _input_shape(input_shape, grad_output.shape)
     plane_size = shape[2] * shape[3]
-    if indices.size and (indices.min() < 0 or indices.max() >= plane_size):
+    grad_input = np.empty(shape[1:] if unbatched else shape, dtype=grad4.dtype)
+    # the kernel counts (and skips) the indices outside the plane as it reads them
+    outside = _pool.max_pool2d_backward(
+        grad4, indices.reshape(grad4.shape), _batched_view(grad_input, unbatched),
+        _num_threads(shape[0] * shape[1], grad_input.size + grad4.size),
+    )
+    if outside:
         raise ValueError(
             f"indices must lie in [0, {plane_size}) for input planes of {shape[2]}x{shape[3]}, "
             f"got values in [{indices.min()}, {indices.max()}]"
         )
-    grad_input = np.empty(shape[1:] if unbatched else shape, dtype=grad4.dtype)
-    _pool.max_pool2d_backward(
-        grad4, indices.reshape(grad4.shape), _batched_view(grad_input, unbatched),
-        _num_threads(shape[0] * shape[1], grad_input.size + grad4.size),
-    )
     return grad_input
 
 

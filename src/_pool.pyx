@@ -323,12 +323,18 @@ def max_pool2d_forward_indices(const floating[:, :, :, ::1] x, floating[:, :, :,
 def max_pool2d_backward(const floating[:, :, :, ::1] grad_output,
                         const int64_t[:, :, :, ::1] indices,
                         floating[:, :, :, ::1] grad_input, int num_threads):
-    """grad_input[n,c].flat[indices[n,c,i,j]] += grad_output[n,c,i,j], in (i, j) order."""
+    """grad_input[n,c].flat[indices[n,c,i,j]] += grad_output[n,c,i,j], in (i, j) order.
+
+    Returns how many indices fall outside [0, plane size): those are skipped, and the wrapper
+    raises when there are any (checking them here, where they are read anyway, spares it two
+    passes over the indices: a quarter of the time of a small pooling backward).
+    """
     cdef Py_ssize_t channels = grad_input.shape[1]
     cdef Py_ssize_t planes = grad_input.shape[0] * grad_input.shape[1]
     cdef Py_ssize_t plane_size = grad_input.shape[2] * grad_input.shape[3]
     cdef Py_ssize_t out_size = grad_output.shape[2] * grad_output.shape[3]
-    cdef Py_ssize_t plane, n, c, o
+    cdef Py_ssize_t plane, n, c, o, bad = 0
+    cdef int64_t index
     cdef const floating* grad_output_plane
     cdef const int64_t* indices_plane
     cdef floating* grad_input_plane
@@ -341,9 +347,13 @@ def max_pool2d_backward(const floating[:, :, :, ::1] grad_output,
             grad_input_plane = &grad_input[n, c, 0, 0]
             # Zeroed here rather than by np.zeros so that each thread first touches its planes.
             memset(grad_input_plane, 0, plane_size * sizeof(floating))
-            # The wrapper has checked 0 <= index < plane_size for every entry.
             for o in range(out_size):
-                grad_input_plane[indices_plane[o]] += grad_output_plane[o]
+                index = indices_plane[o]
+                if 0 <= index < plane_size:
+                    grad_input_plane[index] += grad_output_plane[o]
+                else:
+                    bad += 1
+    return bad
 
 
 # ------------------------------------------------------------------------------------------
