@@ -33,8 +33,6 @@
 typedef void (*fc_direct_kernel_t)(ptrdiff_t, const float *, const ptrdiff_t *, const float *,
                                    float *, ptrdiff_t, const float *);
 
-static int fc_direct_ok = 0;
-
 #if FC_GEMM_X86
 #define FC_DIRECT_KERNEL(NAME, MR, V)                                                        \
     __attribute__((target("avx512f"))) static void                                           \
@@ -155,13 +153,13 @@ FC_DIRECT_FAMILY(FC_DGRAD_KERNEL, fc_dgrad_kernel_t, fc_dgrad_)
  * after fc_gemm_init. */
 static int fc_direct_init(void)
 {
-    fc_direct_ok = 0;
 #if FC_GEMM_X86
     __builtin_cpu_init();
-    fc_direct_ok = fc_gemm_name != NULL && strncmp(fc_gemm_name, "avx512", 6) == 0 &&
-                   __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2");
+    return fc_gemm_name != NULL && strncmp(fc_gemm_name, "avx512", 6) == 0 &&
+           __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2");
+#else
+    return 0;
 #endif
-    return fc_direct_ok;
 }
 
 /* Output pixels [p0, p0 + count) of one (sample, group) into tbuf (pixel-major, row stride
@@ -200,36 +198,18 @@ static void fc_direct_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k
 #endif
 }
 
-/* dst[j*dst_ld + r] = src[r*src_ld + j] for r < rows, j < cols: 8 x 8 register transposes,
- * the edges one element at a time. The direct kernels' tiles of sums are pixel-major and the
- * planes channel-major: fc_direct_store and fc_direct_load turn one into the other. */
-static void fc_transpose(const float *src, ptrdiff_t src_ld, ptrdiff_t rows, ptrdiff_t cols,
-                         float *dst, ptrdiff_t dst_ld)
-{
-    ptrdiff_t r = 0, j;
-#if FC_GEMM_X86
-    for (; r + 8 <= rows; r += 8) {
-        for (j = 0; j + 8 <= cols; j += 8)
-            fc_stranspose8x8_avx2(src + r * src_ld + j, src_ld, dst + j * dst_ld + r, dst_ld);
-        for (; j < cols; j++) {
-            ptrdiff_t e;
-            for (e = r; e < r + 8; e++)
-                dst[j * dst_ld + e] = src[e * src_ld + j];
-        }
-    }
-#endif
-    for (; r < rows; r++)
-        for (j = 0; j < cols; j++)
-            dst[j * dst_ld + r] = src[r * src_ld + j];
-}
-
-/* y[o*plane + i] = tbuf[i*channels + o] for i < count, o < channels */
+/* y[o*plane + i] = tbuf[i*channels + o] for i < count, o < channels: the pixel-major sums
+ * into the channel-major planes (fc_direct_load the other way), by src/_gemm.h's register
+ * transposes (the direct kernels run only where AVX2 is) */
 static void fc_direct_store(const float *tbuf, ptrdiff_t channels, ptrdiff_t count, float *y,
                             ptrdiff_t plane)
 {
-    fc_transpose(tbuf, channels, count, channels, y, plane);
+#if FC_GEMM_X86
+    fc_stranspose_avx2(tbuf, channels, count, channels, y, plane);
+#else
+    (void)tbuf; (void)channels; (void)count; (void)y; (void)plane;
+#endif
 }
-
 
 /* out[kk*channels + o] += sum over the pixels [p0, p0 + count) of one (sample, group) of
  * stage[pix(i) + off[kk]] * gy[o, i], for the k taps (near-equal blocks of at most the
@@ -262,9 +242,12 @@ static void fc_dgrad_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k,
 static void fc_direct_load(const float *gy, ptrdiff_t plane, ptrdiff_t channels,
                            ptrdiff_t count, float *gyt)
 {
-    fc_transpose(gy, plane, channels, count, gyt, channels);
+#if FC_GEMM_X86
+    fc_stranspose_avx2(gy, plane, channels, count, gyt, channels);
+#else
+    (void)gy; (void)plane; (void)channels; (void)count; (void)gyt;
+#endif
 }
-
 
 /* ---- depthwise convolutions (one input channel per group, multiplier 1), float32 ------------
  * 16 channels across the lanes: a thread copies the planes of 16 channels of one sample into a
@@ -416,7 +399,10 @@ static void fc_dwd_wgrad(const float *xs, ptrdiff_t row_step, ptrdiff_t step, pt
 }
 
 /* xs[((iy + pad_top)*pw + ix + pad_left)*16 + l] = x[l*plane + iy*in_w + ix] for the input
- * pixels inside the stage's rows x pw (the rest of xs, its padding, is left as it is) */
+ * pixels inside the stage's rows x pw (the rest of xs, its padding, is left as it is). Both
+ * halves of 8 channels per 8 pixels, so that each pixel's 64-byte line is written whole: the
+ * general fc_stranspose_avx2 (one half across the row, then the other) made the depthwise
+ * forward pass 8-10% slower. */
 static void fc_dwd_stage_in(const float *x, ptrdiff_t plane, ptrdiff_t in_h, ptrdiff_t in_w,
                             ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t rows, ptrdiff_t pw,
                             float *xs)

@@ -263,19 +263,32 @@ fc_dtranspose4x4_avx2(const double *src, ptrdiff_t ld, double *dst, ptrdiff_t st
     _mm256_storeu_pd(dst + 3 * step, _mm256_permute2f128_pd(t1, t3, 0x31));
 }
 
-/* rows (8 or 16) rows of floats, row stride ld, to a panel of that many across:
- * dst[j*rows + r] = src[r*ld + j] for j < count, 8 x 8 blocks at a time */
+/* dst[j*dst_ld + r] = src[r*ld + j] for r < rows, j < count: 8 x 8 blocks in registers, the
+ * edges one element at a time. The panels below (rows 8 or 16 across, dst_ld = rows) and the
+ * direct kernels' pixel-major tiles (src/_direct.h) are both such transposes. */
 __attribute__((target("avx2"))) static void
-fc_stranspose_avx2(const float *src, ptrdiff_t ld, ptrdiff_t count, float *dst, int rows)
+fc_stranspose_avx2(const float *src, ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t count, float *dst,
+                   ptrdiff_t dst_ld)
 {
-    ptrdiff_t j = 0;
-    int half, r;
-    for (; j + 8 <= count; j += 8)
-        for (half = 0; half < rows / 8; half++)
-            fc_stranspose8x8_avx2(src + half * 8 * ld + j, ld, dst + j * rows + half * 8, rows);
-    for (; j < count; j++)
-        for (r = 0; r < rows; r++)
-            dst[j * rows + r] = src[r * ld + j];
+    ptrdiff_t blocks = rows / 8, b, j, e;
+    /* a block of 8 rows across all columns, then the next: the direct kernels' tiles have
+     * hundreds of pixel rows and few channels (one block at a time kept the depthwise forward
+     * pass as fast as its own copy of this loop; the other order made it 5% slower) */
+    for (b = 0; b < blocks; b++) {
+        const float *s = src + 8 * b * ld;
+        float *d = dst + 8 * b;
+        for (j = 0; j + 8 <= count; j += 8)
+            fc_stranspose8x8_avx2(s + j, ld, d + j * dst_ld, dst_ld);
+        for (; j < count; j++)
+            for (e = 0; e < 8; e++)
+                d[j * dst_ld + e] = s[e * ld + j];
+    }
+    /* the rows past the last block of 8 */
+    src += 8 * blocks * ld;
+    dst += 8 * blocks;
+    for (e = 0; e < rows % 8; e++)
+        for (j = 0; j < count; j++)
+            dst[j * dst_ld + e] = src[e * ld + j];
 }
 
 /* 8 rows of doubles to a panel of 8 across, 4 columns at a time: two 4x4 transposes */
@@ -294,7 +307,7 @@ fc_dtranspose8_avx2(const double *src, ptrdiff_t ld, ptrdiff_t count, double *ds
 }
 
 /* A panels of 8 rows with unit column stride: the same transposes */
-#define fc_spack8_avx2(src, rs, k, dst) fc_stranspose_avx2(src, rs, k, dst, 8)
+#define fc_spack8_avx2(src, rs, k, dst) fc_stranspose_avx2(src, rs, 8, k, dst, 8)
 #define fc_dpack8_avx2(src, rs, k, dst) fc_dtranspose8_avx2(src, rs, k, dst)
 #define FC_GEMM_PACK8 1
 #else
@@ -412,7 +425,7 @@ static void fc_stranspose_panel(const float *src, ptrdiff_t ld, int rows, ptrdif
 {
 #if FC_GEMM_X86
     if (rows == FC_SGEMM_NR && fc_skernel != fc_skernel_generic) {
-        fc_stranspose_avx2(src, ld, count, dst, 16);
+        fc_stranspose_avx2(src, ld, 16, count, dst, 16);
         return;
     }
 #endif
