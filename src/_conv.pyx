@@ -147,14 +147,18 @@ cdef extern from "_stage.h" nogil:
 fc_stage_init()
 
 
-def stage_size(tuple geometry):
-    """Elements of one thread's staged input (with the copy's slack), for the wrapper to size
-    the workspace and decide whether staging pays: 0 where it does not apply (pointwise
-    convolutions read the input in place; empty outputs read nothing)."""
-    cdef Geometry geo = make_geometry(geometry)
+cdef inline Py_ssize_t stage_length(const Geometry* geo) noexcept nogil:
+    """Elements of one thread's staged input, with the copy's slack: 0 where it does not
+    apply (pointwise convolutions read the input in place; empty outputs read nothing)."""
     if geo.pointwise or geo.out_h <= 0 or geo.out_w <= 0:
         return 0
     return geo.in_channels_g * geo.st_plane + STAGE_CHUNK // 4
+
+
+def stage_size(tuple geometry):
+    """stage_length, for the wrapper to size the workspace and decide whether staging pays."""
+    cdef Geometry geo = make_geometry(geometry)
+    return stage_length(&geo)
 
 
 cdef inline void gemm(const char* transa, const char* transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -258,10 +262,10 @@ cdef inline void im2col_row(const floating* x_group, floating* row, Py_ssize_t c
 
 
 cdef void stage_clear(floating* stage, const Geometry* geo) noexcept nogil:
-    """Zero a thread's stage, once per call before its first stage_input: every stage of a
+    """Zero a thread's stage: once per call before its first stage_input (every stage of a
     call has the same layout, and stage_input writes only the input's values, so the padding
-    around them stays zero from one (sample, group) to the next (the readers never write
-    into it)."""
+    around them stays zero from one (sample, group) to the next: the readers never write
+    into it), or before each item of the staged scatter (col2im_staged), which sums into it."""
     memset(stage, 0, geo.in_channels_g * geo.st_plane * sizeof(floating))
 
 
@@ -736,7 +740,7 @@ def conv2d_forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1]
     cdef Py_ssize_t out_plane = geo.out_h * geo.out_w
     cdef Py_ssize_t channels = geo.out_channels_g
     cdef Py_ssize_t width = direct_block(geometry)
-    cdef Py_ssize_t stage_elements = stage_size(geometry)
+    cdef Py_ssize_t stage_elements = stage_length(&geo)
     cdef bint has_bias = bias.shape[0] > 0
     cdef Py_ssize_t run = direct_run(&geo)
     cdef Py_ssize_t item, n, g, t, p0, count, chunk, first, last, staged_item, kk, o
@@ -881,8 +885,7 @@ cdef void grad_weight_direct(const float[:, :, :, ::1] grad_output, const float[
     cdef Py_ssize_t n_chunks = partials.shape[0]
     cdef Py_ssize_t out_plane = geo[0].out_h * geo[0].out_w
     cdef Py_ssize_t channels = geo[0].out_channels_g
-    cdef Py_ssize_t stage_elements = (0 if geo[0].pointwise else
-                                      geo[0].in_channels_g * geo[0].st_plane + STAGE_CHUNK // 4)
+    cdef Py_ssize_t stage_elements = stage_length(geo)
     cdef Py_ssize_t run = direct_run(geo)
     cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, staged_sample, sub, sub_count
     cdef float* stage = NULL
@@ -1047,7 +1050,7 @@ cdef void grad_input_impl(const floating[:, :, :, ::1] grad_output,
                 wt_packed = weight_panels + g * group_panels if packed else NULL
                 if geo[0].staged:
                     # the item's sums gather in its stage, then go to the planes at once
-                    memset(stage, 0, geo[0].in_channels_g * geo[0].st_plane * sizeof(floating))
+                    stage_clear(stage, geo)
                 for t in range(geo[0].n_tiles):
                     p0 = t * geo[0].tile
                     count = pixels_in_tile(p0, geo)
@@ -1321,17 +1324,19 @@ cdef struct DwStage:
 
 
 cdef DwStage dw_stage(const Geometry* geo, Py_ssize_t* off) noexcept nogil:
-    """The stage of fc_dwd_*: xs[py][px][16], py < rows, px < pw; off[t] = tap t's offset."""
+    """The stage of fc_dwd_*: xs[py][px][16], py < rows (the rows the taps reach, as the
+    im2col stage's), px < pw (no phase split); off[t] = tap t's offset, unless off is NULL."""
     cdef DwStage st
     cdef Py_ssize_t p, q
-    st.rows = (geo.out_h - 1) * geo.stride_h + (geo.kernel_h - 1) * geo.dil_h + 1
+    st.rows = geo.st_rows
     st.pw = (geo.out_w - 1) * geo.stride_w + (geo.kernel_w - 1) * geo.dil_w + 1
     st.row_step = geo.stride_h * st.pw * 16
     st.step = geo.stride_w * 16
     st.taps = geo.kernel_h * geo.kernel_w
-    for p in range(geo.kernel_h):
-        for q in range(geo.kernel_w):
-            off[p * geo.kernel_w + q] = (p * geo.dil_h * st.pw + q * geo.dil_w) * 16
+    if off != NULL:
+        for p in range(geo.kernel_h):
+            for q in range(geo.kernel_w):
+                off[p * geo.kernel_w + q] = (p * geo.dil_h * st.pw + q * geo.dil_w) * 16
     return st
 
 
@@ -1339,9 +1344,8 @@ def depthwise_direct_sizes(tuple geometry):
     """(stage, tile): floats of one stage (padded input of 16 channels, pixel-major) and of one
     pixel-major block of 16 output planes, for the wrapper's workspaces."""
     cdef Geometry geo = make_geometry(geometry)
-    cdef Py_ssize_t rows = (geo.out_h - 1) * geo.stride_h + (geo.kernel_h - 1) * geo.dil_h + 1
-    cdef Py_ssize_t pw = (geo.out_w - 1) * geo.stride_w + (geo.kernel_w - 1) * geo.dil_w + 1
-    return rows * pw * 16, geo.out_h * geo.out_w * 16
+    cdef DwStage st = dw_stage(&geo, NULL)
+    return st.rows * st.pw * 16, geo.out_h * geo.out_w * 16
 
 
 def depthwise_direct_forward(const float[:, :, :, ::1] x, const float[:, :, ::1] weight_t,
@@ -1385,8 +1389,8 @@ def depthwise_direct_backward(const float[:, :, :, ::1] grad_output,
                               Py_ssize_t[::1] taps, tuple geometry, int num_threads):
     """Depthwise gx (one item per (sample, block of 16 channels); overwritten) and gw (one item
     per block, the samples in order: sums[block][tap][16] += ..., zeroed by the caller); a
-    None output is skipped; gb as the GEMM path. workspace rows: 64 bytes of slack, a stage (the input's, or the
-    input gradient's sums), a tile (grad_output's planes, pixel-major)."""
+    None output is skipped; gb as the GEMM path. workspace rows: 64 bytes of slack, a stage
+    (the input's, or the input gradient's sums), a tile (grad_output's planes, pixel-major)."""
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t batch = x.shape[0], blocks = x.shape[1] // 16
     cdef Py_ssize_t n_items = batch * blocks
@@ -1421,7 +1425,8 @@ def depthwise_direct_backward(const float[:, :, :, ::1] grad_output,
                         fc_dwd_igrad(xs, st.row_step, st.step, geo.out_h, geo.out_w, &taps[0],
                                      st.taps, &weight_t[b, 0, 0], gyt)
                         fc_dwd_stage_out(xs, in_plane, geo.in_h, geo.in_w, geo.pad_top,
-                                         geo.pad_left, st.rows, st.pw, &grad_input[n, b * 16, 0, 0])
+                                         geo.pad_left, st.rows, st.pw,
+                                         &grad_input[n, b * 16, 0, 0])
         if want_weight:
             with parallel(num_threads=num_threads):
                 xs = aligned(&workspace[threadid(), 0])
