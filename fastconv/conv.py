@@ -570,17 +570,16 @@ def _forward(x, weight, bias, out, geometry, groups):
         return
     n_items = x.shape[0] * groups * _n_tiles(geometry)
     num_threads = effective_num_threads(n_items)
+    bias = bias if bias is not None else np.empty(0, dtype=dtype)
     if _direct_path(geometry, dtype):
         k = geometry[0] * geometry[6] * geometry[7]
         packed_weight = np.empty(groups * geometry[3] * k + _ALIGN[dtype], dtype=dtype)
         _conv.conv2d_forward_direct(
-            x, weight, bias if bias is not None else np.empty(0, dtype=dtype), out,
-            _direct_workspace(num_threads, geometry, dtype), packed_weight,
-            np.empty(k, dtype=np.intp), geometry, groups, num_threads)
+            x, weight, bias, out, _direct_workspace(num_threads, geometry, dtype),
+            packed_weight, np.empty(k, dtype=np.intp), geometry, groups, num_threads)
         return
     workspace = _workspace(num_threads, geometry, dtype)
     packed_weight = _packed_weight(geometry, groups, dtype)
-    bias = bias if bias is not None else np.empty(0, dtype=dtype)
     with blas_single_thread():
         _FORWARD[dtype](x, weight, bias, out, workspace, packed_weight, geometry, groups,
                         num_threads)
@@ -678,31 +677,8 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         if "input" in need else None)
     if depthwise and _depthwise_direct(geometry, conv.x.shape[1], out_channels, dtype):
         if batch:
-            blocks = out_channels // 16
-            taps = conv.weight.shape[2] * conv.weight.shape[3]
-            scatter_input = grad_input
-            if grad_input is not None:
-                gather = _depthwise_transposed(geometry, out_channels, dtype)
-                if gather is not None and np.isfinite(conv.weight).all():
-                    # a forward pass over grad_output, the taps reversed (see
-                    # _depthwise_transposed); then the kernel below skips the input gradient
-                    threads = effective_num_threads(batch * blocks)
-                    _conv.depthwise_direct_forward(
-                        gy4, _depthwise_lanes(conv.weight[:, :, ::-1, ::-1]),
-                        np.empty(0, dtype=dtype), grad_input,
-                        _depthwise_direct_workspace(threads, gather),
-                        np.empty(taps, dtype=np.intp), gather, threads)
-                    scatter_input = None
-            sums = np.zeros((blocks, taps, 16), dtype=dtype) if grad_weight is not None else None
-            if scatter_input is not None or sums is not None or grad_bias is not None:
-                num_threads = effective_num_threads(
-                    batch * blocks if scatter_input is not None else max(blocks, 16))
-                _conv.depthwise_direct_backward(
-                    gy4, padded_input, _depthwise_lanes(conv.weight), scatter_input, sums,
-                    grad_bias, _depthwise_direct_workspace(num_threads, geometry),
-                    np.empty(taps, dtype=np.intp), geometry, num_threads)
-            if sums is not None:
-                grad_weight[...] = sums.transpose(0, 2, 1).reshape(grad_weight.shape)
+            _depthwise_direct_backward(conv, gy4, padded_input, grad_input, grad_weight,
+                                       grad_bias)
         return _finish_grad_input(conv, grad_input), grad_weight, grad_bias
     if depthwise:
         if batch:
@@ -724,8 +700,6 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         row = grad_weight.size
         n_chunks = max(1, min(batch * n_tiles, _MAX_WEIGHT_CHUNKS,
                               _PARTIAL_BYTES // max(1, row * dtype.itemsize)))
-        partials = (grad_weight.reshape(1, row) if n_chunks == 1
-                    else np.zeros((n_chunks, row), dtype=dtype))
         weight_threads = effective_num_threads(n_chunks)
         if _direct_path(geometry, dtype):
             # the direct kernels sum tap-major, [group][tap][channel]: transposed below
@@ -733,6 +707,8 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
             taps = np.empty(geometry[0] * geometry[6] * geometry[7], dtype=np.intp)
             weight_workspace = _direct_workspace(weight_threads, geometry, dtype)
         else:
+            partials = (grad_weight.reshape(1, row) if n_chunks == 1
+                        else np.zeros((n_chunks, row), dtype=dtype))
             packed_grad_weight = _packed_path(geometry, dtype, weight_gradient=True)
             weight_workspace = _weight_workspace(weight_threads, geometry, dtype,
                                                  packed_grad_weight)
@@ -773,6 +749,40 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
         with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch
             np.add.reduce(partials, axis=0, out=grad_weight.reshape(grad_weight.size))
     return _finish_grad_input(conv, grad_input), grad_weight, grad_bias
+
+
+def _depthwise_direct_backward(conv, gy4, x, grad_input, grad_weight, grad_bias):
+    """The gradients that are not None, of a depthwise convolution that _depthwise_direct
+    takes, by the kernels with 16 channels across the lanes (a non-empty batch)."""
+    geometry, dtype = conv.geometry, conv.dtype
+    channels = conv.weight.shape[0]
+    blocks = channels // 16
+    taps = conv.weight.shape[2] * conv.weight.shape[3]
+    scatter_input = grad_input
+    if grad_input is not None:
+        gather = _depthwise_transposed(geometry, channels, dtype)
+        if gather is not None and np.isfinite(conv.weight).all():
+            # a forward pass over grad_output, the taps reversed (see _depthwise_transposed);
+            # then the kernel below skips the input gradient
+            threads = effective_num_threads(gy4.shape[0] * blocks)
+            _conv.depthwise_direct_forward(
+                gy4, _depthwise_lanes(conv.weight[:, :, ::-1, ::-1]), np.empty(0, dtype=dtype),
+                grad_input, _depthwise_direct_workspace(threads, gather),
+                np.empty(taps, dtype=np.intp), gather, threads)
+            scatter_input = None
+    sums = np.zeros((blocks, taps, 16), dtype=dtype) if grad_weight is not None else None
+    if scatter_input is None and sums is None and grad_bias is None:
+        return
+    # items: (sample, block) for the scatter; blocks for the weight gradient, channels for
+    # the bias
+    num_threads = effective_num_threads(gy4.shape[0] * blocks if scatter_input is not None
+                                        else channels)
+    _conv.depthwise_direct_backward(
+        gy4, x, _depthwise_lanes(conv.weight), scatter_input, sums, grad_bias,
+        _depthwise_direct_workspace(num_threads, geometry), np.empty(taps, dtype=np.intp),
+        geometry, num_threads)
+    if sums is not None:
+        grad_weight[...] = sums.transpose(0, 2, 1).reshape(grad_weight.shape)
 
 
 def _finish_grad_input(conv, grad_input):

@@ -544,6 +544,7 @@ def test_input_gradient_of_pixels_no_window_reaches(rng, dtype, stride, gemm_pat
     if stride[1] == 3:
         assert not grad_input[:, :, :, -1].any()
 
+
 # ---------------------------------------------------------------- the direct kernels
 # Shapes for src/_direct.h: 16 channels per group (one-vector blocks), 32 (two-vector), 48
 # (three one-vector blocks), 64 in groups of 32; output rows shorter than a micro-kernel or
