@@ -318,15 +318,25 @@ def _format_row(row):
             + (cell("thread_speedup", 8, ".2f") if "thread_speedup" in row else ""))
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="fastconv bench",
         description="Time fastconv against NumPy and (when installed) PyTorch; print ratios.")
     parser.add_argument("cases", nargs="*", help="case names (default: all, or the quick set)")
     parser.add_argument("--quick", action="store_true", help="small cases, few repeats")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=_positive_int, default=2)
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--repeats", type=_positive_int, default=None)
     parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy contender")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--ceiling", action="store_true",
@@ -335,6 +345,11 @@ def main(argv=None):
                         help="also time fastconv on one thread; print the speed-up of --threads")
     parser.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     args = parser.parse_args(argv)
+    known = list(CONV_CASES) + list(POOL_CASES)
+    unknown = [name for name in args.cases if name not in known]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(map(repr, unknown))}; choose from "
+                     f"{', '.join(known)}")
     cases = args.cases or (list(QUICK_CASES) if args.quick else None)
     repeats = args.repeats or (3 if args.quick else 7)
     rows = run(cases, dtype=np.dtype(args.dtype), threads=args.threads, repeats=repeats,

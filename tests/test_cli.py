@@ -95,11 +95,17 @@ def test_train_missing_data(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [[], ["train", "--epochs", "0"], ["train", "--lr", "-1"],
-                                  ["train", "--model", "resnet"], ["frobnicate"]])
+                                  ["train", "--model", "nope"], ["frobnicate"],
+                                  ["train", "--seed", "-1"], ["train", "--lr", "nan"],
+                                  ["train", "--save-on-interrupt", "--save", ""]])
 def test_bad_arguments(argv, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        status = exc.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip()
 
 
 def test_help(capsys):
@@ -131,3 +137,137 @@ def test_train_schedule_and_standardisation_flags(tmp_path, capsys):
                  "constant", "--no-standardize"]) == 0
     out = capsys.readouterr().out
     assert "standardised" not in out and "cosine" not in out and "SGD lr=0.05 momentum" in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fastconv {fastconv.__version__}"
+
+
+def test_bench_unknown_case_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "nope"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown case(s) 'nope'" in err and "resnet" in err
+
+
+def _fail_if_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started although the save path is unusable")
+
+    monkeypatch.setattr(fastconv.train, "fit", refuse)
+
+
+@pytest.mark.parametrize("where", ["missing-dir", "directory", "proc"])
+def test_save_path_is_checked_before_training(where, tmp_path, capsys, monkeypatch):
+    data = tiny_fashion(tmp_path / "data", train=32, test=8)
+    target = {"missing-dir": str(tmp_path / "nowhere" / "m.npz"), "directory": str(tmp_path),
+              "proc": "/proc/fastconv-m.npz"}[where]
+    _fail_if_training(monkeypatch)
+    status = main(["train", "--data", str(data), "--save", target, "--quiet"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("fastconv: --save") and "Traceback" not in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_save_path_read_only_directory(tmp_path, capsys, monkeypatch):
+    data = tiny_fashion(tmp_path / "data", train=32, test=8)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    _fail_if_training(monkeypatch)
+    try:
+        assert main(["train", "--data", str(data), "--save", str(locked / "m.npz")]) == 2
+    finally:
+        locked.chmod(0o700)
+    assert "cannot write" in capsys.readouterr().err
+
+
+def _idx_set(directory, images_train, labels_train, images_test=None, labels_test=None):
+    os.makedirs(directory, exist_ok=True)
+    images_test = images_train if images_test is None else images_test
+    labels_test = labels_train if labels_test is None else labels_test
+    for prefix, images, labels in (("train", images_train, labels_train),
+                                   ("t10k", images_test, labels_test)):
+        datasets.write_idx(os.path.join(directory, f"{prefix}-images-idx3-ubyte.gz"),
+                           np.asarray(images, np.uint8))
+        datasets.write_idx(os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz"),
+                           np.asarray(labels, np.uint8))
+    return directory
+
+
+@pytest.mark.parametrize("case, message", [
+    ("not-28x28", "the training images are 32x32; the models take 28x28"),
+    ("empty", "the training set is empty"),
+    ("all-zero", "cannot be standardised; pass --no-standardize"),
+    ("labels", "the test labels range over 12..12; the models have 10 classes"),
+])
+def test_bad_data_sets_end_in_one_line(case, message, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (16, 28, 28))
+    labels = rng.integers(0, 10, 16)
+    if case == "not-28x28":
+        data = _idx_set(tmp_path / case, rng.integers(0, 255, (16, 32, 32)), labels)
+    elif case == "empty":
+        data = _idx_set(tmp_path / case, np.zeros((0, 28, 28)), np.zeros(0), images, labels)
+    elif case == "all-zero":
+        data = _idx_set(tmp_path / case, np.zeros((16, 28, 28)), labels)
+    else:
+        data = _idx_set(tmp_path / case, images, labels, images, np.full(16, 12))
+    status = main(["train", "--data", str(data), "--quiet", "--save", ""])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.count("\n") == 1 and message in err, err
+
+
+def _cli(*args, **kwargs):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "fastconv", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    process = _cli("info")
+    process.stdout.close()  # the reader is gone before anything is written, as with `| head`
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 141
+    assert err == ""
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["default", "save-on-interrupt"])
+def test_interrupted_training_never_replaces_the_model(keep, tmp_path):
+    import signal
+
+    data = tiny_fashion(tmp_path / "data", train=60000, test=64)
+    target = tmp_path / "model.npz"
+    good = models.tutorial_net(seed=5)
+    fastconv.io.save(good, target)
+    before = target.read_bytes()
+    args = ["train", "--data", str(data), "--epochs", "3", "--threads", "1",
+            "--save", str(target)] + (["--save-on-interrupt"] if keep else [])
+    process = _cli(*args, cwd=tmp_path)
+    lines = []
+    for line in process.stderr:  # plain progress lines: stderr is not a terminal
+        lines.append(line)
+        if line.startswith("epoch 1/3:") and "images" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    out, rest = process.communicate(timeout=300)
+    err = "".join(lines) + rest
+    assert process.returncode == 130, err
+    assert target.read_bytes() == before  # the good model is untouched
+    assert "Traceback" not in err
+    assert "training interrupted after" in err and "complete epoch(s)" in err
+    assert "test accuracy" not in out
+    partial = tmp_path / "model.interrupted.npz"
+    if keep:
+        assert partial.is_file() and "saved the partial model" in err
+        fastconv.io.load(models.tutorial_net(seed=0), partial)
+    else:
+        assert not partial.exists() and "model not saved" in err
