@@ -76,8 +76,13 @@ def openmp_flags():
             handle.write(OPENMP_TEST_PROGRAM)
         for compile_args, link_args in candidates:
             try:
+                # The flags the extensions get from the environment too (a libomp outside
+                # the default paths, e.g. Homebrew's on macOS: see [tool.cibuildwheel.macos]).
+                env_flags = [os.environ.get(name, "") for name in ("CPPFLAGS", "CFLAGS")]
                 subprocess.run(
-                    compiler + compile_args + [source, "-o", binary] + link_args,
+                    compiler + " ".join(env_flags).split() + compile_args
+                    + [source, "-o", binary] + link_args
+                    + os.environ.get("LDFLAGS", "").split(),
                     check=True, capture_output=True, timeout=120,
                 )
                 result = subprocess.run([binary], check=True, capture_output=True, timeout=60)
