@@ -1,4 +1,5 @@
-"""Benchmark fastconv against a vectorised NumPy implementation and, when installed, PyTorch.
+"""Benchmark fastconv against a vectorised NumPy implementation and, when installed, PyTorch
+and ONNX Runtime (``pip install "fastconv[bench]"``).
 
 Run ``python bench/bench_ops.py`` (full) or ``fastconv bench`` (quick). Every contender gets
 NumPy arrays in and returns NumPy arrays out; the contenders are interleaved in short blocks
@@ -6,7 +7,12 @@ after a pause that lets the previous one's threads go idle (see _median_times), 
 median per call is reported, because the machine is shared and
 noisy. Ratios are
 taken within one run: ``np/fc`` is how many times faster fastconv is than NumPy, ``fc/torch``
-is fastconv's time as a fraction of PyTorch's (below 1.0: fastconv is faster).
+is fastconv's time as a fraction of PyTorch's and ``fc/ort`` as a fraction of ONNX Runtime's
+(below 1.0: fastconv is faster). ONNX Runtime runs forward passes only (an inference engine),
+with the weights as constants of the graph and the same thread count. For the memory-bound
+pooling ops, ``copy ms`` times ``np.copyto`` of the input's bytes into another buffer (one
+read and one write of the input: a floor that moves at least what the op must), and
+``fc/copy`` is fastconv's time over it.
 """
 
 import argparse
@@ -166,7 +172,60 @@ def _torch_module():
     return torch
 
 
-def conv_contenders(case, dtype, torch, include_numpy):
+def _onnxruntime_module():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnx, onnxruntime
+
+
+def ort_runner(model, inputs, threads):
+    """A callable running an ONNX ``model`` on ``inputs`` (name -> array) with ONNX Runtime.
+
+    All graph optimisations on (ORT's default), ``threads`` intra-op threads, sequential
+    execution: how an inference user would run it on this many cores.
+    """
+    _, onnxruntime = _onnxruntime_module()
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, inputs)[0]
+
+
+def onnx_single_op(op_type, x, out_shape, attributes, initializers=()):
+    """An ONNX model of one node ``op_type`` on input ``x`` (float32/float64, fixed shape) with
+    output shape ``out_shape``, and ``initializers`` (name, array) as constant inputs after x."""
+    onnx, _ = _onnxruntime_module()
+    from onnx import helper, numpy_helper
+
+    elem = helper.np_dtype_to_tensor_dtype(x.dtype)
+    names = ["x"] + [name for name, _ in initializers]
+    node = helper.make_node(op_type, names, ["y"], **attributes)
+    graph = helper.make_graph(
+        [node], op_type.lower(), [helper.make_tensor_value_info("x", elem, list(x.shape))],
+        [helper.make_tensor_value_info("y", elem, list(out_shape))],
+        initializer=[numpy_helper.from_array(value, name) for name, value in initializers])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 9)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _check_same(result, expected, who, case):
+    """A contender that computes something else is not timed: compare it once first."""
+    scale = float(np.max(np.abs(expected))) if expected.size else 1.0
+    if result.shape != expected.shape or not np.allclose(result, expected, rtol=1e-4,
+                                                         atol=1e-4 * scale):
+        raise RuntimeError(f"{who} disagrees with fastconv on {case}")
+
+
+def conv_contenders(case, dtype, torch, include_numpy, ort_threads=None):
     n, cin, h, w, cout, kernel, stride, pad, groups = case
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, cin, h, w)).astype(dtype)
@@ -194,13 +253,20 @@ def conv_contenders(case, dtype, torch, include_numpy):
 
         fwd["torch"] = torch_forward
         bwd["torch"] = torch_backward
+    if ort_threads is not None:
+        model = onnx_single_op("Conv", x, y.shape, {"strides": [stride, stride], "pads": [pad] * 4,
+                                           "group": groups, "kernel_shape": list(kernel)},
+                               [("w", weight), ("b", bias)])
+        fwd["ort"] = ort_runner(model, {"x": x}, ort_threads)
+        _check_same(fwd["ort"](), y, "onnxruntime", case)
     return (fwd, flops), (bwd, 2 * flops)
 
 
-def pool_contenders(case, dtype, torch, include_numpy):
+def pool_contenders(case, dtype, torch, include_numpy, ort_threads=None):
     kind, n, c, h, w, kernel, stride, pad = case
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    copy_target = np.empty_like(x)
     if kind == "max":
         y, indices = fastconv.max_pool2d(x, kernel, stride, pad, return_indices=True)
         gy = rng.standard_normal(y.shape).astype(dtype)
@@ -230,6 +296,18 @@ def pool_contenders(case, dtype, torch, include_numpy):
             bwd["torch"] = lambda: torch.ops.aten.avg_pool2d_backward(
                 torch.from_numpy(gy), torch.from_numpy(x), [kernel, kernel], [stride, stride],
                 [pad, pad], False, True, None).numpy()
+    if ort_threads is not None:
+        attributes = {"kernel_shape": [kernel, kernel], "strides": [stride, stride],
+                      "pads": [pad] * 4}
+        if kind == "avg":
+            attributes["count_include_pad"] = 1  # torch's default, as fastconv's
+        model = onnx_single_op("MaxPool" if kind == "max" else "AveragePool", x, y.shape,
+                               attributes)
+        fwd["ort"] = ort_runner(model, {"x": x}, ort_threads)
+        _check_same(fwd["ort"](), y, "onnxruntime", case)
+    # The same bytes as the op's input, read once and written once.
+    fwd["copy"] = lambda: np.copyto(copy_target, x)
+    bwd["copy"] = lambda: np.copyto(copy_target, x)
     return (fwd, 0.0), (bwd, 0.0)
 
 
@@ -248,7 +326,7 @@ def _one_thread(fn):
 
 
 def run(cases=None, dtype=np.float32, threads=2, repeats=7, min_seconds=0.3, include_numpy=True,
-        include_torch=True, scaling=False, out=None):
+        include_torch=True, scaling=False, out=None, include_ort=True):
     """Time every case; return a list of result rows (dicts) and print the table to ``out``.
 
     ``scaling`` adds fastconv on one thread as a fourth contender and a column ``1t/Nt``:
@@ -259,24 +337,30 @@ def run(cases=None, dtype=np.float32, threads=2, repeats=7, min_seconds=0.3, inc
     torch = _torch_module() if include_torch else None
     if torch is not None:
         torch.set_num_threads(threads)
+    ort = _onnxruntime_module() if include_ort else None
+    ort_threads = threads if ort is not None else None
     from threadpoolctl import threadpool_limits
 
     names = list(cases) if cases else list(CONV_CASES) + list(POOL_CASES)
     rows = []
     header = (f"{'case':<11}{'op':<5}{'fastconv ms':>12}{'numpy ms':>11}{'torch ms':>10}"
-              f"{'fc GFLOP/s':>11}{'np/fc':>8}{'fc/torch':>9}"
+              f"{'ort ms':>9}{'copy ms':>9}"
+              f"{'fc GFLOP/s':>11}{'np/fc':>8}{'fc/torch':>9}{'fc/ort':>8}{'fc/copy':>8}"
               + (f"{'1t/%dt' % threads:>8}" if scaling else ""))
     print(f"fastconv {fastconv.__version__}, {np.dtype(dtype).name}, {threads} threads, "
           f"torch {'%s' % torch.__version__ if torch is not None else 'not installed'}, "
+          f"onnxruntime {ort[1].__version__ if ort is not None else 'not installed'}, "
           f"median over {repeats}+ interleaved rounds of 5 calls", file=out)
     print(header, file=out)
     print("-" * len(header), file=out)
     with fastconv.threads(threads), threadpool_limits(limits=threads):
         for name in names:
             if name in CONV_CASES:
-                pairs = conv_contenders(CONV_CASES[name], dtype, torch, include_numpy)
+                pairs = conv_contenders(CONV_CASES[name], dtype, torch, include_numpy,
+                                        ort_threads)
             elif name in POOL_CASES:
-                pairs = pool_contenders(POOL_CASES[name], dtype, torch, include_numpy)
+                pairs = pool_contenders(POOL_CASES[name], dtype, torch, include_numpy,
+                                        ort_threads)
             else:
                 raise ValueError(f"unknown case {name!r}; known: "
                                  f"{sorted(CONV_CASES) + sorted(POOL_CASES)}")
@@ -292,6 +376,10 @@ def run(cases=None, dtype=np.float32, threads=2, repeats=7, min_seconds=0.3, inc
                     row["numpy_over_fastconv"] = medians["numpy"] / medians["fastconv"]
                 if "torch" in medians:
                     row["fastconv_over_torch"] = medians["fastconv"] / medians["torch"]
+                if "ort" in medians:
+                    row["fastconv_over_ort"] = medians["fastconv"] / medians["ort"]
+                if "copy" in medians:
+                    row["fastconv_over_copy"] = medians["fastconv"] / medians["copy"]
                 if "fastconv_1t" in medians:
                     row["thread_speedup"] = medians["fastconv_1t"] / medians["fastconv"]
                 rows.append(row)
@@ -300,6 +388,11 @@ def run(cases=None, dtype=np.float32, threads=2, repeats=7, min_seconds=0.3, inc
     if ratios:
         geomean = float(np.exp(np.mean(np.log(ratios))))
         print(f"geometric mean fastconv/torch over {len(ratios)} ops: {geomean:.3f}", file=out)
+    ratios = [row["fastconv_over_ort"] for row in rows if "fastconv_over_ort" in row]
+    if ratios:
+        geomean = float(np.exp(np.mean(np.log(ratios))))
+        print(f"geometric mean fastconv/onnxruntime over {len(ratios)} forward ops: "
+              f"{geomean:.3f}", file=out)
     speedups = [row["numpy_over_fastconv"] for row in rows if "numpy_over_fastconv" in row]
     if speedups:
         print(f"slowest speed-up over numpy: {min(speedups):.2f}x", file=out)
@@ -313,8 +406,10 @@ def _format_row(row):
 
     return (f"{row['case']:<11}{row['op']:<5}{cell('fastconv_ms', 12, '.3f')}"
             f"{cell('numpy_ms', 11, '.3f')}{cell('torch_ms', 10, '.3f')}"
+            f"{cell('ort_ms', 9, '.3f')}{cell('copy_ms', 9, '.3f')}"
             f"{cell('fastconv_gflops', 11, '.1f')}{cell('numpy_over_fastconv', 8, '.2f')}"
-            f"{cell('fastconv_over_torch', 9, '.3f')}"
+            f"{cell('fastconv_over_torch', 9, '.3f')}{cell('fastconv_over_ort', 8, '.3f')}"
+            f"{cell('fastconv_over_copy', 8, '.2f')}"
             + (cell("thread_speedup", 8, ".2f") if "thread_speedup" in row else ""))
 
 
@@ -339,6 +434,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=_positive_int, default=None)
     parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy contender")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--no-ort", action="store_true",
+                        help="skip ONNX Runtime even if installed")
     parser.add_argument("--ceiling", action="store_true",
                         help="also measure the 2048x2048 GEMM ceiling through NumPy's BLAS")
     parser.add_argument("--scaling", action="store_true",
@@ -354,7 +451,8 @@ def main(argv=None):
     repeats = args.repeats or (3 if args.quick else 7)
     rows = run(cases, dtype=np.dtype(args.dtype), threads=args.threads, repeats=repeats,
                min_seconds=0.05 if args.quick else 0.3, include_numpy=not args.no_numpy,
-               include_torch=not args.no_torch, scaling=args.scaling)
+               include_torch=not args.no_torch, scaling=args.scaling,
+               include_ort=not args.no_ort)
     report = {"rows": rows, "machine": platform.platform(), "python": sys.version.split()[0],
               "config": {"threads": args.threads, "dtype": args.dtype, "repeats": repeats}}
     if args.ceiling:

@@ -63,3 +63,33 @@ def test_tiny_run_prints_and_writes_the_table(tmp_path, capsys):
         assert row["numpy_over_fastconv"] == pytest.approx(row["numpy_ms"] / row["fastconv_ms"])
     with pytest.raises(ValueError, match="unknown case"):
         benchmark.run(["no-such-case"], repeats=1, include_torch=False)
+
+
+@pytest.mark.parametrize("case", ["tiny", "depthwise", "max-k3s2", "avg-k2"])
+def test_onnxruntime_contender_computes_what_fastconv_computes(case):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    if case in benchmark.CONV_CASES:
+        n, cin, h, w, cout, kernel, stride, pad, groups = benchmark.CONV_CASES[case]
+        shrunk = (1, cin, min(h, 12), min(w, 12), cout, kernel, stride, pad, groups)
+        (fwd, _), _ = benchmark.conv_contenders(shrunk, np.float32, None, False, ort_threads=1)
+    else:
+        kind, n, c, h, w, kernel, stride, pad = benchmark.POOL_CASES[case]
+        shrunk = (kind, 2, 3, min(h, 13), min(w, 13), kernel, stride, pad)
+        (fwd, _), _ = benchmark.pool_contenders(shrunk, np.float32, None, False, ort_threads=1)
+    # conv_contenders/pool_contenders compare ONNX Runtime with fastconv once when they build
+    # it (and raise on a mismatch); compare here too, independently.
+    np.testing.assert_allclose(fwd["ort"](), fwd["fastconv"](), rtol=1e-4, atol=1e-4)
+
+
+def test_onnxruntime_column_in_the_table(capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    rows = benchmark.run(["tiny", "max-k2"], repeats=1, min_seconds=0, include_numpy=False,
+                         include_torch=False)
+    out = capsys.readouterr().out
+    assert "fc/ort" in out and "onnxruntime" in out
+    forward = [row for row in rows if row["op"] == "fwd"]
+    assert all(row["ort_ms"] > 0 and row["fastconv_over_ort"] > 0 for row in forward)
+    pool = [row for row in rows if row["case"] == "max-k2"]
+    assert all(row["copy_ms"] > 0 and row["fastconv_over_copy"] > 0 for row in pool)
