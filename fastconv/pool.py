@@ -34,6 +34,33 @@ def _num_threads(planes, taps):
     return effective_num_threads(max(1, min(planes, taps // _TAPS_PER_THREAD)))
 
 
+# The kernel paths, in order: the first that applies to a call runs. 'window2x2' is the
+# commonest pooling (2x2 windows at stride 2, no padding or dilation, every window inside the
+# input), whose rows are too short for the general kernels' per-row set-up; 'planes' takes any
+# geometry. The private ``_path=`` of the functions below forces one (tests, benchmarks).
+POOL_PATHS = ("window2x2", "planes")
+
+
+def _pool_path(kernel, stride, pads, dilation, in_size, out_size, path):
+    """The path for one call: the first of POOL_PATHS that applies, or ``path`` if it does."""
+    window2x2 = (tuple(kernel) == (2, 2) and tuple(stride) == (2, 2)
+                 and tuple(pads) == (0, 0, 0, 0) and tuple(dilation) == (1, 1)
+                 and 2 * out_size[0] <= in_size[0] and 2 * out_size[1] <= in_size[1])
+    if path is None:
+        return "window2x2" if window2x2 else "planes"
+    if path not in POOL_PATHS:
+        raise ValueError(f"_path must be one of {POOL_PATHS}, got {path!r}")
+    if path == "window2x2" and not window2x2:
+        raise ValueError("_path='window2x2' needs 2x2 windows at stride 2 with no padding, "
+                         "dilation or ceil_mode overhang")
+    return path
+
+
+def _rows_threads(rows, taps):
+    """Threads for a kernel over ``rows`` output rows visiting ``taps`` taps in all."""
+    return effective_num_threads(max(1, min(rows, taps // _TAPS_PER_THREAD)))
+
+
 def _max_padding(kernel, dilation):
     """PyTorch's limit on pooling padding: at most half the kernel size.
 
@@ -123,7 +150,7 @@ def _input_shape(input_shape, grad_output_shape):
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+               return_indices=False, *, _path=None):
     """2-D max pooling over an (N, C, H, W) or (C, H, W) array, as ``torch.nn.functional``.
 
     Parameters
@@ -176,8 +203,17 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     kernel, stride, pads, dilation, out_size = _geometry(
         x4.shape[2:], kernel_size, stride, padding, dilation, ceil_mode
     )
+    path = _pool_path(kernel, stride, pads, dilation, x4.shape[2:], out_size, _path)
     # Results are allocated in their final (3-D or 4-D) shape, so that they own their data.
     out = np.empty(x.shape[:-2] + out_size, dtype=x.dtype)
+    if path == "window2x2":
+        num_threads = _rows_threads(x4.shape[0] * x4.shape[1] * out_size[0], out.size * 4)
+        indices = np.empty(out.shape if return_indices else (1, 1, 1, 1), dtype=np.int64)
+        _pool.max_pool2d_forward_2x2(
+            x4, _batched_view(out, unbatched),
+            _batched_view(indices, unbatched and return_indices), bool(return_indices),
+            num_threads)
+        return (out, indices) if return_indices else out
     num_threads = _num_threads(x4.shape[0] * x4.shape[1], out.size * kernel[0] * kernel[1])
     params = (*kernel, *stride, pads[0], pads[2], *dilation, num_threads)
     if return_indices:
@@ -255,7 +291,7 @@ def max_pool2d_backward(grad_output, indices, input_shape):
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
+               divisor_override=None, *, _path=None):
     """2-D average pooling over an (N, C, H, W) or (C, H, W) array, as ``torch.nn.functional``.
 
     Parameters
@@ -307,7 +343,13 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
         x4.shape[2:], kernel_size, stride, padding, 1, ceil_mode
     )
     divisor = _divisor(divisor_override)
+    path = _pool_path(kernel, stride, pads, (1, 1), x4.shape[2:], out_size, _path)
     out = np.empty(x.shape[:-2] + out_size, dtype=x.dtype)
+    if path == "window2x2":
+        _pool.avg_pool2d_forward_2x2(
+            x4, _batched_view(out, unbatched), divisor,
+            _rows_threads(x4.shape[0] * x4.shape[1] * out_size[0], out.size * 4))
+        return out
     column_factor = np.empty(out_size[1], dtype=x.dtype)
     _pool.avg_pool2d_forward(
         x4, _batched_view(out, unbatched), column_factor, *kernel, *stride, *pads,
@@ -318,7 +360,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
 
 
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
-                        ceil_mode=False, count_include_pad=True, divisor_override=None):
+                        ceil_mode=False, count_include_pad=True, divisor_override=None, *,
+                        _path=None):
     """Gradient of :func:`avg_pool2d` with respect to its input.
 
     Each ``grad_output`` element, divided by its window's divisor, is added to every input
@@ -365,10 +408,16 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
             f"{tuple(input_shape)} gives {out_size}"
         )
     divisor = _divisor(divisor_override)
+    path = _pool_path(kernel, stride, pads, (1, 1), shape[2:], out_size, _path)
+    grad_input = np.empty(shape[1:] if unbatched else shape, dtype=grad4.dtype)
+    if path == "window2x2":
+        _pool.avg_pool2d_backward_2x2(
+            grad4, _batched_view(grad_input, unbatched), divisor,
+            _rows_threads(shape[0] * shape[1] * out_size[0], math.prod(shape) + grad4.size * 4))
+        return grad_input
     num_threads = _num_threads(
         shape[0] * shape[1], math.prod(shape) + grad4.size * kernel[0] * kernel[1]
     )
-    grad_input = np.empty(shape[1:] if unbatched else shape, dtype=grad4.dtype)
     column_factor = np.empty(out_size[1], dtype=grad4.dtype)
     delta = _thread_rows(num_threads, out_size[1], grad4.dtype)
     _pool.avg_pool2d_backward(

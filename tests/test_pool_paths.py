@@ -1,0 +1,165 @@
+"""The pooling paths (fastconv.pool.POOL_PATHS), each forced through the private ``_path=``:
+the same bits on every path and every instruction-set build, against the NumPy reference.
+
+'window2x2' (2x2 windows at stride 2, no padding) and 'planes' (any geometry) must agree bit
+for bit where both apply, including NaN, infinities, ties of signed zeros and empty batches;
+and each of the generic, AVX2 and AVX-512 builds (FASTCONV_ISA) must give the same bits.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastconv
+from fastconv import _pool, pool
+from reference.pool import (avg_pool2d_backward_reference, avg_pool2d_reference,
+                            max_pool2d_reference)
+
+
+def _same_bits(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert a.tobytes() == b.tobytes()
+
+
+def _awkward(rng, shape, dtype):
+    """Values with ties, signed zeros, infinities and NaN."""
+    x = rng.integers(-3, 4, shape).astype(dtype)
+    flat = x.reshape(-1)
+    if flat.size:
+        picks = rng.choice(flat.size, size=min(flat.size, 1 + flat.size // 5), replace=False)
+        specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype=dtype)
+        flat[picks] = specials[rng.integers(0, len(specials), picks.size)]
+    return x
+
+
+shapes = st.tuples(st.integers(0, 3), st.integers(1, 4), st.integers(2, 13), st.integers(2, 13))
+
+
+@given(shape=shapes, seed=st.integers(0, 2**16), double=st.booleans())
+def test_window2x2_equals_planes(shape, seed, double):
+    dtype = np.float64 if double else np.float32
+    x = _awkward(np.random.default_rng(seed), shape, dtype)
+    for unbatched in (False, True):
+        xs = x[0] if unbatched and shape[0] else x
+        if unbatched and not shape[0]:
+            continue
+        fast, fast_idx = fastconv.max_pool2d(xs, 2, return_indices=True, _path="window2x2")
+        slow, slow_idx = fastconv.max_pool2d(xs, 2, return_indices=True, _path="planes")
+        _same_bits(fast, slow)
+        _same_bits(fast_idx, slow_idx)
+        _same_bits(fastconv.max_pool2d(xs, 2, _path="window2x2"), slow)
+        for divisor in (None, 3, -7):
+            a = fastconv.avg_pool2d(xs, 2, divisor_override=divisor, _path="window2x2")
+            _same_bits(a, fastconv.avg_pool2d(xs, 2, divisor_override=divisor, _path="planes"))
+            gy = _awkward(np.random.default_rng(seed + 1), a.shape, dtype)
+            _same_bits(
+                fastconv.avg_pool2d_backward(gy, xs.shape, 2, divisor_override=divisor,
+                                             _path="window2x2"),
+                fastconv.avg_pool2d_backward(gy, xs.shape, 2, divisor_override=divisor,
+                                             _path="planes"))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 12, 12), (1, 2, 7, 9), (3, 1, 2, 2)])
+def test_window2x2_against_the_reference(shape, dtype, rng):
+    x = rng.standard_normal(shape).astype(dtype)
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    got, indices = fastconv.max_pool2d(x, 2, return_indices=True, _path="window2x2")
+    expected, expected_indices = max_pool2d_reference(x, (2, 2), (2, 2), (0, 0, 0, 0), (1, 1),
+                                                      False)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(fastconv.avg_pool2d(x, 2, _path="window2x2"),
+                               avg_pool2d_reference(x, (2, 2), (2, 2), (0, 0, 0, 0), False,
+                                                    True, None), **tol)
+    gy = rng.standard_normal(got.shape).astype(dtype)
+    np.testing.assert_allclose(
+        fastconv.avg_pool2d_backward(gy, shape, 2, _path="window2x2"),
+        avg_pool2d_backward_reference(gy, shape, (2, 2), (2, 2), (0, 0, 0, 0), True, None),
+        **tol)
+
+
+def test_window2x2_is_the_default_where_it_applies():
+    assert pool._pool_path((2, 2), (2, 2), (0, 0, 0, 0), (1, 1), (5, 6), (2, 3), None) == \
+        "window2x2"
+    # a ceil_mode window running past the edge, padding, overlap or dilation: the general path
+    assert pool._pool_path((2, 2), (2, 2), (0, 0, 0, 0), (1, 1), (5, 6), (3, 3), None) == \
+        "planes"
+    assert pool._pool_path((2, 2), (2, 2), (1, 1, 1, 1), (1, 1), (5, 6), (3, 4), None) == \
+        "planes"
+    assert pool._pool_path((3, 3), (2, 2), (0, 0, 0, 0), (1, 1), (5, 6), (2, 2), None) == \
+        "planes"
+    assert pool._pool_path((2, 2), (2, 2), (0, 0, 0, 0), (2, 2), (5, 6), (2, 2), None) == \
+        "planes"
+
+
+def test_forcing_a_path_that_does_not_apply_is_refused():
+    x = np.ones((1, 1, 5, 5), np.float32)
+    with pytest.raises(ValueError, match="window2x2"):
+        fastconv.max_pool2d(x, 2, ceil_mode=True, _path="window2x2")
+    with pytest.raises(ValueError, match="window2x2"):
+        fastconv.avg_pool2d(x, 3, _path="window2x2")
+    with pytest.raises(ValueError, match="_path must be one of"):
+        fastconv.max_pool2d(x, 2, _path="nope")
+
+
+@pytest.mark.parametrize("path", pool.POOL_PATHS)
+def test_thread_count_never_changes_a_bit(path, rng):
+    x = _awkward(rng, (5, 3, 22, 18), np.float32)
+    results = []
+    for threads in (1, 2, 3, 8):
+        with fastconv.threads(threads):
+            y, idx = fastconv.max_pool2d(x, 2, return_indices=True, _path=path)
+            a = fastconv.avg_pool2d(x, 2, _path=path)
+            g = fastconv.avg_pool2d_backward(a, x.shape, 2, _path=path)
+        results.append((y.tobytes(), idx.tobytes(), a.tobytes(), g.tobytes()))
+    assert all(r == results[0] for r in results)
+
+
+_SCRIPT = """
+import sys, numpy as np, fastconv
+from fastconv import _pool
+rng = np.random.default_rng(7)
+out = []
+for dtype in (np.float32, np.float64):
+    x = rng.integers(-3, 4, (3, 5, 37, 29)).astype(dtype)
+    x.flat[::11] = np.nan; x.flat[::13] = -0.0; x.flat[::17] = np.inf
+    for path in ("window2x2", "planes"):
+        y, i = fastconv.max_pool2d(x, 2, return_indices=True, _path=path)
+        a = fastconv.avg_pool2d(x, 2, _path=path)
+        g = fastconv.avg_pool2d_backward(a, x.shape, 2, _path=path)
+        out += [y, i, a, g]
+    y, i = fastconv.max_pool2d(x, 3, 2, 1, dilation=1, ceil_mode=True, return_indices=True)
+    a = fastconv.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    out += [y, i, a, fastconv.avg_pool2d_backward(a, x.shape, 3, 1, 1,
+                                                  count_include_pad=False)]
+np.savez(sys.argv[1], *out)
+print(_pool.ISA)
+"""
+
+
+def test_every_instruction_set_gives_the_same_bits(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    results = {}
+    for isa in ("generic", "avx2", "avx512"):
+        env = dict(os.environ, FASTCONV_ISA=isa,
+                   PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        target = tmp_path / f"{isa}.npz"
+        run = subprocess.run([sys.executable, "-c", _SCRIPT, str(target)], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        used = run.stdout.strip()
+        assert used == isa or (used in ("generic", "avx2") and isa != "generic"), used
+        with np.load(target) as archive:
+            results[isa] = [archive[key].tobytes() for key in sorted(archive.files,
+                                                                    key=lambda k: int(k[4:]))]
+    assert results["avx2"] == results["generic"]
+    assert results["avx512"] == results["generic"]
+
+
+def test_the_isa_in_use_is_reported():
+    assert _pool.ISA in ("generic", "avx2", "avx512")
