@@ -5,9 +5,28 @@ import sys
 
 import numpy as np
 
-from . import _conv, _openmp
+import os
+import warnings
+
+from . import _conv, _openmp, _pool
 from ._threads import blas_info, get_num_threads
 from ._version import __version__
+
+
+ISA_CHOICES = ("generic", "avx2", "avx512")
+
+
+def _check_isa_setting():
+    """FASTCONV_ISA caps the instruction set of the kernels that dispatch on it (src/_cpu.h);
+    an unknown value is ignored there, so say so here rather than silently."""
+    value = os.environ.get("FASTCONV_ISA")
+    if value and value not in ISA_CHOICES:
+        warnings.warn(f"FASTCONV_ISA={value!r} is not one of {', '.join(ISA_CHOICES)}; it is "
+                      "ignored (the CPU's own instruction set is used)", RuntimeWarning,
+                      stacklevel=3)
+
+
+_check_isa_setting()
 
 
 def config_info():
@@ -27,6 +46,8 @@ def config_info():
         "blas": blas_info(),
         "gemm_kernel": _conv.packed_gemm_kernel(),
         "direct_kernels": _conv.DIRECT,
+        "pool_kernels": _pool.ISA,
+        "isa_cap": os.environ.get("FASTCONV_ISA") or None,
         "compiler": BUILD_INFO.get("compiler", "unknown"),
         "compile_args": BUILD_INFO.get("compile_args", []),
         "link_args": BUILD_INFO.get("link_args", []),
@@ -67,6 +88,8 @@ def show_config():
         f"  GEMM micro-kernel : {kernel + ' (convolutions)' if kernel else 'none (BLAS only)'}",
         f"  direct kernels    : "
         f"{'avx512 (float32 convolutions)' if info['direct_kernels'] else 'none'}",
+        f"  pooling kernels   : {info['pool_kernels']}"
+        f"{' (FASTCONV_ISA=' + info['isa_cap'] + ')' if info['isa_cap'] else ''}",
         f"  compiler          : {info['compiler']}",
         f"  compile flags     : {' '.join(info['compile_args']) or '(none)'}",
         f"  link flags        : {' '.join(info['link_args']) or '(none)'}",

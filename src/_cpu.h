@@ -1,7 +1,7 @@
 /* Which instruction sets the kernels may use: detected once, capped by FASTCONV_ISA.
  *
  * FASTCONV_ISA=generic|avx2|avx512 caps the level (to test or measure a lesser path on a
- * bigger CPU); unset, empty or unknown means "what the CPU has" (fastconv._threads warns about
+ * bigger CPU); unset, empty or unknown means "what the CPU has" (fastconv._config warns about
  * an unknown value). A level is only ever lowered: asking for avx512 on an AVX2 CPU gives
  * avx2. Kernel families that pick their code with fc_cpu_isa() run one of three builds of the
  * same source: plain C (whatever the compiler's baseline vectorises to, SSE2 on x86-64, NEON

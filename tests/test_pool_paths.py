@@ -163,3 +163,15 @@ def test_every_instruction_set_gives_the_same_bits(tmp_path):
 
 def test_the_isa_in_use_is_reported():
     assert _pool.ISA in ("generic", "avx2", "avx512")
+
+
+def test_an_unknown_isa_setting_warns_and_is_ignored():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    env = dict(os.environ, FASTCONV_ISA="sse9",
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run = subprocess.run([sys.executable, "-W", "always", "-c",
+                          "import fastconv; from fastconv import _pool; print(_pool.ISA)"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "FASTCONV_ISA='sse9' is not one of generic, avx2, avx512" in run.stderr
+    assert run.stdout.strip() == _pool.ISA  # as if it were unset
