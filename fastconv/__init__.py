@@ -5,7 +5,7 @@ Typed Cython + OpenMP kernels behind a NumPy API with PyTorch's semantics
 """
 
 from ._version import __version__
-from ._threads import get_num_threads, set_num_threads, threads
+from ._threads import MAX_THREADS, get_num_threads, set_num_threads, threads
 from ._config import show_config
 from .conv import conv2d, conv2d_backward, convolve2d, corr2d
 from .pad import pad2d, pad2d_backward
@@ -26,6 +26,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "threads",
+    "MAX_THREADS",
     "show_config",
 ]
 

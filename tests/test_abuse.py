@@ -1,0 +1,261 @@
+"""Holding under abuse (issue 12): fork, thread bounds, no NaN where the answer is finite,
+``out=`` aliasing through buffer objects, bounded depthwise workspace, atomic loads, up-front
+validation in ``train.fit``, and the smaller contract points.
+
+The fork tests run in a subprocess with a timeout: a regression hangs (inside libgomp) rather
+than fails, and must not hang the suite.
+"""
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _openmp, _threads
+from fastconv import conv as conv_module
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+PACKAGE_DIR = os.path.dirname(TESTS_DIR)
+FORK_TIMEOUT = 240
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+
+
+def _run_script(tmp_path, source, *args, env=None, timeout=FORK_TIMEOUT):
+    """Run ``source`` as a file (spawned children re-import it) with the worktree's fastconv
+    and the tests directory importable; fail on a non-zero exit or a timeout (a hang)."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
+    environment = dict(os.environ if env is None else env)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [PACKAGE_DIR, TESTS_DIR] + [p for p in [environment.get("PYTHONPATH")] if p])
+    # its own session, so that a hung run is killed with every process it forked
+    process = subprocess.Popen([sys.executable, str(script), *args], cwd=tmp_path,
+                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:  # pragma: no cover - the regression
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"the script hung (killed after {timeout} s); output so far:\n"
+                    f"{stdout}\n{stderr}")
+    finally:
+        try:  # children left behind (a hung forked child whose parent exited)
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+# ============================================================================ 1. fork
+# Every op of test_robustness.every_op, float32 and float64, computed in the parent at two
+# threads after a multi-threaded call has started libgomp's pool, then in a child; the child's
+# results must equal the parent's bit for bit (they do not depend on the thread count).
+FORK_PRELUDE = """
+import os, sys, warnings
+import numpy as np
+import fastconv
+import test_robustness
+
+def every_result():
+    with fastconv.threads(2):
+        return test_robustness.fallback_results()
+
+def start_parent_threads():
+    fastconv.set_num_threads(2)
+    x = np.ones((64, 2, 64, 64), np.float32)
+    fastconv.max_pool2d(x, 2)            # the issue's example: the pool is now running
+    fastconv.conv2d(x, np.ones((4, 2, 3, 3), np.float32), padding=1)
+
+def compare(mine, theirs):
+    assert sorted(mine) == sorted(theirs), (sorted(mine), sorted(theirs))
+    for key in mine:
+        np.testing.assert_array_equal(mine[key], theirs[key], err_msg=key)
+"""
+
+
+@needs_fork
+def test_os_fork_child_computes_every_op_serially_with_one_warning(tmp_path):
+    source = FORK_PRELUDE + textwrap.dedent("""
+    start_parent_threads()
+    parent = every_result()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                child = every_result()
+                again = every_result()
+            compare(child, parent)
+            compare(again, parent)
+            forked = [w for w in caught if "forked" in str(w.message)]
+            assert len(forked) == 1, [str(w.message) for w in caught]
+            assert issubclass(forked[0].category, RuntimeWarning)
+            assert fastconv.get_num_threads() == 1
+            # a grandchild too
+            grandchild = os.fork()
+            if grandchild == 0:
+                ok = False
+                try:
+                    compare(every_result(), parent)
+                    ok = True
+                finally:
+                    os._exit(0 if ok else 1)
+            _, grand_status = os.waitpid(grandchild, 0)
+            assert grand_status == 0, grand_status
+            status = 0
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, f"child exit status {status}"
+    # the parent keeps its threads
+    assert fastconv.get_num_threads() == 2
+    compare(every_result(), parent)
+    print("ok")
+    """)
+    assert "ok" in _run_script(tmp_path, source).stdout
+
+
+POOL_SCRIPT = FORK_PRELUDE + """
+import concurrent.futures
+import multiprocessing
+
+def work(dtype_name):
+    # every op in one dtype (fallback_results keys end in '<dtype> <index>')
+    results = every_result()
+    return {key: value for key, value in results.items() if f" {dtype_name} " in key}
+
+if __name__ == "__main__":
+    method, kind = sys.argv[1], sys.argv[2]
+    start_parent_threads()
+    parent = every_result()
+    context = multiprocessing.get_context(method)
+    if kind == "pool":
+        with context.Pool(2) as pool:
+            parts = pool.map(work, ["float32", "float64"])
+    else:
+        with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as executor:
+            parts = list(executor.map(work, ["float32", "float64"]))
+    child = {}
+    for part in parts:
+        child.update(part)
+    compare(child, parent)
+    print("ok")
+"""
+
+
+@needs_fork
+@pytest.mark.parametrize("kind", ["pool", "executor"])
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_process_pools_compute_every_op(tmp_path, method, kind):
+    if method not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    assert "ok" in _run_script(tmp_path, POOL_SCRIPT, method, kind).stdout
+
+
+@needs_fork
+def test_fork_after_torch_used_its_threads(tmp_path):
+    pytest.importorskip("torch")
+    source = FORK_PRELUDE + textwrap.dedent("""
+    import torch
+    torch.set_num_threads(2)
+    x = torch.ones((64, 8, 64, 64))
+    torch.nn.functional.conv2d(x, torch.ones((8, 8, 3, 3)), padding=1)
+    fastconv.set_num_threads(2)
+    parent = every_result()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                compare(every_result(), parent)
+            status = 0
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, f"child exit status {status}"
+    print("ok")
+    """)
+    assert "ok" in _run_script(tmp_path, source).stdout
+
+
+@needs_fork
+def test_forked_child_holds_and_releases_the_blas():
+    """The fork handler forgets a BLAS hold that a parent's thread had entered (its thread is
+    gone in the child), and the next hold finds the libraries again."""
+    hold = _threads._BlasHold("scipy")
+    with hold:
+        pass
+    assert hold._libraries is not None
+    hold.after_fork()
+    assert hold._libraries is None
+    with hold:  # found again, holds and releases
+        pass
+    assert hold._native.__enter__() is hold._native
+    hold._native.reset()  # a hold entered and never left (a parent thread's): forgotten
+    with hold._native:
+        pass
+
+
+# ============================================================================ 2. thread bound
+def test_max_threads_is_four_per_cpu_and_at_least_64():
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert fastconv.MAX_THREADS == max(64, 4 * cpus)
+
+
+@pytest.mark.parametrize("count", [fastconv.MAX_THREADS + 1, 10**6, 2**64, 2**200])
+def test_set_num_threads_clamps_with_a_warning(count):
+    saved = _threads._state["num_threads"]
+    try:
+        with pytest.warns(RuntimeWarning, match="MAX_THREADS"):
+            fastconv.set_num_threads(count)
+        assert fastconv.get_num_threads() == fastconv.MAX_THREADS
+        with pytest.warns(RuntimeWarning, match="MAX_THREADS"):
+            with fastconv.threads(count) as inside:
+                assert inside == fastconv.get_num_threads() == fastconv.MAX_THREADS
+                x = np.ones((2, 3, 9, 9))
+                np.testing.assert_array_equal(fastconv.max_pool2d(x, 3), np.ones((2, 3, 3, 3)))
+    finally:
+        _threads._state["num_threads"] = saved
+
+
+def test_the_bound_itself_is_accepted_silently():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with fastconv.threads(fastconv.MAX_THREADS):
+            assert fastconv.get_num_threads() == fastconv.MAX_THREADS
+
+
+def test_omp_num_threads_beyond_the_bound_is_clamped(tmp_path):
+    if not _openmp.openmp_enabled():
+        pytest.skip("a build without OpenMP ignores OMP_NUM_THREADS")
+    source = """
+    import warnings
+    import numpy as np
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import fastconv
+    assert any("OMP_NUM_THREADS" in str(w.message) for w in caught), caught
+    assert fastconv.get_num_threads() == fastconv.MAX_THREADS
+    x = np.random.default_rng(0).standard_normal((4, 8, 32, 32))
+    w = np.ones((8, 8, 3, 3))
+    fastconv.conv2d(x, w, padding=1)   # MAX_THREADS threads: created, not aborted
+    fastconv.conv2d_backward(np.ones((4, 8, 32, 32)), x, w, padding=1)
+    print("ok")
+    """
+    env = dict(os.environ, OMP_NUM_THREADS="100000")
+    assert "ok" in _run_script(tmp_path, source, env=env).stdout
