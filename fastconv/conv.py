@@ -667,6 +667,11 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     transposed = (None if depthwise
                   or batch * conv.groups * _macs_per_item(geometry) < _TRANSPOSED_MIN_MACS
                   else _transposed_geometry(geometry, dtype))
+    if transposed is not None and "input" in need and not np.isfinite(conv.weight).all():
+        # the transposed convolution sums over grad_output's padding too: an inf or NaN
+        # weight times a padded zero would be NaN where no such product exists (PyTorch and
+        # the scatter have none); the scatter skips the padding
+        transposed = None
     per_item = batch * conv.groups >= _PER_ITEM_MIN_ITEMS
     # the depthwise kernel, the transposed convolution and the per-item scatter into the
     # stage (unstage) write every element of grad_input; the other col2im scatters accumulate

@@ -259,3 +259,99 @@ def test_omp_num_threads_beyond_the_bound_is_clamped(tmp_path):
     """
     env = dict(os.environ, OMP_NUM_THREADS="100000")
     assert "ok" in _run_script(tmp_path, source, env=env).stdout
+
+
+# ============================================================================ 3. NaN gradients
+# Each input-gradient path, forced through the module's thresholds (test_conv.conv_thresholds),
+# with inf and NaN in the weights and in x, against the loop reference, which scatters each
+# output pixel's gradient and so never multiplies a weight by grad_output's padding.
+_ZERO = dict.fromkeys(conv_module._PACKED_MIN_MACS, 0)
+GRADIENT_PATHS = {
+    # (thresholds, which input-gradient path the case must take)
+    "transposed": (dict(_TRANSPOSED_MIN_MACS=0), "transposed"),
+    "transposed packed GEMM": (dict(_PACKED_MIN_MACS=_ZERO, _PACKED_MIN_MACS_WEIGHT=_ZERO,
+                                    _TRANSPOSED_MIN_MACS=0, _DIRECT=False), "transposed"),
+    "transposed BLAS": (dict(_TRANSPOSED_MIN_MACS=0, _DIRECT=False), "transposed"),
+    "staged scatter per item": (dict(_TRANSPOSED_MAX_GROWTH=0, _PER_ITEM_MIN_ITEMS=1),
+                                "scatter"),
+    "staged scatter banded": (dict(_TRANSPOSED_MAX_GROWTH=0, _PER_ITEM_MIN_ITEMS=10**9),
+                              "scatter"),
+    "unstaged scatter": (dict(_STAGE_BYTES=0, _TRANSPOSED_MAX_GROWTH=0), "scatter"),
+    "depthwise": (dict(_DIRECT=False), "depthwise"),
+    "depthwise direct": ({}, "depthwise direct"),
+}
+GRADIENT_CASES = {
+    # x shape, weight shape, groups, padding, dilation
+    "issue": ((1, 8, 16, 16), (8, 8, 3, 3), 1, 1, 1),
+    "16 channels (direct)": ((2, 16, 12, 12), (16, 16, 3, 3), 1, 1, 1),
+    "grouped dilated": ((2, 16, 12, 12), (16, 8, 3, 3), 2, 2, 2),
+    "depthwise": ((2, 32, 12, 12), (32, 1, 3, 3), 32, 1, 1),
+}
+SPECIALS = {
+    "inf weight": lambda x, w: w.__setitem__((0, 0, 0, 0), np.inf),
+    "-inf weight": lambda x, w: w.__setitem__((-1, 0, 2, 1), -np.inf),
+    "nan weight": lambda x, w: w.__setitem__((-1, -1, 1, 2), np.nan),
+    "inf input": lambda x, w: x.__setitem__((0, 0, 0, 0), np.inf),
+    "nan input": lambda x, w: x.__setitem__((-1, -1, 3, 0), np.nan),
+}
+
+
+def _path_taken(x, w, groups, padding, dilation, dtype):
+    """The input-gradient path conv2d_backward takes for finite weights of these shapes."""
+    conv, _ = conv_module._prepare(x, w, None, 1, padding, dilation, groups, "zeros")
+    if conv_module._is_depthwise(conv):
+        direct = conv_module._depthwise_direct(conv.geometry, x.shape[1], w.shape[0], dtype)
+        return "depthwise direct" if direct else "depthwise"
+    transposed = conv_module._transposed_geometry(conv.geometry, dtype)
+    return "transposed" if transposed is not None else "scatter"
+
+
+@pytest.mark.parametrize("special", list(SPECIALS))
+@pytest.mark.parametrize("path, case", [
+    (path, case) for path in GRADIENT_PATHS for case in GRADIENT_CASES
+    # depthwise cases for the depthwise paths, the others for the rest
+    if (GRADIENT_CASES[case][2] == GRADIENT_CASES[case][0][1])
+    == GRADIENT_PATHS[path][1].startswith("depthwise")])
+def test_gradients_have_nan_and_inf_exactly_where_the_reference_does(path, case, special,
+                                                                     dtype):
+    from reference.conv import conv2d_backward_ref
+    from test_conv import conv_thresholds
+
+    thresholds, expected_path = GRADIENT_PATHS[path]
+    x_shape, w_shape, groups, padding, dilation = GRADIENT_CASES[case]
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    with conv_thresholds(**thresholds):
+        taken = _path_taken(x, w, groups, padding, dilation, dtype)
+        if taken != expected_path:
+            if expected_path == "depthwise direct" or "direct" in case:
+                pytest.skip(f"{path} needs float32 and AVX-512 here ({taken} taken)")
+            raise AssertionError(f"{path}: the case took the {taken} path")
+        SPECIALS[special](x, w)
+        with np.errstate(all="ignore"):
+            y = fastconv.conv2d(x, w, padding=padding, dilation=dilation, groups=groups)
+            grad_y = rng.standard_normal(y.shape).astype(dtype)
+            got = fastconv.conv2d_backward(grad_y, x, w, padding=padding, dilation=dilation,
+                                           groups=groups)
+            expected = conv2d_backward_ref(grad_y, x, w, (1, 1), (padding,) * 4,
+                                           (dilation, dilation), groups)
+    for name, ours, theirs in zip(("grad_input", "grad_weight", "grad_bias"), got, expected):
+        for what in (np.isnan, np.isposinf, np.isneginf):
+            np.testing.assert_array_equal(what(ours), what(theirs),
+                                          err_msg=f"{name} {what.__name__}")
+        finite = np.isfinite(theirs)
+        np.testing.assert_allclose(ours[finite], theirs[finite], rtol=2e-3, atol=2e-3)
+
+
+def test_issue_example_grad_input_has_no_nan(torch):
+    x = np.random.default_rng(0).standard_normal((1, 8, 16, 16)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((8, 8, 3, 3)).astype(np.float32)
+    w[0, 0, 0, 0] = np.inf
+    grad_y = np.ones((1, 8, 16, 16), np.float32)
+    grad_input, _, _ = fastconv.conv2d_backward(grad_y, x, w, padding=1)
+    tx = torch.from_numpy(x).requires_grad_()
+    torch.nn.functional.conv2d(tx, torch.from_numpy(w), padding=1).backward(
+        torch.from_numpy(grad_y))
+    np.testing.assert_array_equal(np.isnan(grad_input), np.isnan(tx.grad.numpy()))
+    assert not np.isnan(grad_input).any()
