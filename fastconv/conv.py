@@ -84,8 +84,25 @@ _ALIGN = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
 
 
 def _is_depthwise(conv):
-    """One input channel per group: direct per-plane kernels instead of GEMMs."""
-    return conv.groups > 1 and conv.geometry[0] == 1
+    """One input channel per group: direct per-plane kernels instead of GEMMs, where their
+    workspace is bounded (_depthwise_fits)."""
+    return conv.groups > 1 and conv.geometry[0] == 1 and _depthwise_fits(
+        conv.geometry, conv.weight.shape[0] // conv.x.shape[1], conv.dtype)
+
+
+# The per-plane depthwise kernels keep, per thread, a band of the zero-padded input (or of
+# grad_output) at least dilation*(k-1)+1 rows of the padded width: (dilation*(k-1))**2
+# elements, 4 GiB at dilation 8192 for a 3x3 kernel on a 5x5 image. Above this the
+# convolution takes im2col + GEMM by group, whose workspace is a tile.
+_DEPTHWISE_SCRATCH_BYTES = 8 * 1024 * 1024
+
+
+@functools.lru_cache(maxsize=256)
+def _depthwise_fits(geometry, multiplier, dtype):
+    """Whether the per-plane depthwise kernels' scratch stays within _DEPTHWISE_SCRATCH_BYTES
+    per thread (the direct ones, _depthwise_direct, bound their stage themselves)."""
+    scratch, lanes = _conv.depthwise_workspace_sizes(geometry, multiplier)
+    return scratch * dtype.itemsize + lanes * 8 <= _DEPTHWISE_SCRATCH_BYTES
 
 
 @functools.lru_cache(maxsize=256)
@@ -176,6 +193,7 @@ def _clear_plans():
     _direct_path.cache_clear()
     _depthwise_direct.cache_clear()
     _depthwise_transposed.cache_clear()
+    _depthwise_fits.cache_clear()
 
 
 def _simple(value):

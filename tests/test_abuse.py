@@ -355,3 +355,58 @@ def test_issue_example_grad_input_has_no_nan(torch):
         torch.from_numpy(grad_y))
     np.testing.assert_array_equal(np.isnan(grad_input), np.isnan(tx.grad.numpy()))
     assert not np.isnan(grad_input).any()
+
+
+# ============================================================================ 5. depthwise memory
+@pytest.mark.parametrize("dilation", [8192, 16384, 2**30])
+def test_depthwise_workspace_is_bounded_for_huge_dilations(dilation, dtype):
+    """The issue's case: the per-plane kernels' band would be (dilation*(k-1))**2 elements;
+    measured here with tracemalloc (NumPy reports its buffers to it)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 2, 5, 5)).astype(dtype)
+    w = rng.standard_normal((2, 1, 3, 3)).astype(dtype)
+    grad_y = rng.standard_normal((1, 2, 5, 5)).astype(dtype)
+    tracemalloc.start()
+    try:
+        y = fastconv.conv2d(x, w, groups=2, dilation=dilation, padding=dilation)
+        gx, gw, gb = fastconv.conv2d_backward(grad_y, x, w, groups=2, dilation=dilation,
+                                              padding=dilation)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024, f"peak {peak} bytes"
+    # only the centre tap lands inside the 5x5 image; the others read the padding
+    centre = w[:, 0, 1, 1].reshape(1, 2, 1, 1)
+    np.testing.assert_allclose(y, x * centre, rtol=1e-6)
+    np.testing.assert_allclose(gx, grad_y * centre, rtol=1e-6)
+    expected_gw = np.zeros_like(w)
+    expected_gw[:, 0, 1, 1] = (grad_y * x).sum(axis=(0, 2, 3))
+    np.testing.assert_allclose(gw, expected_gw, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gb, grad_y.sum(axis=(0, 2, 3)), rtol=1e-5)
+
+
+def test_depthwise_beyond_the_bound_takes_the_grouped_gemm_and_agrees(dtype):
+    from reference.conv import conv2d_backward_ref, conv2d_ref
+    from test_conv import conv_thresholds
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 9, 8)).astype(dtype)
+    w = rng.standard_normal((6, 1, 3, 3)).astype(dtype)
+    kwargs = dict(groups=3, dilation=(3, 2), padding=(2, 3))
+    conv, _ = conv_module._prepare(x, w, None, 1, kwargs["padding"], kwargs["dilation"], 3,
+                                   "zeros")
+    scratch, lanes = fastconv._conv.depthwise_workspace_sizes(conv.geometry, 2)
+    assert conv_module._is_depthwise(conv)
+    with conv_thresholds(_DEPTHWISE_SCRATCH_BYTES=scratch * dtype.itemsize + lanes * 8 - 1):
+        assert not conv_module._is_depthwise(conv)
+        y = fastconv.conv2d(x, w, **kwargs)
+        grad_y = rng.standard_normal(y.shape).astype(dtype)
+        got = fastconv.conv2d_backward(grad_y, x, w, **kwargs)
+    tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10)
+    np.testing.assert_allclose(y, conv2d_ref(x, w, None, (1, 1), (2, 2, 3, 3), (3, 2), 3),
+                               **tolerance)
+    for ours, theirs in zip(got, conv2d_backward_ref(grad_y, x, w, (1, 1), (2, 2, 3, 3),
+                                                     (3, 2), 3)):
+        np.testing.assert_allclose(ours, theirs, **tolerance)
