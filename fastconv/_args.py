@@ -20,6 +20,7 @@ __all__ = [
     "output_size",
     "pool_output_size",
     "check_out",
+    "check_no_overlap",
     "check_mode",
     "MAX_INDEX",
 ]
@@ -239,6 +240,26 @@ def check_out(out, shape, dtype, name="out"):
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
     return out
+
+
+def check_no_overlap(out, inputs, name="out"):
+    """Refuse an ``out`` that shares memory with any of ``inputs`` ((name, array) pairs).
+
+    ``inputs`` are the arrays the kernel reads, after conversion, so an argument given as a
+    memoryview or another buffer object (a torch tensor) that views ``out``'s memory is caught
+    too, and one that conversion copied is not refused. Bounds overlap first (cheap), then
+    NumPy's exact test with bounded work (a problem too hard to decide counts as an overlap).
+    """
+    for input_name, array in inputs:
+        if array is None or not np.may_share_memory(out, array):
+            continue
+        try:
+            overlap = np.shares_memory(out, array, max_work=1 << 20)
+        except np.exceptions.TooHardError:
+            overlap = True
+        if overlap:
+            raise ValueError(f"{name} shares memory with {input_name}; the kernels read their "
+                             f"inputs while writing {name}, so give {name} its own array")
 
 
 def check_size(count, what):

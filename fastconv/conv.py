@@ -16,6 +16,7 @@ from ._args import (
     as_batched,
     as_float_array,
     check_mode,
+    check_no_overlap,
     check_out,
     check_size,
     output_size,
@@ -546,10 +547,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     result_shape = shape4[1:] if conv.unbatched else shape4
     if out is not None:
         check_out(out, result_shape, conv.dtype)
-        for name, array in (("x", x), ("weight", weight), ("bias", bias)):
-            if isinstance(array, np.ndarray) and np.may_share_memory(out, array):
-                raise ValueError(f"out shares memory with {name}; the kernels read their "
-                                 "inputs while writing out, so give out its own array")
+        check_no_overlap(out, (("x", conv.x), ("weight", conv.weight), ("bias", conv.bias)))
         result = out
     else:
         result = np.empty(result_shape, dtype=conv.dtype)

@@ -410,3 +410,66 @@ def test_depthwise_beyond_the_bound_takes_the_grouped_gemm_and_agrees(dtype):
     for ours, theirs in zip(got, conv2d_backward_ref(grad_y, x, w, (1, 1), (2, 2, 3, 3),
                                                      (3, 2), 3)):
         np.testing.assert_allclose(ours, theirs, **tolerance)
+
+
+# ============================================================================ 4. out= aliasing
+def _aliasing_cases(dtype):
+    """(name, out, x, weight, bias): one argument a buffer object over out's memory."""
+    rng = np.random.default_rng(5)
+    cases = []
+    out = rng.standard_normal((1, 4, 6, 6)).astype(dtype)
+    x = rng.standard_normal((1, 3, 8, 8)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    flat = out.reshape(-1)
+    cases.append(("weight memoryview", out, x, memoryview(flat[:w.size].reshape(w.shape)), b))
+    cases.append(("bias memoryview", out, x, w, memoryview(flat[7:11])))
+    square = rng.standard_normal((1, 1, 6, 6)).astype(dtype)
+    cases.append(("x memoryview", square, memoryview(square), np.ones((1, 1, 1, 1), dtype), None))
+    cases.append(("x 3-D view memoryview", square, memoryview(square[0]),
+                  np.ones((1, 1, 1, 1), dtype), None))
+    return cases
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_out_aliasing_a_buffer_object_is_refused_and_out_untouched(index, dtype):
+    name, out, x, w, b = _aliasing_cases(dtype)[index]
+    before = out.copy()
+    if name.startswith("x 3-D"):
+        out = out[0]
+        before = before[0]
+    with pytest.raises(ValueError, match="shares memory"):
+        fastconv.conv2d(x, w, b, out=out)
+    np.testing.assert_array_equal(out, before)
+
+
+def test_out_aliasing_a_torch_tensor_is_refused(torch, dtype):
+    out = np.random.default_rng(6).standard_normal((2, 3, 5, 5)).astype(dtype)
+    before = out.copy()
+    weight = np.eye(3, dtype=dtype).reshape(3, 3, 1, 1)
+    with pytest.raises(ValueError, match="shares memory with x"):
+        fastconv.conv2d(torch.from_numpy(out), weight, out=out)
+    bias_tensor = torch.from_numpy(out.reshape(-1)[:3])
+    with pytest.raises(ValueError, match="shares memory with bias"):
+        fastconv.conv2d(np.ones((2, 3, 5, 5), dtype), weight, bias_tensor, out=out)
+    np.testing.assert_array_equal(out, before)
+
+
+def test_out_sharing_memory_with_an_input_that_conversion_copied_is_fine():
+    """The check is on what the kernel reads: an int64 view of out's memory is converted to a
+    new float64 array first, so writing out cannot change it."""
+    out = np.arange(36, dtype=np.float64).reshape(1, 1, 6, 6)
+    x_int = out.view(np.int64)
+    x_int[...] = np.arange(36).reshape(1, 1, 6, 6)
+    expected = 2.0 * x_int + 1
+    result = fastconv.conv2d(memoryview(x_int), np.full((1, 1, 1, 1), 2.0), np.ones(1), out=out)
+    assert result is out
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_out_next_to_an_input_in_one_buffer_is_accepted():
+    buffer = np.zeros(2 * 36)
+    x, out = buffer[:36].reshape(1, 1, 6, 6), buffer[36:].reshape(1, 1, 6, 6)
+    x[...] = 3.0
+    fastconv.conv2d(memoryview(x), np.ones((1, 1, 1, 1)), out=out)
+    np.testing.assert_array_equal(out, np.full((1, 1, 6, 6), 3.0))
