@@ -473,3 +473,104 @@ def test_out_next_to_an_input_in_one_buffer_is_accepted():
     x[...] = 3.0
     fastconv.conv2d(memoryview(x), np.ones((1, 1, 1, 1)), out=out)
     np.testing.assert_array_equal(out, np.full((1, 1, 6, 6), 3.0))
+
+
+# ============================================================================ 6. atomic loads
+def _lazy_model():
+    from fastconv import nn
+
+    return nn.Sequential(nn.Conv2d(None, 4, 3, seed=1), nn.ReLU(), nn.Conv2d(None, 6, 3, seed=2),
+                         nn.Flatten(), nn.Linear(None, 5, seed=3))
+
+
+def _snapshot(model):
+    """Everything a load could change: each parameter's data and grad, the inferred sizes and
+    each layer's generator state."""
+    state = []
+    for name, parameter in model.named_parameters():
+        state.append((name, None if parameter.data is None else parameter.data.copy(),
+                      None if parameter.grad is None else parameter.grad.copy()))
+    for module in model.modules():
+        state.append((type(module).__name__, getattr(module, "in_channels", None),
+                      getattr(module, "in_features", None),
+                      repr(getattr(getattr(module, "_rng", None), "bit_generator", None)
+                           and module._rng.bit_generator.state)))
+    return state
+
+
+def _assert_same_snapshot(before, after):
+    assert len(before) == len(after)
+    for first, second in zip(before, after):
+        assert len(first) == len(second)
+        for a, b in zip(first, second):
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                np.testing.assert_array_equal(a, b)
+            else:
+                assert a == b, (first, second)
+
+
+def _good_state():
+    rng = np.random.default_rng(8)
+    return {"0.weight": rng.standard_normal((4, 3, 3, 3)), "0.bias": rng.standard_normal(4),
+            "2.weight": rng.standard_normal((6, 4, 3, 3)), "2.bias": rng.standard_normal(6),
+            "4.weight": rng.standard_normal((5, 24)), "4.bias": rng.standard_normal(5)}
+
+
+BAD_LAZY_STATES = {
+    "later weight 0 channels": ("2.weight", np.zeros((6, 0, 3, 3))),
+    "first weight 0 channels": ("0.weight", np.zeros((4, 0, 3, 3))),
+    "later kernel": ("2.weight", np.zeros((6, 4, 5, 5))),
+    "later bias": ("2.bias", np.zeros(7)),
+    "last linear 0 features": ("4.weight", np.zeros((5, 0))),
+    "last linear rows": ("4.weight", np.zeros((4, 24))),
+    "last linear 1-D": ("4.weight", np.zeros(24)),
+    "last bias": ("4.bias", np.zeros((5, 1))),
+    "last dtype": ("4.bias", np.array(["a"] * 5)),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_LAZY_STATES))
+@pytest.mark.parametrize("fresh", [True, False], ids=["lazy", "loaded"])
+def test_lazy_load_state_dict_is_atomic(bad, fresh):
+    model = _lazy_model()
+    if not fresh:  # sizes known now: the shape check refuses too, atomically
+        model.load_state_dict(_good_state())
+    state = _good_state()
+    key, value = BAD_LAZY_STATES[bad]
+    state[key] = value
+    before = _snapshot(model)
+    with pytest.raises((ValueError, TypeError)):
+        model.load_state_dict(state)
+    _assert_same_snapshot(before, _snapshot(model))
+    model.load_state_dict(_good_state())  # still loads, and runs
+    assert model(np.ones((2, 3, 6, 6), np.float32)).shape == (2, 5)
+
+
+def test_lazy_conv2d_refuses_zero_channel_input_and_stays_lazy():
+    from fastconv import nn
+
+    layer = nn.Conv2d(None, 4, 3, seed=0)
+    reference = nn.Conv2d(None, 4, 3, seed=0)
+    for bad in (np.ones((2, 0, 5, 5)), np.ones((0, 5, 5))):
+        with pytest.raises(ValueError, match="in_channels must be >= 1"):
+            layer(bad)
+        assert layer.in_channels is None and layer.weight.data is None
+    # an input the layer cannot convolve (kernel larger than the image) leaves it lazy too,
+    # generator included: the next forward initialises exactly as a fresh layer would
+    with pytest.raises(ValueError, match="kernel is larger"):
+        layer(np.ones((1, 2, 2, 2)))
+    assert layer.in_channels is None and layer.weight.data is None and layer.bias.data is None
+    x = np.ones((1, 3, 5, 5), np.float32)
+    np.testing.assert_array_equal(layer(x), reference(x))
+    np.testing.assert_array_equal(layer.weight.data, reference.weight.data)
+
+
+def test_grouped_lazy_conv_refuses_a_weight_it_cannot_take_before_loading():
+    from fastconv import nn
+
+    model = nn.Sequential(nn.Conv2d(None, 4, 3, groups=2, seed=0), nn.Conv2d(None, 4, 1, seed=1))
+    before = _snapshot(model)
+    with pytest.raises(ValueError):
+        model.load_state_dict({"0.weight": np.ones((4, 0, 3, 3)), "0.bias": np.ones(4),
+                               "1.weight": np.ones((4, 4, 1, 1)), "1.bias": np.ones(4)})
+    _assert_same_snapshot(before, _snapshot(model))
