@@ -1116,7 +1116,9 @@ class CrossEntropyLoss(_Loss):
         log_sum_exp = np.log(sum_exp)
         probabilities = exp / sum_exp
         count = rows.shape[0]
-        if target.dtype.kind in "iub":
+        if target.dtype.kind == "b":
+            raise TypeError("target is bool; class indices must be integers (0 .. C-1)")
+        if target.dtype.kind in "iu":
             expected = logits.shape[:1] + logits.shape[2:] if not unbatched else ()
             if target.shape != expected:
                 raise ValueError(

@@ -574,3 +574,113 @@ def test_grouped_lazy_conv_refuses_a_weight_it_cannot_take_before_loading():
         model.load_state_dict({"0.weight": np.ones((4, 0, 3, 3)), "0.bias": np.ones(4),
                                "1.weight": np.ones((4, 4, 1, 1)), "1.bias": np.ones(4)})
     _assert_same_snapshot(before, _snapshot(model))
+
+
+# ============================================================================ 7. fit validation
+def _classifier(seed=0, lazy=False):
+    from fastconv import nn
+
+    return nn.Sequential(nn.Linear(None if lazy else 4, 8, seed=seed), nn.ReLU(),
+                         nn.Linear(8, 3, seed=seed + 1))
+
+
+def _blobs(count=96):
+    rng = np.random.default_rng(9)
+    y = np.arange(count) % 3
+    return (rng.standard_normal((count, 4)) + y[:, None]).astype(np.float32), y
+
+
+BAD_LABELS = {
+    # where (the last batch, so that earlier batches would have stepped), value, error
+    "11": (11, ValueError, "label 11, outside"),
+    "-1": (-1, ValueError, "label -1, outside"),
+    "2**40": (2**40, ValueError, "outside"),
+    "3 (== classes)": (3, ValueError, "outside"),
+}
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["sized", "lazy"])
+@pytest.mark.parametrize("bad", list(BAD_LABELS))
+def test_fit_refuses_a_bad_label_in_a_later_batch_before_any_step(bad, lazy):
+    from fastconv import optim, train
+
+    X, y = _blobs()
+    y = y.astype(np.int64)
+    value, error, match = BAD_LABELS[bad]
+    y[-1] = value
+    model = _classifier(lazy=lazy)
+    before = _snapshot(model)
+    with pytest.raises(error, match=match):
+        train.fit(model, X, y, optimizer=optim.SGD(model.parameters(), lr=0.5), batch_size=16,
+                  progress=False)
+    _assert_same_snapshot(before, _snapshot(model))
+
+
+def test_fit_refuses_bool_labels_and_float_features_as_labels():
+    from fastconv import train
+
+    X, y = _blobs()
+    model = _classifier()
+    before = _snapshot(model)
+    with pytest.raises(TypeError, match="bool"):
+        train.fit(model, X, y.astype(bool), progress=False)
+    with pytest.raises(TypeError, match="unsupported dtype"):
+        train.fit(model, X.astype(complex), y, progress=False)
+    with pytest.raises(ValueError, match="must have shape"):
+        train.fit(model, X, np.stack([y, y], axis=1), progress=False)
+    _assert_same_snapshot(before, _snapshot(model))
+
+
+@pytest.mark.parametrize("labels, error", [
+    (lambda y: np.where(np.arange(y.size) == y.size - 1, 7, y), ValueError),
+    (lambda y: np.where(np.arange(y.size) == y.size - 1, -2, y), ValueError),
+    (lambda y: y.astype(bool), TypeError),
+    (lambda y: y.astype(np.float64), TypeError),
+])
+def test_fit_checks_validation_labels_up_front(labels, error):
+    from fastconv import train
+
+    X, y = _blobs()
+    model = _classifier()
+    before = _snapshot(model)
+    with pytest.raises(error):
+        train.fit(model, X, y, validation=(X[:40], labels(y[:40])), progress=False)
+    _assert_same_snapshot(before, _snapshot(model))
+    with pytest.raises(ValueError, match="samples of shape"):
+        train.fit(model, X, y, validation=(X[:40, :3], y[:40]), progress=False)
+    _assert_same_snapshot(before, _snapshot(model))
+
+
+def test_evaluate_refuses_out_of_range_labels_instead_of_counting_misses():
+    from fastconv import train
+
+    X, y = _blobs()
+    model = _classifier()
+    with pytest.raises(ValueError, match="outside"):
+        train.evaluate(model, X, np.where(np.arange(y.size) == 90, 5, y), batch_size=16)
+    with pytest.raises(TypeError, match="bool"):
+        train.evaluate(model, X, y.astype(bool))
+
+
+def test_cross_entropy_refuses_bool_targets():
+    from fastconv import nn
+
+    with pytest.raises(TypeError, match="bool"):
+        nn.CrossEntropyLoss()(np.zeros((2, 3)), np.array([True, False]))
+
+
+def test_fit_still_trains_and_a_lazy_model_initialises_as_before():
+    """The up-front probe runs on a copy of a lazy model: training then gives the same
+    weights as a model whose size was given."""
+    from fastconv import optim, train
+
+    X, y = _blobs()
+    results = []
+    for lazy in (False, True):
+        model = _classifier(seed=4, lazy=lazy)
+        history = train.fit(model, X, y, optimizer=optim.SGD(model.parameters(), lr=0.1),
+                            epochs=2, batch_size=16, progress=False, validation=(X, y))
+        results.append(model.state_dict())
+        assert history[-1]["accuracy"] > 0.5
+    for key in results[0]:
+        np.testing.assert_array_equal(results[0][key], results[1][key])
