@@ -35,6 +35,8 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def _float_dtype_for(dtype, name):
     """The dtype an array of ``dtype`` is computed in (float32 or float64), or TypeError."""
     dtype = np.dtype(dtype)
+    if dtype.byteorder not in "=|":  # big-endian '>f4' is a float32 too
+        dtype = dtype.newbyteorder("=")
     if dtype in _FLOAT_DTYPES:
         return dtype
     if dtype == np.float16:
@@ -63,12 +65,16 @@ def as_float_array(value, name, dtype=None):
         array = value
     elif isinstance(value, np.ndarray):
         array = value
+    elif value is None:
+        raise TypeError(f"{name} must be an array, got None")
     else:
         try:
             array = np.asarray(value)
         except (ValueError, TypeError) as exc:  # ragged lists and the like
             raise TypeError(f"{name} cannot be converted to an array: {exc}") from None
-    target = _float_dtype_for(array.dtype, name) if dtype is None else np.dtype(dtype)
+    target = _float_dtype_for(array.dtype, name)  # refuses complex, object, str
+    if dtype is not None:
+        target = np.dtype(dtype)
     if array.ndim >= 2:  # before copying: a broadcast view can be far larger than its memory
         check_size(array.shape[-2] * array.shape[-1], f"a plane of {name}")
     return np.ascontiguousarray(array, dtype=target)

@@ -684,3 +684,148 @@ def test_fit_still_trains_and_a_lazy_model_initialises_as_before():
         assert history[-1]["accuracy"] > 0.5
     for key in results[0]:
         np.testing.assert_array_equal(results[0][key], results[1][key])
+
+
+# ============================================================================ 8. smaller items
+@pytest.mark.parametrize("order", [">", "<"])
+@pytest.mark.parametrize("kind", ["f4", "f8"])
+def test_non_native_byte_order_keeps_its_precision(order, kind):
+    from reference.conv import conv2d_ref
+
+    x = np.arange(2 * 3 * 6 * 5, dtype=order + kind).reshape(2, 3, 6, 5) / 7
+    w = np.linspace(-1, 1, 4 * 3 * 3 * 3).astype(order + kind).reshape(4, 3, 3, 3)
+    expected = np.dtype(kind)
+    results = {
+        "conv2d": fastconv.conv2d(x, w, padding=1),
+        "conv2d_backward": fastconv.conv2d_backward(np.ones((2, 4, 6, 5), order + kind), x, w,
+                                                    padding=1)[0],
+        "max_pool2d": fastconv.max_pool2d(x, 2),
+        "avg_pool2d": fastconv.avg_pool2d(x, 2),
+        "pad2d": fastconv.pad2d(x, 1, "reflect"),
+        "corr2d": fastconv.corr2d(x[0, 0], w[0, 0]),
+    }
+    for name, result in results.items():
+        assert result.dtype == expected, name
+    native = fastconv.conv2d(x.astype(kind), w.astype(kind), padding=1)
+    np.testing.assert_array_equal(results["conv2d"], native)
+    np.testing.assert_allclose(results["conv2d"], conv2d_ref(x, w, pads=(1, 1, 1, 1)),
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: fastconv.conv2d(None, np.ones((1, 1, 2, 2))),
+    lambda: fastconv.conv2d(np.ones((1, 1, 3, 3)), None),
+    lambda: fastconv.conv2d_backward(None, np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))),
+    lambda: fastconv.max_pool2d(None, 2),
+    lambda: fastconv.avg_pool2d(None, 2),
+    lambda: fastconv.pad2d(None, 1),
+    lambda: fastconv.corr2d(None, np.ones((2, 2))),
+    lambda: fastconv.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)).astype(complex)),
+    lambda: fastconv.conv2d(np.ones((1, 1, 3, 3)).astype(object), np.ones((1, 1, 2, 2))),
+], ids=["conv2d x", "conv2d weight", "conv2d_backward grad", "max_pool2d", "avg_pool2d",
+        "pad2d", "corr2d", "complex weight", "object x"])
+def test_none_and_unsupported_arrays_are_type_errors(call):
+    with pytest.raises(TypeError):
+        call()
+
+
+@pytest.mark.parametrize("shape", [(True, True, 7, 7), (1, 1, np.True_, 7), (2, 7.0, 7)])
+def test_pooling_input_shape_refuses_bools_and_floats(shape):
+    grad = np.ones((1, 1, 3, 3))
+    indices = np.zeros((1, 1, 3, 3), np.int64)
+    with pytest.raises(TypeError, match="input_shape"):
+        fastconv.max_pool2d_backward(grad, indices, shape)
+    with pytest.raises(TypeError, match="input_shape"):
+        fastconv.avg_pool2d_backward(grad, shape, 2)
+
+
+@pytest.mark.parametrize("divisor", [-2**63, 2**63 - 1, -1])
+def test_divisor_override_takes_all_of_int64(divisor, torch):
+    x = np.arange(2 * 3 * 6 * 6, dtype=np.float64).reshape(2, 3, 6, 6)
+    ours = fastconv.avg_pool2d(x, 2, divisor_override=divisor)
+    theirs = torch.nn.functional.avg_pool2d(torch.from_numpy(x), 2,
+                                            divisor_override=divisor).numpy()
+    np.testing.assert_array_equal(ours, theirs)
+    grad = fastconv.avg_pool2d_backward(np.ones_like(ours), x.shape, 2, divisor_override=divisor)
+    np.testing.assert_array_equal(grad, np.full(x.shape, 1 / divisor))
+
+
+@pytest.mark.parametrize("divisor", [-2**63 - 1, 2**63])
+def test_divisor_override_beyond_int64_is_refused(divisor):
+    with pytest.raises(ValueError, match="int64"):
+        fastconv.avg_pool2d(np.ones((1, 1, 4, 4)), 2, divisor_override=divisor)
+
+
+def _gzip_bomb(path, header_shape, payload, extra_bytes):
+    """An idx file (uint8) announcing ``header_shape`` and holding ``payload``, then
+    ``extra_bytes`` zeros more, gzip-compressed (written in chunks)."""
+    header = bytes([0, 0, 0x08, len(header_shape)]) + b"".join(
+        size.to_bytes(4, "big") for size in header_shape)
+    chunk = bytes(1 << 20)
+    with gzip.open(path, "wb", compresslevel=9) as handle:
+        handle.write(header + payload)
+        for _ in range(extra_bytes // len(chunk)):
+            handle.write(chunk)
+
+
+def test_gzip_bomb_is_not_decompressed_past_the_header_size(tmp_path):
+    import tracemalloc
+
+    from fastconv import datasets
+
+    path = tmp_path / "bomb-idx1-ubyte.gz"
+    _gzip_bomb(path, (2, 2), bytes([1, 2, 3, 4]), 256 << 20)  # 256 MiB of zeros after
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(datasets.CorruptDatasetError, match="more than 4"):
+            datasets.read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"peak {peak} bytes"
+    good = tmp_path / "good-idx1-ubyte.gz"
+    _gzip_bomb(good, (2, 2), bytes([1, 2, 3, 4]), 0)
+    np.testing.assert_array_equal(datasets.read_idx(good), [[1, 2], [3, 4]])
+    short = tmp_path / "short-idx1-ubyte.gz"
+    _gzip_bomb(short, (2, 2), bytes([1, 2, 3]), 0)
+    with pytest.raises(datasets.CorruptDatasetError, match="file has 3"):
+        datasets.read_idx(short)
+
+
+def _model_file_cases(tmp_path):
+    from fastconv import models
+
+    good = tmp_path / "good.npz"
+    fastconv.save(models.tutorial_net(seed=0), good)
+    data = good.read_bytes()
+    cases = {
+        "corrupt zip": b"PK\x03\x04" + b"\x00garbage" * 40,
+        "truncated": data[:len(data) // 2],
+        "empty": b"",
+        "text": b"hello, world\n" * 10,
+    }
+    paths = {}
+    for name, content in cases.items():
+        paths[name] = tmp_path / f"{name.replace(' ', '-')}.npz"
+        paths[name].write_bytes(content)
+    paths[".npy"] = tmp_path / "array.npy"
+    np.save(paths[".npy"], np.ones((3, 3)))
+    return paths
+
+
+def test_load_says_a_bad_file_is_not_a_model_file(tmp_path):
+    from fastconv import models
+    from fastconv.io import NotAModelFileError
+
+    model = models.tutorial_net(seed=1)
+    before = _snapshot(model)
+    for name, path in _model_file_cases(tmp_path).items():
+        with pytest.raises(NotAModelFileError, match="not a fastconv model file"):
+            fastconv.load(model, path)
+        with open(path, "rb") as handle:  # a file object too
+            with pytest.raises(ValueError, match="not a fastconv model file"):
+                fastconv.load(model, handle)
+        _assert_same_snapshot(before, _snapshot(model))
+    with pytest.raises(FileNotFoundError):
+        fastconv.load(model, tmp_path / "missing.npz")
