@@ -6,6 +6,7 @@ Nothing here computes on array contents; it only checks and converts.
 """
 
 import operator
+from collections.abc import Iterable
 from numbers import Integral
 
 import numpy as np
@@ -248,7 +249,8 @@ def check_out(out, shape, dtype, name="out"):
     return out
 
 
-def check_no_overlap(out, inputs, name="out"):
+def check_no_overlap(out: np.ndarray, inputs: "Iterable[tuple[str, np.ndarray | None]]",
+                     name: str = "out") -> None:
     """Refuse an ``out`` that shares memory with any of ``inputs`` ((name, array) pairs).
 
     ``inputs`` are the arrays the kernel reads, after conversion, so an argument given as a
@@ -260,7 +262,7 @@ def check_no_overlap(out, inputs, name="out"):
         if array is None or not np.may_share_memory(out, array):
             continue
         try:
-            overlap = np.shares_memory(out, array, max_work=1 << 20)
+            overlap = np.shares_memory(out, array, max_work=1 << 20)  # type: ignore[arg-type]
         except np.exceptions.TooHardError:
             overlap = True
         if overlap:

@@ -99,7 +99,7 @@ _DEPTHWISE_SCRATCH_BYTES = 8 * 1024 * 1024
 
 
 @functools.lru_cache(maxsize=256)
-def _depthwise_fits(geometry, multiplier, dtype):
+def _depthwise_fits(geometry: tuple, multiplier: int, dtype: np.dtype) -> bool:
     """Whether the per-plane depthwise kernels' scratch stays within _DEPTHWISE_SCRATCH_BYTES
     per thread (the direct ones, _depthwise_direct, bound their stage themselves)."""
     scratch, lanes = _conv.depthwise_workspace_sizes(geometry, multiplier)
@@ -517,7 +517,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}, default 'zeros'
         What the padding contains, as ``torch.nn.Conv2d``.
     out : ndarray, optional
-        C-contiguous array of the exact result shape and dtype to write into.
+        C-contiguous array of the exact result shape and dtype to write into; it must not
+        share memory with what the kernel reads (x, weight, bias, after conversion: also
+        through a memoryview or a torch tensor), else ValueError.
 
     Returns
     -------

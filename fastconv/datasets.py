@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import tempfile
+import io
 import urllib.request
 import zlib
 
@@ -164,7 +165,7 @@ def find_data(name="fashion-mnist", path=None):
     return None
 
 
-def _open_idx(path):
+def _open_idx(path: str) -> io.BufferedIOBase:
     """The file, decompressed on the fly when it starts with gzip's magic bytes."""
     with open(path, "rb") as handle:
         head = handle.read(2)

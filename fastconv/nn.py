@@ -377,7 +377,7 @@ class Module:
         """Copy ``value`` into ``parameter`` (layers whose size may be unknown override this)."""
         parameter.data[...] = value
 
-    def _check_lazy_parameter(self, name, value):
+    def _check_lazy_parameter(self, name: str, value: np.ndarray) -> None:
         """Refuse a value for a parameter whose size is still unknown (``data is None``) that
         :meth:`_load_parameter` could not take; called for every entry before any is loaded."""
 

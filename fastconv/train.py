@@ -124,12 +124,12 @@ def _check_xy(X, y, name="X"):
     return X, y
 
 
-def _check_samples(X, name):
+def _check_samples(X: np.ndarray, name: str) -> None:
     if X.dtype.kind not in "biuf":
         raise TypeError(f"{name} has unsupported dtype {X.dtype}; samples must be numbers")
 
 
-def _probe(model, X, dtype):
+def _probe(model: Module, X: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """The model's output for the first sample of ``X``, in evaluation mode (modes restored).
 
     A model with layers whose size is still inferred is probed on a copy, so that nothing in
@@ -145,7 +145,7 @@ def _probe(model, X, dtype):
             object.__setattr__(module, "training", mode)
 
 
-def _check_labels(y, output, name):
+def _check_labels(y: np.ndarray, output: np.ndarray, name: str) -> None:
     """Class labels for ``output`` (one sample's logits, classes on axis 1): integers (not
     bool), of the output's extra axes, each in [0, classes)."""
     if y.dtype.kind == "b":
