@@ -22,7 +22,8 @@ from fastconv import _openmp, _threads
 from fastconv import conv as conv_module
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-PACKAGE_DIR = os.path.dirname(TESTS_DIR)
+# where the fastconv under test was imported from (an in-place build, or an installed one)
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
 FORK_TIMEOUT = 240
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
