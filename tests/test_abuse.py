@@ -64,6 +64,9 @@ def _run_script(tmp_path, source, *args, env=None, timeout=FORK_TIMEOUT):
 # results must equal the parent's bit for bit (they do not depend on the thread count).
 FORK_PRELUDE = """
 import os, sys, warnings
+# test_robustness compares with torch when it imports; these scripts need not (seconds per
+# spawned interpreter), unless they imported torch themselves already
+sys.modules.setdefault("torch", None)
 import numpy as np
 import fastconv
 import test_robustness
@@ -173,8 +176,7 @@ def test_process_pools_compute_every_op(tmp_path, method, kind):
 @needs_fork
 def test_fork_after_torch_used_its_threads(tmp_path):
     pytest.importorskip("torch")
-    source = FORK_PRELUDE + textwrap.dedent("""
-    import torch
+    source = "import torch\n" + FORK_PRELUDE + textwrap.dedent("""
     torch.set_num_threads(2)
     x = torch.ones((64, 8, 64, 64))
     torch.nn.functional.conv2d(x, torch.ones((8, 8, 3, 3)), padding=1)
