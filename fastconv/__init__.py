@@ -35,7 +35,7 @@ def _source_tree_guard() -> None:
 
 
 _source_tree_guard()
-from ._threads import get_num_threads, set_num_threads, threads
+from ._threads import MAX_THREADS, get_num_threads, set_num_threads, threads
 from ._config import show_config
 from .conv import conv2d, conv2d_backward, convolve2d, corr2d
 from .pad import pad2d, pad2d_backward
@@ -56,6 +56,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "threads",
+    "MAX_THREADS",
     "show_config",
 ]
 

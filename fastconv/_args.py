@@ -6,6 +6,7 @@ Nothing here computes on array contents; it only checks and converts.
 """
 
 import operator
+from collections.abc import Iterable
 from numbers import Integral
 
 import numpy as np
@@ -20,6 +21,7 @@ __all__ = [
     "output_size",
     "pool_output_size",
     "check_out",
+    "check_no_overlap",
     "check_mode",
     "MAX_INDEX",
 ]
@@ -34,6 +36,8 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def _float_dtype_for(dtype, name):
     """The dtype an array of ``dtype`` is computed in (float32 or float64), or TypeError."""
     dtype = np.dtype(dtype)
+    if dtype.byteorder not in "=|":  # big-endian '>f4' is a float32 too
+        dtype = dtype.newbyteorder("=")
     if dtype in _FLOAT_DTYPES:
         return dtype
     if dtype == np.float16:
@@ -62,12 +66,16 @@ def as_float_array(value, name, dtype=None):
         array = value
     elif isinstance(value, np.ndarray):
         array = value
+    elif value is None:
+        raise TypeError(f"{name} must be an array, got None")
     else:
         try:
             array = np.asarray(value)
         except (ValueError, TypeError) as exc:  # ragged lists and the like
             raise TypeError(f"{name} cannot be converted to an array: {exc}") from None
-    target = _float_dtype_for(array.dtype, name) if dtype is None else np.dtype(dtype)
+    target = _float_dtype_for(array.dtype, name)  # refuses complex, object, str
+    if dtype is not None:
+        target = np.dtype(dtype)
     if array.ndim >= 2:  # before copying: a broadcast view can be far larger than its memory
         check_size(array.shape[-2] * array.shape[-1], f"a plane of {name}")
     return np.ascontiguousarray(array, dtype=target)
@@ -239,6 +247,27 @@ def check_out(out, shape, dtype, name="out"):
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
     return out
+
+
+def check_no_overlap(out: np.ndarray, inputs: "Iterable[tuple[str, np.ndarray | None]]",
+                     name: str = "out") -> None:
+    """Refuse an ``out`` that shares memory with any of ``inputs`` ((name, array) pairs).
+
+    ``inputs`` are the arrays the kernel reads, after conversion, so an argument given as a
+    memoryview or another buffer object (a torch tensor) that views ``out``'s memory is caught
+    too, and one that conversion copied is not refused. Bounds overlap first (cheap), then
+    NumPy's exact test with bounded work (a problem too hard to decide counts as an overlap).
+    """
+    for input_name, array in inputs:
+        if array is None or not np.may_share_memory(out, array):
+            continue
+        try:
+            overlap = np.shares_memory(out, array, max_work=1 << 20)  # type: ignore[arg-type]
+        except np.exceptions.TooHardError:
+            overlap = True
+        if overlap:
+            raise ValueError(f"{name} shares memory with {input_name}; the kernels read their "
+                             f"inputs while writing {name}, so give {name} its own array")
 
 
 def check_size(count, what):

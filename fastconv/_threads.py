@@ -5,31 +5,88 @@ convolution kernels call (SciPy's OpenBLAS, through ``scipy.linalg.cython_blas``
 our own ``prange`` regions, so it is held to one thread for the duration of each call
 (scikit-learn's ``_argkmin`` does the same): the thread count the user sets is then the number
 of cores fastconv occupies, BLAS included.
+
+Two guards keep any setting from hanging or killing the process:
+
+- Thread counts are bounded by :data:`MAX_THREADS` (four per CPU this process may run on, and
+  at least 64): a larger count, from :func:`set_num_threads`, :func:`threads` or
+  ``OMP_NUM_THREADS``, is clamped to it with a ``RuntimeWarning``. (libgomp aborts the whole
+  process, with no Python exception, when it cannot create the threads asked for.)
+- After ``os.fork()`` the child's OpenMP runtime is unusable: libgomp's thread pool belongs
+  to the parent, and the child's first parallel region with more than one thread waits
+  forever for threads that do not exist in it. A fork handler marks the child, and every
+  kernel there runs on the calling thread alone (a one-thread parallel region does not touch
+  the pool), with a one-time ``RuntimeWarning``; the BLAS is held to one thread there too.
+  Processes started with 'spawn' or 'forkserver' start afresh and keep their threads.
 """
 
 import contextlib
 import os
 import threading
+import warnings
 
 from . import _openmp
 
-__all__ = ["set_num_threads", "get_num_threads", "threads", "effective_num_threads"]
+__all__ = ["set_num_threads", "get_num_threads", "threads", "effective_num_threads",
+           "MAX_THREADS"]
 
-_state = {"num_threads": None}
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+#: The largest thread count fastconv uses: 4 per usable CPU, and at least 64. Larger
+#: requests are clamped to it (with a RuntimeWarning).
+MAX_THREADS = max(64, 4 * _usable_cpus())
+
+_state = {"num_threads": None, "forked": False, "fork_warned": False}
 # ``with threads(n)`` overrides the count for the Python thread that entered it only, so that
 # overlapping blocks in two Python threads cannot restore each other's setting.
 _local = threading.local()
-# OpenMP reads OMP_NUM_THREADS once, at start-up; so can we.
-_DEFAULT_NUM_THREADS = _openmp.default_num_threads()
 
 
-def _as_thread_count(n):
+def _clamped(n: int, source: str) -> int:
+    if n > MAX_THREADS:
+        warnings.warn(
+            f"fastconv: {source} asks for {n} threads; using {MAX_THREADS} (fastconv.MAX_THREADS,"
+            f" 4 per usable CPU and at least 64): creating more could abort the process",
+            RuntimeWarning, stacklevel=4)
+        return MAX_THREADS
+    return n
+
+
+def _as_thread_count(n, source="n"):
     if isinstance(n, bool) or not hasattr(n, "__index__"):
         raise TypeError(f"n must be an int, got {n!r}")
     n = n.__index__()
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    return n
+    return _clamped(n, source)
+
+
+# OpenMP reads OMP_NUM_THREADS once, at start-up; so can we.
+_DEFAULT_NUM_THREADS = _clamped(_openmp.default_num_threads(), "OMP_NUM_THREADS (or OpenMP's "
+                                "default)")
+
+
+def _after_fork_in_child() -> None:
+    """os.register_at_fork handler: OpenMP is unusable in this process from now on."""
+    if _openmp.openmp_enabled():
+        _state["forked"] = True
+        _state["fork_warned"] = False
+    for hold in (_blas_hold, _numpy_blas_hold):
+        hold.after_fork()
+
+
+def _warn_forked() -> None:
+    _state["fork_warned"] = True
+    warnings.warn(
+        "fastconv: this process was forked from one whose OpenMP runtime cannot be used after "
+        "fork(), so fastconv runs on one thread here (use the 'spawn' or 'forkserver' start "
+        "method of multiprocessing to keep multithreading)", RuntimeWarning, stacklevel=4)
 
 
 def get_num_threads():
@@ -39,7 +96,8 @@ def get_num_threads():
     -------
     int
         The count set by :func:`set_num_threads`, or OpenMP's default (which honours
-        ``OMP_NUM_THREADS``); always 1 in a build without OpenMP.
+        ``OMP_NUM_THREADS``), at most :data:`MAX_THREADS`; always 1 in a build without
+        OpenMP and in a process forked from another (see the module's docstring).
 
     Examples
     --------
@@ -47,6 +105,8 @@ def get_num_threads():
     >>> fastconv.get_num_threads() >= 1
     True
     """
+    if _state["forked"]:
+        return 1
     # counts are >= 1, so `or` falls through only where nothing was set
     return getattr(_local, "num_threads", None) or _state["num_threads"] or _DEFAULT_NUM_THREADS
 
@@ -57,7 +117,9 @@ def set_num_threads(n):
     Parameters
     ----------
     n : int
-        Thread count, >= 1. In a build without OpenMP the kernels stay serial whatever ``n``.
+        Thread count, >= 1. Above :data:`MAX_THREADS` (4 per usable CPU, at least 64) it is
+        clamped to that, with a ``RuntimeWarning``. In a build without OpenMP, and in a forked
+        child process, the kernels stay serial whatever ``n``.
 
     Raises
     ------
@@ -73,7 +135,7 @@ def set_num_threads(n):
     >>> fastconv.get_num_threads()
     1
     """
-    _state["num_threads"] = _as_thread_count(n)
+    _state["num_threads"] = _as_thread_count(n, f"set_num_threads({n!r})")
 
 
 @contextlib.contextmanager
@@ -82,6 +144,7 @@ def threads(n):
 
     The override belongs to the Python thread that enters the block: other Python threads
     keep their own count, and overlapping blocks in several threads do not interfere.
+    ``n`` follows :func:`set_num_threads`'s rules (>= 1, clamped to :data:`MAX_THREADS`).
 
     Examples
     --------
@@ -90,7 +153,7 @@ def threads(n):
     ...     fastconv.get_num_threads()
     1
     """
-    n = _as_thread_count(n)
+    n = _as_thread_count(n, f"threads({n!r})")
     previous = getattr(_local, "num_threads", None)
     _local.num_threads = n
     try:
@@ -102,6 +165,10 @@ def threads(n):
 def effective_num_threads(work_items=None):
     """Threads to pass to a kernel: the user's count, capped by the number of work items."""
     n = get_num_threads()
+    if _state["forked"] and not _state["fork_warned"] and (
+            getattr(_local, "num_threads", None) or _state["num_threads"]
+            or _DEFAULT_NUM_THREADS) > 1 and (work_items is None or work_items > 1):
+        _warn_forked()
     if work_items is not None and work_items < n:
         return work_items if work_items > 1 else 1
     return n
@@ -156,7 +223,8 @@ class _BlasHold:
         libraries = self._find()
         addresses = []
         for lib in libraries:
-            if lib.internal_api == "openblas" and getattr(lib, "threading_layer", "") == "openmp":
+            if lib.internal_api == "openblas" and getattr(lib, "threading_layer", "") == \
+                    "openmp" and not _state["forked"]:  # (after fork its OpenMP is unusable)
                 continue
             symbol = getattr(lib, "_get_symbol", lambda name: None)
             getter = symbol("openblas_get_num_threads") if lib.internal_api == "openblas" else None
@@ -168,6 +236,13 @@ class _BlasHold:
                 self._fallback.append(lib)
         self._native.bind(addresses)
         self._libraries = libraries
+
+    def after_fork(self):
+        """In a forked child: forget a hold that a parent's thread had entered, and find the
+        libraries again at the next hold, this time holding those threaded by OpenMP too."""
+        self._native.reset()
+        self._libraries = None
+        self._fallback = []
 
     def info(self):
         self._ensure()
@@ -197,6 +272,8 @@ class _BlasHold:
 
 _blas_hold = _BlasHold("scipy")
 _numpy_blas_hold = _BlasHold("numpy")
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _hold(hold):

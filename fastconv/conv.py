@@ -16,6 +16,7 @@ from ._args import (
     as_batched,
     as_float_array,
     check_mode,
+    check_no_overlap,
     check_out,
     check_size,
     output_size,
@@ -84,8 +85,25 @@ _ALIGN = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
 
 
 def _is_depthwise(conv):
-    """One input channel per group: direct per-plane kernels instead of GEMMs."""
-    return conv.groups > 1 and conv.geometry[0] == 1
+    """One input channel per group: direct per-plane kernels instead of GEMMs, where their
+    workspace is bounded (_depthwise_fits)."""
+    return conv.groups > 1 and conv.geometry[0] == 1 and _depthwise_fits(
+        conv.geometry, conv.weight.shape[0] // conv.x.shape[1], conv.dtype)
+
+
+# The per-plane depthwise kernels keep, per thread, a band of the zero-padded input (or of
+# grad_output) at least dilation*(k-1)+1 rows of the padded width: (dilation*(k-1))**2
+# elements, 4 GiB at dilation 8192 for a 3x3 kernel on a 5x5 image. Above this the
+# convolution takes im2col + GEMM by group, whose workspace is a tile.
+_DEPTHWISE_SCRATCH_BYTES = 8 * 1024 * 1024
+
+
+@functools.lru_cache(maxsize=256)
+def _depthwise_fits(geometry: tuple, multiplier: int, dtype: np.dtype) -> bool:
+    """Whether the per-plane depthwise kernels' scratch stays within _DEPTHWISE_SCRATCH_BYTES
+    per thread (the direct ones, _depthwise_direct, bound their stage themselves)."""
+    scratch, lanes = _conv.depthwise_workspace_sizes(geometry, multiplier)
+    return scratch * dtype.itemsize + lanes * 8 <= _DEPTHWISE_SCRATCH_BYTES
 
 
 @functools.lru_cache(maxsize=256)
@@ -176,6 +194,7 @@ def _clear_plans():
     _direct_path.cache_clear()
     _depthwise_direct.cache_clear()
     _depthwise_transposed.cache_clear()
+    _depthwise_fits.cache_clear()
 
 
 def _simple(value):
@@ -498,7 +517,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}, default 'zeros'
         What the padding contains, as ``torch.nn.Conv2d``.
     out : ndarray, optional
-        C-contiguous array of the exact result shape and dtype to write into.
+        C-contiguous array of the exact result shape and dtype to write into; it must not
+        share memory with what the kernel reads (x, weight, bias, after conversion: also
+        through a memoryview or a torch tensor), else ValueError.
 
     Returns
     -------
@@ -528,10 +549,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     result_shape = shape4[1:] if conv.unbatched else shape4
     if out is not None:
         check_out(out, result_shape, conv.dtype)
-        for name, array in (("x", x), ("weight", weight), ("bias", bias)):
-            if isinstance(array, np.ndarray) and np.may_share_memory(out, array):
-                raise ValueError(f"out shares memory with {name}; the kernels read their "
-                                 "inputs while writing out, so give out its own array")
+        check_no_overlap(out, (("x", conv.x), ("weight", conv.weight), ("bias", conv.bias)))
         result = out
     else:
         result = np.empty(result_shape, dtype=conv.dtype)
@@ -667,6 +685,11 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
     transposed = (None if depthwise
                   or batch * conv.groups * _macs_per_item(geometry) < _TRANSPOSED_MIN_MACS
                   else _transposed_geometry(geometry, dtype))
+    if transposed is not None and "input" in need and not np.isfinite(conv.weight).all():
+        # the transposed convolution sums over grad_output's padding too: an inf or NaN
+        # weight times a padded zero would be NaN where no such product exists (PyTorch and
+        # the scatter have none); the scatter skips the padding
+        transposed = None
     per_item = batch * conv.groups >= _PER_ITEM_MIN_ITEMS
     # the depthwise kernel, the transposed convolution and the per-item scatter into the
     # stage (unstage) write every element of grad_input; the other col2im scatters accumulate

@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import tempfile
+import io
 import urllib.request
 import zlib
 
@@ -164,21 +165,19 @@ def find_data(name="fashion-mnist", path=None):
     return None
 
 
-def _read_bytes(path):
+def _open_idx(path: str) -> io.BufferedIOBase:
+    """The file, decompressed on the fly when it starts with gzip's magic bytes."""
     with open(path, "rb") as handle:
         head = handle.read(2)
-    try:
-        if head == b"\x1f\x8b":
-            with gzip.open(path, "rb") as handle:
-                return handle.read()
-        with open(path, "rb") as handle:
-            return handle.read()
-    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
-        raise CorruptDatasetError(f"{path} is not a readable gzip file: {exc}") from None
+    return gzip.open(path, "rb") if head == b"\x1f\x8b" else open(path, "rb")
 
 
 def read_idx(path):
     """Read one idx file (gzip-compressed or not) into an ndarray.
+
+    The header is read first and then exactly the data it announces (and one byte more, to
+    tell a longer file): a compressed file is never decompressed beyond that, however far its
+    stream goes on.
 
     Parameters
     ----------
@@ -195,22 +194,30 @@ def read_idx(path):
         Not gzip/idx, an unknown type code, or a size that disagrees with the header.
     """
     path = os.fspath(path)
-    data = _read_bytes(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise CorruptDatasetError(f"{path} is not an idx file (bad magic number {data[:4]!r})")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header:
-        raise CorruptDatasetError(f"{path} has a truncated idx header")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) - header != expected:
+    try:
+        with _open_idx(path) as handle:
+            magic = handle.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+                raise CorruptDatasetError(
+                    f"{path} is not an idx file (bad magic number {magic!r})")
+            ndim = magic[3]
+            sizes = handle.read(4 * ndim)
+            if ndim == 0 or len(sizes) < 4 * ndim:
+                raise CorruptDatasetError(f"{path} has a truncated idx header")
+            shape = tuple(int.from_bytes(sizes[4 * i: 4 * i + 4], "big") for i in range(ndim))
+            dtype = np.dtype(_IDX_DTYPES[magic[2]])
+            expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            data = handle.read(expected)
+            extra = handle.read(1)
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise CorruptDatasetError(f"{path} is not a readable gzip file: {exc}") from None
+    if len(data) != expected or extra:
+        found = f"{len(data)}" if not extra else f"more than {expected}"
         raise CorruptDatasetError(
             f"{path} is truncated or corrupt: header says shape {shape} ({expected} bytes of "
-            f"data), file has {len(data) - header}"
+            f"data), file has {found}"
         )
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    array = np.frombuffer(data, dtype=dtype).reshape(shape)
     return array.astype(dtype.newbyteorder("="))
 
 

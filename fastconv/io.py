@@ -8,12 +8,18 @@ PyTorch model of the same structure with
 import os
 import uuid
 import zipfile
+import zlib
 
 import numpy as np
 
 from .nn import Module
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "NotAModelFileError"]
+
+
+class NotAModelFileError(ValueError):
+    """The file is not a fastconv model file (a ``.npz`` archive of arrays): corrupt, truncated,
+    a single ``.npy`` array, or something else altogether."""
 
 
 def _write_npz(target, state):
@@ -80,12 +86,33 @@ def load(model, path, strict=True):
 
     Raises
     ------
+    NotAModelFileError
+        (a ValueError) The file is not a model file: not a ``.npz`` archive (a ``.npy``
+        array, a corrupt or truncated archive, anything else) or a member is not a plain array.
     KeyError, ValueError
-        The file does not match the model (keys or shapes); the model is left unchanged.
+        The file does not match the model (keys or shapes).
+    OSError
+        The file cannot be opened (missing, permissions).
+
+    After any error the model is unchanged.
     """
     if not isinstance(model, Module):
         raise TypeError(f"model must be a fastconv.nn.Module, got {type(model).__name__}")
-    with np.load(path, allow_pickle=False) as archive:
-        state = {key: archive[key] for key in archive.files}
+    shown = getattr(path, "name", path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, ValueError, EOFError, UnicodeError) as exc:
+        raise NotAModelFileError(
+            f"{shown} is not a fastconv model file (a .npz archive of arrays): {exc}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise NotAModelFileError(
+            f"{shown} is not a fastconv model file: it holds a single array (.npy), not a .npz "
+            "archive of named arrays (save one with fastconv.save)")
+    try:
+        with archive:
+            state = {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, zlib.error) as exc:
+        raise NotAModelFileError(
+            f"{shown} is not a fastconv model file: a member cannot be read ({exc})") from None
     model.load_state_dict(state, strict=strict)
     return model

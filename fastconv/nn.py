@@ -335,7 +335,11 @@ class Module:
         KeyError
             Missing or unexpected keys (with ``strict``), listed in the message.
         ValueError
-            A shape that does not match the parameter's.
+            A shape that does not match the parameter's (or, for a layer whose size is still
+            unknown, a shape it cannot take, such as 0 input channels).
+
+        Every entry is checked before anything is written: after any error the model is
+        unchanged.
         """
         owners = {}
         for module_name, module in self.named_modules():
@@ -363,6 +367,8 @@ class Module:
                     f"state dict entry {key!r} has shape {value.shape}, the model's parameter "
                     f"has shape {parameter.data.shape}"
                 )
+            if parameter.data is None:
+                module._check_lazy_parameter(name, value)
             staged.append((module, name, parameter, value))
         for module, name, parameter, value in staged:
             module._load_parameter(name, parameter, value)
@@ -370,6 +376,10 @@ class Module:
     def _load_parameter(self, name, parameter, value):
         """Copy ``value`` into ``parameter`` (layers whose size may be unknown override this)."""
         parameter.data[...] = value
+
+    def _check_lazy_parameter(self, name: str, value: np.ndarray) -> None:
+        """Refuse a value for a parameter whose size is still unknown (``data is None``) that
+        :meth:`_load_parameter` could not take; called for every entry before any is loaded."""
 
     # -- display ---------------------------------------------------------------------------
     def extra_repr(self):
@@ -548,6 +558,8 @@ class Conv2d(Module):
             self._initialize()
 
     def _check_in_channels(self, in_channels):
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         if in_channels % self.groups:
             raise ValueError(
                 f"in_channels must be divisible by groups, got in_channels={in_channels}, "
@@ -569,25 +581,38 @@ class Conv2d(Module):
     def _load_parameter(self, name, parameter, value):
         if parameter.data is not None:
             return super()._load_parameter(name, parameter, value)
-        # Size still unknown: take it from the loaded weight (the bias follows the weight).
+        # Size still unknown (checked by _check_lazy_parameter): take it from the loaded
+        # weight (the bias follows the weight).
         if name == "weight":
-            expected = (self.out_channels, None) + self.kernel_size
-            if value.ndim != 4 or value.shape[0] != self.out_channels or \
-                    value.shape[2:] != self.kernel_size:
-                raise ValueError(
-                    f"state dict weight has shape {value.shape}, expected {expected} with "
-                    "in_channels/groups in place of None"
-                )
-            self.in_channels = self._check_in_channels(value.shape[1] * self.groups)
+            self.in_channels = value.shape[1] * self.groups
             self._initialize()
             self.weight.data[...] = value
         else:
-            if value.shape != (self.out_channels,):
-                raise ValueError(
-                    f"state dict bias has shape {value.shape}, expected ({self.out_channels},)"
-                )
             bias = np.array(value, dtype=self.dtype)
             parameter.data, parameter.grad = bias, np.zeros_like(bias)
+
+    def _check_lazy_parameter(self, name, value):
+        if name == "weight":
+            expected = (self.out_channels, None) + self.kernel_size
+            if value.ndim != 4 or value.shape[0] != self.out_channels or \
+                    value.shape[2:] != self.kernel_size or value.shape[1] < 1:
+                raise ValueError(
+                    f"state dict weight has shape {value.shape}, expected {expected} with "
+                    "in_channels/groups (>= 1) in place of None"
+                )
+            self._check_in_channels(value.shape[1] * self.groups)
+        elif value.shape != (self.out_channels,):
+            raise ValueError(
+                f"state dict bias has shape {value.shape}, expected ({self.out_channels},)"
+            )
+
+    def _uninitialize(self, rng_state):
+        """Undo the first forward's inference of the size (it failed): the layer as built."""
+        self.in_channels = None
+        self.weight.data = self.weight.grad = None
+        if self.bias is not None:
+            self.bias.data = self.bias.grad = None
+        self._rng.bit_generator.state = rng_state
 
     def forward(self, x):
         """Convolve; keeps the input for :meth:`backward`."""
@@ -597,8 +622,18 @@ class Conv2d(Module):
                 raise ValueError(
                     f"input must be 4-D (N, C, H, W) or 3-D (C, H, W), got shape {x.shape}"
                 )
-            self.in_channels = self._check_in_channels(x.shape[-3])
+            in_channels = self._check_in_channels(x.shape[-3])
+            rng_state = self._rng.bit_generator.state
+            self.in_channels = in_channels
             self._initialize()
+            try:
+                return self._forward(x)
+            except BaseException:  # the model must be unchanged after any error
+                self._uninitialize(rng_state)
+                raise
+        return self._forward(x)
+
+    def _forward(self, x):
         bias = None if self.bias is None else self.bias.data
         output = _conv.conv2d(x, self.weight.data, bias, self.stride, self.padding,
                               self.dilation, self.groups, self.padding_mode)
@@ -693,22 +728,25 @@ class Linear(Module):
     def _load_parameter(self, name, parameter, value):
         if parameter.data is not None:
             return super()._load_parameter(name, parameter, value)
-        if name == "weight":
-            if value.ndim != 2 or value.shape[0] != self.out_features:
-                raise ValueError(
-                    f"state dict weight has shape {value.shape}, expected "
-                    f"({self.out_features}, in_features)"
-                )
+        if name == "weight":  # (checked by _check_lazy_parameter)
             self.in_features = value.shape[1]
             self._initialize()
             self.weight.data[...] = value
         else:
-            if value.shape != (self.out_features,):
-                raise ValueError(
-                    f"state dict bias has shape {value.shape}, expected ({self.out_features},)"
-                )
             bias = np.array(value, dtype=self.dtype)
             parameter.data, parameter.grad = bias, np.zeros_like(bias)
+
+    def _check_lazy_parameter(self, name, value):
+        if name == "weight":
+            if value.ndim != 2 or value.shape[0] != self.out_features or value.shape[1] < 1:
+                raise ValueError(
+                    f"state dict weight has shape {value.shape}, expected "
+                    f"({self.out_features}, in_features) with in_features >= 1"
+                )
+        elif value.shape != (self.out_features,):
+            raise ValueError(
+                f"state dict bias has shape {value.shape}, expected ({self.out_features},)"
+            )
 
     def forward(self, x):
         """Apply the affine map to the last axis; keeps the input for :meth:`backward`."""
@@ -1078,7 +1116,9 @@ class CrossEntropyLoss(_Loss):
         log_sum_exp = np.log(sum_exp)
         probabilities = exp / sum_exp
         count = rows.shape[0]
-        if target.dtype.kind in "iub":
+        if target.dtype.kind == "b":
+            raise TypeError("target is bool; class indices must be integers (0 .. C-1)")
+        if target.dtype.kind in "iu":
             expected = logits.shape[:1] + logits.shape[2:] if not unbatched else ()
             if target.shape != expected:
                 raise ValueError(

@@ -121,7 +121,7 @@ def _divisor(divisor_override):
     value = operator.index(divisor_override)
     if value == 0:
         raise ValueError("divisor_override must be nonzero, got 0")
-    if abs(value) > _INT64_MAX:
+    if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
         raise ValueError(f"divisor_override must fit in int64, got {value}")
     return value
 
@@ -129,6 +129,8 @@ def _divisor(divisor_override):
 def _input_shape(input_shape, grad_output_shape):
     """Check ``input_shape`` against ``grad_output``'s (N, C); return it as a 4-D tuple."""
     try:
+        if any(isinstance(size, (bool, np.bool_)) for size in input_shape):
+            raise TypeError
         shape = tuple(operator.index(size) for size in input_shape)
     except TypeError:
         raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}") from None

@@ -16,6 +16,7 @@ Examples
 """
 
 import contextlib
+import copy
 import signal
 import sys
 import threading
@@ -123,6 +124,50 @@ def _check_xy(X, y, name="X"):
     return X, y
 
 
+def _check_samples(X: np.ndarray, name: str) -> None:
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"{name} has unsupported dtype {X.dtype}; samples must be numbers")
+
+
+def _probe(model: Module, X: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The model's output for the first sample of ``X``, in evaluation mode (modes restored).
+
+    A model with layers whose size is still inferred is probed on a copy, so that nothing in
+    ``model`` changes before training starts."""
+    lazy = any(parameter.data is None for parameter in model.parameters())
+    probe = copy.deepcopy(model) if lazy else model
+    modes = [(module, module.training) for module in probe.modules()]
+    probe.eval()
+    try:
+        return np.asarray(probe(prepare_images(X[:1], dtype)))
+    finally:
+        for module, mode in modes:
+            object.__setattr__(module, "training", mode)
+
+
+def _check_labels(y: np.ndarray, output: np.ndarray, name: str) -> None:
+    """Class labels for ``output`` (one sample's logits, classes on axis 1): integers (not
+    bool), of the output's extra axes, each in [0, classes)."""
+    if y.dtype.kind == "b":
+        raise TypeError(f"{name} are bool; class labels must be integers 0 .. classes-1")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integer class labels, got dtype {y.dtype}")
+    if output.ndim < 2:
+        raise ValueError(f"the model's output has shape {output.shape} for one sample; class "
+                         "labels need logits (N, classes, ...)")
+    classes = output.shape[1]
+    if y.shape[1:] != output.shape[2:]:
+        raise ValueError(f"{name} have shape {y.shape}; for the model's output of shape "
+                         f"(N,) + {output.shape[1:]} they must have shape "
+                         f"(N,) + {output.shape[2:]}")
+    if y.size:
+        low, high = y.min(), y.max()
+        if low < 0 or high >= classes:
+            bad = low if low < 0 else high
+            raise ValueError(f"{name} hold label {int(bad)}, outside [0, {classes}) (the "
+                             f"model outputs {classes} classes)")
+
+
 def _check_positive(value, name):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {value!r}")
@@ -183,6 +228,7 @@ def evaluate(model, X, y, batch_size=256):
         Accuracy in [0, 1] (NaN for an empty set).
     """
     X, y = _check_xy(X, y)
+    _check_samples(X, "X")
     if X.shape[0] == 0:
         return float("nan")
     batch_size = _check_positive(batch_size, "batch_size")
@@ -193,6 +239,8 @@ def evaluate(model, X, y, batch_size=256):
     try:
         for start in range(0, X.shape[0], batch_size):
             output = model(prepare_images(X[start:start + batch_size], dtype))
+            if start == 0:  # every label checked before one counts (or misses)
+                _check_labels(y, output, "labels")
             correct += int(np.count_nonzero(output.argmax(axis=1) == y[start:start + batch_size]))
     finally:
         for module, mode in modes:
@@ -344,15 +392,30 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=64, shuf
     if not isinstance(model, Module):
         raise TypeError(f"model must be a fastconv.nn.Module, got {type(model).__name__}")
     X, y = _check_xy(X, y)
+    _check_samples(X, "X")
     epochs = _check_positive(epochs, "epochs")
     batch_size = _check_positive(batch_size, "batch_size")
     if validation is not None:
         if not isinstance(validation, (tuple, list)) or len(validation) != 2:
             raise TypeError("validation must be a pair (X_val, y_val)")
-        _check_xy(*validation, name="validation X")
+        validation = _check_xy(*validation, name="validation X")
+        _check_samples(validation[0], "validation X")
+        if validation[0].shape[1:] != X.shape[1:]:
+            raise ValueError(f"validation X has samples of shape {validation[0].shape[1:]}, X "
+                             f"has {X.shape[1:]}")
     if scheduler is not None and not callable(getattr(scheduler, "step", None)):
         raise TypeError(f"scheduler must have a step() method, got {type(scheduler).__name__}")
     loss = CrossEntropyLoss() if loss is None else loss
+    # Every label checked before the first optimizer step, against the classes the model
+    # outputs (one sample's forward pass in evaluation mode), not batch by batch.
+    int_targets = isinstance(loss, CrossEntropyLoss) and y.dtype.kind in "iub"
+    checked = ([(y, "labels y")] if int_targets and X.shape[0] else []) + (
+        [(validation[1], "validation labels")]
+        if validation is not None and validation[0].shape[0] else [])
+    if checked:
+        output = _probe(model, X if X.shape[0] else validation[0], _model_dtype(model))
+        for labels, name in checked:
+            _check_labels(labels, output, name)
     if optimizer is None:
         optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9)
     classify = y.ndim == 1 and y.dtype.kind in "iu"

@@ -46,6 +46,17 @@ cdef class BlasHold:
             self.setters[i] = <blas_set_fn><size_t>set_address
         self.n_libraries = len(addresses)
 
+    def reset(self):
+        """Forget every hold (in a forked child, whose parent thread that held is gone):
+        restore the saved counts and unbind."""
+        cdef int i
+        if self.depth:
+            for i in range(self.n_libraries):
+                if self.saved[i] != 1:
+                    self.setters[i](self.saved[i])
+        self.depth = 0
+        self.n_libraries = 0
+
     def __enter__(self):
         cdef int i
         if self.depth == 0:

@@ -129,7 +129,9 @@ class InterruptAt(nn.Module):
 @pytest.mark.parametrize("how", ["signal", "exception"])
 def test_ctrl_c_stops_cleanly(rng, how, capsys):
     X, y = blobs(rng, count=320)
-    model = InterruptAt(mlp(), at=14, how=how)  # batch 4 of epoch 2 (10 batches an epoch)
+    # batch 4 of epoch 2 (10 batches an epoch, after fit's one-sample forward pass that
+    # checks the labels against the model's classes)
+    model = InterruptAt(mlp(), at=15, how=how)
     before = signal.getsignal(signal.SIGINT)
     history = train.fit(model, X, y, epochs=5, batch_size=32, progress=True)
     assert signal.getsignal(signal.SIGINT) is before
