@@ -1,7 +1,10 @@
 """show_config(): how this copy of fastconv was built and what it runs with."""
 
+from __future__ import annotations
+
 import platform
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -10,7 +13,7 @@ from ._threads import blas_info, get_num_threads
 from ._version import __version__
 
 
-def config_info():
+def config_info() -> dict[str, Any]:
     """Return the facts that :func:`show_config` prints, as a dict."""
     try:
         from ._build_info import BUILD_INFO
@@ -34,7 +37,7 @@ def config_info():
     }
 
 
-def show_config():
+def show_config() -> None:
     """Print the version, OpenMP status, threads, BLAS, GEMM and direct kernels, and compiler
     flags.
 

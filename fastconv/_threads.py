@@ -7,15 +7,19 @@ our own ``prange`` regions, so it is held to one thread for the duration of each
 of cores fastconv occupies, BLAS included.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 from . import _openmp
 
 __all__ = ["set_num_threads", "get_num_threads", "threads", "effective_num_threads"]
 
-_state = {"num_threads": None}
+_state: dict[str, int | None] = {"num_threads": None}
 # ``with threads(n)`` overrides the count for the Python thread that entered it only, so that
 # overlapping blocks in two Python threads cannot restore each other's setting.
 _local = threading.local()
@@ -23,7 +27,7 @@ _local = threading.local()
 _DEFAULT_NUM_THREADS = _openmp.default_num_threads()
 
 
-def _as_thread_count(n):
+def _as_thread_count(n: Any) -> int:
     if isinstance(n, bool) or not hasattr(n, "__index__"):
         raise TypeError(f"n must be an int, got {n!r}")
     n = n.__index__()
@@ -32,7 +36,7 @@ def _as_thread_count(n):
     return n
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Return the number of threads every fastconv kernel uses.
 
     Returns
@@ -51,7 +55,7 @@ def get_num_threads():
     return getattr(_local, "num_threads", None) or _state["num_threads"] or _DEFAULT_NUM_THREADS
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Set the number of threads every fastconv kernel uses (BLAS calls included).
 
     Parameters
@@ -77,7 +81,7 @@ def set_num_threads(n):
 
 
 @contextlib.contextmanager
-def threads(n):
+def threads(n: int) -> Iterator[int]:
     """Context manager: use ``n`` threads inside the ``with`` block, restore the count after.
 
     The override belongs to the Python thread that enters the block: other Python threads
@@ -99,7 +103,7 @@ def threads(n):
         _local.num_threads = previous
 
 
-def effective_num_threads(work_items=None):
+def effective_num_threads(work_items: int | None = None) -> int:
     """Threads to pass to a kernel: the user's count, capped by the number of work items."""
     n = get_num_threads()
     if work_items is not None and work_items < n:
