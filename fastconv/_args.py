@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Integral
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,7 @@ __all__ = [
 MAX_INDEX = 2**31 - 1
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_Mode = TypeVar("_Mode", bound=str)
 
 
 def _float_dtype_for(dtype: npt.DTypeLike, name: str) -> np.dtype[Any]:
@@ -230,7 +231,7 @@ def pool_output_size(in_size: Sequence[int], kernel_size: Sequence[int], stride:
     return output_size(in_size, kernel_size, stride, padding, dilation, "input", ceil_mode)
 
 
-def check_mode(mode: object, allowed: Mapping[str, str], name: str = "mode") -> str:
+def check_mode(mode: object, allowed: Mapping[str, _Mode], name: str = "mode") -> _Mode:
     """Return the canonical mode name; ``allowed`` maps accepted names to canonical ones."""
     if not isinstance(mode, str) or mode not in allowed:
         raise ValueError(f"{name} must be one of {sorted(allowed)}, got {mode!r}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from numbers import Real
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from ._typing import ArrayLike, Padding, PadMode
 __all__ = ["pad2d", "pad2d_backward"]
 
 # Accepted mode names -> canonical ones ('edge' and 'wrap' are NumPy's names).
-PAD_MODES = {
+PAD_MODES: dict[str, Literal["constant", "reflect", "replicate", "circular"]] = {
     "constant": "constant",
     "reflect": "reflect",
     "replicate": "replicate",
