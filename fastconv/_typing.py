@@ -6,8 +6,9 @@ cheap: nothing but ``typing`` and ``numpy.typing``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from typing import Literal, TypeAlias, Union
+from typing import Literal, Protocol, TypeAlias, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,11 @@ __all__ = [
     "PadMode",
     "Shape",
     "Seed",
+    "StrPath",
+    "HasLR",
+    "OptimizerLike",
+    "SchedulerLike",
+    "LossLike",
 ]
 
 ArrayLike: TypeAlias = npt.ArrayLike
@@ -41,3 +47,32 @@ PadMode: TypeAlias = Literal["constant", "reflect", "replicate", "edge", "circul
 Shape: TypeAlias = Sequence[int]
 # layers' seed=: None, an int, a SeedSequence, or a Generator used as is
 Seed: TypeAlias = Union[int, np.random.SeedSequence, np.random.Generator, None]
+# file names: datasets, io.save / io.load, plot
+StrPath: TypeAlias = Union[str, os.PathLike[str]]
+
+
+class HasLR(Protocol):
+    """What a learning-rate schedule drives: an optimiser with a float ``lr``."""
+
+    lr: float
+
+
+class OptimizerLike(Protocol):
+    """What :func:`fastconv.train.fit` calls on its ``optimizer`` every batch."""
+
+    def zero_grad(self) -> object: ...
+    def step(self) -> object: ...
+
+
+class SchedulerLike(Protocol):
+    """What :func:`fastconv.train.fit` calls on its ``scheduler`` after every step."""
+
+    def step(self) -> object: ...
+
+
+class LossLike(Protocol):
+    """A loss as :func:`fastconv.train.fit` uses it: ``loss(pred, target)`` then
+    ``loss.backward()``, as :class:`fastconv.nn.CrossEntropyLoss`."""
+
+    def __call__(self, pred: np.ndarray, target: np.ndarray, /) -> float: ...
+    def backward(self) -> np.ndarray: ...

@@ -50,9 +50,9 @@ state: dict[str, np.ndarray] = model.state_dict()
 model.load_state_dict(state)
 parameters: list[nn.Parameter] = list(model.parameters())
 
-images = np.zeros((8, 28, 28), np.uint8)
+images = np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8)
 labels = np.arange(8) % 10
-history: list[dict[str, object]] = train.fit(model, images, labels, optimizer=optimizer,
+history: list[train.EpochRecord] = train.fit(model, images, labels, optimizer=optimizer,
                                              epochs=1, batch_size=4, progress=False)
 accuracy: float = train.evaluate(model, images, labels)
 scores: np.ndarray = train.predict(model, images)
@@ -67,4 +67,4 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         io.save(model, f"{tmp}/m.npz")
         fastconv.load(model, f"{tmp}/m.npz")
-        plot.feature_maps([x[0, 0], y[0, 0]], f"{tmp}/maps.png", titles=["x", "y"])
+        plot.feature_maps([x[0, 0, :, :], y[0, 0, :, :]], f"{tmp}/maps.png", titles=["x", "y"])
