@@ -1,8 +1,10 @@
 """A user's script, type-checked by `mypy --strict` in CI (tests/test_typing.py).
 
 It touches every public module the way a user would; `reveal_type` is avoided so that the file
-also runs. The assignments with annotations fail type checking if a result is typed `Any`
-only when mypy's --disallow-any-expr is set, so the test runs mypy with it on this file.
+also runs. With mypy's --disallow-any-expr (the test runs it on this file too), a result that
+is unpacked or assigned without an annotation fails if it is typed `Any`; mypy lets an `Any`
+into an annotated assignment even then, so tests/typing/assert_types.py pins each result's
+exact type with `assert_type`.
 """
 
 from __future__ import annotations
