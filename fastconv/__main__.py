@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = ["main"]
@@ -236,7 +236,7 @@ def _train(args: argparse.Namespace) -> int:
           f"batch size {args.batch_size}, {args.epochs} epoch(s), {threads} thread(s)",
           flush=True)
 
-    def report(record: dict[str, Any]) -> None:
+    def report(record: Mapping[str, Any]) -> None:
         line = (f"epoch {record['epoch']}/{args.epochs}: loss {record['loss']:.4f}, "
                 f"train accuracy {100 * record['accuracy']:.2f}%")
         if record["val_accuracy"] is not None:
@@ -272,7 +272,7 @@ def _train(args: argparse.Namespace) -> int:
         return 130
     accuracy = history[-1]["val_accuracy"]
     print(f"training time {total:.1f} s over {complete} epoch(s), {images} images; "
-          f"test accuracy {100 * accuracy:.2f}% ({len(X_test)} images)")
+          f"test accuracy {100 * accuracy:.2f}% ({len(X_test)} images)")  # type: ignore[operator]  # (validation given: a float)
     if save:
         try:
             io.save(model, save)

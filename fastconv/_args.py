@@ -5,11 +5,15 @@ padding forms, dtype promotion, output size, ceil_mode, ``out=``) lives here and
 Nothing here computes on array contents; it only checks and converts.
 """
 
+from __future__ import annotations
+
 import operator
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Integral
+from typing import Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "as_float_array",
@@ -31,9 +35,10 @@ __all__ = [
 MAX_INDEX = 2**31 - 1
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_Mode = TypeVar("_Mode", bound=str)
 
 
-def _float_dtype_for(dtype, name):
+def _float_dtype_for(dtype: npt.DTypeLike, name: str) -> np.dtype[Any]:
     """The dtype an array of ``dtype`` is computed in (float32 or float64), or TypeError."""
     dtype = np.dtype(dtype)
     if dtype.byteorder not in "=|":  # big-endian '>f4' is a float32 too
@@ -52,7 +57,7 @@ def _float_dtype_for(dtype, name):
     )
 
 
-def as_float_array(value, name, dtype=None):
+def as_float_array(value: Any, name: str, dtype: npt.DTypeLike | None = None) -> np.ndarray:
     """Return ``value`` as a C-contiguous float32/float64 ndarray (copying only when needed).
 
     ``dtype`` forces the result dtype (used after promotion across several arguments).
@@ -81,7 +86,7 @@ def as_float_array(value, name, dtype=None):
     return np.ascontiguousarray(array, dtype=target)
 
 
-def result_dtype(*values):
+def result_dtype(*values: tuple[str, Any]) -> np.dtype[Any]:
     """The computation dtype for several arguments: each one's float dtype, promoted by NumPy."""
     first = values[0][1]
     if type(first) is np.ndarray:
@@ -101,7 +106,7 @@ def result_dtype(*values):
     return np.result_type(*dtypes)
 
 
-def as_batched(array, name):
+def as_batched(array: np.ndarray, name: str) -> tuple[np.ndarray, bool]:
     """Accept (C, H, W) or (N, C, H, W); return the 4-D view and whether it was unbatched."""
     if array.ndim == 4:
         return array, False
@@ -113,7 +118,7 @@ def as_batched(array, name):
     )
 
 
-def _as_int(value, name):
+def _as_int(value: Any, name: str) -> int:
     if type(value) is int:
         return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
@@ -121,7 +126,7 @@ def _as_int(value, name):
     return operator.index(value)
 
 
-def pair(value, name, minimum=1):
+def pair(value: Any, name: str, minimum: int = 1) -> tuple[int, int]:
     """An int or an (h, w) pair of ints, each in [minimum, MAX_INDEX], as a tuple (h, w).
 
     The upper bound keeps every product the kernels form from these sizes inside Py_ssize_t.
@@ -142,7 +147,7 @@ def pair(value, name, minimum=1):
     return result
 
 
-def padding4(value, name="padding"):
+def padding4(value: Any, name: str = "padding") -> tuple[int, int, int, int]:
     """Normalise a padding to (top, bottom, left, right), each >= 0.
 
     Accepts an int, an (ph, pw) pair (symmetric) or ((top, bottom), (left, right)) as in
@@ -161,7 +166,8 @@ def padding4(value, name="padding"):
     return height, height, width, width
 
 
-def same_padding(in_size, kernel_size, stride, dilation):
+def same_padding(in_size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
+                 dilation: Sequence[int]) -> tuple[int, ...]:
     """(top, bottom, left, right) for padding='same': out = ceil(in / stride) per axis.
 
     Total padding max((out-1)*stride + dilation*(k-1) + 1 - in, 0), the odd row/column going
@@ -178,7 +184,8 @@ def same_padding(in_size, kernel_size, stride, dilation):
 _AXES = ("height", "width")
 
 
-def _axis_output(size, kernel, step, dil, before, after, axis, what, ceil_mode):
+def _axis_output(size: int, kernel: int, step: int, dil: int, before: int, after: int, axis: int,
+                 what: str, ceil_mode: bool) -> int:
     span = size + before + after - dil * (kernel - 1) - 1
     if span < 0:
         raise ValueError(
@@ -194,7 +201,9 @@ def _axis_output(size, kernel, step, dil, before, after, axis, what, ceil_mode):
     return out
 
 
-def output_size(in_size, kernel_size, stride, padding, dilation, what="input", ceil_mode=False):
+def output_size(in_size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
+                padding: Sequence[int], dilation: Sequence[int], what: str = "input",
+                ceil_mode: bool = False) -> tuple[int, int]:
     """Output (height, width) of a sliding window, or ValueError naming the axis and numbers.
 
     ``padding`` is (top, bottom, left, right). Per axis
@@ -211,7 +220,9 @@ def output_size(in_size, kernel_size, stride, padding, dilation, what="input", c
     )
 
 
-def pool_output_size(in_size, kernel_size, stride, padding, dilation, ceil_mode, max_pad_of):
+def pool_output_size(in_size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],
+                     padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool,
+                     max_pad_of: Callable[[int, int], int]) -> tuple[int, int]:
     """Pooling output size, after checking padding against ``max_pad_of`` (PyTorch's limit).
 
     ``max_pad_of(kernel, dilation)`` gives the largest padding allowed for one axis.
@@ -227,14 +238,15 @@ def pool_output_size(in_size, kernel_size, stride, padding, dilation, ceil_mode,
     return output_size(in_size, kernel_size, stride, padding, dilation, "input", ceil_mode)
 
 
-def check_mode(mode, allowed, name="mode"):
+def check_mode(mode: object, allowed: Mapping[str, _Mode], name: str = "mode") -> _Mode:
     """Return the canonical mode name; ``allowed`` maps accepted names to canonical ones."""
     if not isinstance(mode, str) or mode not in allowed:
         raise ValueError(f"{name} must be one of {sorted(allowed)}, got {mode!r}")
     return allowed[mode]
 
 
-def check_out(out, shape, dtype, name="out"):
+def check_out(out: object, shape: Sequence[int], dtype: npt.DTypeLike, name: str = "out"
+              ) -> np.ndarray:
     """Check a caller-supplied output: ndarray, exact shape and dtype, C-contiguous, writeable."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
@@ -270,7 +282,7 @@ def check_no_overlap(out: np.ndarray, inputs: "Iterable[tuple[str, np.ndarray | 
                              f"inputs while writing {name}, so give {name} its own array")
 
 
-def check_size(count, what):
+def check_size(count: int, what: str) -> None:
     """Refuse element counts whose index arithmetic would not fit a C int."""
     if count > MAX_INDEX:
         raise ValueError(

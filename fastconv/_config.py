@@ -1,12 +1,14 @@
 """show_config(): how this copy of fastconv was built and what it runs with."""
 
-import platform
-import sys
-
-import numpy as np
+from __future__ import annotations
 
 import os
+import platform
+import sys
 import warnings
+from typing import Any
+
+import numpy as np
 
 from . import _conv, _openmp, _pool
 from ._threads import blas_info, get_num_threads
@@ -16,7 +18,7 @@ from ._version import __version__
 ISA_CHOICES = ("generic", "avx2", "avx512")
 
 
-def _check_isa_setting():
+def _check_isa_setting() -> None:
     """FASTCONV_ISA caps the instruction set of the kernels that dispatch on it (src/_cpu.h);
     an unknown value is ignored there, so say so here rather than silently."""
     value = os.environ.get("FASTCONV_ISA")
@@ -29,7 +31,7 @@ def _check_isa_setting():
 _check_isa_setting()
 
 
-def config_info():
+def config_info() -> dict[str, Any]:
     """Return the facts that :func:`show_config` prints, as a dict."""
     try:
         from ._build_info import BUILD_INFO
@@ -55,7 +57,7 @@ def config_info():
     }
 
 
-def show_config():
+def show_config() -> None:
     """Print the version, OpenMP status, threads, BLAS, GEMM and direct kernels, and compiler
     flags.
 

@@ -4,7 +4,14 @@
 out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w,
 tile, staged) built by fastconv.conv._prepare. Every kernel is a fused float32/float64
 function, except the float32-only direct kernels (src/_direct.h, AVX-512).
+
+A fused kernel is callable as it is (Cython dispatches on the arrays' dtype) or specialised
+once with ``kernel["float"]`` / ``kernel["double"]``, which fastconv.conv does at import; the
+stub gives each one a Protocol with that ``__call__`` and ``__getitem__``.
+tests/test_stubs.py checks every name and parameter here against the compiled module.
 """
+
+from typing import Protocol, type_check_only
 
 import numpy as np
 
@@ -18,6 +25,8 @@ def stage_size(geometry: tuple[int, ...]) -> int: ...
 DIRECT: bool
 
 def direct_block(geometry: tuple[int, ...]) -> int: ...  # 32, 16, or 0: not applicable
+# pixels per run of a tile for the direct kernels (sizes their workspace rows)
+def direct_run_pixels(geometry: tuple[int, ...]) -> int: ...
 def conv2d_forward_direct(
     x: np.ndarray,  # const float[:, :, :, ::1]  (N, C_in, H, W)
     weight: np.ndarray,  # const float[:, :, :, ::1]  (C_out, C_in/groups, kH, kW)
@@ -54,67 +63,94 @@ def depthwise_direct_backward(
     num_threads: int,
 ) -> None: ...
 
-def conv2d_forward(
-    x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W)
-    weight: np.ndarray,  # const floating[:, :, :, ::1]  (C_out, C_in/groups, kH, kW)
-    bias: np.ndarray,  # const floating[::1]  (C_out,) or (0,) for no bias
-    out: np.ndarray,  # floating[:, :, :, ::1]  (N, C_out, H_out, W_out), overwritten
-    workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= k * tile; packed path:
-    #                         >= k * (tile rounded up to whole panels + one panel))
-    packed_weight: np.ndarray,  # floating[::1]  (0,) for the BLAS path, else
-    #                             (groups * (C_out/groups rounded up to MR) * k,), overwritten
-    geometry: tuple[int, ...],
-    groups: int,
-    num_threads: int,
-) -> None: ...
-def conv2d_backward(
-    grad_output: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_out, H_out, W_out)
-    x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W), explicitly padded if needed
-    weight: np.ndarray,  # const floating[:, :, :, ::1]
-    grad_input: np.ndarray | None,  # floating[:, :, :, ::1]  zeroed, or None to skip
-    partials: np.ndarray | None,  # floating[:, ::1]  (chunks, C_out * k) zeroed, or None
-    grad_bias: np.ndarray | None,  # floating[::1]  (C_out,), or None
-    weight_workspace: np.ndarray | None,  # floating[:, ::1]  (num_threads, >= k * tile)
-    input_workspace: np.ndarray | None,  # floating[:, ::1]  per_item: (num_threads, >= k * tile);
-    #                                      otherwise (1, band * k * tile)
-    packed_weight: np.ndarray | None,  # floating[::1]  input gradient's transposed weights for
-    #                                    the packed GEMM, or (0,) for BLAS
-    gy_workspace: np.ndarray | None,  # floating[:, ::1]  packed GEMM: per thread, tiles of
-    #                                   grad_output in panel-aligned rows
-    packed_grad_weight: bool,  # the weight gradient on the packed GEMM (weight_workspace
-    #                            then holds its panels: see fastconv.conv._weight_workspace)
-    taps: np.ndarray,  # intp[::1]  (k,): the weight gradient by the direct kernels (float32;
-    #                    partials then tap-major, weight_workspace fastconv.conv.
-    #                    _direct_workspace's), overwritten; or (0,)
-    geometry: tuple[int, ...],
-    groups: int,
-    per_item: bool,
-    input_threads: int,
-    weight_threads: int,
-    bias_threads: int,
-) -> None: ...
+@type_check_only
+class _Conv2dForward(Protocol):
+    def __call__(
+        self,
+        x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W)
+        weight: np.ndarray,  # const floating[:, :, :, ::1]  (C_out, C_in/groups, kH, kW)
+        bias: np.ndarray,  # const floating[::1]  (C_out,) or (0,) for no bias
+        out: np.ndarray,  # floating[:, :, :, ::1]  (N, C_out, H_out, W_out), overwritten
+        workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= k * tile; packed path:
+        #                         >= k * (tile rounded up to whole panels + one panel))
+        packed_weight: np.ndarray,  # floating[::1]  (0,) for the BLAS path, else
+        #                             (groups * (C_out/groups rounded up to MR) * k,), overwritten
+        geometry: tuple[int, ...],
+        groups: int,
+        num_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _Conv2dForward: ...  # "float" or "double"
+
+conv2d_forward: _Conv2dForward
+
+@type_check_only
+class _Conv2dBackward(Protocol):
+    def __call__(
+        self,
+        grad_output: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_out, H_out, W_out)
+        x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W), explicitly padded if needed
+        weight: np.ndarray,  # const floating[:, :, :, ::1]
+        grad_input: np.ndarray | None,  # floating[:, :, :, ::1]  zeroed, or None to skip
+        partials: np.ndarray | None,  # floating[:, ::1]  (chunks, C_out * k) zeroed, or None
+        grad_bias: np.ndarray | None,  # floating[::1]  (C_out,), or None
+        weight_workspace: np.ndarray | None,  # floating[:, ::1]  (num_threads, >= k * tile)
+        input_workspace: np.ndarray | None,  # floating[:, ::1]  per_item: (num_threads, >= k * tile);
+        #                                      otherwise (1, band * k * tile)
+        packed_weight: np.ndarray | None,  # floating[::1]  input gradient's transposed weights for
+        #                                    the packed GEMM, or (0,) for BLAS
+        gy_workspace: np.ndarray | None,  # floating[:, ::1]  packed GEMM: per thread, tiles of
+        #                                   grad_output in panel-aligned rows
+        packed_grad_weight: bool,  # the weight gradient on the packed GEMM (weight_workspace
+        #                            then holds its panels: see fastconv.conv._weight_workspace)
+        taps: np.ndarray,  # intp[::1]  (k,): the weight gradient by the direct kernels (float32;
+        #                    partials then tap-major, weight_workspace fastconv.conv.
+        #                    _direct_workspace's), overwritten; or (0,)
+        geometry: tuple[int, ...],
+        groups: int,
+        per_item: bool,
+        input_threads: int,
+        weight_threads: int,
+        bias_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _Conv2dBackward: ...  # "float" or "double"
+
+conv2d_backward: _Conv2dBackward
 def depthwise_versions() -> list[str]: ...
 def depthwise_version() -> str: ...
 def use_depthwise_version(name: str) -> str: ...
 def depthwise_workspace_sizes(geometry: tuple[int, ...], multiplier: int) -> tuple[int, int]: ...
-def depthwise_forward(
-    x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W)
-    weight: np.ndarray,  # const floating[:, :, :, ::1]  (C_out, 1, kH, kW), C_out = m * C_in
-    bias: np.ndarray,  # const floating[::1]  (C_out,) or (0,)
-    out: np.ndarray,  # floating[:, :, :, ::1]  (N, C_out, H_out, W_out), overwritten
-    workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= depthwise_workspace_sizes[0])
-    geometry: tuple[int, ...],
-    num_threads: int,
-) -> None: ...
-def depthwise_backward(
-    grad_output: np.ndarray,  # const floating[:, :, :, ::1]  N >= 1
-    x: np.ndarray,  # const floating[:, :, :, ::1]
-    weight: np.ndarray,  # const floating[:, :, :, ::1]
-    grad_input: np.ndarray | None,  # floating[:, :, :, ::1]  overwritten, or None
-    grad_weight: np.ndarray | None,  # floating[:, :, :, ::1]  overwritten, or None
-    grad_bias: np.ndarray | None,  # floating[::1], or None
-    workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= depthwise_workspace_sizes[0])
-    lane_workspace: np.ndarray,  # double[:, ::1]  (num_threads, >= depthwise_workspace_sizes[1])
-    geometry: tuple[int, ...],
-    num_threads: int,
-) -> None: ...
+
+@type_check_only
+class _DepthwiseForward(Protocol):
+    def __call__(
+        self,
+        x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C_in, H, W)
+        weight: np.ndarray,  # const floating[:, :, :, ::1]  (C_out, 1, kH, kW), C_out = m * C_in
+        bias: np.ndarray,  # const floating[::1]  (C_out,) or (0,)
+        out: np.ndarray,  # floating[:, :, :, ::1]  (N, C_out, H_out, W_out), overwritten
+        workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= depthwise_workspace_sizes[0])
+        geometry: tuple[int, ...],
+        num_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _DepthwiseForward: ...  # "float" or "double"
+
+depthwise_forward: _DepthwiseForward
+
+@type_check_only
+class _DepthwiseBackward(Protocol):
+    def __call__(
+        self,
+        grad_output: np.ndarray,  # const floating[:, :, :, ::1]  N >= 1
+        x: np.ndarray,  # const floating[:, :, :, ::1]
+        weight: np.ndarray,  # const floating[:, :, :, ::1]
+        grad_input: np.ndarray | None,  # floating[:, :, :, ::1]  overwritten, or None
+        grad_weight: np.ndarray | None,  # floating[:, :, :, ::1]  overwritten, or None
+        grad_bias: np.ndarray | None,  # floating[::1], or None
+        workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= depthwise_workspace_sizes[0])
+        lane_workspace: np.ndarray,  # double[:, ::1]  (num_threads, >= depthwise_workspace_sizes[1])
+        geometry: tuple[int, ...],
+        num_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _DepthwiseBackward: ...  # "float" or "double"
+
+depthwise_backward: _DepthwiseBackward

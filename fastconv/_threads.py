@@ -20,10 +20,14 @@ Two guards keep any setting from hanging or killing the process:
   Processes started with 'spawn' or 'forkserver' start afresh and keep their threads.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import threading
 import warnings
+from collections.abc import Iterator
+from typing import Any
 
 from . import _openmp
 
@@ -42,7 +46,7 @@ def _usable_cpus() -> int:
 #: requests are clamped to it (with a RuntimeWarning).
 MAX_THREADS = max(64, 4 * _usable_cpus())
 
-_state = {"num_threads": None, "forked": False, "fork_warned": False}
+_state: dict[str, Any] = {"num_threads": None, "forked": False, "fork_warned": False}
 # ``with threads(n)`` overrides the count for the Python thread that entered it only, so that
 # overlapping blocks in two Python threads cannot restore each other's setting.
 _local = threading.local()
@@ -58,7 +62,7 @@ def _clamped(n: int, source: str) -> int:
     return n
 
 
-def _as_thread_count(n, source="n"):
+def _as_thread_count(n: Any, source: str = "n") -> int:
     if isinstance(n, bool) or not hasattr(n, "__index__"):
         raise TypeError(f"n must be an int, got {n!r}")
     n = n.__index__()
@@ -89,7 +93,7 @@ def _warn_forked() -> None:
         "method of multiprocessing to keep multithreading)", RuntimeWarning, stacklevel=4)
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Return the number of threads every fastconv kernel uses.
 
     Returns
@@ -111,7 +115,7 @@ def get_num_threads():
     return getattr(_local, "num_threads", None) or _state["num_threads"] or _DEFAULT_NUM_THREADS
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Set the number of threads every fastconv kernel uses (BLAS calls included).
 
     Parameters
@@ -139,7 +143,7 @@ def set_num_threads(n):
 
 
 @contextlib.contextmanager
-def threads(n):
+def threads(n: int) -> Iterator[int]:
     """Context manager: use ``n`` threads inside the ``with`` block, restore the count after.
 
     The override belongs to the Python thread that enters the block: other Python threads
@@ -162,7 +166,7 @@ def threads(n):
         _local.num_threads = previous
 
 
-def effective_num_threads(work_items=None):
+def effective_num_threads(work_items: int | None = None) -> int:
     """Threads to pass to a kernel: the user's count, capped by the number of work items."""
     n = get_num_threads()
     if _state["forked"] and not _state["fork_warned"] and (

@@ -15,14 +15,19 @@ read and one write of the input: a floor that moves at least what the op must), 
 ``fc/copy`` is fastconv's time over it.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Iterable, Sequence
+from typing import Any, TextIO
 
 import numpy as np
+import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 import fastconv
@@ -325,8 +330,10 @@ def _one_thread(fn):
     return call
 
 
-def run(cases=None, dtype=np.float32, threads=2, repeats=7, min_seconds=0.3, include_numpy=True,
-        include_torch=True, scaling=False, out=None, include_ort=True):
+def run(cases: Iterable[str] | None = None, dtype: npt.DTypeLike = np.float32, threads: int = 2,
+        repeats: int = 7, min_seconds: float = 0.3, include_numpy: bool = True,
+        include_torch: bool = True, scaling: bool = False, out: TextIO | None = None,
+        include_ort: bool = True) -> list[dict[str, Any]]:
     """Time every case; return a list of result rows (dicts) and print the table to ``out``.
 
     ``scaling`` adds fastconv on one thread as a fourth contender and a column ``1t/Nt``:
@@ -342,7 +349,7 @@ def run(cases=None, dtype=np.float32, threads=2, repeats=7, min_seconds=0.3, inc
     from threadpoolctl import threadpool_limits
 
     names = list(cases) if cases else list(CONV_CASES) + list(POOL_CASES)
-    rows = []
+    rows: list[dict[str, Any]] = []
     header = (f"{'case':<11}{'op':<5}{'fastconv ms':>12}{'numpy ms':>11}{'torch ms':>10}"
               f"{'ort ms':>9}{'copy ms':>9}"
               f"{'fc GFLOP/s':>11}{'np/fc':>8}{'fc/torch':>9}{'fc/ort':>8}{'fc/copy':>8}"
@@ -423,7 +430,7 @@ def _positive_int(text):
     return value
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fastconv bench",
         description="Time fastconv against NumPy and (when installed) PyTorch; print ratios.")

@@ -5,8 +5,12 @@ workspaces, and call one kernel of ``fastconv._conv`` with the GIL released and 
 one thread. Non-zero padding modes pad explicitly with ``pad2d`` and convolve unpadded.
 """
 
+from __future__ import annotations
+
 import functools
 from collections import namedtuple
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +30,7 @@ from ._args import (
     same_padding,
 )
 from ._threads import blas_single_thread, effective_num_threads
+from ._typing import ArrayLike, ConvPadding, ConvPaddingMode, IntPair
 from .pad import check_pad_limits, pad2d_backward_impl, pad2d_impl
 
 __all__ = ["corr2d", "convolve2d", "conv2d", "conv2d_backward"]
@@ -182,7 +187,7 @@ def _tile_size(k, out_plane, itemsize):
 # exact ints, pairs of exact ints and strings, and arrays already C-contiguous in one native
 # float dtype, so a key can only match arguments that the full checks accepted before
 # (True or 1.0 never reuse the plan made for 1).
-_PLANS = {}
+_PLANS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 _MAX_PLANS = 256
 
 
@@ -222,7 +227,8 @@ def _plan_key(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
             stride, padding, dilation, groups, padding_mode)
 
 
-def _prepare(x, weight, bias, stride, padding, dilation, groups, padding_mode, extra=()):
+def _prepare(x, weight, bias, stride, padding, dilation, groups, padding_mode, extra=()
+             ) -> tuple[Any, list[np.ndarray]]:
     """Check and normalise every convolution argument; return a _Conv and the extra arrays.
 
     ``extra`` is a sequence of (name, array-like) converted to the common dtype (used for
@@ -489,8 +495,10 @@ def _rows_workspace(threads, rows, geometry, dtype, packed):
                     dtype=dtype)
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
-           padding_mode="zeros", *, out=None):
+def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, stride: IntPair = 1,
+           padding: ConvPadding = 0, dilation: IntPair = 1, groups: int = 1,
+           padding_mode: ConvPaddingMode = "zeros", *, out: np.ndarray | None = None
+           ) -> np.ndarray:
     """2-D convolution (cross-correlation) over a batch of multi-channel images.
 
     ``y[n, o, i, j] = bias[o] + sum_{c, p, q} x[n, g*C_in/groups + c, i*s + p*d - pad,
@@ -618,8 +626,10 @@ def _check_need(need):
     return set(need)
 
 
-def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1,
-                    padding_mode="zeros", *, need=_NEED):
+def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike, stride: IntPair = 1,
+                    padding: ConvPadding = 0, dilation: IntPair = 1, groups: int = 1,
+                    padding_mode: ConvPaddingMode = "zeros", *, need: Iterable[str] = _NEED
+                    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
     Parameters
@@ -764,13 +774,14 @@ def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, gro
             )
     if taps.size and batch:
         with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch
-            summed = np.add.reduce(partials, axis=0)
+            summed = np.add.reduce(partials, axis=0)  # type: ignore[arg-type]  # made with taps
         channels = geometry[3]
-        grad_weight[...] = summed.reshape(conv.groups, -1, channels).transpose(0, 2, 1).reshape(
-            grad_weight.shape)
+        # (taps and partials are made only when grad_weight is wanted)
+        grad_weight[...] = summed.reshape(conv.groups, -1, channels).transpose(0, 2, 1).reshape(  # type: ignore[index]
+            grad_weight.shape)  # type: ignore[union-attr]
     elif partials is not None and partials.shape[0] > 1:
         with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch
-            np.add.reduce(partials, axis=0, out=grad_weight.reshape(grad_weight.size))
+            np.add.reduce(partials, axis=0, out=grad_weight.reshape(grad_weight.size))  # type: ignore[union-attr]
     return _finish_grad_input(conv, grad_input), grad_weight, grad_bias
 
 
@@ -824,7 +835,7 @@ def _as_plane(array, name, dtype):
     return plane
 
 
-def corr2d(X, K):
+def corr2d(X: ArrayLike, K: ArrayLike) -> np.ndarray:
     """Textbook 2-D cross-correlation, 'valid': ``Y[i, j] = (X[i:i+h, j:j+w] * K).sum()``.
 
     Parameters
@@ -859,7 +870,7 @@ def corr2d(X, K):
     return conv2d(plane[np.newaxis, np.newaxis], kernel[np.newaxis, np.newaxis])[0, 0]
 
 
-def convolve2d(X, K):
+def convolve2d(X: ArrayLike, K: ArrayLike) -> np.ndarray:
     """Textbook 2-D convolution, 'valid': ``corr2d(X, K[::-1, ::-1])``.
 
     Parameters

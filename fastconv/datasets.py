@@ -20,6 +20,8 @@ Examples
 ((60000, 28, 28), dtype('uint8'), dtype('int64'))
 """
 
+from __future__ import annotations
+
 import gzip
 import hashlib
 import os
@@ -29,8 +31,16 @@ import tempfile
 import io
 import urllib.request
 import zlib
+from typing import Literal, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
+
+from ._typing import ArrayLike, StrPath
+
+# ((train images, train labels), (test images, test labels)): uint8 (N, 28, 28), int64 (N,)
+_Split: TypeAlias = "tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]"
+_Splits: TypeAlias = "tuple[_Split, _Split]"
 
 __all__ = [
     "load_fashion_mnist",
@@ -93,7 +103,7 @@ class CorruptDatasetError(ValueError):
     """A data set file is truncated, not gzip, not idx, or disagrees with its partner file."""
 
 
-def cache_dir():
+def cache_dir() -> str:
     """The user cache directory fastconv downloads into (created on demand).
 
     ``$XDG_CACHE_HOME/fastconv`` or ``~/.cache/fastconv`` (``%LOCALAPPDATA%\\fastconv`` on
@@ -141,7 +151,8 @@ def _how_to_get(name):
     return "; ".join(hints)
 
 
-def find_data(name="fashion-mnist", path=None):
+def find_data(name: Literal["fashion-mnist", "mnist"] = "fashion-mnist",
+              path: StrPath | None = None) -> tuple[str, dict[str, str]] | None:
     """The directory and the four file paths for data set ``name``, or None when not found.
 
     Parameters
@@ -172,7 +183,7 @@ def _open_idx(path: str) -> io.BufferedIOBase:
     return gzip.open(path, "rb") if head == b"\x1f\x8b" else open(path, "rb")
 
 
-def read_idx(path):
+def read_idx(path: StrPath) -> np.ndarray:
     """Read one idx file (gzip-compressed or not) into an ndarray.
 
     The header is read first and then exactly the data it announces (and one byte more, to
@@ -221,7 +232,7 @@ def read_idx(path):
     return array.astype(dtype.newbyteorder("="))
 
 
-def write_idx(path, array):
+def write_idx(path: StrPath, array: ArrayLike) -> None:
     """Write ``array`` as an idx file, gzip-compressed when ``path`` ends in ``.gz``.
 
     The inverse of :func:`read_idx`; used to make small test data sets.
@@ -328,7 +339,7 @@ def _load(name, path, download):
             (arrays["test_images"], arrays["test_labels"].astype(np.int64)))
 
 
-def load_fashion_mnist(path=None, *, download=True):
+def load_fashion_mnist(path: StrPath | None = None, *, download: bool = True) -> _Splits:
     """Load Fashion-MNIST: 60,000 training and 10,000 test 28x28 grey images in 10 classes.
 
     Parameters
@@ -358,7 +369,7 @@ def load_fashion_mnist(path=None, *, download=True):
     return _load("fashion-mnist", path, download)
 
 
-def load_mnist(path=None, *, download=True):
+def load_mnist(path: StrPath | None = None, *, download: bool = True) -> _Splits:
     """Load MNIST (handwritten digits), same format and lookup as :func:`load_fashion_mnist`.
 
     The places looked in are ``path``, ``$FASTCONV_DATA`` (or its ``mnist/``),

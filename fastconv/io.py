@@ -5,14 +5,22 @@ PyTorch model of the same structure with
 ``torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in numpy.load(path).items()})``.
 """
 
+from __future__ import annotations
+
 import os
 import uuid
 import zipfile
 import zlib
+from collections.abc import Mapping
+from typing import IO, TypeVar, Union
 
 import numpy as np
 
+from ._typing import ArrayLike, StrPath
 from .nn import Module
+
+_ModuleT = TypeVar("_ModuleT", bound=Module)
+_Target = TypeVar("_Target", bound=Union[StrPath, IO[bytes]])
 
 __all__ = ["save", "load", "NotAModelFileError"]
 
@@ -32,7 +40,7 @@ def _write_npz(target, state):
                 np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
-def save(model, path):
+def save(model: Module | Mapping[str, ArrayLike], path: _Target) -> _Target:
     """Save ``model.state_dict()`` to ``path`` as ``.npz``.
 
     Parameters
@@ -56,7 +64,7 @@ def save(model, path):
     if hasattr(path, "write"):
         _write_npz(path, state)
         return path
-    target = os.fspath(path)
+    target = os.fspath(path)  # type: ignore[arg-type]  # (a file was written above)
     # A temporary name beside the target (same file system, so the rename is atomic), made
     # with open() rather than mkstemp so that the file gets the usual umask permissions.
     partial = f"{target}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
@@ -69,7 +77,7 @@ def save(model, path):
     return path
 
 
-def load(model, path, strict=True):
+def load(model: _ModuleT, path: StrPath | IO[bytes], strict: bool = True) -> _ModuleT:
     """Load parameters saved by :func:`save` (or ``numpy.savez``) into ``model``, in place.
 
     Parameters

@@ -9,14 +9,19 @@ Examples
 (2, 10)
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 import numpy as np
 
 from . import nn
+from ._typing import DTypeLike, Seed
 
 __all__ = ["tutorial_net", "lenet5", "build", "MODELS"]
 
 
-def tutorial_net(seed=0, dtype=np.float32):
+def tutorial_net(seed: Seed = 0, dtype: DTypeLike = np.float32) -> nn.Sequential:
     """The tutorial network: one strided convolution, max pooling and two linear layers.
 
     ``Conv2d(1, 16, 5, stride=2)``, ReLU, ``MaxPool2d(2, 2)``, Flatten, ``Linear(576, 20)``,
@@ -44,7 +49,7 @@ def tutorial_net(seed=0, dtype=np.float32):
     )
 
 
-def lenet5(seed=0, dtype=np.float32):
+def lenet5(seed: Seed = 0, dtype: DTypeLike = np.float32) -> nn.Sequential:
     """LeNet-5 with ReLU and average pooling, for 28x28 inputs (padding 2 on the first layer).
 
     ``Conv2d(1, 6, 5, padding=2)``, ReLU, ``AvgPool2d(2)``, ``Conv2d(6, 16, 5)``, ReLU,
@@ -77,10 +82,10 @@ def lenet5(seed=0, dtype=np.float32):
     )
 
 
-MODELS = {"seed": tutorial_net, "tutorial": tutorial_net, "lenet": lenet5, "lenet5": lenet5}
+MODELS: dict[str, Callable[..., nn.Sequential]] = {"seed": tutorial_net, "tutorial": tutorial_net, "lenet": lenet5, "lenet5": lenet5}
 
 
-def build(name, seed=0, dtype=np.float32):
+def build(name: str, seed: Seed = 0, dtype: DTypeLike = np.float32) -> nn.Sequential:
     """A model by name: ``'seed'`` (or ``'tutorial'``) or ``'lenet'`` (or ``'lenet5'``)."""
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")

@@ -21,17 +21,22 @@ Examples
 ['0.bias', '0.weight', '3.bias', '3.weight']
 """
 
+from __future__ import annotations
+
 import functools
 import inspect
 import math
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping
 from numbers import Integral, Real
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
 from . import _args, _threads
 from . import conv as _conv
 from . import pool as _pool
+from ._typing import ArrayLike, ConvPadding, ConvPaddingMode, DTypeLike, IntPair, Padding, Seed
 
 __all__ = [
     "Parameter",
@@ -51,14 +56,16 @@ __all__ = [
 ]
 
 _PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_PADDING_MODES = {"zeros": "zeros", "reflect": "reflect", "replicate": "replicate",
+_PADDING_MODES: dict[str, ConvPaddingMode] = {"zeros": "zeros", "reflect": "reflect", "replicate": "replicate",
                   "circular": "circular"}
 _REDUCTIONS = {"mean": "mean", "sum": "sum"}
+_ModuleT = TypeVar("_ModuleT", bound="Module")
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------- argument checks
 
-def _int_at_least(value, name, minimum=1):
+def _int_at_least(value: Any, name: str, minimum: int = 1) -> int:
     """An int >= ``minimum`` (bool refused), or TypeError / ValueError naming the argument."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an int, got {value!r}")
@@ -68,7 +75,7 @@ def _int_at_least(value, name, minimum=1):
     return value
 
 
-def _param_dtype(dtype):
+def _param_dtype(dtype: Any) -> np.dtype[Any]:
     try:
         dtype = np.dtype(dtype)
     except TypeError:
@@ -88,7 +95,7 @@ def _make_rng(seed):
     return np.random.default_rng(seed)
 
 
-def _pool_padding(padding):
+def _pool_padding(padding: Any) -> tuple[int, int] | tuple[tuple[int, int], tuple[int, int]]:
     """Normalised pooling padding, shown as PyTorch shows it (an int pair when symmetric)."""
     top, bottom, left, right = _args.padding4(padding)
     if top == bottom and left == right:
@@ -96,12 +103,12 @@ def _pool_padding(padding):
     return ((top, bottom), (left, right))
 
 
-def _pair_or_int(pair):
+def _pair_or_int(pair: Any) -> Any:
     return pair[0] if isinstance(pair, tuple) and len(pair) == 2 and pair[0] == pair[1] and \
         not isinstance(pair[0], tuple) else pair
 
 
-def _kept(value, layer):
+def _kept(value: _T | None, layer: Module) -> _T:
     if value is None:
         raise RuntimeError(
             f"{type(layer).__name__}.backward() called before forward(): backward uses what the "
@@ -118,15 +125,16 @@ def _takes_need_input_grad(cls):
         return False
 
 
-def backward_without_input_grad(module, grad_output):
+def backward_without_input_grad(module: Module, grad_output: np.ndarray
+                                ) -> np.ndarray | None:
     """Run ``module.backward`` telling it, when it can be told, that no input gradient is needed.
 
     The first layer of a network never needs the gradient with respect to the images; skipping
     it saves a whole transposed convolution per batch. Modules whose ``backward`` has no
     ``need_input_grad`` keyword are simply called as usual.
     """
-    if _takes_need_input_grad(type(module)):
-        return module.backward(grad_output, need_input_grad=False)
+    if _takes_need_input_grad(type(module)):  # type: ignore[arg-type]  # classes hash
+        return module.backward(grad_output, need_input_grad=False)  # type: ignore[call-arg]
     return module.backward(grad_output)
 
 
@@ -152,10 +160,14 @@ class Parameter:
     """
 
     __slots__ = ("data", "grad")
+    # ndarrays, as PyTorch types its uninitialised (lazy) parameters Tensor: None only before a
+    # lazy layer's first forward (shape and dtype are None then)
+    data: np.ndarray
+    grad: np.ndarray
 
-    def __init__(self, data):
+    def __init__(self, data: ArrayLike | None) -> None:
         if data is None:
-            self.data = self.grad = None
+            self.data = self.grad = None  # type: ignore[assignment]  # lazy (see above)
             return
         data = np.ascontiguousarray(data)
         if data.dtype not in _PARAM_DTYPES:
@@ -164,14 +176,14 @@ class Parameter:
         self.grad = np.zeros_like(data)
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...] | None:
         return None if self.data is None else self.data.shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[Any] | None:
         return None if self.data is None else self.data.dtype
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.data is None:
             return "Parameter(<uninitialised>)"
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
@@ -194,7 +206,12 @@ class Module:
         :class:`Dropout` behaves differently.
     """
 
-    def __init__(self):
+    training: bool
+    # name -> Parameter / Module, or None where a registered name was set to None
+    _parameters: OrderedDict[str, Any]
+    _modules: OrderedDict[str, Any]
+
+    def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
@@ -220,30 +237,30 @@ class Module:
         object.__setattr__(self, name, value)
 
     # -- computing -------------------------------------------------------------------------
-    def forward(self, *inputs):
+    def forward(self, *inputs: Any) -> np.ndarray:
         """Compute the output (and keep what :meth:`backward` needs)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
         """Return the gradient with respect to the last forward's input.
 
         Gradients with respect to parameters are added to their ``.grad``.
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement backward()")
 
-    def __call__(self, *inputs):
+    def __call__(self, *inputs: Any) -> np.ndarray:
         return self.forward(*inputs)
 
     # -- structure -------------------------------------------------------------------------
-    def children(self):
+    def children(self) -> list[Module]:
         """The direct sub-modules, in registration order."""
         return [module for module in self._modules.values() if module is not None]
 
-    def named_modules(self, prefix=""):
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         """Yield ``(name, module)`` for this module and every sub-module, depth first."""
         seen = set()
 
-        def walk(module, name):
+        def walk(module: Module, name: str) -> Iterator[tuple[str, Module]]:
             if id(module) in seen:
                 return
             seen.add(id(module))
@@ -254,11 +271,11 @@ class Module:
 
         yield from walk(self, prefix)
 
-    def modules(self):
+    def modules(self) -> list[Module]:
         """This module and every sub-module."""
         return [module for _, module in self.named_modules()]
 
-    def named_parameters(self, prefix=""):
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """Yield ``(name, Parameter)`` with PyTorch's names (``'0.weight'``), each once."""
         seen = set()
         for module_name, module in self.named_modules(prefix):
@@ -268,17 +285,17 @@ class Module:
                 seen.add(id(parameter))
                 yield (f"{module_name}.{name}" if module_name else name), parameter
 
-    def parameters(self):
+    def parameters(self) -> list[Parameter]:
         """The list of every :class:`Parameter` of this module and its sub-modules."""
         return [parameter for _, parameter in self.named_parameters()]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every parameter's ``.grad`` to zeros (in place)."""
         for parameter in self.parameters():
             if parameter.grad is not None:
                 parameter.grad.fill(0)
 
-    def train(self, mode=True):
+    def train(self: _ModuleT, mode: bool = True) -> _ModuleT:
         """Put this module and its sub-modules in training mode (or evaluation, ``mode=False``).
 
         Returns
@@ -291,12 +308,12 @@ class Module:
             object.__setattr__(module, "training", mode)
         return self
 
-    def eval(self):
+    def eval(self: _ModuleT) -> _ModuleT:
         """Put this module and its sub-modules in evaluation mode; same as ``train(False)``."""
         return self.train(False)
 
     # -- state -----------------------------------------------------------------------------
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         """A dict of copies of every parameter, keyed as PyTorch names them (``'0.weight'``).
 
         Returns
@@ -320,7 +337,8 @@ class Module:
             state[name] = parameter.data.copy()
         return state
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict: Mapping[str, ArrayLike], strict: bool = True
+                        ) -> None:
         """Copy values into the parameters, in place, from a dict like :meth:`state_dict`'s.
 
         Parameters
@@ -341,7 +359,7 @@ class Module:
         Every entry is checked before anything is written: after any error the model is
         unchanged.
         """
-        owners = {}
+        owners: dict[str, tuple[Module, str, Parameter]] = {}
         for module_name, module in self.named_modules():
             for name, parameter in module._parameters.items():
                 if parameter is not None:
@@ -373,7 +391,7 @@ class Module:
         for module, name, parameter, value in staged:
             module._load_parameter(name, parameter, value)
 
-    def _load_parameter(self, name, parameter, value):
+    def _load_parameter(self, name: str, parameter: Parameter, value: np.ndarray) -> None:
         """Copy ``value`` into ``parameter`` (layers whose size may be unknown override this)."""
         parameter.data[...] = value
 
@@ -382,10 +400,10 @@ class Module:
         :meth:`_load_parameter` could not take; called for every entry before any is loaded."""
 
     # -- display ---------------------------------------------------------------------------
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         children = [(name, module) for name, module in self._modules.items() if module is not None]
         if not children:
             return f"{type(self).__name__}({self.extra_repr()})"
@@ -416,7 +434,7 @@ class Sequential(Module):
     (3, 'ReLU')
     """
 
-    def __init__(self, *layers):
+    def __init__(self, *layers: Module | OrderedDict[str, Module]) -> None:
         super().__init__()
         if len(layers) == 1 and isinstance(layers[0], OrderedDict):
             items = list(layers[0].items())
@@ -430,20 +448,24 @@ class Sequential(Module):
                 )
             self._modules[str(name)] = layer
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._modules)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def __getitem__(self, index):
+    @overload
+    def __getitem__(self, index: int) -> Module: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequential: ...
+    def __getitem__(self, index: int | slice) -> Module | Sequential:
         layers = list(self._modules.values())
         if isinstance(index, slice):
             names = list(self._modules)[index]
             return Sequential(OrderedDict((name, self._modules[name]) for name in names))
         return layers[index]
 
-    def append(self, layer):
+    def append(self, layer: Module) -> Sequential:
         """Add a layer at the end; returns ``self``."""
         if not isinstance(layer, Module):
             raise TypeError(
@@ -451,12 +473,16 @@ class Sequential(Module):
         self._modules[str(len(self._modules))] = layer
         return self
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         for layer in self._modules.values():
             x = layer(x)
-        return x
+        return x  # type: ignore[return-value]  # (an empty Sequential returns x as it is)
 
-    def backward(self, grad_output, need_input_grad=True):
+    @overload
+    def backward(self, grad_output: np.ndarray, need_input_grad: Literal[True] = True) -> np.ndarray: ...
+    @overload
+    def backward(self, grad_output: np.ndarray, need_input_grad: bool) -> np.ndarray | None: ...
+    def backward(self, grad_output: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         """Back-propagate through every layer, last first.
 
         Parameters
@@ -471,7 +497,7 @@ class Sequential(Module):
         grad = grad_output
         for index in range(len(layers) - 1, -1, -1):
             if index == 0 and not need_input_grad:
-                grad = backward_without_input_grad(layers[0], grad)
+                grad = backward_without_input_grad(layers[0], grad)  # type: ignore[arg-type]
             else:
                 grad = layers[index].backward(grad)
         return grad
@@ -525,8 +551,23 @@ class Conv2d(Module):
     (16, 1, 5, 5)
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, padding_mode="zeros", dtype=np.float32, seed=None):
+    weight: Parameter
+    bias: Parameter | None
+    in_channels: int | None
+    out_channels: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: Literal["valid", "same"] | tuple[int, int] | tuple[tuple[int, int], tuple[int, int]]
+    dilation: tuple[int, int]
+    groups: int
+    padding_mode: ConvPaddingMode
+    dtype: np.dtype[Any]
+    _input: np.ndarray | None
+
+    def __init__(self, in_channels: int | None, out_channels: int, kernel_size: IntPair,
+                 stride: IntPair = 1, padding: ConvPadding = 0, dilation: IntPair = 1,
+                 groups: int = 1, bias: bool = True, padding_mode: ConvPaddingMode = "zeros",
+                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         super().__init__()
         self.out_channels = _int_at_least(out_channels, "out_channels")
         self.groups = _int_at_least(groups, "groups")
@@ -542,7 +583,7 @@ class Conv2d(Module):
         self.stride = _args.pair(stride, "stride")
         self.dilation = _args.pair(dilation, "dilation")
         if isinstance(padding, str):
-            self.padding = _args.check_mode(padding, {"same": "same", "valid": "valid"},
+            self.padding = _args.check_mode(padding, {"same": "same", "valid": "valid"},  # type: ignore[assignment]
                                             "padding")
         else:
             self.padding = _pool_padding(padding)
@@ -557,7 +598,7 @@ class Conv2d(Module):
         if self.in_channels is not None:
             self._initialize()
 
-    def _check_in_channels(self, in_channels):
+    def _check_in_channels(self, in_channels: int) -> int:
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         if in_channels % self.groups:
@@ -578,7 +619,7 @@ class Conv2d(Module):
             bias = self._rng.uniform(-bound, bound, size=self.out_channels).astype(self.dtype)
             self.bias.data, self.bias.grad = bias, np.zeros_like(bias)
 
-    def _load_parameter(self, name, parameter, value):
+    def _load_parameter(self, name: str, parameter: Parameter, value: np.ndarray) -> None:
         if parameter.data is not None:
             return super()._load_parameter(name, parameter, value)
         # Size still unknown (checked by _check_lazy_parameter): take it from the loaded
@@ -591,7 +632,7 @@ class Conv2d(Module):
             bias = np.array(value, dtype=self.dtype)
             parameter.data, parameter.grad = bias, np.zeros_like(bias)
 
-    def _check_lazy_parameter(self, name, value):
+    def _check_lazy_parameter(self, name: str, value: np.ndarray) -> None:
         if name == "weight":
             expected = (self.out_channels, None) + self.kernel_size
             if value.ndim != 4 or value.shape[0] != self.out_channels or \
@@ -606,7 +647,7 @@ class Conv2d(Module):
                 f"state dict bias has shape {value.shape}, expected ({self.out_channels},)"
             )
 
-    def _uninitialize(self, rng_state):
+    def _uninitialize(self, rng_state: dict[str, Any]) -> None:
         """Undo the first forward's inference of the size (it failed): the layer as built."""
         self.in_channels = None
         self.weight.data = self.weight.grad = None
@@ -614,7 +655,7 @@ class Conv2d(Module):
             self.bias.data = self.bias.grad = None
         self._rng.bit_generator.state = rng_state
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         """Convolve; keeps the input for :meth:`backward`."""
         x = _args.as_float_array(x, "input")
         if self.in_channels is None:
@@ -640,7 +681,11 @@ class Conv2d(Module):
         self._input = x
         return output
 
-    def backward(self, grad_output, need_input_grad=True):
+    @overload
+    def backward(self, grad_output: ArrayLike, need_input_grad: Literal[True] = True) -> np.ndarray: ...
+    @overload
+    def backward(self, grad_output: ArrayLike, need_input_grad: bool) -> np.ndarray | None: ...
+    def backward(self, grad_output: ArrayLike, need_input_grad: bool = True) -> np.ndarray | None:
         """Add the weight (and bias) gradient to ``.grad``; return the input gradient.
 
         With ``need_input_grad=False`` the input gradient is not computed and None is returned.
@@ -656,7 +701,7 @@ class Conv2d(Module):
             self.bias.grad += grad_bias
         return grad_input
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}")
         if self.padding != (0, 0):
@@ -701,7 +746,15 @@ class Linear(Module):
     (64, 20)
     """
 
-    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, seed=None):
+    weight: Parameter
+    bias: Parameter | None
+    in_features: int | None
+    out_features: int
+    dtype: np.dtype[Any]
+    _input: np.ndarray | None
+
+    def __init__(self, in_features: int | None, out_features: int, bias: bool = True,
+                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         super().__init__()
         self.in_features = None if in_features is None else _int_at_least(in_features,
                                                                            "in_features")
@@ -725,7 +778,7 @@ class Linear(Module):
             bias = self._rng.uniform(-bound, bound, size=self.out_features).astype(self.dtype)
             self.bias.data, self.bias.grad = bias, np.zeros_like(bias)
 
-    def _load_parameter(self, name, parameter, value):
+    def _load_parameter(self, name: str, parameter: Parameter, value: np.ndarray) -> None:
         if parameter.data is not None:
             return super()._load_parameter(name, parameter, value)
         if name == "weight":  # (checked by _check_lazy_parameter)
@@ -736,7 +789,7 @@ class Linear(Module):
             bias = np.array(value, dtype=self.dtype)
             parameter.data, parameter.grad = bias, np.zeros_like(bias)
 
-    def _check_lazy_parameter(self, name, value):
+    def _check_lazy_parameter(self, name: str, value: np.ndarray) -> None:
         if name == "weight":
             if value.ndim != 2 or value.shape[0] != self.out_features or value.shape[1] < 1:
                 raise ValueError(
@@ -748,7 +801,7 @@ class Linear(Module):
                 f"state dict bias has shape {value.shape}, expected ({self.out_features},)"
             )
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         """Apply the affine map to the last axis; keeps the input for :meth:`backward`."""
         x = _args.as_float_array(x, "input")
         if x.ndim == 0:
@@ -768,19 +821,23 @@ class Linear(Module):
         self._input = x
         return output
 
-    def backward(self, grad_output, need_input_grad=True):
+    @overload
+    def backward(self, grad_output: ArrayLike, need_input_grad: Literal[True] = True) -> np.ndarray: ...
+    @overload
+    def backward(self, grad_output: ArrayLike, need_input_grad: bool) -> np.ndarray | None: ...
+    def backward(self, grad_output: ArrayLike, need_input_grad: bool = True) -> np.ndarray | None:
         """Add the weight (and bias) gradient to ``.grad``; return the input gradient."""
         x = _kept(self._input, self)
         grad_output = np.asarray(grad_output)
         grad_rows = grad_output.reshape(-1, self.out_features)
         with _threads.numpy_blas_single_thread():
-            self.weight.grad += grad_rows.T @ x.reshape(-1, self.in_features)
+            self.weight.grad += grad_rows.T @ x.reshape(-1, self.in_features)  # type: ignore[arg-type]
             grad_input = grad_output @ self.weight.data if need_input_grad else None
         if self.bias is not None:
             self.bias.grad += grad_rows.sum(axis=0)
         return grad_input
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
 
@@ -808,7 +865,11 @@ class MaxPool2d(Module):
     (1, 16, 6, 6)
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    _indices: np.ndarray | None
+    _input_shape: tuple[int, ...] | None
+
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0,
+                 dilation: IntPair = 1, ceil_mode: bool = False) -> None:
         super().__init__()
         self.kernel_size = _args.pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else _args.pair(stride, "stride")
@@ -818,7 +879,7 @@ class MaxPool2d(Module):
         self._indices = None
         self._input_shape = None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         """Pool; keeps the indices of the maxima (no second pass in :meth:`backward`)."""
         output, indices = _pool.max_pool2d(x, self.kernel_size, self.stride, self.padding,
                                            self.dilation, self.ceil_mode, return_indices=True)
@@ -826,12 +887,12 @@ class MaxPool2d(Module):
         self._input_shape = np.shape(x)
         return output
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> np.ndarray:
         """Route each output gradient to the input element that was the maximum."""
         indices = _kept(self._indices, self)
-        return _pool.max_pool2d_backward(grad_output, indices, self._input_shape)
+        return _pool.max_pool2d_backward(grad_output, indices, self._input_shape)  # type: ignore[arg-type]
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"kernel_size={_pair_or_int(self.kernel_size)}, "
                 f"stride={_pair_or_int(self.stride)}, padding={_pair_or_int(self.padding)}, "
                 f"dilation={_pair_or_int(self.dilation)}, ceil_mode={self.ceil_mode}")
@@ -860,8 +921,11 @@ class AvgPool2d(Module):
     (1, 6, 14, 14)
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
-                 count_include_pad=True, divisor_override=None):
+    _input_shape: tuple[int, ...] | None
+
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0,
+                 ceil_mode: bool = False, count_include_pad: bool = True,
+                 divisor_override: int | None = None) -> None:
         super().__init__()
         self.kernel_size = _args.pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else _args.pair(stride, "stride")
@@ -872,21 +936,21 @@ class AvgPool2d(Module):
             divisor_override, "divisor_override")
         self._input_shape = None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         """Average each window; keeps only the input shape."""
         output = _pool.avg_pool2d(x, self.kernel_size, self.stride, self.padding,
                                   self.ceil_mode, self.count_include_pad, self.divisor_override)
         self._input_shape = np.shape(x)
         return output
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> np.ndarray:
         """Spread each output gradient evenly over its window (divided as in forward)."""
         input_shape = _kept(self._input_shape, self)
         return _pool.avg_pool2d_backward(grad_output, input_shape, self.kernel_size,
                                          self.stride, self.padding, self.ceil_mode,
                                          self.count_include_pad, self.divisor_override)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return (f"kernel_size={_pair_or_int(self.kernel_size)}, "
                 f"stride={_pair_or_int(self.stride)}, padding={_pair_or_int(self.padding)}")
 
@@ -904,7 +968,9 @@ class Flatten(Module):
     (64, 576)
     """
 
-    def __init__(self, start_dim=1, end_dim=-1):
+    _input_shape: tuple[int, ...] | None
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
         for name, value in (("start_dim", start_dim), ("end_dim", end_dim)):
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
@@ -912,7 +978,7 @@ class Flatten(Module):
         self.start_dim, self.end_dim = int(start_dim), int(end_dim)
         self._input_shape = None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = np.asarray(x)
         ndim = max(x.ndim, 1)
         start, end = self.start_dim, self.end_dim
@@ -928,26 +994,28 @@ class Flatten(Module):
             shape = x.shape[:start] + (math.prod(x.shape[start:end + 1]),) + x.shape[end + 1:]
         return x.reshape(shape)
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> np.ndarray:
         return np.reshape(grad_output, _kept(self._input_shape, self))
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
 class ReLU(Module):
     """``max(x, 0)``, element-wise; keeps its output for :meth:`backward`."""
 
-    def __init__(self):
+    _output: np.ndarray | None
+
+    def __init__(self) -> None:
         super().__init__()
         self._output = None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         output = np.maximum(_args.as_float_array(x, "input"), 0)
         self._output = output
         return output
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: ArrayLike) -> np.ndarray:
         """Pass the gradient except where the output is <= 0 (zero there, as PyTorch)."""
         output = _kept(self._output, self)
         grad_output = np.ascontiguousarray(grad_output, dtype=output.dtype)
@@ -968,11 +1036,13 @@ class ReLU(Module):
 class Sigmoid(Module):
     """``1 / (1 + exp(-x))``, element-wise and overflow-free; keeps its output."""
 
-    def __init__(self):
+    _output: np.ndarray | None
+
+    def __init__(self) -> None:
         super().__init__()
         self._output = None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = _args.as_float_array(x, "input")
         # exp of -|x| only, so nothing overflows and both tails keep their relative accuracy.
         decay = np.exp(-np.abs(x))
@@ -980,7 +1050,7 @@ class Sigmoid(Module):
         self._output = output
         return output
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
         output = _kept(self._output, self)
         return (grad_output * (output * (1 - output))).astype(output.dtype, copy=False)
 
@@ -988,16 +1058,18 @@ class Sigmoid(Module):
 class Tanh(Module):
     """``tanh(x)``, element-wise; keeps its output."""
 
-    def __init__(self):
+    _output: np.ndarray | None
+
+    def __init__(self) -> None:
         super().__init__()
         self._output = None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         output = np.tanh(_args.as_float_array(x, "input"))
         self._output = output
         return output
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
         output = _kept(self._output, self)
         return (grad_output * (1 - output * output)).astype(output.dtype, copy=False)
 
@@ -1014,7 +1086,12 @@ class Dropout(Module):
         Source of the masks.
     """
 
-    def __init__(self, p=0.5, seed=None):
+    _mask: np.ndarray | None
+
+    p: float
+    _rng: np.random.Generator
+
+    def __init__(self, p: float = 0.5, seed: Seed = None) -> None:
         super().__init__()
         if isinstance(p, (bool, np.bool_)) or not isinstance(p, Real):
             raise TypeError(f"p must be a float, got {p!r}")
@@ -1024,7 +1101,7 @@ class Dropout(Module):
         self._rng = _make_rng(seed)
         self._mask = None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         x = _args.as_float_array(x, "input")
         if not self.training or self.p == 0.0:
             self._mask = None
@@ -1036,12 +1113,12 @@ class Dropout(Module):
             self._mask = keep * x.dtype.type(1.0 / (1.0 - self.p))
         return x * self._mask
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._mask is None:
             return np.asarray(grad_output)
         return grad_output * self._mask
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self.p}"
 
 
@@ -1050,22 +1127,26 @@ class Dropout(Module):
 class _Loss(Module):
     """A loss: ``loss(pred, target)`` returns a float, ``loss.backward()`` the gradient."""
 
-    def __init__(self, reduction="mean"):
+    _grad: np.ndarray | None
+
+    def __init__(self, reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()
         self.reduction = _args.check_mode(reduction, _REDUCTIONS, "reduction")
         self._grad = None
 
-    def __call__(self, pred, target):
-        return self.forward(pred, target)
+    # A loss returns a float where a layer returns an array (PyTorch's return 0-d tensors), and
+    # its backward starts the chain from a scalar: hence the overrides' different signatures.
+    def __call__(self, pred: ArrayLike, target: ArrayLike) -> float:  # type: ignore[override]
+        return self.forward(pred, target)  # type: ignore[return-value]  # the subclasses' float
 
-    def backward(self, grad_output=1.0):
+    def backward(self, grad_output: float = 1.0) -> np.ndarray:  # type: ignore[override]
         """Gradient of the last loss value with respect to ``pred`` (times ``grad_output``)."""
         grad = _kept(self._grad, self)
         if grad_output == 1.0:
             return grad.copy()
         return grad * grad.dtype.type(grad_output)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
 
 
@@ -1099,7 +1180,7 @@ class CrossEntropyLoss(_Loss):
            [ 0.125,  0.125,  0.125, -0.375]])
     """
 
-    def forward(self, pred, target):
+    def forward(self, pred: ArrayLike, target: ArrayLike) -> float:  # type: ignore[override]
         logits = _args.as_float_array(pred, "pred")
         if logits.ndim == 0:
             raise ValueError("pred must hold logits with the classes on axis 1 (or axis 0 "
@@ -1174,7 +1255,7 @@ class MSELoss(_Loss):
     array([1., 2.])
     """
 
-    def forward(self, pred, target):
+    def forward(self, pred: ArrayLike, target: ArrayLike) -> float:  # type: ignore[override]
         pred = _args.as_float_array(pred, "pred")
         target = _args.as_float_array(target, "target")
         if pred.shape != target.shape:

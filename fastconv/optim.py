@@ -1,11 +1,16 @@
 """Optimisers that update :class:`fastconv.nn.Parameter` values in place from their ``.grad``,
 and a learning-rate schedule for them."""
 
+from __future__ import annotations
+
 import math
+from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 
+from ._typing import HasLR
 from .nn import Module, Parameter
 
 __all__ = ["SGD", "CosineAnnealingLR"]
@@ -67,8 +72,18 @@ class SGD:
     array([[0.95, 0.95]], dtype=float32)
     """
 
-    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False, *,
-                 dampening=0.0, maximize=False):
+    lr: float
+    momentum: float
+    weight_decay: float
+    dampening: float
+    nesterov: bool
+    maximize: bool
+    params: list[Parameter]
+    _buffers: list[np.ndarray | None]
+
+    def __init__(self, params: Iterable[Parameter] | Module, lr: float, momentum: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, dampening: float = 0.0,
+                 maximize: bool = False) -> None:
         self.lr = _non_negative(lr, "lr", "learning rate")
         self.momentum = _non_negative(momentum, "momentum", "momentum value")
         self.weight_decay = _non_negative(weight_decay, "weight_decay", "weight_decay value")
@@ -95,13 +110,13 @@ class SGD:
         # (a layer whose size is inferred has no array before its first forward).
         self._buffers = [None] * len(self.params)
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every parameter's ``.grad`` to zeros (in place)."""
         for parameter in self.params:
             if parameter.grad is not None:
                 parameter.grad.fill(0)
 
-    def step(self):
+    def step(self) -> None:
         """Update every parameter once from its current ``.grad``."""
         for index, parameter in enumerate(self.params):
             if parameter.data is None:  # not initialised yet: nothing to update
@@ -128,7 +143,7 @@ class SGD:
                     grad = buffer
             data -= data.dtype.type(self.lr) * grad
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """The momentum buffers and hyper-parameters (a plain dict), for checkpointing."""
         return {
             "lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
@@ -136,7 +151,7 @@ class SGD:
             "momentum_buffers": [None if b is None else b.copy() for b in self._buffers],
         }
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         buffers = state["momentum_buffers"]
         if len(buffers) != len(self.params):
@@ -146,7 +161,7 @@ class SGD:
             setattr(self, key, state[key])
         self._buffers = [None if b is None else np.array(b) for b in buffers]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay}, "
                 f"nesterov={self.nesterov})")
 
@@ -184,7 +199,13 @@ class CosineAnnealingLR:
     0.0
     """
 
-    def __init__(self, optimizer, T_max, eta_min=0.0):
+    optimizer: HasLR
+    T_max: int
+    eta_min: float
+    base_lr: float
+    last_epoch: int
+
+    def __init__(self, optimizer: HasLR, T_max: int, eta_min: float = 0.0) -> None:
         if not hasattr(optimizer, "lr"):
             raise TypeError(f"optimizer must have an 'lr' attribute, got "
                             f"{type(optimizer).__name__}")
@@ -198,7 +219,7 @@ class CosineAnnealingLR:
         self.base_lr = float(optimizer.lr)
         self.last_epoch = 0
 
-    def step(self):
+    def step(self) -> None:
         """Advance one step and set the optimiser's ``lr`` to the new rate."""
         self.last_epoch += 1
         t, T, lr, eta_min = self.last_epoch, self.T_max, float(self.optimizer.lr), self.eta_min
@@ -209,22 +230,22 @@ class CosineAnnealingLR:
                   * (lr - eta_min) + eta_min)
         self.optimizer.lr = lr
 
-    def get_last_lr(self):
+    def get_last_lr(self) -> list[float]:
         """The current learning rate, in a one-element list (as PyTorch's)."""
         return [float(self.optimizer.lr)]
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """What :meth:`load_state_dict` needs to resume the schedule (a plain dict)."""
         return {"T_max": self.T_max, "eta_min": self.eta_min, "base_lr": self.base_lr,
                 "last_epoch": self.last_epoch}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (the optimiser's ``lr`` is its own)."""
         self.T_max = int(state["T_max"])
         self.eta_min = float(state["eta_min"])
         self.base_lr = float(state["base_lr"])
         self.last_epoch = int(state["last_epoch"])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"CosineAnnealingLR(T_max={self.T_max}, eta_min={self.eta_min}, "
                 f"base_lr={self.base_lr}, last_epoch={self.last_epoch})")

@@ -5,17 +5,22 @@
 wrapper also calls directly with arguments it has already normalised.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
 from numbers import Real
+from typing import Any, Literal
 
 import numpy as np
 
 from . import _args, _pad
 from ._threads import effective_num_threads
+from ._typing import ArrayLike, Padding, PadMode
 
 __all__ = ["pad2d", "pad2d_backward"]
 
 # Accepted mode names -> canonical ones ('edge' and 'wrap' are NumPy's names).
-PAD_MODES = {
+PAD_MODES: dict[str, Literal["constant", "reflect", "replicate", "circular"]] = {
     "constant": "constant",
     "reflect": "reflect",
     "replicate": "replicate",
@@ -39,12 +44,12 @@ _ELEMENTS_PER_THREAD = 1 << 12
 _AXES = ("height", "width")
 
 
-def _num_threads(planes, elements):
+def _num_threads(planes: int, elements: int) -> int:
     """Threads for a kernel over ``planes`` (n, c) planes holding ``elements`` in all."""
     return effective_num_threads(max(1, min(planes, elements // _ELEMENTS_PER_THREAD)))
 
 
-def check_pad_limits(in_size, pads, mode):
+def check_pad_limits(in_size: Sequence[int], pads: Sequence[int], mode: str) -> None:
     """PyTorch's limits: reflect needs pad < size, circular pad <= size, replicate size >= 1.
 
     ``in_size`` is the (height, width) of the unpadded input, ``pads`` (top, bottom, left,
@@ -71,7 +76,8 @@ def check_pad_limits(in_size, pads, mode):
             )
 
 
-def pad2d_impl(x4, pads, mode, value=0.0):
+def pad2d_impl(x4: np.ndarray, pads: Sequence[int], mode: str, value: float = 0.0
+               ) -> np.ndarray:
     """Pad a checked 4-D array; the work behind :func:`pad2d`.
 
     ``x4`` is a C-contiguous float32/float64 (N, C, H, W) array, ``pads`` (top, bottom, left,
@@ -98,7 +104,7 @@ def pad2d_impl(x4, pads, mode, value=0.0):
     return out
 
 
-def pad2d_backward_impl(grad4, pads, mode):
+def pad2d_backward_impl(grad4: np.ndarray, pads: Sequence[int], mode: str) -> np.ndarray:
     """Gradient of :func:`pad2d_impl`; the work behind :func:`pad2d_backward`.
 
     ``grad4`` is a C-contiguous float32/float64 (N, C, H', W') array; the input size
@@ -127,7 +133,7 @@ def pad2d_backward_impl(grad4, pads, mode):
     return grad_input
 
 
-def _check_value(value, mode):
+def _check_value(value: Any, mode: str) -> float:
     """The fill value as a float; as PyTorch, only mode 'constant' takes a non-zero one."""
     if value is None:
         return 0.0
@@ -140,7 +146,8 @@ def _check_value(value, mode):
     return value
 
 
-def pad2d(x, padding, mode="constant", value=0.0):
+def pad2d(x: ArrayLike, padding: Padding, mode: PadMode = "constant", value: float | None = 0.0
+          ) -> np.ndarray:
     """Pad the last two axes (height, width) of an image batch, as ``torch.nn.functional.pad``.
 
     Parameters
@@ -190,7 +197,8 @@ def pad2d(x, padding, mode="constant", value=0.0):
     return out[0] if unbatched else out
 
 
-def pad2d_backward(grad_output, padding, mode="constant"):
+def pad2d_backward(grad_output: ArrayLike, padding: Padding, mode: PadMode = "constant"
+                   ) -> np.ndarray:
     """Gradient of :func:`pad2d` with respect to its input.
 
     Crops ``grad_output`` to the input's area and, for 'reflect', 'replicate' and 'circular',

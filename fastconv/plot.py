@@ -16,10 +16,21 @@ Examples
 'edges.png'
 """
 
+from __future__ import annotations
+
 import math
 import os
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Any, TypeVar, Union
 
 import numpy as np
+
+from ._typing import ArrayLike, StrPath
+
+if TYPE_CHECKING:
+    from .nn import Module
+
+_Target = TypeVar("_Target", bound=Union[StrPath, IO[bytes]])
 
 __all__ = ["feature_maps", "layer_feature_maps"]
 
@@ -36,8 +47,10 @@ def _matplotlib():
     return Figure, FigureCanvasAgg
 
 
-def feature_maps(maps, path, *, titles=None, columns=None, cmap="gray", scale=2.0,
-                 suptitle=None, dpi=100):
+def feature_maps(maps: ArrayLike | Sequence[ArrayLike], path: _Target, *,
+                 titles: Sequence[str] | None = None, columns: int | None = None,
+                 cmap: str = "gray", scale: float = 2.0, suptitle: str | None = None,
+                 dpi: int = 100) -> _Target:
     """Draw each channel of ``maps`` as a grey image in a grid and save it as a PNG.
 
     Parameters
@@ -106,11 +119,13 @@ def feature_maps(maps, path, *, titles=None, columns=None, cmap="gray", scale=2.
     if suptitle:
         figure.suptitle(suptitle)
     figure.tight_layout()
-    figure.savefig(path if hasattr(path, "write") else os.fspath(path), format="png", dpi=dpi)
+    figure.savefig(path if hasattr(path, "write") else os.fspath(path),  # type: ignore[arg-type]
+                   format="png", dpi=dpi)
     return path
 
 
-def layer_feature_maps(layer, image, path, *, include_input=True, **options):
+def layer_feature_maps(layer: Module, image: ArrayLike, path: _Target, *,
+                       include_input: bool = True, **options: Any) -> _Target:
     """Run one image through ``layer`` (any module) and save its output channels as a PNG.
 
     Parameters

@@ -4,11 +4,16 @@ The functions here check and normalise their arguments with :mod:`fastconv._args
 the results and call one kernel of ``fastconv._pool``; the kernels never see bad input.
 """
 
+from __future__ import annotations
+
 import math
 import operator
 from numbers import Integral
+from collections.abc import Sequence
+from typing import Any, Literal, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _pool
 from ._args import (
@@ -20,6 +25,7 @@ from ._args import (
     pool_output_size,
 )
 from ._threads import effective_num_threads
+from ._typing import ArrayLike, IntPair, Padding, Shape
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
 
@@ -29,7 +35,7 @@ _INT64_MAX = 2**63 - 1
 _TAPS_PER_THREAD = 1 << 15
 
 
-def _num_threads(planes, taps):
+def _num_threads(planes: int, taps: int) -> int:
     """Threads for a kernel over ``planes`` (n, c) planes visiting ``taps`` taps in all."""
     return effective_num_threads(max(1, min(planes, taps // _TAPS_PER_THREAD)))
 
@@ -41,7 +47,9 @@ def _num_threads(planes, taps):
 POOL_PATHS = ("window2x2", "planes")
 
 
-def _pool_path(kernel, stride, pads, dilation, in_size, out_size, path):
+def _pool_path(kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, ...],
+               dilation: tuple[int, int], in_size: tuple[int, ...],
+               out_size: tuple[int, int], path: str | None) -> str:
     """The path for one call: the first of POOL_PATHS that applies, or ``path`` if it does."""
     window2x2 = (tuple(kernel) == (2, 2) and tuple(stride) == (2, 2)
                  and tuple(pads) == (0, 0, 0, 0) and tuple(dilation) == (1, 1)
@@ -56,12 +64,12 @@ def _pool_path(kernel, stride, pads, dilation, in_size, out_size, path):
     return path
 
 
-def _rows_threads(rows, taps):
+def _rows_threads(rows: int, taps: int) -> int:
     """Threads for a kernel over ``rows`` output rows visiting ``taps`` taps in all."""
     return effective_num_threads(max(1, min(rows, taps // _TAPS_PER_THREAD)))
 
 
-def _max_padding(kernel, dilation):
+def _max_padding(kernel: int, dilation: int) -> int:
     """PyTorch's limit on pooling padding: at most half the kernel size.
 
     PyTorch checks ``pad <= ((k - 1) * dilation + 1) // 2`` (half the effective kernel) and,
@@ -71,7 +79,7 @@ def _max_padding(kernel, dilation):
     return min(kernel // 2, ((kernel - 1) * dilation + 1) // 2)
 
 
-def _thread_rows(num_threads, width, dtype):
+def _thread_rows(num_threads: int, width: int, dtype: npt.DTypeLike) -> np.ndarray:
     """One scratch row per thread, each padded to whole cache lines of its own.
 
     Rows of a few elements would share a 64-byte line between threads, and every write by one
@@ -83,7 +91,7 @@ def _thread_rows(num_threads, width, dtype):
     return np.empty((num_threads, padded), dtype=dtype)
 
 
-def _check_planes(shape, name):
+def _check_planes(shape: Sequence[int], name: str) -> None:
     """PyTorch refuses empty channels, height or width (only the batch may be empty)."""
     if min(shape[1:]) < 1:
         raise ValueError(
@@ -93,7 +101,10 @@ def _check_planes(shape, name):
     check_size(shape[2] * shape[3], f"one {name} plane")
 
 
-def _geometry(in_size, kernel_size, stride, padding, dilation, ceil_mode):
+def _geometry(in_size: Sequence[int], kernel_size: Any, stride: Any, padding: Any, dilation: Any,
+              ceil_mode: bool) -> tuple[tuple[int, int], tuple[int, int],
+                                        tuple[int, int, int, int], tuple[int, int],
+                                        tuple[int, int]]:
     """Normalised (kernel, stride, padding4, dilation, output size) of a pooling window."""
     kernel = pair(kernel_size, "kernel_size")
     stride = kernel if stride is None else pair(stride, "stride")
@@ -105,12 +116,12 @@ def _geometry(in_size, kernel_size, stride, padding, dilation, ceil_mode):
     return kernel, stride, pads, dilation, out_size
 
 
-def _batched_view(array, unbatched):
+def _batched_view(array: np.ndarray, unbatched: bool) -> np.ndarray:
     """The 4-D view the kernels take of a result allocated 3-D for an unbatched input."""
     return array[np.newaxis] if unbatched else array
 
 
-def _divisor(divisor_override):
+def _divisor(divisor_override: Any) -> int:
     """0 for None (the kernels' "no override"), else a nonzero int64."""
     if divisor_override is None:
         return 0
@@ -126,7 +137,7 @@ def _divisor(divisor_override):
     return value
 
 
-def _input_shape(input_shape, grad_output_shape):
+def _input_shape(input_shape: Any, grad_output_shape: Sequence[int]) -> tuple[int, ...]:
     """Check ``input_shape`` against ``grad_output``'s (N, C); return it as a 4-D tuple."""
     try:
         if any(isinstance(size, (bool, np.bool_)) for size in input_shape):
@@ -151,8 +162,29 @@ def _input_shape(input_shape, grad_output_shape):
     return batched
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False, *, _path=None):
+@overload
+def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None,
+               padding: Padding = 0, dilation: IntPair = 1, ceil_mode: bool = False,
+               return_indices: Literal[False] = False, *, _path: str | None = None
+               ) -> np.ndarray: ...
+@overload
+def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None,
+               padding: Padding = 0, dilation: IntPair = 1, ceil_mode: bool = False, *,
+               return_indices: Literal[True], _path: str | None = None
+               ) -> tuple[np.ndarray, npt.NDArray[np.int64]]: ...
+@overload
+def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None, padding: Padding,
+               dilation: IntPair, ceil_mode: bool, return_indices: Literal[True], *,
+               _path: str | None = None) -> tuple[np.ndarray, npt.NDArray[np.int64]]: ...
+@overload
+def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None,
+               padding: Padding = 0, dilation: IntPair = 1, ceil_mode: bool = False,
+               return_indices: bool = False, *, _path: str | None = None
+               ) -> np.ndarray | tuple[np.ndarray, npt.NDArray[np.int64]]: ...
+def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None,
+               padding: Padding = 0, dilation: IntPair = 1, ceil_mode: bool = False,
+               return_indices: bool = False, *, _path: str | None = None
+               ) -> np.ndarray | tuple[np.ndarray, npt.NDArray[np.int64]]:
     """2-D max pooling over an (N, C, H, W) or (C, H, W) array, as ``torch.nn.functional``.
 
     Parameters
@@ -230,7 +262,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     return out
 
 
-def max_pool2d_backward(grad_output, indices, input_shape):
+def max_pool2d_backward(grad_output: ArrayLike, indices: ArrayLike, input_shape: Shape
+                        ) -> np.ndarray:
     """Gradient of :func:`max_pool2d` with respect to its input.
 
     Each ``grad_output`` element is added to the input position its index names; where
@@ -292,8 +325,10 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     return grad_input
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None, *, _path=None):
+def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None,
+               padding: Padding = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: int | None = None, *,
+               _path: str | None = None) -> np.ndarray:
     """2-D average pooling over an (N, C, H, W) or (C, H, W) array, as ``torch.nn.functional``.
 
     Parameters
@@ -361,9 +396,11 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     return out
 
 
-def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
-                        ceil_mode=False, count_include_pad=True, divisor_override=None, *,
-                        _path=None):
+def avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape, kernel_size: IntPair,
+                        stride: IntPair | None = None, padding: Padding = 0,
+                        ceil_mode: bool = False, count_include_pad: bool = True,
+                        divisor_override: int | None = None, *,
+                        _path: str | None = None) -> np.ndarray:
     """Gradient of :func:`avg_pool2d` with respect to its input.
 
     Each ``grad_output`` element, divided by its window's divisor, is added to every input

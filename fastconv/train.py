@@ -15,19 +15,40 @@ Examples
 0.87...
 """
 
+from __future__ import annotations
+
 import contextlib
 import copy
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import TypedDict
 
 import numpy as np
 
 from .nn import CrossEntropyLoss, Module, backward_without_input_grad
+from ._typing import ArrayLike, DTypeLike, LossLike, OptimizerLike, SchedulerLike
 from .optim import SGD
 
-__all__ = ["fit", "evaluate", "predict", "prepare_images", "standardize"]
+__all__ = ["fit", "evaluate", "predict", "prepare_images", "standardize", "EpochRecord"]
+
+
+class _Interrupted(TypedDict, total=False):
+    interrupted: bool  # True only in the last record of a run stopped by Ctrl-C
+
+
+class EpochRecord(_Interrupted):
+    """One epoch of :func:`fit`'s history (a plain dict at run time)."""
+
+    epoch: int
+    loss: float
+    accuracy: float | None
+    val_accuracy: float | None
+    seconds: float
+    images: int
+    images_per_second: float
 
 
 def _model_dtype(model):
@@ -40,7 +61,7 @@ def _model_dtype(model):
     return np.dtype(np.float32)
 
 
-def prepare_images(X, dtype=np.float32):
+def prepare_images(X: ArrayLike, dtype: DTypeLike = np.float32) -> np.ndarray:
     """Turn a batch of images into model input.
 
     uint8 values 0..255 become ``dtype`` values in [0, 1] (divided by 255, as torchvision's
@@ -64,7 +85,8 @@ def prepare_images(X, dtype=np.float32):
     return X
 
 
-def standardize(X, mean=None, std=None, dtype=np.float32):
+def standardize(X: ArrayLike, mean: float | None = None, std: float | None = None,
+                dtype: DTypeLike = np.float32) -> tuple[np.ndarray, float, float]:
     """Images shifted and scaled to zero mean and unit variance: ``(x - mean) / std``.
 
     ``X`` goes through :func:`prepare_images` first (uint8 becomes [0, 1]), so ``mean`` and
@@ -176,7 +198,7 @@ def _check_positive(value, name):
     return int(value)
 
 
-def predict(model, X, batch_size=256):
+def predict(model: Module, X: ArrayLike, batch_size: int = 256) -> np.ndarray:
     """Model outputs for every sample of ``X``, computed in evaluation mode, batch by batch.
 
     The model's train/eval modes are restored afterwards.
@@ -209,7 +231,7 @@ def predict(model, X, batch_size=256):
     return np.concatenate(outputs)
 
 
-def evaluate(model, X, y, batch_size=256):
+def evaluate(model: Module, X: ArrayLike, y: ArrayLike, batch_size: int = 256) -> float:
     """Classification accuracy of ``model`` on ``(X, y)``: the fraction of argmax hits.
 
     Parameters
@@ -335,8 +357,12 @@ def _summary(record):
     return ", ".join(parts)
 
 
-def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=64, shuffle=True,
-        seed=0, validation=None, progress=True, callback=None, scheduler=None):
+def fit(model: Module, X: ArrayLike, y: ArrayLike, *, loss: LossLike | None = None,
+        optimizer: OptimizerLike | None = None, epochs: int = 1, batch_size: int = 64,
+        shuffle: bool = True, seed: int | None = 0,
+        validation: tuple[ArrayLike, ArrayLike] | None = None, progress: bool = True,
+        callback: Callable[[EpochRecord], object] | None = None,
+        scheduler: SchedulerLike | None = None) -> list[EpochRecord]:
     """Train ``model`` on ``(X, y)`` with mini-batches.
 
     Each step: forward, loss, ``optimizer.zero_grad()``, ``model.backward(loss.backward())``
@@ -422,7 +448,7 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=64, shuf
     count = X.shape[0]
     rng = np.random.default_rng(seed)
     stream = sys.stderr
-    history = []
+    history: list[EpochRecord] = []
     model.train()
     with _stop_at_batch_end() as interrupt:
         for epoch in range(1, epochs + 1):
@@ -461,7 +487,7 @@ def fit(model, X, y, *, loss=None, optimizer=None, epochs=1, batch_size=64, shuf
             except KeyboardInterrupt:
                 stopped = True
             seconds = time.perf_counter() - start
-            record = {
+            record: EpochRecord = {
                 "epoch": epoch,
                 "loss": loss_sum / seen if seen else float("nan"),
                 "accuracy": (correct / seen if seen else float("nan")) if classify else None,

@@ -1,8 +1,10 @@
 """A user's script, type-checked by `mypy --strict` in CI (tests/test_typing.py).
 
 It touches every public module the way a user would; `reveal_type` is avoided so that the file
-also runs. The assignments with annotations fail type checking if a result is typed `Any`
-only when mypy's --disallow-any-expr is set, so the test runs mypy with it on this file.
+also runs. With mypy's --disallow-any-expr (the test runs it on this file too), a result that
+is unpacked or assigned without an annotation fails if it is typed `Any`; mypy lets an `Any`
+into an annotated assignment even then, so tests/typing/assert_types.py pins each result's
+exact type with `assert_type`.
 """
 
 from __future__ import annotations
@@ -50,9 +52,9 @@ state: dict[str, np.ndarray] = model.state_dict()
 model.load_state_dict(state)
 parameters: list[nn.Parameter] = list(model.parameters())
 
-images = np.zeros((8, 28, 28), np.uint8)
+images = np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8)
 labels = np.arange(8) % 10
-history: list[dict[str, object]] = train.fit(model, images, labels, optimizer=optimizer,
+history: list[train.EpochRecord] = train.fit(model, images, labels, optimizer=optimizer,
                                              epochs=1, batch_size=4, progress=False)
 accuracy: float = train.evaluate(model, images, labels)
 scores: np.ndarray = train.predict(model, images)
@@ -67,4 +69,4 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         io.save(model, f"{tmp}/m.npz")
         fastconv.load(model, f"{tmp}/m.npz")
-        plot.feature_maps([x[0, 0], y[0, 0]], f"{tmp}/maps.png", titles=["x", "y"])
+        plot.feature_maps([x[0, 0, :, :], y[0, 0, :, :]], f"{tmp}/maps.png", titles=["x", "y"])
