@@ -44,6 +44,20 @@ class _MaxPool2dForwardIndices(Protocol):
 max_pool2d_forward_indices: _MaxPool2dForwardIndices
 
 @type_check_only
+class _MaxPool2dForward2x2(Protocol):
+    def __call__(
+        self,
+        x: _Float,  # const floating[:, :, :, ::1]; 2x2 windows, stride 2, all inside x
+        out: _Float,  # floating[:, :, :, ::1], written
+        indices: npt.NDArray[np.int64],  # int64_t[:, :, :, ::1], written if with_indices
+        with_indices: bool,
+        num_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _MaxPool2dForward2x2: ...  # "float" or "double"
+
+max_pool2d_forward_2x2: _MaxPool2dForward2x2
+
+@type_check_only
 class _MaxPool2dBackward(Protocol):
     def __call__(
         self,
@@ -74,6 +88,19 @@ class _AvgPool2dForward(Protocol):
 avg_pool2d_forward: _AvgPool2dForward
 
 @type_check_only
+class _AvgPool2dForward2x2(Protocol):
+    def __call__(
+        self,
+        x: _Float,  # const floating[:, :, :, ::1]; 2x2 windows, stride 2, all inside x
+        out: _Float,  # floating[:, :, :, ::1], written
+        divisor_override: int,  # 0 for none (then 4)
+        num_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _AvgPool2dForward2x2: ...  # "float" or "double"
+
+avg_pool2d_forward_2x2: _AvgPool2dForward2x2
+
+@type_check_only
 class _AvgPool2dBackward(Protocol):
     def __call__(
         self,
@@ -90,3 +117,18 @@ class _AvgPool2dBackward(Protocol):
     def __getitem__(self, signature: str, /) -> _AvgPool2dBackward: ...  # "float" or "double"
 
 avg_pool2d_backward: _AvgPool2dBackward
+
+@type_check_only
+class _AvgPool2dBackward2x2(Protocol):
+    def __call__(
+        self,
+        grad_output: _Float,  # const floating[:, :, :, ::1]
+        grad_input: _Float,  # floating[:, :, :, ::1], written (uncovered rows/columns: 0)
+        divisor_override: int,  # 0 for none (then 4)
+        num_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _AvgPool2dBackward2x2: ...  # "float" or "double"
+
+avg_pool2d_backward_2x2: _AvgPool2dBackward2x2
+
+ISA: str  # the build the kernels run: "generic" or "avx2" (src/_pool.h)

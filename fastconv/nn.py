@@ -650,9 +650,11 @@ class Conv2d(Module):
     def _uninitialize(self, rng_state: dict[str, Any]) -> None:
         """Undo the first forward's inference of the size (it failed): the layer as built."""
         self.in_channels = None
-        self.weight.data = self.weight.grad = None
+        # Back to "not sized yet": the one state where data is None (typed as an array, as
+        # torch types a lazy parameter, so that every other use needs no None check).
+        self.weight.data = self.weight.grad = None  # type: ignore[assignment]
         if self.bias is not None:
-            self.bias.data = self.bias.grad = None
+            self.bias.data = self.bias.grad = None  # type: ignore[assignment]
         self._rng.bit_generator.state = rng_state
 
     def forward(self, x: ArrayLike) -> np.ndarray:

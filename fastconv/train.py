@@ -439,7 +439,8 @@ def fit(model: Module, X: ArrayLike, y: ArrayLike, *, loss: LossLike | None = No
         [(validation[1], "validation labels")]
         if validation is not None and validation[0].shape[0] else [])
     if checked:
-        output = _probe(model, X if X.shape[0] else validation[0], _model_dtype(model))
+        probe = X if X.shape[0] or validation is None else validation[0]
+        output = _probe(model, probe, _model_dtype(model))
         for labels, name in checked:
             _check_labels(labels, output, name)
     if optimizer is None:
@@ -506,7 +507,8 @@ def fit(model: Module, X: ArrayLike, y: ArrayLike, *, loss: LossLike | None = No
                           f"weights of the last completed batch", file=stream, flush=True)
             elif validation is not None:
                 model_mode = model.training
-                record["val_accuracy"] = evaluate(model, *validation,
+                X_val, y_val = validation
+                record["val_accuracy"] = evaluate(model, X_val, y_val,
                                                   batch_size=max(batch_size, 256))
                 model.train(model_mode)
             history.append(record)
