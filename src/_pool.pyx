@@ -88,14 +88,6 @@ cdef fc_pool_geometry _geometry(Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t out
     return g
 
 
-cdef inline void _row_run(Py_ssize_t rows, int num_threads, int thread, Py_ssize_t* first,
-                          Py_ssize_t* stop) noexcept nogil:
-    """[first, stop) = thread's contiguous share of ``rows`` (the shares differ by <= 1)."""
-    cdef Py_ssize_t share = rows // num_threads, extra = rows % num_threads
-    first[0] = thread * share + (thread if thread < extra else extra)
-    stop[0] = first[0] + share + (1 if thread < extra else 0)
-
-
 def max_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                        Py_ssize_t kernel_h, Py_ssize_t kernel_w,
                        Py_ssize_t stride_h, Py_ssize_t stride_w,
@@ -151,7 +143,7 @@ def max_pool2d_forward_2x2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
     """max_pool2d_forward(_indices) for 2x2 windows at stride 2, no padding or dilation, every
     window inside x (the wrapper checks); ``indices`` is ignored unless ``with_indices``."""
     cdef Py_ssize_t rows = x.shape[0] * x.shape[1] * out.shape[2]
-    cdef Py_ssize_t first, stop
+    cdef Py_ssize_t first, stop, share = rows // num_threads, extra = rows % num_threads
     cdef int thread
     cdef int64_t* indices_start = NULL
     cdef fc_pool_geometry g = _geometry(x.shape[2], x.shape[3], out.shape[2], out.shape[3],
@@ -162,7 +154,10 @@ def max_pool2d_forward_2x2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
         indices_start = &indices[0, 0, 0, 0]
     with nogil:
         for thread in prange(num_threads, schedule='static', num_threads=num_threads):
-            _row_run(rows, num_threads, thread, &first, &stop)
+            # thread's contiguous share of the rows (shares differ by at most one row);
+            # assigned here, not through a pointer, so that prange makes them private
+            first = thread * share + (thread if thread < extra else extra)
+            stop = first + share + (1 if thread < extra else 0)
             if floating is float:
                 fc_pool_float.max2x2_rows(&x[0, 0, 0, 0], &out[0, 0, 0, 0], indices_start,
                                           first, stop, &g)
@@ -249,7 +244,7 @@ def avg_pool2d_forward_2x2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
     """avg_pool2d_forward for 2x2 windows at stride 2, no padding, every window inside x:
     out = (((0 + a) + b) + c) + d over the window, divided by 4 (or divisor_override)."""
     cdef Py_ssize_t rows = x.shape[0] * x.shape[1] * out.shape[2]
-    cdef Py_ssize_t first, stop
+    cdef Py_ssize_t first, stop, share = rows // num_threads, extra = rows % num_threads
     cdef int thread
     # as the general kernel's row factor (1 with an override) times its column factor
     cdef floating divisor = (<floating>1) * (<floating>divisor_override) if divisor_override \
@@ -260,7 +255,10 @@ def avg_pool2d_forward_2x2(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
         return
     with nogil:
         for thread in prange(num_threads, schedule='static', num_threads=num_threads):
-            _row_run(rows, num_threads, thread, &first, &stop)
+            # thread's contiguous share of the rows (shares differ by at most one row);
+            # assigned here, not through a pointer, so that prange makes them private
+            first = thread * share + (thread if thread < extra else extra)
+            stop = first + share + (1 if thread < extra else 0)
             if floating is float:
                 fc_pool_float.avg2x2_rows(&x[0, 0, 0, 0], &out[0, 0, 0, 0], divisor, first,
                                           stop, &g)
@@ -314,7 +312,7 @@ def avg_pool2d_backward_2x2(const floating[:, :, :, ::1] grad_output,
     """avg_pool2d_backward for 2x2 windows at stride 2, no padding, every window inside the
     input: each element gets 0 + gy/divisor of its window; elements no window covers, 0."""
     cdef Py_ssize_t rows = grad_input.shape[0] * grad_input.shape[1] * grad_output.shape[2]
-    cdef Py_ssize_t first, stop
+    cdef Py_ssize_t first, stop, share = rows // num_threads, extra = rows % num_threads
     cdef int thread
     cdef floating divisor = (<floating>1) * (<floating>divisor_override) if divisor_override \
         else (<floating>2) * (<floating>2)
@@ -325,7 +323,10 @@ def avg_pool2d_backward_2x2(const floating[:, :, :, ::1] grad_output,
         return
     with nogil:
         for thread in prange(num_threads, schedule='static', num_threads=num_threads):
-            _row_run(rows, num_threads, thread, &first, &stop)
+            # thread's contiguous share of the rows (shares differ by at most one row);
+            # assigned here, not through a pointer, so that prange makes them private
+            first = thread * share + (thread if thread < extra else extra)
+            stop = first + share + (1 if thread < extra else 0)
             if floating is float:
                 fc_pool_float.avg2x2_backward_rows(&grad_output[0, 0, 0, 0],
                                                    &grad_input[0, 0, 0, 0], divisor, first,

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv import _pool, pool
+from fastconv import _openmp, _pool, pool
 from reference.pool import (avg_pool2d_backward_reference, avg_pool2d_reference,
                             max_pool2d_reference)
 
@@ -109,7 +109,8 @@ def test_forcing_a_path_that_does_not_apply_is_refused():
 
 @pytest.mark.parametrize("path", pool.POOL_PATHS)
 def test_thread_count_never_changes_a_bit(path, rng):
-    x = _awkward(rng, (5, 3, 22, 18), np.float32)
+    # big enough for several threads: 6*8*33*25 outputs of 4 taps (one thread per 2**15 taps)
+    x = _awkward(rng, (6, 8, 66, 51), np.float32)
     results = []
     for threads in (1, 2, 3, 8):
         with fastconv.threads(threads):
@@ -118,6 +119,20 @@ def test_thread_count_never_changes_a_bit(path, rng):
             g = fastconv.avg_pool2d_backward(a, x.shape, 2, _path=path)
         results.append((y.tobytes(), idx.tobytes(), a.tobytes(), g.tobytes()))
     assert all(r == results[0] for r in results)
+    # and right, not only repeatable: every row of every plane written, by any thread
+    expected, expected_idx = max_pool2d_reference(x, (2, 2), (2, 2), (0, 0, 0, 0))
+    np.testing.assert_array_equal(np.frombuffer(results[-1][1], np.int64).reshape(y.shape),
+                                  expected_idx)
+    np.testing.assert_array_equal(np.frombuffer(results[-1][0], np.float32).reshape(y.shape),
+                                  expected)
+
+
+def test_the_2x2_kernels_run_on_several_threads():
+    """The thread test above proves something only if its case really runs on several."""
+    if not _openmp.openmp_enabled():
+        pytest.skip("a build without OpenMP runs every kernel on one thread")
+    with fastconv.threads(4):
+        assert pool._rows_threads(6 * 8 * 33, 6 * 8 * 33 * 25 * 4) == 4
 
 
 _SCRIPT = """
