@@ -9,7 +9,7 @@ fastconv[dask]``; the module is imported only when asked for (``import fastconv.
 How a block is cut
 ------------------
 Chunks along the batch run blockwise. Along height and width, each input chunk computes the
-output windows that *start* in it (windows starting in the top/left padding belong to the first
+output windows that *start* in it (a chunk holding none makes no output chunk) (windows starting in the top/left padding belong to the first
 chunk, in the bottom/right padding to the last), reading a halo of the rows after it -- up to
 ``dilation * (kernel - 1)`` rows, from as many following chunks as that takes. So output chunk
 boundaries fall on stride boundaries by construction, whatever the input chunking, and each
@@ -165,31 +165,25 @@ class _Span(NamedTuple):
 
 def _axis_output(size: int, kernel: int, stride: int, dilation: int, before: int, after: int,
                  ceil_mode: bool) -> int:
-    return output_size((size, 1), (kernel, 1), (stride, 1), (before, after, 0, 0),
-                       (dilation, 1), ceil_mode=ceil_mode)[0]
+    outputs: int = output_size((size, 1), (kernel, 1), (stride, 1), (before, after, 0, 0),
+                               (dilation, 1), ceil_mode=ceil_mode)[0]
+    return outputs
 
 
 def _window_plan(op: str, axis: int, chunks: Sequence[int], kernel: int, stride: int,
                  dilation: int, before: int, after: int, out_len: int,
                  ceil_mode: bool) -> list[_Span]:
-    """Cut the outputs along one axis by the input chunk in which each window starts."""
+    """Cut the outputs along one axis by the input chunk in which each window starts (chunks
+    holding no window start make no output chunk)."""
     bounds = _bounds(chunks)
     length = int(bounds[-1])
     reach = dilation * (kernel - 1)
     starts = np.arange(out_len, dtype=np.int64) * stride - before
     owner = np.searchsorted(bounds[1:-1], starts, side="right")
     counts = np.bincount(owner, minlength=len(chunks))
-    if len(chunks) > 1 and not counts.all():
-        j = int(np.flatnonzero(counts == 0)[0])
-        size = -(-max(max(chunks), stride) // stride) * stride
-        raise ValueError(
-            f"{op}: chunk {j} along {_AXES[axis]} (rows {bounds[j]}..{bounds[j + 1] - 1}) "
-            f"holds no window start (stride {stride}, padding {before}): every chunk must hold "
-            f"at least one, so chunks need at least {stride} rows; rechunk, e.g. "
-            f"x.rechunk({{{axis + 2}: {size}}})")
     spans = []
     first_output = 0
-    for count in counts:
+    for count in counts[counts > 0]:  # a chunk holding no window start only lends a halo
         last_output = first_output + int(count)
         need_first = first_output * stride - before
         need_stop = (last_output - 1) * stride - before + reach + 1
@@ -423,7 +417,8 @@ def _conv_block(block: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, 
                 dilation: tuple[int, int], groups: int, settings: Settings,
                 threads: int) -> np.ndarray:
     with _threads(threads), _OVERRIDES.use(settings):
-        return _conv2d(block, weight, bias, stride, padding, dilation, groups)
+        result: np.ndarray = _conv2d(block, weight, bias, stride, padding, dilation, groups)
+    return result
 
 
 def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, stride: Any = 1,
@@ -461,7 +456,7 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
     ValueError, TypeError
         Every error :func:`fastconv.conv2d` raises for these shapes and arguments, before
         anything is computed; and ``ValueError`` naming the fix for a chunking that cannot be
-        exact (a chunk holding no window start; BLAS-path convolutions split spatially).
+        exact (convolutions that run on BLAS, split along height/width).
 
     Examples
     --------
@@ -475,20 +470,20 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
     threads = _check_threads(threads)
     dtype = result_dtype(("x", np.empty(0, dtype=array.dtype)), ("weight", weight),
                          ("bias", bias))
-    weight = as_float_array(weight, "weight", dtype)
-    bias = None if bias is None else as_float_array(bias, "bias", dtype)
+    weight_array: np.ndarray = as_float_array(weight, "weight", dtype)
+    bias_array: np.ndarray | None = None if bias is None else as_float_array(bias, "bias", dtype)
     x4, unbatched = as_batched(array.astype(dtype), "x")
     # every argument rule of the in-memory conv2d, on an empty batch of the same planes
     conv, _ = _conv_module._prepare_checked(
-        np.empty((0,) + x4.shape[1:], dtype=dtype), weight, bias, stride, padding, dilation,
-        groups, padding_mode, ())
+        np.empty((0,) + x4.shape[1:], dtype=dtype), weight_array, bias_array, stride, padding,
+        dilation, groups, padding_mode, ())
     pads = conv.pads
     if conv.mode != "zeros" and any(pads):
         # padded globally first, as the in-memory conv2d does, then convolved unpadded
         x4 = pad2d(x4, ((pads[0], pads[1]), (pads[2], pads[3])), mode=conv.mode)
         pads = (0, 0, 0, 0)
-    in_channels, out_channels = x4.shape[1], weight.shape[0]
-    kernel = weight.shape[2:]
+    in_channels, out_channels = x4.shape[1], weight_array.shape[0]
+    kernel = weight_array.shape[2:]
     plans = [_window_plan("conv2d", axis, x4.chunks[2 + axis], kernel[axis],
                           conv.stride[axis], conv.dilation[axis], pads[2 * axis],
                           pads[2 * axis + 1], (conv.out_h, conv.out_w)[axis], False)
@@ -496,10 +491,11 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
     full_path = _conv_path(conv.geometry, conv.groups, in_channels, out_channels, dtype)
 
     def geometry_of(rows: _Span, columns: _Span) -> tuple[Any, ...]:
-        return _conv_module._make_geometry(
+        geometry: tuple[Any, ...] = _conv_module._make_geometry(
             in_channels // conv.groups, rows.stop - rows.first, columns.stop - columns.first,
             out_channels // conv.groups, rows.outputs, columns.outputs, kernel[0], kernel[1],
             conv.stride, (rows.pad_before, columns.pad_before), conv.dilation, dtype)
+        return geometry
 
     spatial = len(plans[0]) > 1 or len(plans[1]) > 1
     settings: Settings = ()
@@ -536,7 +532,265 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
               tuple(span.outputs for span in plans[1]))
     (result,) = _build("fastconv-conv2d", x4, [_contiguous(span) for span in plans[0]],
                        [_contiguous(span) for span in plans[1]], task, (chunks, dtype), dtype,
-                       all_channels=True, extras=(weight, bias),
-                       token=(weight, bias, conv.stride, pads, conv.dilation, conv.groups,
+                       all_channels=True, extras=(weight_array, bias_array),
+                       token=(weight_array, bias_array, conv.stride, pads, conv.dilation, conv.groups,
                               settings, threads))
     return _finish(result, unbatched)
+
+
+# ------------------------------------------------------------------------------ pooling
+def _pool_plans(op: str, x4: Any, kernel: tuple[int, int], stride: tuple[int, int],
+                pads: tuple[int, ...], dilation: tuple[int, int], out_size: tuple[int, int],
+                ceil_mode: bool) -> list[list[_Span]]:
+    return [_window_plan(op, axis, x4.chunks[2 + axis], kernel[axis], stride[axis],
+                         dilation[axis], pads[2 * axis], pads[2 * axis + 1], out_size[axis],
+                         ceil_mode) for axis in range(2)]
+
+
+def _max_block(block: np.ndarray, *, kernel: tuple[int, int], stride: tuple[int, int],
+               padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int],
+               ceil_mode: bool, origin: tuple[int, int] | None, width: int,
+               threads: int) -> Any:
+    with _threads(threads):
+        result = _max_pool2d(block, kernel, stride, padding, dilation, ceil_mode,
+                             return_indices=origin is not None)
+    if origin is None:
+        return result
+    values, indices = result
+    rows, columns = np.divmod(indices, block.shape[3])  # the block's plane -> the image's
+    return values, (rows + origin[0]) * width + columns + origin[1]
+
+
+def max_pool2d(x: ArrayLike, kernel_size: Any, stride: Any = None, padding: Any = 0,
+               dilation: Any = 1, ceil_mode: bool = False, return_indices: bool = False, *,
+               threads: int | None = None) -> Any:
+    """:func:`fastconv.max_pool2d` over a Dask array, equal to the in-memory result for any
+    chunking (batch, channels, height and width).
+
+    Parameters
+    ----------
+    x : dask.array.Array or array_like, shape (N, C, H, W) or (C, H, W)
+    kernel_size, stride, padding, dilation, ceil_mode, return_indices
+        As :func:`fastconv.max_pool2d`; the indices index the flattened H*W plane of the
+        whole image, as in memory.
+    threads : int, optional
+        fastconv threads per task (default 1).
+
+    Returns
+    -------
+    dask.array.Array, or a pair of them with ``return_indices``
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`fastconv.max_pool2d`, before anything is computed.
+
+    Examples
+    --------
+    >>> import dask.array as da, fastconv.dask
+    >>> x = da.arange(16.0, chunks=4).reshape(1, 1, 4, 4).rechunk((1, 1, 2, 2))
+    >>> fastconv.dask.max_pool2d(x, 2).compute()[0, 0]
+    array([[ 5.,  7.],
+           [13., 15.]])
+    """
+    array = _as_dask(x)
+    threads = _check_threads(threads)
+    dtype = result_dtype(("x", np.empty(0, dtype=array.dtype)))
+    x4, unbatched = as_batched(array.astype(dtype), "x")
+    _max_pool2d(np.empty((0,) + x4.shape[1:], dtype=dtype), kernel_size, stride, padding,
+                dilation, ceil_mode)  # every argument rule, on an empty batch
+    _pool_module._check_planes(x4.shape, "x")
+    kernel, stride_pair, pads, dilation_pair, out_size = _pool_module._geometry(
+        x4.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    plans = _pool_plans("max_pool2d", x4, kernel, stride_pair, pads, dilation_pair, out_size,
+                        bool(ceil_mode))
+
+    def task(i: int, j: int) -> Callable[..., Any]:
+        rows, columns = plans[0][i], plans[1][j]
+        return functools.partial(
+            _max_block, kernel=kernel, stride=stride_pair,
+            padding=((rows.pad_before, rows.pad_after), (columns.pad_before, columns.pad_after)),
+            dilation=dilation_pair, ceil_mode=bool(ceil_mode),
+            origin=(rows.first, columns.first) if return_indices else None,
+            width=x4.shape[3], threads=threads)
+
+    chunks = (x4.chunks[0], x4.chunks[1], tuple(span.outputs for span in plans[0]),
+              tuple(span.outputs for span in plans[1]))
+    specs: Any = ((chunks, dtype), (chunks, np.dtype(np.int64))) if return_indices else (
+        chunks, dtype)
+    results = _build("fastconv-max_pool2d", x4, [_contiguous(span) for span in plans[0]],
+                     [_contiguous(span) for span in plans[1]], task, specs, dtype,
+                     all_channels=False, outputs=2 if return_indices else 1,
+                     token=(kernel, stride_pair, pads, dilation_pair, ceil_mode, threads))
+    if return_indices:
+        return _finish(results[0], unbatched), _finish(results[1], unbatched)
+    return _finish(results[0], unbatched)
+
+
+def _avg_block(block: np.ndarray, *, kernel: tuple[int, int], stride: tuple[int, int],
+               padding: tuple[tuple[int, int], tuple[int, int]], ceil_mode: bool,
+               count_include_pad: bool, divisor_override: int | None,
+               threads: int) -> np.ndarray:
+    with _threads(threads):
+        result: np.ndarray = _avg_pool2d(block, kernel, stride, padding, ceil_mode,
+                                         count_include_pad, divisor_override)
+    return result
+
+
+def avg_pool2d(x: ArrayLike, kernel_size: Any, stride: Any = None, padding: Any = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: int | None = None, *, threads: int | None = None) -> Any:
+    """:func:`fastconv.avg_pool2d` over a Dask array, equal to the in-memory result bit for
+    bit for any chunking (each window is summed in the same order, divided by the same
+    divisor: a block gets the image's padding only at the image's edges).
+
+    Parameters
+    ----------
+    x : dask.array.Array or array_like, shape (N, C, H, W) or (C, H, W)
+    kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+        As :func:`fastconv.avg_pool2d`.
+    threads : int, optional
+        fastconv threads per task (default 1).
+
+    Returns
+    -------
+    dask.array.Array
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`fastconv.avg_pool2d`, before anything is computed.
+
+    Examples
+    --------
+    >>> import dask.array as da, fastconv.dask
+    >>> x = da.ones((1, 1, 4, 4), chunks=(1, 1, 2, 2))
+    >>> fastconv.dask.avg_pool2d(x, 2).compute()[0, 0]
+    array([[1., 1.],
+           [1., 1.]])
+    """
+    array = _as_dask(x)
+    threads = _check_threads(threads)
+    dtype = result_dtype(("x", np.empty(0, dtype=array.dtype)))
+    x4, unbatched = as_batched(array.astype(dtype), "x")
+    _avg_pool2d(np.empty((0,) + x4.shape[1:], dtype=dtype), kernel_size, stride, padding,
+                ceil_mode, count_include_pad, divisor_override)  # every argument rule
+    _pool_module._check_planes(x4.shape, "x")
+    kernel, stride_pair, pads, dilation_pair, out_size = _pool_module._geometry(
+        x4.shape[2:], kernel_size, stride, padding, 1, ceil_mode)
+    plans = _pool_plans("avg_pool2d", x4, kernel, stride_pair, pads, dilation_pair, out_size,
+                        bool(ceil_mode))
+
+    def task(i: int, j: int) -> Callable[..., Any]:
+        rows, columns = plans[0][i], plans[1][j]
+        return functools.partial(
+            _avg_block, kernel=kernel, stride=stride_pair,
+            padding=((rows.pad_before, rows.pad_after), (columns.pad_before, columns.pad_after)),
+            ceil_mode=bool(ceil_mode), count_include_pad=bool(count_include_pad),
+            divisor_override=divisor_override, threads=threads)
+
+    chunks = (x4.chunks[0], x4.chunks[1], tuple(span.outputs for span in plans[0]),
+              tuple(span.outputs for span in plans[1]))
+    (result,) = _build("fastconv-avg_pool2d", x4, [_contiguous(span) for span in plans[0]],
+                       [_contiguous(span) for span in plans[1]], task, (chunks, dtype), dtype,
+                       all_channels=False,
+                       token=(kernel, stride_pair, pads, ceil_mode, count_include_pad,
+                              divisor_override, threads))
+    return _finish(result, unbatched)
+
+
+# ------------------------------------------------------------------------------ models
+def _eval_copy(model: Any) -> Any:
+    """The model the tasks run: a copy in evaluation mode for a fastconv Module (the caller's
+    model is left as it is), any other callable as given."""
+    from .nn import Module
+    if isinstance(model, Module):
+        return copy.deepcopy(model).eval()
+    return model
+
+
+def _predict_block(model: Any, block: np.ndarray, *, batch_size: int | None,
+                   threads: int) -> np.ndarray:
+    step = len(block) if batch_size is None else batch_size
+    with _threads(threads):
+        outputs = [np.asarray(model(block[start:start + step]))
+                   for start in range(0, len(block), max(step, 1))]
+    return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+
+def predict(model: Callable[[np.ndarray], Any], x: ArrayLike, batch_size: int | None = None,
+            *, threads: int | None = None) -> Any:
+    """Run a model's evaluation forward (or any callable on NumPy batches) over a Dask array
+    chunked on its first (batch) axis.
+
+    The model goes into the task graph once, as a key of its own: each worker receives it
+    once (the tasks depend on it, they do not carry it), and a fastconv ``nn.Module`` is run
+    as an evaluation-mode copy. Each chunk is cut into batches of ``batch_size`` from its
+    start; the result equals the in-memory loop
+    ``np.concatenate([model(x[i:i + batch_size]) for i in range(0, n, batch_size)])`` bit for
+    bit when every chunk but the last is a multiple of ``batch_size`` (otherwise
+    ``ValueError``, as BLAS rounds a batch's rows by the batch's size).
+
+    Parameters
+    ----------
+    model : fastconv.nn.Module or callable
+        Takes a NumPy batch, returns a NumPy array with one row per sample.
+    x : dask.array.Array or array_like
+        Samples along axis 0; the other axes in one chunk.
+    batch_size : int, optional
+        Samples per call; default: a whole chunk per call.
+    threads : int, optional
+        fastconv threads per task (default 1: one per Dask thread).
+
+    Returns
+    -------
+    dask.array.Array
+        The outputs, chunked as ``x`` along axis 0.
+
+    Raises
+    ------
+    ValueError
+        ``x`` chunked along another axis, or chunks that are not multiples of
+        ``batch_size`` (the message gives the rechunk).
+
+    Examples
+    --------
+    >>> import dask.array as da, fastconv, fastconv.dask
+    >>> model = fastconv.models.build("lenet")
+    >>> x = da.zeros((10, 1, 28, 28), dtype="float32", chunks=(5, 1, 28, 28))
+    >>> fastconv.dask.predict(model, x, batch_size=5).shape
+    (10, 10)
+    """
+    array = _as_dask(x)
+    threads = _check_threads(threads)
+    if array.ndim < 1:
+        raise ValueError("x must have a batch axis")
+    split = [axis for axis in range(1, array.ndim) if len(array.chunks[axis]) > 1]
+    if split:
+        whole = ", ".join(f"{axis}: -1" for axis in split)
+        raise ValueError(f"predict: x is chunked along axes {split}; only the batch axis may "
+                         f"be: x.rechunk({{{whole}}})")
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
+        batch_size = int(batch_size)
+        if any(size % batch_size for size in array.chunks[0][:-1]):
+            target = max(1, round(max(array.chunks[0]) / batch_size)) * batch_size
+            raise ValueError(
+                f"predict: batch chunks {array.chunks[0][:4]}... are not multiples of "
+                f"batch_size={batch_size}, so the batches would differ from an in-memory loop "
+                f"(BLAS rounds a row by the batch's size); rechunk: x.rechunk({{0: {target}}})")
+    local = _eval_copy(model)
+    sample = np.asarray(local(np.zeros((1,) + array.shape[1:], dtype=array.dtype)))
+    name = f"fastconv-predict-{tokenize(array, batch_size, threads, id(model))}"
+    model_key = f"{name}-model"
+    graph: dict[Any, Any] = {model_key: (_eval_copy, model)}
+    block = functools.partial(_predict_block, batch_size=batch_size, threads=threads)
+    tail = (0,) * (array.ndim - 1)
+    out_tail = (0,) * (sample.ndim - 1)
+    for index in range(len(array.chunks[0])):
+        graph[(name, index) + out_tail] = (block, model_key, (array.name, index) + tail)
+    layer = HighLevelGraph.from_collections(name, graph, dependencies=[array])
+    chunks = (array.chunks[0],) + tuple((size,) for size in sample.shape[1:])
+    return da.Array(layer, name, chunks, meta=np.empty((0,) * sample.ndim, sample.dtype))
