@@ -161,6 +161,7 @@ class _Span(NamedTuple):
     pad_before: int
     pad_after: int
     outputs: int
+    skip: int = 0  # leading outputs computed only to give a ceil_mode window its input
 
 
 def _axis_output(size: int, kernel: int, stride: int, dilation: int, before: int, after: int,
@@ -185,18 +186,28 @@ def _window_plan(op: str, axis: int, chunks: Sequence[int], kernel: int, stride:
     first_output = 0
     for count in counts[counts > 0]:  # a chunk holding no window start only lends a halo
         last_output = first_output + int(count)
-        need_first = first_output * stride - before
-        need_stop = (last_output - 1) * stride - before + reach + 1
-        first, stop = max(0, need_first), min(length, need_stop)
-        pad_before = first - need_first
-        pad_after = min(after, need_stop - stop)  # ceil_mode: may run past the padding
-        if stop <= first or _axis_output(stop - first, kernel, stride, dilation, pad_before,
-                                         pad_after, ceil_mode) != count:
-            raise ValueError(  # windows lying wholly in the padding, with no input row
-                f"{op}: the chunking along {_AXES[axis]} {tuple(chunks)} leaves a block whose "
-                f"windows read no input (padding {before}/{after}); rechunk, e.g. "
-                f"x.rechunk({{{axis + 2}: -1}})")
-        spans.append(_Span(first, stop, pad_before, pad_after, int(count)))
+        for skip in range(first_output + 1):
+            # a ceil_mode window running past the padding needs the rows of earlier windows
+            # to be cut alone: those are computed too and dropped
+            start_output = first_output - skip
+            need_first = start_output * stride - before
+            need_stop = (last_output - 1) * stride - before + reach + 1
+            first, stop = max(0, need_first), min(length, need_stop)
+            pad_before = first - need_first
+            pad_after = min(after, need_stop - stop)
+            try:
+                valid = stop > first and _axis_output(
+                    stop - first, kernel, stride, dilation, pad_before, pad_after,
+                    ceil_mode) == last_output - start_output
+            except ValueError:
+                valid = False
+            if valid:
+                break
+        else:
+            raise ValueError(  # not met: every output can be computed from the whole axis
+                f"{op}: cannot cut the chunking {tuple(chunks)} along {_AXES[axis]}; rechunk, "
+                f"e.g. x.rechunk({{{axis + 2}: -1}})")
+        spans.append(_Span(first, stop, pad_before, pad_after, int(count), skip))
         first_output = last_output
     return spans
 
@@ -269,13 +280,16 @@ def _contiguous(span: _Span) -> np.ndarray:
 def _build(op: str, x: Any, row_indices: Sequence[np.ndarray], column_indices: Sequence[np.ndarray],
            task: Callable[[int, int], Callable[..., Any]], out_shape_chunks: tuple[Any, ...],
            dtype: np.dtype, *, all_channels: bool, extras: Sequence[Any] = (), fill: float = 0.0,
-           outputs: int = 1, token: Any = None) -> list[Any]:
+           outputs: int = 1, token: Any = None, skips_rows: Sequence[int] = (),
+           skips_columns: Sequence[int] = ()) -> list[Any]:
     """The Dask array(s) whose block (n, c, i, j) is ``task(i, j)(block, *extras)``, where
     ``block`` holds the input rows ``row_indices[i]`` and columns ``column_indices[j]`` (-1
     for ``fill``) of batch chunk n and of channel chunk c (every channel chunk with
     ``all_channels``). ``extras`` (arrays) go into the graph once, as keys of their own.
     With ``outputs`` > 1 the task returns a tuple and one array per element is returned."""
     name = f"{op}-{tokenize(x, op, token)}"
+    plans_skip = [list(skips_rows) or [0] * len(row_indices),
+                  list(skips_columns) or [0] * len(column_indices)]
     row_bounds, column_bounds = _bounds(x.chunks[2]), _bounds(x.chunks[3])
     row_runs = [_runs(indices, row_bounds) for indices in row_indices]
     column_runs = [_runs(indices, column_bounds) for indices in column_indices]
@@ -297,7 +311,7 @@ def _build(op: str, x: Any, row_indices: Sequence[np.ndarray], column_indices: S
                               else (x.name, n, c, row_chunk, column_chunk)
                               for column_chunk, _ in columns] for row_chunk, _ in rows]
                             for c in sources]
-                    call = (task(i, j), (_assemble, grid, rows, columns, fill), *extra_keys)
+                    call = (_skipped(task(i, j), plans_skip[0][i], plans_skip[1][j]), (_assemble, grid, rows, columns, fill), *extra_keys)
                     if outputs == 1:
                         graph[(name, n, c_out, i, j)] = call
                     else:
@@ -315,6 +329,21 @@ def _build(op: str, x: Any, row_indices: Sequence[np.ndarray], column_indices: S
 
 def _item(values: tuple[Any, ...], index: int) -> Any:
     return values[index]
+
+
+def _skipped(function: Callable[..., Any], skip_rows: int, skip_columns: int) -> Callable[..., Any]:
+    if not (skip_rows or skip_columns):
+        return function
+    return functools.partial(_drop_leading, function, skip_rows, skip_columns)
+
+
+def _drop_leading(function: Callable[..., Any], skip_rows: int, skip_columns: int,
+                  *args: Any) -> Any:
+    result = function(*args)
+    if isinstance(result, tuple):
+        return tuple(np.ascontiguousarray(part[:, :, skip_rows:, skip_columns:])
+                     for part in result)
+    return np.ascontiguousarray(result[:, :, skip_rows:, skip_columns:])
 
 
 def _finish(result: Any, unbatched: bool) -> Any:
@@ -493,7 +522,8 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
     def geometry_of(rows: _Span, columns: _Span) -> tuple[Any, ...]:
         geometry: tuple[Any, ...] = _conv_module._make_geometry(
             in_channels // conv.groups, rows.stop - rows.first, columns.stop - columns.first,
-            out_channels // conv.groups, rows.outputs, columns.outputs, kernel[0], kernel[1],
+            out_channels // conv.groups, rows.outputs + rows.skip, columns.outputs + columns.skip,
+            kernel[0], kernel[1],
             conv.stride, (rows.pad_before, columns.pad_before), conv.dilation, dtype)
         return geometry
 
@@ -508,9 +538,10 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
                 f"(here {x4.chunks[2]} x {x4.chunks[3]}) cannot give the in-memory bits. "
                 f"Keep whole planes: x.rechunk({{2: -1, 3: -1}}) (batch chunks are fine), or "
                 f"pass exact=False for results equal to rounding")
-        shapes = {geometry_of(rows, columns) for rows in plans[0] for columns in plans[1]}
         for candidate in PATH_OVERRIDES:
-            with _OVERRIDES.use(candidate):
+            with _OVERRIDES.use(candidate):  # (the staging is part of the geometry)
+                shapes = {geometry_of(rows, columns) for rows in plans[0]
+                          for columns in plans[1]}
                 if all(_conv_path(geometry, conv.groups, in_channels, out_channels, dtype)
                        == full_path for geometry in shapes):
                     settings = candidate
@@ -533,6 +564,8 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
     (result,) = _build("fastconv-conv2d", x4, [_contiguous(span) for span in plans[0]],
                        [_contiguous(span) for span in plans[1]], task, (chunks, dtype), dtype,
                        all_channels=True, extras=(weight_array, bias_array),
+                       skips_rows=[span.skip for span in plans[0]],
+                       skips_columns=[span.skip for span in plans[1]],
                        token=(weight_array, bias_array, conv.stride, pads, conv.dilation, conv.groups,
                               settings, threads))
     return _finish(result, unbatched)
@@ -621,7 +654,9 @@ def max_pool2d(x: ArrayLike, kernel_size: Any, stride: Any = None, padding: Any 
     results = _build("fastconv-max_pool2d", x4, [_contiguous(span) for span in plans[0]],
                      [_contiguous(span) for span in plans[1]], task, specs, dtype,
                      all_channels=False, outputs=2 if return_indices else 1,
-                     token=(kernel, stride_pair, pads, dilation_pair, ceil_mode, threads))
+                     skips_rows=[span.skip for span in plans[0]],
+                       skips_columns=[span.skip for span in plans[1]],
+                       token=(kernel, stride_pair, pads, dilation_pair, ceil_mode, threads))
     if return_indices:
         return _finish(results[0], unbatched), _finish(results[1], unbatched)
     return _finish(results[0], unbatched)
@@ -694,6 +729,8 @@ def avg_pool2d(x: ArrayLike, kernel_size: Any, stride: Any = None, padding: Any 
     (result,) = _build("fastconv-avg_pool2d", x4, [_contiguous(span) for span in plans[0]],
                        [_contiguous(span) for span in plans[1]], task, (chunks, dtype), dtype,
                        all_channels=False,
+                       skips_rows=[span.skip for span in plans[0]],
+                       skips_columns=[span.skip for span in plans[1]],
                        token=(kernel, stride_pair, pads, ceil_mode, count_include_pad,
                               divisor_override, threads))
     return _finish(result, unbatched)
