@@ -9,9 +9,10 @@ fastconv[dask]``; the module is imported only when asked for (``import fastconv.
 How a block is cut
 ------------------
 Chunks along the batch run blockwise. Along height and width, each input chunk computes the
-output windows that *start* in it (a chunk holding none makes no output chunk) (windows starting in the top/left padding belong to the first
-chunk, in the bottom/right padding to the last), reading a halo of the rows after it -- up to
-``dilation * (kernel - 1)`` rows, from as many following chunks as that takes. So output chunk
+output windows that *start* in it (a chunk holding none makes no output chunk; windows
+starting in the top/left padding belong to the first chunk, in the bottom/right padding to the
+last), reading a halo of the rows after it -- up to ``dilation * (kernel - 1)`` rows, from as
+many following chunks as that takes. So output chunk
 boundaries fall on stride boundaries by construction, whatever the input chunking, and each
 block is convolved with only the implicit padding that lies at its own edge of the image. The
 padding modes ('reflect', 'replicate', 'circular') are applied globally first (:func:`pad2d`,
@@ -26,9 +27,10 @@ The result equals the in-memory result bit for bit:
 * Chunks along height/width: fastconv picks a convolution kernel from the plane size (direct
   kernels for planes whose stage fits in 8 MiB, the packed GEMM from 2**21 (float32) / 2**23
   (float64) multiply-adds per sample, depthwise kernels by stage size), and those kernels sum
-  in different orders. Each block is therefore run with the kernel the whole image gets in
-  memory (``fastconv.conv``'s module thresholds, set while the blocks run; see
-  :data:`PATH_OVERRIDES`). One case cannot be made exact: convolutions that run on BLAS in
+  in different orders. Each block is therefore asked (through a private argument of the
+  in-memory ``conv2d``, for that call only: nothing global changes, other calls in the same
+  process are unaffected) for the kernel the whole image gets in memory. One case cannot be
+  made exact: convolutions that run on BLAS in
   memory (small ones, or 1x1 ones), because OpenBLAS's sgemm gives a row a different rounding
   depending on how many rows the call has. Splitting those along height/width raises
   ``ValueError`` with the fix (whole planes: ``x.rechunk({2: -1, 3: -1})``), unless
@@ -45,11 +47,9 @@ Give ``threads=k`` with ``k`` > 1 for a worker with one thread and ``k`` cores (
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import dask.array as da
@@ -67,67 +67,9 @@ from .pad import PAD_MODES, check_pad_limits
 from .pool import avg_pool2d as _avg_pool2d
 from .pool import max_pool2d as _max_pool2d
 
-__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "pad2d", "predict", "PATH_OVERRIDES"]
+__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "pad2d", "predict"]
 
 _AXES = ("height", "width")
-
-# The settings of fastconv.conv's module thresholds that make a block take the kernel the whole
-# image takes in memory, tried in this order: a smaller plane can only gain staging (so the
-# direct kernels) and lose the packed GEMM (fewer multiply-adds), never the reverse.
-PATH_OVERRIDES: tuple[tuple[tuple[str, Any], ...], ...] = (
-    (),
-    (("_STAGE_BYTES", 0),),
-    (("_PACKED_MIN_MACS", ((np.dtype(np.float32), 0), (np.dtype(np.float64), 0))),),
-    (("_STAGE_BYTES", 0),
-     ("_PACKED_MIN_MACS", ((np.dtype(np.float32), 0), (np.dtype(np.float64), 0)))),
-)
-
-Settings = tuple[tuple[str, Any], ...]
-
-
-class _Overrides:
-    """Process-wide path settings of fastconv.conv, shared by every block that wants the same
-    ones: blocks with other settings wait until the last user of the current ones is done.
-    (The thresholds are module globals; in-memory fastconv calls made by other threads of the
-    same process while a block runs see them too -- still correct results, possibly other bits.)
-    """
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._active: Settings | None = None
-        self._users = 0
-        self._saved: dict[str, Any] = {}
-
-    @contextlib.contextmanager
-    def use(self, settings: Settings) -> Iterator[None]:
-        with self._condition:
-            while self._active is not None and self._active != settings:
-                self._condition.wait()
-            if self._active is None:
-                self._saved = {name: getattr(_conv_module, name) for name, _ in settings}
-                for name, value in settings:
-                    setattr(_conv_module, name, dict(value) if isinstance(value, tuple)
-                            else value)
-                if settings:
-                    _conv_module._clear_plans()
-                self._active = settings
-            self._users += 1
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._users -= 1
-                if self._users == 0:
-                    for name, value in self._saved.items():
-                        setattr(_conv_module, name, value)
-                    if self._active:
-                        _conv_module._clear_plans()
-                    self._saved = {}
-                    self._active = None
-                    self._condition.notify_all()
-
-
-_OVERRIDES = _Overrides()
 
 
 # ------------------------------------------------------------------------------ input handling
@@ -311,7 +253,8 @@ def _build(op: str, x: Any, row_indices: Sequence[np.ndarray], column_indices: S
                               else (x.name, n, c, row_chunk, column_chunk)
                               for column_chunk, _ in columns] for row_chunk, _ in rows]
                             for c in sources]
-                    call = (_skipped(task(i, j), plans_skip[0][i], plans_skip[1][j]), (_assemble, grid, rows, columns, fill), *extra_keys)
+                    call = (_skipped(task(i, j), plans_skip[0][i], plans_skip[1][j]),
+                            (_assemble, grid, rows, columns, fill), *extra_keys)
                     if outputs == 1:
                         graph[(name, n, c_out, i, j)] = call
                     else:
@@ -428,25 +371,13 @@ def pad2d(x: ArrayLike, padding: Any, mode: str = "constant", value: float | Non
 
 
 # ------------------------------------------------------------------------------ convolution
-def _conv_path(geometry: tuple[Any, ...], groups: int, in_channels: int, out_channels: int,
-               dtype: np.dtype) -> str:
-    """The kernel fastconv.conv2d runs for this geometry (under the current thresholds)."""
-    if geometry[0] == 0 or out_channels == 0:
-        return "empty"
-    if groups > 1 and geometry[0] == 1:
-        return ("depthwise-direct" if _conv_module._depthwise_direct(
-            geometry, in_channels, out_channels, dtype) else "depthwise")
-    if _conv_module._direct_path(geometry, dtype):
-        return "direct"
-    return "packed" if _conv_module._packed_path(geometry, dtype) else "blas"
-
-
 def _conv_block(block: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, *,
                 stride: tuple[int, int], padding: tuple[tuple[int, int], tuple[int, int]],
-                dilation: tuple[int, int], groups: int, settings: Settings,
+                dilation: tuple[int, int], groups: int, path: str | None,
                 threads: int) -> np.ndarray:
-    with _threads(threads), _OVERRIDES.use(settings):
-        result: np.ndarray = _conv2d(block, weight, bias, stride, padding, dilation, groups)
+    with _threads(threads):
+        result: np.ndarray = _conv2d(block, weight, bias, stride, padding, dilation, groups,
+                                     _path=path)
     return result
 
 
@@ -517,19 +448,21 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
                           conv.stride[axis], conv.dilation[axis], pads[2 * axis],
                           pads[2 * axis + 1], (conv.out_h, conv.out_w)[axis], False)
              for axis in range(2)]
-    full_path = _conv_path(conv.geometry, conv.groups, in_channels, out_channels, dtype)
+    full_path = _conv_module._kernel_path(conv)
 
-    def geometry_of(rows: _Span, columns: _Span) -> tuple[Any, ...]:
-        geometry: tuple[Any, ...] = _conv_module._make_geometry(
-            in_channels // conv.groups, rows.stop - rows.first, columns.stop - columns.first,
-            out_channels // conv.groups, rows.outputs + rows.skip, columns.outputs + columns.skip,
-            kernel[0], kernel[1],
-            conv.stride, (rows.pad_before, columns.pad_before), conv.dilation, dtype)
-        return geometry
+    def block_path(rows: _Span, columns: _Span, path: str | None) -> str:
+        """The kernel the in-memory conv2d runs for this block, asked for ``path``."""
+        block, _ = _conv_module._prepare_checked(
+            np.empty((0, in_channels, rows.stop - rows.first, columns.stop - columns.first),
+                     dtype=dtype), weight_array, bias_array, conv.stride,
+            ((rows.pad_before, rows.pad_after), (columns.pad_before, columns.pad_after)),
+            conv.dilation, conv.groups, "zeros", ())
+        name: str = _conv_module._kernel_path(block, path)
+        return name
 
     spatial = len(plans[0]) > 1 or len(plans[1]) > 1
-    settings: Settings = ()
-    if spatial and exact:
+    path: str | None = None  # batch chunks only: every block has the image's planes
+    if spatial and exact and full_path != "empty":
         if full_path == "blas":
             raise ValueError(
                 f"conv2d: this convolution runs on BLAS in memory (fewer than the packed "
@@ -538,26 +471,25 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
                 f"(here {x4.chunks[2]} x {x4.chunks[3]}) cannot give the in-memory bits. "
                 f"Keep whole planes: x.rechunk({{2: -1, 3: -1}}) (batch chunks are fine), or "
                 f"pass exact=False for results equal to rounding")
-        for candidate in PATH_OVERRIDES:
-            with _OVERRIDES.use(candidate):  # (the staging is part of the geometry)
-                shapes = {geometry_of(rows, columns) for rows in plans[0]
-                          for columns in plans[1]}
-                if all(_conv_path(geometry, conv.groups, in_channels, out_channels, dtype)
-                       == full_path for geometry in shapes):
-                    settings = candidate
-                    break
-        else:  # not met so far: a smaller plane losing the direct kernels
-            raise ValueError(
-                f"conv2d: no setting makes every block of chunks {x4.chunks[2]} x "
-                f"{x4.chunks[3]} run the in-memory kernel ({full_path}); rechunk to whole "
-                f"planes: x.rechunk({{2: -1, 3: -1}}), or pass exact=False")
+        # a block's smaller plane may choose another kernel (the direct ones, staged; BLAS,
+        # below the packed GEMM's multiply-adds): each block asks for the image's
+        path = full_path
+        shapes = {(rows.stop - rows.first, rows.pad_before, rows.pad_after,
+                   columns.stop - columns.first, columns.pad_before, columns.pad_after):
+                  (rows, columns) for rows in plans[0] for columns in plans[1]}
+        for rows, columns in shapes.values():
+            if block_path(rows, columns, path) != path:  # not met: the override only
+                raise ValueError(                       # takes size-based choices away
+                    f"conv2d: a block of chunks {x4.chunks[2]} x {x4.chunks[3]} cannot run "
+                    f"the in-memory kernel ({full_path}); rechunk to whole planes: "
+                    f"x.rechunk({{2: -1, 3: -1}}), or pass exact=False")
 
     def task(i: int, j: int) -> Callable[..., Any]:
         rows, columns = plans[0][i], plans[1][j]
         return functools.partial(
             _conv_block, stride=conv.stride,
             padding=((rows.pad_before, rows.pad_after), (columns.pad_before, columns.pad_after)),
-            dilation=conv.dilation, groups=conv.groups, settings=settings, threads=threads)
+            dilation=conv.dilation, groups=conv.groups, path=path, threads=threads)
 
     chunks = (x4.chunks[0], (out_channels,), tuple(span.outputs for span in plans[0]),
               tuple(span.outputs for span in plans[1]))
@@ -566,8 +498,8 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
                        all_channels=True, extras=(weight_array, bias_array),
                        skips_rows=[span.skip for span in plans[0]],
                        skips_columns=[span.skip for span in plans[1]],
-                       token=(weight_array, bias_array, conv.stride, pads, conv.dilation, conv.groups,
-                              settings, threads))
+                       token=(weight_array, bias_array, conv.stride, pads, conv.dilation,
+                              conv.groups, path, threads))
     return _finish(result, unbatched)
 
 
@@ -655,8 +587,8 @@ def max_pool2d(x: ArrayLike, kernel_size: Any, stride: Any = None, padding: Any 
                      [_contiguous(span) for span in plans[1]], task, specs, dtype,
                      all_channels=False, outputs=2 if return_indices else 1,
                      skips_rows=[span.skip for span in plans[0]],
-                       skips_columns=[span.skip for span in plans[1]],
-                       token=(kernel, stride_pair, pads, dilation_pair, ceil_mode, threads))
+                     skips_columns=[span.skip for span in plans[1]],
+                     token=(kernel, stride_pair, pads, dilation_pair, ceil_mode, threads))
     if return_indices:
         return _finish(results[0], unbatched), _finish(results[1], unbatched)
     return _finish(results[0], unbatched)

@@ -1,5 +1,16 @@
 """fastconv.dask: equal to the in-memory functions bit for bit, on Dask's threaded scheduler and
-on a real distributed cluster of two worker processes."""
+on a real distributed cluster of two worker processes.
+
+Every feature runs on the threaded scheduler with the full parametrisation; the cluster runs
+the key ones (spatial chunks with halos and the in-memory kernel asked of each block, padding
+modes, pooling with indices, predict, the scaled-down large image) on a few chunkings, as its
+tasks cost milliseconds each.
+"""
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +19,9 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
 import fastconv  # noqa: E402
+import fastconv.conv as fconv  # noqa: E402
 import fastconv.dask as fd  # noqa: E402
+from reference.conv import conv2d_ref  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +33,22 @@ def client():
     cluster.close()
 
 
+def on_threads(*arrays):
+    return __import__("dask").compute(*arrays, scheduler="threads")
+
+
 @pytest.fixture(params=["threads", "cluster"])
 def compute(request):
     """Compute on Dask's threaded scheduler, or on the two-process cluster."""
     if request.param == "threads":
-        return lambda *arrays: __import__("dask").compute(*arrays, scheduler="threads")
+        return on_threads
     cluster_client = request.getfixturevalue("client")
     return lambda *arrays: cluster_client.compute(list(arrays), sync=True)
+
+
+@pytest.fixture
+def on_cluster(client):
+    return lambda *arrays: client.compute(list(arrays), sync=True)
 
 
 def same_bits(actual, expected):
@@ -45,9 +67,7 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("chunks", CHUNKINGS)
-@pytest.mark.parametrize("case", CONV_CASES)
-def test_conv2d_equals_in_memory(compute, chunks, case):
+def check_conv2d(compute, chunks, case):
     # float32 with 16 output channels: direct kernels; depthwise with 16 channels
     x = RNG.standard_normal((3, 16, 57, 61)).astype(np.float32)
     for weight, groups in [(RNG.standard_normal((16, 16, 5, 5)), 1),
@@ -59,17 +79,183 @@ def test_conv2d_equals_in_memory(compute, chunks, case):
         same_bits(result, fastconv.conv2d(x, weight, bias, groups=groups, **case))
 
 
-def test_conv2d_forces_the_in_memory_kernel():
-    """A plane too big to stage takes the packed GEMM (or the per-plane depthwise kernels) in
-    memory, its blocks would take the direct kernels: they are made to take the same one."""
-    x = RNG.standard_normal((1, 16, 1100, 700)).astype(np.float32)
-    xd = da.from_array(x, chunks=(1, 16, 300, 250))
-    for weight, groups in [(RNG.standard_normal((16, 16, 3, 3)), 1),
+@pytest.mark.parametrize("chunks", CHUNKINGS)
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_equals_in_memory(chunks, case):
+    check_conv2d(on_threads, chunks, case)
+
+
+@pytest.mark.parametrize("chunks, case", [(CHUNKINGS[3], CONV_CASES[0]),
+                                          ((2, 8, 20, 23), CONV_CASES[2])])
+def test_conv2d_on_the_cluster(on_cluster, chunks, case):
+    check_conv2d(on_cluster, chunks, case)
+
+
+def kernel_of(x, weight, path=None, **kwargs):
+    """The kernel the in-memory conv2d runs for these arguments, asked for ``path``."""
+    conv, _ = fconv._prepare_checked(x, weight, None, kwargs.get("stride", 1),
+                                     kwargs.get("padding", 0), 1, kwargs.get("groups", 1),
+                                     "zeros", ())
+    return fconv._kernel_path(conv, path)
+
+
+# a plane too big to stage (16 x 402 x 362 floats > 8 MiB) takes the packed GEMM or the
+# per-plane depthwise kernels in memory; its blocks of 100 x 90 would take the direct ones
+BIG = (1, 16, 400, 360)
+BIG_CHUNKS = (1, 16, 100, 90)
+
+
+def test_conv2d_asks_each_block_for_the_in_memory_kernel():
+    x = RNG.standard_normal(BIG).astype(np.float32)
+    xd = da.from_array(x, chunks=BIG_CHUNKS)
+    for weight, groups in [(RNG.standard_normal((32, 16, 3, 3)), 1),
                            (RNG.standard_normal((16, 1, 5, 5)), 16)]:
         weight = weight.astype(np.float32)
-        result = fd.conv2d(xd, weight, stride=2, padding="same", groups=groups).compute(
+        whole = kernel_of(x[:0], weight, stride=2, padding=2, groups=groups)
+        block = kernel_of(x[:0, :, :102, :92], weight, stride=2, padding=((2, 0), (2, 0)),
+                          groups=groups)
+        if fconv._DIRECT:  # (the direct kernels need AVX-512)
+            assert (whole, block) in [("packed", "direct"),
+                                      ("depthwise", "depthwise-direct")]
+        result = fd.conv2d(xd, weight, stride=2, padding=2, groups=groups).compute(
             scheduler="threads")
-        same_bits(result, fastconv.conv2d(x, weight, stride=2, padding="same", groups=groups))
+        same_bits(result, fastconv.conv2d(x, weight, stride=2, padding=2, groups=groups))
+
+
+def spy_kernels(monkeypatch):
+    """Record which forward kernel each conv2d call runs."""
+    ran = []
+
+    def spy(function, label):
+        def recorded(*args):
+            ran.append(label(args))
+            return function(*args)
+        return recorded
+
+    monkeypatch.setattr(fconv._conv, "conv2d_forward_direct",
+                        spy(fconv._conv.conv2d_forward_direct, lambda args: "direct"))
+    monkeypatch.setattr(fconv._conv, "depthwise_direct_forward",
+                        spy(fconv._conv.depthwise_direct_forward,
+                            lambda args: "depthwise-direct"))
+    for dtype in list(fconv._FORWARD):
+        # the packed GEMM gets a buffer for the packed weights, BLAS an empty one
+        monkeypatch.setitem(fconv._FORWARD, dtype, spy(
+            fconv._FORWARD[dtype], lambda args: "packed" if args[5].shape[0] else "blas"))
+        monkeypatch.setitem(fconv._DEPTHWISE_FORWARD, dtype, spy(
+            fconv._DEPTHWISE_FORWARD[dtype], lambda args: "depthwise"))
+    return ran
+
+
+def test_conv2d_private_path_reaches_each_kernel(monkeypatch):
+    """conv2d's private ``_path`` (what fastconv.dask asks of each block) runs the kernel it
+    names, computes the convolution, and refuses kernels that cannot take the shapes."""
+    ran = spy_kernels(monkeypatch)
+    small = RNG.standard_normal((2, 16, 12, 12)).astype(np.float32)
+    big = RNG.standard_normal(BIG).astype(np.float32)
+    small64 = RNG.standard_normal((2, 4, 12, 12))
+    dense, depthwise = (RNG.standard_normal((32, 16, 3, 3)).astype(np.float32),
+                        RNG.standard_normal((16, 1, 3, 3)).astype(np.float32))
+    w64 = RNG.standard_normal((8, 4, 3, 3))
+    direct = fconv._DIRECT
+    packed = fconv._PACKED_GEMM
+    cases = [  # x, weight, groups, path, whether this CPU can run it
+        # below the packed GEMM's multiply-adds: BLAS unless asked
+        (small, dense, 1, "direct", direct), (small, dense, 1, "packed", packed),
+        (small, dense, 1, "blas", True),
+        (small, depthwise, 16, "depthwise-direct", direct),
+        (small, depthwise, 16, "depthwise", True),
+        (small64, w64, 1, "packed", packed), (small64, w64, 1, "blas", True),
+        (small64, w64, 1, "direct", False),  # float64: no direct kernels
+        (big, dense, 1, "direct", False),  # too big to stage: no direct kernels
+        (small, dense, 1, "depthwise", False),  # not a depthwise convolution
+        (small, depthwise, 16, "direct", False),
+    ]
+    for x, weight, groups, path, runs in cases:
+        ran.clear()
+        if not runs:
+            with pytest.raises(ValueError, match="_path"):
+                fastconv.conv2d(x, weight, padding=1, groups=groups, _path=path)
+            assert ran == []
+            continue
+        result = fastconv.conv2d(x, weight, padding=1, groups=groups, _path=path)
+        assert ran == [path]
+        tolerance = 1e-4 if x.dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(result, conv2d_ref(x, weight, pads=(1, 1, 1, 1),
+                                                      groups=groups),
+                                   rtol=tolerance, atol=tolerance)
+    with pytest.raises(ValueError, match="_path"):
+        fastconv.conv2d(small, dense, _path="gemm")
+    # the choices made with a _path are cached apart: plain calls keep their own kernel
+    for x, weight, groups in [(small, dense, 1), (small, depthwise, 16), (small64, w64, 1)]:
+        ran.clear()
+        fastconv.conv2d(x, weight, padding=1, groups=groups)
+        assert ran == [kernel_of(x, weight, padding=1, groups=groups)]
+
+
+FRESH_PROCESS = """
+import sys, numpy as np, fastconv
+for name in sys.argv[1:]:
+    arrays = np.load(name + ".in.npz")
+    np.save(name + ".out.npy", fastconv.conv2d(arrays["x"], arrays["w"], padding=1))
+"""
+
+
+def test_blocks_asking_for_a_kernel_leave_other_calls_alone(tmp_path):
+    """While Dask blocks run with the whole image's kernel, plain conv2d calls of another
+    thread of the same process give the bits a fresh process gives (nothing global changes:
+    a module-wide setting would have moved them onto the blocks' kernels)."""
+    plain = {  # its kernel is chosen by size: the direct kernels (AVX-512) or BLAS
+        "float32": (RNG.standard_normal((2, 16, 12, 12)).astype(np.float32),
+                    RNG.standard_normal((32, 16, 5, 5)).astype(np.float32)),
+    }
+    for name, (x, weight) in plain.items():
+        np.savez(tmp_path / f"{name}.in.npz", x=x, w=weight)
+    subprocess.run([sys.executable, "-c", FRESH_PROCESS]
+                   + [str(tmp_path / name) for name in plain],
+                   cwd=Path(__file__).resolve().parents[1], check=True)
+    fresh = {name: np.load(tmp_path / f"{name}.out.npy") for name in plain}
+    # the blocks of these ask for 'packed' (the float32 image is too big to stage, the
+    # float64 one has the multiply-adds, its blocks do not) ...
+    big = RNG.standard_normal(BIG).astype(np.float32)
+    w_big = RNG.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    x64 = RNG.standard_normal((4, 4, 90, 80))
+    w64 = RNG.standard_normal((16, 4, 5, 5))
+    lazy = [fd.conv2d(da.from_array(big, chunks=BIG_CHUNKS), w_big, padding=1),
+            fd.conv2d(da.from_array(x64, chunks=(2, 4, 31, 27)), w64, padding=1)]
+    assert kernel_of(big, w_big, padding=1) == kernel_of(x64, w64, padding=1) == "packed"
+    # ... and any other kernel than their own would change the plain calls' bits
+    for name, (x, weight) in plain.items():
+        own = kernel_of(x, weight, padding=1)
+        others = [path for path in ("direct", "packed", "blas") if path != own
+                  and kernel_of(x, weight, path, padding=1) == path]
+        assert others, name
+        for path in others:
+            assert not np.array_equal(fastconv.conv2d(x, weight, padding=1, _path=path),
+                                      fresh[name]), (name, path)
+    stop = threading.Event()
+    calls, errors = [0], []
+
+    def plain_calls():
+        try:
+            while not stop.is_set():
+                for name, (x, weight) in plain.items():
+                    same_bits(fastconv.conv2d(x, weight, padding=1), fresh[name])
+                calls[0] += 1
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    other = threading.Thread(target=plain_calls)
+    other.start()
+    try:
+        for _ in range(3):
+            results = on_threads(*lazy)
+    finally:
+        stop.set()
+        other.join()
+    assert not errors, errors
+    assert calls[0] > 3  # the plain calls ran alongside the blocks
+    same_bits(results[0], fastconv.conv2d(big, w_big, padding=1))
+    same_bits(results[1], fastconv.conv2d(x64, w64, padding=1))
 
 
 def test_conv2d_float64_packed_and_batch_chunks():
@@ -101,8 +287,7 @@ def test_conv2d_errors_are_the_in_memory_ones():
         fd.conv2d(x, np.zeros((4, 3, 3, 3)), padding=8, padding_mode="reflect")
 
 
-@pytest.mark.parametrize("chunks", CHUNKINGS)
-def test_pooling_equals_in_memory(compute, chunks):
+def check_pooling(compute, chunks):
     x = RNG.standard_normal((3, 4, 57, 61)).astype(np.float32)
     xd = da.from_array(x, chunks=chunks or x.shape)
     cases = [dict(kernel_size=3, stride=2, padding=1, dilation=2),
@@ -121,15 +306,25 @@ def test_pooling_equals_in_memory(compute, chunks):
         same_bits(result, fastconv.avg_pool2d(x, **case))
 
 
+@pytest.mark.parametrize("chunks", CHUNKINGS)
+def test_pooling_equals_in_memory(chunks):
+    check_pooling(on_threads, chunks)
+
+
+def test_pooling_on_the_cluster(on_cluster):
+    check_pooling(on_cluster, CHUNKINGS[3])
+
+
 @pytest.mark.parametrize("mode", ["constant", "reflect", "replicate", "circular"])
 def test_pad2d_equals_in_memory(mode):
     x = RNG.standard_normal((3, 2, 11, 13))
     value = 0.5 if mode == "constant" else 0
-    for chunks in [(2, 1, 4, 5), (1, 1, 3, 2)]:
-        xd = da.from_array(x, chunks=chunks)
-        for padding in [1, ((2, 3), (0, 4)), ((0, 0), (5, 1))]:
-            same_bits(fd.pad2d(xd, padding, mode=mode, value=value).compute(),
-                      fastconv.pad2d(x, padding, mode=mode, value=value))
+    cases = [(chunks, padding) for chunks in [(2, 1, 4, 5), (1, 1, 3, 2)]
+             for padding in [1, ((2, 3), (0, 4)), ((0, 0), (5, 1))]]
+    results = on_threads(*[fd.pad2d(da.from_array(x, chunks=chunks), padding, mode=mode,
+                                    value=value) for chunks, padding in cases])
+    for (_, padding), result in zip(cases, results):
+        same_bits(result, fastconv.pad2d(x, padding, mode=mode, value=value))
     with pytest.raises(ValueError, match="reflect"):
         fd.pad2d(da.from_array(x, chunks=4), 11, mode="reflect")
 
@@ -171,10 +366,13 @@ def test_predict_sends_the_model_once(client):
     assert client.compute(result, sync=True).shape == (40, 10)
 
 
-def test_large_image_scaled_down(compute):
-    """The benchmark's 1x3x8192x8192 case (1024-chunks, 5x5, stride 2, dilation 2), at 1/4."""
-    x = RNG.standard_normal((1, 3, 2048, 2048)).astype(np.float32)
+@pytest.mark.parametrize("size", [2048, 1024])
+def test_large_image_scaled_down(size, on_cluster):
+    """The benchmark's 1x3x8192x8192 case (1024-chunks, 5x5, stride 2, dilation 2), at 1/4
+    on the threaded scheduler, at 1/8 on the cluster (which is sent the image)."""
+    compute = on_threads if size == 2048 else on_cluster
+    x = RNG.standard_normal((1, 3, size, size)).astype(np.float32)
     weight = RNG.standard_normal((16, 3, 5, 5)).astype(np.float32)
-    xd = da.from_array(x, chunks=(1, 3, 256, 256))
+    xd = da.from_array(x, chunks=(1, 3, size // 8, size // 8))
     (result,) = compute(fd.conv2d(xd, weight, stride=2, dilation=2, padding="same"))
     same_bits(result, fastconv.conv2d(x, weight, stride=2, dilation=2, padding="same"))
