@@ -196,6 +196,9 @@ class _BlasHold:
         self._libraries = None
         self._native = _openmp.BlasHold()
         self._fallback = []
+        # the first use, from several threads at once (a Dask worker's), binds once: a
+        # second bind while the first thread holds the BLAS would be refused
+        self._binding = threading.Lock()
 
     def _find(self):
         """The BLAS libraries that ``package`` (scipy or numpy) loaded."""
@@ -220,8 +223,11 @@ class _BlasHold:
         return owned or blas
 
     def _ensure(self):
-        if self._libraries is not None:
-            return
+        with self._binding:
+            if self._libraries is None:
+                self._bind()
+
+    def _bind(self):
         import ctypes
 
         libraries = self._find()

@@ -112,14 +112,16 @@ def _depthwise_fits(geometry: tuple, multiplier: int, dtype: np.dtype) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _depthwise_direct(geometry, in_channels, out_channels, dtype):
+def _depthwise_direct(geometry, in_channels, out_channels, dtype, path=None):
     """Whether a depthwise convolution runs the kernels with 16 channels across the lanes
     (src/_direct.h, fc_dwd_*): float32 on an AVX-512 CPU, one output channel per input
     channel, a multiple of 16 of them, a stage (the padded input of 16 channels) of at most
     _STAGE_BYTES. Measured on Zen 4 against the per-plane kernels, at bench_ops.py's
     'depthwise' (16, 128, 28, 28, 3x3), 2 threads, best of repeated calls: forward 0.57 ->
-    0.40 ms, backward 2.03 -> 0.78 ms (the weight gradient 1.20 -> 0.38)."""
-    if not (_DIRECT and dtype == np.float32 and in_channels == out_channels
+    0.40 ms, backward 2.03 -> 0.78 ms (the weight gradient 1.20 -> 0.38). ``path``: conv2d's
+    ``_path`` (see _kernel_path); 'depthwise' keeps the per-plane kernels."""
+    if path == "depthwise" or not (
+            _DIRECT and dtype == np.float32 and in_channels == out_channels
             and out_channels % 16 == 0 and out_channels):
         return False
     stage, tile = _conv.depthwise_direct_sizes(geometry)
@@ -425,7 +427,7 @@ def _is_pointwise(geometry):
 
 
 @functools.lru_cache(maxsize=1024)  # per call it cost ~1 us of a tiny convolution's ~8
-def _packed_path(geometry, dtype, weight_gradient=False):
+def _packed_path(geometry, dtype, weight_gradient=False, path=None):
     """Whether the convolution's GEMMs (or, with ``weight_gradient``, the weight gradient's)
     use the packed GEMM (src/_gemm.h) instead of BLAS.
 
@@ -434,15 +436,16 @@ def _packed_path(geometry, dtype, weight_gradient=False):
     _PACKED_MIN_MACS multiply-adds per sample and group), where OpenBLAS's small-matrix
     kernels, which pack nothing, are as fast or faster. The weight gradient has no such
     kernel in OpenBLAS (it packs both operands on every call), so its bound is lower.
-    Chosen from the shapes (and the CPU) only, never from the thread count.
+    Chosen from the shapes (and the CPU) only, never from the thread count, unless conv2d's
+    ``_path`` asks for 'packed' (any size) or 'blas' (see _kernel_path).
     """
     minimum = (_PACKED_MIN_MACS_WEIGHT if weight_gradient else _PACKED_MIN_MACS)[dtype]
-    return (_PACKED_GEMM and not _is_pointwise(geometry)
-            and _macs_per_item(geometry) >= minimum)
+    return (_PACKED_GEMM and not _is_pointwise(geometry) and path != "blas"
+            and (path == "packed" or _macs_per_item(geometry) >= minimum))
 
 
 @functools.lru_cache(maxsize=1024)
-def _direct_path(geometry, dtype):
+def _direct_path(geometry, dtype, path=None):
     """Whether the forward pass (and the input gradients computed as one) runs the direct
     kernels of src/_direct.h: float32 on an AVX-512 CPU, a staged geometry with a multiple of
     16 output channels per group (_conv.direct_block). They read the stage in place, with the
@@ -451,8 +454,10 @@ def _direct_path(geometry, dtype):
     1 and 2 threads, they won on every such shape of bench_ops.py: LeNet's second layer 0.46
     -> 0.31 ms at 1 thread, the 'small' layer 1.34 -> 1.16 ms, ResNet's 3x3 36.0 -> 34.2 ms;
     the stem tied at 2 threads (9.7 vs 9.3 ms, within the noise) and won at 1 (19.7 vs 21.3).
+    conv2d's ``_path`` naming another kernel turns them off (see _kernel_path).
     """
-    return _DIRECT and dtype == np.float32 and _conv.direct_block(geometry) > 0
+    return (path in (None, "direct") and _DIRECT and dtype == np.float32
+            and _conv.direct_block(geometry) > 0)
 
 
 def _macs_per_item(geometry):
@@ -460,11 +465,11 @@ def _macs_per_item(geometry):
     return geometry[3] * geometry[0] * geometry[6] * geometry[7] * geometry[4] * geometry[5]
 
 
-def _packed_weight(geometry, groups, dtype, transposed=False):
+def _packed_weight(geometry, groups, dtype, transposed=False, path=None):
     """The buffer the packed GEMM packs the weights into (C_out/groups by k per group, or k
     by C_out/groups for the input gradient, and 64 bytes of slack to align its start), or an
     empty array for the BLAS path."""
-    if not _packed_path(geometry, dtype):
+    if not _packed_path(geometry, dtype, path=path):
         return np.empty(0, dtype=dtype)
     mr = _PANELS[dtype][0]
     k = geometry[0] * geometry[6] * geometry[7]
@@ -495,10 +500,33 @@ def _rows_workspace(threads, rows, geometry, dtype, packed):
                     dtype=dtype)
 
 
+# conv2d's private ``_path``: the forward kernel to run. The usual choice depends on the size
+# of the plane (staging, multiply-adds per sample), so a piece of an image could take another
+# kernel than the whole image, which sums in another order; fastconv.dask asks every piece of
+# a cut image for the whole image's kernel. It only takes choices made from the size away
+# (the direct kernels, the packed GEMM's lower bound), so every kernel named stays valid, and
+# it is an argument of the cached predicates, never a module setting: other calls see nothing.
+_PATHS = ("direct", "packed", "blas", "depthwise-direct", "depthwise")
+
+
+def _kernel_path(conv: Any, path: str | None = None) -> str:
+    """The forward kernel conv2d runs for ``conv`` (a _Conv) given ``_path``: one of _PATHS, or
+    'empty' (no input or no output channels: no kernel)."""
+    out_channels = conv.weight.shape[0]
+    if conv.geometry[0] == 0 or out_channels == 0:
+        return "empty"
+    if _is_depthwise(conv):
+        return ("depthwise-direct" if _depthwise_direct(
+            conv.geometry, conv.x.shape[1], out_channels, conv.dtype, path) else "depthwise")
+    if _direct_path(conv.geometry, conv.dtype, path):
+        return "direct"
+    return "packed" if _packed_path(conv.geometry, conv.dtype, path=path) else "blas"
+
+
 def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, stride: IntPair = 1,
            padding: ConvPadding = 0, dilation: IntPair = 1, groups: int = 1,
-           padding_mode: ConvPaddingMode = "zeros", *, out: np.ndarray | None = None
-           ) -> np.ndarray:
+           padding_mode: ConvPaddingMode = "zeros", *, out: np.ndarray | None = None,
+           _path: str | None = None) -> np.ndarray:
     """2-D convolution (cross-correlation) over a batch of multi-channel images.
 
     ``y[n, o, i, j] = bias[o] + sum_{c, p, q} x[n, g*C_in/groups + c, i*s + p*d - pad,
@@ -551,6 +579,10 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
            [42., 50.]])
     """
     conv, _ = _prepare(x, weight, bias, stride, padding, dilation, groups, padding_mode)
+    if _path is not None and (_path not in _PATHS
+                              or _kernel_path(conv, _path) not in (_path, "empty")):
+        raise ValueError(f"_path must be one of {_PATHS} that can run this convolution, got "
+                         f"{_path!r} (it runs {_kernel_path(conv, _path)!r})")
     batch = conv.x.shape[0]
     out_channels = conv.weight.shape[0]
     shape4 = (batch, out_channels, conv.out_h, conv.out_w)
@@ -567,7 +599,7 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
     x_in = _padded_input(conv)
     bias_in = conv.bias if conv.bias is not None else np.empty(0, dtype=conv.dtype)
     if _is_depthwise(conv):
-        if _depthwise_direct(conv.geometry, x_in.shape[1], out_channels, conv.dtype):
+        if _depthwise_direct(conv.geometry, x_in.shape[1], out_channels, conv.dtype, _path):
             num_threads = effective_num_threads(batch * out_channels // 16)
             _conv.depthwise_direct_forward(
                 x_in, _depthwise_lanes(conv.weight), bias_in, result4,
@@ -581,13 +613,14 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
         _DEPTHWISE_FORWARD[conv.dtype](x_in, conv.weight, bias_in, result4, workspace,
                                        conv.geometry, num_threads)
         return result
-    _forward(x_in, conv.weight, conv.bias, result4, conv.geometry, conv.groups)
+    _forward(x_in, conv.weight, conv.bias, result4, conv.geometry, conv.groups, _path)
     return result
 
 
-def _forward(x, weight, bias, out, geometry, groups):
+def _forward(x, weight, bias, out, geometry, groups, path=None):
     """Every forward pass but the depthwise one, into ``out``: the direct kernels where they
-    apply (_direct_path), else im2col + GEMM; workspaces, threads and the kernel."""
+    apply (_direct_path), else im2col + GEMM; workspaces, threads and the kernel. ``path``:
+    conv2d's ``_path``."""
     dtype = x.dtype
     if geometry[0] == 0:
         # no input channels: an empty sum, the bias alone (and no element of x or of the
@@ -597,7 +630,7 @@ def _forward(x, weight, bias, out, geometry, groups):
     n_items = x.shape[0] * groups * _n_tiles(geometry)
     num_threads = effective_num_threads(n_items)
     bias = bias if bias is not None else np.empty(0, dtype=dtype)
-    if _direct_path(geometry, dtype):
+    if _direct_path(geometry, dtype, path):
         k = geometry[0] * geometry[6] * geometry[7]
         packed_weight = np.empty(groups * geometry[3] * k + _ALIGN[dtype], dtype=dtype)
         _conv.conv2d_forward_direct(
@@ -605,7 +638,7 @@ def _forward(x, weight, bias, out, geometry, groups):
             packed_weight, np.empty(k, dtype=np.intp), geometry, groups, num_threads)
         return
     workspace = _workspace(num_threads, geometry, dtype)
-    packed_weight = _packed_weight(geometry, groups, dtype)
+    packed_weight = _packed_weight(geometry, groups, dtype, path=path)
     with blas_single_thread():
         _FORWARD[dtype](x, weight, bias, out, workspace, packed_weight, geometry, groups,
                         num_threads)

@@ -942,3 +942,30 @@ def test_other_build_gives_identical_results(tmp_path):
     assert sorted(ours) == sorted(theirs)
     for key in ours:
         np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
+
+
+def test_blas_hold_first_used_by_several_threads_at_once():
+    """A Dask worker's threads may all make their first BLAS call together: the hold binds the
+    BLAS once (a second bind while another thread holds it used to raise RuntimeError)."""
+    from fastconv._threads import _BlasHold
+
+    hold = _BlasHold("scipy")  # fresh: not bound yet
+    n_threads = 4
+    barrier = threading.Barrier(n_threads)
+    errors = []
+
+    def first_use():
+        try:
+            barrier.wait()
+            with hold:
+                time.sleep(0.05)  # held while the others bind
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=first_use) for _ in range(n_threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not errors, errors
+    assert hold._libraries is not None
