@@ -102,13 +102,6 @@ def _kaiming_normal_fan_out(layer: nn.Conv2d, rng: np.random.Generator) -> None:
     layer.weight.data[...] = weight.astype(layer.weight.dtype)
 
 
-def _relu_mask(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """max(x, 0) in place, and where it was positive."""
-    positive = x > 0
-    np.multiply(x, positive, out=x)
-    return x, positive
-
-
 class BasicBlock(nn.Module):
     """torchvision's ResNet basic block: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut)``,
     the shortcut ``downsample(x)`` (a strided 1x1 convolution and batch norm) where the shape
@@ -116,8 +109,9 @@ class BasicBlock(nn.Module):
     ``conv2.weight``, ``bn2.*``, ``downsample.0.weight``, ``downsample.1.*``.
 
     It is also an example of a user's own :class:`fastconv.nn.Module` with ``forward`` and
-    ``backward`` (see docs/custom_modules.md): the first ReLU is fused into ``bn1``, the
-    second is applied here, and the gradient of the sum goes both ways.
+    ``backward`` (see docs/custom_modules.md): the first ReLU is fused into ``bn1``, the sum
+    and the second ReLU into ``bn2`` (:meth:`fastconv.nn.BatchNorm2d.forward_residual`), and
+    the gradient of the sum goes both ways.
 
     Parameters
     ----------
@@ -147,22 +141,19 @@ class BasicBlock(nn.Module):
         for layer in (self.conv1, self.conv2) + ((self.downsample[0],) if self.downsample
                                                  else ()):
             _kaiming_normal_fan_out(layer, rng)
-        self._positive = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out = self.bn2(self.conv2(self.bn1(self.conv1(x))))
-        out += x if self.downsample is None else self.downsample(x)
-        out, self._positive = _relu_mask(out)
-        return out
+        shortcut = x if self.downsample is None else self.downsample(x)
+        # bn2, the sum and the ReLU in one pass
+        return self.bn2.forward_residual(self.conv2(self.bn1(self.conv1(x))), shortcut)
 
     def backward(self, grad_output: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
-        grad = grad_output * nn._kept(self._positive, self)
-        grad_x = self.conv1.backward(self.bn1.backward(self.conv2.backward(
-            self.bn2.backward(grad))))
+        grad_main, grad_shortcut = self.bn2.backward_residual(grad_output)
+        grad_x = self.conv1.backward(self.bn1.backward(self.conv2.backward(grad_main)))
         if self.downsample is None:
-            grad_x += grad
+            grad_x += grad_shortcut
         else:
-            grad_x += self.downsample.backward(grad)
+            grad_x += self.downsample.backward(grad_shortcut)
         return grad_x
 
 

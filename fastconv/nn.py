@@ -1283,7 +1283,18 @@ class BatchNorm2d(Module):
                              f"channels (shape {x.shape})")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Normalise; keeps the input and the statistics used for :meth:`backward`."""
+        """Normalise; keeps the input and the statistics used for :meth:`backward`.
+
+        With ``fused_relu = True`` the layer is BatchNorm2d followed by ReLU, in one pass.
+        """
+        return self._run(x, None, self.fused_relu)
+
+    def forward_residual(self, x: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        """``relu(self(x) + residual)`` in one pass (the end of a ResNet block); its backward
+        is :meth:`backward_residual`."""
+        return self._run(x, _args.as_float_array(residual, "residual"), True)
+
+    def _run(self, x: np.ndarray, residual: np.ndarray | None, relu: bool) -> np.ndarray:
         x = _args.as_float_array(x, "input")
         self._check_input(x)
         use_batch = self.training or not self.track_running_stats
@@ -1292,33 +1303,42 @@ class BatchNorm2d(Module):
             self.num_batches_tracked.data += 1
             if momentum is None:
                 momentum = 1.0 / float(self.num_batches_tracked.data)
-        running = (self.track_running_stats and (self.training or not use_batch))
+        running = self.track_running_stats
         weight = None if self.weight is None else self.weight.data
         bias = None if self.bias is None else self.bias.data
         output, mean, var = _norm.batch_norm(
             x, self.running_mean.data if running else None,
             self.running_var.data if running else None, weight, bias, training=use_batch,
             momentum=0.0 if momentum is None else momentum, eps=self.eps, return_stats=True,
-            relu=self.fused_relu)
-        self._kept = (x, mean, var, use_batch, output if self.fused_relu else None)
+            relu=relu, residual=residual)
+        self._kept = (x, mean, var, use_batch, output if relu else None)
         return output
 
-    def backward(self, grad_output: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        """Add the weight and bias gradients to ``.grad``; return the input gradient."""
+    def _backward(self, grad_output: np.ndarray, need_input_grad: bool,
+                  need_residual: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
         x, mean, var, use_batch, output = _kept(self._kept, self)
-        grad_output = _args.as_float_array(grad_output, "grad_output", x.dtype)
-        if output is not None:  # the fused ReLU: no gradient where it cut the output to 0
-            grad_output = np.where(output > 0, grad_output, 0).astype(x.dtype, copy=False)
         need = ("input",) if need_input_grad else ()
         if self.affine:
             need += ("weight", "bias")
-        grad_input, grad_weight, grad_bias = _norm.batch_norm_backward(
+        grad_input, grad_weight, grad_bias, grad_residual = _norm.batch_norm_backward_fused(
             grad_output, x, mean, var, None if self.weight is None else self.weight.data,
-            eps=self.eps, training=use_batch, need=need)
+            eps=self.eps, training=use_batch, need=need, output=output,
+            need_residual=need_residual)
         if self.affine:
             self.weight.grad += grad_weight
             self.bias.grad += grad_bias
-        return grad_input
+        return grad_input, grad_residual
+
+    def backward(self, grad_output: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """Add the weight and bias gradients to ``.grad``; return the input gradient."""
+        return self._backward(grad_output, need_input_grad, False)[0]
+
+    def backward_residual(self, grad_output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """After :meth:`forward_residual`: ``(grad_input, grad_residual)``."""
+        if _kept(self._kept, self)[4] is None:
+            raise RuntimeError("backward_residual() follows forward_residual()")
+        grad_input, grad_residual = self._backward(grad_output, True, True)
+        return grad_input, grad_residual
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "

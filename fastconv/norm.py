@@ -76,8 +76,9 @@ def _statistics(value: ArrayLike, channels: int, name: str) -> np.ndarray:
 def batch_norm(x: ArrayLike, running_mean: np.ndarray | None, running_var: np.ndarray | None,
                weight: ArrayLike | None = None, bias: ArrayLike | None = None,
                training: bool = False, momentum: float | None = 0.1, eps: float = 1e-5, *,
-               return_stats: bool = False,
-               relu: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+               return_stats: bool = False, relu: bool = False,
+               residual: ArrayLike | None = None,
+               ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batch normalisation over the channel axis (axis 1), as ``torch.nn.functional.batch_norm``.
 
     Parameters
@@ -102,6 +103,9 @@ def batch_norm(x: ArrayLike, running_mean: np.ndarray | None, running_var: np.nd
         which :func:`batch_norm_backward` takes.
     relu : bool, default False
         Apply ``max(y, 0)`` in the same pass (a fused BatchNorm2d + ReLU).
+    residual : array_like of ``x``'s shape, optional
+        Added to the normalised values before the ReLU, in the same pass (ResNet's
+        ``relu(bn(x) + shortcut)``).
 
     Returns
     -------
@@ -151,12 +155,20 @@ def batch_norm(x: ArrayLike, running_mean: np.ndarray | None, running_var: np.nd
                              "(training=False)")
         mean = np.ascontiguousarray(running_mean, dtype=np.float64)
         var = np.ascontiguousarray(running_var, dtype=np.float64)
+    if residual is not None:
+        residual = as_float_array(residual, "residual", dtype)
+        if residual.shape != x.shape:
+            raise ValueError(f"residual has shape {residual.shape}, x has {x.shape}: they "
+                             "must agree")
+        residual3 = residual.reshape(x3.shape)
+    else:
+        residual3 = np.empty((0, 0, 0), dtype)
     out = np.empty_like(x)
-    if channels:
+    if channels and x3.size:
         ones = np.ones(channels, dtype=dtype) if weight is None else weight
         zeros = np.zeros(channels, dtype=dtype) if bias is None else bias
         _FORWARD[dtype](x3, out.reshape(x3.shape), ones, zeros, mean, var, eps, training,
-                        bool(relu), _num_threads(channels, x3.size))
+                        bool(relu), residual3, _num_threads(channels, x3.size))
     if training:
         if running_mean is not None:
             running_mean *= 1 - momentum
@@ -172,6 +184,7 @@ def batch_norm(x: ArrayLike, running_mean: np.ndarray | None, running_var: np.nd
 def batch_norm_backward(grad_output: ArrayLike, x: ArrayLike, mean: ArrayLike, var: ArrayLike,
                         weight: ArrayLike | None = None, eps: float = 1e-5,
                         training: bool = True, *, need: Sequence[str] = _NEED,
+                        output: ArrayLike | None = None,
                         ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Gradients of :func:`batch_norm` with respect to its input, weight and bias.
 
@@ -190,6 +203,10 @@ def batch_norm_backward(grad_output: ArrayLike, x: ArrayLike, mean: ArrayLike, v
         Whether the forward pass used the batch statistics (which then depend on ``x``).
     need : sequence of {'input', 'weight', 'bias'}, default all three
         Gradients to compute; the others are returned as None.
+    output : array_like, optional
+        The forward result of a ``relu=True`` forward: the gradient is taken as 0 where it is
+        not positive (the ReLU's backward, in the same passes). The gradient of a
+        ``residual`` is ``grad_output`` there too (``np.where(output > 0, grad_output, 0)``).
 
     Returns
     -------
@@ -206,6 +223,21 @@ def batch_norm_backward(grad_output: ArrayLike, x: ArrayLike, mean: ArrayLike, v
     >>> gx.ravel(), gb
     (array([0., 0.]), array([2.]))
     """
+    grad_input, grad_weight, grad_bias, _ = batch_norm_backward_fused(
+        grad_output, x, mean, var, weight, eps, training, need=need, output=output)
+    return grad_input, grad_weight, grad_bias
+
+
+def batch_norm_backward_fused(grad_output: ArrayLike, x: ArrayLike, mean: ArrayLike,
+                              var: ArrayLike, weight: ArrayLike | None = None,
+                              eps: float = 1e-5, training: bool = True, *,
+                              need: Sequence[str] = _NEED, output: ArrayLike | None = None,
+                              need_residual: bool = False,
+                              ) -> tuple[np.ndarray | None, np.ndarray | None,
+                                         np.ndarray | None, np.ndarray | None]:
+    """:func:`batch_norm_backward`, and with ``need_residual`` (and ``output``) also the
+    gradient of the forward's ``residual``: ``grad_output`` masked by ``output > 0``, written
+    in the kernel's first pass (the layers use this; ``None`` otherwise)."""
     if isinstance(need, str):
         need = (need,)
     need_set = set(need)
@@ -224,20 +256,29 @@ def batch_norm_backward(grad_output: ArrayLike, x: ArrayLike, mean: ArrayLike, v
     mean = _statistics(mean, channels, "mean")
     var = _statistics(var, channels, "var")
     eps = _check_float(eps, "eps", 0.0)
+    empty = np.empty((0, 0, 0), dtype)
+    relu = output is not None
+    if relu:
+        output = as_float_array(output, "output", dtype)
+        if output.shape != x.shape:
+            raise ValueError(f"output has shape {output.shape}, x has {x.shape}: they must "
+                             "agree")
+    elif need_residual:
+        raise ValueError("need_residual takes the output of a relu=True forward")
     need_input = "input" in need_set
     grad_input = np.empty_like(x) if need_input else None
+    grad_residual = np.empty_like(x) if need_residual else None
     grad_weight_sums = np.zeros(channels)
     grad_bias_sums = np.zeros(channels)
     if channels and x3.size:
         ones = np.ones(channels, dtype=dtype) if weight_vector is None else weight_vector
         _BACKWARD[dtype](grad_output.reshape(x3.shape), x3, ones, mean, var, eps,
-                         bool(training),
-                         grad_input.reshape(x3.shape) if need_input else np.empty((0, 0, 0), dtype),
+                         bool(training), output.reshape(x3.shape) if relu else empty, relu,
+                         grad_residual.reshape(x3.shape) if need_residual else empty,
+                         grad_input.reshape(x3.shape) if need_input else empty,
                          need_input, grad_weight_sums, grad_bias_sums,
                          _num_threads(channels, x3.size))
-    elif need_input:
-        grad_input[...] = 0
     grad_weight = (grad_weight_sums.astype(dtype) if "weight" in need_set
                    and weight_vector is not None else None)
     grad_bias = grad_bias_sums.astype(dtype) if "bias" in need_set else None
-    return grad_input, grad_weight, grad_bias
+    return grad_input, grad_weight, grad_bias, grad_residual

@@ -377,3 +377,20 @@ def test_construction_and_forward_errors(rng):
     assert layer(np.ones((1, 2, 4, 4)), output_size=(10, 10)).shape == (1, 2, 10, 10)
     with pytest.raises(ValueError, match="not reachable"):
         layer(np.ones((1, 2, 4, 4)), output_size=(12, 12))
+
+
+def test_batchnorm_forward_residual_matches_separate_ops(rng, dtype):
+    x = rng.standard_normal((4, 3, 5, 5)).astype(dtype)
+    skip = rng.standard_normal(x.shape).astype(dtype)
+    fused, plain = nn.BatchNorm2d(3, dtype=dtype), nn.BatchNorm2d(3, dtype=dtype)
+    output = fused.forward_residual(x, skip)
+    summed = plain(x) + skip
+    np.testing.assert_allclose(output, np.maximum(summed, 0), **NORMAL)
+    grad_output = rng.standard_normal(x.shape).astype(dtype)
+    grad_input, grad_skip = fused.backward_residual(grad_output)
+    masked = np.where(output > 0, grad_output, 0)
+    np.testing.assert_array_equal(grad_skip, masked)
+    np.testing.assert_allclose(grad_input, plain.backward(masked), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fused.weight.grad, plain.weight.grad, rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError, match="forward_residual"):
+        plain.backward_residual(grad_output)
