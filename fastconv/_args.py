@@ -154,10 +154,10 @@ def padding4(value, name="padding"):
     return height, height, width, width
 
 
-def signed_padding4(value, name="padding"):
+def signed_padding4(value: object, name: str = "padding") -> tuple[int, int, int, int]:
     """As :func:`padding4`, but each side may be negative (a crop of that many rows or
     columns, as ``torch.nn.functional.pad``)."""
-    def side(number):
+    def side(number: object) -> int:
         if isinstance(number, (bool, np.bool_)) or not isinstance(number, Integral):
             raise TypeError(f"{name} must hold ints, got {value!r}")
         number = operator.index(number)

@@ -209,17 +209,19 @@ def pad2d(x, padding, mode="constant", value=0.0):
     return out[0] if unbatched else out
 
 
-def _split_padding(signed):
+def _split_padding(signed: tuple[int, int, int, int],
+                   ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(top, bottom, left, right) with negatives -> (the padding, >= 0; the crop, >= 0)."""
     return (tuple(max(side, 0) for side in signed), tuple(max(-side, 0) for side in signed))
 
 
-def _crop(array4, crops):
+def _crop(array4: np.ndarray, crops: tuple[int, ...]) -> np.ndarray:
     top, bottom, left, right = crops
     return array4[:, :, top:array4.shape[2] - bottom, left:array4.shape[3] - right]
 
 
-def _check_crop(in_size, pads, crops):
+def _check_crop(in_size: tuple[int, ...], pads: tuple[int, ...],
+                crops: tuple[int, ...]) -> None:
     for axis in range(2):
         size = in_size[axis] + pads[2 * axis] + pads[2 * axis + 1]
         if crops[2 * axis] + crops[2 * axis + 1] > size:
