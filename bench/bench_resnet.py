@@ -1,11 +1,11 @@
 """One training epoch of the small ResNet (``models.build('resnet')``) on Fashion-MNIST:
 fastconv against the same loop in PyTorch.
 
-Both sides train the same architecture (a 3x3 stem of 16 channels, basic blocks of 16, 32 and
-64 channels at 28, 14 and 7 pixels, batch norm, global average pooling, a linear layer) from
+Both sides train the same architecture (a 3x3 stem of 32 channels, basic blocks of 32, 64 and
+128 channels at 28, 14 and 7 pixels, batch norm, average pooling to 2x2, a linear layer) from
 the same initial weights, on the same mini-batches in the same order (those
 ``fastconv.train.fit`` draws), with the same optimiser (default Adam, lr 2e-3, cosine decay
-per batch), batch size (default 128) and thread count (default 2, given to
+per batch), batch size (default 64) and thread count (default 2, given to
 ``fastconv.set_num_threads`` and ``torch.set_num_threads``). Inputs are standardised with the
 training set's mean and standard deviation. The two loops run interleaved, alternating which
 goes first; the epoch time counts the whole loop (batch preparation, forward, loss, backward,
@@ -63,14 +63,15 @@ def torch_small_resnet(torch, state):
     class SmallResNet(tnn.Module):
         def __init__(self):
             super().__init__()
-            self.conv1 = tnn.Conv2d(1, 16, 3, 1, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(16)
+            first, second, third = models.SMALL_RESNET_WIDTHS
+            self.conv1 = tnn.Conv2d(1, first, 3, 1, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(first)
             self.relu = tnn.ReLU(inplace=True)
-            self.layer1 = tnn.Sequential(BasicBlock(16, 16, 1))
-            self.layer2 = tnn.Sequential(BasicBlock(16, 32, 2))
-            self.layer3 = tnn.Sequential(BasicBlock(32, 64, 2))
-            self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
-            self.fc = tnn.Linear(64, 10)
+            self.layer1 = tnn.Sequential(BasicBlock(first, first, 1))
+            self.layer2 = tnn.Sequential(BasicBlock(first, second, 2))
+            self.layer3 = tnn.Sequential(BasicBlock(second, third, 2))
+            self.avgpool = tnn.AdaptiveAvgPool2d((2, 2))
+            self.fc = tnn.Linear(4 * third, 10)
 
         def forward(self, x):
             x = self.relu(self.bn1(self.conv1(x)))
@@ -145,7 +146,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="epochs timed per side")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")

@@ -7,7 +7,7 @@ import pytest
 from fastconv import models, nn, optim
 
 
-def _torch_resnet(torch, blocks, widths, in_channels, num_classes, stem):
+def _torch_resnet(torch, blocks, widths, in_channels, num_classes, stem, pool_size=1):
     """torchvision's ResNet (BasicBlock), written out: same module names, same computation."""
     tnn = torch.nn
 
@@ -48,8 +48,8 @@ def _torch_resnet(torch, blocks, widths, in_channels, num_classes, stem):
                                              2 if index > 0 and block == 0 else 1))
                     inplanes = planes
                 setattr(self, f"layer{index + 1}", tnn.Sequential(*layers))
-            self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
-            self.fc = tnn.Linear(inplanes, num_classes)
+            self.avgpool = tnn.AdaptiveAvgPool2d((pool_size, pool_size))
+            self.fc = tnn.Linear(inplanes * pool_size * pool_size, num_classes)
             self.stages = len(blocks)
 
         def forward(self, x):
@@ -121,7 +121,8 @@ def test_resnet18_float32_and_torchvision_keys(torch, rng):
 
 def test_small_resnet_matches_torch_and_weights_move_both_ways(torch, rng, tmp_path):
     model = models.build("resnet", seed=3, dtype=np.float64)
-    twin = _torch_resnet(torch, [1, 1, 1], [16, 32, 64], 1, 10, "small")
+    twin = _torch_resnet(torch, [1, 1, 1], list(models.SMALL_RESNET_WIDTHS), 1, 10, "small",
+                         pool_size=2)
     x = rng.standard_normal((3, 1, 28, 28))
     _compare(model, twin, torch, x, rng, {"rtol": 1e-9, "atol": 1e-10})
     # torch -> fastconv after torch trains a step (running statistics included)
