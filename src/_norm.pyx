@@ -23,6 +23,29 @@ from libc.math cimport sqrt
 
 from _types cimport floating
 
+cdef extern from *:
+    """
+    /* grad where output > 0, else +0: a bit mask, so branch-free and exact (an inf or NaN
+       gradient still becomes 0 where the unit is off, as PyTorch's ReLU backward) */
+    static inline float fc_relu_grad_f(float grad, float output) {
+        union { float value; unsigned int bits; } g; g.value = grad;
+        g.bits &= -(unsigned int)(output > 0); return g.value;
+    }
+    static inline double fc_relu_grad_d(double grad, double output) {
+        union { double value; unsigned long long bits; } g; g.value = grad;
+        g.bits &= -(unsigned long long)(output > 0); return g.value;
+    }
+    """
+    float fc_relu_grad_f(float grad, float output) noexcept nogil
+    double fc_relu_grad_d(double grad, double output) noexcept nogil
+
+
+cdef inline floating _relu_grad(floating grad, floating output) noexcept nogil:
+    if floating is float:
+        return fc_relu_grad_f(grad, output)
+    else:
+        return fc_relu_grad_d(grad, output)
+
 
 cdef inline void _shifted_sums(const floating* values, Py_ssize_t count, double shift,
                                double* total, double* squares) noexcept nogil:
@@ -67,10 +90,10 @@ cdef inline void _gradient_sums(const floating* grad, const floating* values,
     cdef Py_ssize_t i = 0
     if relu:
         while i + 4 <= count:
-            g0 = grad[i] if output[i] > 0 else 0
-            g1 = grad[i + 1] if output[i + 1] > 0 else 0
-            g2 = grad[i + 2] if output[i + 2] > 0 else 0
-            g3 = grad[i + 3] if output[i + 3] > 0 else 0
+            g0 = _relu_grad(grad[i], output[i])
+            g1 = _relu_grad(grad[i + 1], output[i + 1])
+            g2 = _relu_grad(grad[i + 2], output[i + 2])
+            g3 = _relu_grad(grad[i + 3], output[i + 3])
             if grad_residual != NULL:
                 grad_residual[i] = g0
                 grad_residual[i + 1] = g1
@@ -86,7 +109,7 @@ cdef inline void _gradient_sums(const floating* grad, const floating* values,
             p3 += g3 * (values[i + 3] - mean)
             i += 4
         while i < count:
-            g0 = grad[i] if output[i] > 0 else 0
+            g0 = _relu_grad(grad[i], output[i])
             if grad_residual != NULL:
                 grad_residual[i] = g0
             t0 += g0
@@ -223,7 +246,7 @@ def batch_norm_backward(const floating[:, :, ::1] grad_output, const floating[:,
                 if relu:
                     out_row = &output[n, c, 0]
                     for i in range(length):
-                        g = gy_row[i] if out_row[i] > 0 else 0
+                        g = _relu_grad(gy_row[i], out_row[i])
                         gx_row[i] = g * fa + x_row[i] * fb + fshift
                 else:
                     for i in range(length):
