@@ -23,7 +23,7 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-EXTENSIONS = ["_openmp", "_conv", "_pad", "_pool"]
+EXTENSIONS = ["_openmp", "_conv", "_pad", "_pool", "_norm", "_adaptive"]
 # C headers an extension includes besides those its .pyx names (cythonize finds those): listed
 # so that they are shipped in the sdist and a change to them rebuilds the extension
 EXTRA_DEPENDS = {"_conv": ["src/_depthwise.h", "src/_depthwise_impl.h", "src/_direct.h",

@@ -21,6 +21,7 @@ __all__ = [
     "as_batched",
     "pair",
     "padding4",
+    "signed_padding4",
     "same_padding",
     "output_size",
     "pool_output_size",
@@ -164,6 +165,31 @@ def padding4(value: Any, name: str = "padding") -> tuple[int, int, int, int]:
         return top, bottom, left, right
     height, width = pair(value, name, 0)
     return height, height, width, width
+
+
+def signed_padding4(value: object, name: str = "padding") -> tuple[int, int, int, int]:
+    """As :func:`padding4`, but each side may be negative (a crop of that many rows or
+    columns, as ``torch.nn.functional.pad``)."""
+    def side(number: object) -> int:
+        if isinstance(number, (bool, np.bool_)) or not isinstance(number, Integral):
+            raise TypeError(f"{name} must hold ints, got {value!r}")
+        number = operator.index(number)
+        if abs(number) > MAX_INDEX:
+            raise ValueError(f"{name} must be at most {MAX_INDEX} in size, got {value!r}")
+        return number
+
+    if isinstance(value, (tuple, list, np.ndarray)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int, (ph, pw) or ((top, bottom), (left, "
+                             f"right)), got {value!r}")
+        if all(isinstance(part, (tuple, list, np.ndarray)) for part in value):
+            if len(value[0]) != 2 or len(value[1]) != 2:
+                raise ValueError(f"{name} must be ((top, bottom), (left, right)), got {value!r}")
+            return (side(value[0][0]), side(value[0][1]), side(value[1][0]), side(value[1][1]))
+        height, width = side(value[0]), side(value[1])
+        return height, height, width, width
+    number = side(value)
+    return number, number, number, number
 
 
 def same_padding(in_size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int],

@@ -277,6 +277,12 @@ class Module:
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """Yield ``(name, Parameter)`` with PyTorch's names (``'0.weight'``), each once."""
+        for name, parameter in self._named_state(prefix):
+            if not isinstance(parameter, Buffer):
+                yield name, parameter
+
+    def _named_state(self, prefix=""):
+        """Every parameter and buffer (running statistics), each once, with PyTorch's names."""
         seen = set()
         for module_name, module in self.named_modules(prefix):
             for name, parameter in module._parameters.items():
@@ -314,7 +320,8 @@ class Module:
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
-        """A dict of copies of every parameter, keyed as PyTorch names them (``'0.weight'``).
+        """A dict of copies of every parameter and buffer (a batch norm's running statistics),
+        keyed as PyTorch names them (``'0.weight'``, ``'1.running_mean'``).
 
         Returns
         -------
@@ -328,7 +335,7 @@ class Module:
             If a layer whose size is inferred at its first forward has not run yet.
         """
         state = OrderedDict()
-        for name, parameter in self.named_parameters():
+        for name, parameter in self._named_state():
             if parameter.data is None:
                 raise ValueError(
                     f"parameter {name!r} is not initialised yet (its size is inferred at the "
@@ -858,6 +865,9 @@ class MaxPool2d(Module):
         Implicit -inf padding, at most half the kernel size (as PyTorch).
     dilation : int or (int, int), default 1
     ceil_mode : bool, default False
+    return_indices : bool, default False
+        ``forward`` returns ``(output, indices)``: the int64 flat index of each maximum in
+        its input plane.
 
     Examples
     --------
@@ -868,30 +878,53 @@ class MaxPool2d(Module):
     """
 
     _indices: np.ndarray | None
+    _input: np.ndarray | None
     _input_shape: tuple[int, ...] | None
 
     def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: Padding = 0,
-                 dilation: IntPair = 1, ceil_mode: bool = False) -> None:
+                 dilation: IntPair = 1, ceil_mode: bool = False,
+                 return_indices: bool = False) -> None:
         super().__init__()
         self.kernel_size = _args.pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else _args.pair(stride, "stride")
         self.padding = _pool_padding(padding)
         self.dilation = _args.pair(dilation, "dilation")
         self.ceil_mode = bool(ceil_mode)
+        self.return_indices = bool(return_indices)
         self._indices = None
+        self._input = None
         self._input_shape = None
 
-    def forward(self, x: ArrayLike) -> np.ndarray:
-        """Pool; keeps the indices of the maxima (no second pass in :meth:`backward`)."""
+    def forward(self, x: ArrayLike) -> Any:
+        """Pool. In training mode keeps the indices of the maxima for :meth:`backward`; in
+        evaluation mode computes none (the kernel's cheaper path) and keeps a reference to the
+        input instead, from which a backward in eval mode (a saliency map, say) recomputes them.
+
+        With ``return_indices=True`` returns ``(output, indices)``, as PyTorch (the indices
+        are what :class:`MaxUnpool2d` takes).
+        """
+        if not self.training and not self.return_indices:
+            x = _args.as_float_array(x, "x")
+            output = _pool.max_pool2d(x, self.kernel_size, self.stride, self.padding,
+                                      self.dilation, self.ceil_mode)
+            self._indices, self._input, self._input_shape = None, x, x.shape
+            return output
         output, indices = _pool.max_pool2d(x, self.kernel_size, self.stride, self.padding,
                                            self.dilation, self.ceil_mode, return_indices=True)
-        self._indices = indices
+        self._indices, self._input = indices, None
         self._input_shape = np.shape(x)
+        if self.return_indices:
+            return output, indices
         return output
 
     def backward(self, grad_output: ArrayLike) -> np.ndarray:
         """Route each output gradient to the input element that was the maximum."""
-        indices = _kept(self._indices, self)
+        indices = self._indices
+        if indices is None and self._input is not None:  # an evaluation-mode forward
+            _, indices = _pool.max_pool2d(self._input, self.kernel_size, self.stride,
+                                          self.padding, self.dilation, self.ceil_mode,
+                                          return_indices=True)
+        indices = _kept(indices, self)
         return _pool.max_pool2d_backward(grad_output, indices, self._input_shape)  # type: ignore[arg-type]
 
     def extra_repr(self) -> str:
@@ -1270,3 +1303,540 @@ class MSELoss(_Loss):
         if self.reduction == "mean":
             return total / pred.size if pred.size else float("nan")
         return total
+
+
+# --------------------------------------------------------------------------- networks (issue 16)
+# Batch normalisation, transposed convolution, adaptive pooling, unpooling, and the composition
+# blocks that d2l's chapter-5 networks (NiN, GoogLeNet, ResNet, DenseNet) are built from.
+
+from . import adaptive as _adaptive  # noqa: E402  (kept with the layers that use them)
+from . import norm as _norm  # noqa: E402
+from . import transposed as _transposed  # noqa: E402
+
+__all__ += [
+    "Buffer",
+    "BatchNorm2d",
+    "ConvTranspose2d",
+    "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
+    "MaxUnpool2d",
+    "Identity",
+    "LeakyReLU",
+    "Residual",
+    "Concat",
+]
+
+
+class Buffer(Parameter):
+    """A module's state that is saved but not trained (PyTorch's buffers): a batch norm's
+    ``running_mean``, ``running_var`` and ``num_batches_tracked``.
+
+    Buffers appear in :meth:`Module.state_dict` and are loaded by
+    :meth:`Module.load_state_dict` under their PyTorch names, but not in
+    :meth:`Module.parameters`, so no optimiser touches them. ``grad`` is always None.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        Any real dtype (``num_batches_tracked`` is int64, as PyTorch's).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, data: np.ndarray) -> None:
+        data = np.array(data, order="C")  # (ascontiguousarray would make a scalar 1-D)
+        if data.dtype.kind not in "iuf":
+            raise TypeError(f"Buffer data must be real numbers, got {data.dtype}")
+        self.data = data
+        self.grad = None
+
+    def __repr__(self) -> str:
+        return f"Buffer(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class BatchNorm2d(Module):
+    """Batch normalisation over the channels of (N, C, H, W) input (``torch.nn.BatchNorm2d``).
+
+    In training the batch's mean and biased variance normalise each channel and the running
+    estimates move towards them (``r = (1 - momentum) * r + momentum * batch``, the variance
+    unbiased); in evaluation (:meth:`Module.eval`) the running estimates normalise.
+
+    Parameters
+    ----------
+    num_features : int
+        Channels C.
+    eps : float, default 1e-5
+    momentum : float or None, default 0.1
+        None: the cumulative average (factor ``1 / num_batches_tracked``), as PyTorch.
+    affine : bool, default True
+        Learn a per-channel ``weight`` (ones) and ``bias`` (zeros).
+    track_running_stats : bool, default True
+        Keep running estimates (buffers ``running_mean``, ``running_var``,
+        ``num_batches_tracked``); without them the batch's statistics are used in
+        evaluation too.
+    dtype : float32 or float64, default float32
+    seed : ignored
+        Accepted as by every layer with parameters (the initial values are constants).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> bn = nn.BatchNorm2d(3)
+    >>> out = bn(np.random.default_rng(0).standard_normal((4, 3, 5, 5)).astype(np.float32))
+    >>> sorted(bn.state_dict())
+    ['bias', 'num_batches_tracked', 'running_mean', 'running_var', 'weight']
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True,
+                 dtype: object = np.float32, seed: object = None) -> None:
+        super().__init__()
+        self.num_features = _int_at_least(num_features, "num_features")
+        self.eps = _norm._check_float(eps, "eps", 0.0)
+        self.momentum = None if momentum is None else _norm._check_float(momentum, "momentum")
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        self.dtype = _param_dtype(dtype)
+        if self.affine:
+            self.weight = Parameter(np.ones(self.num_features, dtype=self.dtype))
+            self.bias = Parameter(np.zeros(self.num_features, dtype=self.dtype))
+        else:
+            self.weight = None
+            self.bias = None
+        if self.track_running_stats:
+            self.running_mean = Buffer(np.zeros(self.num_features, dtype=self.dtype))
+            self.running_var = Buffer(np.ones(self.num_features, dtype=self.dtype))
+            self.num_batches_tracked = Buffer(np.zeros((), dtype=np.int64))
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+        self.fused_relu = False
+        self._kept = None
+
+    def _check_input(self, x: np.ndarray) -> None:
+        if x.ndim != 4:
+            raise ValueError(f"BatchNorm2d expects 4-D input (N, C, H, W), got shape {x.shape}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"BatchNorm2d({self.num_features}) got input with {x.shape[1]} "
+                             f"channels (shape {x.shape})")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Normalise; keeps the input and the statistics used for :meth:`backward`.
+
+        With ``fused_relu = True`` the layer is BatchNorm2d followed by ReLU, in one pass.
+        """
+        return self._run(x, None, self.fused_relu)
+
+    def forward_residual(self, x: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        """``relu(self(x) + residual)`` in one pass (the end of a ResNet block); its backward
+        is :meth:`backward_residual`."""
+        return self._run(x, _args.as_float_array(residual, "residual"), True)
+
+    def _run(self, x: np.ndarray, residual: np.ndarray | None, relu: bool) -> np.ndarray:
+        x = _args.as_float_array(x, "input")
+        self._check_input(x)
+        use_batch = self.training or not self.track_running_stats
+        momentum = self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.data += 1
+            if momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked.data)
+        running = self.track_running_stats
+        weight = None if self.weight is None else self.weight.data
+        bias = None if self.bias is None else self.bias.data
+        output, mean, var = _norm.batch_norm(
+            x, self.running_mean.data if running else None,
+            self.running_var.data if running else None, weight, bias, training=use_batch,
+            momentum=0.0 if momentum is None else momentum, eps=self.eps, return_stats=True,
+            relu=relu, residual=residual)
+        self._kept = (x, mean, var, use_batch, output if relu else None)
+        return output
+
+    def _backward(self, grad_output: np.ndarray, need_input_grad: bool,
+                  need_residual: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+        x, mean, var, use_batch, output = _kept(self._kept, self)
+        need = ("input",) if need_input_grad else ()
+        if self.affine:
+            need += ("weight", "bias")
+        grad_input, grad_weight, grad_bias, grad_residual = _norm.batch_norm_backward_fused(
+            grad_output, x, mean, var, None if self.weight is None else self.weight.data,
+            eps=self.eps, training=use_batch, need=need, output=output,
+            need_residual=need_residual)
+        if self.affine:
+            self.weight.grad += grad_weight
+            self.bias.grad += grad_bias
+        return grad_input, grad_residual
+
+    def backward(self, grad_output: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """Add the weight and bias gradients to ``.grad``; return the input gradient."""
+        return self._backward(grad_output, need_input_grad, False)[0]
+
+    def backward_residual(self, grad_output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """After :meth:`forward_residual`: ``(grad_input, grad_residual)``."""
+        if _kept(self._kept, self)[4] is None:
+            raise RuntimeError("backward_residual() follows forward_residual()")
+        grad_input, grad_residual = self._backward(grad_output, True, True)
+        return grad_input, grad_residual
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class ConvTranspose2d(Module):
+    """2-D transposed convolution layer (``torch.nn.ConvTranspose2d``).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size, stride, padding, output_padding, dilation : int or (int, int)
+    groups : int, default 1
+    bias : bool, default True
+    dtype : float32 or float64, default float32
+    seed : None, int or numpy.random.Generator
+        PyTorch's default rule: uniform in ``(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with
+        ``fan_in = out_channels/groups * kH * kW`` (PyTorch computes it from the weight's
+        second axis).
+
+    Attributes
+    ----------
+    weight : Parameter
+        Shape (in_channels, out_channels/groups, kH, kW).
+    bias : Parameter or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> up = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1, seed=0)
+    >>> up(np.zeros((1, 4, 7, 7), dtype=np.float32)).shape
+    (1, 2, 14, 14)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: object,
+                 stride: object = 1, padding: object = 0, output_padding: object = 0,
+                 groups: int = 1, bias: bool = True, dilation: object = 1,
+                 dtype: object = np.float32, seed: object = None) -> None:
+        super().__init__()
+        self.in_channels = _int_at_least(in_channels, "in_channels")
+        self.out_channels = _int_at_least(out_channels, "out_channels")
+        self.groups = _int_at_least(groups, "groups")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+                             f"must be divisible by groups ({groups})")
+        self.kernel_size = _args.pair(kernel_size, "kernel_size")
+        self.stride = _args.pair(stride, "stride")
+        self.padding = _args.pair(padding, "padding", 0)
+        self.output_padding = _args.pair(output_padding, "output_padding", 0)
+        self.dilation = _args.pair(dilation, "dilation")
+        for axis in range(2):
+            if self.output_padding[axis] >= max(self.stride[axis], self.dilation[axis]):
+                raise ValueError("output_padding must be smaller than either stride or "
+                                 f"dilation, got output_padding={self.output_padding}, "
+                                 f"stride={self.stride}, dilation={self.dilation}")
+        self.dtype = _param_dtype(dtype)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False, got {bias!r}")
+        rng = _make_rng(seed)
+        fan_in = self.out_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        bound = 1.0 / math.sqrt(fan_in)
+        shape = (self.in_channels, self.out_channels // self.groups) + self.kernel_size
+        self.weight = Parameter(rng.uniform(-bound, bound, size=shape).astype(self.dtype))
+        self.bias = (Parameter(rng.uniform(-bound, bound, size=self.out_channels)
+                               .astype(self.dtype)) if bias else None)
+        self._kept = None
+
+    def _output_padding(self, x: np.ndarray, output_size: object) -> tuple[int, int]:
+        """PyTorch's ``output_size=`` argument: the output_padding that gives that size."""
+        if output_size is None:
+            return self.output_padding
+        size = tuple(int(value) for value in output_size)[-2:]
+        base = _transposed.conv_transpose2d_output_size(
+            x.shape[-2:], self.kernel_size, self.stride, self.padding, 0, self.dilation)
+        extra = (size[0] - base[0], size[1] - base[1])
+        if min(extra) < 0 or any(extra[axis] >= max(self.stride[axis], self.dilation[axis])
+                                 for axis in range(2)):
+            raise ValueError(f"requested output size {size} is not reachable: sizes from "
+                             f"{base} up to a stride more are")
+        return extra
+
+    def __call__(self, x: np.ndarray, output_size: object = None) -> np.ndarray:
+        return self.forward(x, output_size)
+
+    def forward(self, x: np.ndarray, output_size: object = None) -> np.ndarray:
+        """Transposed convolution; keeps the input for :meth:`backward`.
+
+        ``output_size`` (PyTorch's argument) picks the output_padding that gives that size.
+        """
+        x = _args.as_float_array(x, "input")
+        output_padding = self._output_padding(x, output_size)
+        output = _transposed.conv_transpose2d(
+            x, self.weight.data, None if self.bias is None else self.bias.data, self.stride,
+            self.padding, output_padding, self.groups, self.dilation)
+        self._kept = (x, output_padding)
+        return output
+
+    def backward(self, grad_output: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """Add the weight (and bias) gradient to ``.grad``; return the input gradient."""
+        x, output_padding = _kept(self._kept, self)
+        need = ("input",) if need_input_grad else ()
+        need += ("weight", "bias") if self.bias is not None else ("weight",)
+        grad_input, grad_weight, grad_bias = _transposed.conv_transpose2d_backward(
+            grad_output, x, self.weight.data, self.stride, self.padding, output_padding,
+            self.groups, self.dilation, need=need)
+        self.weight.grad += grad_weight
+        if self.bias is not None:
+            self.bias.grad += grad_bias
+        return grad_input
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, "
+                f"output_padding={self.output_padding}")
+
+
+class AdaptiveAvgPool2d(Module):
+    """Adaptive average pooling to a fixed output size (``torch.nn.AdaptiveAvgPool2d``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> nn.AdaptiveAvgPool2d(1)(np.ones((2, 8, 7, 7))).shape
+    (2, 8, 1, 1)
+    """
+
+    def __init__(self, output_size: object) -> None:
+        super().__init__()
+        self.output_size = output_size
+        self._input_shape = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        output = _adaptive.adaptive_avg_pool2d(x, self.output_size)
+        self._input_shape = np.shape(x)
+        return output
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        return _adaptive.adaptive_avg_pool2d_backward(grad_output, _kept(self._input_shape, self))
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool2d(Module):
+    """Adaptive max pooling to a fixed output size (``torch.nn.AdaptiveMaxPool2d``);
+    ``return_indices=True`` makes ``forward`` return ``(output, indices)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> nn.AdaptiveMaxPool2d((2, 3))(np.ones((2, 8, 7, 7))).shape
+    (2, 8, 2, 3)
+    """
+
+    def __init__(self, output_size: object, return_indices: bool = False) -> None:
+        super().__init__()
+        self.output_size = output_size
+        self.return_indices = bool(return_indices)
+        self._kept = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        output, indices = _adaptive.adaptive_max_pool2d(x, self.output_size,
+                                                        return_indices=True)
+        self._kept = (indices, np.shape(x))
+        return (output, indices) if self.return_indices else output
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        indices, input_shape = _kept(self._kept, self)
+        return _adaptive.adaptive_max_pool2d_backward(grad_output, indices, input_shape)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class MaxUnpool2d(Module):
+    """Partial inverse of :class:`MaxPool2d` (``torch.nn.MaxUnpool2d``): ``layer(x, indices,
+    output_size=None)`` puts each value back where the pooling found it, zeros elsewhere.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> pool, unpool = nn.MaxPool2d(2, return_indices=True), nn.MaxUnpool2d(2)
+    >>> out, indices = pool(np.arange(16.0).reshape(1, 1, 4, 4))
+    >>> unpool(out, indices)[0, 0]
+    array([[ 0.,  0.,  0.,  0.],
+           [ 0.,  5.,  0.,  7.],
+           [ 0.,  0.,  0.,  0.],
+           [ 0., 13.,  0., 15.]])
+    """
+
+    def __init__(self, kernel_size: object, stride: object = None,
+                 padding: object = 0) -> None:
+        super().__init__()
+        self.kernel_size = _args.pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else _args.pair(stride, "stride")
+        self.padding = _args.pair(padding, "padding", 0)
+        self._indices = None
+
+    def __call__(self, x: np.ndarray, indices: np.ndarray,
+                 output_size: object = None) -> np.ndarray:
+        return self.forward(x, indices, output_size)
+
+    def forward(self, x: np.ndarray, indices: np.ndarray,
+                output_size: object = None) -> np.ndarray:
+        output = _adaptive.max_unpool2d(x, indices, self.kernel_size, self.stride,
+                                        self.padding, output_size)
+        self._indices = np.asarray(indices)
+        return output
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        """The gradient with respect to ``x`` (the indices have none)."""
+        return _adaptive.max_unpool2d_backward(grad_output, _kept(self._indices, self))
+
+    def extra_repr(self) -> str:
+        return (f"kernel_size={_pair_or_int(self.kernel_size)}, "
+                f"stride={_pair_or_int(self.stride)}, padding={_pair_or_int(self.padding)}")
+
+
+class Identity(Module):
+    """Returns its input unchanged (``torch.nn.Identity``); any arguments are ignored."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__()
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        return grad_output
+
+
+class LeakyReLU(Module):
+    """``x`` where positive, ``negative_slope * x`` elsewhere (``torch.nn.LeakyReLU``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> nn.LeakyReLU(0.1)(np.array([-2.0, 3.0]))
+    array([-0.2,  3. ])
+    """
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        if isinstance(negative_slope, (bool, np.bool_)) or not isinstance(negative_slope, Real):
+            raise TypeError(f"negative_slope must be a float, got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+        self._positive = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = _args.as_float_array(x, "input")
+        positive = x > 0
+        self._positive = positive
+        return np.where(positive, x, x * x.dtype.type(self.negative_slope))
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        """The gradient where the input was > 0, ``negative_slope`` times it elsewhere."""
+        positive = _kept(self._positive, self)
+        grad_output = np.asarray(grad_output)
+        dtype = grad_output.dtype if grad_output.dtype.kind == "f" else np.dtype(np.float64)
+        return np.where(positive, grad_output,
+                        grad_output * dtype.type(self.negative_slope)).astype(dtype, copy=False)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class Residual(Module):
+    """``body(x) + shortcut(x)``, the shortcut the identity when None (ResNet's block).
+
+    ``backward`` sends the output gradient through both paths and adds the two input
+    gradients. State dict keys are ``body.*`` and ``shortcut.*``.
+
+    Parameters
+    ----------
+    body : Module
+    shortcut : Module or None
+        E.g. a 1x1 strided convolution where the body changes the shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> block = nn.Residual(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, seed=0), nn.ReLU()))
+    >>> x = np.ones((1, 4, 5, 5), dtype=np.float32)
+    >>> block(x).shape, block.backward(np.ones((1, 4, 5, 5), dtype=np.float32)).shape
+    ((1, 4, 5, 5), (1, 4, 5, 5))
+    """
+
+    def __init__(self, body: Module, shortcut: Module | None = None) -> None:
+        super().__init__()
+        for name, value in (("body", body), ("shortcut", shortcut)):
+            if value is not None and not isinstance(value, Module):
+                raise TypeError(f"{name} must be a fastconv.nn.Module, got "
+                                f"{type(value).__name__}")
+        self.body = body
+        self.shortcut = shortcut
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        main = self.body(x)
+        side = x if self.shortcut is None else self.shortcut(x)
+        if np.shape(main) != np.shape(side):
+            raise ValueError(f"Residual: the body's output {np.shape(main)} and the shortcut's "
+                             f"{np.shape(side)} differ; give a shortcut that matches")
+        return main + side
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        grad_input = self.body.backward(grad_output)
+        side = grad_output if self.shortcut is None else self.shortcut.backward(grad_output)
+        return grad_input + side
+
+
+class Concat(Module):
+    """Branches applied to the same input, their outputs joined on the channel axis (axis 1),
+    as GoogLeNet's Inception block and DenseNet's dense block do.
+
+    ``backward`` splits the output gradient by the branches' channel counts, runs each
+    branch's ``backward`` and adds the input gradients. State dict keys are ``0.*``, ``1.*``...
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn
+    >>> block = nn.Concat(nn.Conv2d(3, 4, 1, seed=0), nn.Identity())
+    >>> block(np.ones((2, 3, 5, 5), dtype=np.float32)).shape
+    (2, 7, 5, 5)
+    """
+
+    def __init__(self, *branches: Module) -> None:
+        super().__init__()
+        if not branches:
+            raise ValueError("Concat needs at least one branch")
+        for index, branch in enumerate(branches):
+            if not isinstance(branch, Module):
+                raise TypeError(f"Concat takes fastconv.nn.Module branches, got "
+                                f"{type(branch).__name__} for branch {index}")
+            self._modules[str(index)] = branch
+        self._splits = None
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __getitem__(self, index: int) -> Module:
+        return list(self._modules.values())[index]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        outputs = [branch(x) for branch in self._modules.values()]
+        self._splits = np.cumsum([np.shape(output)[1] for output in outputs])[:-1]
+        return np.concatenate(outputs, axis=1)
+
+    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+        splits = _kept(self._splits, self)
+        parts = np.split(np.asarray(grad_output), splits, axis=1)
+        grad_input = None
+        for branch, part in zip(self._modules.values(), parts):
+            grad = branch.backward(np.ascontiguousarray(part))
+            grad_input = grad if grad_input is None else grad_input + grad
+        return grad_input

@@ -249,3 +249,250 @@ class CosineAnnealingLR:
     def __repr__(self) -> str:
         return (f"CosineAnnealingLR(T_max={self.T_max}, eta_min={self.eta_min}, "
                 f"base_lr={self.base_lr}, last_epoch={self.last_epoch})")
+
+
+# --------------------------------------------------------------------------- Adam (issue 16)
+
+__all__ += ["Adam", "AdamW", "StepLR"]
+
+
+def _parameter_list(params: object) -> list[Parameter]:
+    if isinstance(params, Module):
+        params = params.parameters()
+    if isinstance(params, Parameter):
+        raise TypeError("params must be an iterable of Parameters (e.g. model.parameters()), "
+                        "got a single Parameter")
+    parameters = list(params)  # type: ignore[call-overload]
+    if not parameters:
+        raise ValueError("optimizer got an empty parameter list")
+    for index, parameter in enumerate(parameters):
+        if not isinstance(parameter, Parameter):
+            raise TypeError(f"params[{index}] is a {type(parameter).__name__}, expected a "
+                            "fastconv.nn.Parameter")
+    return parameters
+
+
+class Adam:
+    """Adam (``torch.optim.Adam``), step for step: for each parameter ``p`` with gradient
+    ``g`` at step ``t``::
+
+        g = g + weight_decay * p                  (Adam's L2 penalty; AdamW decays p instead)
+        m = m + (1 - beta1) * (g - m)
+        v = beta2 * v + (1 - beta2) * g * g
+        v_max = max(v_max, v)                     (amsgrad; then v_max replaces v below)
+        p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    in the parameter's dtype, in PyTorch's order of operations.
+
+    Parameters
+    ----------
+    params : iterable of Parameter, or a Module
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+        Each in [0, 1).
+    eps : float, default 1e-8
+    weight_decay : float, default 0
+    amsgrad : bool, default False
+    maximize : bool, default False (keyword only)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import nn, optim
+    >>> layer = nn.Linear(2, 1, bias=False, seed=0)
+    >>> layer.weight.data[...] = 1.0
+    >>> layer.weight.grad[...] = 0.5
+    >>> opt = optim.Adam(layer.parameters(), lr=0.1)
+    >>> opt.step()
+    >>> layer.weight.data  # 1 - 0.1 in float32 arithmetic, as PyTorch's
+    array([[0.90000004, 0.90000004]], dtype=float32)
+    """
+
+    _decoupled = False
+
+    def __init__(self, params: object, lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False, *,
+                 maximize: bool = False) -> None:
+        self.lr = _non_negative(lr, "lr", "learning rate")
+        self.eps = _non_negative(eps, "eps", "epsilon value")
+        self.weight_decay = _non_negative(weight_decay, "weight_decay", "weight_decay value")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair of floats, got {betas!r}")
+        for index, beta in enumerate(betas):
+            value = _non_negative(beta, "betas", f"beta parameter at index {index}")
+            if not value < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.amsgrad = bool(amsgrad)
+        self.maximize = bool(maximize)
+        self.params = _parameter_list(params)
+        # per parameter: step count, first and second moments (and their running maximum)
+        self._steps = [0] * len(self.params)
+        self._exp_avg: list[np.ndarray | None] = [None] * len(self.params)
+        self._exp_avg_sq: list[np.ndarray | None] = [None] * len(self.params)
+        self._max_exp_avg_sq: list[np.ndarray | None] = [None] * len(self.params)
+
+    def zero_grad(self) -> None:
+        """Set every parameter's ``.grad`` to zeros (in place)."""
+        for parameter in self.params:
+            if parameter.grad is not None:
+                parameter.grad.fill(0)
+
+    def step(self) -> None:
+        """Update every parameter once from its current ``.grad``."""
+        beta1, beta2 = self.betas
+        for index, parameter in enumerate(self.params):
+            data = parameter.data
+            if data is None:  # not initialised yet (size inferred at the first forward)
+                continue
+            grad = -parameter.grad if self.maximize else parameter.grad
+            if self._exp_avg[index] is None or self._exp_avg[index].shape != data.shape:
+                self._steps[index] = 0
+                self._exp_avg[index] = np.zeros_like(data)
+                self._exp_avg_sq[index] = np.zeros_like(data)
+                if self.amsgrad:
+                    self._max_exp_avg_sq[index] = np.zeros_like(data)
+            exp_avg, exp_avg_sq = self._exp_avg[index], self._exp_avg_sq[index]
+            self._steps[index] += 1
+            step = self._steps[index]
+            if self.weight_decay != 0:
+                if self._decoupled:
+                    data *= data.dtype.type(1 - self.lr * self.weight_decay)
+                else:
+                    grad = grad + data.dtype.type(self.weight_decay) * data
+            # torch's lerp(m, g, w) for w < 0.5 is m + w * (g - m); else g - (g - m) * (1 - w)
+            weight = 1 - beta1
+            if weight < 0.5:
+                exp_avg += data.dtype.type(weight) * (grad - exp_avg)
+            else:
+                exp_avg[...] = grad - (grad - exp_avg) * data.dtype.type(1 - weight)
+            exp_avg_sq *= data.dtype.type(beta2)
+            exp_avg_sq += data.dtype.type(1 - beta2) * (grad * grad)
+            bias_correction1 = 1 - beta1 ** step
+            bias_correction2 = 1 - beta2 ** step
+            step_size = self.lr / bias_correction1
+            bias_correction2_sqrt = math.sqrt(bias_correction2)
+            second = exp_avg_sq
+            if self.amsgrad:
+                np.maximum(self._max_exp_avg_sq[index], exp_avg_sq,
+                           out=self._max_exp_avg_sq[index])
+                second = self._max_exp_avg_sq[index]
+            denom = np.sqrt(second) / data.dtype.type(bias_correction2_sqrt)
+            denom += data.dtype.type(self.eps)
+            data -= data.dtype.type(step_size) * (exp_avg / denom)
+
+    def state_dict(self) -> dict[str, object]:
+        """Hyper-parameters, step counts and moments (a plain dict), for checkpointing."""
+        def copies(arrays: list[np.ndarray | None]) -> list[np.ndarray | None]:
+            return [None if a is None else a.copy() for a in arrays]
+
+        return {"lr": self.lr, "betas": self.betas, "eps": self.eps,
+                "weight_decay": self.weight_decay, "amsgrad": self.amsgrad,
+                "maximize": self.maximize, "steps": list(self._steps),
+                "exp_avg": copies(self._exp_avg), "exp_avg_sq": copies(self._exp_avg_sq),
+                "max_exp_avg_sq": copies(self._max_exp_avg_sq)}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        steps = list(state["steps"])  # type: ignore[call-overload]
+        if len(steps) != len(self.params):
+            raise ValueError(f"state has {len(steps)} parameters, the optimiser has "
+                             f"{len(self.params)}")
+        for key in ("lr", "eps", "weight_decay", "amsgrad", "maximize"):
+            setattr(self, key, state[key])
+        self.betas = tuple(state["betas"])  # type: ignore[assignment, arg-type]
+        self._steps = [int(step) for step in steps]
+        for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            setattr(self, f"_{key}", [None if a is None else np.array(a)
+                                      for a in state[key]])  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(lr={self.lr}, betas={self.betas}, eps={self.eps}, "
+                f"weight_decay={self.weight_decay}, amsgrad={self.amsgrad})")
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (``torch.optim.AdamW``): each step first shrinks the
+    parameter, ``p = p * (1 - lr * weight_decay)``, instead of adding ``weight_decay * p`` to
+    the gradient; otherwise :class:`Adam`'s update. ``weight_decay`` defaults to 0.01.
+
+    Examples
+    --------
+    >>> from fastconv import nn, optim
+    >>> optim.AdamW(nn.Linear(2, 1, seed=0).parameters(), lr=0.01)
+    AdamW(lr=0.01, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.01, amsgrad=False)
+    """
+
+    _decoupled = True
+
+    def __init__(self, params: object, lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 maximize: bool = False) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
+
+
+class StepLR:
+    """Multiply an optimiser's learning rate by ``gamma`` every ``step_size`` steps
+    (``torch.optim.lr_scheduler.StepLR``, with its recursive update, so the rates agree with
+    PyTorch's bit for bit).
+
+    Parameters
+    ----------
+    optimizer : SGD, Adam or AdamW
+        Any object with a float attribute ``lr``.
+    step_size : int
+        Steps between decays (>= 1).
+    gamma : float, default 0.1
+
+    Examples
+    --------
+    >>> from fastconv import nn, optim
+    >>> opt = optim.SGD(nn.Linear(2, 1, seed=0).parameters(), lr=1.0)
+    >>> schedule = optim.StepLR(opt, step_size=2, gamma=0.5)
+    >>> rates = []
+    >>> for _ in range(5):
+    ...     schedule.step()
+    ...     rates.append(opt.lr)
+    >>> rates
+    [1.0, 0.5, 0.5, 0.25, 0.25]
+    """
+
+    def __init__(self, optimizer: object, step_size: int, gamma: float = 0.1) -> None:
+        if not hasattr(optimizer, "lr"):
+            raise TypeError(f"optimizer must have an 'lr' attribute, got "
+                            f"{type(optimizer).__name__}")
+        if isinstance(step_size, (bool, np.bool_)) or not isinstance(step_size, Integral):
+            raise TypeError(f"step_size must be an int, got {step_size!r}")
+        if step_size < 1:
+            raise ValueError(f"step_size must be >= 1, got {step_size}")
+        self.optimizer = optimizer
+        self.step_size = int(step_size)
+        self.gamma = _non_negative(gamma, "gamma", "gamma value")
+        self.base_lr = float(optimizer.lr)  # type: ignore[attr-defined]
+        self.last_epoch = 0
+
+    def step(self) -> None:
+        """Advance one step; every ``step_size``-th multiplies the rate by ``gamma``."""
+        self.last_epoch += 1
+        if self.last_epoch % self.step_size == 0:
+            self.optimizer.lr = float(self.optimizer.lr) * self.gamma  # type: ignore[attr-defined]
+
+    def get_last_lr(self) -> list[float]:
+        """The current learning rate, in a one-element list (as PyTorch's)."""
+        return [float(self.optimizer.lr)]  # type: ignore[attr-defined]
+
+    def state_dict(self) -> dict[str, object]:
+        return {"step_size": self.step_size, "gamma": self.gamma, "base_lr": self.base_lr,
+                "last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.step_size = int(state["step_size"])  # type: ignore[call-overload]
+        self.gamma = float(state["gamma"])  # type: ignore[arg-type]
+        self.base_lr = float(state["base_lr"])  # type: ignore[arg-type]
+        self.last_epoch = int(state["last_epoch"])  # type: ignore[call-overload]
+
+    def __repr__(self) -> str:
+        return (f"StepLR(step_size={self.step_size}, gamma={self.gamma}, "
+                f"last_epoch={self.last_epoch})")

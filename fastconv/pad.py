@@ -153,11 +153,14 @@ def pad2d(x: ArrayLike, padding: Padding, mode: PadMode = "constant", value: flo
     Parameters
     ----------
     x : array_like
-        (N, C, H, W) batch or one (C, H, W) image. Integers and bool convert to float64,
-        float16 to float32; float32 and float64 are kept.
+        (N, C, H, W) batch, one (C, H, W) image or one (H, W) plane. Integers and bool convert
+        to float64, float16 to float32; float32 and float64 are kept.
     padding : int, (ph, pw) or ((top, bottom), (left, right))
-        Rows and columns added on each side, all >= 0. An int pads every side; a pair pads
-        top and bottom by ``ph``, left and right by ``pw``; the nested form is ``numpy.pad``'s.
+        Rows and columns added on each side. An int pads every side; a pair pads top and
+        bottom by ``ph``, left and right by ``pw``; the nested form is ``numpy.pad``'s. A
+        negative side crops that many rows or columns, as ``torch.nn.functional.pad``: the
+        input is padded on the other sides first (reflect and circular read the whole input),
+        then cropped.
     mode : {'constant', 'reflect', 'replicate', 'circular', 'edge', 'wrap'}, optional
         'constant' fills with ``value``; 'reflect' mirrors about the edge without repeating it
         (needs pad < size, as PyTorch); 'replicate' (alias 'edge') repeats the edge;
@@ -170,12 +173,13 @@ def pad2d(x: ArrayLike, padding: Padding, mode: PadMode = "constant", value: flo
     -------
     numpy.ndarray
         New C-contiguous array of shape (N, C, H + top + bottom, W + left + right)
-        (3-D for a 3-D ``x``), dtype float32 or float64.
+        (3-D for a 3-D ``x``, 2-D for a 2-D one), dtype float32 or float64.
 
     Raises
     ------
     ValueError
-        Unknown ``mode``, negative or malformed ``padding``, ``x`` not 3-D or 4-D, a reflect
+        Unknown ``mode``, malformed ``padding``, a crop larger than the padded size,
+        ``x`` not 2-D, 3-D or 4-D, a reflect
         pad >= the size along that axis, a circular pad > the size, an empty height or width
         with 'reflect' or 'replicate', or a non-zero ``value`` with a mode other than
         'constant'.
@@ -190,11 +194,49 @@ def pad2d(x: ArrayLike, padding: Padding, mode: PadMode = "constant", value: flo
     array([[[2., 1., 0., 1., 2., 1.]]])
     """
     mode = _args.check_mode(mode, PAD_MODES)
-    pads = _args.padding4(padding)
+    signed = _args.signed_padding4(padding)
     value = _check_value(value, mode)
-    x4, unbatched = _args.as_batched(_args.as_float_array(x, "x"), "x")
-    out = pad2d_impl(x4, pads, mode, value)
+    array = _args.as_float_array(x, "x")
+    plane = array.ndim == 2
+    x4, unbatched = _args.as_batched(array[np.newaxis] if plane else array, "x")
+    pads, crops = _split_padding(signed)
+    if not any(crops):
+        out = pad2d_impl(x4, pads, mode, value)
+    elif mode == "circular":
+        # PyTorch crops first and wraps around what is left
+        _check_crop(x4.shape[2:], (0, 0, 0, 0), crops)
+        out = pad2d_impl(np.ascontiguousarray(_crop(x4, crops)), pads, mode, value)
+    else:
+        # the padding (reflect and replicate read the whole input, as PyTorch's), then the
+        # crop; for 'constant' the same as cropping first
+        _check_crop(x4.shape[2:], pads, crops)
+        out = np.ascontiguousarray(_crop(pad2d_impl(x4, pads, mode, value), crops))
+    if plane:
+        return out[0, 0]
     return out[0] if unbatched else out
+
+
+def _split_padding(signed: tuple[int, int, int, int],
+                   ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(top, bottom, left, right) with negatives -> (the padding, >= 0; the crop, >= 0)."""
+    return (tuple(max(side, 0) for side in signed), tuple(max(-side, 0) for side in signed))
+
+
+def _crop(array4: np.ndarray, crops: tuple[int, ...]) -> np.ndarray:
+    top, bottom, left, right = crops
+    return array4[:, :, top:array4.shape[2] - bottom, left:array4.shape[3] - right]
+
+
+def _check_crop(in_size: tuple[int, ...], pads: tuple[int, ...],
+                crops: tuple[int, ...]) -> None:
+    for axis in range(2):
+        size = in_size[axis] + pads[2 * axis] + pads[2 * axis + 1]
+        if crops[2 * axis] + crops[2 * axis + 1] > size:
+            raise ValueError(
+                f"negative padding ({-crops[2 * axis]}, {-crops[2 * axis + 1]}) along "
+                f"{_AXES[axis]} crops more than the {_AXES[axis]} {size}: the result would "
+                f"have {_AXES[axis]} {size - crops[2 * axis] - crops[2 * axis + 1]}"
+            )
 
 
 def pad2d_backward(grad_output: ArrayLike, padding: Padding, mode: PadMode = "constant"
@@ -208,7 +250,7 @@ def pad2d_backward(grad_output: ArrayLike, padding: Padding, mode: PadMode = "co
     Parameters
     ----------
     grad_output : array_like
-        Gradient with respect to ``pad2d``'s result: (N, C, H', W') or (C, H', W').
+        Gradient with respect to ``pad2d``'s result: (N, C, H', W'), (C, H', W') or (H', W').
     padding : int, (ph, pw) or ((top, bottom), (left, right))
         The padding given to ``pad2d``. The input size ``H = H' - top - bottom``,
         ``W = W' - left - right`` follows from it.
@@ -238,8 +280,18 @@ def pad2d_backward(grad_output: ArrayLike, padding: Padding, mode: PadMode = "co
     array([[[1., 3., 2.]]])
     """
     mode = _args.check_mode(mode, PAD_MODES)
-    pads = _args.padding4(padding)
-    grad4, unbatched = _args.as_batched(_args.as_float_array(grad_output, "grad_output"),
-                                        "grad_output")
-    grad_input = pad2d_backward_impl(grad4, pads, mode)
+    pads, crops = _split_padding(_args.signed_padding4(padding))
+    array = _args.as_float_array(grad_output, "grad_output")
+    plane = array.ndim == 2
+    grad4, unbatched = _args.as_batched(array[np.newaxis] if plane else array, "grad_output")
+    # the crop's gradient: zeros where the rows and columns were cut off
+    widths = ((0, 0), (0, 0), (crops[0], crops[1]), (crops[2], crops[3]))
+    if not any(crops):
+        grad_input = pad2d_backward_impl(grad4, pads, mode)
+    elif mode == "circular":  # cropped first (see pad2d)
+        grad_input = np.pad(pad2d_backward_impl(grad4, pads, mode), widths)
+    else:
+        grad_input = pad2d_backward_impl(np.pad(grad4, widths), pads, mode)
+    if plane:
+        return grad_input[0, 0]
     return grad_input[0] if unbatched else grad_input

@@ -335,8 +335,8 @@ BAD_PAD2D = [
     (dict(mode="zeros"), ValueError, "mode"),
     (dict(mode="Reflect"), ValueError, "mode"),
     (dict(mode=None), ValueError, "mode"),
-    (dict(padding=-1), ValueError, "padding"),
-    (dict(padding=((0, 0), (2, -1))), ValueError, "padding"),
+    (dict(padding=-2), ValueError, "crops more than the height 3"),
+    (dict(padding=((0, 0), (2, -7))), ValueError, "crops more than the width 6"),
     (dict(padding=(1, 2, 3)), ValueError, "padding"),
     (dict(padding=((1, 2), (3,))), ValueError, "padding"),
     (dict(padding=((1, 2), 3)), TypeError, "padding"),
@@ -350,7 +350,6 @@ BAD_PAD2D = [
     (dict(mode="reflect", value=1.0), ValueError, "value"),
     (dict(value=1j), TypeError, "value"),
     (dict(value="0"), TypeError, "value"),
-    (dict(x=np.zeros((3, 4))), ValueError, "x must be 4-D"),
     (dict(x=np.zeros((1, 1, 1, 3, 4))), ValueError, "x must be 4-D"),
     (dict(x=np.zeros((1, 1, 3, 4), dtype=complex)), TypeError, "x"),
     (dict(x=np.zeros((1, 1, 3, 4), dtype=object)), TypeError, "x"),
@@ -371,13 +370,12 @@ def test_pad2d_refuses_bad_input(kwargs, error, message):
 
 BAD_BACKWARD = [
     (dict(mode="zeros"), ValueError, "mode"),
-    (dict(padding=-2), ValueError, "padding"),
     (dict(padding="valid"), TypeError, "padding"),
     (dict(padding=((2, 3), (0, 0))), ValueError, "grad_output height 5 .* would be 0"),
     (dict(padding=((0, 0), (4, 4))), ValueError, "grad_output width 6 .* would be -2"),
     (dict(padding=((2, 2), (0, 0)), mode="reflect"), ValueError, r"\(2, 2\).*height \(1\)"),
     (dict(padding=((0, 0), (4, 0)), mode="circular"), ValueError, r"\(4, 0\).*width \(2\)"),
-    (dict(grad_output=np.zeros((5, 6))), ValueError, "grad_output must be 4-D"),
+    (dict(grad_output=np.zeros((1, 1, 1, 5, 6))), ValueError, "grad_output must be 4-D"),
     (dict(grad_output=np.zeros((1, 1, 5, 6), dtype=np.complex64)), TypeError, "grad_output"),
 ]
 

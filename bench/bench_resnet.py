@@ -1,0 +1,215 @@
+"""One training epoch of the small ResNet (``models.build('resnet')``) on Fashion-MNIST:
+fastconv against the same loop in PyTorch.
+
+Both sides train the same architecture (a 3x3 stem of 32 channels, basic blocks of 32, 64 and
+128 channels at 28, 14 and 7 pixels, batch norm, average pooling to 2x2, a linear layer) from
+the same initial weights, on the same mini-batches in the same order (those
+``fastconv.train.fit`` draws), with the same optimiser (default Adam, lr 2e-3, cosine decay
+per batch), batch size (default 64) and thread count (default 2, given to
+``fastconv.set_num_threads`` and ``torch.set_num_threads``). Inputs are standardised with the
+training set's mean and standard deviation. The two loops run interleaved, alternating which
+goes first; the epoch time counts the whole loop (batch preparation, forward, loss, backward,
+optimiser step), not the test evaluation, and the medians are compared.
+
+    python bench/bench_resnet.py                      # one epoch each side
+    python bench/bench_resnet.py --repeats 3
+    python bench/bench_resnet.py --limit 10000 --no-accuracy   # a shorter timing run
+
+Prints per-run times and test accuracies, the medians and the ratio fastconv / PyTorch (below
+1: fastconv is faster). Targets of issue 16: test accuracy >= 90% after one epoch, ratio
+<= 0.8.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from _checkout import use_built_checkout  # noqa: E402
+
+use_built_checkout()
+
+import fastconv  # noqa: E402
+from bench_train import batches, inputs, load_data  # noqa: E402
+from fastconv import models, optim, train  # noqa: E402
+
+
+def torch_small_resnet(torch, state):
+    """models.small_resnet written in torch.nn (torchvision's BasicBlock), with ``state``."""
+    tnn = torch.nn
+
+    class BasicBlock(tnn.Module):
+        def __init__(self, inplanes, planes, stride):
+            super().__init__()
+            self.conv1 = tnn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(planes)
+            self.relu = tnn.ReLU(inplace=True)
+            self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+            self.bn2 = tnn.BatchNorm2d(planes)
+            self.downsample = None
+            if stride != 1 or inplanes != planes:
+                self.downsample = tnn.Sequential(
+                    tnn.Conv2d(inplanes, planes, 1, stride, bias=False), tnn.BatchNorm2d(planes))
+
+        def forward(self, x):
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return self.relu(out + identity)
+
+    class SmallResNet(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            first, second, third = models.SMALL_RESNET_WIDTHS
+            self.conv1 = tnn.Conv2d(1, first, 3, 1, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(first)
+            self.relu = tnn.ReLU(inplace=True)
+            self.layer1 = tnn.Sequential(BasicBlock(first, first, 1))
+            self.layer2 = tnn.Sequential(BasicBlock(first, second, 2))
+            self.layer3 = tnn.Sequential(BasicBlock(second, third, 2))
+            self.avgpool = tnn.AdaptiveAvgPool2d((2, 2))
+            self.fc = tnn.Linear(4 * third, 10)
+
+        def forward(self, x):
+            x = self.relu(self.bn1(self.conv1(x)))
+            x = self.layer3(self.layer2(self.layer1(x)))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    model = SmallResNet()
+    model.load_state_dict({key: torch.from_numpy(np.asarray(value))
+                           for key, value in state.items()})
+    return model
+
+
+def make_optimizer(args, parameters, library):
+    """The optimiser and per-batch schedule of ``library`` (fastconv.optim or torch.optim)."""
+    if args.optimizer == "adam":
+        optimizer = library.Adam(parameters, lr=args.lr)
+    else:
+        optimizer = library.SGD(parameters, lr=args.lr, momentum=0.9)
+    return optimizer
+
+
+def run_fastconv(args, X, y, X_test, y_test, seed):
+    model = models.build("resnet", seed=seed)
+    optimizer = make_optimizer(args, model.parameters(), optim)
+    scheduler = None
+    if args.schedule == "cosine":
+        scheduler = optim.CosineAnnealingLR(optimizer, -(-len(X) // args.batch_size))
+    start = time.perf_counter()
+    history = train.fit(model, X, y, optimizer=optimizer, epochs=1, batch_size=args.batch_size,
+                        seed=seed, progress=False, scheduler=scheduler)
+    seconds = time.perf_counter() - start
+    accuracy = train.evaluate(model, X_test, y_test) if args.accuracy else float("nan")
+    return seconds, history[0]["loss"], accuracy
+
+
+def run_torch(torch, args, X, y, X_test, y_test, seed):
+    model = torch_small_resnet(torch, models.build("resnet", seed=seed).state_dict())
+    optimizer = make_optimizer(args, model.parameters(), torch.optim)
+    scheduler = None
+    if args.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, -(-len(X) // args.batch_size))
+    images = torch.from_numpy(X)  # prepared outside the timing, as for fastconv
+    labels = torch.from_numpy(y)
+    rows = [torch.from_numpy(batch) for batch in batches(len(X), args.batch_size, seed)]
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.train()
+    total = 0.0
+    start = time.perf_counter()
+    for index in rows:
+        inputs_, targets = images[index], labels[index]
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs_), targets)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.item() * len(index)
+    seconds = time.perf_counter() - start
+    accuracy = float("nan")
+    if args.accuracy:
+        model.eval()
+        with torch.no_grad():
+            test = torch.from_numpy(X_test)
+            predictions = torch.cat([model(test[i:i + 1000]).argmax(1)
+                                     for i in range(0, len(test), 1000)])
+        accuracy = float((predictions.numpy() == y_test).mean())
+    return seconds, total / len(X), accuracy
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="epochs timed per side")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
+    parser.add_argument("--limit", type=int, default=None, help="use only N training images")
+    parser.add_argument("--data", default=None, help="directory of the idx files")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-accuracy", dest="accuracy", action="store_false",
+                        help="skip the test-set evaluation")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if args.no_torch:
+        torch = None
+    X, y, X_test, y_test, source = load_data(args.limit, args.data)
+    X, X_test = inputs(X, X_test, True)
+    fastconv.set_num_threads(args.threads)
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+    print(f"small ResNet, {source}: {len(X)} training images, batch {args.batch_size}, "
+          f"{args.optimizer} lr {args.lr}, {args.schedule} schedule, standardised inputs, "
+          f"{args.threads} thread(s)")
+    print(f"fastconv {fastconv.__version__}" + (f", torch {torch.__version__}" if torch else ""))
+    results = {"fastconv": [], "torch": []}
+    for repeat in range(args.repeats):
+        sides = ["fastconv", "torch"] if torch is not None else ["fastconv"]
+        if repeat % 2:
+            sides.reverse()
+        for side in sides:
+            if side == "fastconv":
+                outcome = run_fastconv(args, X, y, X_test, y_test, seed=repeat)
+            else:
+                outcome = run_torch(torch, args, X, y, X_test, y_test, seed=repeat)
+            results[side].append(outcome)
+            seconds, loss, accuracy = outcome
+            print(f"  run {repeat + 1} {side:8s}: epoch {seconds:7.2f} s "
+                  f"({len(X) / seconds:6.0f} img/s), loss {loss:.4f}, "
+                  f"test accuracy {100 * accuracy:.2f}%", flush=True)
+    summary = {"model": "resnet", "threads": args.threads, "images": len(X),
+               "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule,
+               "batch_size": args.batch_size, "source": source}
+    for side, runs in results.items():
+        if runs:
+            summary[side] = {"seconds": statistics.median(r[0] for r in runs),
+                             "test_accuracy": statistics.median(r[2] for r in runs),
+                             "runs": [list(r) for r in runs]}
+    line = (f"median epoch: fastconv {summary['fastconv']['seconds']:.2f} s, test accuracy "
+            f"{100 * summary['fastconv']['test_accuracy']:.2f}%")
+    if "torch" in summary:
+        ratio = summary["fastconv"]["seconds"] / summary["torch"]["seconds"]
+        summary["ratio"] = ratio
+        line += (f"; PyTorch {summary['torch']['seconds']:.2f} s, test accuracy "
+                 f"{100 * summary['torch']['test_accuracy']:.2f}%; ratio fastconv/PyTorch "
+                 f"{ratio:.2f} ({'fastconv faster' if ratio < 1 else 'PyTorch faster'})")
+    print(line)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(summary, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Batch normalisation (forward and backward) with PyTorch's semantics.
+
+:func:`batch_norm` is ``torch.nn.functional.batch_norm``: in training it normalises each
+channel with the batch's mean and biased variance and (when running estimates are given)
+updates them in place, the variance with Bessel's correction; in evaluation it normalises with
+the running estimates. :func:`batch_norm_backward` returns the input, weight and bias
+gradients. Both call one kernel of ``fastconv._norm`` (one channel per thread, float64 sums).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Real
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from . import _norm
+from ._args import as_float_array, result_dtype
+from ._threads import effective_num_threads
+
+__all__ = ["batch_norm", "batch_norm_backward"]
+
+_NEED = ("input", "weight", "bias")
+# Below about this many elements per thread, waking a thread costs more than it saves.
+_ELEMENTS_PER_THREAD = 1 << 14
+
+
+def _specialised(kernel: dict[str, object]) -> dict[np.dtype[np.floating], object]:
+    return {np.dtype(np.float32): kernel["float"], np.dtype(np.float64): kernel["double"]}
+
+
+_FORWARD = _specialised(_norm.batch_norm_forward)
+_BACKWARD = _specialised(_norm.batch_norm_backward)
+
+
+def _num_threads(channels: int, elements: int) -> int:
+    return effective_num_threads(max(1, min(channels, elements // _ELEMENTS_PER_THREAD)))
+
+
+def _as_channels(x: np.ndarray, name: str) -> np.ndarray:
+    """The (N, C, L) view of an (N, C, ...) array."""
+    if x.ndim < 2:
+        raise ValueError(f"{name} must have at least 2 dimensions (N, C, ...), got shape "
+                         f"{x.shape}")
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def _channel_vector(value: ArrayLike | None, channels: int, name: str,
+                    dtype: np.dtype[np.floating]) -> np.ndarray | None:
+    if value is None:
+        return None
+    vector = as_float_array(value, name, dtype)
+    if vector.shape != (channels,):
+        raise ValueError(f"{name} must have shape ({channels},) (one per channel), got "
+                         f"{vector.shape}")
+    return vector
+
+
+def _check_float(value: object, name: str, minimum: float | None = None) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a float, got {value!r}")
+    number = float(value)
+    if minimum is not None and not number >= minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {number}")
+    return number
+
+
+def _statistics(value: ArrayLike, channels: int, name: str) -> np.ndarray:
+    vector = np.ascontiguousarray(value, dtype=np.float64)
+    if vector.shape != (channels,):
+        raise ValueError(f"{name} must have shape ({channels},), got {vector.shape}")
+    return vector
+
+
+def batch_norm(x: ArrayLike, running_mean: np.ndarray | None, running_var: np.ndarray | None,
+               weight: ArrayLike | None = None, bias: ArrayLike | None = None,
+               training: bool = False, momentum: float | None = 0.1, eps: float = 1e-5, *,
+               return_stats: bool = False, relu: bool = False,
+               residual: ArrayLike | None = None,
+               ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch normalisation over the channel axis (axis 1), as ``torch.nn.functional.batch_norm``.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, ...)
+        Input; float32 and float64 are kept, integers convert to float64.
+    running_mean, running_var : numpy.ndarray of shape (C,) or None
+        Running estimates. In training they are updated in place (when given):
+        ``r = (1 - momentum) * r + momentum * batch_value``, the variance unbiased
+        (``* M / (M - 1)``, ``M = N * H * W``). In evaluation they normalise the input.
+        ``momentum=None`` takes the cumulative average instead, as PyTorch; the caller then
+        passes the factor ``1 / num_batches_tracked`` as ``momentum`` itself (the layer does).
+    weight, bias : array_like of shape (C,), optional
+        The affine scale and shift (1 and 0 when None).
+    training : bool, default False
+        Use the batch's statistics (True) or the running ones (False).
+    momentum : float, default 0.1
+    eps : float, default 1e-5
+        Added to the variance under the square root.
+    return_stats : bool, default False
+        Also return the float64 mean and (biased) variance the input was normalised with,
+        which :func:`batch_norm_backward` takes.
+    relu : bool, default False
+        Apply ``max(y, 0)`` in the same pass (a fused BatchNorm2d + ReLU).
+    residual : array_like of ``x``'s shape, optional
+        Added to the normalised values before the ReLU, in the same pass (ResNet's
+        ``relu(bn(x) + shortcut)``).
+
+    Returns
+    -------
+    out : numpy.ndarray
+        Same shape as ``x``.
+    mean, var : numpy.ndarray of float64, shape (C,)
+        Only with ``return_stats``.
+
+    Raises
+    ------
+    ValueError
+        ``x`` with fewer than 2 dimensions, vectors of the wrong length, training on one value
+        per channel (as PyTorch), evaluation without running estimates, negative ``eps``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[[1.0]], [[2.0]]], [[[3.0]], [[6.0]]]])
+    >>> fastconv.batch_norm(x, None, None, training=True, eps=0.0)[:, :, 0, 0]
+    array([[-1., -1.],
+           [ 1.,  1.]])
+    """
+    dtype = result_dtype(("x", x), ("weight", weight), ("bias", bias))
+    x = as_float_array(x, "x", dtype)
+    x3 = _as_channels(x, "x")
+    batch, channels, length = x3.shape
+    weight = _channel_vector(weight, channels, "weight", dtype)
+    bias = _channel_vector(bias, channels, "bias", dtype)
+    eps = _check_float(eps, "eps", 0.0)
+    training = bool(training)
+    for name, value in (("running_mean", running_mean), ("running_var", running_var)):
+        if value is not None and (not isinstance(value, np.ndarray) or value.shape != (channels,)
+                                  or value.dtype.kind != "f"):
+            raise ValueError(f"{name} must be a float numpy.ndarray of shape ({channels},), got "
+                             f"{getattr(value, 'shape', type(value).__name__)}")
+    count = batch * length
+    if training:
+        if count <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input "
+                             f"size {x.shape}")
+        momentum = 0.1 if momentum is None else _check_float(momentum, "momentum")
+        mean = np.empty(channels)
+        var = np.empty(channels)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("running_mean and running_var must be given in evaluation "
+                             "(training=False)")
+        mean = np.ascontiguousarray(running_mean, dtype=np.float64)
+        var = np.ascontiguousarray(running_var, dtype=np.float64)
+    if residual is not None:
+        residual = as_float_array(residual, "residual", dtype)
+        if residual.shape != x.shape:
+            raise ValueError(f"residual has shape {residual.shape}, x has {x.shape}: they "
+                             "must agree")
+        residual3 = residual.reshape(x3.shape)
+    else:
+        residual3 = np.empty((0, 0, 0), dtype)
+    out = np.empty_like(x)
+    if channels and x3.size:
+        ones = np.ones(channels, dtype=dtype) if weight is None else weight
+        zeros = np.zeros(channels, dtype=dtype) if bias is None else bias
+        _FORWARD[dtype](x3, out.reshape(x3.shape), ones, zeros, mean, var, eps, training,
+                        bool(relu), residual3, _num_threads(channels, x3.size))
+    if training:
+        if running_mean is not None:
+            running_mean *= 1 - momentum
+            running_mean += (momentum * mean).astype(running_mean.dtype)
+        if running_var is not None:
+            running_var *= 1 - momentum
+            running_var += (momentum * var * (count / (count - 1))).astype(running_var.dtype)
+    if return_stats:
+        return out, mean.copy(), var.copy()
+    return out
+
+
+def batch_norm_backward(grad_output: ArrayLike, x: ArrayLike, mean: ArrayLike, var: ArrayLike,
+                        weight: ArrayLike | None = None, eps: float = 1e-5,
+                        training: bool = True, *, need: Sequence[str] = _NEED,
+                        output: ArrayLike | None = None,
+                        ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Gradients of :func:`batch_norm` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape of ``x``
+    x : array_like, shape (N, C, ...)
+        The forward pass's input.
+    mean, var : array_like of shape (C,)
+        The statistics the forward pass normalised with: the batch's (``return_stats=True``
+        in training) or the running estimates (evaluation).
+    weight : array_like of shape (C,), optional
+        The forward pass's weight (1 when None).
+    eps : float, default 1e-5
+    training : bool, default True
+        Whether the forward pass used the batch statistics (which then depend on ``x``).
+    need : sequence of {'input', 'weight', 'bias'}, default all three
+        Gradients to compute; the others are returned as None.
+    output : array_like, optional
+        The forward result of a ``relu=True`` forward: the gradient is taken as 0 where it is
+        not positive (the ReLU's backward, in the same passes). The gradient of a
+        ``residual`` is ``grad_output`` there too (``np.where(output > 0, grad_output, 0)``).
+
+    Returns
+    -------
+    grad_input, grad_weight, grad_bias : numpy.ndarray or None
+        ``grad_weight`` is None when ``weight`` is None.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.array([[[[1.0]]], [[[3.0]]]])
+    >>> out, mean, var = fastconv.batch_norm(x, None, None, training=True, eps=0.0,
+    ...                                      return_stats=True)
+    >>> gx, gw, gb = fastconv.batch_norm_backward(np.ones_like(x), x, mean, var, eps=0.0)
+    >>> gx.ravel(), gb
+    (array([0., 0.]), array([2.]))
+    """
+    grad_input, grad_weight, grad_bias, _ = batch_norm_backward_fused(
+        grad_output, x, mean, var, weight, eps, training, need=need, output=output)
+    return grad_input, grad_weight, grad_bias
+
+
+def batch_norm_backward_fused(grad_output: ArrayLike, x: ArrayLike, mean: ArrayLike,
+                              var: ArrayLike, weight: ArrayLike | None = None,
+                              eps: float = 1e-5, training: bool = True, *,
+                              need: Sequence[str] = _NEED, output: ArrayLike | None = None,
+                              need_residual: bool = False,
+                              ) -> tuple[np.ndarray | None, np.ndarray | None,
+                                         np.ndarray | None, np.ndarray | None]:
+    """:func:`batch_norm_backward`, and with ``need_residual`` (and ``output``) also the
+    gradient of the forward's ``residual``: ``grad_output`` masked by ``output > 0``, written
+    in the kernel's first pass (the layers use this; ``None`` otherwise)."""
+    if isinstance(need, str):
+        need = (need,)
+    need_set = set(need)
+    unknown = need_set - set(_NEED)
+    if unknown:
+        raise ValueError(f"need may only name {_NEED}, got {sorted(unknown)!r}")
+    dtype = result_dtype(("grad_output", grad_output), ("x", x), ("weight", weight))
+    x = as_float_array(x, "x", dtype)
+    grad_output = as_float_array(grad_output, "grad_output", dtype)
+    if grad_output.shape != x.shape:
+        raise ValueError(f"grad_output has shape {grad_output.shape}, x has {x.shape}: they "
+                         "must agree")
+    x3 = _as_channels(x, "x")
+    channels = x3.shape[1]
+    weight_vector = _channel_vector(weight, channels, "weight", dtype)
+    mean = _statistics(mean, channels, "mean")
+    var = _statistics(var, channels, "var")
+    eps = _check_float(eps, "eps", 0.0)
+    empty = np.empty((0, 0, 0), dtype)
+    relu = output is not None
+    if relu:
+        output = as_float_array(output, "output", dtype)
+        if output.shape != x.shape:
+            raise ValueError(f"output has shape {output.shape}, x has {x.shape}: they must "
+                             "agree")
+    elif need_residual:
+        raise ValueError("need_residual takes the output of a relu=True forward")
+    need_input = "input" in need_set
+    grad_input = np.empty_like(x) if need_input else None
+    grad_residual = np.empty_like(x) if need_residual else None
+    grad_weight_sums = np.zeros(channels)
+    grad_bias_sums = np.zeros(channels)
+    if channels and x3.size:
+        ones = np.ones(channels, dtype=dtype) if weight_vector is None else weight_vector
+        _BACKWARD[dtype](grad_output.reshape(x3.shape), x3, ones, mean, var, eps,
+                         bool(training), output.reshape(x3.shape) if relu else empty, relu,
+                         grad_residual.reshape(x3.shape) if need_residual else empty,
+                         grad_input.reshape(x3.shape) if need_input else empty,
+                         need_input, grad_weight_sums, grad_bias_sums,
+                         _num_threads(channels, x3.size))
+    grad_weight = (grad_weight_sums.astype(dtype) if "weight" in need_set
+                   and weight_vector is not None else None)
+    grad_bias = grad_bias_sums.astype(dtype) if "bias" in need_set else None
+    return grad_input, grad_weight, grad_bias, grad_residual

@@ -1,0 +1,162 @@
+"""batch_norm and batch_norm_backward: NumPy reference, PyTorch, finite differences, running
+statistics, threads, errors."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastconv
+from fastconv import batch_norm, batch_norm_backward
+from helpers import assert_close, assert_grad_close
+from reference.networks import (
+    batch_norm_backward_reference,
+    batch_norm_reference,
+    batch_statistics_reference,
+)
+
+
+def _numerical_gradient(loss, x, step=1e-6):
+    grad = np.zeros_like(x)
+    flat, grad_flat = x.reshape(-1), grad.reshape(-1)
+    for index in range(flat.size):
+        saved = flat[index]
+        flat[index] = saved + step
+        upper = loss(x)
+        flat[index] = saved - step
+        lower = loss(x)
+        flat[index] = saved
+        grad_flat[index] = (upper - lower) / (2 * step)
+    return grad
+
+
+shapes = st.tuples(st.integers(1, 4), st.integers(1, 5), st.integers(1, 6), st.integers(1, 6))
+
+
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), use_affine=st.booleans())
+def test_training_forward_and_backward_match_reference(shape, seed, use_affine):
+    if shape[0] * shape[2] * shape[3] < 2:
+        shape = (2,) + shape[1:]
+    rng = np.random.default_rng(seed)
+    for dtype in (np.float32, np.float64):
+        x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+        weight = rng.standard_normal(shape[1]).astype(dtype) if use_affine else None
+        bias = rng.standard_normal(shape[1]).astype(dtype) if use_affine else None
+        out, mean, var = batch_norm(x, None, None, weight, bias, training=True, eps=1e-3,
+                                    return_stats=True)
+        ref_mean, ref_var = batch_statistics_reference(x)
+        ones, zeros = np.ones(shape[1]), np.zeros(shape[1])
+        expected = batch_norm_reference(x, ref_mean, ref_var,
+                                        ones if weight is None else weight,
+                                        zeros if bias is None else bias, 1e-3)
+        assert out.dtype == dtype and out.shape == x.shape
+        assert_close(out, expected, dtype)
+        assert_close(mean, ref_mean, dtype)
+        assert_close(var, ref_var, dtype)
+        grad_output = rng.standard_normal(shape).astype(dtype)
+        grad_input, grad_weight, grad_bias = batch_norm_backward(
+            grad_output, x, mean, var, weight, eps=1e-3)
+        ref_input, ref_weight, ref_bias = batch_norm_backward_reference(
+            grad_output, x, ones if weight is None else weight, 1e-3)
+        assert_grad_close(grad_input, ref_input, dtype)
+        assert_grad_close(grad_bias, ref_bias, dtype)
+        if use_affine:
+            assert_grad_close(grad_weight, ref_weight, dtype)
+        else:
+            assert grad_weight is None
+
+
+def test_matches_torch_training_and_eval(torch, dtype, rng):
+    x = rng.standard_normal((4, 3, 5, 7)).astype(dtype) * 2 + 0.5
+    weight, bias = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
+    running_mean, running_var = np.zeros(3, dtype), np.ones(3, dtype)
+    t_mean, t_var = torch.zeros(3, dtype=torch.from_numpy(x).dtype), torch.ones(
+        3, dtype=torch.from_numpy(x).dtype)
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12,
+                                                                     "atol": 1e-12}
+    for training in (True, True, False):
+        tx = torch.tensor(x, requires_grad=True)
+        tw, tb = torch.tensor(weight, requires_grad=True), torch.tensor(bias, requires_grad=True)
+        t_out = torch.nn.functional.batch_norm(tx, t_mean, t_var, tw, tb, training=training,
+                                               momentum=0.2, eps=1e-4)
+        out, mean, var = batch_norm(x, running_mean, running_var, weight, bias,
+                                    training=training, momentum=0.2, eps=1e-4,
+                                    return_stats=True)
+        np.testing.assert_allclose(out, t_out.detach().numpy(), **tol)
+        np.testing.assert_allclose(running_mean, t_mean.numpy(), **tol)
+        np.testing.assert_allclose(running_var, t_var.numpy(), **tol)
+        grad_output = rng.standard_normal(x.shape).astype(dtype)
+        t_out.backward(torch.from_numpy(grad_output))
+        grads = batch_norm_backward(grad_output, x, mean, var, weight, eps=1e-4,
+                                    training=training)
+        for ours, theirs in zip(grads, (tx.grad, tw.grad, tb.grad)):
+            np.testing.assert_allclose(ours, theirs.numpy(), rtol=tol["rtol"] * 10,
+                                       atol=tol["atol"] * 10)
+        x = x * 0.5 + 1  # different statistics at the next step
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_gradients_by_finite_differences(training, rng):
+    x = rng.standard_normal((3, 2, 3, 2))
+    weight, bias = rng.standard_normal(2), rng.standard_normal(2)
+    running_mean, running_var = rng.standard_normal(2), rng.random(2) + 0.5
+    coefficients = rng.standard_normal(x.shape)
+
+    def loss_of(x_, weight_=weight, bias_=bias):
+        out = batch_norm(x_, running_mean.copy(), running_var.copy(), weight_, bias_,
+                         training=training, eps=1e-3)
+        return float(np.sum(out * coefficients))
+
+    out, mean, var = batch_norm(x, running_mean.copy(), running_var.copy(), weight, bias,
+                                training=training, eps=1e-3, return_stats=True)
+    grad_input, grad_weight, grad_bias = batch_norm_backward(
+        coefficients, x, mean, var, weight, eps=1e-3, training=training)
+    np.testing.assert_allclose(grad_input, _numerical_gradient(loss_of, x.copy()), rtol=1e-6,
+                               atol=1e-7)
+    np.testing.assert_allclose(
+        grad_weight, _numerical_gradient(lambda w: loss_of(x, w), weight.copy()), rtol=1e-6,
+        atol=1e-7)
+    np.testing.assert_allclose(
+        grad_bias, _numerical_gradient(lambda b: loss_of(x, weight, b), bias.copy()),
+        rtol=1e-6, atol=1e-7)
+
+
+def test_fused_relu_and_other_ranks(rng):
+    x = rng.standard_normal((5, 3, 4))
+    plain = batch_norm(x, None, None, training=True)
+    np.testing.assert_array_equal(batch_norm(x, None, None, training=True, relu=True),
+                                  np.maximum(plain, 0))
+    two_d = rng.standard_normal((6, 4))
+    mean, var = batch_statistics_reference(two_d)
+    assert_close(batch_norm(two_d, None, None, training=True),
+                 batch_norm_reference(two_d, mean, var, np.ones(4), np.zeros(4), 1e-5))
+
+
+def test_results_do_not_depend_on_thread_count(rng):
+    x = rng.standard_normal((16, 8, 24, 24)).astype(np.float32)
+    grad_output = rng.standard_normal(x.shape).astype(np.float32)
+    results = []
+    for count in (1, 2, 3):
+        with fastconv.threads(count):
+            out, mean, var = batch_norm(x, None, None, training=True, return_stats=True)
+            results.append((out, mean, var) + batch_norm_backward(grad_output, x, mean, var))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
+
+
+def test_errors(rng):
+    x = rng.standard_normal((2, 3, 4, 4))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        batch_norm(x[:1, :, :1, :1], None, None, training=True)
+    with pytest.raises(ValueError, match="running_mean and running_var"):
+        batch_norm(x, None, None, training=False)
+    with pytest.raises(ValueError, match="shape \\(3,\\)"):
+        batch_norm(x, None, None, np.ones(4), training=True)
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        batch_norm(np.ones(3), None, None, training=True)
+    with pytest.raises(ValueError, match="must agree"):
+        batch_norm_backward(np.ones((2, 3, 4, 3)), x, np.zeros(3), np.ones(3))
+    with pytest.raises(ValueError, match="need may only name"):
+        batch_norm_backward(x, x, np.zeros(3), np.ones(3), need=("bogus",))

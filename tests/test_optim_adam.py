@@ -1,0 +1,111 @@
+"""Adam, AdamW and StepLR against torch.optim, step for step."""
+
+import numpy as np
+import pytest
+
+from fastconv import nn, optim
+
+SHAPES = [(4, 3, 3, 3), (4,), (10, 7)]
+
+
+def _run(ours_factory, theirs_factory, dtype, torch, steps=100, schedule=None, seed=0):
+    rng = np.random.default_rng(seed)
+    params = [nn.Parameter(rng.standard_normal(shape).astype(dtype)) for shape in SHAPES]
+    tensors = [torch.nn.Parameter(torch.from_numpy(p.data.copy())) for p in params]
+    ours, theirs = ours_factory(params), theirs_factory(tensors)
+    ours_schedule = theirs_schedule = None
+    if schedule is not None:
+        ours_schedule = optim.StepLR(ours, **schedule)
+        theirs_schedule = torch.optim.lr_scheduler.StepLR(theirs, **schedule)
+    for _ in range(steps):
+        for p, t in zip(params, tensors):
+            grad = (rng.standard_normal(p.data.shape) * 0.1 + p.data * 0.05).astype(dtype)
+            p.grad[...] = grad
+            t.grad = torch.from_numpy(grad.copy())
+        ours.step()
+        theirs.step()
+        if schedule is not None:
+            ours_schedule.step()
+            theirs_schedule.step()
+            assert ours_schedule.get_last_lr() == theirs_schedule.get_last_lr()
+    return params, tensors
+
+
+CONFIGS = [
+    ("adam", {}),
+    ("adam", {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}),
+    ("adam", {"lr": 0.003, "amsgrad": True}),
+    ("adam", {"lr": 0.003, "maximize": True, "betas": (0.3, 0.9)}),
+    ("adamw", {}),
+    ("adamw", {"lr": 0.01, "weight_decay": 0.3, "amsgrad": True}),
+]
+
+
+@pytest.mark.parametrize("name, kwargs", CONFIGS,
+                         ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
+def test_hundred_steps_equal_torch(name, kwargs, dtype, torch):
+    ours_class = optim.Adam if name == "adam" else optim.AdamW
+    theirs_class = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    params, tensors = _run(lambda p: ours_class(p, **kwargs),
+                           lambda t: theirs_class(t, foreach=False, **kwargs), dtype, torch)
+    tolerance = {"rtol": 1e-12, "atol": 1e-13} if dtype == np.float64 else {"rtol": 1e-5,
+                                                                             "atol": 1e-6}
+    for p, t in zip(params, tensors):
+        np.testing.assert_allclose(p.data, t.detach().numpy(), **tolerance)
+
+
+def test_step_lr_with_adam_equals_torch(torch):
+    params, tensors = _run(lambda p: optim.Adam(p, lr=0.05),
+                           lambda t: torch.optim.Adam(t, lr=0.05, foreach=False), np.float64,
+                           torch, steps=40, schedule={"step_size": 7, "gamma": 0.3})
+    for p, t in zip(params, tensors):
+        np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-12, atol=1e-13)
+
+
+def test_adam_state_dict_resumes_exactly(rng):
+    layer = nn.Linear(3, 2, dtype=np.float64, seed=0)
+    twin = nn.Linear(3, 2, dtype=np.float64, seed=0)
+    first, second = optim.Adam(layer, lr=0.1, amsgrad=True), optim.Adam(twin, lr=0.1,
+                                                                        amsgrad=True)
+    grads = [rng.standard_normal((2, 3)) for _ in range(6)]
+    for index, grad in enumerate(grads):
+        if index == 3:
+            second.load_state_dict(first.state_dict())
+            twin.load_state_dict(layer.state_dict())
+        for target in (layer, twin):
+            target.weight.grad[...] = grad
+        first.step()
+        if index >= 3:
+            second.step()
+    np.testing.assert_array_equal(layer.weight.data, twin.weight.data)
+
+
+def test_adam_skips_uninitialised_parameters_and_zero_grad(rng):
+    model = nn.Sequential(nn.Linear(None, 2, seed=0))
+    opt = optim.Adam(model.parameters())
+    opt.step()  # nothing to update yet
+    model(np.ones((1, 3), dtype=np.float32))
+    model[0].weight.grad[...] = 1.0
+    opt.step()
+    opt.zero_grad()
+    assert not model[0].weight.grad.any()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"lr": -1.0}, ValueError, "learning rate"),
+    ({"betas": (1.0, 0.9)}, ValueError, "beta parameter at index 0"),
+    ({"betas": 0.9}, TypeError, "pair"),
+    ({"eps": -1e-8}, ValueError, "epsilon"),
+    ({"weight_decay": -0.1}, ValueError, "weight_decay"),
+])
+def test_adam_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        optim.Adam(nn.Linear(2, 1, seed=0).parameters(), **kwargs)
+
+
+def test_step_lr_errors():
+    opt = optim.SGD(nn.Linear(2, 1, seed=0).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="step_size"):
+        optim.StepLR(opt, 0)
+    with pytest.raises(TypeError, match="lr"):
+        optim.StepLR(object(), 3)
