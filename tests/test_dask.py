@@ -7,6 +7,7 @@ modes, pooling with indices, predict, the scaled-down large image) on a few chun
 tasks cost milliseconds each.
 """
 
+import os
 import subprocess
 import sys
 import threading
@@ -210,9 +211,13 @@ def test_blocks_asking_for_a_kernel_leave_other_calls_alone(tmp_path):
     }
     for name, (x, weight) in plain.items():
         np.savez(tmp_path / f"{name}.in.npz", x=x, w=weight)
+    # the fastconv under test (an in-place build or an installed one), from a directory that
+    # is not a source tree (python -c looks in the current directory first)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     subprocess.run([sys.executable, "-c", FRESH_PROCESS]
                    + [str(tmp_path / name) for name in plain],
-                   cwd=Path(__file__).resolve().parents[1], check=True)
+                   cwd=tmp_path, env=env, check=True)
     fresh = {name: np.load(tmp_path / f"{name}.out.npy") for name in plain}
     # the blocks of these ask for 'packed' (the float32 image is too big to stage, the
     # float64 one has the multiply-adds, its blocks do not) ...
