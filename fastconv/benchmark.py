@@ -420,25 +420,17 @@ def _format_row(row):
             + (cell("thread_speedup", 8, ".2f") if "thread_speedup" in row else ""))
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    from .__main__ import int_at_least  # the command line's rule for counts
+
     parser = argparse.ArgumentParser(
         prog="fastconv bench",
         description="Time fastconv against NumPy and (when installed) PyTorch; print ratios.")
     parser.add_argument("cases", nargs="*", help="case names (default: all, or the quick set)")
     parser.add_argument("--quick", action="store_true", help="small cases, few repeats")
-    parser.add_argument("--threads", type=_positive_int, default=2)
+    parser.add_argument("--threads", type=int_at_least(1), default=2)
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--repeats", type=_positive_int, default=None)
+    parser.add_argument("--repeats", type=int_at_least(1), default=None)
     parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy contender")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--no-ort", action="store_true",
