@@ -12,6 +12,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, overload
 
 import numpy as np
 
@@ -82,7 +83,8 @@ def lenet5(seed: Seed = 0, dtype: DTypeLike = np.float32) -> nn.Sequential:
     )
 
 
-MODELS: dict[str, Callable[..., nn.Sequential]] = {"seed": tutorial_net, "tutorial": tutorial_net, "lenet": lenet5, "lenet5": lenet5}
+MODELS: dict[str, Callable[..., nn.Module]] = {"seed": tutorial_net, "tutorial": tutorial_net,
+                                               "lenet": lenet5, "lenet5": lenet5}
 
 
 def build(name: str, seed: Seed = 0, dtype: DTypeLike = np.float32) -> nn.Module:
@@ -127,7 +129,7 @@ class BasicBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1,
-                 dtype: object = np.float32, seed: object = None) -> None:
+                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         super().__init__()
         rng = nn._make_rng(seed)
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False,
@@ -138,13 +140,13 @@ class BasicBlock(nn.Module):
                                seed=rng)
         self.bn2 = nn.BatchNorm2d(channels, dtype=dtype)
         self.downsample = None
+        convolutions = [self.conv1, self.conv2]
         if stride != 1 or in_channels != channels:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False, dtype=dtype,
-                          seed=rng),
-                nn.BatchNorm2d(channels, dtype=dtype))
-        for layer in (self.conv1, self.conv2) + ((self.downsample[0],) if self.downsample
-                                                 else ()):
+            projection = nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False,
+                                   dtype=dtype, seed=rng)
+            self.downsample = nn.Sequential(projection, nn.BatchNorm2d(channels, dtype=dtype))
+            convolutions.append(projection)
+        for layer in convolutions:
             _kaiming_normal_fan_out(layer, rng)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -186,7 +188,7 @@ class ResNet(nn.Module):
 
     def __init__(self, blocks: list[int], widths: list[int], in_channels: int = 3,
                  num_classes: int = 1000, stem: str = "imagenet", stem_width: int | None = None,
-                 dtype: object = np.float32, seed: object = 0, pool_size: int = 1) -> None:
+                 dtype: DTypeLike = np.float32, seed: Seed = 0, pool_size: int = 1) -> None:
         super().__init__()
         rng = nn._make_rng(seed)
         width = widths[0] if stem_width is None else stem_width
@@ -227,6 +229,11 @@ class ResNet(nn.Module):
             x = layer(x)
         return x
 
+    @overload
+    def backward(self, grad_output: np.ndarray,
+                 need_input_grad: Literal[True] = True) -> np.ndarray: ...
+    @overload
+    def backward(self, grad_output: np.ndarray, need_input_grad: bool) -> np.ndarray | None: ...
     def backward(self, grad_output: np.ndarray,
                  need_input_grad: bool = True) -> np.ndarray | None:
         """Back-propagate; with ``need_input_grad=False`` the stem skips the image gradient."""
@@ -237,8 +244,8 @@ class ResNet(nn.Module):
         return self.conv1.backward(grad, need_input_grad=need_input_grad)
 
 
-def resnet18(num_classes: int = 1000, in_channels: int = 3, seed: object = 0,
-             dtype: object = np.float32) -> ResNet:
+def resnet18(num_classes: int = 1000, in_channels: int = 3, seed: Seed = 0,
+             dtype: DTypeLike = np.float32) -> ResNet:
     """ResNet-18 with torchvision's layout and ``state_dict`` keys and shapes (``conv1.weight``,
     ``bn1.running_mean``, ``layer1.0.conv1.weight``, ``layer2.0.downsample.0.weight``, ...,
     ``fc.bias``), so weights move both ways with ``torchvision.models.resnet18``.
@@ -257,7 +264,7 @@ def resnet18(num_classes: int = 1000, in_channels: int = 3, seed: object = 0,
                   dtype=dtype, seed=seed)
 
 
-def small_resnet(seed: object = 0, dtype: object = np.float32, num_classes: int = 10,
+def small_resnet(seed: Seed = 0, dtype: DTypeLike = np.float32, num_classes: int = 10,
                  in_channels: int = 1) -> ResNet:
     """A small ResNet for 28x28 images: a 3x3 stem of 32 channels, three stages of one basic
     block each (32 channels at 28x28, 64 at 14x14, 128 at 7x7), average pooling to 2x2 and a
@@ -281,8 +288,8 @@ def small_resnet(seed: object = 0, dtype: object = np.float32, num_classes: int 
 SMALL_RESNET_WIDTHS = (32, 64, 128)
 
 
-def nin(num_classes: int = 10, in_channels: int = 1, seed: object = 0,
-        dtype: object = np.float32) -> nn.Sequential:
+def nin(num_classes: int = 10, in_channels: int = 1, seed: Seed = 0,
+        dtype: DTypeLike = np.float32) -> nn.Sequential:
     """Network in Network as in d2l (for 224x224 images): four NiN blocks (a convolution and
     two 1x1 convolutions, each with ReLU) of 96, 256, 384 and ``num_classes`` channels, 3x3
     stride-2 max pooling between them, dropout before the last, global average pooling.

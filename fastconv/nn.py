@@ -27,7 +27,7 @@ import functools
 import inspect
 import math
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from numbers import Integral, Real
 from typing import Any, Literal, TypeVar, overload
 
@@ -281,7 +281,7 @@ class Module:
             if not isinstance(parameter, Buffer):
                 yield name, parameter
 
-    def _named_state(self, prefix=""):
+    def _named_state(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """Every parameter and buffer (running statistics), each once, with PyTorch's names."""
         seen = set()
         for module_name, module in self.named_modules(prefix):
@@ -1348,7 +1348,7 @@ class Buffer(Parameter):
         if data.dtype.kind not in "iuf":
             raise TypeError(f"Buffer data must be real numbers, got {data.dtype}")
         self.data = data
-        self.grad = None
+        self.grad = None  # type: ignore[assignment]  # never trained: no gradient (see above)
 
     def __repr__(self) -> str:
         return f"Buffer(shape={self.data.shape}, dtype={self.data.dtype})"
@@ -1388,9 +1388,25 @@ class BatchNorm2d(Module):
     ['bias', 'num_batches_tracked', 'running_mean', 'running_var', 'weight']
     """
 
+    num_features: int
+    eps: float
+    momentum: float | None
+    affine: bool
+    track_running_stats: bool
+    dtype: np.dtype[Any]
+    # None without affine / track_running_stats
+    weight: Parameter | None
+    bias: Parameter | None
+    running_mean: Buffer | None
+    running_var: Buffer | None
+    num_batches_tracked: Buffer | None
+    fused_relu: bool
+    # input, mean, var, whether they were the batch's, output of a forward with the ReLU
+    _kept: tuple[np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray | None] | None
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True,
-                 dtype: object = np.float32, seed: object = None) -> None:
+                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         super().__init__()
         self.num_features = _int_at_least(num_features, "num_features")
         self.eps = _norm._check_float(eps, "eps", 0.0)
@@ -1437,16 +1453,20 @@ class BatchNorm2d(Module):
         self._check_input(x)
         use_batch = self.training or not self.track_running_stats
         momentum = self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.data += 1
-            if momentum is None:
-                momentum = 1.0 / float(self.num_batches_tracked.data)
-        running = self.track_running_stats
+        running_mean = running_var = None
+        if self.track_running_stats:
+            # made in __init__ with track_running_stats
+            assert self.running_mean is not None and self.running_var is not None
+            assert self.num_batches_tracked is not None
+            running_mean, running_var = self.running_mean.data, self.running_var.data
+            if self.training:
+                self.num_batches_tracked.data += 1
+                if momentum is None:
+                    momentum = 1.0 / float(self.num_batches_tracked.data)
         weight = None if self.weight is None else self.weight.data
         bias = None if self.bias is None else self.bias.data
         output, mean, var = _norm.batch_norm(
-            x, self.running_mean.data if running else None,
-            self.running_var.data if running else None, weight, bias, training=use_batch,
+            x, running_mean, running_var, weight, bias, training=use_batch,
             momentum=0.0 if momentum is None else momentum, eps=self.eps, return_stats=True,
             relu=relu, residual=residual)
         self._kept = (x, mean, var, use_batch, output if relu else None)
@@ -1463,10 +1483,17 @@ class BatchNorm2d(Module):
             eps=self.eps, training=use_batch, need=need, output=output,
             need_residual=need_residual)
         if self.affine:
+            # made in __init__ with affine; both gradients asked for in need
+            assert self.weight is not None and self.bias is not None
             self.weight.grad += grad_weight
             self.bias.grad += grad_bias
         return grad_input, grad_residual
 
+    @overload
+    def backward(self, grad_output: np.ndarray,
+                 need_input_grad: Literal[True] = True) -> np.ndarray: ...
+    @overload
+    def backward(self, grad_output: np.ndarray, need_input_grad: bool) -> np.ndarray | None: ...
     def backward(self, grad_output: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         """Add the weight and bias gradients to ``.grad``; return the input gradient."""
         return self._backward(grad_output, need_input_grad, False)[0]
@@ -1476,6 +1503,7 @@ class BatchNorm2d(Module):
         if _kept(self._kept, self)[4] is None:
             raise RuntimeError("backward_residual() follows forward_residual()")
         grad_input, grad_residual = self._backward(grad_output, True, True)
+        assert grad_input is not None and grad_residual is not None  # both asked for
         return grad_input, grad_residual
 
     def extra_repr(self) -> str:
@@ -1513,10 +1541,24 @@ class ConvTranspose2d(Module):
     (1, 2, 14, 14)
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: object,
-                 stride: object = 1, padding: object = 0, output_padding: object = 0,
-                 groups: int = 1, bias: bool = True, dilation: object = 1,
-                 dtype: object = np.float32, seed: object = None) -> None:
+    weight: Parameter
+    bias: Parameter | None
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    output_padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    dtype: np.dtype[Any]
+    # the input and the output_padding of the last forward
+    _kept: tuple[np.ndarray, tuple[int, int]] | None
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair,
+                 stride: IntPair = 1, padding: IntPair = 0, output_padding: IntPair = 0,
+                 groups: int = 1, bias: bool = True, dilation: IntPair = 1,
+                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         super().__init__()
         self.in_channels = _int_at_least(in_channels, "in_channels")
         self.out_channels = _int_at_least(out_channels, "out_channels")
@@ -1546,7 +1588,8 @@ class ConvTranspose2d(Module):
                                .astype(self.dtype)) if bias else None)
         self._kept = None
 
-    def _output_padding(self, x: np.ndarray, output_size: object) -> tuple[int, int]:
+    def _output_padding(self, x: np.ndarray, output_size: Sequence[int] | None
+                        ) -> tuple[int, int]:
         """PyTorch's ``output_size=`` argument: the output_padding that gives that size."""
         if output_size is None:
             return self.output_padding
@@ -1560,10 +1603,10 @@ class ConvTranspose2d(Module):
                              f"{base} up to a stride more are")
         return extra
 
-    def __call__(self, x: np.ndarray, output_size: object = None) -> np.ndarray:
+    def __call__(self, x: np.ndarray, output_size: Sequence[int] | None = None) -> np.ndarray:
         return self.forward(x, output_size)
 
-    def forward(self, x: np.ndarray, output_size: object = None) -> np.ndarray:
+    def forward(self, x: np.ndarray, output_size: Sequence[int] | None = None) -> np.ndarray:
         """Transposed convolution; keeps the input for :meth:`backward`.
 
         ``output_size`` (PyTorch's argument) picks the output_padding that gives that size.
@@ -1576,6 +1619,11 @@ class ConvTranspose2d(Module):
         self._kept = (x, output_padding)
         return output
 
+    @overload
+    def backward(self, grad_output: np.ndarray,
+                 need_input_grad: Literal[True] = True) -> np.ndarray: ...
+    @overload
+    def backward(self, grad_output: np.ndarray, need_input_grad: bool) -> np.ndarray | None: ...
     def backward(self, grad_output: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         """Add the weight (and bias) gradient to ``.grad``; return the input gradient."""
         x, output_padding = _kept(self._kept, self)
@@ -1606,7 +1654,10 @@ class AdaptiveAvgPool2d(Module):
     (2, 8, 1, 1)
     """
 
-    def __init__(self, output_size: object) -> None:
+    output_size: int | Sequence[int | None]
+    _input_shape: tuple[int, ...] | None
+
+    def __init__(self, output_size: int | Sequence[int | None]) -> None:
         super().__init__()
         self.output_size = output_size
         self._input_shape = None
@@ -1635,13 +1686,21 @@ class AdaptiveMaxPool2d(Module):
     (2, 8, 2, 3)
     """
 
-    def __init__(self, output_size: object, return_indices: bool = False) -> None:
+    output_size: int | Sequence[int | None]
+    return_indices: bool
+    # the indices of the maxima and the input's shape
+    _kept: tuple[np.ndarray, tuple[int, ...]] | None
+
+    def __init__(self, output_size: int | Sequence[int | None],
+                 return_indices: bool = False) -> None:
         super().__init__()
         self.output_size = output_size
         self.return_indices = bool(return_indices)
         self._kept = None
 
-    def forward(self, x: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def forward(self, x: np.ndarray) -> Any:
+        """Pool; ``(output, indices)`` with ``return_indices=True``, else the output (Any, as
+        :meth:`MaxPool2d.forward`: the type depends on an attribute)."""
         output, indices = _adaptive.adaptive_max_pool2d(x, self.output_size,
                                                         return_indices=True)
         self._kept = (indices, np.shape(x))
@@ -1672,8 +1731,13 @@ class MaxUnpool2d(Module):
            [ 0., 13.,  0., 15.]])
     """
 
-    def __init__(self, kernel_size: object, stride: object = None,
-                 padding: object = 0) -> None:
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    _indices: np.ndarray | None
+
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None = None,
+                 padding: IntPair = 0) -> None:
         super().__init__()
         self.kernel_size = _args.pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else _args.pair(stride, "stride")
@@ -1681,11 +1745,11 @@ class MaxUnpool2d(Module):
         self._indices = None
 
     def __call__(self, x: np.ndarray, indices: np.ndarray,
-                 output_size: object = None) -> np.ndarray:
+                 output_size: Sequence[int] | None = None) -> np.ndarray:
         return self.forward(x, indices, output_size)
 
     def forward(self, x: np.ndarray, indices: np.ndarray,
-                output_size: object = None) -> np.ndarray:
+                output_size: Sequence[int] | None = None) -> np.ndarray:
         output = _adaptive.max_unpool2d(x, indices, self.kernel_size, self.stride,
                                         self.padding, output_size)
         self._indices = np.asarray(indices)
@@ -1723,6 +1787,9 @@ class LeakyReLU(Module):
     >>> nn.LeakyReLU(0.1)(np.array([-2.0, 3.0]))
     array([-0.2,  3. ])
     """
+
+    negative_slope: float
+    _positive: np.ndarray | None
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
@@ -1810,6 +1877,9 @@ class Concat(Module):
     (2, 7, 5, 5)
     """
 
+    # where backward splits the output gradient (the branches' cumulative channel counts)
+    _splits: np.ndarray | None
+
     def __init__(self, *branches: Module) -> None:
         super().__init__()
         if not branches:
@@ -1835,8 +1905,9 @@ class Concat(Module):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         splits = _kept(self._splits, self)
         parts = np.split(np.asarray(grad_output), splits, axis=1)
-        grad_input = None
+        grad_input: np.ndarray | None = None
         for branch, part in zip(self._modules.values(), parts):
             grad = branch.backward(np.ascontiguousarray(part))
             grad_input = grad if grad_input is None else grad_input + grad
+        assert grad_input is not None  # at least one branch (checked in __init__)
         return grad_input

@@ -9,8 +9,9 @@ gradients. Both call one kernel of ``fastconv._norm`` (one channel per thread, f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from numbers import Real
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -26,7 +27,9 @@ _NEED = ("input", "weight", "bias")
 _ELEMENTS_PER_THREAD = 1 << 14
 
 
-def _specialised(kernel: dict[str, object]) -> dict[np.dtype[np.floating], object]:
+def _specialised(kernel: Any) -> dict[np.dtype[np.floating], Callable[..., None]]:
+    # the fused kernel, indexed by its float and double specialisations (the stub _norm.pyi
+    # declares each kernel as one function: Any here, as the compiled object is indexable)
     return {np.dtype(np.float32): kernel["float"], np.dtype(np.float64): kernel["double"]}
 
 
@@ -146,7 +149,7 @@ def batch_norm(x: ArrayLike, running_mean: np.ndarray | None, running_var: np.nd
         if count <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input "
                              f"size {x.shape}")
-        momentum = 0.1 if momentum is None else _check_float(momentum, "momentum")
+        factor = 0.1 if momentum is None else _check_float(momentum, "momentum")
         mean = np.empty(channels)
         var = np.empty(channels)
     else:
@@ -171,11 +174,11 @@ def batch_norm(x: ArrayLike, running_mean: np.ndarray | None, running_var: np.nd
                         bool(relu), residual3, _num_threads(channels, x3.size))
     if training:
         if running_mean is not None:
-            running_mean *= 1 - momentum
-            running_mean += (momentum * mean).astype(running_mean.dtype)
+            running_mean *= 1 - factor
+            running_mean += (factor * mean).astype(running_mean.dtype)
         if running_var is not None:
-            running_var *= 1 - momentum
-            running_var += (momentum * var * (count / (count - 1))).astype(running_var.dtype)
+            running_var *= 1 - factor
+            running_var += (factor * var * (count / (count - 1))).astype(running_var.dtype)
     if return_stats:
         return out, mean.copy(), var.copy()
     return out
@@ -258,11 +261,13 @@ def batch_norm_backward_fused(grad_output: ArrayLike, x: ArrayLike, mean: ArrayL
     eps = _check_float(eps, "eps", 0.0)
     empty = np.empty((0, 0, 0), dtype)
     relu = output is not None
-    if relu:
+    output3 = empty
+    if output is not None:
         output = as_float_array(output, "output", dtype)
         if output.shape != x.shape:
             raise ValueError(f"output has shape {output.shape}, x has {x.shape}: they must "
                              "agree")
+        output3 = output.reshape(x3.shape)
     elif need_residual:
         raise ValueError("need_residual takes the output of a relu=True forward")
     need_input = "input" in need_set
@@ -273,9 +278,9 @@ def batch_norm_backward_fused(grad_output: ArrayLike, x: ArrayLike, mean: ArrayL
     if channels and x3.size:
         ones = np.ones(channels, dtype=dtype) if weight_vector is None else weight_vector
         _BACKWARD[dtype](grad_output.reshape(x3.shape), x3, ones, mean, var, eps,
-                         bool(training), output.reshape(x3.shape) if relu else empty, relu,
-                         grad_residual.reshape(x3.shape) if need_residual else empty,
-                         grad_input.reshape(x3.shape) if need_input else empty,
+                         bool(training), output3, relu,
+                         empty if grad_residual is None else grad_residual.reshape(x3.shape),
+                         empty if grad_input is None else grad_input.reshape(x3.shape),
                          need_input, grad_weight_sums, grad_bias_sums,
                          _num_threads(channels, x3.size))
     grad_weight = (grad_weight_sums.astype(dtype) if "weight" in need_set

@@ -16,10 +16,11 @@ from .nn import Module, Parameter
 __all__ = ["SGD", "CosineAnnealingLR"]
 
 
-def _non_negative(value, name, label):
+def _non_negative(value: Any, name: str, label: str) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a float, got {value!r}")
-    if not value >= 0.0:  # also refuses NaN
+    # (refuses NaN too; a Real compares with a float, which typeshed's Real does not say)
+    if not value >= 0.0:  # type: ignore[operator]
         raise ValueError(f"Invalid {label}: {value}")
     return float(value)
 
@@ -256,13 +257,13 @@ class CosineAnnealingLR:
 __all__ += ["Adam", "AdamW", "StepLR"]
 
 
-def _parameter_list(params: object) -> list[Parameter]:
+def _parameter_list(params: Iterable[Parameter] | Module) -> list[Parameter]:
     if isinstance(params, Module):
         params = params.parameters()
     if isinstance(params, Parameter):
         raise TypeError("params must be an iterable of Parameters (e.g. model.parameters()), "
                         "got a single Parameter")
-    parameters = list(params)  # type: ignore[call-overload]
+    parameters = list(params)
     if not parameters:
         raise ValueError("optimizer got an empty parameter list")
     for index, parameter in enumerate(parameters):
@@ -309,8 +310,20 @@ class Adam:
     """
 
     _decoupled = False
+    lr: float
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
+    amsgrad: bool
+    maximize: bool
+    params: list[Parameter]
+    # per parameter: step count, first and second moments (and their running maximum)
+    _steps: list[int]
+    _exp_avg: list[np.ndarray | None]
+    _exp_avg_sq: list[np.ndarray | None]
+    _max_exp_avg_sq: list[np.ndarray | None]
 
-    def __init__(self, params: object, lr: float = 1e-3,
+    def __init__(self, params: Iterable[Parameter] | Module, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *,
                  maximize: bool = False) -> None:
@@ -329,9 +342,9 @@ class Adam:
         self.params = _parameter_list(params)
         # per parameter: step count, first and second moments (and their running maximum)
         self._steps = [0] * len(self.params)
-        self._exp_avg: list[np.ndarray | None] = [None] * len(self.params)
-        self._exp_avg_sq: list[np.ndarray | None] = [None] * len(self.params)
-        self._max_exp_avg_sq: list[np.ndarray | None] = [None] * len(self.params)
+        self._exp_avg = [None] * len(self.params)
+        self._exp_avg_sq = [None] * len(self.params)
+        self._max_exp_avg_sq = [None] * len(self.params)
 
     def zero_grad(self) -> None:
         """Set every parameter's ``.grad`` to zeros (in place)."""
@@ -347,13 +360,15 @@ class Adam:
             if data is None:  # not initialised yet (size inferred at the first forward)
                 continue
             grad = -parameter.grad if self.maximize else parameter.grad
-            if self._exp_avg[index] is None or self._exp_avg[index].shape != data.shape:
+            exp_avg = self._exp_avg[index]
+            if exp_avg is None or exp_avg.shape != data.shape:
                 self._steps[index] = 0
-                self._exp_avg[index] = np.zeros_like(data)
+                exp_avg = self._exp_avg[index] = np.zeros_like(data)
                 self._exp_avg_sq[index] = np.zeros_like(data)
                 if self.amsgrad:
                     self._max_exp_avg_sq[index] = np.zeros_like(data)
-            exp_avg, exp_avg_sq = self._exp_avg[index], self._exp_avg_sq[index]
+            exp_avg_sq = self._exp_avg_sq[index]
+            assert exp_avg_sq is not None  # made with exp_avg, above or by load_state_dict
             self._steps[index] += 1
             step = self._steps[index]
             if self.weight_decay != 0:
@@ -375,9 +390,10 @@ class Adam:
             bias_correction2_sqrt = math.sqrt(bias_correction2)
             second = exp_avg_sq
             if self.amsgrad:
-                np.maximum(self._max_exp_avg_sq[index], exp_avg_sq,
-                           out=self._max_exp_avg_sq[index])
-                second = self._max_exp_avg_sq[index]
+                max_exp_avg_sq = self._max_exp_avg_sq[index]
+                assert max_exp_avg_sq is not None  # made with the moments when amsgrad
+                np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+                second = max_exp_avg_sq
             denom = np.sqrt(second) / data.dtype.type(bias_correction2_sqrt)
             denom += data.dtype.type(self.eps)
             data -= data.dtype.type(step_size) * (exp_avg / denom)
@@ -426,7 +442,7 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params: object, lr: float = 1e-3,
+    def __init__(self, params: Iterable[Parameter] | Module, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *,
                  maximize: bool = False) -> None:
@@ -459,7 +475,13 @@ class StepLR:
     [1.0, 0.5, 0.5, 0.25, 0.25]
     """
 
-    def __init__(self, optimizer: object, step_size: int, gamma: float = 0.1) -> None:
+    optimizer: HasLR
+    step_size: int
+    gamma: float
+    base_lr: float
+    last_epoch: int
+
+    def __init__(self, optimizer: HasLR, step_size: int, gamma: float = 0.1) -> None:
         if not hasattr(optimizer, "lr"):
             raise TypeError(f"optimizer must have an 'lr' attribute, got "
                             f"{type(optimizer).__name__}")
@@ -470,18 +492,18 @@ class StepLR:
         self.optimizer = optimizer
         self.step_size = int(step_size)
         self.gamma = _non_negative(gamma, "gamma", "gamma value")
-        self.base_lr = float(optimizer.lr)  # type: ignore[attr-defined]
+        self.base_lr = float(optimizer.lr)
         self.last_epoch = 0
 
     def step(self) -> None:
         """Advance one step; every ``step_size``-th multiplies the rate by ``gamma``."""
         self.last_epoch += 1
         if self.last_epoch % self.step_size == 0:
-            self.optimizer.lr = float(self.optimizer.lr) * self.gamma  # type: ignore[attr-defined]
+            self.optimizer.lr = float(self.optimizer.lr) * self.gamma
 
     def get_last_lr(self) -> list[float]:
         """The current learning rate, in a one-element list (as PyTorch's)."""
-        return [float(self.optimizer.lr)]  # type: ignore[attr-defined]
+        return [float(self.optimizer.lr)]
 
     def state_dict(self) -> dict[str, object]:
         return {"step_size": self.step_size, "gamma": self.gamma, "base_lr": self.base_lr,

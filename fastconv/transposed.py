@@ -159,6 +159,7 @@ def conv_transpose2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = N
     grad_output = _conv_rows(x4, out_size, kernel, stride_hw, padding_hw, dilation_hw)
     out, _, _ = conv2d_backward(grad_output, shape_only, weight, stride_hw, padding_hw,
                                 dilation_hw, groups, need=("input",))
+    assert out is not None  # asked for with need=("input",)
     if bias is not None:
         out += bias.reshape(-1, 1, 1)
     return out[0] if unbatched else out
