@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-MODULES = ("_conv", "_pool", "_pad", "_openmp")
+MODULES = ("_conv", "_pool", "_pad", "_openmp", "_norm", "_adaptive")
 STUB_DIR = Path(__file__).resolve().parent.parent / "fastconv"
 # what Cython adds to every module or cdef class, not fastconv's interface
 CYTHON_NAMES = {"__test__", "__reduce_cython__", "__setstate_cython__"}

@@ -49,7 +49,7 @@ def layers(x: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], index: int
     model = models.tutorial_net(seed=0)
     assert_type(model, nn.Sequential)
     assert_type(models.lenet5(), nn.Sequential)
-    assert_type(models.build("lenet", seed=np.random.default_rng(1)), nn.Sequential)
+    assert_type(models.build("lenet", seed=np.random.default_rng(1)), nn.Module)
     assert_type(model(x), np.ndarray)
     assert_type(model.forward(x), np.ndarray)
     assert_type(model[index], nn.Module)
