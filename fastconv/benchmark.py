@@ -48,6 +48,7 @@ CONV_CASES = {
 # name: (kind, N, C, H, W, kernel, stride, padding)
 POOL_CASES = {
     "max-k2": ("max", 64, 16, 24, 24, 2, 2, 0),
+    "max-k2-12": ("max", 64, 16, 12, 12, 2, 2, 0),  # the tutorial net's
     "max-k3s2": ("max", 16, 64, 112, 112, 3, 2, 1),
     "avg-k2": ("avg", 64, 16, 24, 24, 2, 2, 0),
     "avg-k3s1": ("avg", 16, 64, 56, 56, 3, 1, 1),
