@@ -97,7 +97,10 @@ def test_train_missing_data(tmp_path, capsys):
 @pytest.mark.parametrize("argv", [[], ["train", "--epochs", "0"], ["train", "--lr", "-1"],
                                   ["train", "--model", "nope"], ["frobnicate"],
                                   ["train", "--seed", "-1"], ["train", "--lr", "nan"],
-                                  ["train", "--save-on-interrupt", "--save", ""]])
+                                  ["train", "--save-on-interrupt", "--save", ""],
+                                  ["train", "--optimizer", "adam", "--momentum", "0.5"],
+                                  ["train", "--optimizer", "adam", "--nesterov"],
+                                  ["train", "--optimizer", "rmsprop"]])
 def test_bad_arguments(argv, capsys):
     try:
         status = main(argv)
@@ -271,3 +274,20 @@ def test_interrupted_training_never_replaces_the_model(keep, tmp_path):
         fastconv.io.load(models.tutorial_net(seed=0), partial)
     else:
         assert not partial.exists() and "model not saved" in err
+
+
+def test_train_with_adam(tmp_path, capsys):
+    data = tiny_fashion(tmp_path / "data", train=64, test=16)
+    assert main(["train", "--data", str(data), "--save", str(tmp_path / "m.npz"), "--quiet",
+                 "--optimizer", "adam", "--schedule", "constant"]) == 0
+    out = capsys.readouterr().out
+    assert "Adam lr=0.002 weight_decay=0.0," in out and "momentum" not in out
+    # the saved model is what Adam trained: the same run by hand gives the same weights
+    model = models.tutorial_net(seed=0)
+    (X, y), _ = datasets.load_fashion_mnist(data)
+    X, _, _ = fastconv.train.standardize(X)
+    fastconv.train.fit(model, X, y, optimizer=fastconv.optim.Adam(model.parameters(), lr=0.002),
+                       epochs=1, batch_size=64, seed=0, progress=False)
+    saved = fastconv.io.load(models.tutorial_net(seed=1), tmp_path / "m.npz")
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(saved.state_dict()[key], value)
