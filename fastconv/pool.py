@@ -35,9 +35,10 @@ _INT64_MAX = 2**63 - 1
 _TAPS_PER_THREAD = 1 << 15
 
 
-def _num_threads(planes: int, taps: int) -> int:
-    """Threads for a kernel over ``planes`` (n, c) planes visiting ``taps`` taps in all."""
-    return effective_num_threads(max(1, min(planes, taps // _TAPS_PER_THREAD)))
+def _num_threads(items: int, taps: int) -> int:
+    """Threads for a kernel that shares out ``items`` (its (n, c) planes, or the 2x2 path's
+    output rows) and visits ``taps`` taps in all."""
+    return effective_num_threads(max(1, min(items, taps // _TAPS_PER_THREAD)))
 
 
 # The kernel paths, in order: the first that applies to a call runs. 'window2x2' is the
@@ -62,11 +63,6 @@ def _pool_path(kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int
         raise ValueError("_path='window2x2' needs 2x2 windows at stride 2 with no padding, "
                          "dilation or ceil_mode overhang")
     return path
-
-
-def _rows_threads(rows: int, taps: int) -> int:
-    """Threads for a kernel over ``rows`` output rows visiting ``taps`` taps in all."""
-    return effective_num_threads(max(1, min(rows, taps // _TAPS_PER_THREAD)))
 
 
 def _max_padding(kernel: int, dilation: int) -> int:
@@ -241,7 +237,7 @@ def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
     # Results are allocated in their final (3-D or 4-D) shape, so that they own their data.
     out = np.empty(x.shape[:-2] + out_size, dtype=x.dtype)
     if path == "window2x2":
-        num_threads = _rows_threads(x4.shape[0] * x4.shape[1] * out_size[0], out.size * 4)
+        num_threads = _num_threads(x4.shape[0] * x4.shape[1] * out_size[0], out.size * 4)
         indices = np.empty(out.shape if return_indices else (1, 1, 1, 1), dtype=np.int64)
         _pool.max_pool2d_forward_2x2(
             x4, _batched_view(out, unbatched),
@@ -385,7 +381,7 @@ def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
     if path == "window2x2":
         _pool.avg_pool2d_forward_2x2(
             x4, _batched_view(out, unbatched), divisor,
-            _rows_threads(x4.shape[0] * x4.shape[1] * out_size[0], out.size * 4))
+            _num_threads(x4.shape[0] * x4.shape[1] * out_size[0], out.size * 4))
         return out
     column_factor = np.empty(out_size[1], dtype=x.dtype)
     _pool.avg_pool2d_forward(
@@ -452,7 +448,7 @@ def avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape, kernel_size:
     if path == "window2x2":
         _pool.avg_pool2d_backward_2x2(
             grad4, _batched_view(grad_input, unbatched), divisor,
-            _rows_threads(shape[0] * shape[1] * out_size[0], math.prod(shape) + grad4.size * 4))
+            _num_threads(shape[0] * shape[1] * out_size[0], math.prod(shape) + grad4.size * 4))
         return grad_input
     num_threads = _num_threads(
         shape[0] * shape[1], math.prod(shape) + grad4.size * kernel[0] * kernel[1]

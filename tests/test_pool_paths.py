@@ -142,7 +142,7 @@ def test_the_2x2_kernels_run_on_several_threads():
     if not _openmp.openmp_enabled():
         pytest.skip("a build without OpenMP runs every kernel on one thread")
     with fastconv.threads(4):
-        assert pool._rows_threads(6 * 8 * 33, 6 * 8 * 33 * 25 * 4) == 4
+        assert pool._num_threads(6 * 8 * 33, 6 * 8 * 33 * 25 * 4) == 4
 
 
 _SCRIPT = """
