@@ -25,6 +25,19 @@ def _non_negative(value: Any, name: str, label: str) -> float:
     return float(value)
 
 
+def _schedule_of(optimizer: HasLR, count: Any, name: str) -> int:
+    """A learning-rate schedule's checks: ``optimizer`` has an ``lr``, and ``count`` (its
+    period, ``name``) is an int >= 1; returns the count."""
+    if not hasattr(optimizer, "lr"):
+        raise TypeError(f"optimizer must have an 'lr' attribute, got "
+                        f"{type(optimizer).__name__}")
+    if isinstance(count, (bool, np.bool_)) or not isinstance(count, Integral):
+        raise TypeError(f"{name} must be an int, got {count!r}")
+    if count < 1:
+        raise ValueError(f"{name} must be >= 1, got {count}")
+    return int(count)
+
+
 class SGD:
     """Stochastic gradient descent with momentum, Nesterov momentum and weight decay.
 
@@ -207,15 +220,8 @@ class CosineAnnealingLR:
     last_epoch: int
 
     def __init__(self, optimizer: HasLR, T_max: int, eta_min: float = 0.0) -> None:
-        if not hasattr(optimizer, "lr"):
-            raise TypeError(f"optimizer must have an 'lr' attribute, got "
-                            f"{type(optimizer).__name__}")
-        if isinstance(T_max, (bool, np.bool_)) or not isinstance(T_max, Integral):
-            raise TypeError(f"T_max must be an int, got {T_max!r}")
-        if T_max < 1:
-            raise ValueError(f"T_max must be >= 1, got {T_max}")
+        self.T_max = _schedule_of(optimizer, T_max, "T_max")
         self.optimizer = optimizer
-        self.T_max = int(T_max)
         self.eta_min = _non_negative(eta_min, "eta_min", "eta_min value")
         self.base_lr = float(optimizer.lr)
         self.last_epoch = 0
@@ -482,15 +488,8 @@ class StepLR:
     last_epoch: int
 
     def __init__(self, optimizer: HasLR, step_size: int, gamma: float = 0.1) -> None:
-        if not hasattr(optimizer, "lr"):
-            raise TypeError(f"optimizer must have an 'lr' attribute, got "
-                            f"{type(optimizer).__name__}")
-        if isinstance(step_size, (bool, np.bool_)) or not isinstance(step_size, Integral):
-            raise TypeError(f"step_size must be an int, got {step_size!r}")
-        if step_size < 1:
-            raise ValueError(f"step_size must be >= 1, got {step_size}")
+        self.step_size = _schedule_of(optimizer, step_size, "step_size")
         self.optimizer = optimizer
-        self.step_size = int(step_size)
         self.gamma = _non_negative(gamma, "gamma", "gamma value")
         self.base_lr = float(optimizer.lr)
         self.last_epoch = 0
