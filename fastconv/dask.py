@@ -442,9 +442,10 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
     bias_array: np.ndarray | None = None if bias is None else as_float_array(bias, "bias", dtype)
     x4, unbatched = as_batched(array.astype(dtype), "x")
     # every argument rule of the in-memory conv2d, on an empty batch of the same planes
-    conv, _ = _conv_module._prepare_checked(
+    conv_call, _ = _conv_module._prepare_checked(
         np.empty((0,) + x4.shape[1:], dtype=dtype), weight_array, bias_array, stride, padding,
         dilation, groups, padding_mode, ())
+    conv = conv_call.plan
     pads = conv.pads
     if conv.mode != "zeros" and any(pads):
         # padded globally first, as the in-memory conv2d does, then convolved unpadded
@@ -456,7 +457,7 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
                           conv.stride[axis], conv.dilation[axis], pads[2 * axis],
                           pads[2 * axis + 1], (conv.out_h, conv.out_w)[axis], False)
              for axis in range(2)]
-    full_path = _conv_module._kernel_path(conv)
+    full_path = _conv_module._kernel_path(conv_call)
 
     def block_path(rows: _Span, columns: _Span, path: str | None) -> str:
         """The kernel the in-memory conv2d runs for this block, asked for ``path``."""

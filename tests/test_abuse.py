@@ -19,7 +19,9 @@ import pytest
 
 import fastconv
 from fastconv import _openmp, _threads
+from fastconv import _paths
 from fastconv import conv as conv_module
+from fastconv._plan import use_paths
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 # where the fastconv under test was imported from (an in-place build, or an installed one)
@@ -268,23 +270,24 @@ def test_omp_num_threads_beyond_the_bound_is_clamped(tmp_path):
 
 
 # ============================================================================ 3. NaN gradients
-# Each input-gradient path, forced through the module's thresholds (test_conv.conv_thresholds),
-# with inf and NaN in the weights and in x, against the loop reference, which scatters each
-# output pixel's gradient and so never multiplies a weight by grad_output's padding.
-_ZERO = dict.fromkeys(conv_module._PACKED_MIN_MACS, 0)
+# Each input-gradient path, asked for through the override (fastconv._plan.use_paths), with
+# inf and NaN in the weights and in x, against the loop reference, which scatters each output
+# pixel's gradient and so never multiplies a weight by grad_output's padding.
+DEPTHWISE_PLANES = dict(forward="depthwise", grad_input="depthwise", grad_weight="depthwise")
 GRADIENT_PATHS = {
-    # (thresholds, which input-gradient path the case must take)
-    "transposed": (dict(_TRANSPOSED_MIN_MACS=0), "transposed"),
-    "transposed packed GEMM": (dict(_PACKED_MIN_MACS=_ZERO, _PACKED_MIN_MACS_WEIGHT=_ZERO,
-                                    _TRANSPOSED_MIN_MACS=0, _DIRECT=False), "transposed"),
-    "transposed BLAS": (dict(_TRANSPOSED_MIN_MACS=0, _DIRECT=False), "transposed"),
-    "staged scatter per item": (dict(_TRANSPOSED_MAX_GROWTH=0, _PER_ITEM_MIN_ITEMS=1),
-                                "scatter"),
-    "staged scatter banded": (dict(_TRANSPOSED_MAX_GROWTH=0, _PER_ITEM_MIN_ITEMS=10**9),
-                              "scatter"),
-    "unstaged scatter": (dict(_STAGE_BYTES=0, _TRANSPOSED_MAX_GROWTH=0), "scatter"),
-    "depthwise": (dict(_DIRECT=False), "depthwise"),
+    # (override, which input-gradient path the case must take)
+    "transposed": (dict(grad_input="transposed"), "transposed"),
+    "transposed packed GEMM": (dict(forward="packed", grad_input="transposed",
+                                    grad_weight="packed"), "transposed"),
+    "transposed BLAS": (dict(forward="blas", grad_input="transposed"), "transposed"),
+    "staged scatter per item": (dict(grad_input="blas", per_item=True), "scatter"),
+    "staged scatter banded": (dict(grad_input="blas", per_item=False), "scatter"),
+    "packed scatter per item": (dict(grad_input="packed", per_item=True), "scatter"),
+    "packed scatter banded": (dict(grad_input="packed", per_item=False), "scatter"),
+    "unstaged scatter": (dict(grad_input="blas", stage=False), "scatter"),
+    "depthwise": (DEPTHWISE_PLANES, "depthwise"),
     "depthwise direct": ({}, "depthwise direct"),
+    "depthwise direct scatter": (dict(grad_input="depthwise-direct"), "depthwise direct"),
 }
 GRADIENT_CASES = {
     # x shape, weight shape, groups, padding, dilation
@@ -300,16 +303,15 @@ SPECIALS = {
     "inf input": lambda x, w: x.__setitem__((0, 0, 0, 0), np.inf),
     "nan input": lambda x, w: x.__setitem__((-1, -1, 3, 0), np.nan),
 }
+_KINDS = {"depthwise-direct-gather": "depthwise direct", "depthwise-direct": "depthwise direct",
+          "depthwise": "depthwise", "transposed": "transposed", "packed": "scatter",
+          "blas": "scatter"}
 
 
 def _path_taken(x, w, groups, padding, dilation, dtype):
     """The input-gradient path conv2d_backward takes for finite weights of these shapes."""
     conv, _ = conv_module._prepare(x, w, None, 1, padding, dilation, groups, "zeros")
-    if conv_module._is_depthwise(conv):
-        direct = conv_module._depthwise_direct(conv.geometry, x.shape[1], w.shape[0], dtype)
-        return "depthwise direct" if direct else "depthwise"
-    transposed = conv_module._transposed_geometry(conv.geometry, dtype)
-    return "transposed" if transposed is not None else "scatter"
+    return _KINDS[conv.plan.grad_input[0].name]
 
 
 @pytest.mark.parametrize("special", list(SPECIALS))
@@ -321,18 +323,18 @@ def _path_taken(x, w, groups, padding, dilation, dtype):
 def test_gradients_have_nan_and_inf_exactly_where_the_reference_does(path, case, special,
                                                                      dtype):
     from reference.conv import conv2d_backward_ref
-    from test_conv import conv_thresholds
-
-    thresholds, expected_path = GRADIENT_PATHS[path]
+    override, expected_path = GRADIENT_PATHS[path]
     x_shape, w_shape, groups, padding, dilation = GRADIENT_CASES[case]
     rng = np.random.default_rng(7)
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
-    with conv_thresholds(**thresholds):
+    with use_paths(**override):
         taken = _path_taken(x, w, groups, padding, dilation, dtype)
         if taken != expected_path:
             if expected_path == "depthwise direct" or "direct" in case:
                 pytest.skip(f"{path} needs float32 and AVX-512 here ({taken} taken)")
+            if "packed" in path and not _paths._PACKED_GEMM:
+                pytest.skip(f"{path} needs the packed GEMM's micro-kernels ({taken} taken)")
             raise AssertionError(f"{path}: the case took the {taken} path")
         SPECIALS[special](x, w)
         with np.errstate(all="ignore"):
@@ -393,20 +395,31 @@ def test_depthwise_workspace_is_bounded_for_huge_dilations(dilation, dtype):
     np.testing.assert_allclose(gb, grad_y.sum(axis=(0, 2, 3)), rtol=1e-5)
 
 
-def test_depthwise_beyond_the_bound_takes_the_grouped_gemm_and_agrees(dtype):
+@pytest.mark.parametrize("gemm", ["packed", "blas"])
+def test_depthwise_beyond_the_bound_takes_the_grouped_gemm_and_agrees(dtype, gemm):
+    """Past DEPTHWISE_SCRATCH_BYTES the plan leaves the per-plane kernels for the GEMMs by
+    group; those GEMMs (asked for on a small case) agree with the reference."""
     from reference.conv import conv2d_backward_ref, conv2d_ref
-    from test_conv import conv_thresholds
 
+    huge = conv_module._prepare(np.ones((1, 2, 5, 5), dtype), np.ones((2, 1, 3, 3), dtype),
+                                None, 1, 8192, 8192, 2, "zeros")[0].plan
+    assert not _paths.Depthwise().applies("forward", huge)
+    assert {huge.forward.name, huge.grad_weight.name, huge.grad_input[-1].name} <= {
+        "packed", "blas"}
+    if gemm == "packed" and not _paths._PACKED_GEMM:
+        pytest.skip("no packed GEMM micro-kernels here")
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 3, 9, 8)).astype(dtype)
     w = rng.standard_normal((6, 1, 3, 3)).astype(dtype)
     kwargs = dict(groups=3, dilation=(3, 2), padding=(2, 3))
-    conv, _ = conv_module._prepare(x, w, None, 1, kwargs["padding"], kwargs["dilation"], 3,
-                                   "zeros")
-    scratch, lanes = fastconv._conv.depthwise_workspace_sizes(conv.geometry, 2)
-    assert conv_module._is_depthwise(conv)
-    with conv_thresholds(_DEPTHWISE_SCRATCH_BYTES=scratch * dtype.itemsize + lanes * 8 - 1):
-        assert not conv_module._is_depthwise(conv)
+    small = conv_module._prepare(x, w, None, 1, kwargs["padding"], kwargs["dilation"], 3,
+                                 "zeros")[0].plan
+    assert small.forward.name == "depthwise"
+    with use_paths(forward=gemm, grad_input=gemm, grad_weight=gemm):
+        plan = conv_module._prepare(x, w, None, 1, kwargs["padding"], kwargs["dilation"], 3,
+                                    "zeros")[0].plan
+        assert (plan.forward.name, plan.grad_input[0].name, plan.grad_weight.name) == (
+            gemm,) * 3
         y = fastconv.conv2d(x, w, **kwargs)
         grad_y = rng.standard_normal(y.shape).astype(dtype)
         got = fastconv.conv2d_backward(grad_y, x, w, **kwargs)

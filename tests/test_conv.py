@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 import fastconv
 from fastconv import _conv
+from fastconv import _paths
 from fastconv import conv as conv_module
+from fastconv._plan import use_paths
 from helpers import assert_close, assert_grad_close, non_contiguous
 from reference.conv import conv2d_backward_ref, conv2d_ref, corr2d_ref
 
@@ -52,40 +54,24 @@ PACKED_CASES = [
 ]
 
 
-@contextlib.contextmanager
-def conv_thresholds(**values):
-    """Set fastconv.conv's path thresholds (tests only), forgetting the plans and cached
-    choices made under the old ones, before and after."""
-    saved = {name: getattr(conv_module, name) for name in values}
-    for name, value in values.items():
-        setattr(conv_module, name, value)
-    conv_module._clear_plans()
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(conv_module, name, value)
-        conv_module._clear_plans()
-
-
 def packed_gemm_everywhere():
     """Take the packed GEMM (instead of BLAS, and instead of the direct kernels), and the
     transposed convolution for the input gradient, for every shape they can do, however small
-    (tests only)."""
-    zero = dict.fromkeys(conv_module._PACKED_MIN_MACS, 0)
-    return conv_thresholds(_PACKED_MIN_MACS=zero, _PACKED_MIN_MACS_WEIGHT=zero,
-                           _TRANSPOSED_MIN_MACS=0, _DIRECT=False)
+    (its forward pass the packed GEMM too)."""
+    return use_paths(forward="packed", grad_input=("transposed", "packed"),
+                     grad_weight="packed")
 
 
 def transposed_everywhere():
     """The transposed convolution for every stride-1 input gradient it can do, however small."""
-    return conv_thresholds(_TRANSPOSED_MIN_MACS=0)
+    return use_paths(grad_input="transposed")
 
 
 def unstaged():
-    """The paths the shapes choose, but im2col from x (no stage) and every input gradient
-    through the col2im scatter (no transposed convolution)."""
-    return conv_thresholds(_STAGE_BYTES=0, _TRANSPOSED_MAX_GROWTH=0)
+    """im2col from x (no stage: no direct kernels but the pointwise ones) and every input
+    gradient through the col2im scatter (BLAS; the packed GEMM's scatter runs in
+    packed_gemm_everywhere where the transposed convolution does not apply)."""
+    return use_paths(grad_input="blas", stage=False)
 
 
 @pytest.fixture(params=["auto", "packed_path", "unstaged"])
@@ -101,36 +87,109 @@ def gemm_path(request):
         with unstaged():
             yield request.param
         return
-    if not conv_module._PACKED_GEMM:
+    if not _paths._PACKED_GEMM:
         pytest.skip("no packed GEMM micro-kernel on this CPU")
     with packed_gemm_everywhere():
         yield request.param
 
 
+def _plan(x, w, padding=1, groups=1, stride=1, dilation=1):
+    conv, _ = conv_module._prepare(x, w, None, stride, padding, dilation, groups, "zeros")
+    return conv.plan
+
+
 def test_path_switches_take_effect():
-    """The fixture's switches reach the path choices even for shapes seen before (the plans
-    and the path choices are cached)."""
+    """The overrides reach the path choices even for shapes seen before (the plans are cached,
+    under the override in force), and leave no trace after."""
     x = np.ones((2, 3, 8, 8), np.float32)
     w = np.ones((4, 3, 3, 3), np.float32)
-
     w16 = np.ones((16, 3, 3, 3), np.float32)
 
     def paths():
-        conv, _ = conv_module._prepare(x, w, None, 1, 1, 1, 1, "zeros")
-        conv16, _ = conv_module._prepare(x, w16, None, 1, 1, 1, 1, "zeros")
-        return (conv.geometry[15], conv_module._packed_path(conv.geometry, conv.dtype)
-                and conv_module._packed_path(conv.geometry, conv.dtype, weight_gradient=True),
-                conv_module._transposed_geometry(conv.geometry, conv.dtype) is not None,
-                conv_module._direct_path(conv16.geometry, conv16.dtype))
+        plan, plan16 = _plan(x, w), _plan(x, w16)
+        return (plan.geometry.staged, plan.forward.name, plan.grad_weight.name,
+                [path.name for path in plan.grad_input], plan16.forward.name)
 
-    direct = _conv.DIRECT
-    assert paths() == (True, False, True, direct)
+    direct = "direct" if _paths._DIRECT else "blas"
+    usual = (True, "blas", "blas", ["blas"], direct)
+    assert paths() == usual
     with unstaged():
-        assert paths() == (False, False, False, False)
-    if conv_module._PACKED_GEMM:
+        assert paths() == (False, "blas", "blas", ["blas"], "blas")
+    if _paths._PACKED_GEMM:
         with packed_gemm_everywhere():
-            assert paths() == (True, True, True, False)
-    assert paths() == (True, False, True, direct)
+            assert paths() == (True, "packed", "packed", ["transposed", "packed"], "packed")
+    with transposed_everywhere():
+        assert paths()[3] == ["transposed", "blas"]
+    assert paths() == usual
+
+
+def test_path_override_names_are_checked():
+    with pytest.raises(ValueError, match="forward paths are"):
+        with use_paths(forward="fast"):
+            pass
+    with pytest.raises(ValueError, match="grad_input paths are"):
+        with use_paths(grad_input=("blas", "direct")):  # no direct input gradient
+            pass
+
+
+def test_path_override_is_per_thread():
+    """An override in one Python thread does not reach another's calls."""
+    x = np.ones((2, 3, 8, 8), np.float32)
+    w = np.ones((4, 3, 3, 3), np.float32)
+    seen = []
+    entered, done = threading.Event(), threading.Event()
+
+    def other():
+        entered.wait(10)
+        seen.append(_plan(x, w).geometry.staged)
+        done.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with use_paths(stage=False):
+        entered.set()
+        done.wait(10)
+        assert not _plan(x, w).geometry.staged
+    thread.join()
+    assert seen == [True]
+
+
+@pytest.mark.parametrize("op", ["forward", "grad_input", "grad_weight"])
+def test_every_path_is_reachable_and_agrees(rng, dtype, op):
+    """Each path of each op, asked for through the override on a shape it applies to, runs
+    (the plan says so) and matches the reference."""
+    cases = {
+        # a depthwise convolution with 16k channels, a dense one with 16k output channels
+        "depthwise": (2, 16, 9, 10, 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 16),
+        "dense": (2, 3, 9, 10, 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    }
+    ran = set()
+    for name in _paths.names(op):
+        for geometry in cases.values():
+            x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, dtype)
+            with use_paths(**{op: name}):
+                plan = _plan(x, weight, kwargs["padding"], kwargs["groups"], kwargs["stride"],
+                             kwargs["dilation"])
+                chosen = plan.forward if op != "grad_input" else plan.grad_input[0]
+                chosen = plan.grad_weight if op == "grad_weight" else chosen
+                if chosen.name != name:
+                    continue  # does not apply to this case
+                ran.add(name)
+                y = fastconv.conv2d(x, weight, bias, **kwargs)
+                grad_output = rng.standard_normal(y.shape).astype(dtype)
+                grads = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
+            assert_close(y, conv2d_ref(x, weight, bias, **ref_kwargs))
+            for ours, theirs in zip(grads, conv2d_backward_ref(grad_output, x, weight,
+                                                               **ref_kwargs)):
+                assert_grad_close(ours, theirs)
+    # what this CPU and dtype can run: the direct kernels need float32 and AVX-512, the
+    # packed GEMM its micro-kernels
+    expected = set(_paths.names(op))
+    if not (_paths._DIRECT and dtype == np.float32):
+        expected -= {"direct", "depthwise-direct", "depthwise-direct-gather"}
+    if not _paths._PACKED_GEMM:
+        expected.discard("packed")
+    assert ran == expected
 
 
 def make_case(rng, geometry, dtype, bias=True):
@@ -574,9 +633,9 @@ DIRECT_CASES = [
                          ids=[f"d{i}" for i in range(len(DIRECT_CASES))])
 def test_direct_kernels_match_reference(rng, geometry):
     x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, np.float32)
-    conv, _ = conv_module._prepare(x, weight, bias, kwargs["stride"], kwargs["padding"],
-                                   kwargs["dilation"], kwargs["groups"], "zeros")
-    assert conv_module._direct_path(conv.geometry, conv.dtype)
+    plan = _plan(x, weight, kwargs["padding"], kwargs["groups"], kwargs["stride"],
+                 kwargs["dilation"])
+    assert plan.forward.name == plan.grad_weight.name == "direct"
     results = []
     for n in (1, 2, 3):
         with fastconv.threads(n):
@@ -596,7 +655,7 @@ def test_direct_kernels_match_reference(rng, geometry):
             again = fastconv.conv2d_backward(grad_output, x, weight, **kwargs)
         for a, b in zip(again, grads):
             np.testing.assert_array_equal(a, b)
-    with conv_thresholds(_DIRECT=False):
+    with use_paths(forward=("packed", "blas"), grad_weight=("packed", "blas")):
         assert_close(fastconv.conv2d(x, weight, bias, **kwargs), results[0])
         for a, b in zip(fastconv.conv2d_backward(grad_output, x, weight, **kwargs), grads):
             assert_grad_close(a, b)
@@ -907,10 +966,9 @@ DW_DIRECT_IDS = [f"dwd{i}" for i in range(len(DW_DIRECT_CASES))]
 def test_depthwise_direct_matches_reference(geometry):
     rng = np.random.default_rng(15)
     x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, np.float32)
-    conv, _ = conv_module._prepare(x, weight, bias, kwargs["stride"], kwargs["padding"],
-                                   kwargs["dilation"], kwargs["groups"], "zeros")
-    assert conv_module._depthwise_direct(conv.geometry, x.shape[1], weight.shape[0],
-                                         conv.dtype)
+    plan = _plan(x, weight, kwargs["padding"], kwargs["groups"], kwargs["stride"],
+                 kwargs["dilation"])
+    assert plan.forward.name == plan.grad_weight.name == "depthwise-direct"
     grad_output = rng.standard_normal(
         fastconv.conv2d(x, weight, **kwargs).shape).astype(np.float32)
     results = []
@@ -970,7 +1028,7 @@ def test_depthwise_direct_nonfinite_like_the_plane_kernels():
                     + fastconv.conv2d_backward(grad_output, x, weight, **kwargs))
 
     direct = run()
-    with conv_thresholds(_DIRECT=False):
+    with use_paths(forward="depthwise", grad_input="depthwise", grad_weight="depthwise"):
         planes = run()
     for ours, theirs in zip(direct, planes):
         np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))

@@ -22,6 +22,7 @@ distributed = pytest.importorskip("distributed")
 import fastconv  # noqa: E402
 import fastconv.conv as fconv  # noqa: E402
 import fastconv.dask as fd  # noqa: E402
+from fastconv import _paths  # noqa: E402
 from reference.conv import conv2d_ref  # noqa: E402
 
 
@@ -115,7 +116,7 @@ def test_conv2d_asks_each_block_for_the_in_memory_kernel():
         whole = kernel_of(x[:0], weight, stride=2, padding=2, groups=groups)
         block = kernel_of(x[:0, :, :102, :92], weight, stride=2, padding=((2, 0), (2, 0)),
                           groups=groups)
-        if fconv._DIRECT:  # (the direct kernels need AVX-512)
+        if _paths._DIRECT:  # (the direct kernels need AVX-512)
             assert (whole, block) in [("packed", "direct"),
                                       ("depthwise", "depthwise-direct")]
         result = fd.conv2d(xd, weight, stride=2, padding=2, groups=groups).compute(
@@ -124,26 +125,20 @@ def test_conv2d_asks_each_block_for_the_in_memory_kernel():
 
 
 def spy_kernels(monkeypatch):
-    """Record which forward kernel each conv2d call runs."""
+    """Record which forward path each conv2d call runs (observed, not chosen: the paths are
+    chosen by the ``_path`` argument under test)."""
     ran = []
 
-    def spy(function, label):
-        def recorded(*args):
-            ran.append(label(args))
-            return function(*args)
+    def spy(cls):
+        function = cls.forward
+
+        def recorded(self, *args):
+            ran.append(self.name)
+            return function(self, *args)
         return recorded
 
-    monkeypatch.setattr(fconv._conv, "conv2d_forward_direct",
-                        spy(fconv._conv.conv2d_forward_direct, lambda args: "direct"))
-    monkeypatch.setattr(fconv._conv, "depthwise_direct_forward",
-                        spy(fconv._conv.depthwise_direct_forward,
-                            lambda args: "depthwise-direct"))
-    for dtype in list(fconv._FORWARD):
-        # the packed GEMM gets a buffer for the packed weights, BLAS an empty one
-        monkeypatch.setitem(fconv._FORWARD, dtype, spy(
-            fconv._FORWARD[dtype], lambda args: "packed" if args[5].shape[0] else "blas"))
-        monkeypatch.setitem(fconv._DEPTHWISE_FORWARD, dtype, spy(
-            fconv._DEPTHWISE_FORWARD[dtype], lambda args: "depthwise"))
+    for path in _paths.FORWARD:
+        monkeypatch.setattr(type(path), "forward", spy(type(path)))
     return ran
 
 
@@ -157,8 +152,8 @@ def test_conv2d_private_path_reaches_each_kernel(monkeypatch):
     dense, depthwise = (RNG.standard_normal((32, 16, 3, 3)).astype(np.float32),
                         RNG.standard_normal((16, 1, 3, 3)).astype(np.float32))
     w64 = RNG.standard_normal((8, 4, 3, 3))
-    direct = fconv._DIRECT
-    packed = fconv._PACKED_GEMM
+    direct = _paths._DIRECT
+    packed = _paths._PACKED_GEMM
     cases = [  # x, weight, groups, path, whether this CPU can run it
         # below the packed GEMM's multiply-adds: BLAS unless asked
         (small, dense, 1, "direct", direct), (small, dense, 1, "packed", packed),

@@ -77,7 +77,7 @@ def every_op(dtype=np.float64, seed=0, batch=2):
                       count_include_pad=False)
     averaged = fastconv.avg_pool2d(x, **avg_kwargs)
     x_strided = non_contiguous(x)
-    # big enough in float32 for the packed GEMM (fastconv.conv._PACKED_MIN_MACS), not BLAS
+    # big enough in float32 for the packed GEMM (fastconv._paths.PACKED_MIN_MACS), not BLAS
     x_wide, weight_wide = normal(batch, 16, 24, 24), normal(32, 16, 3, 3)
     grad_wide = normal(batch, 32, 24, 24)
     ops = {

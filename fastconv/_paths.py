@@ -1,0 +1,498 @@
+"""Every way fastconv can run a convolution, in the order it prefers them: the one place where
+a path is chosen.
+
+A *path* is one kernel family for one op (the forward pass, the input gradient or the weight
+gradient). Each says whether it ``applies`` to a problem (what the kernels can do on this CPU
+and what workspace they may take), whether it ``pays`` there (the measured size thresholds),
+and runs the op. The lists below (``FORWARD``, ``GRAD_INPUT``, ``GRAD_WEIGHT``) are ordered
+like oneDNN's implementation lists: the plan (fastconv._plan) takes the first path that applies
+and pays; an override (``fastconv._plan.use_paths``, or conv2d's private ``_path``) names the
+path to take wherever it applies, whatever the size. Adding a path is adding one class and
+one entry in a list.
+
+The choice depends on the shapes, the dtype and the CPU (``fastconv._conv``'s kernels, capped
+by ``FASTCONV_ISA``), never on the thread count, so results are bit-identical for any thread
+count. One choice also depends on the data: the input gradient computed as a forward
+convolution sums over grad_output's padding too, so it needs finite weights (``takes``); the
+next path in the list runs otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _conv
+from ._geometry import (
+    ALIGN,
+    Geometry,
+    depthwise_direct_workspace,
+    depthwise_workspaces,
+    direct_workspace,
+    gy_rows_workspace,
+    im2col_workspace,
+    make_geometry,
+    packed_weight_buffer,
+    packed_weight_workspace,
+)
+from ._threads import blas_single_thread, effective_num_threads
+
+if TYPE_CHECKING:
+    from ._plan import ConvPlan
+
+__all__ = ["ConvPath", "FORWARD", "GRAD_INPUT", "GRAD_WEIGHT", "OPS", "names"]
+
+_F32 = np.dtype(np.float32)
+
+
+def _specialised(kernel: Any) -> dict[np.dtype, Any]:
+    """The kernel's float32 and float64 versions, picked once: Cython's fused-type dispatch
+    costs microseconds per call, as much as a whole small convolution."""
+    return {np.dtype(np.float32): kernel["float"], np.dtype(np.float64): kernel["double"]}
+
+
+# What this CPU's kernels can do (src/_cpu.h picks them once, capped by FASTCONV_ISA).
+_PACKED_GEMM = _conv.packed_gemm_kernel() is not None
+_DIRECT = bool(_conv.DIRECT)
+
+# ---- the measured thresholds (Zen 4; bench/bench_ops.py) -----------------------------------
+# The packed GEMM wins by 10-35% from a few million multiply-adds per (sample, group) up, and
+# ties or loses below (LeNet-sized layers), where OpenBLAS's small-matrix kernels pack nothing.
+PACKED_MIN_MACS = {np.dtype(np.float32): 2 ** 21, np.dtype(np.float64): 2 ** 23}
+# The weight gradient's: from LeNet's second layer (16 x 150 x 100) up, measured the same way
+# (at 16 x 25 x 144, the first layer of bench's "seed", BLAS still wins): OpenBLAS has no
+# small-matrix kernel for it and packs both operands on every call.
+PACKED_MIN_MACS_WEIGHT = {np.dtype(np.float32): 2 ** 17, np.dtype(np.float64): 2 ** 19}
+# The input gradient as a forward convolution of grad_output pays when the input is at most
+# this much larger than the output ('same' padding, not 'valid') ...
+TRANSPOSED_MAX_GROWTH = 1.25
+# ... and the whole batch takes at least this many multiply-adds (tiny convolutions keep the
+# scatter: the transposed weights and a second kernel call cost as much as their backward).
+TRANSPOSED_MIN_MACS = 2 ** 16
+# The per-plane depthwise kernels keep, per thread, a band of the zero-padded input (or of
+# grad_output) at least dilation*(k-1)+1 rows of the padded width: (dilation*(k-1))**2
+# elements, 4 GiB at dilation 8192 for a 3x3 kernel on a 5x5 image. Above this the
+# convolution takes im2col + GEMM by group, whose workspace is a tile.
+DEPTHWISE_SCRATCH_BYTES = 8 * 1024 * 1024
+# The direct depthwise kernels' stage (16 padded planes) is bounded like the im2col stage.
+DEPTHWISE_STAGE_BYTES = 8 * 1024 * 1024
+# The weight gradient's (sample, tile) pairs are cut into at most this many chunks, summed
+# separately and added in a fixed order (so the sum never depends on the thread count) ...
+MAX_WEIGHT_CHUNKS = 8
+# ... whose partial sums take at most this many bytes
+PARTIAL_BYTES = 32 * 1024 * 1024
+# The input gradient's scatter runs one (sample, group) per thread from this many of them;
+# below, one item at a time with its tiles in parallel, in bands of at most BAND_BYTES.
+PER_ITEM_MIN_ITEMS = 8
+BAND_BYTES = 32 * 1024 * 1024
+
+
+class ConvPath:
+    """One kernel family. Subclasses set ``name`` and ``ops`` and implement the ops they list;
+    ``applies`` must be exact (the kernels can run it), ``pays`` is the size heuristic an
+    override skips."""
+
+    name: str = ""
+    ops: frozenset[str] = frozenset()
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        raise NotImplementedError
+
+    def pays(self, op: str, plan: ConvPlan) -> bool:
+        return True
+
+    def takes(self, weight: np.ndarray) -> bool:
+        """Whether the path can run with these weights (see GRAD_INPUT's data condition)."""
+        return True
+
+    def writes_all_input(self, plan: ConvPlan) -> bool:
+        """Whether grad_input needs no zeroing: the path writes every element."""
+        return True
+
+    def forward(self, plan: ConvPlan, x: np.ndarray, weight: np.ndarray,
+                bias: np.ndarray | None, out: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def grad_input(self, plan: ConvPlan, grad_output: np.ndarray, weight: np.ndarray,
+                   grad_input: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def grad_weight(self, plan: ConvPlan, grad_output: np.ndarray, x: np.ndarray,
+                    grad_weight: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<conv path {self.name!r}>"
+
+
+def _is_depthwise(plan: ConvPlan) -> bool:
+    """One input channel per group, and the per-plane kernels' scratch bounded."""
+    geometry = plan.geometry
+    if not (plan.groups > 1 and geometry.in_channels_g == 1):
+        return False
+    scratch, lanes = _conv.depthwise_workspace_sizes(geometry,
+                                                     plan.out_channels // plan.in_channels)
+    return scratch * plan.dtype.itemsize + lanes * 8 <= DEPTHWISE_SCRATCH_BYTES
+
+
+def _depthwise_direct_fits(geometry: Geometry) -> bool:
+    stage, tile = _conv.depthwise_direct_sizes(geometry)
+    return 0 < tile and stage * 4 <= DEPTHWISE_STAGE_BYTES
+
+
+def _depthwise_lanes(weight: np.ndarray) -> np.ndarray:
+    """The depthwise weights (C, 1, kH, kW) as [block of 16 channels][tap][channel]."""
+    channels = weight.shape[0]
+    return np.ascontiguousarray(weight.reshape(channels // 16, 16, -1).transpose(0, 2, 1))
+
+
+def _taps(weight: np.ndarray) -> np.ndarray:
+    return np.empty(weight.shape[1] * weight.shape[2] * weight.shape[3], dtype=np.intp)
+
+
+def _weight_chunks(plan: ConvPlan, row: int) -> int:
+    """How many chunks the weight gradient's (sample, tile) pairs are cut into: from the
+    shapes alone (see MAX_WEIGHT_CHUNKS)."""
+    return max(1, min(plan.batch * plan.geometry.n_tiles, MAX_WEIGHT_CHUNKS,
+                      PARTIAL_BYTES // max(1, row * plan.dtype.itemsize)))
+
+
+# ---- depthwise, 16 channels across the vector lanes (src/conv/depthwise_direct.pxi) ----------
+
+class DepthwiseDirect(ConvPath):
+    """float32 on an AVX-512 CPU, one output channel per input channel, a multiple of 16 of
+    them: a thread stages 16 planes pixel-major, each tap of 16 outputs one vector load.
+    Measured on Zen 4 against the per-plane kernels, at bench_ops.py's 'depthwise' (16, 128,
+    28, 28, 3x3), 2 threads: forward 0.57 -> 0.40 ms, backward 2.03 -> 0.78 ms."""
+
+    name = "depthwise-direct"
+    ops = frozenset({"forward", "grad_input", "grad_weight"})
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        return (_DIRECT and plan.dtype == _F32 and plan.in_channels == plan.out_channels
+                and plan.out_channels % 16 == 0 and _is_depthwise(plan)
+                and _depthwise_direct_fits(plan.geometry))
+
+    def forward(self, plan, x, weight, bias, out):
+        threads = effective_num_threads(plan.batch * plan.out_channels // 16)
+        _conv.depthwise_direct_forward(
+            x, _depthwise_lanes(weight), bias, out,
+            depthwise_direct_workspace(threads, plan.geometry), _taps(weight), plan.geometry,
+            threads)
+
+    def grad_input(self, plan, grad_output, weight, grad_input):
+        threads = effective_num_threads(plan.batch * plan.in_channels // 16)
+        _conv.depthwise_direct_grad_input(
+            grad_output, _depthwise_lanes(weight), grad_input,
+            depthwise_direct_workspace(threads, plan.geometry), _taps(weight), plan.geometry,
+            threads)
+
+    def grad_weight(self, plan, grad_output, x, grad_weight):
+        channels = plan.out_channels
+        taps = grad_weight.shape[2] * grad_weight.shape[3]
+        sums = np.zeros((channels // 16, taps, 16), dtype=np.float32)
+        threads = effective_num_threads(channels)
+        _conv.depthwise_direct_grad_weight(
+            grad_output, x, sums, depthwise_direct_workspace(threads, plan.geometry),
+            np.empty(taps, dtype=np.intp), plan.geometry, threads)
+        grad_weight[...] = sums.transpose(0, 2, 1).reshape(grad_weight.shape)
+
+
+class DepthwiseGather(DepthwiseDirect):
+    """The input gradient of a stride-1 DepthwiseDirect convolution as a forward one of
+    grad_output with the taps reversed, ``gx[i, j] = sum_{p,q} gy[i + pad - p*d, j + pad -
+    q*d] * w[p, q]`` (gy 0 outside): no scatter. It sums over the padding of grad_output too,
+    so it takes only finite weights (an inf weight times a padded zero would be NaN where
+    PyTorch has no such product); the scatter (DepthwiseDirect) never meets the padding."""
+
+    name = "depthwise-direct-gather"
+    ops = frozenset({"grad_input"})
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        return plan.gather is not None and super().applies(op, plan)
+
+    def takes(self, weight: np.ndarray) -> bool:
+        return bool(np.isfinite(weight).all())
+
+    def grad_input(self, plan, grad_output, weight, grad_input):
+        DepthwiseDirect.forward(self, plan.gather, grad_output, weight[:, :, ::-1, ::-1],
+                                None, grad_input)
+
+
+def depthwise_gather_geometry(plan: ConvPlan) -> Geometry | None:
+    """DepthwiseGather's geometry (a forward pass over grad_output), or None where it does not
+    apply: strides, padding beyond the kernel's reach, or no direct kernels for it."""
+    g = plan.geometry
+    top, left = g.dil_h * (g.kernel_h - 1) - g.pad_top, g.dil_w * (g.kernel_w - 1) - g.pad_left
+    if (g.stride_h, g.stride_w) != (1, 1) or top < 0 or left < 0:
+        return None
+    gather = make_geometry(1, g.out_h, g.out_w, 1, g.in_h, g.in_w, g.kernel_h, g.kernel_w,
+                           (1, 1), (top, left), (g.dil_h, g.dil_w), plan.dtype,
+                           plan.override.stage)
+    return gather if _depthwise_direct_fits(gather) else None
+
+
+# ---- depthwise, one plane at a time (src/conv/depthwise.pxi) ---------------------------------
+
+class Depthwise(ConvPath):
+    """One input channel per group: a GEMM per group would be a matrix-vector product with k =
+    kH*kW, all overhead; these C kernels build each output row one kernel row at a time."""
+
+    name = "depthwise"
+    ops = frozenset({"forward", "grad_input", "grad_weight"})
+    _FORWARD = _specialised(_conv.depthwise_forward)
+    _GRAD_INPUT = _specialised(_conv.depthwise_grad_input)
+    _GRAD_WEIGHT = _specialised(_conv.depthwise_grad_weight)
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        return _is_depthwise(plan)
+
+    def _workspaces(self, plan: ConvPlan, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        return depthwise_workspaces(threads, plan.geometry,
+                                    plan.out_channels // plan.in_channels, plan.dtype)
+
+    def forward(self, plan, x, weight, bias, out):
+        threads = effective_num_threads(plan.batch * plan.out_channels)
+        self._FORWARD[plan.dtype](x, weight, bias, out, self._workspaces(plan, threads)[0],
+                                  plan.geometry, threads)
+
+    def grad_input(self, plan, grad_output, weight, grad_input):
+        threads = effective_num_threads(plan.batch * plan.in_channels)
+        self._GRAD_INPUT[plan.dtype](grad_output, weight, grad_input,
+                                     self._workspaces(plan, threads)[0], plan.geometry, threads)
+
+    def grad_weight(self, plan, grad_output, x, grad_weight):
+        threads = effective_num_threads(plan.out_channels)
+        workspace, lanes = self._workspaces(plan, threads)
+        self._GRAD_WEIGHT[plan.dtype](grad_output, x, grad_weight, workspace, lanes,
+                                      plan.geometry, threads)
+
+
+# ---- direct: the output channels across the lanes (src/conv/direct.pxi) ---------------------
+
+class Direct(ConvPath):
+    """float32 on an AVX-512 CPU, a staged (or pointwise) geometry with a multiple of 16
+    output channels per group: no im2col block, each input value broadcast from the stage in
+    place. Measured on Zen 4 against im2col + GEMM (the best of either GEMM), 1 and 2
+    threads, they won on every such shape of bench_ops.py: LeNet's second layer 0.46 -> 0.31
+    ms at 1 thread, the 'small' layer 1.34 -> 1.16 ms, ResNet's 3x3 36.0 -> 34.2 ms; the stem
+    tied at 2 threads (9.7 vs 9.3 ms, within the noise) and won at 1 (19.7 vs 21.3)."""
+
+    name = "direct"
+    ops = frozenset({"forward", "grad_weight"})
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        return _DIRECT and plan.dtype == _F32 and _conv.direct_block(plan.geometry) > 0
+
+    def forward(self, plan, x, weight, bias, out):
+        geometry = plan.geometry
+        threads = effective_num_threads(plan.batch * plan.groups * geometry.n_tiles)
+        packed = np.empty(plan.groups * geometry.out_channels_g * geometry.k + ALIGN[_F32],
+                          dtype=_F32)
+        _conv.forward_direct(x, weight, bias, out, direct_workspace(threads, geometry, _F32),
+                             packed, np.empty(geometry.k, dtype=np.intp), geometry,
+                             plan.groups, threads)
+
+    def grad_weight(self, plan, grad_output, x, grad_weight):
+        geometry = plan.geometry
+        row = grad_weight.size
+        chunks = _weight_chunks(plan, row)
+        threads = effective_num_threads(chunks)
+        # the kernels sum tap-major, [group][tap][channel]: transposed below
+        partials = np.zeros((chunks, row), dtype=_F32)
+        _conv.grad_weight_direct(grad_output, x, partials,
+                                 direct_workspace(threads, geometry, _F32),
+                                 np.empty(geometry.k, dtype=np.intp), geometry, plan.groups,
+                                 threads)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch
+            summed = np.add.reduce(partials, axis=0)
+        grad_weight[...] = summed.reshape(plan.groups, -1, geometry.out_channels_g).transpose(
+            0, 2, 1).reshape(grad_weight.shape)
+
+
+# ---- the input gradient as a forward convolution of grad_output -----------------------------
+
+class Transposed(ConvPath):
+    """Stride 1: ``gx[c, i, j] = sum_{o,p,q} gy[o, i + pad - p*d, j + pad - q*d] * w[o, c, p,
+    q]``, a forward convolution (with the plan's ``transposed`` sub-plan and its own forward
+    path) with padding d*(k-1) - pad: no col2im scatter. It sums over every tap of every input
+    pixel, padding included, so it pays only where the input is about as large as the output
+    ('same' padding), and takes only finite weights (an inf or NaN weight times a padded zero
+    would be NaN where PyTorch has no such product)."""
+
+    name = "transposed"
+    ops = frozenset({"grad_input"})
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        return plan.transposed is not None
+
+    def pays(self, op: str, plan: ConvPlan) -> bool:
+        g = plan.geometry
+        return (plan.batch * plan.groups * g.macs_per_item >= TRANSPOSED_MIN_MACS
+                and g.in_h * g.in_w <= TRANSPOSED_MAX_GROWTH * g.out_h * g.out_w)
+
+    def takes(self, weight: np.ndarray) -> bool:
+        return bool(np.isfinite(weight).all())
+
+    def grad_input(self, plan, grad_output, weight, grad_input):
+        sub = plan.transposed
+        sub.forward.forward(sub, grad_output, _transposed_weight(weight, plan.groups), None,
+                            grad_input)
+
+
+def _transposed_weight(weight: np.ndarray, groups: int) -> np.ndarray:
+    """wt[g*C_in/groups + c, o, p, q] = w[g*C_out/groups + o, c, kH-1-p, kW-1-q]."""
+    out_channels, in_channels_g, kernel_h, kernel_w = weight.shape
+    w5 = weight.reshape(groups, out_channels // groups, in_channels_g, kernel_h, kernel_w)
+    return np.ascontiguousarray(w5[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)).reshape(
+        groups * in_channels_g, out_channels // groups, kernel_h, kernel_w)
+
+
+def transposed_geometry(plan: ConvPlan) -> Geometry | None:
+    """Transposed's geometry, or None where it cannot apply: other strides, padding beyond the
+    kernel's reach, or a pointwise convolution that the direct kernels cannot take (its column
+    gradient is the input gradient already: one GEMM per tile, no scatter)."""
+    g = plan.geometry
+    reach_h, reach_w = g.dil_h * (g.kernel_h - 1), g.dil_w * (g.kernel_w - 1)
+    # the padding on the far sides, from the output size
+    pad_bottom = g.out_h - g.in_h - g.pad_top + reach_h
+    pad_right = g.out_w - g.in_w - g.pad_left + reach_w
+    if (g.stride_h, g.stride_w) != (1, 1) or not (
+            0 <= reach_h - g.pad_top and 0 <= reach_h - pad_bottom
+            and 0 <= reach_w - g.pad_left and 0 <= reach_w - pad_right):
+        return None
+    transposed = make_geometry(g.out_channels_g, g.out_h, g.out_w, g.in_channels_g, g.in_h,
+                               g.in_w, g.kernel_h, g.kernel_w, (1, 1),
+                               (reach_h - g.pad_top, reach_w - g.pad_left), (g.dil_h, g.dil_w),
+                               plan.dtype, plan.override.stage)
+    if g.pointwise and not (_DIRECT and plan.dtype == _F32
+                            and _conv.direct_block(transposed) > 0):
+        return None
+    return transposed
+
+
+# ---- im2col + GEMM (src/conv/gemm.pxi) -------------------------------------------------------
+
+class Gemm(ConvPath):
+    """Tiled im2col (from the stage where staged) and one GEMM per tile; the input gradient is
+    a GEMM per tile scattered back by col2im. ``Blas`` calls SciPy's OpenBLAS (held to one
+    thread: our threads run the tiles), ``Packed`` the packed GEMM of src/_gemm.h, which packs
+    the weights once per call and reads the im2col block in place."""
+
+    ops = frozenset({"forward", "grad_input", "grad_weight"})
+    packed = False
+    _FORWARD: dict[np.dtype, Any]
+    _GRAD_WEIGHT: dict[np.dtype, Any]
+    _GRAD_INPUT: dict[np.dtype, Any]
+
+    def _per_item(self, plan: ConvPlan) -> bool:
+        if plan.override.per_item is not None:
+            return plan.override.per_item
+        return plan.batch * plan.groups >= PER_ITEM_MIN_ITEMS
+
+    def writes_all_input(self, plan: ConvPlan) -> bool:
+        # the per-item scatter into the stage (unstage) writes every element; the others
+        # accumulate into zeros
+        return self._per_item(plan) and plan.geometry.staged
+
+    def forward(self, plan, x, weight, bias, out):
+        geometry, dtype = plan.geometry, plan.dtype
+        threads = effective_num_threads(plan.batch * plan.groups * geometry.n_tiles)
+        workspace = im2col_workspace(threads, geometry, dtype)
+        extra = (packed_weight_buffer(geometry, plan.groups, dtype),) if self.packed else ()
+        with blas_single_thread():
+            self._FORWARD[dtype](x, weight, bias, out, workspace, *extra, geometry, plan.groups,
+                                 threads)
+
+    def grad_weight(self, plan, grad_output, x, grad_weight):
+        geometry, dtype = plan.geometry, plan.dtype
+        row = grad_weight.size
+        chunks = _weight_chunks(plan, row)
+        threads = effective_num_threads(chunks)
+        # one chunk sums straight into the result, several are added afterwards in order
+        partials = (grad_weight.reshape(1, row) if chunks == 1
+                    else np.zeros((chunks, row), dtype=dtype))
+        workspace = (packed_weight_workspace(threads, geometry, dtype) if self.packed
+                     else im2col_workspace(threads, geometry, dtype))
+        with blas_single_thread():
+            self._GRAD_WEIGHT[dtype](grad_output, x, partials, workspace, geometry, plan.groups,
+                                     threads)
+        if chunks > 1:
+            with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch
+                np.add.reduce(partials, axis=0, out=grad_weight.reshape(row))
+
+    def grad_input(self, plan, grad_output, weight, grad_input):
+        geometry, dtype = plan.geometry, plan.dtype
+        per_item = self._per_item(plan)
+        if per_item:
+            threads = effective_num_threads(plan.batch * plan.groups)
+            workspace = im2col_workspace(threads, geometry, dtype)
+        else:
+            n_tiles = geometry.n_tiles
+            threads = effective_num_threads(max(n_tiles, geometry.in_channels_g))
+            block = geometry.k * geometry.tile
+            band = max(1, min(n_tiles, BAND_BYTES // max(1, block * dtype.itemsize)))
+            workspace = np.empty((1, max(1, band * block)), dtype=dtype)
+        extra: tuple[np.ndarray, ...] = ()
+        if self.packed:
+            extra = (packed_weight_buffer(geometry, plan.groups, dtype, transposed=True),
+                     gy_rows_workspace(threads, geometry, dtype))
+        with blas_single_thread():
+            self._GRAD_INPUT[dtype](grad_output, weight, grad_input, workspace, *extra,
+                                    geometry, plan.groups, per_item, threads)
+
+
+class Packed(Gemm):
+    name = "packed"
+    packed = True
+    _FORWARD = _specialised(_conv.forward_packed)
+    _GRAD_WEIGHT = _specialised(_conv.grad_weight_packed)
+    _GRAD_INPUT = _specialised(_conv.grad_input_packed)
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        # pointwise convolutions keep BLAS, which reads the input planes in place where the
+        # packed path would copy them
+        return _PACKED_GEMM and not plan.geometry.pointwise
+
+    def pays(self, op: str, plan: ConvPlan) -> bool:
+        minimum = (PACKED_MIN_MACS_WEIGHT if op == "grad_weight" else PACKED_MIN_MACS)
+        return plan.geometry.macs_per_item >= minimum[plan.dtype]
+
+
+class Blas(Gemm):
+    name = "blas"
+    _FORWARD = _specialised(_conv.forward_blas)
+    _GRAD_WEIGHT = _specialised(_conv.grad_weight_blas)
+    _GRAD_INPUT = _specialised(_conv.grad_input_blas)
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        return True
+
+
+# ---- the lists -------------------------------------------------------------------------------
+
+FORWARD: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), Direct(), Packed(), Blas())
+# the forward paths of Transposed's sub-plan: the dense ones (a grouped convolution with one
+# output channel per group would otherwise take the depthwise kernels for its transposed
+# pass, a combination nothing has measured)
+TRANSPOSED_FORWARD: tuple[ConvPath, ...] = FORWARD[2:]
+GRAD_INPUT: tuple[ConvPath, ...] = (DepthwiseGather(), DepthwiseDirect(), Depthwise(),
+                                    Transposed(), Packed(), Blas())
+GRAD_WEIGHT: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), Direct(), Packed(),
+                                     Blas())
+OPS: dict[str, tuple[ConvPath, ...]] = {"forward": FORWARD, "grad_input": GRAD_INPUT,
+                                        "grad_weight": GRAD_WEIGHT}
+
+
+def names(op: str) -> tuple[str, ...]:
+    """The paths of ``op`` ('forward', 'grad_input' or 'grad_weight'), in preference order."""
+    return tuple(path.name for path in OPS[op])
+
+
+def grad_bias(grad_output: np.ndarray, grad_bias: np.ndarray, out_channels: int) -> None:
+    """Every path's bias gradient: one channel per thread, float64 sums in a fixed order."""
+    _GRAD_BIAS[grad_output.dtype](grad_output, grad_bias, effective_num_threads(out_channels))
+
+
+_GRAD_BIAS = _specialised(_conv.grad_bias)
