@@ -1,8 +1,11 @@
 """Argument normalisation: the one place where user arguments become kernel arguments.
 
-Every public function and every layer goes through these helpers, so each rule (pairs,
-padding forms, dtype promotion, output size, ceil_mode, ``out=``) lives here and nowhere else.
-Nothing here computes on array contents; it only checks and converts.
+Every public function and every layer goes through these helpers, so each rule (ints that are
+not bools, floats, pairs, padding forms and modes, groups, pooling windows, divisor_override,
+adaptive output sizes, dtype promotion, output size, ceil_mode, ``out=``) lives here and nowhere
+else. A layer calls at construction the same helper its function calls at each call, so both
+refuse a bad argument with the same exception and message. Nothing here computes on array
+contents; it only checks and converts.
 """
 
 from __future__ import annotations
