@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import _openmp
+from ._args import as_int
 
 __all__ = ["set_num_threads", "get_num_threads", "threads", "effective_num_threads",
            "MAX_THREADS"]
@@ -63,12 +64,7 @@ def _clamped(n: int, source: str) -> int:
 
 
 def _as_thread_count(n: Any, source: str = "n") -> int:
-    if isinstance(n, bool) or not hasattr(n, "__index__"):
-        raise TypeError(f"n must be an int, got {n!r}")
-    n = n.__index__()
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    return _clamped(n, source)
+    return _clamped(as_int(n, "n", 1), source)
 
 
 # OpenMP reads OMP_NUM_THREADS once, at start-up; so can we.
@@ -176,6 +172,26 @@ def effective_num_threads(work_items: int | None = None) -> int:
     if work_items is not None and work_items < n:
         return work_items if work_items > 1 else 1
     return n
+
+
+# Is threading worth it? Below about this much work per thread, waking a thread costs more
+# than it saves; measured per kernel family, in that family's unit of work.
+COPY_ELEMENTS_PER_THREAD = 1 << 12  # padding and adaptive pooling: elements read or written
+NORM_ELEMENTS_PER_THREAD = 1 << 14  # batch norm: elements (two passes over each)
+POOL_TAPS_PER_THREAD = 1 << 15  # max/avg pooling: window taps visited
+
+
+def threads_for(items: int, work: int, work_per_thread: int) -> int:
+    """Threads for a kernel that shares ``items`` out among its threads and does ``work``
+    units in all: no more threads than items, nor than ``work // work_per_thread`` (at least
+    one), nor than :func:`effective_num_threads` allows.
+
+    Examples
+    --------
+    >>> threads_for(8, 100, POOL_TAPS_PER_THREAD)
+    1
+    """
+    return effective_num_threads(max(1, min(items, work // work_per_thread)))
 
 
 class _BlasHold:

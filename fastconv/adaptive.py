@@ -9,15 +9,22 @@ functions check and normalise their arguments, allocate the results and call one
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _adaptive
-from ._args import as_batched, as_float_array, check_size, pair, padding4
-from ._threads import effective_num_threads
+from ._args import (
+    adaptive_output_size,
+    as_batched,
+    as_float_array,
+    as_int_tuple,
+    check_size,
+    pair,
+    symmetric_padding,
+)
+from ._threads import COPY_ELEMENTS_PER_THREAD, threads_for
 from .pool import max_pool2d_backward
 
 __all__ = [
@@ -29,22 +36,14 @@ __all__ = [
     "max_unpool2d_backward",
 ]
 
-_PLANES_MIN_ELEMENTS = 1 << 12
-
-
 def _num_threads(planes: int, elements: int) -> int:
-    return effective_num_threads(max(1, min(planes, elements // _PLANES_MIN_ELEMENTS)))
+    return threads_for(planes, elements, COPY_ELEMENTS_PER_THREAD)
 
 
 def _output_size(output_size: object, in_size: tuple[int, int]) -> tuple[int, int]:
     """An int, or an (h, w) pair whose entries may be None (keep the input's size)."""
-    if isinstance(output_size, (tuple, list)):
-        if len(output_size) != 2:
-            raise ValueError(f"output_size must be an int or a pair (h, w), got {output_size!r}")
-        values = [in_size[axis] if value is None else value
-                  for axis, value in enumerate(output_size)]
-        return pair(values, "output_size")
-    return pair(output_size, "output_size")
+    height, width = adaptive_output_size(output_size)
+    return (in_size[0] if height is None else height, in_size[1] if width is None else width)
 
 
 def _planes(x: ArrayLike, name: str) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -88,10 +87,7 @@ def adaptive_avg_pool2d(x: ArrayLike, output_size: int | Sequence[int | None]) -
 
 def _input_shape(input_shape: Sequence[int], grad4: np.ndarray,
                  unbatched: bool) -> tuple[int, int, int, int]:
-    try:
-        shape = tuple(operator.index(size) for size in input_shape)
-    except TypeError:
-        raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}") from None
+    shape = as_int_tuple(input_shape, "input_shape")
     batched = (1,) + shape if unbatched else shape
     if len(batched) != 4 or batched[:2] != grad4.shape[:2] or min(batched[1:]) < 1:
         raise ValueError(f"input_shape {shape} does not fit grad_output of shape "
@@ -183,20 +179,13 @@ def max_unpool2d_output_size(in_size: tuple[int, int], kernel_size: object, stri
     ``output_size``'s last two entries, which must lie within a stride of it (PyTorch)."""
     kernel = pair(kernel_size, "kernel_size")
     step = kernel if stride is None else pair(stride, "stride")
-    top, bottom, left, right = padding4(padding)
-    if top != bottom or left != right:
-        raise ValueError(f"max_unpool2d takes symmetric padding, got {padding!r}")
-    pads = (top, left)
+    pads = symmetric_padding(padding, "max_unpool2d")
     default = tuple((in_size[axis] - 1) * step[axis] - 2 * pads[axis] + kernel[axis]
                     for axis in range(2))
     if output_size is None:
         sizes = default
     else:
-        try:
-            given = tuple(operator.index(size) for size in output_size)
-        except TypeError:
-            raise TypeError(f"output_size must be a sequence of ints, got {output_size!r}") \
-                from None
+        given = as_int_tuple(output_size, "output_size")
         if len(given) not in (2, 3, 4):
             raise ValueError(f"output_size must have 2 (or 3, 4) entries, got {output_size!r}")
         sizes = given[-2:]

@@ -16,14 +16,16 @@ import numpy as np
 from . import _paths
 from ._args import (
     _FLOAT_DTYPES,
+    CONV_PADDING_MODES,
     as_batched,
     as_float_array,
+    check_groups,
     check_mode,
     check_no_overlap,
     check_out,
     check_size,
+    conv_padding,
     output_size,
-    padding4,
     pair,
     result_dtype,
     same_padding,
@@ -35,8 +37,7 @@ from .pad import check_pad_limits, pad2d_backward_impl, pad2d_impl
 
 __all__ = ["corr2d", "convolve2d", "conv2d", "conv2d_backward"]
 
-_PADDING_MODES = {"zeros": "zeros", "reflect": "reflect", "replicate": "replicate",
-                  "circular": "circular"}
+_PADDING_MODES = CONV_PADDING_MODES
 _NEED = ("input", "weight", "bias")
 _NEED_ALL = frozenset(_NEED)
 
@@ -120,19 +121,9 @@ def _prepare_checked(x, weight, bias, stride, padding, dilation, groups, padding
         raise ValueError(
             f"weight must be 4-D (C_out, C_in/groups, kH, kW), got shape {weight.shape}"
         )
-    if type(groups) is not int:
-        if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)):
-            raise TypeError(f"groups must be an int, got {groups!r}")
-        groups = int(groups)
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups}")
     batch, in_channels, in_h, in_w = x4.shape
     out_channels, in_channels_g, kernel_h, kernel_w = weight.shape
-    if in_channels % groups or out_channels % groups:
-        raise ValueError(
-            f"groups={groups} must divide both the input channels ({in_channels}) and the "
-            f"output channels (weight.shape[0] = {out_channels})"
-        )
+    groups = check_groups(groups, in_channels, out_channels)
     if in_channels_g != in_channels // groups:
         raise ValueError(
             f"weight.shape[1] = {in_channels_g} must equal input channels / groups = "
@@ -147,16 +138,11 @@ def _prepare_checked(x, weight, bias, stride, padding, dilation, groups, padding
     stride = pair(stride, "stride")
     dilation = pair(dilation, "dilation")
     mode = check_mode(padding_mode, _PADDING_MODES, "padding_mode")
-    if isinstance(padding, str):
-        if padding == "valid":
-            pads = (0, 0, 0, 0)
-        elif padding == "same":
-            pads = same_padding((in_h, in_w), (kernel_h, kernel_w), stride, dilation)
-        else:
-            raise ValueError(f"padding must be an int, a pair, a pair of pairs, 'valid' or "
-                             f"'same', got {padding!r}")
-    else:
-        pads = padding4(padding, "padding")
+    pads = conv_padding(padding)
+    if pads == "valid":
+        pads = (0, 0, 0, 0)
+    elif pads == "same":
+        pads = same_padding((in_h, in_w), (kernel_h, kernel_w), stride, dilation)
     out_h, out_w = output_size((in_h, in_w), (kernel_h, kernel_w), stride, pads, dilation)
     extras = []
     for name, value in extra:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -61,7 +62,7 @@ from numpy.typing import ArrayLike
 from . import conv as _conv_module
 from . import pool as _pool_module
 from ._args import as_batched as _as_batched_ndarray
-from ._args import as_float_array, check_mode, output_size, padding4, result_dtype
+from ._args import as_float_array, check_mode, is_int, output_size, padding4, result_dtype
 from ._threads import threads as _threads
 from ._typing import PadMode
 from .conv import conv2d as _conv2d
@@ -91,9 +92,9 @@ def _as_dask(x: Any, name: str = "x") -> Any:
 def _check_threads(threads: int | None) -> int:
     if threads is None:
         return 1
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+    if not is_int(threads) or operator.index(threads) < 1:
         raise ValueError(f"threads must be None or an int >= 1, got {threads!r}")
-    return int(threads)
+    return operator.index(threads)
 
 
 def _bounds(chunks: Sequence[int]) -> np.ndarray:
@@ -749,8 +750,7 @@ def predict(model: Callable[[np.ndarray], Any], x: ArrayLike, batch_size: int | 
         raise ValueError(f"predict: x is chunked along axes {split}; only the batch axis may "
                          f"be: x.rechunk({{{whole}}})")
     if batch_size is not None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or batch_size < 1:
+        if not is_int(batch_size) or operator.index(batch_size) < 1:
             raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
         batch_size = int(batch_size)
         if any(size % batch_size for size in array.chunks[0][:-1]):

@@ -28,7 +28,6 @@ import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from numbers import Integral, Real
 from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
@@ -56,8 +55,6 @@ __all__ = [
 ]
 
 _PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_PADDING_MODES: dict[str, ConvPaddingMode] = {"zeros": "zeros", "reflect": "reflect", "replicate": "replicate",
-                  "circular": "circular"}
 _REDUCTIONS = {"mean": "mean", "sum": "sum"}
 _ModuleT = TypeVar("_ModuleT", bound="Module")
 _T = TypeVar("_T")
@@ -67,12 +64,7 @@ _T = TypeVar("_T")
 
 def _int_at_least(value: Any, name: str, minimum: int = 1) -> int:
     """An int >= ``minimum`` (bool refused), or TypeError / ValueError naming the argument."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return _args.as_int(value, name, minimum)
 
 
 def _param_dtype(dtype: Any) -> np.dtype[Any]:
@@ -85,19 +77,27 @@ def _param_dtype(dtype: Any) -> np.dtype[Any]:
     return dtype
 
 
+def _check_bias_flag(bias: object) -> None:
+    """A layer's ``bias=`` is True or False (a bool, not any truthy value)."""
+    if not isinstance(bias, (bool, np.bool_)):
+        raise TypeError(f"bias must be True or False, got {bias!r}")
+
+
 def _make_rng(seed):
     """A Generator from ``seed`` (None, an int, a SeedSequence, or a Generator used as is)."""
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(
-            seed, (Integral, np.random.SeedSequence))):
+    if seed is not None and not (_args.is_int(seed)
+                                 or isinstance(seed, np.random.SeedSequence)):
         raise TypeError(f"seed must be None, an int or a numpy.random.Generator, got {seed!r}")
     return np.random.default_rng(seed)
 
 
-def _pool_padding(padding: Any) -> tuple[int, int] | tuple[tuple[int, int], tuple[int, int]]:
-    """Normalised pooling padding, shown as PyTorch shows it (an int pair when symmetric)."""
-    top, bottom, left, right = _args.padding4(padding)
+def _pool_padding(padding: tuple[int, int, int, int]
+                  ) -> tuple[int, int] | tuple[tuple[int, int], tuple[int, int]]:
+    """A normalised (top, bottom, left, right) padding shown as PyTorch shows it (an int pair
+    when symmetric)."""
+    top, bottom, left, right = padding
     if top == bottom and left == right:
         return (top, left)
     return ((top, bottom), (left, right))
@@ -576,28 +576,19 @@ class Conv2d(Module):
                  groups: int = 1, bias: bool = True, padding_mode: ConvPaddingMode = "zeros",
                  dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         super().__init__()
+        in_channels = None if in_channels is None else _int_at_least(in_channels, "in_channels")
         self.out_channels = _int_at_least(out_channels, "out_channels")
-        self.groups = _int_at_least(groups, "groups")
-        if self.out_channels % self.groups:
-            raise ValueError(
-                f"out_channels must be divisible by groups, got out_channels={out_channels}, "
-                f"groups={groups}"
-            )
-        self.in_channels = None
-        if in_channels is not None:
-            self.in_channels = self._check_in_channels(_int_at_least(in_channels, "in_channels"))
+        self.groups = _args.check_groups(groups, in_channels, self.out_channels)
+        self.in_channels = in_channels
         self.kernel_size = _args.pair(kernel_size, "kernel_size")
         self.stride = _args.pair(stride, "stride")
         self.dilation = _args.pair(dilation, "dilation")
-        if isinstance(padding, str):
-            self.padding = _args.check_mode(padding, {"same": "same", "valid": "valid"},  # type: ignore[assignment]
-                                            "padding")
-        else:
-            self.padding = _pool_padding(padding)
-        self.padding_mode = _args.check_mode(padding_mode, _PADDING_MODES, "padding_mode")
+        pads = _args.conv_padding(padding)
+        self.padding = pads if isinstance(pads, str) else _pool_padding(pads)
+        self.padding_mode = _args.check_mode(padding_mode, _args.CONV_PADDING_MODES,
+                                             "padding_mode")
         self.dtype = _param_dtype(dtype)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be True or False, got {bias!r}")
+        _check_bias_flag(bias)
         self._rng = _make_rng(seed)
         self._input = None
         self.weight = Parameter(None)
@@ -606,13 +597,8 @@ class Conv2d(Module):
             self._initialize()
 
     def _check_in_channels(self, in_channels: int) -> int:
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-        if in_channels % self.groups:
-            raise ValueError(
-                f"in_channels must be divisible by groups, got in_channels={in_channels}, "
-                f"groups={self.groups}"
-            )
+        _int_at_least(in_channels, "in_channels")
+        _args.check_groups(self.groups, in_channels=in_channels)
         return in_channels
 
     def _initialize(self):
@@ -769,8 +755,7 @@ class Linear(Module):
                                                                            "in_features")
         self.out_features = _int_at_least(out_features, "out_features")
         self.dtype = _param_dtype(dtype)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be True or False, got {bias!r}")
+        _check_bias_flag(bias)
         self._rng = _make_rng(seed)
         self._input = None
         self.weight = Parameter(None)
@@ -885,10 +870,9 @@ class MaxPool2d(Module):
                  dilation: IntPair = 1, ceil_mode: bool = False,
                  return_indices: bool = False) -> None:
         super().__init__()
-        self.kernel_size = _args.pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else _args.pair(stride, "stride")
-        self.padding = _pool_padding(padding)
-        self.dilation = _args.pair(dilation, "dilation")
+        self.kernel_size, self.stride, pads, self.dilation = _args.pool_window(
+            kernel_size, stride, padding, dilation)
+        self.padding = _pool_padding(pads)
         self.ceil_mode = bool(ceil_mode)
         self.return_indices = bool(return_indices)
         self._indices = None
@@ -962,13 +946,13 @@ class AvgPool2d(Module):
                  ceil_mode: bool = False, count_include_pad: bool = True,
                  divisor_override: int | None = None) -> None:
         super().__init__()
-        self.kernel_size = _args.pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else _args.pair(stride, "stride")
-        self.padding = _pool_padding(padding)
+        self.kernel_size, self.stride, pads, _ = _args.pool_window(kernel_size, stride, padding)
+        self.padding = _pool_padding(pads)
         self.ceil_mode = bool(ceil_mode)
         self.count_include_pad = bool(count_include_pad)
-        self.divisor_override = None if divisor_override is None else _int_at_least(
-            divisor_override, "divisor_override")
+        # any nonzero int64, negative ones included (as PyTorch); None: the window's size
+        self.divisor_override = None if divisor_override is None else _args.divisor_override(
+            divisor_override)
         self._input_shape = None
 
     def forward(self, x: ArrayLike) -> np.ndarray:
@@ -1007,10 +991,8 @@ class Flatten(Module):
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
-        for name, value in (("start_dim", start_dim), ("end_dim", end_dim)):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-                raise TypeError(f"{name} must be an int, got {value!r}")
-        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+        self.start_dim = _args.as_int(start_dim, "start_dim")
+        self.end_dim = _args.as_int(end_dim, "end_dim")
         self._input_shape = None
 
     def forward(self, x: ArrayLike) -> np.ndarray:
@@ -1128,11 +1110,10 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, seed: Seed = None) -> None:
         super().__init__()
-        if isinstance(p, (bool, np.bool_)) or not isinstance(p, Real):
-            raise TypeError(f"p must be a float, got {p!r}")
+        p = _args.as_real(p, "p")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"dropout probability p must be between 0 and 1, got {p}")
-        self.p = float(p)
+        self.p = p
         self._rng = _make_rng(seed)
         self._mask = None
 
@@ -1409,8 +1390,8 @@ class BatchNorm2d(Module):
                  dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         super().__init__()
         self.num_features = _int_at_least(num_features, "num_features")
-        self.eps = _norm._check_float(eps, "eps", 0.0)
-        self.momentum = None if momentum is None else _norm._check_float(momentum, "momentum")
+        self.eps = _args.as_real(eps, "eps", 0.0)
+        self.momentum = None if momentum is None else _args.as_real(momentum, "momentum")
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         self.dtype = _param_dtype(dtype)
@@ -1562,23 +1543,15 @@ class ConvTranspose2d(Module):
         super().__init__()
         self.in_channels = _int_at_least(in_channels, "in_channels")
         self.out_channels = _int_at_least(out_channels, "out_channels")
-        self.groups = _int_at_least(groups, "groups")
-        if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
-                             f"must be divisible by groups ({groups})")
+        self.groups = _args.check_groups(groups, self.in_channels, self.out_channels)
         self.kernel_size = _args.pair(kernel_size, "kernel_size")
         self.stride = _args.pair(stride, "stride")
         self.padding = _args.pair(padding, "padding", 0)
         self.output_padding = _args.pair(output_padding, "output_padding", 0)
         self.dilation = _args.pair(dilation, "dilation")
-        for axis in range(2):
-            if self.output_padding[axis] >= max(self.stride[axis], self.dilation[axis]):
-                raise ValueError("output_padding must be smaller than either stride or "
-                                 f"dilation, got output_padding={self.output_padding}, "
-                                 f"stride={self.stride}, dilation={self.dilation}")
+        _args.check_output_padding(self.output_padding, self.stride, self.dilation)
         self.dtype = _param_dtype(dtype)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be True or False, got {bias!r}")
+        _check_bias_flag(bias)
         rng = _make_rng(seed)
         fan_in = self.out_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         bound = 1.0 / math.sqrt(fan_in)
@@ -1659,6 +1632,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size: int | Sequence[int | None]) -> None:
         super().__init__()
+        _args.adaptive_output_size(output_size)  # refused here as adaptive_avg_pool2d would
         self.output_size = output_size
         self._input_shape = None
 
@@ -1694,6 +1668,7 @@ class AdaptiveMaxPool2d(Module):
     def __init__(self, output_size: int | Sequence[int | None],
                  return_indices: bool = False) -> None:
         super().__init__()
+        _args.adaptive_output_size(output_size)  # refused here as adaptive_max_pool2d would
         self.output_size = output_size
         self.return_indices = bool(return_indices)
         self._kept = None
@@ -1741,7 +1716,7 @@ class MaxUnpool2d(Module):
         super().__init__()
         self.kernel_size = _args.pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else _args.pair(stride, "stride")
-        self.padding = _args.pair(padding, "padding", 0)
+        self.padding = _args.symmetric_padding(padding, "max_unpool2d")
         self._indices = None
 
     def __call__(self, x: np.ndarray, indices: np.ndarray,
@@ -1793,9 +1768,7 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
-        if isinstance(negative_slope, (bool, np.bool_)) or not isinstance(negative_slope, Real):
-            raise TypeError(f"negative_slope must be a float, got {negative_slope!r}")
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = _args.as_real(negative_slope, "negative_slope")
         self._positive = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:

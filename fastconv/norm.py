@@ -10,21 +10,18 @@ gradients. Both call one kernel of ``fastconv._norm`` (one channel per thread, f
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from numbers import Real
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _norm
-from ._args import as_float_array, result_dtype
-from ._threads import effective_num_threads
+from ._args import as_float_array, as_real, result_dtype
+from ._threads import NORM_ELEMENTS_PER_THREAD, threads_for
 
 __all__ = ["batch_norm", "batch_norm_backward"]
 
 _NEED = ("input", "weight", "bias")
-# Below about this many elements per thread, waking a thread costs more than it saves.
-_ELEMENTS_PER_THREAD = 1 << 14
 
 
 def _specialised(kernel: Any) -> dict[np.dtype[np.floating], Callable[..., None]]:
@@ -38,7 +35,7 @@ _BACKWARD = _specialised(_norm.batch_norm_backward)
 
 
 def _num_threads(channels: int, elements: int) -> int:
-    return effective_num_threads(max(1, min(channels, elements // _ELEMENTS_PER_THREAD)))
+    return threads_for(channels, elements, NORM_ELEMENTS_PER_THREAD)
 
 
 def _as_channels(x: np.ndarray, name: str) -> np.ndarray:
@@ -58,15 +55,6 @@ def _channel_vector(value: ArrayLike | None, channels: int, name: str,
         raise ValueError(f"{name} must have shape ({channels},) (one per channel), got "
                          f"{vector.shape}")
     return vector
-
-
-def _check_float(value: object, name: str, minimum: float | None = None) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a float, got {value!r}")
-    number = float(value)
-    if minimum is not None and not number >= minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {number}")
-    return number
 
 
 def _statistics(value: ArrayLike, channels: int, name: str) -> np.ndarray:
@@ -137,7 +125,7 @@ def batch_norm(x: ArrayLike, running_mean: np.ndarray | None, running_var: np.nd
     batch, channels, length = x3.shape
     weight = _channel_vector(weight, channels, "weight", dtype)
     bias = _channel_vector(bias, channels, "bias", dtype)
-    eps = _check_float(eps, "eps", 0.0)
+    eps = as_real(eps, "eps", 0.0)
     training = bool(training)
     for name, value in (("running_mean", running_mean), ("running_var", running_var)):
         if value is not None and (not isinstance(value, np.ndarray) or value.shape != (channels,)
@@ -149,7 +137,7 @@ def batch_norm(x: ArrayLike, running_mean: np.ndarray | None, running_var: np.nd
         if count <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input "
                              f"size {x.shape}")
-        factor = 0.1 if momentum is None else _check_float(momentum, "momentum")
+        factor = 0.1 if momentum is None else as_real(momentum, "momentum")
         mean = np.empty(channels)
         var = np.empty(channels)
     else:
@@ -258,7 +246,7 @@ def batch_norm_backward_fused(grad_output: ArrayLike, x: ArrayLike, mean: ArrayL
     weight_vector = _channel_vector(weight, channels, "weight", dtype)
     mean = _statistics(mean, channels, "mean")
     var = _statistics(var, channels, "var")
-    eps = _check_float(eps, "eps", 0.0)
+    eps = as_real(eps, "eps", 0.0)
     empty = np.empty((0, 0, 0), dtype)
     relu = output is not None
     output3 = empty

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
+from ._args import as_int, as_real
 from ._typing import HasLR
 from .nn import Module, Parameter
 
@@ -17,12 +17,11 @@ __all__ = ["SGD", "CosineAnnealingLR"]
 
 
 def _non_negative(value: Any, name: str, label: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a float, got {value!r}")
-    # (refuses NaN too; a Real compares with a float, which typeshed's Real does not say)
-    if not value >= 0.0:  # type: ignore[operator]
+    """A float >= 0 (NaN refused), with torch.optim's message ``Invalid {label}: {value}``."""
+    number = as_real(value, name)
+    if not number >= 0.0:
         raise ValueError(f"Invalid {label}: {value}")
-    return float(value)
+    return number
 
 
 def _schedule_of(optimizer: HasLR, count: Any, name: str) -> int:
@@ -31,11 +30,7 @@ def _schedule_of(optimizer: HasLR, count: Any, name: str) -> int:
     if not hasattr(optimizer, "lr"):
         raise TypeError(f"optimizer must have an 'lr' attribute, got "
                         f"{type(optimizer).__name__}")
-    if isinstance(count, (bool, np.bool_)) or not isinstance(count, Integral):
-        raise TypeError(f"{name} must be an int, got {count!r}")
-    if count < 1:
-        raise ValueError(f"{name} must be >= 1, got {count}")
-    return int(count)
+    return as_int(count, name, 1)
 
 
 class SGD:

@@ -9,25 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from numbers import Real
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from . import _args, _pad
-from ._threads import effective_num_threads
+from ._threads import COPY_ELEMENTS_PER_THREAD, threads_for
 from ._typing import ArrayLike, Padding, PadMode
 
 __all__ = ["pad2d", "pad2d_backward"]
 
-# Accepted mode names -> canonical ones ('edge' and 'wrap' are NumPy's names).
-PAD_MODES: dict[str, Literal["constant", "reflect", "replicate", "circular"]] = {
-    "constant": "constant",
-    "reflect": "reflect",
-    "replicate": "replicate",
-    "edge": "replicate",
-    "circular": "circular",
-    "wrap": "circular",
-}
+# Accepted mode names -> canonical ones (the rule lives in _args; kept here under its old name).
+PAD_MODES = _args.PAD_MODES
 
 _MODE_CODES = _pad.MODES
 
@@ -38,15 +31,12 @@ _FORWARD = {np.dtype(np.float32): _pad.pad2d_forward["float"],
 _BACKWARD = {np.dtype(np.float32): _pad.pad2d_backward["float"],
              np.dtype(np.float64): _pad.pad2d_backward["double"]}
 
-# Below about this many elements per thread, starting a thread costs more than it saves.
-_ELEMENTS_PER_THREAD = 1 << 12
-
 _AXES = ("height", "width")
 
 
 def _num_threads(planes: int, elements: int) -> int:
     """Threads for a kernel over ``planes`` (n, c) planes holding ``elements`` in all."""
-    return effective_num_threads(max(1, min(planes, elements // _ELEMENTS_PER_THREAD)))
+    return threads_for(planes, elements, COPY_ELEMENTS_PER_THREAD)
 
 
 def check_pad_limits(in_size: Sequence[int], pads: Sequence[int], mode: str) -> None:

@@ -7,8 +7,6 @@ the results and call one kernel of ``fastconv._pool``; the kernels never see bad
 from __future__ import annotations
 
 import math
-import operator
-from numbers import Integral
 from collections.abc import Sequence
 from typing import Any, Literal, overload
 
@@ -19,26 +17,21 @@ from . import _pool
 from ._args import (
     as_batched,
     as_float_array,
+    as_int_tuple,
     check_size,
-    padding4,
-    pair,
-    pool_output_size,
+    divisor_override as _divisor,
+    output_size,
+    pool_window,
 )
-from ._threads import effective_num_threads
+from ._threads import POOL_TAPS_PER_THREAD, threads_for
 from ._typing import ArrayLike, IntPair, Padding, Shape
 
 __all__ = ["max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"]
 
-_INT64_MAX = 2**63 - 1
-
-# Below about this many window taps per thread, waking a thread costs more than it saves.
-_TAPS_PER_THREAD = 1 << 15
-
-
 def _num_threads(items: int, taps: int) -> int:
     """Threads for a kernel that shares out ``items`` (its (n, c) planes, or the 2x2 path's
     output rows) and visits ``taps`` taps in all."""
-    return effective_num_threads(max(1, min(items, taps // _TAPS_PER_THREAD)))
+    return threads_for(items, taps, POOL_TAPS_PER_THREAD)
 
 
 # The kernel paths, in order: the first that applies to a call runs. 'window2x2' is the
@@ -63,16 +56,6 @@ def _pool_path(kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int
         raise ValueError("_path='window2x2' needs 2x2 windows at stride 2 with no padding, "
                          "dilation or ceil_mode overhang")
     return path
-
-
-def _max_padding(kernel: int, dilation: int) -> int:
-    """PyTorch's limit on pooling padding: at most half the kernel size.
-
-    PyTorch checks ``pad <= ((k - 1) * dilation + 1) // 2`` (half the effective kernel) and,
-    for max pooling, also ``pad <= k // 2``; the second is the stricter one whenever
-    dilation > 1 (kernel 3, dilation 2, padding 2 is refused), so together they are k // 2.
-    """
-    return min(kernel // 2, ((kernel - 1) * dilation + 1) // 2)
 
 
 def _thread_rows(num_threads: int, width: int, dtype: npt.DTypeLike) -> np.ndarray:
@@ -102,13 +85,8 @@ def _geometry(in_size: Sequence[int], kernel_size: Any, stride: Any, padding: An
                                         tuple[int, int, int, int], tuple[int, int],
                                         tuple[int, int]]:
     """Normalised (kernel, stride, padding4, dilation, output size) of a pooling window."""
-    kernel = pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else pair(stride, "stride")
-    pads = padding4(padding, "padding")
-    dilation = pair(dilation, "dilation")
-    out_size = pool_output_size(
-        in_size, kernel, stride, pads, dilation, bool(ceil_mode), _max_padding
-    )
+    kernel, stride, pads, dilation = pool_window(kernel_size, stride, padding, dilation)
+    out_size = output_size(in_size, kernel, stride, pads, dilation, "input", bool(ceil_mode))
     return kernel, stride, pads, dilation, out_size
 
 
@@ -117,30 +95,9 @@ def _batched_view(array: np.ndarray, unbatched: bool) -> np.ndarray:
     return array[np.newaxis] if unbatched else array
 
 
-def _divisor(divisor_override: Any) -> int:
-    """0 for None (the kernels' "no override"), else a nonzero int64."""
-    if divisor_override is None:
-        return 0
-    if isinstance(divisor_override, (bool, np.bool_)) or not isinstance(
-        divisor_override, Integral
-    ):
-        raise TypeError(f"divisor_override must be None or an int, got {divisor_override!r}")
-    value = operator.index(divisor_override)
-    if value == 0:
-        raise ValueError("divisor_override must be nonzero, got 0")
-    if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
-        raise ValueError(f"divisor_override must fit in int64, got {value}")
-    return value
-
-
 def _input_shape(input_shape: Any, grad_output_shape: Sequence[int]) -> tuple[int, ...]:
     """Check ``input_shape`` against ``grad_output``'s (N, C); return it as a 4-D tuple."""
-    try:
-        if any(isinstance(size, (bool, np.bool_)) for size in input_shape):
-            raise TypeError
-        shape = tuple(operator.index(size) for size in input_shape)
-    except TypeError:
-        raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}") from None
+    shape = as_int_tuple(input_shape, "input_shape")
     if len(shape) != len(grad_output_shape):
         raise ValueError(
             f"input_shape {shape} must have as many dimensions as grad_output "

@@ -16,7 +16,14 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._args import as_batched, as_float_array, pair, result_dtype
+from ._args import (
+    as_batched,
+    as_float_array,
+    check_groups,
+    check_output_padding,
+    pair,
+    result_dtype,
+)
 from .conv import conv2d, conv2d_backward
 
 __all__ = ["conv_transpose2d", "conv_transpose2d_backward", "conv_transpose2d_output_size"]
@@ -46,14 +53,9 @@ def conv_transpose2d_output_size(in_size: tuple[int, int], kernel_size: tuple[in
     padding_hw = _int_pair(padding, "padding", 0)
     output_padding_hw = _int_pair(output_padding, "output_padding", 0)
     dilation_hw = _int_pair(dilation, "dilation", 1)
+    check_output_padding(output_padding_hw, stride_hw, dilation_hw)
     sizes = []
     for axis, name in enumerate(("height", "width")):
-        if output_padding_hw[axis] >= max(stride_hw[axis], dilation_hw[axis]):
-            raise ValueError(
-                f"output_padding must be smaller than either stride or dilation (as PyTorch), "
-                f"got output_padding {output_padding_hw[axis]}, stride {stride_hw[axis]}, "
-                f"dilation {dilation_hw[axis]} along {name}"
-            )
         size = ((in_size[axis] - 1) * stride_hw[axis] - 2 * padding_hw[axis]
                 + dilation_hw[axis] * (kernel_size[axis] - 1) + output_padding_hw[axis] + 1)
         if size < 1:
@@ -74,16 +76,11 @@ def _prepare(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None, groups: ob
     if weight.ndim != 4:
         raise ValueError(f"weight must be 4-D (C_in, C_out/groups, kH, kW), got shape "
                          f"{weight.shape}")
-    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)):
-        raise TypeError(f"groups must be an int, got {groups!r}")
-    groups = int(groups)
-    if groups < 1:
-        raise ValueError(f"groups must be >= 1, got {groups}")
+    groups = check_groups(groups)
     if weight.shape[0] != x4.shape[1]:
         raise ValueError(f"weight.shape[0] = {weight.shape[0]} must equal the input channels "
                          f"{x4.shape[1]} (weight is (C_in, C_out/groups, kH, kW))")
-    if x4.shape[1] % groups:
-        raise ValueError(f"groups={groups} must divide the input channels ({x4.shape[1]})")
+    check_groups(groups, in_channels=x4.shape[1])
     out_channels = weight.shape[1] * groups
     if bias is not None:
         bias = as_float_array(bias, "bias", dtype)
