@@ -19,9 +19,14 @@ backward), called exactly as benchmark.py calls them on the same seeded inputs, 
 take turns: a block of BEFORE (after a pause of SETTLE seconds so that the other side's idle
 OpenMP threads stop spinning on the shared cores, one untimed call, then --per-block timed
 calls), then a block of AFTER, the order alternating every round; rounds repeat until
---repeats rounds and --min-seconds have passed. The table gives the median per call of each,
-and after/before (below 1: AFTER is faster). With BEFORE = AFTER the spread of after/before
-around 1 is the tool's noise floor.
+--repeats rounds and --min-seconds have passed. The table gives the median per call of each
+side over all its calls and their ratio after/before (below 1: AFTER is faster), then the
+ratios of each round's two block medians (taken seconds apart at most, so a change in the
+machine's load between rounds cancels out of them): their median and quartiles, marked with
+``*`` where both quartiles lie on one side of 1. The header and the last line give the load
+average: on a shared machine other processes' threads take the cores from the workers' (a
+two-thread parallel region waits for a thread that is not running), the main source of noise.
+With BEFORE = AFTER the spread of after/before around 1 is the tool's noise floor.
 
 --bits: the bench cases and EDGE_CASES of _ab_worker.py (strides, dilations, padding modes,
 groups, depthwise up to 16384 channels, pointwise, the path thresholds, NaN/inf inputs,
@@ -177,10 +182,18 @@ def config_summary(config):
                      if line.strip().startswith(keys))
 
 
+def load_average():
+    """The machine's load (other processes' threads compete with the workers' for the cores)."""
+    try:
+        return "load average %.2f %.2f %.2f" % os.getloadavg()
+    except (AttributeError, OSError):  # pragma: no cover - not on Unix
+        return "load average unknown"
+
+
 def print_header(out, mode, before, after, workers, env, extra):
     print(f"bench_ab {mode}: {datetime.datetime.now().isoformat(timespec='seconds')}, "
-          f"{platform.node()}, python {platform.python_version()}, numpy {np.__version__}",
-          file=out)
+          f"{platform.node()}, python {platform.python_version()}, numpy {np.__version__}, "
+          f"{os.cpu_count()} CPUs, {load_average()}", file=out)
     for label, checkout, worker in (("before", before, workers[0]),
                                     ("after ", after, workers[1])):
         print(f"  {label}: {describe(checkout)}  fastconv {worker.info['version']} "
@@ -229,7 +242,9 @@ def select(names, available, aliases, parser):
 
 # ---------------------------------------------------------------- timing
 def time_case(workers, name, case, dtype, args):
-    """Medians per op: {op: (before seconds, after seconds, rounds)}."""
+    """Per op: the median per call of each side over all its timed calls, and the ratios
+    after/before of each round's two block medians (blocks run back to back, so a change in
+    the machine's load between rounds cancels out of them)."""
     digests = [worker.ask("prepare", (name, name, case, dtype)) for worker in workers]
     if digests[0] != digests[1]:
         raise RuntimeError(f"{name}: the two workers made different inputs")
@@ -238,17 +253,29 @@ def time_case(workers, name, case, dtype, args):
     results = {}
     for op in ops:
         times = ([], [])
+        round_ratios = []
         start = time.perf_counter()
         rounds = 0
         while rounds < args.repeats or (time.perf_counter() - start < args.min_seconds
                                         and rounds < 10 * args.repeats):
             order = (0, 1) if rounds % 2 == 0 else (1, 0)
+            blocks = [None, None]
             for side in order:
                 time.sleep(args.settle)
-                times[side].extend(workers[side].ask("block", (name, op, args.per_block)))
+                blocks[side] = workers[side].ask("block", (name, op, args.per_block))
+                times[side].extend(blocks[side])
+            round_ratios.append(statistics.median(blocks[1]) / statistics.median(blocks[0]))
             rounds += 1
-        results[op] = (statistics.median(times[0]), statistics.median(times[1]), rounds)
+        results[op] = (statistics.median(times[0]), statistics.median(times[1]), round_ratios)
     return results
+
+
+def quartiles(values):
+    """(first quartile, third quartile); for one value, that value twice."""
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
 
 
 def run_timing(args, parser, before, after, out):
@@ -263,19 +290,25 @@ def run_timing(args, parser, before, after, out):
                          f"{args.dtype}, {args.threads} threads, median of {args.per_block} "
                          f"calls x {args.repeats}+ rounds (>= {args.min_seconds} s per op), "
                          f"blocks interleaved after {args.settle} s pauses, order alternating")
-            head = f"{'case':<11}{'op':<21}{'before ms':>11}{'after ms':>11}{'after/before':>14}"
+            head = (f"{'case':<11}{'op':<21}{'before ms':>11}{'after ms':>11}"
+                    f"{'after/before':>14}{'rounds: median':>16}{'quartiles':>14}")
             print(head, file=out)
             print("-" * len(head), file=out, flush=True)
             rows = []
             for name in names:
-                for op, (t_before, t_after, rounds) in time_case(
+                for op, (t_before, t_after, round_ratios) in time_case(
                         workers, name, cases[name], args.dtype, args).items():
+                    q1, q3 = quartiles(round_ratios)
                     row = {"case": name, "op": op, "before_ms": t_before * 1e3,
                            "after_ms": t_after * 1e3, "after_over_before": t_after / t_before,
-                           "rounds": rounds}
+                           "rounds": len(round_ratios), "round_ratios": round_ratios,
+                           "round_ratio_median": statistics.median(round_ratios),
+                           "round_ratio_q1": q1, "round_ratio_q3": q3}
                     rows.append(row)
                     print(f"{name:<11}{op:<21}{row['before_ms']:>11.3f}{row['after_ms']:>11.3f}"
-                          f"{row['after_over_before']:>14.3f}", file=out, flush=True)
+                          f"{row['after_over_before']:>14.3f}{row['round_ratio_median']:>16.3f}"
+                          f"{q1:>8.3f}-{q3:.3f}"
+                          + ("  *" if q1 > 1 or q3 < 1 else ""), file=out, flush=True)
         finally:
             for worker in workers:
                 worker.close()
@@ -284,10 +317,15 @@ def run_timing(args, parser, before, after, out):
     if ratios:
         summary = {"geomean": math.exp(statistics.fmean(math.log(r) for r in ratios)),
                    "min": min(ratios), "max": max(ratios),
-                   "median": statistics.median(ratios)}
+                   "median": statistics.median(ratios),
+                   "outside_quartiles": [f"{row['case']} {row['op']}" for row in rows
+                                         if row["round_ratio_q1"] > 1
+                                         or row["round_ratio_q3"] < 1]}
         print(f"after/before over {len(ratios)} ops: geometric mean {summary['geomean']:.3f}, "
               f"median {summary['median']:.3f}, min {summary['min']:.3f}, "
-              f"max {summary['max']:.3f}", file=out)
+              f"max {summary['max']:.3f}; * = both quartiles of the round ratios on one side "
+              f"of 1: {len(summary['outside_quartiles'])} of {len(ratios)}; at the end: "
+              f"{load_average()}", file=out)
     if args.json:
         report = {"mode": "timing", "before": before, "after": after, "env": env,
                   "workers": [w.info for w in workers], "rows": rows, "summary": summary,

@@ -81,6 +81,10 @@ def test_one_case_timing_of_a_checkout_against_itself(tmp_path):
     for row in rows:
         assert row["before_ms"] > 0 and row["after_ms"] > 0 and row["rounds"] == 1
         assert row["after_over_before"] == pytest.approx(row["after_ms"] / row["before_ms"])
+        # one round of one call per side: the round's ratio is the overall one
+        assert row["round_ratios"] == [pytest.approx(row["after_over_before"])]
+        assert row["round_ratio_q1"] == row["round_ratio_q3"] == row["round_ratios"][0]
+    assert "load average" in result.stdout
     assert report["env"]["OMP_NUM_THREADS"] == "1"
 
 
