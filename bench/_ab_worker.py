@@ -361,8 +361,12 @@ def main():
             elif command == "check":  # (name, case, dtype, threads) -> (digest, results)
                 name, case, dtype, threads = args
                 with fc.threads(threads):
-                    case_inputs = Prepared(fc, name, case, dtype)
-                    reply = (case_inputs.digest(), case_inputs.checked())
+                    try:
+                        case_inputs = Prepared(fc, name, case, dtype)
+                    except Exception as exc:  # the forward call that shapes grad_output
+                        reply = (None, {"setup": ("error", type(exc).__name__, str(exc))})
+                    else:
+                        reply = (case_inputs.digest(), case_inputs.checked())
             else:
                 raise ValueError(f"unknown command {command!r}")
         except Exception:

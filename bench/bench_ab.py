@@ -23,7 +23,8 @@ calls), then a block of AFTER, the order alternating every round; rounds repeat 
 side over all its calls and their ratio after/before (below 1: AFTER is faster), then the
 ratios of each round's two block medians (taken seconds apart at most, so a change in the
 machine's load between rounds cancels out of them): their median and quartiles, marked with
-``*`` where both quartiles lie on one side of 1. The header and the last line give the load
+``*`` where both quartiles lie on one side of 1; and ``min a/b``, the ratio of the two sides'
+fastest calls (the least disturbed by other processes). The header and summary give the load
 average: on a shared machine other processes' threads take the cores from the workers' (a
 two-thread parallel region waits for a thread that is not running), the main source of noise.
 With BEFORE = AFTER the spread of after/before around 1 is the tool's noise floor.
@@ -266,7 +267,7 @@ def time_case(workers, name, case, dtype, args):
                 times[side].extend(blocks[side])
             round_ratios.append(statistics.median(blocks[1]) / statistics.median(blocks[0]))
             rounds += 1
-        results[op] = (statistics.median(times[0]), statistics.median(times[1]), round_ratios)
+        results[op] = (times, round_ratios)
     return results
 
 
@@ -291,23 +292,27 @@ def run_timing(args, parser, before, after, out):
                          f"calls x {args.repeats}+ rounds (>= {args.min_seconds} s per op), "
                          f"blocks interleaved after {args.settle} s pauses, order alternating")
             head = (f"{'case':<11}{'op':<21}{'before ms':>11}{'after ms':>11}"
-                    f"{'after/before':>14}{'rounds: median':>16}{'quartiles':>14}")
+                    f"{'after/before':>14}{'rounds: median':>16}{'quartiles':>14}"
+                    f"{'min a/b':>9}")
             print(head, file=out)
             print("-" * len(head), file=out, flush=True)
             rows = []
             for name in names:
-                for op, (t_before, t_after, round_ratios) in time_case(
+                for op, (times, round_ratios) in time_case(
                         workers, name, cases[name], args.dtype, args).items():
+                    t_before, t_after = (statistics.median(t) for t in times)
                     q1, q3 = quartiles(round_ratios)
                     row = {"case": name, "op": op, "before_ms": t_before * 1e3,
                            "after_ms": t_after * 1e3, "after_over_before": t_after / t_before,
                            "rounds": len(round_ratios), "round_ratios": round_ratios,
                            "round_ratio_median": statistics.median(round_ratios),
-                           "round_ratio_q1": q1, "round_ratio_q3": q3}
+                           "round_ratio_q1": q1, "round_ratio_q3": q3,
+                           "min_after_over_before": min(times[1]) / min(times[0]),
+                           "before_seconds": times[0], "after_seconds": times[1]}
                     rows.append(row)
                     print(f"{name:<11}{op:<21}{row['before_ms']:>11.3f}{row['after_ms']:>11.3f}"
                           f"{row['after_over_before']:>14.3f}{row['round_ratio_median']:>16.3f}"
-                          f"{q1:>8.3f}-{q3:.3f}"
+                          f"{q1:>8.3f}-{q3:.3f}{row['min_after_over_before']:>9.3f}"
                           + ("  *" if q1 > 1 or q3 < 1 else ""), file=out, flush=True)
         finally:
             for worker in workers:
@@ -321,11 +326,17 @@ def run_timing(args, parser, before, after, out):
                    "outside_quartiles": [f"{row['case']} {row['op']}" for row in rows
                                          if row["round_ratio_q1"] > 1
                                          or row["round_ratio_q3"] < 1]}
+        mins = [row["min_after_over_before"] for row in rows]
+        summary["min_ratio"] = {"geomean": math.exp(statistics.fmean(math.log(r) for r in mins)),
+                                "min": min(mins), "max": max(mins)}
         print(f"after/before over {len(ratios)} ops: geometric mean {summary['geomean']:.3f}, "
               f"median {summary['median']:.3f}, min {summary['min']:.3f}, "
               f"max {summary['max']:.3f}; * = both quartiles of the round ratios on one side "
               f"of 1: {len(summary['outside_quartiles'])} of {len(ratios)}; at the end: "
               f"{load_average()}", file=out)
+        print(f"min a/b (fastest call of each side): geometric mean "
+              f"{summary['min_ratio']['geomean']:.3f}, min {summary['min_ratio']['min']:.3f}, "
+              f"max {summary['min_ratio']['max']:.3f}", file=out)
     if args.json:
         report = {"mode": "timing", "before": before, "after": after, "env": env,
                   "workers": [w.info for w in workers], "rows": rows, "summary": summary,

@@ -84,6 +84,8 @@ def test_one_case_timing_of_a_checkout_against_itself(tmp_path):
         # one round of one call per side: the round's ratio is the overall one
         assert row["round_ratios"] == [pytest.approx(row["after_over_before"])]
         assert row["round_ratio_q1"] == row["round_ratio_q3"] == row["round_ratios"][0]
+        assert len(row["before_seconds"]) == len(row["after_seconds"]) == 1
+        assert row["min_after_over_before"] == pytest.approx(row["after_over_before"])
     assert "load average" in result.stdout
     assert report["env"]["OMP_NUM_THREADS"] == "1"
 
