@@ -27,16 +27,22 @@ machine's load between rounds cancels out of them): their median and quartiles, 
 fastest calls (the least disturbed by other processes). The header and summary give the load
 average: on a shared machine other processes' threads take the cores from the workers' (a
 two-thread parallel region waits for a thread that is not running), the main source of noise.
-With BEFORE = AFTER the spread of after/before around 1 is the tool's noise floor.
+With BEFORE = AFTER the spread of after/before around 1 is the tool's noise floor. The workers
+inherit this process's environment: ``OMP_WAIT_POLICY=passive python bench/bench_ab.py ...``
+times both sides with sleeping instead of spinning OpenMP threads (the header lists every
+OMP_*, FASTCONV_* and BLAS setting the two share).
 
 --bits: the bench cases and EDGE_CASES of _ab_worker.py (strides, dilations, padding modes,
 groups, depthwise up to 16384 channels, pointwise, the path thresholds, NaN/inf inputs,
 pooling and padding edge geometries) in float32 and float64, on 1 and 2 threads: every public
 result (conv2d, conv2d_backward's three gradients, with and without ``need``, max pooling with
 and without indices, average pooling, both backwards, pad2d and its backward) must have the
-same shape, dtype and bytes (NaN patterns and signed zeros included) in both; an op that
+same shape, dtype, C-contiguity and bytes (NaN patterns and signed zeros included) in both;
+an op that
 raises must raise the same exception type in both. Each difference is printed with the
-largest absolute difference there; the exit status is 1 if any.
+largest absolute difference there; the exit status is 1 if any. The two workers compute at
+the same time, with OMP_WAIT_POLICY=PASSIVE unless it is set (results do not depend on it; on
+a loaded machine spinning barriers made a tiny two-thread call take 100 ms).
 """
 
 from __future__ import annotations
