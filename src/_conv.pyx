@@ -26,8 +26,6 @@ The wrappers in ``fastconv/conv.py`` validate everything and allocate every buff
 per-thread workspaces, partial sums); these kernels never raise and never allocate.
 """
 
-import os
-
 from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
@@ -35,11 +33,21 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 from _types cimport floating
 
 
+cdef extern from "_cpu.h" nogil:
+    int fc_cpu_isa()
+    const char* fc_cpu_isa_name(int level)
+
+
+# The instruction-set level every kernel family below picks its code from, once, at import
+# (src/_cpu.h: the CPU's, capped by FASTCONV_ISA=generic|avx2|avx512).
+ISA = fc_cpu_isa_name(fc_cpu_isa()).decode("ascii")
+
+
 cdef extern from "_gemm.h" nogil:
     enum:
         FC_SGEMM_NR
         FC_DGEMM_NR
-    void fc_gemm_init(const char* force)
+    void fc_gemm_init()
     int fc_gemm_rows()
     const char* fc_gemm_kernel_name()
     void fc_spack_a(Py_ssize_t m, Py_ssize_t k, const float* a, Py_ssize_t rs, Py_ssize_t cs,
@@ -58,25 +66,16 @@ cdef extern from "_gemm.h" nogil:
                              double* dst)
 
 
-def _init_gemm():
-    """Pick the packed GEMM's micro-kernels for this CPU, once, before any kernel runs.
-
-    FASTCONV_GEMM_KERNEL=avx2 or generic forces a lesser kernel (to test it on a bigger CPU;
-    read at import only).
-    """
-    force = os.environ.get("FASTCONV_GEMM_KERNEL", "").encode("ascii", "replace")
-    fc_gemm_init(force)
-
-
-_init_gemm()
+fc_gemm_init()  # the micro-kernels for ISA, before any kernel runs
 # The packed GEMM's panel sizes (rows of weights, columns of pixels) per dtype, for the wrapper
 # to size its buffers: the rows depend on the micro-kernel picked for this CPU.
 PANELS = {"float": (fc_gemm_rows(), FC_SGEMM_NR), "double": (fc_gemm_rows(), FC_DGEMM_NR)}
 
 
 def packed_gemm_kernel():
-    """The packed GEMM's micro-kernel for this CPU (e.g. 'avx2 6x16'), or None where it has
-    only plain C, which the wrappers leave to BLAS."""
+    """The packed GEMM's micro-kernel in use ('avx512 8x16', 'avx2 6x16' or 'generic 6x16'),
+    or None on a CPU that has only the plain C one, which the wrappers leave to BLAS there
+    (FASTCONV_ISA=generic on a bigger CPU runs it, to test it)."""
     cdef const char* name = fc_gemm_kernel_name()
     return None if name == NULL else name.decode("ascii")
 
@@ -133,7 +132,7 @@ cdef extern from "_stage.h" nogil:
     # many past the end of a run: the buffers it touches carry this much slack
     enum:
         STAGE_CHUNK "FC_STAGE_CHUNK"
-    void fc_stage_init()
+    const char* fc_stage_init()
     void fc_copy_runs(char* dst, Py_ssize_t dst_step, const char* src, Py_ssize_t src_step,
                       Py_ssize_t runs, Py_ssize_t run_bytes)
     void fc_copy_rows(char* dst, Py_ssize_t dst_step, const char* src, Py_ssize_t src_step,
@@ -144,7 +143,9 @@ cdef extern from "_stage.h" nogil:
                       Py_ssize_t src_step, Py_ssize_t runs, Py_ssize_t length)
 
 
-fc_stage_init()
+# the level the staged copies run at (src/_stage.h): the AVX2 moves from avx2, the masked
+# AVX-512 row copy at avx512
+STAGE_COPY = fc_stage_init().decode("ascii")
 
 
 cdef inline Py_ssize_t stage_length(const Geometry* geo) noexcept nogil:
@@ -669,7 +670,7 @@ cdef extern from "_direct.h" nogil:
                           Py_ssize_t pw, float* gx)
 
 
-DIRECT = bool(fc_direct_init())  # after _init_gemm: FASTCONV_GEMM_KERNEL can turn it off
+DIRECT = bool(fc_direct_init())  # at ISA avx512 only (FASTCONV_ISA=avx2 turns them off)
 
 
 def direct_block(tuple geometry):
@@ -1192,13 +1193,14 @@ cdef fc_dw_geometry depthwise_geometry(tuple geometry):
 
 
 def depthwise_versions():
-    """Names of the kernel versions this CPU runs, baseline first, the import's choice last."""
-    cdef int level, current = fc_dw_select(fc_dw_best_level())
+    """Names of the kernel versions ISA allows, baseline first, the import's choice last."""
+    cdef int level, best = fc_dw_best_level()
+    cdef const char* current = fc_dw_name()
     names = []
-    for level in range(current + 1):
+    for level in range(best + 1):
         fc_dw_select(level)
         names.append(fc_dw_name().decode())
-    fc_dw_select(current)
+    fc_dw_select(names.index(current.decode()))  # the version in use stays
     return names
 
 
