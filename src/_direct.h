@@ -345,6 +345,16 @@ fc_dwd_igrad(float *gxs, ptrdiff_t row_step, ptrdiff_t step, ptrdiff_t out_h, pt
         }
     }
 }
+#else
+/* (without x86 targets the direct kernels never run: fc_direct_init() is 0; the wrappers
+ * still link against every name) */
+static void fc_dwd_igrad(float *gxs, ptrdiff_t row_step, ptrdiff_t step, ptrdiff_t out_h,
+                         ptrdiff_t out_w, const ptrdiff_t *off, ptrdiff_t taps, const float *w,
+                         const float *gyt)
+{
+    (void)gxs; (void)row_step; (void)step; (void)out_h; (void)out_w; (void)off; (void)taps;
+    (void)w; (void)gyt;
+}
 #endif
 
 /* The output planes of 16 channels from the stage: y[l*plane + p] for output pixel p, lane l,
