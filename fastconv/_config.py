@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _conv, _openmp, _pool
+from . import _conv, _openmp, _paths, _pool
 from ._threads import blas_info, get_num_threads
 from ._version import __version__
 
@@ -19,7 +19,7 @@ ISA_CHOICES = ("generic", "avx2", "avx512")
 
 
 def _check_isa_setting() -> None:
-    """FASTCONV_ISA caps the instruction set of the kernels that dispatch on it (src/_cpu.h);
+    """FASTCONV_ISA caps the instruction set of every kernel family (src/_cpu.h);
     an unknown value is ignored there, so say so here rather than silently."""
     value = os.environ.get("FASTCONV_ISA")
     if value and value not in ISA_CHOICES:
@@ -46,10 +46,14 @@ def config_info() -> dict[str, Any]:
         "num_threads": get_num_threads(),
         "openmp_default_threads": _openmp.default_num_threads(),
         "blas": blas_info(),
+        "isa": _conv.ISA,
+        "isa_cap": os.environ.get("FASTCONV_ISA") or None,
         "gemm_kernel": _conv.packed_gemm_kernel(),
         "direct_kernels": _conv.DIRECT,
+        "depthwise_kernels": _conv.depthwise_version(),
         "pool_kernels": _pool.ISA,
-        "isa_cap": os.environ.get("FASTCONV_ISA") or None,
+        "stage_copy": _conv.STAGE_COPY,
+        "conv_paths": {op: list(_paths.available(op)) for op in _paths.OPS},
         "compiler": BUILD_INFO.get("compiler", "unknown"),
         "compile_args": BUILD_INFO.get("compile_args", []),
         "link_args": BUILD_INFO.get("link_args", []),
@@ -58,8 +62,8 @@ def config_info() -> dict[str, Any]:
 
 
 def show_config() -> None:
-    """Print the version, OpenMP status, threads, BLAS, GEMM and direct kernels, and compiler
-    flags.
+    """Print the version, OpenMP status, threads, BLAS, the instruction set and the code each
+    kernel family runs at it, and compiler flags.
 
     Examples
     --------
@@ -87,11 +91,18 @@ def show_config() -> None:
         lines.append("  BLAS              : not found")
     kernel = info["gemm_kernel"]
     lines += [
+        f"  instruction set   : {info['isa']}"
+        f"{' (FASTCONV_ISA=' + info['isa_cap'] + ')' if info['isa_cap'] else ''}",
         f"  GEMM micro-kernel : {kernel + ' (convolutions)' if kernel else 'none (BLAS only)'}",
         f"  direct kernels    : "
         f"{'avx512 (float32 convolutions)' if info['direct_kernels'] else 'none'}",
-        f"  pooling kernels   : {info['pool_kernels']}"
-        f"{' (FASTCONV_ISA=' + info['isa_cap'] + ')' if info['isa_cap'] else ''}",
+        f"  depthwise kernels : {info['depthwise_kernels']}",
+        f"  pooling kernels   : {info['pool_kernels']}",
+        f"  staged copies     : {info['stage_copy']}",
+    ]
+    lines += [f"  conv paths ({op.replace('_', ' ')}){' ' * (11 - len(op))}: "
+              f"{', '.join(names)}" for op, names in info["conv_paths"].items()]
+    lines += [
         f"  compiler          : {info['compiler']}",
         f"  compile flags     : {' '.join(info['compile_args']) or '(none)'}",
         f"  link flags        : {' '.join(info['link_args']) or '(none)'}",

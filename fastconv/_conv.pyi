@@ -20,13 +20,19 @@ import numpy as np
 
 _Geometry = Sequence[int]
 
+# the instruction-set level the kernels pick their code from (src/_cpu.h, capped by
+# FASTCONV_ISA): "generic", "avx2" or "avx512"
+ISA: str
 # (MR, NR): rows of weights and columns of pixels per panel of the packed GEMM, per dtype
 PANELS: dict[str, tuple[int, int]]
 
+# "avx512 8x16", "avx2 6x16", "generic 6x16", or None: BLAS only (a CPU without AVX2)
 def packed_gemm_kernel() -> str | None: ...
+# the level of the staged copies (src/_stage.h): "generic", "avx2" or "avx512"
+STAGE_COPY: str
 def stage_size(geometry: _Geometry) -> int: ...
 
-# whether the direct kernels (src/_direct.h: AVX-512, float32) run on this CPU
+# whether the direct kernels (src/_direct.h: AVX-512, float32) run: ISA is avx512
 DIRECT: bool
 
 def direct_block(geometry: _Geometry) -> int: ...  # 32, 16, or 0: not applicable

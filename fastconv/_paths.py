@@ -41,7 +41,7 @@ from ._threads import blas_single_thread, effective_num_threads
 if TYPE_CHECKING:
     from ._plan import ConvPlan
 
-__all__ = ["ConvPath", "FORWARD", "GRAD_INPUT", "GRAD_WEIGHT", "OPS", "names"]
+__all__ = ["ConvPath", "FORWARD", "GRAD_INPUT", "GRAD_WEIGHT", "OPS", "names", "available"]
 
 _F32 = np.dtype(np.float32)
 
@@ -488,6 +488,17 @@ OPS: dict[str, tuple[ConvPath, ...]] = {"forward": FORWARD, "grad_input": GRAD_I
 def names(op: str) -> tuple[str, ...]:
     """The paths of ``op`` ('forward', 'grad_input' or 'grad_weight'), in preference order."""
     return tuple(path.name for path in OPS[op])
+
+
+def available(op: str) -> tuple[str, ...]:
+    """The paths of ``op`` whose kernels this CPU runs at the instruction set in force, in
+    preference order (show_config prints them)."""
+    missing = set()
+    if not _DIRECT:
+        missing |= {"direct", "depthwise-direct", "depthwise-direct-gather"}
+    if not _PACKED_GEMM:
+        missing.add("packed")
+    return tuple(name for name in names(op) if name not in missing)
 
 
 def grad_bias(grad_output: np.ndarray, grad_bias: np.ndarray, out_channels: int) -> None:

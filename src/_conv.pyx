@@ -13,7 +13,7 @@ scatters into such a stage too (col2im_staged, unstage). The tile size and the p
 only on the shapes, never on the thread count, and every output element is produced by the
 same GEMM call whatever thread runs it, so results are bit-identical for any thread count.
 
-On AVX-512 CPUs, float32 convolutions with a multiple of 16 output channels per group take
+At ISA avx512 (src/_cpu.h), float32 convolutions with a multiple of 16 output channels per group take
 the direct kernels of ``_direct.h`` instead (forward_direct, grad_weight_direct): no
 im2col block, the output channels across the vector lanes, each input value broadcast from
 the stage (or, pointwise, from x) in place; and depthwise convolutions with 16k channels
@@ -41,13 +41,21 @@ the plan that fastconv/_plan.py makes; these entry points take no sentinel and d
 nothing: each runs one path.
 """
 
-import os
-
 from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from _types cimport floating
+
+
+cdef extern from "_cpu.h" nogil:
+    int fc_cpu_isa()
+    const char* fc_cpu_isa_name(int level)
+
+
+# The instruction-set level every kernel family below picks its code from, once, at import
+# (src/_cpu.h: the CPU's, capped by FASTCONV_ISA=generic|avx2|avx512).
+ISA = fc_cpu_isa_name(fc_cpu_isa()).decode("ascii")
 
 include "conv/geometry.pxi"
 include "conv/gemm.pxi"

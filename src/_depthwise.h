@@ -2,7 +2,8 @@
  *
  * Each kernel body lives in _depthwise_impl.h, which is compiled several times: for float
  * and double, and for each instruction set: the portable baseline (SSE2 on x86-64) and,
- * on x86-64 with GCC or clang, an AVX2 version selected at run time when the CPU has it.
+ * on x86-64 with GCC or clang, an AVX2 version selected at import when the level of
+ * src/_cpu.h is avx2 or above.
  * The default build stays portable (no -march flags); only these functions use AVX2.
  *
  * No FMA on purpose: a fused multiply-add rounds once where the baseline rounds twice, so
@@ -20,6 +21,8 @@
 
 #include <stddef.h>
 #include <string.h>
+
+#include "_cpu.h"
 
 typedef struct {
     ptrdiff_t in_h, in_w, out_h, out_w;
@@ -54,12 +57,6 @@ typedef double fc_dw_v4d __attribute__((vector_size(32)));
 #define FC_DW_VECTORS 0
 #endif
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define FC_DW_HAVE_AVX2 1
-#else
-#define FC_DW_HAVE_AVX2 0
-#endif
-
 /* ---- the portable versions ---- */
 #define FC_DW_TARGET
 #define FC_DW_WIDEN(v) __builtin_convertvector(v, fc_dw_v4d)
@@ -75,7 +72,7 @@ typedef double fc_dw_v4d __attribute__((vector_size(32)));
 #undef FC_DW_WIDEN
 
 /* ---- AVX2 versions (no FMA: see above) ---- */
-#if FC_DW_HAVE_AVX2
+#if FC_HAVE_X86_TARGETS
 #include <immintrin.h>
 #define FC_DW_TARGET __attribute__((target("avx2")))
 /* GCC 12 splits __builtin_convertvector(v4f -> v4d) into 128-bit halves */
@@ -118,7 +115,7 @@ typedef struct {
 
 static const fc_dw_table fc_dw_tables[] = {
     FC_DW_TABLE(generic),
-#if FC_DW_HAVE_AVX2
+#if FC_HAVE_X86_TARGETS
     FC_DW_TABLE(avx2),
 #endif
 };
@@ -126,19 +123,19 @@ static const fc_dw_table fc_dw_tables[] = {
 
 static const fc_dw_table* fc_dw_current = &fc_dw_tables[0];
 
-/* the best version this CPU runs: an index into fc_dw_tables */
+/* the best version allowed here: an index into fc_dw_tables, from the level of src/_cpu.h
+ * (the AVX2 version at avx2 and avx512) */
 static int fc_dw_best_level(void) {
-#if FC_DW_HAVE_AVX2
-    __builtin_cpu_init();
-    /* libgcc and compiler-rt also check that the OS saves the YMM registers */
-    if (__builtin_cpu_supports("avx2"))
+#if FC_HAVE_X86_TARGETS
+    if (fc_cpu_isa() >= FC_ISA_AVX2)
         return 1;
 #endif
     return 0;
 }
 
-/* Choose a version (clamped to what exists and what the CPU runs); returns the level in use.
- * Called once at import; tests call it again to compare versions, never during a kernel. */
+/* Choose a version (clamped to what exists and what the level allows); returns the index in
+ * use. Called once at import; tests call it again to compare versions, never during a
+ * kernel. */
 static int fc_dw_select(int level) {
     int best = fc_dw_best_level();
     if (level > best)

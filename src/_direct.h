@@ -16,13 +16,14 @@
  *
  * Each output element is the same chain of FMAs from 0 over kk = 0 .. k-1 (then the bias)
  * whoever computes it: results depend on the shapes only. The kernels need AVX-512F (and the
- * AVX2 transposes of src/_gemm.h); fc_direct_init says whether this CPU has them.
+ * AVX2 transposes of src/_gemm.h); fc_direct_init says whether they may run here.
  */
 #ifndef FASTCONV_DIRECT_H
 #define FASTCONV_DIRECT_H
 
 #include <stddef.h>
 
+#include "_cpu.h"
 #include "_gemm.h"
 
 /* Pixels per micro-kernel call: V = 2 (32 channels) keeps 2*MR accumulators, V = 1 keeps MR,
@@ -33,7 +34,7 @@
 typedef void (*fc_direct_kernel_t)(ptrdiff_t, const float *, const ptrdiff_t *, const float *,
                                    float *, ptrdiff_t, const float *);
 
-#if FC_GEMM_X86
+#if FC_HAVE_X86_TARGETS
 #define FC_DIRECT_KERNEL(NAME, MR, V)                                                        \
     __attribute__((target("avx512f"))) static void                                           \
     NAME(ptrdiff_t k, const float *src, const ptrdiff_t *off, const float *w, float *out,    \
@@ -100,7 +101,7 @@ FC_DIRECT_FAMILY(FC_DIRECT_KERNEL, fc_direct_kernel_t, fc_direct_)
  * kept in R x V registers over the whole tile (pix(i) = oy*row_step + ox for pixel i = (oy,
  * ox)), then added to ``out`` once: grad_output's tile, transposed pixel-major (gyt), is read
  * a vector at a time, the input values broadcast from the stage in place. */
-#if FC_GEMM_X86
+#if FC_HAVE_X86_TARGETS
 #define FC_DGRAD_KERNEL(NAME, R, V)                                                          \
     __attribute__((target("avx512f"))) static void                                           \
     NAME(const float *stage, const ptrdiff_t *off, ptrdiff_t out_w, ptrdiff_t row_step,      \
@@ -148,18 +149,11 @@ typedef void (*fc_dgrad_kernel_t)(const float *, const ptrdiff_t *, ptrdiff_t, p
 FC_DIRECT_FAMILY(FC_DGRAD_KERNEL, fc_dgrad_kernel_t, fc_dgrad_)
 #endif
 
-/* Whether the direct kernels run here: AVX-512F and AVX2, and the packed GEMM not forced to
- * a lesser kernel (FASTCONV_GEMM_KERNEL, so that forcing AVX2 tests a pure AVX2 build). Call
- * after fc_gemm_init. */
+/* Whether the direct kernels run here: at the avx512 level of src/_cpu.h (they use AVX-512F
+ * and the AVX2 transposes of src/_gemm.h), so FASTCONV_ISA=avx2 or generic turns them off. */
 static int fc_direct_init(void)
 {
-#if FC_GEMM_X86
-    __builtin_cpu_init();
-    return fc_gemm_name != NULL && strncmp(fc_gemm_name, "avx512", 6) == 0 &&
-           __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2");
-#else
-    return 0;
-#endif
+    return FC_HAVE_X86_TARGETS && fc_cpu_isa() >= FC_ISA_AVX512;
 }
 
 /* Output pixels [p0, p0 + count) of one (sample, group) into tbuf (pixel-major, row stride
@@ -172,7 +166,7 @@ static void fc_direct_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k
                            ptrdiff_t row_step, ptrdiff_t p0, ptrdiff_t count,
                            const float *bias, float *tbuf)
 {
-#if FC_GEMM_X86
+#if FC_HAVE_X86_TARGETS
     const fc_direct_kernel_t *table = v == 2 ? fc_direct_2 : fc_direct_1;
     ptrdiff_t mr_max = v == 2 ? FC_DIRECT_MR2 : FC_DIRECT_MR1;
     ptrdiff_t width = 16 * v, blocks = channels / width;
@@ -204,7 +198,7 @@ static void fc_direct_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k
 static void fc_direct_store(const float *tbuf, ptrdiff_t channels, ptrdiff_t count, float *y,
                             ptrdiff_t plane)
 {
-#if FC_GEMM_X86
+#if FC_HAVE_X86_TARGETS
     fc_stranspose_avx2(tbuf, channels, count, channels, y, plane);
 #else
     (void)tbuf; (void)channels; (void)count; (void)y; (void)plane;
@@ -219,7 +213,7 @@ static void fc_dgrad_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k,
                           ptrdiff_t channels, int v, ptrdiff_t out_w, ptrdiff_t row_step,
                           ptrdiff_t p0, ptrdiff_t count, const float *gyt, float *out)
 {
-#if FC_GEMM_X86
+#if FC_HAVE_X86_TARGETS
     const fc_dgrad_kernel_t *table = v == 2 ? fc_dgrad_2 : fc_dgrad_1;
     ptrdiff_t r_max = v == 2 ? FC_DIRECT_MR2 : FC_DIRECT_MR1;
     ptrdiff_t width = 16 * v, blocks = channels / width;
@@ -242,7 +236,7 @@ static void fc_dgrad_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k,
 static void fc_direct_load(const float *gy, ptrdiff_t plane, ptrdiff_t channels,
                            ptrdiff_t count, float *gyt)
 {
-#if FC_GEMM_X86
+#if FC_HAVE_X86_TARGETS
     fc_stranspose_avx2(gy, plane, channels, count, gyt, channels);
 #else
     (void)gy; (void)plane; (void)channels; (void)count; (void)gyt;
@@ -266,7 +260,7 @@ static void fc_direct_load(const float *gy, ptrdiff_t plane, ptrdiff_t channels,
 typedef void (*fc_dwd_kernel_t)(const float *, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
                                 const float *, const float *, float *);
 
-#if FC_GEMM_X86
+#if FC_HAVE_X86_TARGETS
 /* out[r*16 + l] = sum_t src[off[t] + r*step + l] * w[t*16 + l] (+ bias[l]), r < MR */
 #define FC_DWD_FORWARD(NAME, MR)                                                             \
     __attribute__((target("avx512f"))) static void                                           \
@@ -351,6 +345,16 @@ fc_dwd_igrad(float *gxs, ptrdiff_t row_step, ptrdiff_t step, ptrdiff_t out_h, pt
         }
     }
 }
+#else
+/* (without x86 targets the direct kernels never run: fc_direct_init() is 0; the wrappers
+ * still link against every name) */
+static void fc_dwd_igrad(float *gxs, ptrdiff_t row_step, ptrdiff_t step, ptrdiff_t out_h,
+                         ptrdiff_t out_w, const ptrdiff_t *off, ptrdiff_t taps, const float *w,
+                         const float *gyt)
+{
+    (void)gxs; (void)row_step; (void)step; (void)out_h; (void)out_w; (void)off; (void)taps;
+    (void)w; (void)gyt;
+}
 #endif
 
 /* The output planes of 16 channels from the stage: y[l*plane + p] for output pixel p, lane l,
@@ -361,7 +365,7 @@ static void fc_dwd_forward(const float *xs, ptrdiff_t row_step, ptrdiff_t step,
                            ptrdiff_t taps, const float *w, const float *bias, float *ys,
                            float *y, ptrdiff_t plane)
 {
-#if FC_GEMM_X86
+#if FC_HAVE_X86_TARGETS
     ptrdiff_t oy, runs, r, first, last;
     runs = (out_w + FC_DWD_MR - 1) / FC_DWD_MR;
     for (oy = 0; oy < out_h; oy++)
@@ -384,7 +388,7 @@ static void fc_dwd_wgrad(const float *xs, ptrdiff_t row_step, ptrdiff_t step, pt
                          ptrdiff_t out_w, const ptrdiff_t *off, ptrdiff_t taps,
                          const float *gyt, float *sums)
 {
-#if FC_GEMM_X86
+#if FC_HAVE_X86_TARGETS
     ptrdiff_t blocks = (taps + FC_DWD_TAPS - 1) / FC_DWD_TAPS, b, first, last;
     for (b = 0; b < blocks; b++) {
         first = taps * b / blocks;
@@ -414,7 +418,7 @@ static void fc_dwd_stage_in(const float *x, ptrdiff_t plane, ptrdiff_t in_h, ptr
         const float *src = x + iy * in_w;
         float *dst = xs + ((iy + pad_top) * pw + pad_left) * 16;
         ix = 0;
-#if FC_GEMM_X86
+#if FC_HAVE_X86_TARGETS
         for (; ix + 8 <= w; ix += 8) {
             fc_stranspose8x8_avx2(src + ix, plane, dst + ix * 16, 16);
             fc_stranspose8x8_avx2(src + 8 * plane + ix, plane, dst + ix * 16 + 8, 16);
@@ -444,7 +448,7 @@ static void fc_dwd_stage_out(const float *gxs, ptrdiff_t plane, ptrdiff_t in_h, 
         const float *src = gxs + ((iy + pad_top) * pw + pad_left) * 16;
         ix = 0;
         if (iy < h) {
-#if FC_GEMM_X86
+#if FC_HAVE_X86_TARGETS
             for (; ix + 8 <= w; ix += 8) {
                 fc_stranspose8x8_avx2(src + ix * 16, 16, dst + ix, plane);
                 fc_stranspose8x8_avx2(src + ix * 16 + 8, 16, dst + 8 * plane + ix, plane);

@@ -12,15 +12,17 @@
  * The micro-kernel keeps an MR x NR block of C in registers over a block of K (the B block,
  * at most KC_MAX rows of NR values, stays in L1 while the A panels stream past). K is cut into
  * blocks by its size alone, so every element of C is summed in the same order whoever
- * calls: results depend on the shapes only, never on threads. The SIMD kernels (AVX-512F,
- * else AVX2+FMA) are chosen at run time (fc_gemm_init, once); elsewhere a plain C kernel of
- * the same shape computes the same panels.
+ * calls: results depend on the shapes only, never on threads. The micro-kernel is chosen
+ * once, at import, from the level of src/_cpu.h (fc_gemm_init): AVX-512F at avx512, AVX2+FMA
+ * at avx2, else a plain C kernel of the same shape that computes the same panels.
  */
 #ifndef FASTCONV_GEMM_H
 #define FASTCONV_GEMM_H
 
 #include <stddef.h>
 #include <string.h>
+
+#include "_cpu.h"
 
 /* Rows of A per panel: 6 with AVX2's 16 vector registers (12 accumulators), 8 with AVX-512
  * (8 accumulators of one zmm each; 8 divides the usual channel counts). Set once by
@@ -31,11 +33,8 @@
 /* B's K-block of one panel: KC_MAX rows of 64 bytes, in L1 */
 #define FC_GEMM_KC_MAX 256
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define FC_GEMM_X86 1
+#if FC_HAVE_X86_TARGETS
 #include <immintrin.h>
-#else
-#define FC_GEMM_X86 0
 #endif
 
 typedef void (*fc_skernel_t)(ptrdiff_t, const float *, const float *, ptrdiff_t, float *,
@@ -75,7 +74,7 @@ typedef void (*fc_dkernel_t)(ptrdiff_t, const double *, const double *, ptrdiff_
 FC_GEMM_GENERIC_KERNEL(fc_skernel_generic, float, 6, FC_SGEMM_NR)
 FC_GEMM_GENERIC_KERNEL(fc_dkernel_generic, double, 6, FC_DGEMM_NR)
 
-#if FC_GEMM_X86
+#if FC_HAVE_X86_TARGETS
 /* An MR x (2 vectors) micro-kernel in 256-bit vectors, for one ISA (TARGET) and type; the
  * AVX2+FMA one is 6 x 16 floats (6 x 8 doubles): 12 accumulators, 2 for B and 1 broadcast in
  * its 16 registers. The loops have constant bounds and are unrolled, so the arrays live in
@@ -171,42 +170,43 @@ FC_GEMM_ZMM_KERNEL(fc_dkernel_avx512, 8, double, __m512d, _mm512_setzero_pd, _mm
 static fc_skernel_t fc_skernel = fc_skernel_generic;
 static fc_dkernel_t fc_dkernel = fc_dkernel_generic;
 static int fc_gemm_mr = 6;
-static const char *fc_gemm_name = NULL;
+static const char *fc_gemm_name = "generic 6x16";
 
-/* Pick the kernels for this CPU; called once, at import, before any thread runs them.
- * fc_gemm_name is then "avx512 8x16" or "avx2 6x16", or NULL where there is only the plain C
- * kernel (the caller keeps BLAS then). ``force`` ("avx2" or "generic", else ignored) picks a
- * lesser kernel, to test it on a bigger CPU; forced, the plain C one is named "generic 6x16". */
-static void fc_gemm_init(const char *force)
+/* Pick the micro-kernels for the level of src/_cpu.h; called once, at import, before any
+ * thread runs them. fc_gemm_name is then "avx512 8x16", "avx2 6x16" or "generic 6x16". */
+static void fc_gemm_init(void)
 {
+    int level = fc_cpu_isa();
     fc_skernel = fc_skernel_generic;
     fc_dkernel = fc_dkernel_generic;
     fc_gemm_mr = 6;
-    fc_gemm_name = NULL;
-    if (force && strcmp(force, "generic") == 0) {
-        fc_gemm_name = "generic 6x16";
-        return;
-    }
-#if FC_GEMM_X86
-    __builtin_cpu_init();
-    /* (AVX-512F CPUs have AVX2 too, which the panel transposes below use) */
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
-        __builtin_cpu_supports("fma") && !(force && strcmp(force, "avx2") == 0)) {
+    fc_gemm_name = "generic 6x16";
+#if FC_HAVE_X86_TARGETS
+    if (level >= FC_ISA_AVX512) {
         fc_skernel = fc_skernel_avx512;
         fc_dkernel = fc_dkernel_avx512;
         fc_gemm_mr = 8;
         fc_gemm_name = "avx512 8x16";
-    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    } else if (level >= FC_ISA_AVX2) {
         fc_skernel = fc_skernel_avx2;
         fc_dkernel = fc_dkernel_avx2;
         fc_gemm_name = "avx2 6x16";
     }
+#else
+    (void)level;
 #endif
 }
 
 static int fc_gemm_rows(void) { return fc_gemm_mr; }
 
-static const char *fc_gemm_kernel_name(void) { return fc_gemm_name; }
+/* The micro-kernel in use, or NULL where the CPU itself has only the plain C one: there the
+ * convolutions leave their GEMMs to BLAS (fastconv/conv.py reads the NULL). A FASTCONV_ISA
+ * cap below the CPU's level names the plain C kernel instead, so the capped run tests it on a
+ * bigger CPU. */
+static const char *fc_gemm_kernel_name(void)
+{
+    return fc_cpu_detect() == FC_ISA_GENERIC ? NULL : fc_gemm_name;
+}
 
 /* K blocks: as few as keep each at most KC_MAX, of near-equal size (shape only) */
 static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
@@ -221,7 +221,7 @@ static ptrdiff_t fc_gemm_kc(ptrdiff_t k)
  * per tile): dst[kk*8 + r] = src[r*rs + kk] for r < 8, kk < k, by 8x8 (floats) or 4x4
  * (doubles) transposes in registers. Only the AVX-512 kernel's panels have 8 rows, and its
  * CPUs have AVX2. */
-#if FC_GEMM_X86
+#if FC_HAVE_X86_TARGETS
 /* dst[j*step + r] = src[r*ld + j] for r, j < 8: one 8 x 8 block of floats transposed in
  * registers (the packing of A below and the B panels of the weight gradient use it) */
 __attribute__((target("avx2"))) static inline void
@@ -423,7 +423,7 @@ FC_GEMM_DEFINE(fc_d, double, FC_DGEMM_NR, fc_dkernel, fc_dpack8_avx2)
 static void fc_stranspose_panel(const float *src, ptrdiff_t ld, int rows, ptrdiff_t count,
                                 float *dst)
 {
-#if FC_GEMM_X86
+#if FC_HAVE_X86_TARGETS
     if (rows == FC_SGEMM_NR && fc_skernel != fc_skernel_generic) {
         fc_stranspose_avx2(src, ld, 16, count, dst, 16);
         return;
@@ -435,7 +435,7 @@ static void fc_stranspose_panel(const float *src, ptrdiff_t ld, int rows, ptrdif
 static void fc_dtranspose_panel(const double *src, ptrdiff_t ld, int rows, ptrdiff_t count,
                                 double *dst)
 {
-#if FC_GEMM_X86
+#if FC_HAVE_X86_TARGETS
     if (rows == FC_DGEMM_NR && fc_dkernel != fc_dkernel_generic) {
         fc_dtranspose8_avx2(src, ld, count, dst);
         return;

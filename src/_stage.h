@@ -4,14 +4,16 @@
  * FC_STAGE_CHUNK-byte pieces, the last piece of each run reaching past it. The caller writes
  * the runs in order, so each spill is overwritten by the next run, and gives the last one
  * FC_STAGE_CHUNK bytes of slack on both sides (what it reads and what it writes). Every
- * version copies the same bytes: only the width of the moves differs, chosen at run time
- * (fc_stage_init, once, at import).
+ * version copies the same bytes: only the width of the moves differs, chosen once, at import,
+ * from the level of src/_cpu.h (fc_stage_init).
  */
 #ifndef FASTCONV_STAGE_H
 #define FASTCONV_STAGE_H
 
 #include <stddef.h>
 #include <string.h>
+
+#include "_cpu.h"
 
 #define FC_STAGE_CHUNK 64
 
@@ -32,7 +34,7 @@ static void fc_copy_runs_c(char *dst, ptrdiff_t dst_step, const char *src, ptrdi
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if FC_HAVE_X86_TARGETS
 #include <immintrin.h>
 /* two 32-byte moves per chunk instead of four 16-byte ones */
 __attribute__((target("avx2"))) static void
@@ -76,7 +78,7 @@ typedef void (*fc_sadd_runs_t)(float *, ptrdiff_t, const float *, ptrdiff_t, ptr
 typedef void (*fc_dadd_runs_t)(double *, ptrdiff_t, const double *, ptrdiff_t, ptrdiff_t,
                                ptrdiff_t);
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if FC_HAVE_X86_TARGETS
 /* 8 floats (4 doubles) at a time, the rest one by one */
 #define FC_ADD_RUNS_AVX2(NAME, T, LANES, LOADU, STOREU, ADD)                                 \
     __attribute__((target("avx2"))) static void                                              \
@@ -113,7 +115,7 @@ static void fc_copy_rows_c(char *dst, ptrdiff_t dst_step, const char *src, ptrdi
         memcpy(dst + r * dst_step, src + r * src_step, (size_t)bytes);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if FC_HAVE_X86_TARGETS
 __attribute__((target("avx512f,avx512bw"))) static void
 fc_copy_rows_avx512(char *dst, ptrdiff_t dst_step, const char *src, ptrdiff_t src_step,
                     ptrdiff_t runs, ptrdiff_t bytes)
@@ -137,22 +139,27 @@ static fc_copy_runs_t fc_copy_runs = fc_copy_runs_c;
 static fc_sadd_runs_t fc_sadd_runs = fc_sadd_runs_c;
 static fc_dadd_runs_t fc_dadd_runs = fc_dadd_runs_c;
 
-static void fc_stage_init(void)
+/* Pick the versions for the level of src/_cpu.h (the AVX2 moves and sums from avx2, the
+ * masked AVX-512 row copy at avx512); returns the name of the highest level used. */
+static const char *fc_stage_init(void)
 {
+    int level = fc_cpu_isa();
     fc_copy_rows = fc_copy_rows_c;
     fc_copy_runs = fc_copy_runs_c;
     fc_sadd_runs = fc_sadd_runs_c;
     fc_dadd_runs = fc_dadd_runs_c;
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2")) {
+#if FC_HAVE_X86_TARGETS
+    if (level >= FC_ISA_AVX2) {
         fc_copy_runs = fc_copy_runs_avx2;
         fc_sadd_runs = fc_sadd_runs_avx2;
         fc_dadd_runs = fc_dadd_runs_avx2;
     }
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
+    if (level >= FC_ISA_AVX512) {
         fc_copy_rows = fc_copy_rows_avx512;
+        return "avx512";
+    }
 #endif
+    return level >= FC_ISA_AVX2 ? "avx2" : "generic";
 }
 
 #endif

@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv import _conv
-from fastconv import _paths
+from fastconv import _conv, _paths, _pool
 from fastconv import conv as conv_module
 from fastconv._plan import use_paths
 from helpers import assert_close, assert_grad_close, non_contiguous
@@ -711,36 +710,188 @@ def lane_geometry(draw, depthwise=False):
 def test_random_geometry_direct_kernels(geometry, seed):
     assert_case_matches_reference(np.random.default_rng(seed), geometry, np.float32)
 
-def test_gemm_kernel_is_the_one_asked_for():
-    asked = os.environ.get("FASTCONV_GEMM_KERNEL")
-    kernel = _conv.packed_gemm_kernel()
-    if asked and kernel is not None:
-        assert kernel.startswith(asked)
-    mr, _ = _conv.PANELS["float"]
-    assert mr == (8 if kernel and kernel.startswith("avx512") else 6)
+ISA_LEVELS = ("generic", "avx2", "avx512")
 
 
-@pytest.mark.skipif(os.environ.get("FASTCONV_GEMM_KERNEL") is not None,
-                    reason="already running under a forced kernel")
-@pytest.mark.parametrize("kernel", ["avx2", "generic"])
-def test_lesser_micro_kernels(kernel, tmp_path):
-    """The micro-kernels this CPU would not pick, forced at import in a child pytest.
+def family_reports(isa):
+    """What each kernel family reports at the level ``isa`` (src/_cpu.h), on a CPU with SIMD
+    kernels: the GEMM micro-kernel, the GEMM panel rows, the direct kernels, the depthwise
+    versions, the pooling build and the staged copies."""
+    return {"gemm": {"generic": "generic 6x16", "avx2": "avx2 6x16",
+                     "avx512": "avx512 8x16"}[isa],
+            "mr": 8 if isa == "avx512" else 6,
+            "direct": isa == "avx512",
+            "depthwise": ["generic"] + (["avx2"] if isa != "generic" else []),
+            "pool": "generic" if isa == "generic" else "avx2",
+            "stage": isa}
 
-    The child imports the fastconv this process imported: PYTHONPATH names its parent, and
-    the child runs in an empty directory, since ``python -m`` puts the working directory first
-    on sys.path (in a checkout installed with ``pip install .`` that is an unbuilt copy).
-    """
-    if kernel == "avx2" and _conv.packed_gemm_kernel() != "avx512 8x16":
-        pytest.skip("the avx2 kernel is this CPU's own (or unavailable)")
-    env = dict(os.environ, FASTCONV_GEMM_KERNEL=kernel)
+
+def reports_here():
+    return {"gemm": _conv.packed_gemm_kernel(), "mr": _conv.PANELS["float"][0],
+            "direct": _conv.DIRECT, "depthwise": _conv.depthwise_versions(),
+            "pool": _pool.ISA, "stage": _conv.STAGE_COPY}
+
+
+def test_every_family_runs_at_the_isa_in_force():
+    """One level for every kernel family: FASTCONV_ISA (as CI runs these tests under
+    FASTCONV_ISA=avx2 and =generic) caps each of them."""
+    asked = os.environ.get("FASTCONV_ISA")
+    assert _conv.ISA in ISA_LEVELS
+    assert _pool.ISA == ("generic" if _conv.ISA == "generic" else "avx2")
+    if asked in ISA_LEVELS:
+        assert ISA_LEVELS.index(_conv.ISA) <= ISA_LEVELS.index(asked)
+    if _conv.packed_gemm_kernel() is None:  # a CPU without AVX2: the GEMMs stay with BLAS
+        assert _conv.ISA == "generic" and not _conv.DIRECT
+        return
+    assert reports_here() == family_reports(_conv.ISA)
+    assert _conv.depthwise_version() == _conv.depthwise_versions()[-1]
+
+
+# A child process at one FASTCONV_ISA: what each family reports, and every kernel path that
+# level allows run on the cases of ISA_CASES (saved for the parent to check).
+_ISA_SCRIPT = """
+import json, sys
+import numpy as np
+import fastconv
+from fastconv import _conv, _pool
+inputs = np.load(sys.argv[1])
+cases = json.loads(sys.argv[3])
+out = {}
+for i, (stride, pads, dilation, groups) in enumerate(cases):
+    x, w, b, gy = (inputs[f"{i}_{name}"] for name in ("x", "w", "b", "gy"))
+    kwargs = dict(stride=stride, padding=((pads[0], pads[1]), (pads[2], pads[3])),
+                  dilation=dilation, groups=groups)
+    for path in (None, "direct", "packed", "blas", "depthwise-direct", "depthwise"):
+        try:
+            out[f"{i}_forward_{path}"] = fastconv.conv2d(x, w, b, _path=path, **kwargs)
+        except ValueError:  # this path cannot run this case (here)
+            pass
+    for name, grad in zip(("gx", "gw", "gb"), fastconv.conv2d_backward(gy, x, w, **kwargs)):
+        out[f"{i}_{name}"] = grad
+p = inputs["pool_x"]
+for path in ("window2x2", "planes"):
+    out[f"max_{path}"], out[f"argmax_{path}"] = fastconv.max_pool2d(
+        p, 2, return_indices=True, _path=path)
+    out[f"avg_{path}"] = fastconv.avg_pool2d(p, 2, _path=path)
+out["avg3"] = fastconv.avg_pool2d(p, 3, 2, 1, count_include_pad=False)
+out["avg3_backward"] = fastconv.avg_pool2d_backward(out["avg3"], p.shape, 3, 2, 1,
+                                                    count_include_pad=False)
+np.savez(sys.argv[2], **out)
+print(json.dumps({"isa": _conv.ISA, "gemm": _conv.packed_gemm_kernel(),
+                  "mr": _conv.PANELS["float"][0], "direct": _conv.DIRECT,
+                  "depthwise": _conv.depthwise_versions(), "pool": _pool.ISA,
+                  "stage": _conv.STAGE_COPY, "paths": sorted(out)}))
+"""
+
+# (N, C_in, H, W, C_out, kernel, stride, pads, dilation, groups) and dtype: the direct kernels
+# (float32, 32 output channels, staged), the packed GEMM over two K blocks (float64, k = 288),
+# depthwise on 16 channels (float32: the depthwise direct kernels) and with multiplier 2
+ISA_CASES = [
+    ((2, 3, 9, 11, 32, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1), np.float32),
+    ((2, 32, 9, 11, 13, (3, 3), (1, 2), (1, 0, 1, 1), (1, 1), 1), np.float64),
+    ((2, 16, 10, 9, 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 16), np.float32),
+    ((2, 4, 8, 7, 8, (3, 3), (2, 1), (1, 1, 0, 1), (1, 1), 4), np.float64),
+]
+
+
+def _run_at_isa(isa, inputs, tmp_path, cases):
+    """The child script under FASTCONV_ISA=isa: (its report, its results). The child imports
+    the fastconv this process imported (PYTHONPATH names its parent) from an empty
+    directory, since ``python -c`` puts the working directory first on sys.path (in a checkout
+    installed with ``pip install .`` that is an unbuilt copy)."""
+    import json
+
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([package_parent, env.get("PYTHONPATH", "")])
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         os.path.abspath(__file__), "-k", "packed_path or kernel_is_the_one"],
-        env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert " passed" in result.stdout
+    env = dict(os.environ, FASTCONV_ISA=isa,
+               PYTHONPATH=os.pathsep.join([package_parent, os.environ.get("PYTHONPATH", "")]))
+    target = tmp_path / f"{isa}.npz"
+    run = subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(inputs), str(target),
+                          json.dumps(cases)], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    with np.load(target) as archive:
+        return json.loads(run.stdout.strip().splitlines()[-1]), dict(archive)
+
+
+@pytest.mark.skipif(bool(os.environ.get("FASTCONV_ISA")),
+                    reason="run uncapped: it sets each level itself (CI's capped runs repeat the "
+                           "file under one level)")
+def test_fastconv_isa_caps_every_family_and_results_stay_right(tmp_path):
+    """At each FASTCONV_ISA level up to the CPU's, every family reports that level, the
+    paths it allows run (the direct kernels only at avx512) and agree with the NumPy
+    reference; pooling gives the same bits at every level."""
+    from reference.pool import (avg_pool2d_backward_reference, avg_pool2d_reference,
+                                max_pool2d_reference)
+
+    rng = np.random.default_rng(31)
+    inputs, expected, cases = {}, {}, []
+    for i, (geometry, dtype) in enumerate(ISA_CASES):
+        x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, dtype)
+        y = conv2d_ref(x, weight, bias, **ref_kwargs)
+        gy = rng.standard_normal(y.shape).astype(dtype)
+        inputs.update({f"{i}_x": x, f"{i}_w": weight, f"{i}_b": bias, f"{i}_gy": gy})
+        expected[f"{i}_forward"] = y
+        expected.update(zip((f"{i}_gx", f"{i}_gw", f"{i}_gb"),
+                            conv2d_backward_ref(gy, x, weight, **ref_kwargs)))
+        cases.append([list(geometry[6]), list(geometry[7]), list(geometry[8]), geometry[9]])
+    inputs["pool_x"] = rng.standard_normal((2, 3, 13, 12)).astype(np.float32)
+    np.savez(tmp_path / "inputs.npz", **inputs)
+
+    # the CPU's own level: avx512 caps nothing
+    runs = {"avx512": _run_at_isa("avx512", tmp_path / "inputs.npz", tmp_path, cases)}
+    cpu = runs["avx512"][0]["isa"]
+    for isa in ISA_LEVELS[:ISA_LEVELS.index(cpu)]:
+        runs[isa] = _run_at_isa(isa, tmp_path / "inputs.npz", tmp_path, cases)
+    for isa, (report, results) in runs.items():
+        level = min(isa, cpu, key=ISA_LEVELS.index)
+        assert report["isa"] == level
+        if report["gemm"] is None:  # a CPU without AVX2 (then every run is generic)
+            assert level == "generic" and not report["direct"]
+        else:
+            assert {k: report[k] for k in family_reports(level)} == family_reports(level)
+        ran = set(report["paths"])
+        assert ("0_forward_direct" in ran) == (level == "avx512")
+        assert ("2_forward_depthwise-direct" in ran) == (level == "avx512")
+        assert ("1_forward_packed" in ran) == (report["gemm"] is not None)
+        assert {"0_forward_blas", "2_forward_depthwise", "3_forward_depthwise"} <= ran
+        for key, value in results.items():
+            case, _, kind = key.partition("_")
+            if case.isdigit() and kind.startswith("forward"):
+                assert_close(value, expected[f"{case}_forward"])
+            elif case.isdigit():
+                assert_grad_close(value, expected[key])
+        p = inputs["pool_x"]
+        for path in ("window2x2", "planes"):
+            y, argmax = max_pool2d_reference(p, (2, 2), (2, 2), (0, 0, 0, 0))
+            np.testing.assert_array_equal(results[f"max_{path}"], y)
+            np.testing.assert_array_equal(results[f"argmax_{path}"], argmax)
+            assert_close(results[f"avg_{path}"],
+                         avg_pool2d_reference(p, (2, 2), (2, 2), (0, 0, 0, 0)))
+        assert_close(results["avg3"], avg_pool2d_reference(p, (3, 3), (2, 2), (1, 1, 1, 1),
+                                                           count_include_pad=False))
+        assert_close(results["avg3_backward"], avg_pool2d_backward_reference(
+            results["avg3"], p.shape, (3, 3), (2, 2), (1, 1, 1, 1), count_include_pad=False))
+    baseline = runs["avx512"][1]
+    for isa in runs:  # every build of the pooling kernels gives the same bits
+        for key in ("max_planes", "avg_planes", "avg_window2x2", "avg3", "avg3_backward"):
+            assert runs[isa][1][key].tobytes() == baseline[key].tobytes(), (isa, key)
+
+
+def test_an_unknown_fastconv_isa_warns_and_runs_the_cpus_level(tmp_path):
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    script = ("import fastconv; from fastconv import _conv; "
+              "print(_conv.ISA, _conv.packed_gemm_kernel(), _conv.DIRECT)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_parent,
+                                                       os.environ.get("PYTHONPATH", "")]))
+    env.pop("FASTCONV_ISA", None)
+    plain = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+    unknown = subprocess.run([sys.executable, "-W", "always", "-c", script],
+                             env=dict(env, FASTCONV_ISA="avx9000"), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0 and unknown.returncode == 0, plain.stderr + unknown.stderr
+    assert "FASTCONV_ISA='avx9000' is not one of generic, avx2, avx512" in unknown.stderr
+    assert unknown.stdout == plain.stdout  # as if it were unset
 
 
 # ---------------------------------------------------------------- threads
@@ -1042,3 +1193,16 @@ def test_depthwise_direct_nonfinite_like_the_plane_kernels():
 @settings(max_examples=40, deadline=None)
 def test_random_geometry_depthwise_direct(geometry, seed):
     assert_case_matches_reference(np.random.default_rng(seed), geometry, np.float32)
+
+
+def test_show_config_lists_the_paths_this_cpu_runs(capsys):
+    from fastconv._config import config_info
+
+    paths = config_info()["conv_paths"]
+    assert set(paths) == {"forward", "grad_input", "grad_weight"}
+    for op, names in paths.items():
+        assert names[-1] == "blas" and set(names) <= set(_paths.names(op))
+        assert ("direct" in names or "depthwise-direct" in names) == bool(_conv.DIRECT)
+        assert ("packed" in names) == (_conv.packed_gemm_kernel() is not None)
+    fastconv.show_config()
+    assert "conv paths (forward)    : " + ", ".join(paths["forward"]) in capsys.readouterr().out

@@ -61,13 +61,14 @@ cdef fc_dw_geometry depthwise_geometry(object geometry):
 
 
 def depthwise_versions():
-    """Names of the kernel versions this CPU runs, baseline first, the import's choice last."""
-    cdef int level, current = fc_dw_select(fc_dw_best_level())
+    """Names of the kernel versions ISA allows, baseline first, the import's choice last."""
+    cdef int level, best = fc_dw_best_level()
+    cdef const char* current = fc_dw_name()
     names = []
-    for level in range(current + 1):
+    for level in range(best + 1):
         fc_dw_select(level)
         names.append(fc_dw_name().decode())
-    fc_dw_select(current)
+    fc_dw_select(names.index(current.decode()))  # the version in use stays
     return names
 
 

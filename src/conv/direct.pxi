@@ -29,7 +29,7 @@ cdef extern from "_direct.h" nogil:
                           Py_ssize_t pw, float* gx)
 
 
-DIRECT = bool(fc_direct_init())  # after _init_gemm: FASTCONV_GEMM_KERNEL can turn it off
+DIRECT = bool(fc_direct_init())  # at ISA avx512 only (FASTCONV_ISA=avx2 turns them off)
 
 
 def direct_block(object geometry):

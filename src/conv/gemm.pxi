@@ -2,7 +2,7 @@ cdef extern from "_gemm.h" nogil:
     enum:
         FC_SGEMM_NR
         FC_DGEMM_NR
-    void fc_gemm_init(const char* force)
+    void fc_gemm_init()
     int fc_gemm_rows()
     const char* fc_gemm_kernel_name()
     void fc_spack_a(Py_ssize_t m, Py_ssize_t k, const float* a, Py_ssize_t rs, Py_ssize_t cs,
@@ -21,25 +21,16 @@ cdef extern from "_gemm.h" nogil:
                              double* dst)
 
 
-def _init_gemm():
-    """Pick the packed GEMM's micro-kernels for this CPU, once, before any kernel runs.
-
-    FASTCONV_GEMM_KERNEL=avx2 or generic forces a lesser kernel (to test it on a bigger CPU;
-    read at import only).
-    """
-    force = os.environ.get("FASTCONV_GEMM_KERNEL", "").encode("ascii", "replace")
-    fc_gemm_init(force)
-
-
-_init_gemm()
+fc_gemm_init()  # the micro-kernels for ISA, before any kernel runs
 # The packed GEMM's panel sizes (rows of weights, columns of pixels) per dtype, for the wrapper
 # to size its buffers: the rows depend on the micro-kernel picked for this CPU.
 PANELS = {"float": (fc_gemm_rows(), FC_SGEMM_NR), "double": (fc_gemm_rows(), FC_DGEMM_NR)}
 
 
 def packed_gemm_kernel():
-    """The packed GEMM's micro-kernel for this CPU (e.g. 'avx2 6x16'), or None where it has
-    only plain C, which the wrappers leave to BLAS."""
+    """The packed GEMM's micro-kernel in use ('avx512 8x16', 'avx2 6x16' or 'generic 6x16'),
+    or None on a CPU that has only the plain C one, which the wrappers leave to BLAS there
+    (FASTCONV_ISA=generic on a bigger CPU runs it, to test it)."""
     cdef const char* name = fc_gemm_kernel_name()
     return None if name == NULL else name.decode("ascii")
 

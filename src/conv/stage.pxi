@@ -3,7 +3,7 @@ cdef extern from "_stage.h" nogil:
     # many past the end of a run: the buffers it touches carry this much slack
     enum:
         STAGE_CHUNK "FC_STAGE_CHUNK"
-    void fc_stage_init()
+    const char* fc_stage_init()
     void fc_copy_runs(char* dst, Py_ssize_t dst_step, const char* src, Py_ssize_t src_step,
                       Py_ssize_t runs, Py_ssize_t run_bytes)
     void fc_copy_rows(char* dst, Py_ssize_t dst_step, const char* src, Py_ssize_t src_step,
@@ -14,7 +14,9 @@ cdef extern from "_stage.h" nogil:
                       Py_ssize_t src_step, Py_ssize_t runs, Py_ssize_t length)
 
 
-fc_stage_init()
+# the level the staged copies run at (src/_stage.h): the AVX2 moves from avx2, the masked
+# AVX-512 row copy at avx512
+STAGE_COPY = fc_stage_init().decode("ascii")
 
 
 cdef inline Py_ssize_t stage_length(const Geometry* geo) noexcept nogil:
