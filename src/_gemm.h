@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "_simd.h"
+
 /* Rows of A per panel: 6 with AVX2's 16 vector registers (12 accumulators), 8 with AVX-512
  * (8 accumulators of one zmm each; 8 divides the usual channel counts). Set once by
  * fc_gemm_init; the packing and the micro-kernel always agree on it. */
@@ -72,8 +74,62 @@ typedef void (*fc_dkernel_t)(ptrdiff_t, const double *, const double *, ptrdiff_
             }                                                                                \
     }
 
+#if FC_SIMD
+/* The same sums in portable 16-byte vectors (src/_simd.h): the MR x NR block in passes of
+ * FC_GEMM_CHUNK vectors across, each pass an MR x CHUNK tile of accumulators held in
+ * registers over the whole K block (the A panel, MR values per K step, is read once per pass,
+ * from L1). Two vectors across (12 accumulators) fit x86-64's 16 registers beside the B
+ * vectors and a broadcast; on aarch64 four across (24) would fit its 32 only without the A
+ * values GCC keeps in registers for its lane-indexed FMAs, and spilled, so it takes two as
+ * well. Each element gets the scalar kernel's operations in its order: acc = acc + a * b from
+ * 0 over kk, then c + acc, then + bias. */
+#define FC_GEMM_CHUNK 2
+#define FC_GEMM_VECTOR_KERNEL(NAME, T, VEC, LANES, LOAD, STORE, SET1, MR, NR)                \
+    static void NAME(ptrdiff_t kc, const T *a, const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc,\
+                     int accumulate, const T *bias)                                          \
+    {                                                                                        \
+        int j0, r, v;                                                                        \
+        for (j0 = 0; j0 < NR; j0 += FC_GEMM_CHUNK * LANES) {                                 \
+            VEC acc[MR][FC_GEMM_CHUNK];                                                      \
+            const T *ap = a, *bp = b + j0;                                                   \
+            ptrdiff_t kk;                                                                    \
+            _Pragma("GCC unroll 8") for (r = 0; r < MR; r++)                                 \
+                _Pragma("GCC unroll 4") for (v = 0; v < FC_GEMM_CHUNK; v++)                  \
+                    acc[r][v] = SET1(0);                                                     \
+            for (kk = 0; kk < kc; kk++) {                                                    \
+                VEC bv[FC_GEMM_CHUNK];                                                       \
+                _Pragma("GCC unroll 4") for (v = 0; v < FC_GEMM_CHUNK; v++)                  \
+                    bv[v] = LOAD(bp + v * LANES);                                            \
+                _Pragma("GCC unroll 8") for (r = 0; r < MR; r++) {                           \
+                    VEC av = SET1(ap[r]);                                                    \
+                    _Pragma("GCC unroll 4") for (v = 0; v < FC_GEMM_CHUNK; v++)              \
+                        acc[r][v] = acc[r][v] + av * bv[v];                                  \
+                }                                                                            \
+                ap += MR;                                                                    \
+                bp += ldb;                                                                   \
+            }                                                                                \
+            _Pragma("GCC unroll 8") for (r = 0; r < MR; r++) {                               \
+                T *row = c + r * ldc + j0;                                                   \
+                _Pragma("GCC unroll 4") for (v = 0; v < FC_GEMM_CHUNK; v++) {                \
+                    VEC x = acc[r][v];                                                       \
+                    if (accumulate)                                                          \
+                        x = LOAD(row + v * LANES) + x;                                       \
+                    if (bias)                                                                \
+                        x = x + SET1(bias[r]);                                               \
+                    STORE(row + v * LANES, x);                                               \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+FC_GEMM_VECTOR_KERNEL(fc_skernel_generic, float, fc_v4f, 4, fc_v4f_load, fc_v4f_store,
+                      fc_v4f_set1, 6, FC_SGEMM_NR)
+FC_GEMM_VECTOR_KERNEL(fc_dkernel_generic, double, fc_v2d, 2, fc_v2d_load, fc_v2d_store,
+                      fc_v2d_set1, 6, FC_DGEMM_NR)
+#else
 FC_GEMM_GENERIC_KERNEL(fc_skernel_generic, float, 6, FC_SGEMM_NR)
 FC_GEMM_GENERIC_KERNEL(fc_dkernel_generic, double, 6, FC_DGEMM_NR)
+#endif
 
 #if FC_GEMM_X86
 /* An MR x (2 vectors) micro-kernel in 256-bit vectors, for one ISA (TARGET) and type; the
@@ -174,15 +230,16 @@ static int fc_gemm_mr = 6;
 static const char *fc_gemm_name = NULL;
 
 /* Pick the kernels for this CPU; called once, at import, before any thread runs them.
- * fc_gemm_name is then "avx512 8x16" or "avx2 6x16", or NULL where there is only the plain C
- * kernel (the caller keeps BLAS then). ``force`` ("avx2" or "generic", else ignored) picks a
- * lesser kernel, to test it on a bigger CPU; forced, the plain C one is named "generic 6x16". */
+ * fc_gemm_name is then "avx512 8x16", "avx2 6x16" or "generic 6x16" (the portable vector
+ * kernel), or NULL where there is only the plain C kernel (no vector extensions: the caller
+ * keeps BLAS then). ``force`` ("avx2" or "generic", else ignored) picks a lesser kernel, to
+ * test it on a bigger CPU; forced, the generic one is named even without vectors. */
 static void fc_gemm_init(const char *force)
 {
     fc_skernel = fc_skernel_generic;
     fc_dkernel = fc_dkernel_generic;
     fc_gemm_mr = 6;
-    fc_gemm_name = NULL;
+    fc_gemm_name = FC_SIMD ? "generic 6x16" : NULL;
     if (force && strcmp(force, "generic") == 0) {
         fc_gemm_name = "generic 6x16";
         return;
