@@ -373,7 +373,56 @@ fc_dtranspose8_avx2(const double *src, ptrdiff_t ld, ptrdiff_t count, double *ds
 #define fc_dpack8_avx2(src, rs, k, dst) ((void)0)
 #endif
 
-#define FC_GEMM_DEFINE(PREFIX, T, NR, KERNEL, PACK8)                                         \
+/* Portable transposes for the panels (src/_simd.h), where the AVX2 ones above are not run:
+ * dst[j*dst_ld + r] = src[r*ld + j] for r < rows, j < count, by B x B blocks in registers
+ * (B = 4 floats, 2 doubles), the edges one element at a time. Moves only: the same bits as
+ * the element-by-element copies. */
+#if FC_SIMD
+#define FC_GEMM_TRANSPOSE_VEC(NAME, T, B, BLOCK)                                             \
+    static void NAME(const T *src, ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t count, T *dst,    \
+                     ptrdiff_t dst_ld)                                                       \
+    {                                                                                        \
+        ptrdiff_t r0 = 0, r, j;                                                              \
+        for (; r0 + B <= rows; r0 += B) {                                                    \
+            for (j = 0; j + B <= count; j += B)                                              \
+                BLOCK(src + r0 * ld + j, ld, dst + j * dst_ld + r0, dst_ld);                 \
+            for (; j < count; j++)                                                           \
+                for (r = r0; r < r0 + B; r++)                                                \
+                    dst[j * dst_ld + r] = src[r * ld + j];                                   \
+        }                                                                                    \
+        for (r = r0; r < rows; r++)                                                          \
+            for (j = 0; j < count; j++)                                                      \
+                dst[j * dst_ld + r] = src[r * ld + j];                                       \
+    }
+FC_GEMM_TRANSPOSE_VEC(fc_stranspose_vec, float, 4, fc_v4f_transpose4x4)
+FC_GEMM_TRANSPOSE_VEC(fc_dtranspose_vec, double, 2, fc_v2d_transpose2x2)
+
+/* A panel of 6 rows with unit column stride (the generic and AVX2 kernels' MR): for floats
+ * rows 0-3 and rows 2-5 as two 4 x 4 blocks (the second rewrites rows 2-3 with the same
+ * values), for doubles three 2 x 2 blocks */
+static void fc_spack6_vec(const float *src, ptrdiff_t rs, ptrdiff_t k, float *dst)
+{
+    ptrdiff_t j;
+    int r;
+    for (j = 0; j + 4 <= k; j += 4) {
+        fc_v4f_transpose4x4(src + j, rs, dst + j * 6, 6);
+        fc_v4f_transpose4x4(src + 2 * rs + j, rs, dst + j * 6 + 2, 6);
+    }
+    for (; j < k; j++)
+        for (r = 0; r < 6; r++)
+            dst[j * 6 + r] = src[r * rs + j];
+}
+#define fc_dpack6_vec(src, rs, k, dst) fc_dtranspose_vec(src, rs, 6, k, dst, 6)
+#define FC_GEMM_VEC_TRANSPOSE 1
+#else
+#define FC_GEMM_VEC_TRANSPOSE 0
+#define fc_stranspose_vec(src, ld, rows, count, dst, dst_ld) ((void)0)
+#define fc_dtranspose_vec(src, ld, rows, count, dst, dst_ld) ((void)0)
+#define fc_spack6_vec(src, rs, k, dst) ((void)0)
+#define fc_dpack6_vec(src, rs, k, dst) ((void)0)
+#endif
+
+#define FC_GEMM_DEFINE(PREFIX, T, NR, KERNEL, PACK8, PACK6, TRANSPOSE)                                         \
     /* packed[panel][kk][r] = A[panel*MR + r][kk] = a[(panel*MR + r)*rs + kk*cs], 0 past   \
      * row m (rs, cs: A's row and column strides, so A may be a transposed view) */         \
     static void PREFIX##pack_a(ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t rs,           \
@@ -385,6 +434,11 @@ fc_dtranspose8_avx2(const double *src, ptrdiff_t ld, ptrdiff_t count, double *ds
             int rows = (int)(m - i0 < MR ? m - i0 : MR);                                     \
             if (FC_GEMM_PACK8 && rows == 8 && MR == 8 && cs == 1) {                          \
                 PACK8(a + i0 * rs, rs, k, packed);                                           \
+                packed += k * MR;                                                            \
+                continue;                                                                    \
+            }                                                                                \
+            if (FC_GEMM_VEC_TRANSPOSE && rows == 6 && MR == 6 && cs == 1) {                  \
+                PACK6(a + i0 * rs, rs, k, packed);                                           \
                 packed += k * MR;                                                            \
                 continue;                                                                    \
             }                                                                                \
@@ -463,20 +517,28 @@ fc_dtranspose8_avx2(const double *src, ptrdiff_t ld, ptrdiff_t count, double *ds
     {                                                                                        \
         ptrdiff_t j;                                                                         \
         int r;                                                                               \
-        for (r = 0; r < rows; r++) {                                                         \
-            const T *row = src + r * ld;                                                     \
-            for (j = 0; j < count; j++)                                                      \
-                dst[j * NR + r] = row[j];                                                    \
+        if (FC_GEMM_VEC_TRANSPOSE) {                                                         \
+            TRANSPOSE(src, ld, rows, count, dst, NR);                                        \
+            r = rows;                                                                        \
+        } else {                                                                             \
+            for (r = 0; r < rows; r++) {                                                     \
+                const T *row = src + r * ld;                                                 \
+                for (j = 0; j < count; j++)                                                  \
+                    dst[j * NR + r] = row[j];                                                \
+            }                                                                                \
         }                                                                                    \
         for (; r < NR; r++)                                                                  \
             for (j = 0; j < count; j++)                                                      \
                 dst[j * NR + r] = 0;                                                         \
     }
 
-FC_GEMM_DEFINE(fc_s, float, FC_SGEMM_NR, fc_skernel, fc_spack8_avx2)
-FC_GEMM_DEFINE(fc_d, double, FC_DGEMM_NR, fc_dkernel, fc_dpack8_avx2)
+FC_GEMM_DEFINE(fc_s, float, FC_SGEMM_NR, fc_skernel, fc_spack8_avx2, fc_spack6_vec,
+               fc_stranspose_vec)
+FC_GEMM_DEFINE(fc_d, double, FC_DGEMM_NR, fc_dkernel, fc_dpack8_avx2, fc_dpack6_vec,
+               fc_dtranspose_vec)
 
-/* fc_?transpose_panel_c, with whole panels transposed in registers where AVX2 is */
+/* fc_?transpose_panel_c (portable vectors), with whole panels transposed by the AVX2 code
+ * where the AVX2 or AVX-512 kernels run */
 static void fc_stranspose_panel(const float *src, ptrdiff_t ld, int rows, ptrdiff_t count,
                                 float *dst)
 {
