@@ -85,6 +85,11 @@ _PACKED_MIN_MACS = {np.dtype(np.float32): 2 ** 21, np.dtype(np.float64): 2 ** 23
 # the weight gradient's: from LeNet's second layer (16 x 150 x 100) up, measured the same way
 # (at 16 x 25 x 144, the first layer of bench's "seed", BLAS still wins)
 _PACKED_MIN_MACS_WEIGHT = {np.dtype(np.float32): 2 ** 17, np.dtype(np.float64): 2 ** 19}
+# the portable kernel (generic: no AVX2) ties BLAS on the forward GEMMs from the same bound,
+# but its weight gradient (16-byte vectors, panels of 6 rows) only from there too: below, an
+# SSE-level OpenBLAS was 10-30% faster on bench's lenet and small layers
+if (_conv.packed_gemm_kernel() or "").startswith("generic"):
+    _PACKED_MIN_MACS_WEIGHT = dict(_PACKED_MIN_MACS)
 # elements in 64 bytes: the slack per workspace row that lets a kernel align the row's start
 _ALIGN = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
 
