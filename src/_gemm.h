@@ -382,15 +382,15 @@ fc_dtranspose8_avx2(const double *src, ptrdiff_t ld, ptrdiff_t count, double *ds
     static void NAME(const T *src, ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t count, T *dst,    \
                      ptrdiff_t dst_ld)                                                       \
     {                                                                                        \
-        ptrdiff_t r0 = 0, r, j;                                                              \
-        for (; r0 + B <= rows; r0 += B) {                                                    \
+        ptrdiff_t whole = rows - rows % B, r0, r, j;                                         \
+        for (r0 = 0; r0 < whole; r0 += B) {                                                  \
             for (j = 0; j + B <= count; j += B)                                              \
                 BLOCK(src + r0 * ld + j, ld, dst + j * dst_ld + r0, dst_ld);                 \
             for (; j < count; j++)                                                           \
                 for (r = r0; r < r0 + B; r++)                                                \
                     dst[j * dst_ld + r] = src[r * ld + j];                                   \
         }                                                                                    \
-        for (r = r0; r < rows; r++)                                                          \
+        for (r = whole; r < rows; r++)                                                       \
             for (j = 0; j < count; j++)                                                      \
                 dst[j * dst_ld + r] = src[r * ld + j];                                       \
     }
