@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "_cpu.h"
+#include "_simd.h"
 
 /* Rows of A per panel: 6 with AVX2's 16 vector registers (12 accumulators), 8 with AVX-512
  * (8 accumulators of one zmm each; 8 divides the usual channel counts). Set once by
@@ -71,8 +72,62 @@ typedef void (*fc_dkernel_t)(ptrdiff_t, const double *, const double *, ptrdiff_
             }                                                                                \
     }
 
+#if FC_SIMD
+/* The same sums in portable 16-byte vectors (src/_simd.h): the MR x NR block in passes of
+ * FC_GEMM_CHUNK vectors across, each pass an MR x CHUNK tile of accumulators held in
+ * registers over the whole K block (the A panel, MR values per K step, is read once per pass,
+ * from L1). Two vectors across (12 accumulators) fit x86-64's 16 registers beside the B
+ * vectors and a broadcast; on aarch64 four across (24) would fit its 32 only without the A
+ * values GCC keeps in registers for its lane-indexed FMAs, and spilled, so it takes two as
+ * well. Each element gets the scalar kernel's operations in its order: acc = acc + a * b from
+ * 0 over kk, then c + acc, then + bias. */
+#define FC_GEMM_CHUNK 2
+#define FC_GEMM_VECTOR_KERNEL(NAME, T, VEC, LANES, LOAD, STORE, SET1, MR, NR)                \
+    static void NAME(ptrdiff_t kc, const T *a, const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc,\
+                     int accumulate, const T *bias)                                          \
+    {                                                                                        \
+        int j0, r, v;                                                                        \
+        for (j0 = 0; j0 < NR; j0 += FC_GEMM_CHUNK * LANES) {                                 \
+            VEC acc[MR][FC_GEMM_CHUNK];                                                      \
+            const T *ap = a, *bp = b + j0;                                                   \
+            ptrdiff_t kk;                                                                    \
+            _Pragma("GCC unroll 8") for (r = 0; r < MR; r++)                                 \
+                _Pragma("GCC unroll 4") for (v = 0; v < FC_GEMM_CHUNK; v++)                  \
+                    acc[r][v] = SET1(0);                                                     \
+            for (kk = 0; kk < kc; kk++) {                                                    \
+                VEC bv[FC_GEMM_CHUNK];                                                       \
+                _Pragma("GCC unroll 4") for (v = 0; v < FC_GEMM_CHUNK; v++)                  \
+                    bv[v] = LOAD(bp + v * LANES);                                            \
+                _Pragma("GCC unroll 8") for (r = 0; r < MR; r++) {                           \
+                    VEC av = SET1(ap[r]);                                                    \
+                    _Pragma("GCC unroll 4") for (v = 0; v < FC_GEMM_CHUNK; v++)              \
+                        acc[r][v] = acc[r][v] + av * bv[v];                                  \
+                }                                                                            \
+                ap += MR;                                                                    \
+                bp += ldb;                                                                   \
+            }                                                                                \
+            _Pragma("GCC unroll 8") for (r = 0; r < MR; r++) {                               \
+                T *row = c + r * ldc + j0;                                                   \
+                _Pragma("GCC unroll 4") for (v = 0; v < FC_GEMM_CHUNK; v++) {                \
+                    VEC x = acc[r][v];                                                       \
+                    if (accumulate)                                                          \
+                        x = LOAD(row + v * LANES) + x;                                       \
+                    if (bias)                                                                \
+                        x = x + SET1(bias[r]);                                               \
+                    STORE(row + v * LANES, x);                                               \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+FC_GEMM_VECTOR_KERNEL(fc_skernel_generic, float, fc_v4f, 4, fc_v4f_load, fc_v4f_store,
+                      fc_v4f_set1, 6, FC_SGEMM_NR)
+FC_GEMM_VECTOR_KERNEL(fc_dkernel_generic, double, fc_v2d, 2, fc_v2d_load, fc_v2d_store,
+                      fc_v2d_set1, 6, FC_DGEMM_NR)
+#else
 FC_GEMM_GENERIC_KERNEL(fc_skernel_generic, float, 6, FC_SGEMM_NR)
 FC_GEMM_GENERIC_KERNEL(fc_dkernel_generic, double, 6, FC_DGEMM_NR)
+#endif
 
 #if FC_HAVE_X86_TARGETS
 /* An MR x (2 vectors) micro-kernel in 256-bit vectors, for one ISA (TARGET) and type; the
@@ -205,7 +260,9 @@ static int fc_gemm_rows(void) { return fc_gemm_mr; }
  * bigger CPU. */
 static const char *fc_gemm_kernel_name(void)
 {
-    return fc_cpu_detect() == FC_ISA_GENERIC ? NULL : fc_gemm_name;
+    /* a CPU with only the plain C kernel (no vector extensions: MSVC) leaves the GEMMs to
+     * BLAS; the portable vector kernel (src/_simd.h) runs wherever the compiler has them */
+    return (FC_SIMD || fc_cpu_detect() != FC_ISA_GENERIC) ? fc_gemm_name : NULL;
 }
 
 /* K blocks: as few as keep each at most KC_MAX, of near-equal size (shape only) */
@@ -316,7 +373,58 @@ fc_dtranspose8_avx2(const double *src, ptrdiff_t ld, ptrdiff_t count, double *ds
 #define fc_dpack8_avx2(src, rs, k, dst) ((void)0)
 #endif
 
-#define FC_GEMM_DEFINE(PREFIX, T, NR, KERNEL, PACK8)                                         \
+/* Portable transposes for the panels (src/_simd.h), where the AVX2 ones above are not run:
+ * dst[j*dst_ld + r] = src[r*ld + j] for r < rows, j < count, by B x B blocks in registers
+ * (B = 4 floats, 2 doubles), the edges one element at a time. Moves only: the same bits as
+ * the element-by-element copies. */
+#if FC_SIMD
+#define FC_GEMM_TRANSPOSE_VEC(NAME, T, B, BLOCK)                                             \
+    static void NAME(const T *src, ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t count, T *dst,    \
+                     ptrdiff_t dst_ld)                                                       \
+    {                                                                                        \
+        ptrdiff_t whole = rows - rows % B, r0, r, j;                                         \
+        for (r0 = 0; r0 < whole; r0 += B) {                                                  \
+            for (j = 0; j + B <= count; j += B)                                              \
+                BLOCK(src + r0 * ld + j, ld, dst + j * dst_ld + r0, dst_ld);                 \
+            for (; j < count; j++)                                                           \
+                for (r = r0; r < r0 + B; r++)                                                \
+                    dst[j * dst_ld + r] = src[r * ld + j];                                   \
+        }                                                                                    \
+        for (r = whole; r < rows; r++)                                                       \
+            for (j = 0; j < count; j++)                                                      \
+                dst[j * dst_ld + r] = src[r * ld + j];                                       \
+    }
+FC_GEMM_TRANSPOSE_VEC(fc_stranspose_vec, float, 4, fc_v4f_transpose4x4)
+FC_GEMM_TRANSPOSE_VEC(fc_dtranspose_vec, double, 2, fc_v2d_transpose2x2)
+
+/* A panel of 6 rows with unit column stride (the generic and AVX2 kernels' MR): for floats
+ * rows 0-3 and rows 2-5 as two 4 x 4 blocks (the second rewrites rows 2-3 with the same
+ * values), for doubles three 2 x 2 blocks */
+static void fc_spack6_vec(const float *src, ptrdiff_t rs, ptrdiff_t k, float *dst)
+{
+    /* (the columns past the last whole block counted from k % 4, as the transposes above:
+     * GCC warns of a bogus iteration count when k is a constant otherwise) */
+    ptrdiff_t whole = k - k % 4, j;
+    int r;
+    for (j = 0; j < whole; j += 4) {
+        fc_v4f_transpose4x4(src + j, rs, dst + j * 6, 6);
+        fc_v4f_transpose4x4(src + 2 * rs + j, rs, dst + j * 6 + 2, 6);
+    }
+    for (j = whole; j < k; j++)
+        for (r = 0; r < 6; r++)
+            dst[j * 6 + r] = src[r * rs + j];
+}
+#define fc_dpack6_vec(src, rs, k, dst) fc_dtranspose_vec(src, rs, 6, k, dst, 6)
+#define FC_GEMM_VEC_TRANSPOSE 1
+#else
+#define FC_GEMM_VEC_TRANSPOSE 0
+#define fc_stranspose_vec(src, ld, rows, count, dst, dst_ld) ((void)0)
+#define fc_dtranspose_vec(src, ld, rows, count, dst, dst_ld) ((void)0)
+#define fc_spack6_vec(src, rs, k, dst) ((void)0)
+#define fc_dpack6_vec(src, rs, k, dst) ((void)0)
+#endif
+
+#define FC_GEMM_DEFINE(PREFIX, T, NR, KERNEL, PACK8, PACK6, TRANSPOSE)                                         \
     /* packed[panel][kk][r] = A[panel*MR + r][kk] = a[(panel*MR + r)*rs + kk*cs], 0 past   \
      * row m (rs, cs: A's row and column strides, so A may be a transposed view) */         \
     static void PREFIX##pack_a(ptrdiff_t m, ptrdiff_t k, const T *a, ptrdiff_t rs,           \
@@ -328,6 +436,11 @@ fc_dtranspose8_avx2(const double *src, ptrdiff_t ld, ptrdiff_t count, double *ds
             int rows = (int)(m - i0 < MR ? m - i0 : MR);                                     \
             if (FC_GEMM_PACK8 && rows == 8 && MR == 8 && cs == 1) {                          \
                 PACK8(a + i0 * rs, rs, k, packed);                                           \
+                packed += k * MR;                                                            \
+                continue;                                                                    \
+            }                                                                                \
+            if (FC_GEMM_VEC_TRANSPOSE && rows == 6 && MR == 6 && cs == 1) {                  \
+                PACK6(a + i0 * rs, rs, k, packed);                                           \
                 packed += k * MR;                                                            \
                 continue;                                                                    \
             }                                                                                \
@@ -406,20 +519,28 @@ fc_dtranspose8_avx2(const double *src, ptrdiff_t ld, ptrdiff_t count, double *ds
     {                                                                                        \
         ptrdiff_t j;                                                                         \
         int r;                                                                               \
-        for (r = 0; r < rows; r++) {                                                         \
-            const T *row = src + r * ld;                                                     \
-            for (j = 0; j < count; j++)                                                      \
-                dst[j * NR + r] = row[j];                                                    \
+        if (FC_GEMM_VEC_TRANSPOSE) {                                                         \
+            TRANSPOSE(src, ld, rows, count, dst, NR);                                        \
+            r = rows;                                                                        \
+        } else {                                                                             \
+            for (r = 0; r < rows; r++) {                                                     \
+                const T *row = src + r * ld;                                                 \
+                for (j = 0; j < count; j++)                                                  \
+                    dst[j * NR + r] = row[j];                                                \
+            }                                                                                \
         }                                                                                    \
         for (; r < NR; r++)                                                                  \
             for (j = 0; j < count; j++)                                                      \
                 dst[j * NR + r] = 0;                                                         \
     }
 
-FC_GEMM_DEFINE(fc_s, float, FC_SGEMM_NR, fc_skernel, fc_spack8_avx2)
-FC_GEMM_DEFINE(fc_d, double, FC_DGEMM_NR, fc_dkernel, fc_dpack8_avx2)
+FC_GEMM_DEFINE(fc_s, float, FC_SGEMM_NR, fc_skernel, fc_spack8_avx2, fc_spack6_vec,
+               fc_stranspose_vec)
+FC_GEMM_DEFINE(fc_d, double, FC_DGEMM_NR, fc_dkernel, fc_dpack8_avx2, fc_dpack6_vec,
+               fc_dtranspose_vec)
 
-/* fc_?transpose_panel_c, with whole panels transposed in registers where AVX2 is */
+/* fc_?transpose_panel_c (portable vectors), with whole panels transposed by the AVX2 code
+ * where the AVX2 or AVX-512 kernels run */
 static void fc_stranspose_panel(const float *src, ptrdiff_t ld, int rows, ptrdiff_t count,
                                 float *dst)
 {
