@@ -41,7 +41,8 @@ from ._threads import blas_single_thread, effective_num_threads
 if TYPE_CHECKING:
     from ._plan import ConvPlan
 
-__all__ = ["ConvPath", "FORWARD", "GRAD_INPUT", "GRAD_WEIGHT", "OPS", "names"]
+__all__ = ["ConvPath", "FORWARD", "GRAD_INPUT", "GRAD_WEIGHT", "OPS", "names", "run_forward",
+           "relu_inplace"]
 
 _F32 = np.dtype(np.float32)
 
@@ -95,6 +96,9 @@ class ConvPath:
 
     name: str = ""
     ops: frozenset[str] = frozenset()
+    # whether ``forward`` takes ``relu=True`` and applies it in its kernels' store; a path
+    # that does not gets the ReLU applied after its kernel (run_forward), bit for bit the same
+    fuses_relu: bool = False
 
     def applies(self, op: str, plan: ConvPlan) -> bool:
         raise NotImplementedError
@@ -111,7 +115,8 @@ class ConvPath:
         return True
 
     def forward(self, plan: ConvPlan, x: np.ndarray, weight: np.ndarray,
-                bias: np.ndarray | None, out: np.ndarray) -> None:
+                bias: np.ndarray | None, out: np.ndarray, *, relu: bool = False) -> None:
+        """out = conv(x) (+ bias), ReLU'd if ``relu`` (paths with ``fuses_relu``)."""
         raise NotImplementedError
 
     def grad_input(self, plan: ConvPlan, grad_output: np.ndarray, weight: np.ndarray,
@@ -174,12 +179,14 @@ class DepthwiseDirect(ConvPath):
                 and plan.out_channels % 16 == 0 and _is_depthwise(plan)
                 and _depthwise_direct_fits(plan.geometry))
 
-    def forward(self, plan, x, weight, bias, out):
+    fuses_relu = True
+
+    def forward(self, plan, x, weight, bias, out, *, relu=False):
         threads = effective_num_threads(plan.batch * plan.out_channels // 16)
         _conv.depthwise_direct_forward(
             x, _depthwise_lanes(weight), bias, out,
             depthwise_direct_workspace(threads, plan.geometry), _taps(weight), plan.geometry,
-            threads)
+            threads, relu)
 
     def grad_input(self, plan, grad_output, weight, grad_input):
         threads = effective_num_threads(plan.batch * plan.in_channels // 16)
@@ -252,10 +259,12 @@ class Depthwise(ConvPath):
         return depthwise_workspaces(threads, plan.geometry,
                                     plan.out_channels // plan.in_channels, plan.dtype)
 
-    def forward(self, plan, x, weight, bias, out):
+    fuses_relu = True
+
+    def forward(self, plan, x, weight, bias, out, *, relu=False):
         threads = effective_num_threads(plan.batch * plan.out_channels)
         self._FORWARD[plan.dtype](x, weight, bias, out, self._workspaces(plan, threads)[0],
-                                  plan.geometry, threads)
+                                  plan.geometry, threads, relu)
 
     def grad_input(self, plan, grad_output, weight, grad_input):
         threads = effective_num_threads(plan.batch * plan.in_channels)
@@ -285,14 +294,16 @@ class Direct(ConvPath):
     def applies(self, op: str, plan: ConvPlan) -> bool:
         return _DIRECT and plan.dtype == _F32 and _conv.direct_block(plan.geometry) > 0
 
-    def forward(self, plan, x, weight, bias, out):
+    fuses_relu = True
+
+    def forward(self, plan, x, weight, bias, out, *, relu=False):
         geometry = plan.geometry
         threads = effective_num_threads(plan.batch * plan.groups * geometry.n_tiles)
         packed = np.empty(plan.groups * geometry.out_channels_g * geometry.k + ALIGN[_F32],
                           dtype=_F32)
         _conv.forward_direct(x, weight, bias, out, direct_workspace(threads, geometry, _F32),
                              packed, np.empty(geometry.k, dtype=np.intp), geometry,
-                             plan.groups, threads)
+                             plan.groups, threads, relu)
 
     def grad_weight(self, plan, grad_output, x, grad_weight):
         geometry = plan.geometry
@@ -396,14 +407,16 @@ class Gemm(ConvPath):
         # accumulate into zeros
         return self._per_item(plan) and plan.geometry.staged
 
-    def forward(self, plan, x, weight, bias, out):
+    fuses_relu = True
+
+    def forward(self, plan, x, weight, bias, out, *, relu=False):
         geometry, dtype = plan.geometry, plan.dtype
         threads = effective_num_threads(plan.batch * plan.groups * geometry.n_tiles)
         workspace = im2col_workspace(threads, geometry, dtype)
         extra = (packed_weight_buffer(geometry, plan.groups, dtype),) if self.packed else ()
         with blas_single_thread():
             self._FORWARD[dtype](x, weight, bias, out, workspace, *extra, geometry, plan.groups,
-                                 threads)
+                                 threads, relu)
 
     def grad_weight(self, plan, grad_output, x, grad_weight):
         geometry, dtype = plan.geometry, plan.dtype
@@ -485,6 +498,31 @@ OPS: dict[str, tuple[ConvPath, ...]] = {"forward": FORWARD, "grad_input": GRAD_I
                                         "grad_weight": GRAD_WEIGHT}
 
 
+def run_forward(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                out: np.ndarray, relu: bool = False) -> None:
+    """The plan's forward path into ``out``, with the ReLU fused into its store where the path
+    fuses it, else applied right after its kernel (the same bits either way)."""
+    path = plan.forward
+    if relu and path.fuses_relu:
+        path.forward(plan, x, weight, bias, out, relu=True)
+        return
+    path.forward(plan, x, weight, bias, out)
+    if relu:
+        relu_inplace(out)
+
+
+def relu_inplace(out: np.ndarray) -> None:
+    """``out = max(out, 0)`` in place, exactly as the fused epilogue (src/_epilogue.h) and
+    numpy.maximum: NaN kept, -0 made +0. ``out`` is C-contiguous float32 or float64."""
+    flat = out.reshape(-1)
+    _RELU[out.dtype](flat, effective_num_threads(max(1, flat.size // RELU_ELEMENTS_PER_THREAD)))
+
+
+# Below this many elements per thread, waking a second thread for the ReLU costs more than
+# it saves (a copy-like pass: COPY_ELEMENTS_PER_THREAD's order)
+RELU_ELEMENTS_PER_THREAD = 1 << 14
+
+
 def names(op: str) -> tuple[str, ...]:
     """The paths of ``op`` ('forward', 'grad_input' or 'grad_weight'), in preference order."""
     return tuple(path.name for path in OPS[op])
@@ -496,3 +534,4 @@ def grad_bias(grad_output: np.ndarray, grad_bias: np.ndarray, out_channels: int)
 
 
 _GRAD_BIAS = _specialised(_conv.grad_bias)
+_RELU = _specialised(_conv.relu_inplace)
