@@ -25,6 +25,7 @@ Two things make a small model's forward pass cheaper, both invisible in its resu
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,8 @@ from ._plan import current_override
 if TYPE_CHECKING:
     from .nn import Module
 
-__all__ = ["fused_groups", "ForwardPlan", "structure_version", "bump_version"]
+__all__ = ["fused_groups", "ForwardPlan", "structure_version", "bump_version", "run_prepared",
+           "prepared"]
 
 _VERSION = [0]
 
@@ -70,6 +72,31 @@ def fused_groups(layers: Sequence[Module]) -> list[tuple[int, int]]:
 
 
 Step = Callable[[np.ndarray], np.ndarray]
+
+# Each Sequential's (key, plan or None), beside the module rather than in it: a copy or a
+# pickle of a model must not carry closures over the original's layers.
+_PREPARED: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], ForwardPlan | None]] = (
+    weakref.WeakKeyDictionary())
+
+
+def run_prepared(owner: Module, layers: Sequence[Module], x: np.ndarray) -> np.ndarray | None:
+    """``owner``'s (a Sequential in evaluation mode) forward pass of ``x`` from its prepared
+    plan, made or remade as needed; None where there is no plan for it (the caller runs the
+    layers)."""
+    key = ForwardPlan.key_of(layers, x)
+    cached = _PREPARED.get(owner)
+    if cached is None or cached[0] != key or (
+            cached[1] is not None and not cached[1].valid(key)):
+        cached = (key, ForwardPlan.make(layers, x))
+        _PREPARED[owner] = cached
+    plan = cached[1]
+    return None if plan is None else plan(x)
+
+
+def prepared(owner: Module) -> ForwardPlan | None:
+    """The plan ``owner``'s last evaluation-mode forward pass made or used, if any (tests)."""
+    cached = _PREPARED.get(owner)
+    return None if cached is None else cached[1]
 
 
 class ForwardPlan:
@@ -125,7 +152,7 @@ class ForwardPlan:
         return cls(key, steps, checks)
 
 
-def _step(group: Sequence[Module], shape: tuple[int, ...], dtype: np.dtype,
+def _step(group: Sequence[Any], shape: tuple[int, ...], dtype: np.dtype,
           checks: list[tuple[Any, Any]]) -> tuple[Step, tuple[int, ...]] | None:
     """One step of a plan (a layer, or a fused Conv2d + ReLU) for inputs of ``shape`` and
     ``dtype``, and the shape it returns; None where it cannot be prepared."""

@@ -493,14 +493,9 @@ class Sequential(Module):
         ``fastconv._fusion``), the layers keeping what their ``backward`` needs as usual."""
         layers = tuple(self._modules.values())
         if not self.training and type(x) is np.ndarray:
-            key = _fusion.ForwardPlan.key_of(layers, x)
-            cached = self.__dict__.get("_forward_plan")
-            if cached is None or cached[0] != key or (
-                    cached[1] is not None and not cached[1].valid(key)):
-                cached = (key, _fusion.ForwardPlan.make(layers, x))
-                object.__setattr__(self, "_forward_plan", cached)
-            if cached[1] is not None:
-                return cached[1](x)
+            output = _fusion.run_prepared(self, layers, x)
+            if output is not None:
+                return output
         for start, stop in _fusion.fused_groups(layers):
             if stop - start == 2:
                 x = layers[start]._forward_relu(x, layers[start + 1])  # type: ignore[attr-defined]

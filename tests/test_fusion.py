@@ -249,7 +249,7 @@ def test_sequential_eval_plan_matches_the_layers(dtype):
             first = model(x)  # (a lazy layer is sized by the layer-by-layer path first)
             kept = first.copy()
             second = model(x)
-            assert model._forward_plan[1] is not None  # the plan ran
+            assert _fusion.prepared(model) is not None  # the plan ran
             assert second is not first and np.array_equal(first, kept)
             expected = _layerwise(reference, x)
             assert np.array_equal(_bits(second), _bits(expected))
@@ -262,13 +262,13 @@ def test_sequential_eval_plan_follows_changes(rng):
     model = models.tutorial_net(seed=0).eval()
     x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
     model(x)
-    plan = model._forward_plan[1]
+    plan = _fusion.prepared(model)
     model(x)
-    assert model._forward_plan[1] is plan  # reused
+    assert _fusion.prepared(model) is plan  # reused
     # weights changed in place: read at each call, the plan kept
     model[0].weight.data *= 2
     assert np.array_equal(model(x), _layerwise(model, x))
-    assert model._forward_plan[1] is plan
+    assert _fusion.prepared(model) is plan
     # a parameter array replaced (another dtype even): a new plan, or the layers' own path
     model[4].weight.data = model[4].weight.data.astype(np.float64)
     assert np.array_equal(model(x), _layerwise(model, x))
@@ -297,6 +297,24 @@ def test_sequential_eval_plan_follows_changes(rng):
         assert np.array_equal(model(other), _layerwise(model, other))
 
 
+def test_copies_and_pickles_of_a_model_carry_no_plan(rng):
+    """A copy of an evaluated model runs its own layers (a plan's steps hold the layers they
+    were made for), and pickles."""
+    import pickle
+
+    model = models.tutorial_net(seed=0).eval()
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    model(x)
+    model(x)
+    twin = copy.deepcopy(model)
+    clone = pickle.loads(pickle.dumps(model))
+    model[0].weight.data *= -1
+    expected = _layerwise(twin, x)
+    assert not np.array_equal(model(x), expected)
+    assert np.array_equal(twin(x), expected) and np.array_equal(clone(x), expected)
+    assert _fusion.prepared(twin) is not _fusion.prepared(model)
+
+
 def test_sequential_with_unknown_layers_falls_back():
     rng = np.random.default_rng(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, seed=0), nn.ReLU(), nn.Sigmoid(),
@@ -304,8 +322,8 @@ def test_sequential_with_unknown_layers_falls_back():
     model.eval()
     x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
     y = model(x)
-    assert model._forward_plan[1] is None
-    assert model[3]._forward_plan[1] is not None  # the inner one has its own
+    assert _fusion.prepared(model) is None
+    assert _fusion.prepared(model[3]) is not None  # the inner one has its own
     h = x
     for layer in (model[0], model[1], model[2], model[3][0], model[3][1], model[4]):
         h = layer(h)
