@@ -62,13 +62,19 @@ def fused_groups(layers: Sequence[Module]) -> list[tuple[int, int]]:
     index, count = 0, len(layers)
     while index < count:
         if (type(layers[index]) is Conv2d and index + 1 < count
-                and type(layers[index + 1]) is ReLU):
+                and type(layers[index + 1]) is ReLU and _own_forward(layers[index])
+                and _own_forward(layers[index + 1])):
             groups.append((index, index + 2))
             index += 2
         else:
             groups.append((index, index + 1))
             index += 1
     return groups
+
+
+def _own_forward(layer: Module) -> bool:
+    """Whether ``layer`` runs its class's forward (no forward set on the instance)."""
+    return "forward" not in layer.__dict__
 
 
 Step = Callable[[np.ndarray], np.ndarray]
@@ -160,6 +166,8 @@ def _step(group: Sequence[Any], shape: tuple[int, ...], dtype: np.dtype,
 
     layer = group[0]
     kind = type(layer)
+    if not _own_forward(layer):
+        return None
     if kind is Conv2d:
         return _conv_step(layer, group[1] if len(group) > 1 else None, shape, dtype, checks)
     if kind is ReLU:

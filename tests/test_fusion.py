@@ -206,6 +206,13 @@ def test_sequential_groups_conv_with_the_relu_after_it():
         pass
 
     assert _fusion.fused_groups([nn.Conv2d(1, 2, 3), MyReLU()]) == [(0, 1), (1, 2)]
+    hooked = nn.ReLU()
+    hooked.forward = lambda x: x  # a forward set on the instance runs as such
+    assert _fusion.fused_groups([nn.Conv2d(1, 2, 3), hooked]) == [(0, 1), (1, 2)]
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, seed=0), hooked).eval()
+    x = np.random.default_rng(0).standard_normal((1, 1, 5, 5)).astype(np.float32)
+    assert np.array_equal(model(x), model[0](x)) and model(x).min() < 0
+    assert _fusion.prepared(model) is None
 
 
 def test_sequential_training_is_unchanged_by_fusion(dtype):
@@ -328,3 +335,50 @@ def test_sequential_with_unknown_layers_falls_back():
     for layer in (model[0], model[1], model[2], model[3][0], model[3][1], model[4]):
         h = layer(h)
     assert np.array_equal(y, h)
+
+
+_CHILD = """
+import sys
+import numpy as np
+import fastconv
+from fastconv import _paths
+from fastconv._plan import use_paths
+rng = np.random.default_rng(5)
+checked = []
+for dtype in (np.float32, np.float64):
+    for shape, wshape, kwargs in [((2, 3, 11, 9), (16, 3, 3, 3), dict(padding=1)),
+                                  ((2, 1, 28, 28), (16, 1, 5, 5), dict(stride=2)),
+                                  ((2, 5, 9, 9), (7, 5, 3, 2), dict(padding=(2, 1))),
+                                  ((2, 16, 9, 9), (16, 1, 3, 3), dict(groups=16))]:
+        x = rng.standard_normal(shape).astype(dtype)
+        x[0, 0, 1, 1] = np.nan
+        w = rng.standard_normal(wshape).astype(dtype)
+        b = rng.standard_normal(wshape[0]).astype(dtype)
+        for name in _paths.names("forward"):
+            with use_paths(forward=name):
+                plain = fastconv.conv2d(x, w, b, **kwargs)
+                fused = fastconv.conv2d(x, w, b, activation="relu", **kwargs)
+            assert np.maximum(plain, 0).tobytes() == fused.tobytes(), (name, shape)
+            checked.append(name)
+print(len(checked))
+"""
+
+
+@pytest.mark.parametrize("env", [{"FASTCONV_GEMM_KERNEL": "avx2"},
+                                 {"FASTCONV_GEMM_KERNEL": "generic"},
+                                 {"FASTCONV_ISA": "avx2"}, {"FASTCONV_ISA": "generic"}],
+                         ids=["gemm-avx2", "gemm-generic", "isa-avx2", "isa-generic"])
+def test_lesser_kernels_fuse_bit_for_bit(env, tmp_path):
+    """Under the micro-kernels and instruction sets this CPU would not pick (forced at import,
+    in a child process), the fused ReLU is still numpy.maximum of the unfused result."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    child_env = dict(os.environ, **env)
+    child_env["PYTHONPATH"] = root + os.pathsep + os.environ.get("PYTHONPATH", "")
+    run = subprocess.run([sys.executable, "-c", _CHILD], env=child_env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert int(run.stdout.strip()) == 2 * 4 * len(_paths.names("forward"))
