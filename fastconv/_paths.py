@@ -61,6 +61,12 @@ _DIRECT = bool(_conv.DIRECT)
 # The packed GEMM wins by 10-35% from a few million multiply-adds per (sample, group) up, and
 # ties or loses below (LeNet-sized layers), where OpenBLAS's small-matrix kernels pack nothing.
 PACKED_MIN_MACS = {np.dtype(np.float32): 2 ** 21, np.dtype(np.float64): 2 ** 23}
+# The forward pass: re-measured (bench/bench_models.py's per-layer profile, 1 thread, this
+# Zen 4 with the AVX-512 8x16 micro-kernel) the packed GEMM won on every small dense shape
+# tried, both dtypes: LeNet's first layer (64, 1, 28, 28) -> 6 5x5 'same' 0.39 vs 0.82 ms
+# float32, 0.60 vs 1.13 float64; at batch 1 0.015 vs 0.024 ms; (64, 16, 14, 14) -> 20 3x3
+# 0.97 vs 2.92; (8, 3, 8, 8) -> 4 3x3 0.020 vs 0.022. So the forward pass takes it from 0.
+PACKED_MIN_MACS_FORWARD = {np.dtype(np.float32): 0, np.dtype(np.float64): 0}
 # The weight gradient's: from LeNet's second layer (16 x 150 x 100) up, measured the same way
 # (at 16 x 25 x 144, the first layer of bench's "seed", BLAS still wins): OpenBLAS has no
 # small-matrix kernel for it and packs both operands on every call.
@@ -469,7 +475,8 @@ class Packed(Gemm):
         return _PACKED_GEMM and not plan.geometry.pointwise
 
     def pays(self, op: str, plan: ConvPlan) -> bool:
-        minimum = (PACKED_MIN_MACS_WEIGHT if op == "grad_weight" else PACKED_MIN_MACS)
+        minimum = {"grad_weight": PACKED_MIN_MACS_WEIGHT,
+                   "forward": PACKED_MIN_MACS_FORWARD}.get(op, PACKED_MIN_MACS)
         return plan.geometry.macs_per_item >= minimum[plan.dtype]
 
 
