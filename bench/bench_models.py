@@ -8,6 +8,7 @@ returns a NumPy array; their outputs are compared once before timing.
 
     python bench/bench_models.py                         # both models, batch 1, 64, 1000
     python bench/bench_models.py --models seed --batches 64 --repeats 11 --threads 2
+    python bench/bench_models.py --layers     # also each layer's own forward, unfused
 
 Timing as in ``fastconv.benchmark``: contenders interleaved in blocks, a pause before each
 block (idle OpenMP/ORT threads spin and would be charged to the next contender), medians.
@@ -69,12 +70,20 @@ def onnx_export(torch, twin, batch):
     return onnx.load_from_string(buffer.getvalue())
 
 
-def contenders(name, batch, threads, torch):
+def contenders(name, batch, threads, torch, layers=False):
     model = models.build(name, seed=0)
     model.eval()
     x = np.random.default_rng(batch).standard_normal((batch, 1, 28, 28)).astype(np.float32)
     expected = model(x)
     result = {"fastconv": lambda: model(x)}
+    if layers:
+        def layerwise():  # what Sequential did before fusion and prepared plans
+            h = x
+            for layer in model:
+                h = layer(h)
+            return h
+
+        result["layers"] = layerwise
     if torch is not None:
         twin = torch_twin(torch, model)
         x_t = torch.from_numpy(x)
@@ -104,6 +113,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-seconds", type=float, default=0.5)
     parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--layers", action="store_true",
+                        help="also time fastconv layer by layer (no fusion, no prepared plan)")
     args = parser.parse_args(argv)
     try:
         import torch
@@ -117,14 +128,15 @@ def main(argv=None):
     print(f"fastconv {fastconv.__version__}, float32, eval forward, {args.threads} threads, "
           f"median over {args.repeats}+ interleaved rounds of 5 calls")
     header = (f"{'model':<8}{'batch':>6}{'fastconv ms':>13}{'torch ms':>10}{'ort ms':>9}"
-              f"{'fc/torch':>10}{'fc/ort':>8}")
+              f"{'fc/torch':>10}{'fc/ort':>8}" + (f"{'layers ms':>11}" if args.layers else ""))
     print(header)
     print("-" * len(header))
     rows = []
     with fastconv.threads(args.threads), threadpool_limits(limits=args.threads):
         for name in args.models:
             for batch in args.batches:
-                medians = _median_times(contenders(name, batch, args.threads, torch),
+                medians = _median_times(contenders(name, batch, args.threads, torch,
+                                                   args.layers),
                                         args.repeats, args.min_seconds)
                 row = {"model": name, "batch": batch, "threads": args.threads,
                        **{f"{who}_ms": seconds * 1e3 for who, seconds in medians.items()}}
@@ -140,7 +152,8 @@ def main(argv=None):
                 print(f"{name:<8}{batch:>6}{cell('fastconv_ms', 13, '.3f')}"
                       f"{cell('torch_ms', 10, '.3f')}{cell('ort_ms', 9, '.3f')}"
                       f"{cell('fastconv_over_torch', 10, '.3f')}"
-                      f"{cell('fastconv_over_ort', 8, '.3f')}", flush=True)
+                      f"{cell('fastconv_over_ort', 8, '.3f')}"
+                      + (cell('layers_ms', 11, '.3f') if args.layers else ""), flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"rows": rows, "machine": platform.platform()}, handle, indent=2)

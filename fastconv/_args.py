@@ -26,6 +26,8 @@ __all__ = [
     "check_groups",
     "check_output_padding",
     "CONV_PADDING_MODES",
+    "ACTIVATIONS",
+    "check_activation",
     "PAD_MODES",
     "conv_padding",
     "max_pool_padding",
@@ -59,6 +61,8 @@ _INT64_MIN, _INT64_MAX = -2**63, 2**63 - 1
 CONV_PADDING_MODES: dict[str, Literal["zeros", "reflect", "replicate", "circular"]] = {
     "zeros": "zeros", "reflect": "reflect", "replicate": "replicate", "circular": "circular",
 }
+# conv2d's fused activation (None: none); nn.Sequential fuses a Conv2d with the ReLU after it.
+ACTIVATIONS: dict[str, Literal["relu"]] = {"relu": "relu"}
 # pad2d mode: torch.nn.functional.pad's names, plus NumPy's 'edge' and 'wrap'.
 PAD_MODES: dict[str, Literal["constant", "reflect", "replicate", "circular"]] = {
     "constant": "constant",
@@ -515,6 +519,11 @@ def check_mode(mode: object, allowed: Mapping[str, _Mode], name: str = "mode") -
     if not isinstance(mode, str) or mode not in allowed:
         raise ValueError(f"{name} must be one of {sorted(allowed)}, got {mode!r}")
     return allowed[mode]
+
+
+def check_activation(activation: object) -> Literal["relu"]:
+    """conv2d's ``activation`` (not None): its canonical name."""
+    return check_mode(activation, ACTIVATIONS, "activation")
 
 
 def check_out(out: object, shape: Sequence[int], dtype: npt.DTypeLike, name: str = "out"

@@ -49,6 +49,7 @@ def forward_direct(
     geometry: _Geometry,
     groups: int,
     num_threads: int,
+    relu: bool = ...,  # the ReLU fused into the store (src/_epilogue.h)
 ) -> None: ...
 def grad_weight_direct(
     grad_output: np.ndarray,  # const float[:, :, :, ::1]  (N, C_out, H_out, W_out)
@@ -70,6 +71,7 @@ def depthwise_direct_forward(
     taps: np.ndarray,  # intp[::1]  (kH*kW,), overwritten
     geometry: _Geometry,
     num_threads: int,
+    relu: bool = ...,  # the ReLU fused into the store (src/_epilogue.h)
 ) -> None: ...
 def depthwise_direct_grad_input(
     grad_output: np.ndarray,  # const float[:, :, :, ::1]  (N, C, H_out, W_out)
@@ -103,6 +105,7 @@ class _ForwardPacked(Protocol):
         geometry: _Geometry,
         groups: int,
         num_threads: int,
+        relu: bool = ...,  # the ReLU fused into the store (src/_epilogue.h)
     ) -> None: ...
     def __getitem__(self, signature: str, /) -> _ForwardPacked: ...  # "float" or "double"
 
@@ -120,6 +123,7 @@ class _ForwardBlas(Protocol):
         geometry: _Geometry,
         groups: int,
         num_threads: int,
+        relu: bool = ...,  # the ReLU fused into the store (src/_epilogue.h)
     ) -> None: ...
     def __getitem__(self, signature: str, /) -> _ForwardBlas: ...  # "float" or "double"
 
@@ -136,6 +140,17 @@ class _GradBias(Protocol):
     def __getitem__(self, signature: str, /) -> _GradBias: ...  # "float" or "double"
 
 grad_bias: _GradBias
+
+@type_check_only
+class _ReluInplace(Protocol):
+    def __call__(
+        self,
+        values: np.ndarray,  # floating[::1]  an output viewed flat, overwritten by max(v, 0)
+        num_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _ReluInplace: ...  # "float" or "double"
+
+relu_inplace: _ReluInplace
 
 @type_check_only
 class _GradWeightPacked(Protocol):
@@ -220,6 +235,7 @@ class _DepthwiseForward(Protocol):
         workspace: np.ndarray,  # floating[:, ::1]  (num_threads, >= depthwise_workspace_sizes[0])
         geometry: _Geometry,
         num_threads: int,
+        relu: bool = ...,  # the ReLU fused into the store (src/_epilogue.h)
     ) -> None: ...
     def __getitem__(self, signature: str, /) -> _DepthwiseForward: ...  # "float" or "double"
 

@@ -41,7 +41,8 @@ from ._threads import blas_single_thread, effective_num_threads
 if TYPE_CHECKING:
     from ._plan import ConvPlan
 
-__all__ = ["ConvPath", "FORWARD", "GRAD_INPUT", "GRAD_WEIGHT", "OPS", "names", "available"]
+__all__ = ["ConvPath", "FORWARD", "GRAD_INPUT", "GRAD_WEIGHT", "OPS", "names", "available",
+           "run_forward", "relu_inplace"]
 
 _F32 = np.dtype(np.float32)
 
@@ -60,6 +61,12 @@ _DIRECT = bool(_conv.DIRECT)
 # The packed GEMM wins by 10-35% from a few million multiply-adds per (sample, group) up, and
 # ties or loses below (LeNet-sized layers), where OpenBLAS's small-matrix kernels pack nothing.
 PACKED_MIN_MACS = {np.dtype(np.float32): 2 ** 21, np.dtype(np.float64): 2 ** 23}
+# The forward pass: re-measured (bench/bench_models.py's per-layer profile, 1 thread, this
+# Zen 4 with the AVX-512 8x16 micro-kernel) the packed GEMM won on every small dense shape
+# tried, both dtypes: LeNet's first layer (64, 1, 28, 28) -> 6 5x5 'same' 0.39 vs 0.82 ms
+# float32, 0.60 vs 1.13 float64; at batch 1 0.015 vs 0.024 ms; (64, 16, 14, 14) -> 20 3x3
+# 0.97 vs 2.92; (8, 3, 8, 8) -> 4 3x3 0.020 vs 0.022. So the forward pass takes it from 0.
+PACKED_MIN_MACS_FORWARD = {np.dtype(np.float32): 0, np.dtype(np.float64): 0}
 # The weight gradient's: from LeNet's second layer (16 x 150 x 100) up, measured the same way
 # (at 16 x 25 x 144, the first layer of bench's "seed", BLAS still wins): OpenBLAS has no
 # small-matrix kernel for it and packs both operands on every call.
@@ -67,8 +74,11 @@ PACKED_MIN_MACS_WEIGHT = {np.dtype(np.float32): 2 ** 17, np.dtype(np.float64): 2
 # The portable kernel (FASTCONV_ISA=generic, or a CPU without AVX2: 16-byte vectors) ties an
 # SSE-level OpenBLAS on the forward GEMMs from the same bound, but its weight gradient only
 # from there too: below, OpenBLAS was 10-30% faster on bench's lenet and small layers.
+# (The forward bound of 0 above was measured with the AVX-512 kernel only; the portable one
+# keeps the bound it was measured with against OpenBLAS.)
 if (_conv.packed_gemm_kernel() or "").startswith("generic"):
     PACKED_MIN_MACS_WEIGHT = dict(PACKED_MIN_MACS)
+    PACKED_MIN_MACS_FORWARD = dict(PACKED_MIN_MACS)
 # The input gradient as a forward convolution of grad_output pays when the input is at most
 # this much larger than the output ('same' padding, not 'valid') ...
 TRANSPOSED_MAX_GROWTH = 1.25
@@ -100,6 +110,9 @@ class ConvPath:
 
     name: str = ""
     ops: frozenset[str] = frozenset()
+    # whether ``forward`` takes ``relu=True`` and applies it in its kernels' store; a path
+    # that does not gets the ReLU applied after its kernel (run_forward), bit for bit the same
+    fuses_relu: bool = False
 
     def applies(self, op: str, plan: ConvPlan) -> bool:
         raise NotImplementedError
@@ -116,7 +129,8 @@ class ConvPath:
         return True
 
     def forward(self, plan: ConvPlan, x: np.ndarray, weight: np.ndarray,
-                bias: np.ndarray | None, out: np.ndarray) -> None:
+                bias: np.ndarray | None, out: np.ndarray, *, relu: bool = False) -> None:
+        """out = conv(x) (+ bias), ReLU'd if ``relu`` (paths with ``fuses_relu``)."""
         raise NotImplementedError
 
     def grad_input(self, plan: ConvPlan, grad_output: np.ndarray, weight: np.ndarray,
@@ -179,12 +193,14 @@ class DepthwiseDirect(ConvPath):
                 and plan.out_channels % 16 == 0 and _is_depthwise(plan)
                 and _depthwise_direct_fits(plan.geometry))
 
-    def forward(self, plan, x, weight, bias, out):
+    fuses_relu = True
+
+    def forward(self, plan, x, weight, bias, out, *, relu=False):
         threads = effective_num_threads(plan.batch * plan.out_channels // 16)
         _conv.depthwise_direct_forward(
             x, _depthwise_lanes(weight), bias, out,
             depthwise_direct_workspace(threads, plan.geometry), _taps(weight), plan.geometry,
-            threads)
+            threads, relu)
 
     def grad_input(self, plan, grad_output, weight, grad_input):
         threads = effective_num_threads(plan.batch * plan.in_channels // 16)
@@ -257,10 +273,12 @@ class Depthwise(ConvPath):
         return depthwise_workspaces(threads, plan.geometry,
                                     plan.out_channels // plan.in_channels, plan.dtype)
 
-    def forward(self, plan, x, weight, bias, out):
+    fuses_relu = True
+
+    def forward(self, plan, x, weight, bias, out, *, relu=False):
         threads = effective_num_threads(plan.batch * plan.out_channels)
         self._FORWARD[plan.dtype](x, weight, bias, out, self._workspaces(plan, threads)[0],
-                                  plan.geometry, threads)
+                                  plan.geometry, threads, relu)
 
     def grad_input(self, plan, grad_output, weight, grad_input):
         threads = effective_num_threads(plan.batch * plan.in_channels)
@@ -290,14 +308,16 @@ class Direct(ConvPath):
     def applies(self, op: str, plan: ConvPlan) -> bool:
         return _DIRECT and plan.dtype == _F32 and _conv.direct_block(plan.geometry) > 0
 
-    def forward(self, plan, x, weight, bias, out):
+    fuses_relu = True
+
+    def forward(self, plan, x, weight, bias, out, *, relu=False):
         geometry = plan.geometry
         threads = effective_num_threads(plan.batch * plan.groups * geometry.n_tiles)
         packed = np.empty(plan.groups * geometry.out_channels_g * geometry.k + ALIGN[_F32],
                           dtype=_F32)
         _conv.forward_direct(x, weight, bias, out, direct_workspace(threads, geometry, _F32),
                              packed, np.empty(geometry.k, dtype=np.intp), geometry,
-                             plan.groups, threads)
+                             plan.groups, threads, relu)
 
     def grad_weight(self, plan, grad_output, x, grad_weight):
         geometry = plan.geometry
@@ -401,14 +421,16 @@ class Gemm(ConvPath):
         # accumulate into zeros
         return self._per_item(plan) and plan.geometry.staged
 
-    def forward(self, plan, x, weight, bias, out):
+    fuses_relu = True
+
+    def forward(self, plan, x, weight, bias, out, *, relu=False):
         geometry, dtype = plan.geometry, plan.dtype
         threads = effective_num_threads(plan.batch * plan.groups * geometry.n_tiles)
         workspace = im2col_workspace(threads, geometry, dtype)
         extra = (packed_weight_buffer(geometry, plan.groups, dtype),) if self.packed else ()
         with blas_single_thread():
             self._FORWARD[dtype](x, weight, bias, out, workspace, *extra, geometry, plan.groups,
-                                 threads)
+                                 threads, relu)
 
     def grad_weight(self, plan, grad_output, x, grad_weight):
         geometry, dtype = plan.geometry, plan.dtype
@@ -461,7 +483,8 @@ class Packed(Gemm):
         return _PACKED_GEMM and not plan.geometry.pointwise
 
     def pays(self, op: str, plan: ConvPlan) -> bool:
-        minimum = (PACKED_MIN_MACS_WEIGHT if op == "grad_weight" else PACKED_MIN_MACS)
+        minimum = {"grad_weight": PACKED_MIN_MACS_WEIGHT,
+                   "forward": PACKED_MIN_MACS_FORWARD}.get(op, PACKED_MIN_MACS)
         return plan.geometry.macs_per_item >= minimum[plan.dtype]
 
 
@@ -490,6 +513,31 @@ OPS: dict[str, tuple[ConvPath, ...]] = {"forward": FORWARD, "grad_input": GRAD_I
                                         "grad_weight": GRAD_WEIGHT}
 
 
+def run_forward(plan: ConvPlan, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                out: np.ndarray, relu: bool = False) -> None:
+    """The plan's forward path into ``out``, with the ReLU fused into its store where the path
+    fuses it, else applied right after its kernel (the same bits either way)."""
+    path = plan.forward
+    if relu and path.fuses_relu:
+        path.forward(plan, x, weight, bias, out, relu=True)
+        return
+    path.forward(plan, x, weight, bias, out)
+    if relu:
+        relu_inplace(out)
+
+
+def relu_inplace(out: np.ndarray) -> None:
+    """``out = max(out, 0)`` in place, exactly as the fused epilogue (src/_epilogue.h) and
+    numpy.maximum: NaN kept, -0 made +0. ``out`` is C-contiguous float32 or float64."""
+    flat = out.reshape(-1)
+    _RELU[out.dtype](flat, effective_num_threads(max(1, flat.size // RELU_ELEMENTS_PER_THREAD)))
+
+
+# Below this many elements per thread, waking a second thread for the ReLU costs more than
+# it saves (a copy-like pass: COPY_ELEMENTS_PER_THREAD's order)
+RELU_ELEMENTS_PER_THREAD = 1 << 14
+
+
 def names(op: str) -> tuple[str, ...]:
     """The paths of ``op`` ('forward', 'grad_input' or 'grad_weight'), in preference order."""
     return tuple(path.name for path in OPS[op])
@@ -512,3 +560,4 @@ def grad_bias(grad_output: np.ndarray, grad_bias: np.ndarray, out_channels: int)
 
 
 _GRAD_BIAS = _specialised(_conv.grad_bias)
+_RELU = _specialised(_conv.relu_inplace)

@@ -19,6 +19,7 @@ from ._args import (
     CONV_PADDING_MODES,
     as_batched,
     as_float_array,
+    check_activation,
     check_groups,
     check_mode,
     check_no_overlap,
@@ -32,7 +33,7 @@ from ._args import (
 )
 from ._geometry import make_geometry
 from ._plan import ConvPlan, cached, clear_plans, complete, current_override, remember
-from ._typing import ArrayLike, ConvPadding, ConvPaddingMode, IntPair
+from ._typing import Activation, ArrayLike, ConvPadding, ConvPaddingMode, IntPair
 from .pad import check_pad_limits, pad2d_backward_impl, pad2d_impl
 
 __all__ = ["corr2d", "convolve2d", "conv2d", "conv2d_backward"]
@@ -199,8 +200,8 @@ def _paths_for(conv: _Conv, path: str) -> ConvPlan:
 
 def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, stride: IntPair = 1,
            padding: ConvPadding = 0, dilation: IntPair = 1, groups: int = 1,
-           padding_mode: ConvPaddingMode = "zeros", *, out: np.ndarray | None = None,
-           _path: str | None = None) -> np.ndarray:
+           padding_mode: ConvPaddingMode = "zeros", *, activation: Activation | None = None,
+           out: np.ndarray | None = None, _path: str | None = None) -> np.ndarray:
     """2-D convolution (cross-correlation) over a batch of multi-channel images.
 
     ``y[n, o, i, j] = bias[o] + sum_{c, p, q} x[n, g*C_in/groups + c, i*s + p*d - pad,
@@ -226,6 +227,10 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
         depthwise convolution).
     padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}, default 'zeros'
         What the padding contains, as ``torch.nn.Conv2d``.
+    activation : {None, 'relu'}, default None
+        ``'relu'`` returns ``max(conv2d(...), 0)`` (NaN kept, as ``numpy.maximum``), applied
+        where the kernels store their sums: bit-identical to ReLU after the convolution,
+        without a second pass over the output.
     out : ndarray, optional
         C-contiguous array of the exact result shape and dtype to write into; it must not
         share memory with what the kernel reads (x, weight, bias, after conversion: also
@@ -240,7 +245,8 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
     ------
     ValueError
         Wrong shapes, channel/group mismatch, bad stride/padding/dilation values, a kernel
-        larger than the padded input, an unknown padding_mode, or a wrong ``out`` shape.
+        larger than the padded input, an unknown padding_mode or activation, or a wrong
+        ``out`` shape.
     TypeError
         Unsupported dtypes (complex, object, str) or argument types.
 
@@ -251,7 +257,11 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
     >>> fastconv.conv2d(x, np.ones((1, 1, 2, 2)), stride=2)[0, 0]
     array([[10., 18.],
            [42., 50.]])
+    >>> fastconv.conv2d(x, -np.ones((1, 1, 2, 2)), stride=2, activation="relu")[0, 0]
+    array([[0., 0.],
+           [0., 0.]])
     """
+    relu = activation is not None and check_activation(activation) == "relu"
     conv, _ = _prepare(x, weight, bias, stride, padding, dilation, groups, padding_mode)
     plan = conv.plan
     if _path is not None:
@@ -274,8 +284,10 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
         # no input channels: an empty sum, the bias alone (and no element of x or of the
         # weights for a kernel to point at)
         result4[...] = 0 if conv.bias is None else conv.bias.reshape(1, -1, 1, 1)
+        if relu:
+            _paths.relu_inplace(result4)
         return result
-    plan.forward.forward(plan, _padded_input(conv), conv.weight, conv.bias, result4)
+    _paths.run_forward(plan, _padded_input(conv), conv.weight, conv.bias, result4, relu)
     return result
 
 

@@ -32,7 +32,7 @@ from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
-from . import _args, _threads
+from . import _args, _fusion, _threads
 from . import conv as _conv
 from . import pool as _pool
 from ._typing import ArrayLike, ConvPadding, ConvPaddingMode, DTypeLike, IntPair, Padding, Seed
@@ -217,6 +217,10 @@ class Module:
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
+        if not name.startswith("_"):
+            # a hyper-parameter, a parameter or a sub-module: prepared plans made before are
+            # stale (fastconv._fusion)
+            _fusion.bump_version()
         parameters = self.__dict__.get("_parameters")
         modules = self.__dict__.get("_modules")
         if isinstance(value, (Parameter, Module)) and parameters is None:
@@ -312,6 +316,7 @@ class Module:
         mode = bool(mode)
         for module in self.modules():
             object.__setattr__(module, "training", mode)
+        _fusion.bump_version()
         return self
 
     def eval(self: _ModuleT) -> _ModuleT:
@@ -478,11 +483,24 @@ class Sequential(Module):
             raise TypeError(
                 f"Sequential takes fastconv.nn.Module layers, got {type(layer).__name__}")
         self._modules[str(len(self._modules))] = layer
+        _fusion.bump_version()
         return self
 
     def forward(self, x: ArrayLike) -> np.ndarray:
-        for layer in self._modules.values():
-            x = layer(x)
+        """Run the layers in order. A ``Conv2d`` followed by a ``ReLU`` runs as one convolution
+        with the ReLU fused into its store (the same bits, the same backward); in evaluation
+        mode the whole pass runs from a plan prepared once per input shape (see
+        ``fastconv._fusion``), the layers keeping what their ``backward`` needs as usual."""
+        layers = tuple(self._modules.values())
+        if not self.training and type(x) is np.ndarray:
+            output = _fusion.run_prepared(self, layers, x)
+            if output is not None:
+                return output
+        for start, stop in _fusion.fused_groups(layers):
+            if stop - start == 2:
+                x = layers[start]._forward_relu(x, layers[start + 1])  # type: ignore[attr-defined]
+            else:
+                x = layers[start](x)
         return x  # type: ignore[return-value]  # (an empty Sequential returns x as it is)
 
     @overload
@@ -652,6 +670,11 @@ class Conv2d(Module):
 
     def forward(self, x: ArrayLike) -> np.ndarray:
         """Convolve; keeps the input for :meth:`backward`."""
+        return self._forward_relu(x, None)
+
+    def _forward_relu(self, x: ArrayLike, relu: ReLU | None) -> np.ndarray:
+        """forward, then ``relu`` (a ReLU layer, or None) on the result, fused into the
+        convolution's store (nn.Sequential's fusion): the ReLU keeps the output as its own."""
         x = _args.as_float_array(x, "input")
         if self.in_channels is None:
             if x.ndim not in (3, 4):
@@ -663,17 +686,20 @@ class Conv2d(Module):
             self.in_channels = in_channels
             self._initialize()
             try:
-                return self._forward(x)
+                return self._forward(x, relu)
             except BaseException:  # the model must be unchanged after any error
                 self._uninitialize(rng_state)
                 raise
-        return self._forward(x)
+        return self._forward(x, relu)
 
-    def _forward(self, x):
+    def _forward(self, x, relu=None):
         bias = None if self.bias is None else self.bias.data
         output = _conv.conv2d(x, self.weight.data, bias, self.stride, self.padding,
-                              self.dilation, self.groups, self.padding_mode)
+                              self.dilation, self.groups, self.padding_mode,
+                              activation=None if relu is None else "relu")
         self._input = x
+        if relu is not None:
+            relu._output = output
         return output
 
     @overload

@@ -359,11 +359,12 @@ static void fc_dwd_igrad(float *gxs, ptrdiff_t row_step, ptrdiff_t step, ptrdiff
 
 /* The output planes of 16 channels from the stage: y[l*plane + p] for output pixel p, lane l,
  * through ys (out_h*out_w x 16, pixel-major). off: the k tap offsets in the stage (in
- * floats), step = stride_w*16, row_step = stride_h*pw*16; w: the weights as [tap][16]. */
+ * floats), step = stride_w*16, row_step = stride_h*pw*16; w: the weights as [tap][16];
+ * relu: the fused ReLU on the sums. */
 static void fc_dwd_forward(const float *xs, ptrdiff_t row_step, ptrdiff_t step,
                            ptrdiff_t out_h, ptrdiff_t out_w, const ptrdiff_t *off,
                            ptrdiff_t taps, const float *w, const float *bias, float *ys,
-                           float *y, ptrdiff_t plane)
+                           float *y, ptrdiff_t plane, int relu)
 {
 #if FC_HAVE_X86_TARGETS
     ptrdiff_t oy, runs, r, first, last;
@@ -375,10 +376,12 @@ static void fc_dwd_forward(const float *xs, ptrdiff_t row_step, ptrdiff_t step,
             fc_dwd_fwd[last - first](xs + oy * row_step + first * step, step, off, taps, w, bias,
                                      ys + (oy * out_w + first) * 16);
         }
+    if (relu)  /* the fused ReLU (src/_epilogue.h) on the sums, before they leave the tile */
+        fc_srelu_rows(ys, 1, out_h * out_w * 16, out_h * out_w * 16);
     fc_direct_store(ys, 16, out_h * out_w, y, plane);
 #else
     (void)xs; (void)row_step; (void)step; (void)out_h; (void)out_w; (void)off; (void)taps;
-    (void)w; (void)bias; (void)ys; (void)y; (void)plane;
+    (void)w; (void)bias; (void)ys; (void)y; (void)plane; (void)relu;
 #endif
 }
 

@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 #include <string.h>
+#include "_epilogue.h"
 
 #include "_cpu.h"
 #include "_simd.h"
@@ -456,13 +457,14 @@ static void fc_spack6_vec(const float *src, ptrdiff_t rs, ptrdiff_t k, float *ds
     }                                                                                        \
                                                                                              \
     /* c[i][j] = (add_to_c ? c[i][j] : 0) + sum_kk A[i][kk] * B[kk][j] (+ bias[i]) for     \
-     * i < m, j < n, K block by K block; A packed, B's                                       \
+     * i < m, j < n, K block by K block, then ReLU'd if relu (src/_epilogue.h); A packed, B's \
      * element (kk, j) at b[(j / NR) * panel + kk * ldb + j % NR]: packed panels            \
      * (panel = k*NR, ldb = NR) or plain rows of ldb >= n rounded up to NR (panel = NR),     \
      * zero past column n either way */                                                     \
     static void PREFIX##gemm_packed(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *pa,      \
                                     const T *pb, ptrdiff_t panel, ptrdiff_t ldb,             \
-                                    const T *bias, T *c, ptrdiff_t ldc, int add_to_c)        \
+                                    const T *bias, T *c, ptrdiff_t ldc, int add_to_c,        \
+                                    int relu)                                                \
     {                                                                                        \
         ptrdiff_t kc = fc_gemm_kc(k);                                                        \
         ptrdiff_t k0, i0, j0;                                                                \
@@ -474,7 +476,8 @@ static void fc_spack6_vec(const float *src, ptrdiff_t rs, ptrdiff_t k, float *ds
             for (i0 = 0; i0 < m; i0++)                                                       \
                 for (j0 = 0; j0 < n; j0++) {                                                 \
                     T v = add_to_c ? c[i0 * ldc + j0] : 0;                                   \
-                    c[i0 * ldc + j0] = bias ? v + bias[i0] : v;                              \
+                    v = bias ? v + bias[i0] : v;                                             \
+                    c[i0 * ldc + j0] = relu ? FC_RELU(T, v) : v;                             \
                 }                                                                            \
             return;                                                                          \
         }                                                                                    \
@@ -492,6 +495,9 @@ static void fc_spack6_vec(const float *src, ptrdiff_t rs, ptrdiff_t k, float *ds
                     if (rows == MR && cols == NR) {                                          \
                         KERNEL(klen, a, b, ldb, cb, ldc, accumulate,                         \
                                block_bias ? block_bias + i0 : NULL);                         \
+                        /* the fused ReLU on the block just stored (in L1), last K block */  \
+                        if (relu && k0 + klen == k)                                          \
+                            PREFIX##relu_rows(cb, MR, NR, ldc);                              \
                     } else {                                                                 \
                         /* an edge block: the same sums into a scratch block, then the */    \
                         /* same final additions element by element */                        \
@@ -504,6 +510,8 @@ static void fc_spack6_vec(const float *src, ptrdiff_t rs, ptrdiff_t k, float *ds
                                     v = cb[r * ldc + s] + v;                                 \
                                 if (block_bias)                                              \
                                     v = v + block_bias[i0 + r];                              \
+                                if (relu && k0 + klen == k)                                  \
+                                    v = FC_RELU(T, v);                                       \
                                 cb[r * ldc + s] = v;                                         \
                             }                                                                \
                     }                                                                        \

@@ -109,11 +109,12 @@ def test_path_switches_take_effect():
         return (plan.geometry.staged, plan.forward.name, plan.grad_weight.name,
                 [path.name for path in plan.grad_input], plan16.forward.name)
 
-    direct = "direct" if _paths._DIRECT else "blas"
-    usual = (True, "blas", "blas", ["blas"], direct)
+    forward = "packed" if _paths._PACKED_GEMM else "blas"  # (PACKED_MIN_MACS_FORWARD)
+    direct = "direct" if _paths._DIRECT else forward
+    usual = (True, forward, "blas", ["blas"], direct)
     assert paths() == usual
     with unstaged():
-        assert paths() == (False, "blas", "blas", ["blas"], "blas")
+        assert paths() == (False, forward, "blas", ["blas"], forward)
     if _paths._PACKED_GEMM:
         with packed_gemm_everywhere():
             assert paths() == (True, "packed", "packed", ["transposed", "packed"], "packed")

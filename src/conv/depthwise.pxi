@@ -95,9 +95,11 @@ def depthwise_workspace_sizes(object geometry, Py_ssize_t multiplier):
 
 def depthwise_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                       const floating[::1] bias, floating[:, :, :, ::1] out,
-                      floating[:, ::1] workspace, object geometry, int num_threads):
+                      floating[:, ::1] workspace, object geometry, int num_threads,
+                      bint relu=False):
     """y[n,o,i,j] = b[o] + sum_{p,q} x[n, o // m, i*s+p*d-pad, j*s+q*d-pad] * w[o,0,p,q],
-    m = C_out / C_in; taps in (p, q) order, the bias last. One output plane per work item."""
+    m = C_out / C_in; taps in (p, q) order, the bias last. One output plane per work item;
+    ``relu``: each plane ReLU'd (src/_epilogue.h) as soon as it is computed, still in cache."""
     cdef fc_dw_geometry g = depthwise_geometry(geometry)
     cdef Py_ssize_t batch = out.shape[0], out_channels = out.shape[1]
     cdef Py_ssize_t multiplier = out_channels // x.shape[1]
@@ -118,6 +120,9 @@ def depthwise_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::
                 fc_dw_forward_plane_double(&x[n, o // multiplier, 0, 0], &weight[o, 0, 0, 0],
                                            bias[o] if has_bias else 0, &out[n, o, 0, 0], &g,
                                            scratch, scratch_len)
+            if relu:
+                relu_rows(&out[n, o, 0, 0], 1, out.shape[2] * out.shape[3],
+                          out.shape[2] * out.shape[3])
 
 
 def depthwise_grad_input(const floating[:, :, :, ::1] grad_output,

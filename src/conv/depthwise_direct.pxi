@@ -39,9 +39,10 @@ def depthwise_direct_sizes(object geometry):
 def depthwise_direct_forward(const float[:, :, :, ::1] x, const float[:, :, ::1] weight_t,
                              const float[::1] bias, float[:, :, :, ::1] out,
                              float[:, ::1] workspace, Py_ssize_t[::1] taps, object geometry,
-                             int num_threads):
+                             int num_threads, bint relu=False):
     """Depthwise y (multiplier 1, C a multiple of 16) from weight_t[block][tap][16]; one item
-    per (sample, block of 16 channels). workspace rows: 64 bytes of slack, a stage, a tile."""
+    per (sample, block of 16 channels). workspace rows: 64 bytes of slack, a stage, a tile.
+    ``relu``: ReLU fused into the store."""
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t batch = x.shape[0], blocks = x.shape[1] // 16
     cdef Py_ssize_t n_items = batch * blocks
@@ -67,7 +68,8 @@ def depthwise_direct_forward(const float[:, :, :, ::1] x, const float[:, :, ::1]
                                 geo.pad_left, st.rows, st.pw, xs)
                 fc_dwd_forward(xs, st.row_step, st.step, geo.out_h, geo.out_w, &taps[0],
                                st.taps, &weight_t[b, 0, 0], &bias[b * 16] if has_bias else NULL,
-                               xs + st.rows * st.pw * 16, &out[n, b * 16, 0, 0], out_plane)
+                               xs + st.rows * st.pw * 16, &out[n, b * 16, 0, 0], out_plane,
+                               relu)
 
 
 def depthwise_direct_grad_input(const float[:, :, :, ::1] grad_output,

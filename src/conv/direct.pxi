@@ -14,7 +14,7 @@ cdef extern from "_direct.h" nogil:
     void fc_dwd_forward(const float* xs, Py_ssize_t row_step, Py_ssize_t step,
                         Py_ssize_t out_h, Py_ssize_t out_w, const Py_ssize_t* off,
                         Py_ssize_t taps, const float* w, const float* bias, float* ys, float* y,
-                        Py_ssize_t plane)
+                        Py_ssize_t plane, int relu)
     void fc_dwd_wgrad(const float* xs, Py_ssize_t row_step, Py_ssize_t step, Py_ssize_t out_h,
                       Py_ssize_t out_w, const Py_ssize_t* off, Py_ssize_t taps,
                       const float* gyt, float* sums)
@@ -84,7 +84,7 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
                           const float[::1] bias, float[:, :, :, ::1] out,
                           float[:, ::1] workspace, float[::1] packed_weight,
                           Py_ssize_t[::1] taps, object geometry, Py_ssize_t groups,
-                          int num_threads):
+                          int num_threads, bint relu=False):
     """The forward pass by the direct kernels of src/_direct.h (float32, a staged geometry whose
     direct_block is not 0): no im2col block; each tile's sums come out pixel-major and are
     transposed into ``out``.
@@ -92,7 +92,8 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
     ``taps`` (k elements) receives the stage offset of every tap; ``packed_weight`` (groups *
     C_out/groups * k, and 64 bytes of slack) the weights as [group][block][tap][channel of the
     block]. ``workspace`` has one row per thread: 64 bytes of slack, the stage (stage_size),
-    and direct_run_pixels * C_out/groups for the sums of a run of a tile's pixels.
+    and direct_run_pixels * C_out/groups for the sums of a run of a tile's pixels. ``relu``:
+    the run's sums are ReLU'd (src/_epilogue.h) before they are transposed into ``out``.
     """
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t batch = x.shape[0]
@@ -148,6 +149,8 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
                                    <int>(width // 16), geo.out_w, geo.stride_h * geo.st_row,
                                    sub, sub_count, &bias[g * channels] if has_bias else NULL,
                                    tbuf)
+                    if relu:
+                        fc_srelu_rows(tbuf, 1, sub_count * channels, sub_count * channels)
                     fc_direct_store(tbuf, channels, sub_count,
                                     &out[n, g * channels, 0, 0] + sub, out_plane)
                     sub = sub + sub_count

@@ -1,3 +1,34 @@
+cdef extern from "_epilogue.h" nogil:
+    void fc_srelu_rows(float* p, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld)
+    void fc_drelu_rows(double* p, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld)
+
+
+cdef inline void relu_rows(floating* p, Py_ssize_t rows, Py_ssize_t cols,
+                           Py_ssize_t ld) noexcept nogil:
+    """The fused ReLU (src/_epilogue.h) on rows x cols elements, rows ld apart."""
+    if floating is float:
+        fc_srelu_rows(p, rows, cols, ld)
+    else:
+        fc_drelu_rows(p, rows, cols, ld)
+
+
+def relu_inplace(floating[::1] values, int num_threads):
+    """The fused ReLU over a whole array (the paths that do not fuse it run it after their
+    kernel): ``values`` is the output viewed flat."""
+    cdef Py_ssize_t n = values.shape[0], chunk, first, last
+    if n == 0:
+        return
+    with nogil:
+        if num_threads <= 1:
+            relu_rows(&values[0], 1, n, n)
+        else:
+            for chunk in prange(num_threads, num_threads=num_threads, schedule="static"):
+                first = chunk_start(chunk, n, num_threads)
+                last = chunk_start(chunk + 1, n, num_threads)
+                if last > first:
+                    relu_rows(&values[first], 1, last - first, n)
+
+
 cdef extern from "_gemm.h" nogil:
     enum:
         FC_SGEMM_NR
@@ -11,10 +42,10 @@ cdef extern from "_gemm.h" nogil:
                     double* packed)
     void fc_sgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* pa,
                          const float* pb, Py_ssize_t panel, Py_ssize_t ldb, const float* bias,
-                         float* c, Py_ssize_t ldc, int add_to_c)
+                         float* c, Py_ssize_t ldc, int add_to_c, int relu)
     void fc_dgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* pa,
                          const double* pb, Py_ssize_t panel, Py_ssize_t ldb, const double* bias,
-                         double* c, Py_ssize_t ldc, int add_to_c)
+                         double* c, Py_ssize_t ldc, int add_to_c, int relu)
     void fc_stranspose_panel(const float* src, Py_ssize_t ld, int rows, Py_ssize_t count,
                              float* dst)
     void fc_dtranspose_panel(const double* src, Py_ssize_t ld, int rows, Py_ssize_t count,
@@ -76,11 +107,11 @@ cdef Py_ssize_t copy_rows(const floating* src, Py_ssize_t src_ld, Py_ssize_t row
 cdef inline void gemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* pa,
                              const floating* pb, Py_ssize_t panel, Py_ssize_t ldb,
                              const floating* bias, floating* c, Py_ssize_t ldc,
-                             bint add_to_c=False) noexcept nogil:
+                             bint add_to_c=False, bint relu=False) noexcept nogil:
     if floating is float:
-        fc_sgemm_packed(m, n, k, pa, pb, panel, ldb, bias, c, ldc, add_to_c)
+        fc_sgemm_packed(m, n, k, pa, pb, panel, ldb, bias, c, ldc, add_to_c, relu)
     else:
-        fc_dgemm_packed(m, n, k, pa, pb, panel, ldb, bias, c, ldc, add_to_c)
+        fc_dgemm_packed(m, n, k, pa, pb, panel, ldb, bias, c, ldc, add_to_c, relu)
 
 
 cdef void im2col_transposed(const floating* x_group, const floating* stage, floating* panels,
@@ -108,7 +139,7 @@ cdef void forward_gemm(const floating[:, :, :, ::1] x, const floating[:, :, :, :
                        const floating[::1] bias, floating[:, :, :, ::1] out,
                        floating[:, ::1] workspace, floating[::1] packed_weight,
                        const Geometry* geometry, Py_ssize_t groups, bint packed,
-                       int num_threads) noexcept:
+                       int num_threads, bint relu=False) noexcept:
     """y[n,o,i,j] = b[o] + sum_{c,p,q} x[n,c,i*s+p*d-pad,j*s+q*d-pad] * w[o,c,p,q] (per group).
 
     ``bias`` may be None. ``workspace`` has one row per thread: 64 bytes of slack to align it,
@@ -116,7 +147,9 @@ cdef void forward_gemm(const floating[:, :, :, ::1] x, const floating[:, :, :, :
     STAGE_CHUNK bytes, and for a staged geometry the stage (stage_size). ``packed``: the
     weights are packed once into ``packed_weight`` (groups * (C_out/groups rounded up to whole
     panels) * k elements, and 64 bytes of slack), then every tile is im2col'ed straight into
-    panels; otherwise each tile is one BLAS call (``packed_weight`` unused).
+    panels; otherwise each tile is one BLAS call (``packed_weight`` unused). ``relu``: the
+    sums (with the bias) are ReLU'd where they are stored (src/_epilogue.h), by the packed
+    GEMM per block of C, after BLAS in the bias loop over the tile.
     """
     cdef Geometry geo = geometry[0]
     cdef Py_ssize_t batch = x.shape[0]
@@ -171,7 +204,7 @@ cdef void forward_gemm(const floating[:, :, :, ::1] x, const floating[:, :, :, :
                     gemm_packed(geo.out_channels_g, count, geo.k,
                                 weight_panels + g * group_panels, col, nr, lda,
                                 &bias[g * geo.out_channels_g] if has_bias else NULL,
-                                c_ptr, out_plane)
+                                c_ptr, out_plane, False, relu)
                 else:
                     if geo.pointwise:
                         a = x_group + p0
@@ -187,27 +220,31 @@ cdef void forward_gemm(const floating[:, :, :, ::1] x, const floating[:, :, :, :
                             b = bias[g * geo.out_channels_g + o]
                             for i in range(count):
                                 c_ptr[o * out_plane + i] += b
+                    if relu:
+                        relu_rows(c_ptr, geo.out_channels_g, count, out_plane)
 
 
 def forward_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                    const floating[::1] bias, floating[:, :, :, ::1] out,
                    floating[:, ::1] workspace, floating[::1] packed_weight, object geometry,
-                   Py_ssize_t groups, int num_threads):
-    """The forward pass by im2col + the packed GEMM (forward_gemm); ``bias`` may be None."""
+                   Py_ssize_t groups, int num_threads, bint relu=False):
+    """The forward pass by im2col + the packed GEMM (forward_gemm); ``bias`` may be None;
+    ``relu``: ReLU fused into the store."""
     cdef Geometry geo = make_geometry(geometry)
     forward_gemm(x, weight, bias, out, workspace, packed_weight, &geo, groups, True,
-                 num_threads)
+                 num_threads, relu)
 
 
 def forward_blas(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                  const floating[::1] bias, floating[:, :, :, ::1] out,
                  floating[:, ::1] workspace, object geometry, Py_ssize_t groups,
-                 int num_threads):
+                 int num_threads, bint relu=False):
     """The forward pass by im2col + BLAS, one GEMM per tile (forward_gemm); the caller holds
-    BLAS to one thread; ``bias`` may be None."""
+    BLAS to one thread; ``bias`` may be None; ``relu``: ReLU fused into the bias loop."""
     cdef Geometry geo = make_geometry(geometry)
     cdef floating[::1] no_panels = None
-    forward_gemm(x, weight, bias, out, workspace, no_panels, &geo, groups, False, num_threads)
+    forward_gemm(x, weight, bias, out, workspace, no_panels, &geo, groups, False, num_threads,
+                 relu)
 
 
 cdef void grad_weight_impl(const floating[:, :, :, ::1] grad_output,

@@ -1,0 +1,342 @@
+"""nn.Sequential's fused layers and its prepared evaluation-mode forward pass.
+
+Two things make a small model's forward pass cheaper, both invisible in its results:
+
+- **Fusion** (training and evaluation): a ``Conv2d`` followed by a ``ReLU`` runs as one
+  convolution with the ReLU applied where the kernels store their sums (``conv2d(...,
+  activation='relu')``, bit-identical to ``relu(conv2d(...))``). The ReLU layer keeps that
+  output as its own, which is all its backward needs (its mask is ``output > 0``), and the
+  convolution keeps its input as before, so ``backward`` is unchanged. A following
+  ``MaxPool2d`` then pools the ReLU'd planes as it would have (its own kernel, no indices in
+  evaluation mode).
+- **A prepared plan** (evaluation mode only): for one input shape and dtype, every layer's
+  arguments are checked once and the kernels' plans made once; the calls after that run
+  each layer's kernels straight from the plan (``ForwardPlan``) -- no argument checks, no
+  plan look-up, no ``Module.__setattr__`` -- and keep what each layer's ``backward`` would
+  need exactly as the layer's own ``forward`` keeps it. Outputs are new arrays every call
+  (a caller may keep any of them). A plan is dropped when anything it depends on changes:
+  the input's shape or dtype, a parameter array replaced (``layer.weight.data = ...``; values
+  changed in place are read at each call), a layer added, replaced or set to training, any
+  public attribute of a layer reassigned, the thread count or the path override
+  (fastconv._plan.use_paths). Layers it does not know (any type but Conv2d, ReLU,
+  MaxPool2d, AvgPool2d, Flatten, Linear, Dropout -- subclasses included) leave the
+  Sequential on the layer-by-layer path.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _paths, _pool, _threads
+from . import conv as _conv
+from . import pool as _pool_api
+from ._plan import current_override
+
+if TYPE_CHECKING:
+    from .nn import Module
+
+__all__ = ["fused_groups", "ForwardPlan", "structure_version", "bump_version", "run_prepared",
+           "prepared"]
+
+_VERSION = [0]
+
+
+def structure_version() -> int:
+    """A counter bumped whenever a module's structure or hyper-parameters may have changed."""
+    return _VERSION[0]
+
+
+def bump_version() -> None:
+    _VERSION[0] += 1
+
+
+def fused_groups(layers: Sequence[Module]) -> list[tuple[int, int]]:
+    """(start, stop) of each step: a Conv2d and the ReLU right after it form one step."""
+    from .nn import Conv2d, ReLU
+
+    groups = []
+    index, count = 0, len(layers)
+    while index < count:
+        if (type(layers[index]) is Conv2d and index + 1 < count
+                and type(layers[index + 1]) is ReLU and _own_forward(layers[index])
+                and _own_forward(layers[index + 1])):
+            groups.append((index, index + 2))
+            index += 2
+        else:
+            groups.append((index, index + 1))
+            index += 1
+    return groups
+
+
+def _own_forward(layer: Module) -> bool:
+    """Whether ``layer`` runs its class's forward (no forward set on the instance)."""
+    return "forward" not in layer.__dict__
+
+
+Step = Callable[[np.ndarray], np.ndarray]
+
+# Each Sequential's (key, plan or None), beside the module rather than in it: a copy or a
+# pickle of a model must not carry closures over the original's layers.
+_PREPARED: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], ForwardPlan | None]] = (
+    weakref.WeakKeyDictionary())
+
+
+def run_prepared(owner: Module, layers: Sequence[Module], x: np.ndarray) -> np.ndarray | None:
+    """``owner``'s (a Sequential in evaluation mode) forward pass of ``x`` from its prepared
+    plan, made or remade as needed; None where there is no plan for it (the caller runs the
+    layers)."""
+    key = ForwardPlan.key_of(layers, x)
+    cached = _PREPARED.get(owner)
+    if cached is None or cached[0] != key or (
+            cached[1] is not None and not cached[1].valid(key)):
+        cached = (key, ForwardPlan.make(layers, x))
+        _PREPARED[owner] = cached
+    plan = cached[1]
+    return None if plan is None else plan(x)
+
+
+def prepared(owner: Module) -> ForwardPlan | None:
+    """The plan ``owner``'s last evaluation-mode forward pass made or used, if any (tests)."""
+    cached = _PREPARED.get(owner)
+    return None if cached is None else cached[1]
+
+
+class ForwardPlan:
+    """An evaluation-mode forward pass prepared for one input shape and dtype (see the module
+    docstring). ``make`` returns None where it cannot prepare one (the caller then runs the
+    layers one by one)."""
+
+    __slots__ = ("key", "steps", "checks")
+
+    def __init__(self, key: tuple[Any, ...], steps: list[Step],
+                 checks: list[tuple[Any, Any]]) -> None:
+        self.key = key
+        self.steps = steps
+        self.checks = checks  # (Parameter, the array the plan was made with)
+
+    @staticmethod
+    def key_of(layers: Sequence[Module], x: np.ndarray) -> tuple[Any, ...]:
+        return (x.shape, x.dtype, structure_version(), _threads.get_num_threads(),
+                current_override(), tuple(layers))
+
+    def valid(self, key: tuple[Any, ...]) -> bool:
+        if key != self.key:
+            return False
+        for parameter, array in self.checks:
+            if parameter.data is not array:
+                return False
+        return True
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        for step in self.steps:
+            x = step(x)
+        return x
+
+    @classmethod
+    def make(cls, layers: Sequence[Module], x: np.ndarray) -> ForwardPlan | None:
+        """The plan of ``layers`` for inputs like ``x`` (a C-contiguous float32/float64 batch),
+        or None. Making it runs nothing."""
+        if not (type(x) is np.ndarray and x.ndim == 4 and x.shape[0] > 0
+                and x.dtype in (np.float32, np.float64) and x.flags.c_contiguous):
+            return None
+        if any(layer.training for layer in layers):
+            return None
+        key = cls.key_of(layers, x)
+        steps: list[Step] = []
+        checks: list[tuple[Any, Any]] = []
+        shape, dtype = x.shape, x.dtype
+        for start, stop in fused_groups(layers):
+            made = _step(layers[start:stop], shape, dtype, checks)
+            if made is None:
+                return None
+            step, shape = made
+            steps.append(step)
+        return cls(key, steps, checks)
+
+
+def _step(group: Sequence[Any], shape: tuple[int, ...], dtype: np.dtype,
+          checks: list[tuple[Any, Any]]) -> tuple[Step, tuple[int, ...]] | None:
+    """One step of a plan (a layer, or a fused Conv2d + ReLU) for inputs of ``shape`` and
+    ``dtype``, and the shape it returns; None where it cannot be prepared."""
+    from .nn import AvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+
+    layer = group[0]
+    kind = type(layer)
+    if not _own_forward(layer):
+        return None
+    if kind is Conv2d:
+        return _conv_step(layer, group[1] if len(group) > 1 else None, shape, dtype, checks)
+    if kind is ReLU:
+        def relu(x: np.ndarray, layer: Any = layer) -> np.ndarray:
+            output = np.maximum(x, 0)
+            layer.__dict__["_output"] = output
+            return output
+        return relu, shape
+    if kind is MaxPool2d and not layer.return_indices and len(shape) == 4:
+        return _max_pool_step(layer, shape, dtype)
+    if kind is AvgPool2d and len(shape) == 4:
+        return _avg_pool_step(layer, shape, dtype)
+    if kind is Flatten:
+        probe = np.empty(shape, dtype=dtype)
+        try:
+            out_shape = layer.forward(probe).shape
+        except ValueError:
+            return None
+
+        def flatten(x: np.ndarray, layer: Any = layer, out_shape: Any = out_shape) -> np.ndarray:
+            layer.__dict__["_input_shape"] = x.shape
+            return x.reshape(out_shape)
+        return flatten, out_shape
+    if kind is Linear:
+        return _linear_step(layer, shape, dtype, checks)
+    if kind is Dropout:  # the identity in evaluation mode
+        def identity(x: np.ndarray, layer: Any = layer) -> np.ndarray:
+            layer.__dict__["_mask"] = None
+            return x
+        return identity, shape
+    return None
+
+
+def _conv_step(layer: Any, relu_layer: Any, shape: tuple[int, ...], dtype: np.dtype,
+               checks: list[tuple[Any, Any]]) -> tuple[Step, tuple[int, ...]] | None:
+    if layer.in_channels is None or layer.weight.data is None:
+        return None
+    weight = layer.weight.data
+    bias = None if layer.bias is None else layer.bias.data
+    probe = np.empty(shape, dtype=dtype)
+    key = _conv._plan_key(probe, weight, bias, layer.stride, layer.padding, layer.dilation,
+                          layer.groups, layer.padding_mode, ())
+    if key is None:  # arrays or arguments that need converting: the layer's own path
+        return None
+    try:
+        conv, _ = _conv._prepare(probe, weight, bias, layer.stride, layer.padding,
+                                 layer.dilation, layer.groups, layer.padding_mode)
+    except (ValueError, TypeError):
+        return None
+    plan = conv.plan
+    if plan.unbatched or plan.geometry.in_channels_g == 0:
+        return None
+    checks.append((layer.weight, weight))
+    if bias is not None:
+        checks.append((layer.bias, bias))
+    out_shape = (plan.batch, plan.out_channels, plan.out_h, plan.out_w)
+    padded = plan.mode != "zeros" and any(plan.pads)
+    relu = relu_layer is not None
+    weight_parameter, bias_parameter = layer.weight, layer.bias
+    run = _paths.run_forward
+    pad = _conv.pad2d_impl
+
+    def convolve(x: np.ndarray) -> np.ndarray:
+        out = np.empty(out_shape, dtype=dtype)
+        run(plan, pad(x, plan.pads, plan.mode) if padded else x, weight_parameter.data,
+            None if bias_parameter is None else bias_parameter.data, out, relu)
+        layer.__dict__["_input"] = x
+        if relu:
+            relu_layer.__dict__["_output"] = out
+        return out
+    return convolve, out_shape
+
+
+def _max_pool_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype
+                   ) -> tuple[Step, tuple[int, ...]] | None:
+    batch, channels = shape[0], shape[1]
+    try:
+        _pool_api._check_planes(shape, "x")
+        kernel, stride, pads, dilation, out_size = _pool_api._geometry(
+            shape[2:], layer.kernel_size, layer.stride, layer.padding, layer.dilation,
+            layer.ceil_mode)
+    except (ValueError, TypeError):
+        return None
+    path = _pool_api._pool_path(kernel, stride, pads, dilation, shape[2:], out_size, None)
+    out_shape = (batch, channels) + tuple(out_size)
+    size = batch * channels * out_size[0] * out_size[1]
+    no_indices = np.empty((1, 1, 1, 1), dtype=np.int64)
+    if path == "window2x2":
+        threads = _pool_api._num_threads(batch * channels * out_size[0], size * 4)
+
+        def pool(x: np.ndarray) -> np.ndarray:
+            out = np.empty(out_shape, dtype=dtype)
+            _pool.max_pool2d_forward_2x2(x, out, no_indices, False, threads)
+            _keep_pool_input(layer, x)
+            return out
+    else:
+        threads = _pool_api._num_threads(batch * channels, size * kernel[0] * kernel[1])
+        params = (*kernel, *stride, pads[0], pads[2], *dilation, threads)
+
+        def pool(x: np.ndarray) -> np.ndarray:
+            out = np.empty(out_shape, dtype=dtype)
+            _pool.max_pool2d_forward(x, out, *params)
+            _keep_pool_input(layer, x)
+            return out
+    return pool, out_shape
+
+
+def _keep_pool_input(layer: Any, x: np.ndarray) -> None:
+    """What MaxPool2d.forward keeps in evaluation mode (a backward recomputes the indices)."""
+    state = layer.__dict__
+    state["_indices"] = None
+    state["_input"] = x
+    state["_input_shape"] = x.shape
+
+
+def _avg_pool_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype
+                   ) -> tuple[Step, tuple[int, ...]] | None:
+    batch, channels = shape[0], shape[1]
+    try:
+        _pool_api._check_planes(shape, "x")
+        kernel, stride, pads, _, out_size = _pool_api._geometry(
+            shape[2:], layer.kernel_size, layer.stride, layer.padding, 1, layer.ceil_mode)
+        divisor = _pool_api._divisor(layer.divisor_override)
+    except (ValueError, TypeError):
+        return None
+    path = _pool_api._pool_path(kernel, stride, pads, (1, 1), shape[2:], out_size, None)
+    out_shape = (batch, channels) + tuple(out_size)
+    size = batch * channels * out_size[0] * out_size[1]
+    if path == "window2x2":
+        threads = _pool_api._num_threads(batch * channels * out_size[0], size * 4)
+
+        def pool(x: np.ndarray) -> np.ndarray:
+            out = np.empty(out_shape, dtype=dtype)
+            _pool.avg_pool2d_forward_2x2(x, out, divisor, threads)
+            layer.__dict__["_input_shape"] = x.shape
+            return out
+    else:
+        threads = _pool_api._num_threads(batch * channels, size * kernel[0] * kernel[1])
+        include_pad = bool(layer.count_include_pad)
+
+        def pool(x: np.ndarray) -> np.ndarray:
+            out = np.empty(out_shape, dtype=dtype)
+            _pool.avg_pool2d_forward(x, out, np.empty(out_size[1], dtype=dtype), *kernel,
+                                     *stride, *pads, include_pad, divisor, threads)
+            layer.__dict__["_input_shape"] = x.shape
+            return out
+    return pool, out_shape
+
+
+def _linear_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype,
+                 checks: list[tuple[Any, Any]]) -> tuple[Step, tuple[int, ...]] | None:
+    weight = layer.weight.data
+    if (weight is None or len(shape) < 1 or shape[-1] != layer.in_features
+            or weight.dtype != dtype or not weight.flags.c_contiguous):
+        return None
+    bias = None if layer.bias is None else layer.bias.data
+    if bias is not None and bias.dtype != dtype:
+        return None
+    checks.append((layer.weight, weight))
+    if bias is not None:
+        checks.append((layer.bias, bias))
+    weight_parameter, bias_parameter = layer.weight, layer.bias
+    hold = _threads.numpy_blas_single_thread
+
+    def linear(x: np.ndarray) -> np.ndarray:
+        with hold():
+            output = x @ weight_parameter.data.T
+        if bias_parameter is not None:
+            output += bias_parameter.data
+        layer.__dict__["_input"] = x
+        return output
+    return linear, shape[:-1] + (layer.out_features,)

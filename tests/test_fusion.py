@@ -1,0 +1,385 @@
+"""Fused epilogues (conv2d(activation='relu')) and nn.Sequential's fusion and prepared plans:
+every fused result must be bit for bit the unfused one (the same sums, then numpy.maximum)."""
+
+import copy
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _fusion, _paths, models, nn, optim
+from fastconv import conv as conv_module
+from fastconv._plan import use_paths
+from helpers import assert_close
+from reference.conv import conv2d_ref
+
+# (batch, C_in, H, W, C_out, kernel, stride, pads, dilation, groups): one of each family
+CASES = {
+    "depthwise16": (2, 16, 9, 10, 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 16),
+    "depthwise-mult": (2, 3, 9, 10, 6, (3, 3), (2, 1), (1, 1, 0, 2), (1, 1), 3),
+    "dense16": (2, 3, 9, 10, 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    "tutorial": (3, 1, 28, 28, 16, (5, 5), (2, 2), (0, 0, 0, 0), (1, 1), 1),
+    "odd": (2, 4, 11, 7, 7, (3, 2), (1, 2), (2, 0, 1, 1), (2, 1), 1),
+    "pointwise": (2, 8, 5, 6, 32, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    "grouped": (1, 4, 12, 12, 34, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2),
+}
+
+
+def _case(rng, geometry, dtype, special=True):
+    batch, cin, h, w, cout, kernel, stride, pads, dilation, groups = geometry
+    x = rng.standard_normal((batch, cin, h, w)).astype(dtype)
+    weight = rng.standard_normal((cout, cin // groups) + kernel).astype(dtype)
+    bias = rng.standard_normal(cout).astype(dtype)
+    if special:
+        # a NaN and an inf in the input (ReLU keeps NaN, as numpy.maximum), a zero weight
+        # filter with a -0 bias (a -0 sum: ReLU makes it +0, as numpy.maximum)
+        x[0, 0, 1, 1] = np.nan
+        x[-1, -1, -2, -1] = np.inf
+        weight[0] = 0
+        bias[0] = -0.0
+    kwargs = dict(stride=stride, padding=((pads[0], pads[1]), (pads[2], pads[3])),
+                  dilation=dilation, groups=groups)
+    return x, weight, bias, kwargs
+
+
+def _bits(array):
+    return np.ascontiguousarray(array).view(np.uint8)
+
+
+def _forward_path(x, weight, bias, kwargs):
+    conv, _ = conv_module._prepare(x, weight, bias, kwargs["stride"], kwargs["padding"],
+                                   kwargs["dilation"], kwargs["groups"], "zeros")
+    return conv.plan.forward.name
+
+
+def test_relu_rule_is_numpys(dtype):
+    """The fused epilogue's ReLU (applied by the paths that fuse nothing) is numpy.maximum's,
+    bit for bit: NaN kept with its payload, -0 made +0, inf kept."""
+    values = np.array([1.5, -2.0, 0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan,
+                       np.finfo(dtype).tiny, -np.finfo(dtype).tiny], dtype=dtype)
+    values = np.tile(values, 7)  # past a vector's width, with a tail
+    expected = np.maximum(values, 0)
+    got = values.copy()
+    _paths.relu_inplace(got)
+    assert np.array_equal(_bits(got), _bits(expected))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_every_forward_path_fuses_relu_bit_for_bit(rng, dtype, bias):
+    """Each forward path, asked for through the override where it applies: conv2d(...,
+    activation='relu') is bit for bit numpy.maximum(conv2d(...), 0), and matches the
+    reference."""
+    ran = set()
+    for name in _paths.names("forward"):
+        for geometry in CASES.values():
+            x, weight, b, kwargs = _case(rng, geometry, dtype)
+            b = b if bias else None
+            with use_paths(forward=name):
+                if _forward_path(x, weight, b, kwargs) != name:
+                    continue  # does not apply to this case
+                ran.add(name)
+                plain = fastconv.conv2d(x, weight, b, **kwargs)
+                fused = fastconv.conv2d(x, weight, b, activation="relu", **kwargs)
+            assert fused.dtype == plain.dtype and fused.shape == plain.shape
+            assert np.array_equal(_bits(fused), _bits(np.maximum(plain, 0))), (name, geometry)
+            # and against the reference, away from the non-finite inputs
+            xf, wf, bf, _ = _case(np.random.default_rng(1), geometry, dtype, special=False)
+            bf = bf if bias else None
+            with use_paths(forward=name):
+                fused = fastconv.conv2d(xf, wf, bf, activation="relu", **kwargs)
+            batch, cin, h, w, cout, kernel, stride, pads, dilation, groups = geometry
+            expected = np.maximum(conv2d_ref(xf, wf, bf, stride, pads, dilation, groups), 0)
+            assert_close(fused, expected)
+    expected_paths = set(_paths.names("forward"))
+    if not (_paths._DIRECT and dtype == np.float32):
+        expected_paths -= {"direct", "depthwise-direct"}
+    if not _paths._PACKED_GEMM:
+        expected_paths.discard("packed")
+    assert ran == expected_paths
+
+
+def test_a_path_that_does_not_fuse_gets_relu_after_its_kernel(rng, monkeypatch):
+    """run_forward applies the ReLU after the kernel of a path without fuses_relu (a new path
+    need not know about it): the same bits."""
+    x, weight, bias, kwargs = _case(rng, CASES["odd"], np.float32)
+    with use_paths(forward="blas"):
+        plain = fastconv.conv2d(x, weight, bias, **kwargs)
+    blas = _paths.Blas
+    calls = []
+    original = blas.forward
+
+    def forward(self, plan, x, weight, bias, out, **options):
+        calls.append(options)
+        original(self, plan, x, weight, bias, out, **options)
+
+    monkeypatch.setattr(blas, "fuses_relu", False)
+    monkeypatch.setattr(blas, "forward", forward)
+    with use_paths(forward="blas"):
+        fused = fastconv.conv2d(x, weight, bias, activation="relu", **kwargs)
+    assert calls == [{}]  # called without relu=
+    assert np.array_equal(_bits(fused), _bits(np.maximum(plain, 0)))
+
+
+def test_activation_argument(rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    y = fastconv.conv2d(x, w)
+    assert np.array_equal(fastconv.conv2d(x, w, activation=None), y)
+    for bad in ("ReLU", "sigmoid", "", 1, True):
+        with pytest.raises(ValueError, match="activation must be one of"):
+            fastconv.conv2d(x, w, activation=bad)
+    # into out=, unbatched, and with no input channels (the bias alone, ReLU'd)
+    out = np.empty_like(y)
+    assert fastconv.conv2d(x, w, activation="relu", out=out) is out
+    assert np.array_equal(out, np.maximum(y, 0))
+    assert np.array_equal(fastconv.conv2d(x[0], w, activation="relu"), np.maximum(y[0], 0))
+    empty = fastconv.conv2d(np.ones((1, 0, 4, 4)), np.ones((2, 0, 3, 3)), np.array([-1.0, 2.0]),
+                            activation="relu")
+    assert np.array_equal(empty, np.broadcast_to([[[[0.0]], [[2.0]]]], (1, 2, 2, 2)))
+    # a non-zero padding mode pads explicitly first: still fused
+    y = fastconv.conv2d(x, w, padding=1, padding_mode="reflect")
+    assert np.array_equal(fastconv.conv2d(x, w, padding=1, padding_mode="reflect",
+                                          activation="relu"), np.maximum(y, 0))
+
+
+def test_fused_result_does_not_depend_on_the_thread_count(rng):
+    for geometry in CASES.values():
+        x, weight, bias, kwargs = _case(rng, geometry, np.float32)
+        results = []
+        for threads in (1, 2, 3):
+            with fastconv.threads(threads):
+                results.append(fastconv.conv2d(x, weight, bias, activation="relu", **kwargs))
+        for result in results[1:]:
+            assert np.array_equal(_bits(result), _bits(results[0]))
+
+
+def test_fused_conv_matches_torch(rng, torch):
+    for geometry in CASES.values():
+        x, weight, bias, kwargs = _case(rng, geometry, np.float32, special=False)
+        batch, cin, h, w, cout, kernel, stride, pads, dilation, groups = geometry
+        xt = torch.nn.functional.pad(torch.from_numpy(x), (pads[2], pads[3], pads[0], pads[1]))
+        expected = torch.relu(torch.nn.functional.conv2d(
+            xt, torch.from_numpy(weight), torch.from_numpy(bias), stride, 0, dilation,
+            groups)).numpy()
+        got = fastconv.conv2d(x, weight, bias, activation="relu", **kwargs)
+        np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4)
+
+
+# ---- nn.Sequential ---------------------------------------------------------------------------
+
+def _layerwise(model, x):
+    """The unfused forward pass: every layer's own forward, one after the other."""
+    for layer in model:
+        x = layer(x)
+    return x
+
+
+def _layerwise_backward(model, grad):
+    for layer in reversed(list(model)):
+        grad = layer.backward(grad)
+    return grad
+
+
+def _models(dtype):
+    rng = np.random.default_rng(3)
+    yield models.tutorial_net(seed=0, dtype=dtype)
+    yield models.lenet5(seed=0, dtype=dtype)
+    yield nn.Sequential(  # depthwise, reflect padding, Conv -> ReLU -> MaxPool with padding
+        nn.Conv2d(1, 16, 3, padding=1, padding_mode="reflect", dtype=dtype, seed=rng),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16, dtype=dtype, seed=rng),
+        nn.ReLU(),
+        nn.MaxPool2d(3, stride=2, padding=1),
+        nn.Conv2d(16, 32, 3, bias=False, dtype=dtype, seed=rng),
+        nn.ReLU(),
+        nn.Dropout(0.25, seed=1),
+        nn.Flatten(),
+        nn.Linear(None, 10, dtype=dtype, seed=rng),
+    )
+
+
+def test_sequential_groups_conv_with_the_relu_after_it():
+    layers = [nn.Conv2d(1, 2, 3), nn.ReLU(), nn.ReLU(), nn.Conv2d(2, 2, 1), nn.Sigmoid(),
+              nn.Conv2d(2, 2, 1), nn.ReLU()]
+    assert _fusion.fused_groups(layers) == [(0, 2), (2, 3), (3, 4), (4, 5), (5, 7)]
+
+    class MyReLU(nn.ReLU):  # a subclass may do anything: never fused
+        pass
+
+    assert _fusion.fused_groups([nn.Conv2d(1, 2, 3), MyReLU()]) == [(0, 1), (1, 2)]
+    hooked = nn.ReLU()
+    hooked.forward = lambda x: x  # a forward set on the instance runs as such
+    assert _fusion.fused_groups([nn.Conv2d(1, 2, 3), hooked]) == [(0, 1), (1, 2)]
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, seed=0), hooked).eval()
+    x = np.random.default_rng(0).standard_normal((1, 1, 5, 5)).astype(np.float32)
+    assert np.array_equal(model(x), model[0](x)) and model(x).min() < 0
+    assert _fusion.prepared(model) is None
+
+
+def test_sequential_training_is_unchanged_by_fusion(dtype):
+    """Training with the fused Sequential gives the unfused layers' outputs, gradients and
+    parameters bit for bit, step after step (ReLU's backward reads the fused output)."""
+    for fused in _models(dtype):
+        unfused = copy.deepcopy(fused)
+        rng = np.random.default_rng(7)
+        opt_f = optim.SGD(fused.parameters(), lr=0.05, momentum=0.9)
+        opt_u = optim.SGD(unfused.parameters(), lr=0.05, momentum=0.9)
+        for step in range(3):
+            x = rng.standard_normal((4, 1, 28, 28)).astype(dtype)
+            y_f = fused(x)
+            y_u = _layerwise(unfused, x)
+            assert np.array_equal(_bits(y_f), _bits(y_u))
+            grad = rng.standard_normal(y_f.shape).astype(dtype)
+            opt_f.zero_grad()
+            opt_u.zero_grad()
+            gx_f = fused.backward(grad)
+            gx_u = _layerwise_backward(unfused, grad)
+            assert np.array_equal(_bits(gx_f), _bits(gx_u))
+            for p_f, p_u in zip(fused.parameters(), unfused.parameters()):
+                assert np.array_equal(_bits(p_f.grad), _bits(p_u.grad))
+            opt_f.step()
+            opt_u.step()
+            for p_f, p_u in zip(fused.parameters(), unfused.parameters()):
+                assert np.array_equal(_bits(p_f.data), _bits(p_u.data))
+
+
+def test_sequential_eval_plan_matches_the_layers(dtype):
+    """Evaluation mode runs a prepared plan: the unfused layers' bits, new output arrays every
+    call, the state each layer's backward needs (an eval-mode backward, a saliency map, gives
+    the unfused model's input gradient)."""
+    for model in _models(dtype):
+        reference = copy.deepcopy(model)
+        model.eval()
+        reference.eval()
+        rng = np.random.default_rng(11)
+        for batch in (1, 3, 3, 5):
+            x = rng.standard_normal((batch, 1, 28, 28)).astype(dtype)
+            first = model(x)  # (a lazy layer is sized by the layer-by-layer path first)
+            kept = first.copy()
+            second = model(x)
+            assert _fusion.prepared(model) is not None  # the plan ran
+            assert second is not first and np.array_equal(first, kept)
+            expected = _layerwise(reference, x)
+            assert np.array_equal(_bits(second), _bits(expected))
+            grad = rng.standard_normal(expected.shape).astype(dtype)
+            assert np.array_equal(_bits(model.backward(grad)),
+                                  _bits(_layerwise_backward(reference, grad)))
+
+
+def test_sequential_eval_plan_follows_changes(rng):
+    model = models.tutorial_net(seed=0).eval()
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    model(x)
+    plan = _fusion.prepared(model)
+    model(x)
+    assert _fusion.prepared(model) is plan  # reused
+    # weights changed in place: read at each call, the plan kept
+    model[0].weight.data *= 2
+    assert np.array_equal(model(x), _layerwise(model, x))
+    assert _fusion.prepared(model) is plan
+    # a parameter array replaced (another dtype even): a new plan, or the layers' own path
+    model[4].weight.data = model[4].weight.data.astype(np.float64)
+    assert np.array_equal(model(x), _layerwise(model, x))
+    model[4].weight.data = model[4].weight.data.astype(np.float32)
+    assert np.array_equal(model(x), _layerwise(model, x))
+    # a hyper-parameter reassigned
+    model[0].stride = (1, 1)
+    setattr(model, "4", nn.Linear(16 * 12 * 12, 20, seed=0))  # a layer replaced
+    assert model(x).shape == (2, 10)
+    assert np.array_equal(model(x), _layerwise(model, x))
+    # another thread count, another path override, an appended layer, training mode
+    with fastconv.threads(1):
+        assert np.array_equal(model(x), _layerwise(model, x))
+    with use_paths(forward="blas"):
+        assert np.array_equal(model(x), _layerwise(model, x))
+    model.append(nn.ReLU())
+    assert np.array_equal(model(x), _layerwise(model, x))
+    assert model(x).min() >= 0
+    model.train()
+    model(x)
+    assert model[0]._input is x
+    # inputs the plan does not take: lists, float64 into a float32 model, empty batches,
+    # non-contiguous arrays
+    model.eval()
+    for other in (x.tolist(), x.astype(np.float64), x[:0], np.asfortranarray(x)):
+        assert np.array_equal(model(other), _layerwise(model, other))
+
+
+def test_copies_and_pickles_of_a_model_carry_no_plan(rng):
+    """A copy of an evaluated model runs its own layers (a plan's steps hold the layers they
+    were made for), and pickles."""
+    import pickle
+
+    model = models.tutorial_net(seed=0).eval()
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    model(x)
+    model(x)
+    twin = copy.deepcopy(model)
+    clone = pickle.loads(pickle.dumps(model))
+    model[0].weight.data *= -1
+    expected = _layerwise(twin, x)
+    assert not np.array_equal(model(x), expected)
+    assert np.array_equal(twin(x), expected) and np.array_equal(clone(x), expected)
+    assert _fusion.prepared(twin) is not _fusion.prepared(model)
+
+
+def test_sequential_with_unknown_layers_falls_back():
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, seed=0), nn.ReLU(), nn.Sigmoid(),
+                          nn.Sequential(nn.Conv2d(4, 4, 3, seed=1), nn.ReLU()), nn.Flatten())
+    model.eval()
+    x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
+    y = model(x)
+    assert _fusion.prepared(model) is None
+    assert _fusion.prepared(model[3]) is not None  # the inner one has its own
+    h = x
+    for layer in (model[0], model[1], model[2], model[3][0], model[3][1], model[4]):
+        h = layer(h)
+    assert np.array_equal(y, h)
+
+
+_CHILD = """
+import sys
+import numpy as np
+import fastconv
+from fastconv import _paths
+from fastconv._plan import use_paths
+rng = np.random.default_rng(5)
+checked = []
+for dtype in (np.float32, np.float64):
+    for shape, wshape, kwargs in [((2, 3, 11, 9), (16, 3, 3, 3), dict(padding=1)),
+                                  ((2, 1, 28, 28), (16, 1, 5, 5), dict(stride=2)),
+                                  ((2, 5, 9, 9), (7, 5, 3, 2), dict(padding=(2, 1))),
+                                  ((2, 16, 9, 9), (16, 1, 3, 3), dict(groups=16))]:
+        x = rng.standard_normal(shape).astype(dtype)
+        x[0, 0, 1, 1] = np.nan
+        w = rng.standard_normal(wshape).astype(dtype)
+        b = rng.standard_normal(wshape[0]).astype(dtype)
+        for name in _paths.names("forward"):
+            with use_paths(forward=name):
+                plain = fastconv.conv2d(x, w, b, **kwargs)
+                fused = fastconv.conv2d(x, w, b, activation="relu", **kwargs)
+            assert np.maximum(plain, 0).tobytes() == fused.tobytes(), (name, shape)
+            checked.append(name)
+print(len(checked))
+"""
+
+
+@pytest.mark.parametrize("env", [{"FASTCONV_GEMM_KERNEL": "avx2"},
+                                 {"FASTCONV_GEMM_KERNEL": "generic"},
+                                 {"FASTCONV_ISA": "avx2"}, {"FASTCONV_ISA": "generic"}],
+                         ids=["gemm-avx2", "gemm-generic", "isa-avx2", "isa-generic"])
+def test_lesser_kernels_fuse_bit_for_bit(env, tmp_path):
+    """Under the micro-kernels and instruction sets this CPU would not pick (forced at import,
+    in a child process), the fused ReLU is still numpy.maximum of the unfused result."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    child_env = dict(os.environ, **env)
+    child_env["PYTHONPATH"] = root + os.pathsep + os.environ.get("PYTHONPATH", "")
+    run = subprocess.run([sys.executable, "-c", _CHILD], env=child_env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert int(run.stdout.strip()) == 2 * 4 * len(_paths.names("forward"))
