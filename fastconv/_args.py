@@ -26,6 +26,7 @@ __all__ = [
     "check_groups",
     "check_output_padding",
     "CONV_PADDING_MODES",
+    "CONV_ALGORITHMS",
     "PAD_MODES",
     "conv_padding",
     "max_pool_padding",
@@ -58,6 +59,11 @@ _INT64_MIN, _INT64_MAX = -2**63, 2**63 - 1
 # conv2d / nn.Conv2d padding_mode: torch.nn.Conv2d's names (accepted name -> canonical name).
 CONV_PADDING_MODES: dict[str, Literal["zeros", "reflect", "replicate", "circular"]] = {
     "zeros": "zeros", "reflect": "reflect", "replicate": "replicate", "circular": "circular",
+}
+# conv2d / conv2d_backward / nn.Conv2d algorithm: 'auto' (the default paths, no Winograd),
+# 'direct' (never Winograd), 'winograd' (Winograd F(m x m, 3 x 3) where it applies).
+CONV_ALGORITHMS: dict[str, Literal["auto", "direct", "winograd"]] = {
+    "auto": "auto", "direct": "direct", "winograd": "winograd",
 }
 # pad2d mode: torch.nn.functional.pad's names, plus NumPy's 'edge' and 'wrap'.
 PAD_MODES: dict[str, Literal["constant", "reflect", "replicate", "circular"]] = {

@@ -20,6 +20,7 @@ __all__ = [
     "Padding",
     "ConvPadding",
     "ConvPaddingMode",
+    "ConvAlgorithm",
     "PadMode",
     "Shape",
     "Seed",
@@ -41,6 +42,7 @@ Padding: TypeAlias = Union[int, tuple[int, int], tuple[tuple[int, int], tuple[in
 ConvPadding: TypeAlias = Union[Padding, Literal["valid", "same"]]
 # conv2d / Conv2d padding_mode (torch.nn.Conv2d's names)
 ConvPaddingMode: TypeAlias = Literal["zeros", "reflect", "replicate", "circular"]
+ConvAlgorithm: TypeAlias = Literal["auto", "direct", "winograd"]
 # pad2d mode: PyTorch's names and NumPy's aliases 'edge' and 'wrap'
 PadMode: TypeAlias = Literal["constant", "reflect", "replicate", "edge", "circular", "wrap"]
 # input_shape of the pooling gradients: x.shape, 3-D or 4-D
