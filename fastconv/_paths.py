@@ -443,10 +443,8 @@ class Winograd(ConvPath):
             sub = plan.transposed
             return sub is not None and self.applies("forward", sub)
         g = plan.geometry
-        # (the AVX-512 transforms gather with 32-bit offsets into x)
         return (plan.groups == 1 and (g.kernel_h, g.kernel_w) == (3, 3)
                 and (g.stride_h, g.stride_w) == (1, 1) and (g.dil_h, g.dil_w) == (1, 1)
-                and plan.batch * plan.in_channels * g.in_h * g.in_w < 2 ** 31
                 and _winograd_fits(plan))
 
     def pays(self, op: str, plan: ConvPlan) -> bool:

@@ -79,49 +79,7 @@ FC_LOCAL void FC_WN(input_any)(int m, int alpha, const double* bt, const FC_T* x
             inside[lane] = row0[lane] >= 0 && col0[lane] >= 0 && row0[lane] + alpha <= g->in_h
                            && col0[lane] + alpha <= in_w;
         }
-#ifdef FC_W_GATHER512
-        /* each lane's patch as offsets from the channel's plane (the caller keeps x below
-         * 2^31 elements), and per tap the lanes whose value lies inside the plane */
-        int32_t off32[FC_L] __attribute__((aligned(64)));
-        __mmask16 masks[FC_WINO_ALPHA_MAX * FC_WINO_ALPHA_MAX];
-        for (lane = 0; lane < FC_L; lane++)
-            off32[lane] = lane < lanes ? (int32_t)((base[lane] - x) + row0[lane] * in_w + col0[lane])
-                                       : 0;
-        for (r = 0; r < alpha; r++)
-            for (q = 0; q < alpha; q++) {
-                unsigned bits = 0;
-                for (lane = 0; lane < lanes; lane++) {
-                    const ptrdiff_t y = row0[lane] + r, xx = col0[lane] + q;
-                    if (y >= 0 && y < g->in_h && xx >= 0 && xx < in_w)
-                        bits |= 1u << lane;
-                }
-                masks[r * alpha + q] = (__mmask16)bits;
-            }
-#endif
         for (c = 0; c < g->channels; c++) {
-#ifdef FC_W_GATHER512
-            {
-                const FC_T* xc = x + c * plane;
-                const __m512i vo = _mm512_load_si512((const void*)off32);
-                _Pragma("GCC unroll 8") for (r = 0; r < alpha; r++)
-                    _Pragma("GCC unroll 8") for (q = 0; q < alpha; q++) {
-                        const int k = r * alpha + q;
-                        const __m512i idx = _mm512_add_epi32(
-                            vo, _mm512_set1_epi32((int32_t)(r * in_w + q)));
-#if FC_W_GATHER512 == 1
-                        _mm512_store_ps(d + k * FC_L, _mm512_mask_i32gather_ps(
-                            _mm512_setzero_ps(), masks[k], idx, xc, 4));
-#else
-                        _mm512_store_pd(d + k * FC_L, _mm512_mask_i32gather_pd(
-                            _mm512_setzero_pd(), (__mmask8)masks[k],
-                            _mm512_castsi512_si256(idx), xc, 8));
-                        _mm512_store_pd(d + k * FC_L + 8, _mm512_mask_i32gather_pd(
-                            _mm512_setzero_pd(), (__mmask8)(masks[k] >> 8),
-                            _mm512_extracti64x4_epi64(idx, 1), xc, 8));
-#endif
-                    }
-            }
-#else
             /* the patches, lane by lane (zero outside the plane and past the last tile) */
             for (lane = 0; lane < FC_L; lane++) {
                 if (lane >= lanes) {
@@ -155,7 +113,6 @@ FC_LOCAL void FC_WN(input_any)(int m, int alpha, const double* bt, const FC_T* x
                     }
                 }
             }
-#endif
             /* B^T d: tmp[i][q] = sum_j bt[i][j] d[j][q] */
             _Pragma("GCC unroll 8") for (q = 0; q < alpha; q++)
                 FC_WN(apply)(alpha, alpha, bt, d + q * FC_L, alpha * FC_L, tmp + q * FC_L,
@@ -284,4 +241,3 @@ FC_W_KERNELS(6, 8)
 #undef FC_T
 #undef FC_WN
 #undef FC_W_TARGET
-#undef FC_W_GATHER512
