@@ -90,7 +90,7 @@ def error_table(threads):
     model = cnn("direct")
     _fit(model, 1, X[:20000], y[:20000], X[:10], y[:10], threads)
     X_in, _, _ = train.standardize(X[20000:20256])
-    activations = model[:3](X_in[:, None].astype(np.float32))
+    activations = model[:3](X_in.reshape(-1, 1, 28, 28).astype(np.float32))
     weight = model[3].weight.data
     gy = rng.standard_normal((256, 64, 14, 14)).astype(np.float32)
     rows.append(("trained CNN conv2 C=32", activations, weight, gy))
