@@ -28,7 +28,8 @@ EXTENSIONS = ["_openmp", "_conv", "_pad", "_pool", "_norm", "_adaptive"]
 # so that they are shipped in the sdist and a change to them rebuilds the extension
 EXTRA_DEPENDS = {"_conv": ["src/_cpu.h", "src/_depthwise.h", "src/_depthwise_impl.h",
                            "src/_direct.h", "src/_epilogue.h", "src/_gemm.h", "src/_simd.h",
-                           "src/_stage.h"],
+                           "src/_stage.h", "src/_winograd.h", "src/_winograd_impl.h",
+                           "src/_winograd_matrices.h"],
                  "_pool": ["src/_cpu.h", "src/_pool.h", "src/_pool_impl.h"]}
 
 OPENMP_TEST_PROGRAM = textwrap.dedent(

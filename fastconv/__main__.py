@@ -105,6 +105,10 @@ def _parser() -> argparse.ArgumentParser:
                             "with the training set's mean and standard deviation")
     train.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
                        help="SGD weight decay (default: 0)")
+    train.add_argument("--algorithm", choices=["auto", "direct", "winograd"], default="auto",
+                       help="convolution algorithm of every Conv2d (fastconv.conv2d's "
+                            "algorithm=): 'winograd' runs 3x3 stride-1 layers by Winograd; "
+                            "default: auto")
     train.add_argument("--threads", type=_positive_int, default=None,
                        help="threads for the kernels and BLAS (default: the OpenMP default)")
     train.add_argument("--seed", type=_non_negative_int, default=0,
@@ -184,7 +188,7 @@ def _train(args: argparse.Namespace) -> int:
 
     import fastconv
 
-    from . import datasets, io, models, optim, train
+    from . import datasets, io, models, nn, optim, train
 
     save = _DEFAULT_SAVE.format(model=args.model) if args.save is None else args.save
     if save:
@@ -219,6 +223,9 @@ def _train(args: argparse.Namespace) -> int:
 
     threads = args.threads if args.threads is not None else fastconv.get_num_threads()
     model = models.build(args.model, seed=args.seed)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            module.algorithm = args.algorithm
     optimizer: optim.SGD | optim.Adam
     if args.optimizer == "adam":
         optimizer = optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)

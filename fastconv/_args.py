@@ -28,6 +28,7 @@ __all__ = [
     "CONV_PADDING_MODES",
     "ACTIVATIONS",
     "check_activation",
+    "CONV_ALGORITHMS",
     "PAD_MODES",
     "conv_padding",
     "max_pool_padding",
@@ -63,6 +64,11 @@ CONV_PADDING_MODES: dict[str, Literal["zeros", "reflect", "replicate", "circular
 }
 # conv2d's fused activation (None: none); nn.Sequential fuses a Conv2d with the ReLU after it.
 ACTIVATIONS: dict[str, Literal["relu"]] = {"relu": "relu"}
+# conv2d / conv2d_backward / nn.Conv2d algorithm: 'auto' (the default paths, no Winograd),
+# 'direct' (never Winograd), 'winograd' (Winograd F(m x m, 3 x 3) where it applies).
+CONV_ALGORITHMS: dict[str, Literal["auto", "direct", "winograd"]] = {
+    "auto": "auto", "direct": "direct", "winograd": "winograd",
+}
 # pad2d mode: torch.nn.functional.pad's names, plus NumPy's 'edge' and 'wrap'.
 PAD_MODES: dict[str, Literal["constant", "reflect", "replicate", "circular"]] = {
     "constant": "constant",

@@ -271,3 +271,29 @@ class _DepthwiseGradWeight(Protocol):
     def __getitem__(self, signature: str, /) -> _DepthwiseGradWeight: ...  # "float" or "double"
 
 depthwise_grad_weight: _DepthwiseGradWeight
+
+# Winograd F(m x m, 3 x 3) (src/conv/winograd.pxi over src/_winograd.h)
+def winograd_isa() -> str: ...  # the transforms' build: 'avx512', 'avx2' or 'generic'
+def winograd_sizes(
+    m: int, in_channels: int, out_channels: int, block: int, dtype: str
+) -> tuple[int, int]: ...  # (packed weights, one thread's workspace row), in elements
+
+@type_check_only
+class _WinogradForward(Protocol):
+    def __call__(
+        self,
+        x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C, H, W)
+        weight: np.ndarray,  # const floating[:, :, :, ::1]  (K, C, 3, 3)
+        bias: np.ndarray | None,  # const floating[::1]  (K,)
+        out: np.ndarray,  # floating[:, :, :, ::1]  (N, K, H_out, W_out), overwritten
+        packed_weight: np.ndarray,  # floating[::1]  winograd_sizes()[0], overwritten
+        workspace: np.ndarray,  # floating[:, ::1]  (num_threads, winograd_sizes()[1])
+        m: int,  # 2, 4 or 6
+        pad_top: int,
+        pad_left: int,
+        block: int,  # tiles per block, a multiple of 16
+        num_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _WinogradForward: ...  # "float" or "double"
+
+winograd_forward: _WinogradForward

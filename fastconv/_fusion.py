@@ -208,13 +208,15 @@ def _conv_step(layer: Any, relu_layer: Any, shape: tuple[int, ...], dtype: np.dt
     weight = layer.weight.data
     bias = None if layer.bias is None else layer.bias.data
     probe = np.empty(shape, dtype=dtype)
+    algorithm = getattr(layer, "algorithm", "auto")
     key = _conv._plan_key(probe, weight, bias, layer.stride, layer.padding, layer.dilation,
-                          layer.groups, layer.padding_mode, ())
+                          layer.groups, layer.padding_mode, (), algorithm)
     if key is None:  # arrays or arguments that need converting: the layer's own path
         return None
     try:
         conv, _ = _conv._prepare(probe, weight, bias, layer.stride, layer.padding,
-                                 layer.dilation, layer.groups, layer.padding_mode)
+                                 layer.dilation, layer.groups, layer.padding_mode,
+                                 algorithm=algorithm)
     except (ValueError, TypeError):
         return None
     plan = conv.plan

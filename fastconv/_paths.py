@@ -397,6 +397,110 @@ def transposed_geometry(plan: ConvPlan) -> Geometry | None:
     return transposed
 
 
+# ---- Winograd F(m x m, 3 x 3) (src/conv/winograd.pxi) ----------------------------------------
+
+# The tile sizes m (outputs per tile side); alpha = m + 2. Measured float32 error on N(0,1)
+# data, max |y - y_float64| / max |y_float64| (bench/bench_winograd.py): see README.
+WINOGRAD_TILES = (2, 4, 6)
+# Transform cost per tile and channel in multiply-adds of the GEMM (the input transform
+# gathers alpha^2 values per tile and channel, the output transform scatters m^2): a rough
+# model, from profiles of the forward pass at m = 4 (the input transform cost about 1.6x the
+# GEMM at 64 x 64 channels).
+_WINOGRAD_INPUT_COST = {2: 60, 4: 150, 6: 280}
+_WINOGRAD_OUTPUT_COST = {2: 20, 4: 70, 6: 130}
+# A thread's block of tiles: its transformed input and products, alpha^2 * (C + K) values per
+# tile, kept about this big (at least 16 tiles). Measured on bench_ops.py's resnet, vgg28,
+# vgg14 and small cases at 2 threads, 256 KiB was the fastest of 0.25, 1, 4 and 16 MiB
+# (resnet 7.8, 8.4, 10.5, 17.4 ms) ...
+WINOGRAD_BLOCK_BYTES = 256 * 1024
+# ... and the whole workspace (the transformed weights and every thread's block) at most this
+WINOGRAD_WORKSPACE_BYTES = 64 * 1024 * 1024
+
+
+def winograd_tile(plan: ConvPlan) -> int:
+    """The tile size m for this plan's shapes: the least modelled cost (the GEMMs' multiply-
+    adds over the padded tiles, plus the transforms')."""
+    g = plan.geometry
+    c, k = g.in_channels_g, g.out_channels_g
+
+    def cost(m: int) -> float:
+        tiles = -(-g.out_h // m) * -(-g.out_w // m)
+        alpha2 = (m + 2) ** 2
+        return tiles * (alpha2 * c * k + c * _WINOGRAD_INPUT_COST[m]
+                        + k * _WINOGRAD_OUTPUT_COST[m])
+
+    return min(WINOGRAD_TILES, key=cost)
+
+
+def _winograd_sizes(plan: ConvPlan, m: int, block: int) -> tuple[int, int]:
+    g = plan.geometry
+    name = "float" if plan.dtype == _F32 else "double"
+    return _conv.winograd_sizes(m, g.in_channels_g, g.out_channels_g, block, name)
+
+
+def _winograd_fits(plan: ConvPlan) -> bool:
+    """The transformed weights and one thread's smallest block within the workspace bound."""
+    packed, row = _winograd_sizes(plan, winograd_tile(plan), 16)
+    return (packed + row) * plan.dtype.itemsize <= WINOGRAD_WORKSPACE_BYTES
+
+
+class Winograd(ConvPath):
+    """3x3, stride 1, dilation 1, one group, any padding, with ``algorithm='winograd'``:
+    Winograd F(m x m, 3 x 3) (Lavin & Gray 2016), m = 2, 4 or 6 from the shapes
+    (winograd_tile). The weights are transformed once per call into the packed GEMM's panels;
+    the tiles of the batch are cut into blocks, and per block each thread transforms the input
+    patches (vectorised across 16 tiles, src/_winograd.h), runs alpha^2 GEMMs of K x block x C
+    on them and transforms the products back. The input gradient of a convolution with padding
+    at most 2 is the forward pass of Transposed's sub-plan (a 3x3 stride-1 convolution of
+    grad_output with the flipped, transposed weights), so it takes only finite weights, as
+    Transposed. The weight gradient is not computed this way (the usual paths run it).
+
+    Fewer multiplications, larger rounding errors: float32 results are within 1e-4 * max|y|
+    of the exact ones on data of one scale (tests/test_winograd.py; measured figures in
+    README), which is why only ``algorithm='winograd'`` (or an override) takes it."""
+
+    name = "winograd"
+    ops = frozenset({"forward", "grad_input"})
+    _FORWARD = _specialised(_conv.winograd_forward)
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        if plan.algorithm == "direct":
+            return False
+        if op == "grad_input":
+            sub = plan.transposed
+            return sub is not None and self.applies("forward", sub)
+        g = plan.geometry
+        return (plan.groups == 1 and (g.kernel_h, g.kernel_w) == (3, 3)
+                and (g.stride_h, g.stride_w) == (1, 1) and (g.dil_h, g.dil_w) == (1, 1)
+                and _winograd_fits(plan))
+
+    def pays(self, op: str, plan: ConvPlan) -> bool:
+        return plan.algorithm == "winograd"
+
+    def takes(self, weight: np.ndarray) -> bool:
+        return bool(np.isfinite(weight).all())
+
+    def forward(self, plan, x, weight, bias, out):
+        g, dtype = plan.geometry, plan.dtype
+        m = winograd_tile(plan)
+        tiles = plan.batch * -(-g.out_h // m) * -(-g.out_w // m)
+        per_tile = (m + 2) ** 2 * (g.in_channels_g + g.out_channels_g) * dtype.itemsize
+        block = max(16, min(WINOGRAD_BLOCK_BYTES // per_tile // 16 * 16, -(-tiles // 16) * 16))
+        threads = effective_num_threads(-(-tiles // block))
+        packed, row = _winograd_sizes(plan, m, block)
+        # the block never changes a result (each tile is computed alone), the thread count
+        # never does: fewer threads where their blocks would pass the workspace bound
+        room = WINOGRAD_WORKSPACE_BYTES // dtype.itemsize - packed
+        threads = max(1, min(threads, room // row))
+        self._FORWARD[dtype](x, weight, bias, out, np.empty(packed, dtype=dtype),
+                             np.empty((threads, row), dtype=dtype), m, g.pad_top, g.pad_left,
+                             block, threads)
+
+    def grad_input(self, plan, grad_output, weight, grad_input):
+        sub = plan.transposed
+        self.forward(sub, grad_output, _transposed_weight(weight, 1), None, grad_input)
+
+
 # ---- im2col + GEMM (src/conv/gemm.pxi) -------------------------------------------------------
 
 class Gemm(ConvPath):
@@ -500,13 +604,14 @@ class Blas(Gemm):
 
 # ---- the lists -------------------------------------------------------------------------------
 
-FORWARD: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), Direct(), Packed(), Blas())
+FORWARD: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), Winograd(), Direct(), Packed(),
+                                 Blas())
 # the forward paths of Transposed's sub-plan: the dense ones (a grouped convolution with one
 # output channel per group would otherwise take the depthwise kernels for its transposed
 # pass, a combination nothing has measured)
 TRANSPOSED_FORWARD: tuple[ConvPath, ...] = FORWARD[2:]
 GRAD_INPUT: tuple[ConvPath, ...] = (DepthwiseGather(), DepthwiseDirect(), Depthwise(),
-                                    Transposed(), Packed(), Blas())
+                                    Winograd(), Transposed(), Packed(), Blas())
 GRAD_WEIGHT: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), Direct(), Packed(),
                                      Blas())
 OPS: dict[str, tuple[ConvPath, ...]] = {"forward": FORWARD, "grad_input": GRAD_INPUT,

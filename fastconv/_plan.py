@@ -110,6 +110,7 @@ class ConvPlan(NamedTuple):
     grad_weight: Any = None
     transposed: ConvPlan | None = None  # Transposed's forward pass over grad_output
     gather: ConvPlan | None = None      # DepthwiseGather's
+    algorithm: str = "auto"             # 'auto', 'direct' or 'winograd' (conv2d's algorithm=)
 
 
 def choose(op: str, plan: ConvPlan, paths: Sequence[Any] | None = None,

@@ -21,6 +21,7 @@ __all__ = [
     "ConvPadding",
     "ConvPaddingMode",
     "Activation",
+    "ConvAlgorithm",
     "PadMode",
     "Shape",
     "Seed",
@@ -43,6 +44,7 @@ ConvPadding: TypeAlias = Union[Padding, Literal["valid", "same"]]
 # conv2d / Conv2d padding_mode (torch.nn.Conv2d's names)
 ConvPaddingMode: TypeAlias = Literal["zeros", "reflect", "replicate", "circular"]
 Activation: TypeAlias = Literal["relu"]
+ConvAlgorithm: TypeAlias = Literal["auto", "direct", "winograd"]
 # pad2d mode: PyTorch's names and NumPy's aliases 'edge' and 'wrap'
 PadMode: TypeAlias = Literal["constant", "reflect", "replicate", "edge", "circular", "wrap"]
 # input_shape of the pooling gradients: x.shape, 3-D or 4-D

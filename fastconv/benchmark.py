@@ -44,6 +44,8 @@ CONV_CASES = {
     "image": (1, 3, 360, 640, 3, (5, 5), 1, 0, 1),
     "tiny": (1, 1, 6, 8, 1, (1, 2), 1, 0, 1),
     "depthwise": (16, 128, 28, 28, 128, (3, 3), 1, 1, 128),
+    "vgg28": (8, 128, 28, 28, 128, (3, 3), 1, 1, 1),
+    "vgg14": (8, 256, 14, 14, 256, (3, 3), 1, 1, 1),
 }
 # name: (kind, N, C, H, W, kernel, stride, padding)
 POOL_CASES = {
@@ -231,7 +233,10 @@ def _check_same(result, expected, who, case):
         raise RuntimeError(f"{who} disagrees with fastconv on {case}")
 
 
-def conv_contenders(case, dtype, torch, include_numpy, ort_threads=None):
+def conv_contenders(case, dtype, torch, include_numpy, ort_threads=None, algorithm=None):
+    """(forward contenders, flops), (backward contenders, flops), and with ``algorithm``
+    (conv2d's, not 'auto') a third pair: the input gradient alone. With ``algorithm`` the
+    contender ``alg`` is fastconv run with it."""
     n, cin, h, w, cout, kernel, stride, pad, groups = case
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, cin, h, w)).astype(dtype)
@@ -265,7 +270,25 @@ def conv_contenders(case, dtype, torch, include_numpy, ort_threads=None):
                                [("w", weight), ("b", bias)])
         fwd["ort"] = ort_runner(model, {"x": x}, ort_threads)
         _check_same(fwd["ort"](), y, "onnxruntime", case)
-    return (fwd, flops), (bwd, 2 * flops)
+    if algorithm is None:
+        return (fwd, flops), (bwd, 2 * flops)
+    fwd["alg"] = lambda: fastconv.conv2d(x, weight, bias, stride, pad, groups=groups,
+                                         algorithm=algorithm)
+    _check_same(fwd["alg"](), y, f"fastconv algorithm={algorithm!r}", case)
+    bwd["alg"] = lambda: fastconv.conv2d_backward(gy, x, weight, stride, pad, groups=groups,
+                                                  algorithm=algorithm)
+    gin = {"fastconv": lambda: fastconv.conv2d_backward(gy, x, weight, stride, pad,
+                                                        groups=groups, need=("input",)),
+           "alg": lambda: fastconv.conv2d_backward(gy, x, weight, stride, pad, groups=groups,
+                                                   need=("input",), algorithm=algorithm)}
+    _check_same(gin["alg"]()[0], gin["fastconv"]()[0], f"fastconv algorithm={algorithm!r}",
+                case)
+    if torch is not None:
+        gin["torch"] = lambda: torch.ops.aten.convolution_backward(
+            torch.from_numpy(gy), torch.from_numpy(x), torch.from_numpy(weight), [cout],
+            [stride, stride], [pad, pad], [1, 1], False, [0, 0], groups,
+            [True, False, False])[0].numpy()
+    return (fwd, flops), (bwd, 2 * flops), (gin, flops)
 
 
 def pool_contenders(case, dtype, torch, include_numpy, ort_threads=None):
@@ -334,8 +357,12 @@ def _one_thread(fn):
 def run(cases: Iterable[str] | None = None, dtype: npt.DTypeLike = np.float32, threads: int = 2,
         repeats: int = 7, min_seconds: float = 0.3, include_numpy: bool = True,
         include_torch: bool = True, scaling: bool = False, out: TextIO | None = None,
-        include_ort: bool = True) -> list[dict[str, Any]]:
+        include_ort: bool = True, algorithm: str = "auto") -> list[dict[str, Any]]:
     """Time every case; return a list of result rows (dicts) and print the table to ``out``.
+
+    ``algorithm`` (conv2d's; not 'auto') adds fastconv run with it as a contender of the
+    convolutions, the columns ``alg ms``, ``alg/torch`` and ``alg/ort`` beside the default
+    ones, and a third op per convolution, ``gin``: the input gradient alone.
 
     ``scaling`` adds fastconv on one thread as a fourth contender and a column ``1t/Nt``:
     how many times faster ``threads`` threads are than one. ``out`` defaults to the current
@@ -354,25 +381,29 @@ def run(cases: Iterable[str] | None = None, dtype: npt.DTypeLike = np.float32, t
     header = (f"{'case':<11}{'op':<5}{'fastconv ms':>12}{'numpy ms':>11}{'torch ms':>10}"
               f"{'ort ms':>9}{'copy ms':>9}"
               f"{'fc GFLOP/s':>11}{'np/fc':>8}{'fc/torch':>9}{'fc/ort':>8}{'fc/copy':>8}"
-              + (f"{'1t/%dt' % threads:>8}" if scaling else ""))
+              + (f"{'1t/%dt' % threads:>8}" if scaling else "")
+              + (f"{'alg ms':>10}{'alg/torch':>10}{'alg/ort':>8}" if algorithm != "auto"
+                 else ""))
     print(f"fastconv {fastconv.__version__}, {np.dtype(dtype).name}, {threads} threads, "
           f"torch {'%s' % torch.__version__ if torch is not None else 'not installed'}, "
           f"onnxruntime {ort[1].__version__ if ort is not None else 'not installed'}, "
-          f"median over {repeats}+ interleaved rounds of 5 calls", file=out)
+          f"median over {repeats}+ interleaved rounds of 5 calls"
+          + (f"; alg: algorithm={algorithm!r}" if algorithm != "auto" else ""), file=out)
     print(header, file=out)
     print("-" * len(header), file=out)
     with fastconv.threads(threads), threadpool_limits(limits=threads):
         for name in names:
             if name in CONV_CASES:
                 pairs = conv_contenders(CONV_CASES[name], dtype, torch, include_numpy,
-                                        ort_threads)
+                                        ort_threads,
+                                        None if algorithm == "auto" else algorithm)
             elif name in POOL_CASES:
                 pairs = pool_contenders(POOL_CASES[name], dtype, torch, include_numpy,
                                         ort_threads)
             else:
                 raise ValueError(f"unknown case {name!r}; known: "
                                  f"{sorted(CONV_CASES) + sorted(POOL_CASES)}")
-            for op, (contenders, flops) in zip(("fwd", "bwd"), pairs):
+            for op, (contenders, flops) in zip(("fwd", "bwd", "gin"), pairs):
                 if scaling:
                     contenders["fastconv_1t"] = _one_thread(contenders["fastconv"])
                 medians = _median_times(contenders, repeats, min_seconds)
@@ -390,6 +421,12 @@ def run(cases: Iterable[str] | None = None, dtype: npt.DTypeLike = np.float32, t
                     row["fastconv_over_copy"] = medians["fastconv"] / medians["copy"]
                 if "fastconv_1t" in medians:
                     row["thread_speedup"] = medians["fastconv_1t"] / medians["fastconv"]
+                if "alg" in medians:
+                    row["algorithm"] = algorithm
+                    if "torch" in medians:
+                        row["alg_over_torch"] = medians["alg"] / medians["torch"]
+                    if "ort" in medians:
+                        row["alg_over_ort"] = medians["alg"] / medians["ort"]
                 rows.append(row)
                 print(_format_row(row), file=out, flush=True)
     ratios = [row["fastconv_over_torch"] for row in rows if "fastconv_over_torch" in row]
@@ -418,7 +455,9 @@ def _format_row(row):
             f"{cell('fastconv_gflops', 11, '.1f')}{cell('numpy_over_fastconv', 8, '.2f')}"
             f"{cell('fastconv_over_torch', 9, '.3f')}{cell('fastconv_over_ort', 8, '.3f')}"
             f"{cell('fastconv_over_copy', 8, '.2f')}"
-            + (cell("thread_speedup", 8, ".2f") if "thread_speedup" in row else ""))
+            + (cell("thread_speedup", 8, ".2f") if "thread_speedup" in row else "")
+            + (cell("alg_ms", 10, ".3f") + cell("alg_over_torch", 10, ".3f")
+               + cell("alg_over_ort", 8, ".3f") if "algorithm" in row else ""))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -440,6 +479,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also measure the 2048x2048 GEMM ceiling through NumPy's BLAS")
     parser.add_argument("--scaling", action="store_true",
                         help="also time fastconv on one thread; print the speed-up of --threads")
+    parser.add_argument("--algorithm", choices=("auto", "direct", "winograd"), default="auto",
+                        help="also time the convolutions with conv2d's algorithm=ALGORITHM "
+                             "(columns alg ms, alg/torch, alg/ort; op gin: input gradient)")
     parser.add_argument("--json", metavar="PATH", help="write the rows as JSON")
     args = parser.parse_args(argv)
     known = list(CONV_CASES) + list(POOL_CASES)
@@ -452,9 +494,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = run(cases, dtype=np.dtype(args.dtype), threads=args.threads, repeats=repeats,
                min_seconds=0.05 if args.quick else 0.3, include_numpy=not args.no_numpy,
                include_torch=not args.no_torch, scaling=args.scaling,
-               include_ort=not args.no_ort)
+               include_ort=not args.no_ort, algorithm=args.algorithm)
     report = {"rows": rows, "machine": platform.platform(), "python": sys.version.split()[0],
-              "config": {"threads": args.threads, "dtype": args.dtype, "repeats": repeats}}
+              "config": {"threads": args.threads, "dtype": args.dtype, "repeats": repeats,
+                         "algorithm": args.algorithm}}
     if args.ceiling:
         from threadpoolctl import threadpool_limits
 

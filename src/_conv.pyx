@@ -34,7 +34,9 @@ The kernels live in one file per family, included here (one module, one import):
   weight gradient, input gradient, and the bias gradient every path shares;
 - ``conv/direct.pxi``: the direct kernels of ``_direct.h``;
 - ``conv/depthwise.pxi``: the per-plane depthwise kernels of ``_depthwise.h``;
-- ``conv/depthwise_direct.pxi``: the depthwise kernels with 16 channels across the lanes.
+- ``conv/depthwise_direct.pxi``: the depthwise kernels with 16 channels across the lanes;
+- ``conv/winograd.pxi``: Winograd F(m x m, 3 x 3) for 3x3 stride-1 convolutions, the
+  transforms of ``_winograd.h`` around the packed GEMM.
 
 Which of them runs is decided in one place, fastconv/_paths.py (the ordered path list), from
 the plan that fastconv/_plan.py makes; these entry points take no sentinel and decide
@@ -63,3 +65,4 @@ include "conv/stage.pxi"
 include "conv/direct.pxi"
 include "conv/depthwise.pxi"
 include "conv/depthwise_direct.pxi"
+include "conv/winograd.pxi"

@@ -1,0 +1,138 @@
+"""Winograd (issue 15): its float32 error per tile size, and training with it.
+
+    python bench/bench_winograd.py error            # error table: N(0,1) data and trained activations
+    python bench/bench_winograd.py train --epochs 2 # a small 3x3 CNN, algorithm='winograd' vs 'direct'
+
+``error``: for each tile size m (2, 4, 6) and each 3x3 stride-1 case of bench_ops.py, max |y -
+y_float64| / max |y_float64| of the float32 forward pass and input gradient, where y_float64
+is fastconv's direct float64 convolution of the same float32 data. The data: N(0,1) inputs and
+weights, and the second layer of the small CNN below after one epoch on Fashion-MNIST (its
+real ReLU activations and trained weights).
+``train``: the CNN trained from the same seed with each algorithm; test accuracy and seconds
+per epoch of each (speed ratios belong to bench_ops.py; these are one run on a shared machine).
+
+The speed of the Winograd path: ``python bench/bench_ops.py small resnet vgg28 vgg14
+--algorithm winograd``.
+"""
+
+import argparse
+import sys
+import time
+
+from _checkout import use_built_checkout
+
+use_built_checkout()
+
+import numpy as np  # noqa: E402
+
+import fastconv  # noqa: E402
+from fastconv import _paths, datasets, nn, optim, train  # noqa: E402
+from fastconv._plan import clear_plans  # noqa: E402
+from fastconv.benchmark import CONV_CASES  # noqa: E402
+
+CASES = [name for name, case in CONV_CASES.items()
+         if case[5] == (3, 3) and case[6] == 1 and case[8] == 1]
+
+
+def cnn(algorithm, seed=0):
+    """Conv(1,32,3,p1) ReLU MaxPool(2) Conv(32,64,3,p1) ReLU MaxPool(2) Flatten Linear(3136,10)."""
+    rng = np.random.default_rng(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1, seed=rng, algorithm=algorithm), nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1, seed=rng, algorithm=algorithm), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 7 * 7, 10, seed=rng))
+
+
+def _fit(model, epochs, X, y, X_test, y_test, threads):
+    X_in, mean, std = train.standardize(X)
+    X_test_in, _, _ = train.standardize(X_test, mean, std)
+    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    with fastconv.threads(threads):
+        history = train.fit(model, X_in, y, optimizer=optimizer, epochs=epochs, batch_size=64,
+                            progress=False)
+        accuracy = train.evaluate(model, X_test_in, y_test)
+    return accuracy, [record["seconds"] for record in history], (mean, std)
+
+
+def _error(m, x, w, gy):
+    saved = _paths.WINOGRAD_TILES
+    _paths.WINOGRAD_TILES = (m,)
+    clear_plans()
+    try:
+        y = fastconv.conv2d(x, w, padding=1, algorithm="winograd")
+        gx = fastconv.conv2d_backward(gy, x, w, padding=1, need=("input",),
+                                      algorithm="winograd")[0]
+    finally:
+        _paths.WINOGRAD_TILES = saved
+        clear_plans()
+    x64, w64, gy64 = x.astype(np.float64), w.astype(np.float64), gy.astype(np.float64)
+    y64 = fastconv.conv2d(x64, w64, padding=1, algorithm="direct")
+    gx64 = fastconv.conv2d_backward(gy64, x64, w64, padding=1, need=("input",),
+                                    algorithm="direct")[0]
+    return (float(np.abs(y - y64).max() / np.abs(y64).max()),
+            float(np.abs(gx - gx64).max() / np.abs(gx64).max()))
+
+
+def error_table(threads):
+    rng = np.random.default_rng(0)
+    print(f"float32 error, max|y - y_float64| / max|y_float64| (forward; input gradient), "
+          f"{threads} threads")
+    print(f"{'data':<22}" + "".join(f"{'F(%d,3)' % m:>22}" for m in (2, 4, 6)))
+    rows = []
+    for name in CASES:
+        n, c, h, w, k = CONV_CASES[name][:5]
+        x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+        weight = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
+        gy = rng.standard_normal((n, k, h, w)).astype(np.float32)
+        rows.append((f"N(0,1) {name} C={c}", x, weight, gy))
+    (X, y), _ = datasets.load_fashion_mnist()
+    model = cnn("direct")
+    _fit(model, 1, X[:20000], y[:20000], X[:10], y[:10], threads)
+    X_in, _, _ = train.standardize(X[20000:20256])
+    activations = model[:3](X_in.reshape(-1, 1, 28, 28).astype(np.float32))
+    weight = model[3].weight.data
+    gy = rng.standard_normal((256, 64, 14, 14)).astype(np.float32)
+    rows.append(("trained CNN conv2 C=32", activations, weight, gy))
+    worst = 0.0
+    with fastconv.threads(threads):
+        for label, x, weight, gy in rows:
+            cells = []
+            for m in (2, 4, 6):
+                forward, backward = _error(m, x, weight, gy)
+                worst = max(worst, forward, backward)
+                cells.append(f"{forward:.1e}; {backward:.1e}")
+            print(f"{label:<22}" + "".join(f"{cell:>22}" for cell in cells), flush=True)
+    print(f"largest: {worst:.2e} (documented bound: 1e-4)")
+
+
+def train_compare(epochs, threads, limit):
+    (X, y), (X_test, y_test) = datasets.load_fashion_mnist()
+    if limit:
+        X, y = X[:limit], y[:limit]
+    print(f"small 3x3 CNN, Fashion-MNIST ({len(X)} training images), {epochs} epochs, "
+          f"batch 64, SGD 0.05 momentum 0.9, {threads} threads")
+    for algorithm in ("direct", "winograd"):
+        start = time.perf_counter()
+        accuracy, seconds, _ = _fit(cnn(algorithm), epochs, X, y, X_test, y_test, threads)
+        print(f"{algorithm:<9} test accuracy {100 * accuracy:.2f}%  seconds per epoch "
+              + ", ".join(f"{s:.1f}" for s in seconds)
+              + f"  (total {time.perf_counter() - start:.1f} s)", flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("error", "train"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="training images (train)")
+    args = parser.parse_args(argv)
+    if args.what == "error":
+        error_table(args.threads)
+    else:
+        train_compare(args.epochs, args.threads, args.limit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+/* Winograd F(m x m, 3 x 3) transforms (src/conv/winograd.pxi runs them around the packed GEMM
+ * of _gemm.h): y = A^T [(G g G^T) . (B^T d B)] A per tile of m x m outputs, alpha = m + 2,
+ * for m = 2, 4, 6 (the matrices: _winograd_matrices.h, from tools/winograd_matrices.py).
+ *
+ * A convolution's tiles are numbered over the whole batch (sample-major, then tile rows, then
+ * tile columns), and a kernel transforms a run [t0, t0 + count) of them: FC_WINO_LANES tiles
+ * at a time, one tile per vector lane, so every transform is a few dozen vector operations
+ * with constant coefficients (the matrices are compile-time constants: zero terms vanish, and
+ * the loops unroll). The transformed tiles are written as the rows the GEMM reads in place:
+ * V[xi][c][tile] (the input) with the tiles contiguous, M[xi][k][tile] (the GEMM's result)
+ * likewise; the weights go straight into the GEMM's packed A panels.
+ *
+ * One source, _winograd_impl.h, is compiled for float and double, each for the compiler's
+ * baseline (SSE2 on x86-64, NEON on aarch64), AVX2+FMA and AVX-512F (GCC/Clang target
+ * attributes on x86-64); fc_wino_select() picks one build per type with fc_cpu_isa()
+ * (src/_cpu.h: detected once, capped by FASTCONV_ISA). Each output element of a transform
+ * is computed by the same operations in the same order whatever the lane or the thread,
+ * so results never depend on the thread count. The patches are gathered lane by lane: masked
+ * AVX-512 gathers (vpgatherdps) were measured 1.5x slower on Zen 4. (Like the packed GEMM's
+ * micro-kernels, the
+ * builds with FMA may round differently from the baseline in the last bit.)
+ * Nothing here allocates or fails: the caller has checked the shapes and sized every row.
+ */
+#ifndef FASTCONV_WINOGRAD_H
+#define FASTCONV_WINOGRAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "_cpu.h"
+#include "_winograd_matrices.h"
+
+/* tiles per vector pass: one 64-byte row of floats (two zmm of doubles) */
+#define FC_WINO_LANES 16
+#define FC_WINO_ALPHA_MAX 8
+
+typedef struct {
+    ptrdiff_t channels;        /* planes per sample of the array read or written */
+    ptrdiff_t in_h, in_w;      /* the input plane */
+    ptrdiff_t out_h, out_w;    /* the output plane */
+    ptrdiff_t pad_top, pad_left;
+    ptrdiff_t tiles_h, tiles_w; /* tiles per plane: ceil(out / m) each way */
+} fc_wino_geometry;
+
+/* the tile's sample and the top-left input pixel its alpha x alpha patch starts at */
+static inline void fc_wino_tile(const fc_wino_geometry* g, int m, ptrdiff_t t, ptrdiff_t* n,
+                                ptrdiff_t* row, ptrdiff_t* col)
+{
+    ptrdiff_t per_plane = g->tiles_h * g->tiles_w, r;
+    *n = t / per_plane;
+    r = t % per_plane;
+    *row = (r / g->tiles_w) * m;
+    *col = (r % g->tiles_w) * m;
+}
+
+/* ---- the builds ------------------------------------------------------------------------ */
+
+#define FC_W_TARGET
+#define FC_T float
+#define FC_WN(name) fc_wino_##name##_float_generic
+#include "_winograd_impl.h"
+#define FC_W_TARGET
+#define FC_T double
+#define FC_WN(name) fc_wino_##name##_double_generic
+#include "_winograd_impl.h"
+
+#if FC_HAVE_X86_TARGETS
+#define FC_W_TARGET __attribute__((target("avx2,fma")))
+#define FC_T float
+#define FC_WN(name) fc_wino_##name##_float_avx2
+#include "_winograd_impl.h"
+#define FC_W_TARGET __attribute__((target("avx2,fma")))
+#define FC_T double
+#define FC_WN(name) fc_wino_##name##_double_avx2
+#include "_winograd_impl.h"
+#define FC_W_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+#define FC_T float
+#define FC_WN(name) fc_wino_##name##_float_avx512
+#include "_winograd_impl.h"
+#define FC_W_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+#define FC_T double
+#define FC_WN(name) fc_wino_##name##_double_avx512
+#include "_winograd_impl.h"
+#endif
+
+/* one table of kernels per element type, indexed by m / 2 - 1 */
+#define FC_WINO_TABLE(T)                                                                     \
+    typedef struct {                                                                         \
+        void (*input[3])(const T*, const fc_wino_geometry*, ptrdiff_t, ptrdiff_t, T*,        \
+                         ptrdiff_t, ptrdiff_t);                                              \
+        void (*output[3])(const T*, ptrdiff_t, ptrdiff_t, const T*, T*,                      \
+                          const fc_wino_geometry*, ptrdiff_t, ptrdiff_t);                    \
+        void (*weights[3])(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, int, T*, ptrdiff_t);  \
+    } fc_wino_kernels_##T;
+FC_WINO_TABLE(float)
+FC_WINO_TABLE(double)
+
+#define FC_WINO_FILL(TABLE, T, ISA)                                                          \
+    do {                                                                                     \
+        TABLE.input[0] = fc_wino_input2_##T##_##ISA;                                         \
+        TABLE.input[1] = fc_wino_input4_##T##_##ISA;                                         \
+        TABLE.input[2] = fc_wino_input6_##T##_##ISA;                                         \
+        TABLE.output[0] = fc_wino_output2_##T##_##ISA;                                       \
+        TABLE.output[1] = fc_wino_output4_##T##_##ISA;                                       \
+        TABLE.output[2] = fc_wino_output6_##T##_##ISA;                                       \
+        TABLE.weights[0] = fc_wino_weights2_##T##_##ISA;                                     \
+        TABLE.weights[1] = fc_wino_weights4_##T##_##ISA;                                     \
+        TABLE.weights[2] = fc_wino_weights6_##T##_##ISA;                                     \
+    } while (0)
+
+static fc_wino_kernels_float fc_wino_float;
+static fc_wino_kernels_double fc_wino_double;
+static int fc_wino_level = -1;
+
+/* pick the build for fc_cpu_isa(); called once at import, before any kernel runs */
+static int fc_wino_select(void)
+{
+    int level = fc_cpu_isa();
+    FC_WINO_FILL(fc_wino_float, float, generic);
+    FC_WINO_FILL(fc_wino_double, double, generic);
+#if FC_HAVE_X86_TARGETS
+    if (level == FC_ISA_AVX512) {
+        FC_WINO_FILL(fc_wino_float, float, avx512);
+        FC_WINO_FILL(fc_wino_double, double, avx512);
+    } else if (level == FC_ISA_AVX2) {
+        FC_WINO_FILL(fc_wino_float, float, avx2);
+        FC_WINO_FILL(fc_wino_double, double, avx2);
+    }
+#else
+    level = FC_ISA_GENERIC;
+#endif
+    fc_wino_level = level;
+    return level;
+}
+
+static const char* fc_wino_isa(void) { return fc_cpu_isa_name(fc_wino_level); }
+
+/* The entry points (m = 2, 4 or 6; the caller checks it).
+ *
+ * input: V[xi*xi_step + c*ld + (t - t0)] = (B^T d B)[xi] of channel c of tile t, for the
+ *   tiles [t0, t0 + count) and every channel (g->channels planes of x per sample, g's input
+ *   plane, zero padding outside it); the columns up to count rounded up to FC_WINO_LANES are
+ *   zeros. ld >= that rounded count.
+ * output: out[n][k][tile's rows and columns] = (A^T M A) (+ bias[k]) for those tiles and the
+ *   g->channels planes of out, cut at the output plane's edges; M[xi*xi_step + k*ld + col].
+ * weights: packed[xi*xi_step + (k / mr)*c_in*mr + c*mr + k % mr] = (G w[k][c] G^T)[xi] for
+ *   k in [k0, k1) (computed in double): the packed GEMM's A panels of each U[xi]. */
+#define FC_WINO_ENTRIES(T)                                                                   \
+    static void fc_wino_input_##T(int m, const T* x, const fc_wino_geometry* g, ptrdiff_t t0, \
+                                  ptrdiff_t count, T* v, ptrdiff_t ld, ptrdiff_t xi_step)     \
+    {                                                                                        \
+        fc_wino_##T.input[m / 2 - 1](x, g, t0, count, v, ld, xi_step);                      \
+    }                                                                                        \
+    static void fc_wino_output_##T(int m, const T* mm, ptrdiff_t ld, ptrdiff_t xi_step,      \
+                                   const T* bias, T* out, const fc_wino_geometry* g,          \
+                                   ptrdiff_t t0, ptrdiff_t count)                             \
+    {                                                                                        \
+        fc_wino_##T.output[m / 2 - 1](mm, ld, xi_step, bias, out, g, t0, count);            \
+    }                                                                                        \
+    static void fc_wino_weights_##T(int m, const T* w, ptrdiff_t c_in, ptrdiff_t k0,         \
+                                    ptrdiff_t k1, int mr, T* packed, ptrdiff_t xi_step)       \
+    {                                                                                        \
+        fc_wino_##T.weights[m / 2 - 1](w, c_in, k0, k1, mr, packed, xi_step);                \
+    }
+FC_WINO_ENTRIES(float)
+FC_WINO_ENTRIES(double)
+
+#endif
