@@ -383,3 +383,22 @@ def test_lesser_kernels_fuse_bit_for_bit(env, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert int(run.stdout.strip()) == 2 * 4 * len(_paths.names("forward"))
+
+
+def test_winograd_layer_fuses_and_plans_with_its_own_algorithm(rng):
+    """A Conv2d with algorithm='winograd' keeps it inside a fused Sequential and its prepared
+    eval plan: Winograd's bits (not the default path's), ReLU'd, in training and in eval."""
+    x = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, algorithm="winograd", seed=0),
+                          nn.ReLU())
+    conv = model[0]
+    winograd = fastconv.conv2d(x, conv.weight.data, conv.bias.data, padding=1,
+                               algorithm="winograd")
+    default = fastconv.conv2d(x, conv.weight.data, conv.bias.data, padding=1)
+    expected = np.maximum(winograd, 0)
+    assert not np.array_equal(_bits(expected), _bits(np.maximum(default, 0)))  # tells them apart
+    assert np.array_equal(_bits(model(x)), _bits(expected))  # training: fused, Winograd
+    model.eval()
+    for _ in range(2):
+        assert np.array_equal(_bits(model(x)), _bits(expected))
+    assert _fusion.prepared(model) is not None
