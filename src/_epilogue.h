@@ -8,7 +8,7 @@
  * The kernels call it on blocks they have just stored (an MR x NR block of C, a run of the
  * direct kernels' pixel-major sums, one depthwise plane), so the values are still in L1: the
  * unfused ReLU's second pass over the whole output in memory is gone. One code for every
- * FASTCONV_ISA (the baseline's vectors, see fc_srelu_rows): cheap next to the convolution
+ * FASTCONV_ISA (the baseline's vectors, see FC_RELU_ROWS): cheap next to the convolution
  * that produced the block, and the same bits from every build. */
 #ifndef FASTCONV_EPILOGUE_H
 #define FASTCONV_EPILOGUE_H
@@ -17,65 +17,52 @@
 
 #define FC_RELU(T, v) (((v) > (T)0 || (v) != (v)) ? (v) : (T)0)
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#define FC_EPILOGUE_SSE2 1
+#include "_simd.h"
+
+/* p[r*ld + j] = FC_RELU(p[r*ld + j]) for r < rows, j < cols, in 16-byte vectors of the
+ * portable kind (src/_simd.h: SSE2 on every x86-64 CPU, so every FASTCONV_ISA level runs this
+ * same code; NEON on aarch64). Branch-free: the signs of a convolution's sums are random, and a
+ * branch per element mispredicts half the time (8x slower on the packed GEMM's 8 x 16 blocks,
+ * measured). A lane keeps its bits where v > 0 or v != v (NaN, payload kept) and becomes all
+ * zero bits (+0) elsewhere: exactly FC_RELU. The tail runs FC_RELU itself. */
+#if FC_SIMD
+#define FC_RELU_ROWS(PREFIX, T, V, W)                                                         \
+    static inline void PREFIX##relu_rows(T *p, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld) \
+    {                                                                                        \
+        const V zero = {0};                                                                  \
+        ptrdiff_t r, j;                                                                      \
+        for (r = 0; r < rows; r++) {                                                         \
+            T *row = p + r * ld;                                                             \
+            for (j = 0; j + W <= cols; j += W) {                                             \
+                V v;                                                                         \
+                __builtin_memcpy(&v, row + j, sizeof v);                                     \
+                {   /* the comparisons' lanes: all ones (keep) or all zeros */               \
+                    __typeof__(v > zero) keep = (v > zero) | (v != v);                       \
+                    v = (V)((__typeof__(keep))v & keep);                                     \
+                }                                                                            \
+                __builtin_memcpy(row + j, &v, sizeof v);                                     \
+            }                                                                                \
+            for (; j < cols; j++) {                                                          \
+                T v = row[j];                                                                \
+                row[j] = FC_RELU(T, v);                                                      \
+            }                                                                                \
+        }                                                                                    \
+    }
+FC_RELU_ROWS(fc_s, float, fc_v4f, 4)
+FC_RELU_ROWS(fc_d, double, fc_v2d, 2)
 #else
-#define FC_EPILOGUE_SSE2 0
-#endif
-
-/* p[r*ld + j] = FC_RELU(p[r*ld + j]) for r < rows, j < cols. On x86-64 by SSE2 (every x86-64
- * CPU has it, so every FASTCONV_ISA level runs this same code): max(v, 0) gives v where v > 0
- * and +0 elsewhere, NaN included (maxps returns its second operand when either is NaN, or
- * when both are zeros); an unordered compare puts the NaNs back. Branch-free: the signs of
- * a convolution's sums are random, and a branch per element mispredicts half the time (8x
- * slower on the packed GEMM's 8 x 16 blocks, measured). */
-static inline void fc_srelu_rows(float *p, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld)
-{
-    ptrdiff_t r, j;
-    for (r = 0; r < rows; r++) {
-        float *row = p + r * ld;
-        j = 0;
-#if FC_EPILOGUE_SSE2
-        {
-            const __m128 zero = _mm_setzero_ps();
-            for (; j + 4 <= cols; j += 4) {
-                __m128 v = _mm_loadu_ps(row + j);
-                __m128 nan = _mm_cmpunord_ps(v, v);
-                __m128 m = _mm_max_ps(v, zero);
-                _mm_storeu_ps(row + j, _mm_or_ps(_mm_and_ps(nan, v), _mm_andnot_ps(nan, m)));
-            }
-        }
-#endif
-        for (; j < cols; j++) {
-            float v = row[j];
-            row[j] = FC_RELU(float, v);
-        }
+#define FC_RELU_ROWS(PREFIX, T)                                                               \
+    static inline void PREFIX##relu_rows(T *p, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld) \
+    {                                                                                        \
+        ptrdiff_t r, j;                                                                      \
+        for (r = 0; r < rows; r++)                                                           \
+            for (j = 0; j < cols; j++) {                                                     \
+                T v = p[r * ld + j];                                                         \
+                p[r * ld + j] = FC_RELU(T, v);                                               \
+            }                                                                                \
     }
-}
-
-static inline void fc_drelu_rows(double *p, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld)
-{
-    ptrdiff_t r, j;
-    for (r = 0; r < rows; r++) {
-        double *row = p + r * ld;
-        j = 0;
-#if FC_EPILOGUE_SSE2
-        {
-            const __m128d zero = _mm_setzero_pd();
-            for (; j + 2 <= cols; j += 2) {
-                __m128d v = _mm_loadu_pd(row + j);
-                __m128d nan = _mm_cmpunord_pd(v, v);
-                __m128d m = _mm_max_pd(v, zero);
-                _mm_storeu_pd(row + j, _mm_or_pd(_mm_and_pd(nan, v), _mm_andnot_pd(nan, m)));
-            }
-        }
+FC_RELU_ROWS(fc_s, float)
+FC_RELU_ROWS(fc_d, double)
 #endif
-        for (; j < cols; j++) {
-            double v = row[j];
-            row[j] = FC_RELU(double, v);
-        }
-    }
-}
 
 #endif
