@@ -33,3 +33,19 @@ def assert_grad_close(actual, expected, dtype=None):
     scale = max(1.0, float(np.abs(expected).max())) if np.size(expected) else 1.0
     np.testing.assert_allclose(actual, expected, rtol=TOLERANCE[dtype]["rtol"] * 10,
                                atol=TOLERANCE[dtype]["atol"] * 10 * scale)
+
+
+ISA_LEVELS = ("generic", "avx2", "avx512")
+
+
+def assert_isa_capped(level, cap):
+    """A child process started with FASTCONV_ISA=cap reports ``level``: at most the cap, and
+    exactly min(cap, this CPU's level) when this process runs uncapped (its own level is then
+    the CPU's; a capped parent only bounds it)."""
+    import os
+
+    from fastconv import _conv
+
+    assert ISA_LEVELS.index(level) <= ISA_LEVELS.index(cap), (level, cap)
+    if "FASTCONV_ISA" not in os.environ:
+        assert level == ISA_LEVELS[min(ISA_LEVELS.index(cap), ISA_LEVELS.index(_conv.ISA))]

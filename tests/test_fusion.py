@@ -10,7 +10,7 @@ import fastconv
 from fastconv import _fusion, _paths, models, nn, optim
 from fastconv import conv as conv_module
 from fastconv._plan import use_paths
-from helpers import assert_close
+from helpers import assert_close, assert_isa_capped
 from reference.conv import conv2d_ref
 
 # (batch, C_in, H, W, C_out, kernel, stride, pads, dilation, groups): one of each family
@@ -382,9 +382,7 @@ def test_lesser_kernels_fuse_bit_for_bit(isa, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     count, level = run.stdout.split()
     assert int(count) == 2 * 4 * len(_paths.names("forward"))
-    from fastconv import _conv
-    levels = ["generic", "avx2", "avx512"]
-    assert level == levels[min(levels.index(isa), levels.index(_conv.ISA))]  # the cap held
+    assert_isa_capped(level, isa)
 
 
 def test_winograd_layer_fuses_and_plans_with_its_own_algorithm(rng):
