@@ -30,10 +30,13 @@
     static inline void PREFIX##relu_rows(T *p, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld) \
     {                                                                                        \
         const V zero = {0};                                                                  \
+        /* the tail counted from cols % W (GCC 12 -O3 warned of a bogus iteration count in */ \
+        /* it when cols was a constant multiple of W) */                                     \
+        const ptrdiff_t whole = cols - cols % W;                                             \
         ptrdiff_t r, j;                                                                      \
         for (r = 0; r < rows; r++) {                                                         \
             T *row = p + r * ld;                                                             \
-            for (j = 0; j + W <= cols; j += W) {                                             \
+            for (j = 0; j < whole; j += W) {                                                 \
                 V v;                                                                         \
                 __builtin_memcpy(&v, row + j, sizeof v);                                     \
                 {   /* the comparisons' lanes: all ones (keep) or all zeros */               \
@@ -42,7 +45,7 @@
                 }                                                                            \
                 __builtin_memcpy(row + j, &v, sizeof v);                                     \
             }                                                                                \
-            for (; j < cols; j++) {                                                          \
+            for (j = whole; j < cols; j++) {                                                 \
                 T v = row[j];                                                                \
                 row[j] = FC_RELU(T, v);                                                      \
             }                                                                                \

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "_cpu.h"
 #include "_depthwise.h"
@@ -17,6 +18,7 @@
 #include "_gemm.h"
 #include "_pool.h"
 #include "_stage.h"
+#include "_winograd.h"
 
 static int failures = 0;
 
@@ -62,15 +64,19 @@ static double next_value(uint32_t *state)
         PREFIX##pack_a(M, K, a, K, 1, packed);                                               \
         for (i = 0; i < M * N; i++)                                                          \
             c[i] = 1;                                                                        \
-        /* pass 0: C = A B + bias; pass 1: C += A B (the weight gradient's accumulation) */  \
-        for (pass = 0; pass < 2; pass++) {                                                   \
-            PREFIX##gemm_packed(M, N, K, packed, b, NR, ldb, pass ? NULL : bias, c, N, pass); \
+        /* pass 0: C = A B + bias; pass 1: C += A B (the weight gradient's accumulation);  \
+         * pass 2: C = relu(A B + bias) (the fused epilogue, src/_epilogue.h) */             \
+        for (pass = 0; pass < 3; pass++) {                                                   \
+            PREFIX##gemm_packed(M, N, K, packed, b, NR, ldb, pass == 1 ? NULL : bias, c, N,  \
+                                pass == 1, pass == 2);                                       \
             for (i = 0; i < M; i++)                                                          \
                 for (j = 0; j < N; j++) {                                                    \
                     double want = 0, e;                                                      \
                     for (kk = 0; kk < K; kk++)                                               \
                         want += (double)a[i * K + kk] * (double)b[kk * ldb + j];             \
-                    want = pass ? 2 * want + bias[i] : want + bias[i];                       \
+                    want = pass == 1 ? 2 * want + bias[i] : want + bias[i];                  \
+                    if (pass == 2 && want < 0)                                               \
+                        want = 0;                                                            \
                     e = rel_err(c[i * N + j], want);                                         \
                     worst = e > worst ? e : worst;                                           \
                 }                                                                            \
@@ -83,6 +89,32 @@ static double next_value(uint32_t *state)
     }
 GEMM_CHECK(fc_s, float, FC_SGEMM_NR, check_sgemm, 1e-4)
 GEMM_CHECK(fc_d, double, FC_DGEMM_NR, check_dgemm, 1e-12)
+
+/* the fused ReLU's rule, bit for bit: numpy.maximum(v, 0) (NaN kept with its payload and
+ * sign, -0 and negatives made +0), over a row longer than a vector with a tail */
+static void check_relu(void)
+{
+    const float fv[] = {1.5f, -2.0f, 0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, 1e-40f,
+                        -1e-40f, 3.0f};
+    const double dv[] = {-0.0, NAN, -1.0, 2.0, -NAN};
+    float f[11];
+    double d[5];
+    double bad = 0;
+    int j;
+    memcpy(f, fv, sizeof f);
+    memcpy(d, dv, sizeof d);
+    fc_srelu_rows(f, 1, 11, 11);
+    fc_drelu_rows(d, 1, 5, 5);
+    for (j = 0; j < 11; j++) {
+        float want = (fv[j] > 0 || fv[j] != fv[j]) ? fv[j] : 0.0f;
+        bad += memcmp(&f[j], &want, sizeof want) != 0;
+    }
+    for (j = 0; j < 5; j++) {
+        double want = (dv[j] > 0 || dv[j] != dv[j]) ? dv[j] : 0.0;
+        bad += memcmp(&d[j], &want, sizeof want) != 0;
+    }
+    check("fc_?relu_rows (bits differing from the rule)", bad, 0);
+}
 
 /* B panels by transposition: dst[j*NR + r] = src[r*ld + j], 0 for r >= rows */
 static void check_transpose_panels(void)
@@ -351,9 +383,20 @@ int main(void)
     printf("staged copies: %s\n", fc_stage_init());
     fc_dw_select(fc_dw_best_level());
     printf("pooling build: %s\n", fc_cpu_isa_name(fc_pool_select()));
+    {   /* Winograd: compiled and selected only, no numerical check of the transforms here
+         * (tests/test_winograd.py checks them under every FASTCONV_ISA on x86) */
+        void (*const entries[])(void) = {
+            (void (*)(void))fc_wino_input_float, (void (*)(void))fc_wino_input_double,
+            (void (*)(void))fc_wino_output_float, (void (*)(void))fc_wino_output_double,
+            (void (*)(void))fc_wino_weights_float, (void (*)(void))fc_wino_weights_double};
+        fc_wino_select();
+        printf("winograd build: %s (%d entry points)\n", fc_wino_isa(),
+               (int)(sizeof entries / sizeof entries[0]));
+    }
     check_sgemm();
     check_dgemm();
     check_transpose_panels();
+    check_relu();
     check_stage();
     check_depthwise();
     check_pool_float();
