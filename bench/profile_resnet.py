@@ -26,7 +26,6 @@ import statistics
 import sys
 import time
 
-import numpy as np
 
 from _checkout import use_built_checkout  # noqa: E402
 
