@@ -26,7 +26,6 @@ import statistics
 import sys
 import time
 
-
 from _checkout import use_built_checkout  # noqa: E402
 
 use_built_checkout()
