@@ -14,6 +14,7 @@ optimiser step), not the test evaluation, and the medians are compared.
     python bench/bench_resnet.py                      # one epoch each side
     python bench/bench_resnet.py --repeats 3
     python bench/bench_resnet.py --limit 10000 --no-accuracy   # a shorter timing run
+    python bench/bench_resnet.py --profile            # one step by layer (profile_resnet.py)
 
 Prints per-run times and test accuracies, the medians and the ratio fastconv / PyTorch (below
 1: fastconv is faster). Targets of issue 16: test accuracy >= 90% after one epoch, ratio
@@ -143,6 +144,10 @@ def run_torch(torch, args, X, y, X_test, y_test, seed):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--profile" in argv:  # the step split by layer, with profile_resnet.py's options
+        from profile_resnet import main as profile
+        return profile([arg for arg in argv if arg != "--profile"])
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="epochs timed per side")

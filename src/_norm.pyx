@@ -23,59 +23,38 @@ from libc.math cimport sqrt
 
 from _types cimport floating
 
-cdef extern from *:
-    """
-    /* grad where output > 0, else +0: a bit mask, so branch-free and exact (an inf or NaN
-       gradient still becomes 0 where the unit is off, as PyTorch's ReLU backward) */
-    static inline float fc_relu_grad_f(float grad, float output) {
-        union { float value; unsigned int bits; } g; g.value = grad;
-        g.bits &= -(unsigned int)(output > 0); return g.value;
-    }
-    static inline double fc_relu_grad_d(double grad, double output) {
-        union { double value; unsigned long long bits; } g; g.value = grad;
-        g.bits &= -(unsigned long long)(output > 0); return g.value;
-    }
-    """
-    float fc_relu_grad_f(float grad, float output) noexcept nogil
-    double fc_relu_grad_d(double grad, double output) noexcept nogil
-
-
-cdef inline floating _relu_grad(floating grad, floating output) noexcept nogil:
-    if floating is float:
-        return fc_relu_grad_f(grad, output)
-    else:
-        return fc_relu_grad_d(grad, output)
+cdef extern from "_norm.h" nogil:
+    # the rows' loops, vectorised where the compiler has vector extensions (same bits)
+    void fc_norm_shifted_sums_f(const float* values, Py_ssize_t count, double shift,
+                                double* total, double* squares)
+    void fc_norm_shifted_sums_d(const double* values, Py_ssize_t count, double shift,
+                                double* total, double* squares)
+    void fc_norm_gradient_sums_f(const float* grad, const float* values, const float* output,
+                                 float* grad_residual, Py_ssize_t count, double mean, int relu,
+                                 double* total, double* products)
+    void fc_norm_gradient_sums_d(const double* grad, const double* values,
+                                 const double* output, double* grad_residual, Py_ssize_t count,
+                                 double mean, int relu, double* total, double* products)
+    void fc_norm_affine_f(float* out, const float* values, const float* residual,
+                          Py_ssize_t count, float scale, float shift, int relu)
+    void fc_norm_affine_d(double* out, const double* values, const double* residual,
+                          Py_ssize_t count, double scale, double shift, int relu)
+    void fc_norm_grad_input_f(float* grad_input, const float* grad, const float* values,
+                              const float* output, Py_ssize_t count, float a, float b, float c)
+    void fc_norm_grad_input_d(double* grad_input, const double* grad, const double* values,
+                              const double* output, Py_ssize_t count, double a, double b,
+                              double c)
 
 
 cdef inline void _shifted_sums(const floating* values, Py_ssize_t count, double shift,
                                double* total, double* squares) noexcept nogil:
     """total += sum(values - shift), squares += sum((values - shift)**2), in float64 with
-    four independent partial sums each, added in a fixed tree. Shifted by a value of the
+    four partial sums each, added in a fixed tree (src/_norm.h). Shifted by a value of the
     channel, so that the variance E[d^2] - E[d]^2 does not cancel when the mean is large."""
-    cdef double t0 = 0, t1 = 0, t2 = 0, t3 = 0, q0 = 0, q1 = 0, q2 = 0, q3 = 0
-    cdef double d0, d1, d2, d3
-    cdef Py_ssize_t i = 0
-    while i + 4 <= count:
-        d0 = values[i] - shift
-        d1 = values[i + 1] - shift
-        d2 = values[i + 2] - shift
-        d3 = values[i + 3] - shift
-        t0 += d0
-        t1 += d1
-        t2 += d2
-        t3 += d3
-        q0 += d0 * d0
-        q1 += d1 * d1
-        q2 += d2 * d2
-        q3 += d3 * d3
-        i += 4
-    while i < count:
-        d0 = values[i] - shift
-        t0 += d0
-        q0 += d0 * d0
-        i += 1
-    total[0] += (t0 + t1) + (t2 + t3)
-    squares[0] += (q0 + q1) + (q2 + q3)
+    if floating is float:
+        fc_norm_shifted_sums_f(values, count, shift, total, squares)
+    else:
+        fc_norm_shifted_sums_d(values, count, shift, total, squares)
 
 
 cdef inline void _gradient_sums(const floating* grad, const floating* values,
@@ -85,76 +64,32 @@ cdef inline void _gradient_sums(const floating* grad, const floating* values,
     """total += sum(g), products += sum(g * (values - mean)), g = grad, or with ``relu``
     grad where output > 0 and 0 elsewhere (written to grad_residual when it is not NULL);
     float64, four partial sums each, a fixed tree."""
-    cdef double t0 = 0, t1 = 0, t2 = 0, t3 = 0, p0 = 0, p1 = 0, p2 = 0, p3 = 0
-    cdef floating g0, g1, g2, g3
-    cdef Py_ssize_t i = 0
-    if relu:
-        while i + 4 <= count:
-            g0 = _relu_grad(grad[i], output[i])
-            g1 = _relu_grad(grad[i + 1], output[i + 1])
-            g2 = _relu_grad(grad[i + 2], output[i + 2])
-            g3 = _relu_grad(grad[i + 3], output[i + 3])
-            if grad_residual != NULL:
-                grad_residual[i] = g0
-                grad_residual[i + 1] = g1
-                grad_residual[i + 2] = g2
-                grad_residual[i + 3] = g3
-            t0 += g0
-            t1 += g1
-            t2 += g2
-            t3 += g3
-            p0 += g0 * (values[i] - mean)
-            p1 += g1 * (values[i + 1] - mean)
-            p2 += g2 * (values[i + 2] - mean)
-            p3 += g3 * (values[i + 3] - mean)
-            i += 4
-        while i < count:
-            g0 = _relu_grad(grad[i], output[i])
-            if grad_residual != NULL:
-                grad_residual[i] = g0
-            t0 += g0
-            p0 += g0 * (values[i] - mean)
-            i += 1
+    if floating is float:
+        fc_norm_gradient_sums_f(grad, values, output, grad_residual, count, mean, relu, total,
+                                products)
     else:
-        while i + 4 <= count:
-            t0 += grad[i]
-            t1 += grad[i + 1]
-            t2 += grad[i + 2]
-            t3 += grad[i + 3]
-            p0 += grad[i] * (values[i] - mean)
-            p1 += grad[i + 1] * (values[i + 1] - mean)
-            p2 += grad[i + 2] * (values[i + 2] - mean)
-            p3 += grad[i + 3] * (values[i + 3] - mean)
-            i += 4
-        while i < count:
-            t0 += grad[i]
-            p0 += grad[i] * (values[i] - mean)
-            i += 1
-    total[0] += (t0 + t1) + (t2 + t3)
-    products[0] += (p0 + p1) + (p2 + p3)
+        fc_norm_gradient_sums_d(grad, values, output, grad_residual, count, mean, relu, total,
+                                products)
 
 
 cdef inline void _affine(floating* out, const floating* values, const floating* residual,
                          Py_ssize_t count, floating scale, floating shift,
                          bint relu) noexcept nogil:
     """out = values * scale + shift (+ residual when not NULL) (then max(., 0) with relu)."""
-    cdef Py_ssize_t i
-    cdef floating value
-    if residual != NULL:
-        if relu:
-            for i in range(count):
-                value = values[i] * scale + shift + residual[i]
-                out[i] = value if value > 0 else 0
-        else:
-            for i in range(count):
-                out[i] = values[i] * scale + shift + residual[i]
-    elif relu:
-        for i in range(count):
-            value = values[i] * scale + shift
-            out[i] = value if value > 0 else 0
+    if floating is float:
+        fc_norm_affine_f(out, values, residual, count, scale, shift, relu)
     else:
-        for i in range(count):
-            out[i] = values[i] * scale + shift
+        fc_norm_affine_d(out, values, residual, count, scale, shift, relu)
+
+
+cdef inline void _grad_input(floating* grad_input, const floating* grad,
+                             const floating* values, const floating* output, Py_ssize_t count,
+                             floating a, floating b, floating c) noexcept nogil:
+    """grad_input = g * a + values * b + c, g = grad masked by output > 0 (when not NULL)."""
+    if floating is float:
+        fc_norm_grad_input_f(grad_input, grad, values, output, count, a, b, c)
+    else:
+        fc_norm_grad_input_d(grad_input, grad, values, output, count, a, b, c)
 
 
 def batch_norm_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
@@ -206,13 +141,9 @@ def batch_norm_backward(const floating[:, :, ::1] grad_output, const floating[:,
     forward added)."""
     cdef Py_ssize_t batch = grad_output.shape[0], channels = grad_output.shape[1]
     cdef Py_ssize_t length = grad_output.shape[2]
-    cdef Py_ssize_t c, n, i
+    cdef Py_ssize_t c, n
     cdef double sum_gy, sum_gy_dev, invstd, count, a, b, shift
-    cdef floating fa, fb, fshift, g
-    cdef const floating* gy_row
-    cdef const floating* x_row
-    cdef const floating* out_row
-    cdef floating* gx_row
+    cdef floating fa, fb, fshift
     cdef bint write_residual = grad_residual.shape[0] != 0
     with nogil:
         for c in prange(channels, schedule='static', num_threads=num_threads):
@@ -240,14 +171,10 @@ def batch_norm_backward(const floating[:, :, ::1] grad_output, const floating[:,
             fb = <floating>b
             fshift = <floating>shift
             for n in range(batch):
-                gy_row = &grad_output[n, c, 0]
-                x_row = &x[n, c, 0]
-                gx_row = &grad_input[n, c, 0]
-                if relu:
-                    out_row = &output[n, c, 0]
-                    for i in range(length):
-                        g = _relu_grad(gy_row[i], out_row[i])
-                        gx_row[i] = g * fa + x_row[i] * fb + fshift
+                if write_residual:
+                    # the masked gradient is already in grad_residual: one stream, not two
+                    _grad_input(&grad_input[n, c, 0], &grad_residual[n, c, 0], &x[n, c, 0],
+                                NULL, length, fa, fb, fshift)
                 else:
-                    for i in range(length):
-                        gx_row[i] = gy_row[i] * fa + x_row[i] * fb + fshift
+                    _grad_input(&grad_input[n, c, 0], &grad_output[n, c, 0], &x[n, c, 0],
+                                &output[n, c, 0] if relu else NULL, length, fa, fb, fshift)
