@@ -15,9 +15,15 @@ last), reading a halo of the rows after it -- up to ``dilation * (kernel - 1)`` 
 many following chunks as that takes. So output chunk
 boundaries fall on stride boundaries by construction, whatever the input chunking, and each
 block is convolved with only the implicit padding that lies at its own edge of the image. The
-padding modes ('reflect', 'replicate', 'circular') are applied globally first (:func:`pad2d`,
-a lazy Dask array), then the blocks are convolved unpadded, exactly as the in-memory
-``conv2d`` pads explicitly and convolves unpadded.
+padding modes ('reflect', 'replicate', 'circular') are planned on the padded image and the
+blocks convolved unpadded, exactly as the in-memory ``conv2d`` pads explicitly and convolves
+unpadded; each block reads its padded rows (the input rows they copy) straight from the input's
+chunks, with no padded copy of the image in between.
+
+A block that is one chunk, or a contiguous part of one, is that chunk (no copy). Any other is
+built by copying each piece once, straight into its place, in a scratch buffer that the Dask
+thread reuses from task to task (it grows to the largest block the thread builds: 13 MB for
+3 x 1032 x 1032 float32): fresh memory would fault in page by page at every task.
 
 Exactness
 ---------
