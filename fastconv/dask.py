@@ -551,9 +551,8 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
 
     chunks = (x4.chunks[0], (out_channels,), tuple(span.outputs for span in plans[0]),
               tuple(span.outputs for span in plans[1]))
-    indices = [[_contiguous(span) if sources[axis] is None
-                else sources[axis][span.first:span.stop] for span in plans[axis]]
-               for axis in range(2)]
+    indices = [[_contiguous(span) if source is None else source[span.first:span.stop]
+                for span in plan] for plan, source in zip(plans, sources)]
     (result,) = _build("fastconv-conv2d", x4, indices[0], indices[1], task, (chunks, dtype),
                        dtype,
                        all_channels=True, extras=(weight_array, bias_array),
