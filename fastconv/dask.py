@@ -15,9 +15,15 @@ last), reading a halo of the rows after it -- up to ``dilation * (kernel - 1)`` 
 many following chunks as that takes. So output chunk
 boundaries fall on stride boundaries by construction, whatever the input chunking, and each
 block is convolved with only the implicit padding that lies at its own edge of the image. The
-padding modes ('reflect', 'replicate', 'circular') are applied globally first (:func:`pad2d`,
-a lazy Dask array), then the blocks are convolved unpadded, exactly as the in-memory
-``conv2d`` pads explicitly and convolves unpadded.
+padding modes ('reflect', 'replicate', 'circular') are planned on the padded image and the
+blocks convolved unpadded, exactly as the in-memory ``conv2d`` pads explicitly and convolves
+unpadded; each block reads its padded rows (the input rows they copy) straight from the input's
+chunks, with no padded copy of the image in between.
+
+A block that is one chunk, or a contiguous part of one, is that chunk (no copy). Any other is
+built by copying each piece once, straight into its place, in a scratch buffer that the Dask
+thread reuses from task to task (it grows to the largest block the thread builds: 13 MB for
+3 x 1032 x 1032 float32): fresh memory would fault in page by page at every task.
 
 Exactness
 ---------
@@ -50,6 +56,7 @@ from __future__ import annotations
 import copy
 import functools
 import operator
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -199,28 +206,60 @@ def _run_length(rows: slice) -> int:
     return len(range(rows.start, -1 if rows.stop is None else rows.stop, rows.step))
 
 
+_scratch = threading.local()  # per Dask thread: the buffer blocks are built in (see _assemble)
+
+
+def _scratch_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array in this thread's scratch buffer, which grows to the
+    largest block the thread has built and is then reused: fresh memory costs a page fault
+    per page (each time, in a worker whose nanny sets MALLOC_TRIM_THRESHOLD_), reused memory
+    does not."""
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.nbytes < nbytes:
+        buffer = _scratch.buffer = np.empty(max(nbytes, 1), dtype=np.uint8)
+    return buffer[:nbytes].view(dtype).reshape(shape)
+
+
 def _assemble(grid: list[list[list[np.ndarray | None]]], rows: list[Run],
-              columns: list[Run], fill: float) -> np.ndarray:
+              columns: list[Run], fill: float, scratch: bool = False) -> np.ndarray:
     """One block from pieces of input chunks: grid[channel chunk][row run][column run], None
-    where a run is a fill (constant padding)."""
-    channels = []
-    for channel in grid:
-        reference = next(piece for row in channel for piece in row if piece is not None)
-        row_blocks = []
-        for (_, row_slice), row in zip(rows, channel):
-            pieces = []
-            for (_, column_slice), piece in zip(columns, row):
+    where a run is a fill (constant padding). Each piece is copied once, straight into its
+    place in the block; a block that is one whole chunk is that chunk, not a copy. With
+    ``scratch`` the block lives in this thread's scratch buffer (for a task that only reads
+    it: the next block this thread builds overwrites it)."""
+    reference = next(piece for channel in grid for row in channel for piece in row
+                     if piece is not None)
+    if len(grid) == 1 and len(rows) == 1 and len(columns) == 1 and reference is grid[0][0][0]:
+        piece = reference[:, :, rows[0][1], columns[0][1]]
+        if piece.flags.c_contiguous:
+            return piece  # e.g. a whole chunk: a view of it
+    channel_counts = [next(piece for row in channel for piece in row
+                           if piece is not None).shape[1] for channel in grid]
+    row_lengths = [_run_length(row_slice) for _, row_slice in rows]
+    column_lengths = [_run_length(column_slice) for _, column_slice in columns]
+    shape = (reference.shape[0], sum(channel_counts), sum(row_lengths), sum(column_lengths))
+    block = (_scratch_array(shape, reference.dtype) if scratch
+             else np.empty(shape, dtype=reference.dtype))
+    channel_start = 0
+    for channel, channel_count in zip(grid, channel_counts):
+        channel_stop = channel_start + channel_count
+        row_start = 0
+        for (_, row_slice), row_length, row in zip(rows, row_lengths, channel):
+            row_stop = row_start + row_length
+            column_start = 0
+            for (_, column_slice), column_length, piece in zip(columns, column_lengths, row):
+                column_stop = column_start + column_length
+                target = block[:, channel_start:channel_stop, row_start:row_stop,
+                               column_start:column_stop]
                 if piece is None:
-                    shape = reference.shape[:2] + (_run_length(row_slice),
-                                                   _run_length(column_slice))
-                    pieces.append(np.full(shape, fill, dtype=reference.dtype))
+                    target[...] = fill
                 else:
-                    pieces.append(piece[:, :, row_slice, column_slice])
-            row_blocks.append(pieces[0] if len(pieces) == 1 else np.concatenate(pieces, -1))
-        channels.append(row_blocks[0] if len(row_blocks) == 1
-                        else np.concatenate(row_blocks, -2))
-    block = channels[0] if len(channels) == 1 else np.concatenate(channels, 1)
-    return np.ascontiguousarray(block)
+                    target[...] = piece[:, :, row_slice, column_slice]
+                column_start = column_stop
+            row_start = row_stop
+        channel_start = channel_stop
+    return block
 
 
 def _contiguous(span: _Span) -> np.ndarray:
@@ -230,13 +269,15 @@ def _contiguous(span: _Span) -> np.ndarray:
 def _build(op: str, x: Any, row_indices: Sequence[np.ndarray], column_indices: Sequence[np.ndarray],
            task: Callable[[int, int], Callable[..., Any]], out_shape_chunks: tuple[Any, ...],
            dtype: np.dtype, *, all_channels: bool, extras: Sequence[Any] = (), fill: float = 0.0,
-           outputs: int = 1, token: Any = None, skips_rows: Sequence[int] = (),
+           scratch: bool = True, outputs: int = 1, token: Any = None, skips_rows: Sequence[int] = (),
            skips_columns: Sequence[int] = ()) -> list[Any]:
     """The Dask array(s) whose block (n, c, i, j) is ``task(i, j)(block, *extras)``, where
     ``block`` holds the input rows ``row_indices[i]`` and columns ``column_indices[j]`` (-1
     for ``fill``) of batch chunk n and of channel chunk c (every channel chunk with
     ``all_channels``). ``extras`` (arrays) go into the graph once, as keys of their own.
-    With ``outputs`` > 1 the task returns a tuple and one array per element is returned."""
+    With ``outputs`` > 1 the task returns a tuple and one array per element is returned.
+    ``scratch``: the blocks are built in the thread's scratch buffer (the task must return
+    new arrays, not the block)."""
     name = f"{op}-{tokenize(x, op, token)}"
     plans_skip = [list(skips_rows) or [0] * len(row_indices),
                   list(skips_columns) or [0] * len(column_indices)]
@@ -262,7 +303,7 @@ def _build(op: str, x: Any, row_indices: Sequence[np.ndarray], column_indices: S
                               for column_chunk, _ in columns] for row_chunk, _ in rows]
                             for c in sources]
                     call = (_skipped(task(i, j), plans_skip[0][i], plans_skip[1][j]),
-                            (_assemble, grid, rows, columns, fill), *extra_keys)
+                            (_assemble, grid, rows, columns, fill, scratch), *extra_keys)
                     if outputs == 1:
                         graph[(name, n, c_out, i, j)] = call
                     else:
@@ -375,7 +416,7 @@ def pad2d(x: ArrayLike, padding: Any, mode: PadMode = "constant",
     chunks = (x4.chunks[0], x4.chunks[1], tuple(row_chunks), tuple(column_chunks))
     (result,) = _build("fastconv-pad2d", x4, row_indices, column_indices,
                        lambda i, j: _identity, (chunks, dtype), dtype, all_channels=False,
-                       fill=fill, token=(top, bottom, left, right, canonical, fill))
+                       fill=fill, scratch=False, token=(top, bottom, left, right, canonical, fill))
     return _finish(result, unbatched)
 
 
@@ -448,13 +489,20 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
         dilation, groups, padding_mode, ())
     conv = conv_call.plan
     pads = conv.pads
+    # the padding modes: planned on the padded image, as the in-memory conv2d pads explicitly
+    # and convolves unpadded; each block reads its padded rows straight from the input's
+    # chunks (the row each copies), without a padded copy of the image in between
+    sources: list[np.ndarray | None] = [None, None]
+    plan_chunks = [x4.chunks[2], x4.chunks[3]]
     if conv.mode != "zeros" and any(pads):
-        # padded globally first, as the in-memory conv2d does, then convolved unpadded
-        x4 = pad2d(x4, ((pads[0], pads[1]), (pads[2], pads[3])), mode=conv.mode)
+        for axis in range(2):
+            before, after = pads[2 * axis], pads[2 * axis + 1]
+            sources[axis] = _source_rows(x4.shape[2 + axis], before, after, conv.mode)
+            plan_chunks[axis] = tuple(_padded_chunks(x4.chunks[2 + axis], before, after))
         pads = (0, 0, 0, 0)
     in_channels, out_channels = x4.shape[1], weight_array.shape[0]
     kernel = weight_array.shape[2:]
-    plans = [_window_plan("conv2d", axis, x4.chunks[2 + axis], kernel[axis],
+    plans = [_window_plan("conv2d", axis, plan_chunks[axis], kernel[axis],
                           conv.stride[axis], conv.dilation[axis], pads[2 * axis],
                           pads[2 * axis + 1], (conv.out_h, conv.out_w)[axis], False)
              for axis in range(2)]
@@ -503,13 +551,15 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
 
     chunks = (x4.chunks[0], (out_channels,), tuple(span.outputs for span in plans[0]),
               tuple(span.outputs for span in plans[1]))
-    (result,) = _build("fastconv-conv2d", x4, [_contiguous(span) for span in plans[0]],
-                       [_contiguous(span) for span in plans[1]], task, (chunks, dtype), dtype,
+    indices = [[_contiguous(span) if source is None else source[span.first:span.stop]
+                for span in plan] for plan, source in zip(plans, sources)]
+    (result,) = _build("fastconv-conv2d", x4, indices[0], indices[1], task, (chunks, dtype),
+                       dtype,
                        all_channels=True, extras=(weight_array, bias_array),
                        skips_rows=[span.skip for span in plans[0]],
                        skips_columns=[span.skip for span in plans[1]],
-                       token=(weight_array, bias_array, conv.stride, pads, conv.dilation,
-                              conv.groups, path, threads))
+                       token=(weight_array, bias_array, conv.stride, conv.pads, conv.mode,
+                              conv.dilation, conv.groups, path, threads))
     return _finish(result, unbatched)
 
 

@@ -379,3 +379,29 @@ def test_large_image_scaled_down(size, on_cluster):
     xd = da.from_array(x, chunks=(1, 3, size // 8, size // 8))
     (result,) = compute(fd.conv2d(xd, weight, stride=2, dilation=2, padding="same"))
     same_bits(result, fastconv.conv2d(x, weight, stride=2, dilation=2, padding="same"))
+
+
+UNPICKLED = []  # in each worker process: one entry per copy of a CountsItsCopies unpickled
+
+
+class CountsItsCopies:
+    """A callable model that counts, in the process that receives it, how often it is
+    unpickled there."""
+
+    def __call__(self, batch):
+        return batch.reshape(len(batch), -1).sum(axis=1, keepdims=True)
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        UNPICKLED.append(1)
+
+
+def test_predict_unpickles_the_model_once_per_worker(client):
+    x = da.from_array(np.arange(96.0).reshape(24, 2, 2), chunks=(2, 2, 2))  # 12 tasks
+    result = fd.predict(CountsItsCopies(), x)
+    np.testing.assert_array_equal(client.compute(result, sync=True),
+                                  np.arange(96.0).reshape(24, 4).sum(axis=1, keepdims=True))
+    counts = client.run(lambda: len(__import__(CountsItsCopies.__module__).UNPICKLED))
+    assert sum(counts.values()) >= 1 and max(counts.values()) <= 1, counts  # not once a task
