@@ -26,9 +26,9 @@ use_built_checkout()
 
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
-from dask.core import flatten  # noqa: E402
 import fastconv  # noqa: E402
 import fastconv.dask as fd  # noqa: E402
+from bench_dask import forgotten  # noqa: E402  (the same wait as the bench's repeats)
 
 
 def median_time(function, repeats):
@@ -39,17 +39,6 @@ def median_time(function, repeats):
         function()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def forgotten(client, collection):
-    """Wait until the scheduler has forgotten ``collection``'s keys (released by the caller),
-    so that the next persist computes them again instead of finding them in memory."""
-    keys = list(flatten(collection.__dask_keys__()))
-
-    def held(dask_scheduler=None):
-        return any(key in dask_scheduler.tasks for key in keys)
-    while client.run_on_scheduler(held):
-        time.sleep(0.01)
 
 
 def main():
