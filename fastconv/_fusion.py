@@ -92,8 +92,8 @@ def run_prepared(owner: Module, layers: Sequence[Module], x: np.ndarray) -> np.n
     key = ForwardPlan.key_of(layers, x)
     cached = _PREPARED.get(owner)
     if cached is None or cached[0] != key or (
-            cached[1] is not None and not cached[1].valid(key)):
-        cached = (key, ForwardPlan.make(layers, x))
+            cached[1] is not None and not cached[1].current()):
+        cached = (key, ForwardPlan.make(layers, x, key))
         _PREPARED[owner] = cached
     plan = cached[1]
     return None if plan is None else plan(x)
@@ -123,9 +123,9 @@ class ForwardPlan:
         return (x.shape, x.dtype, structure_version(), _threads.get_num_threads(),
                 current_override(), tuple(layers))
 
-    def valid(self, key: tuple[Any, ...]) -> bool:
-        if key != self.key:
-            return False
+    def current(self) -> bool:
+        """Whether every parameter still holds the array the plan was made with (the key,
+        compared by the caller, covers everything else)."""
         for parameter, array in self.checks:
             if parameter.data is not array:
                 return False
@@ -137,15 +137,16 @@ class ForwardPlan:
         return x
 
     @classmethod
-    def make(cls, layers: Sequence[Module], x: np.ndarray) -> ForwardPlan | None:
+    def make(cls, layers: Sequence[Module], x: np.ndarray,
+             key: tuple[Any, ...]) -> ForwardPlan | None:
         """The plan of ``layers`` for inputs like ``x`` (a C-contiguous float32/float64 batch),
-        or None. Making it runs nothing."""
+        under ``key`` (``key_of(layers, x)``, which the caller has made), or None. Making it
+        runs nothing."""
         if not (type(x) is np.ndarray and x.ndim == 4 and x.shape[0] > 0
                 and x.dtype in (np.float32, np.float64) and x.flags.c_contiguous):
             return None
         if any(layer.training for layer in layers):
             return None
-        key = cls.key_of(layers, x)
         steps: list[Step] = []
         checks: list[tuple[Any, Any]] = []
         shape, dtype = x.shape, x.dtype
