@@ -411,7 +411,9 @@ def avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape, kernel_size:
         shape[0] * shape[1], math.prod(shape) + grad4.size * kernel[0] * kernel[1]
     )
     column_factor = np.empty(out_size[1], dtype=grad4.dtype)
-    delta = _thread_rows(num_threads, out_size[1], grad4.dtype)
+    # a ring of kernel-height rows of quotients per thread (the stride-1 kernel gathers from
+    # every output row whose window holds an input row; the others use the first row only)
+    delta = _thread_rows(num_threads, kernel[0] * out_size[1], grad4.dtype)
     _pool.avg_pool2d_backward(
         grad4, _batched_view(grad_input, unbatched), column_factor, delta, *kernel, *stride,
         *pads, bool(count_include_pad), divisor, num_threads,

@@ -6,6 +6,9 @@
  * target attribute on x86-64). fc_pool_select() picks one build per type with fc_cpu_isa()
  * (src/_cpu.h: detected once, capped by FASTCONV_ISA). Every build computes the
  * same operations in the same order; only the vector width differs, never the bits.
+ * FC_P_VECTOR_BYTES is the width of the explicit vectors (GCC/Clang vector extensions) that
+ * some loops keep their values in: 16 bytes, what every baseline has, or 32 in the AVX2 build;
+ * FC_P_LANES is that many FC_T (a literal, for the preprocessor).
  * Nothing here allocates or fails: src/_pool.pyx and fastconv/pool.py have checked every
  * argument and sized every scratch row.
  */
@@ -159,15 +162,41 @@ static inline ptrdiff_t fc_pool_avg_row_factor(const fc_pool_geometry* g, ptrdif
 FC_POOL_COLUMN_FACTORS(fc_pool_column_factors_float, float)
 FC_POOL_COLUMN_FACTORS(fc_pool_column_factors_double, double)
 
+/* Even and odd lanes of the concatenation of two vectors of n lanes (a stride-2 row
+ * de-interleaved): clang and GCC >= 12 spell it __builtin_shufflevector, older GCC
+ * __builtin_shuffle with a mask vector of the lanes' integer type. */
+#if defined(__clang__) || __GNUC__ >= 12
+#define FC_POOL_EVENS_2(a, b) __builtin_shufflevector(a, b, 0, 2)
+#define FC_POOL_ODDS_2(a, b) __builtin_shufflevector(a, b, 1, 3)
+#define FC_POOL_EVENS_4(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6)
+#define FC_POOL_ODDS_4(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7)
+#define FC_POOL_EVENS_8(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14)
+#define FC_POOL_ODDS_8(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15)
+#else
+#define FC_POOL_MASK_(a, ...) ((__typeof__((a) > (a))){__VA_ARGS__})
+#define FC_POOL_EVENS_2(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 0, 2))
+#define FC_POOL_ODDS_2(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 1, 3))
+#define FC_POOL_EVENS_4(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 0, 2, 4, 6))
+#define FC_POOL_ODDS_4(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 1, 3, 5, 7))
+#define FC_POOL_EVENS_8(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 0, 2, 4, 6, 8, 10, 12, 14))
+#define FC_POOL_ODDS_8(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 1, 3, 5, 7, 9, 11, 13, 15))
+#endif
+#define FC_POOL_CAT_(a, b) a##b
+#define FC_POOL_CAT(a, b) FC_POOL_CAT_(a, b)
+
 /* ---- the builds ------------------------------------------------------------------------ */
 
 #define FC_P_TARGET
 #define FC_P_MAX_STRIDE2 0
+#define FC_P_VECTOR_BYTES 16
+#define FC_P_LANES 4
 #define FC_T float
 #define FC_PN(name) fc_pool_##name##_float_generic
 #include "_pool_impl.h"
 #define FC_P_TARGET
 #define FC_P_MAX_STRIDE2 0
+#define FC_P_VECTOR_BYTES 16
+#define FC_P_LANES 2
 #define FC_T double
 #define FC_PN(name) fc_pool_##name##_double_generic
 #include "_pool_impl.h"
@@ -175,11 +204,15 @@ FC_POOL_COLUMN_FACTORS(fc_pool_column_factors_double, double)
 #if FC_HAVE_X86_TARGETS
 #define FC_P_TARGET __attribute__((target("avx2,fma")))
 #define FC_P_MAX_STRIDE2 1
+#define FC_P_VECTOR_BYTES 32
+#define FC_P_LANES 8
 #define FC_T float
 #define FC_PN(name) fc_pool_##name##_float_avx2
 #include "_pool_impl.h"
 #define FC_P_TARGET __attribute__((target("avx2,fma")))
 #define FC_P_MAX_STRIDE2 1
+#define FC_P_VECTOR_BYTES 32
+#define FC_P_LANES 4
 #define FC_T double
 #define FC_PN(name) fc_pool_##name##_double_avx2
 #include "_pool_impl.h"

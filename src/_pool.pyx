@@ -277,8 +277,8 @@ def avg_pool2d_backward(const floating[:, :, :, ::1] grad_output,
                         bint count_include_pad, Py_ssize_t divisor_override, int num_threads):
     """grad_input[n,c,ih,iw] = sum over windows (i,j) holding (ih,iw) of gy[n,c,i,j] / divisor.
 
-    Scratch: ``column_factor`` is (out_width,); ``delta`` is (num_threads, out_width), one row
-    of per-output quotients for each thread.
+    Scratch: ``column_factor`` is (out_width,); ``delta`` is (num_threads, >= kernel_h *
+    out_width): kernel_h rows of per-output quotients for each thread.
     """
     cdef Py_ssize_t channels = grad_input.shape[1]
     cdef Py_ssize_t planes = grad_input.shape[0] * grad_input.shape[1]

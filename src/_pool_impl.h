@@ -20,6 +20,17 @@
 #define FC_SEL(v, m) ((v) != (v) ? (v) : ((v) > (m) ? (v) : (m)))
 #define FC_TAKE(v, m) (((v) != (v)) | ((v) > (m)))
 
+/* FC_VL elements of FC_T in one vector of FC_P_VECTOR_BYTES (GCC/Clang vector extensions:
+ * element-wise IEEE operations, so a lane computes what the scalar code computes for its
+ * element). Loads and stores are memcpy, unaligned; macros rather than functions, so that no
+ * 32-byte vector crosses a call boundary outside the AVX2 target. */
+typedef FC_T FC_PN(vec) __attribute__((vector_size(FC_P_VECTOR_BYTES)));
+#define FC_VL ((ptrdiff_t)(FC_P_VECTOR_BYTES / sizeof(FC_T)))
+#define FC_VLOAD(v, p) __builtin_memcpy(&(v), (p), sizeof(v))
+#define FC_VSTORE(p, v) __builtin_memcpy((p), &(v), sizeof(v))
+/* loops over a block's few vectors, unrolled so that the vectors stay in registers */
+#define FC_UNROLLED _Pragma("GCC unroll 4")
+
 /* out[j] = x[j*stride + offset] where that beats out[j], j in [first, stop) */
 FC_LOCAL void FC_PN(max_strided)(FC_T* __restrict__ out, const FC_T* __restrict__ x,
                                  ptrdiff_t first, ptrdiff_t stop, ptrdiff_t stride,
@@ -181,12 +192,115 @@ FC_KERNEL void FC_PN(max_indices_plane)(const FC_T* x, FC_T* out, int64_t* indic
 
 /* ---- average pooling, any geometry: one plane ------------------------------------------ */
 
+/* ---- stride-1 columns: sums kept in registers ------------------------------------------
+ * The general loops below add each tap into the output row in memory, a load and a store per
+ * tap; at stride 1 (the 3x3 stride-1 average of a ResNet or an Inception block) a window's taps
+ * are instead summed in vector registers over ``nv`` vectors of output columns at once, and
+ * each output stored once. The order of the additions per element does not change: from 0,
+ * taps row-major, then one division, so the bits are those of the loops below. */
+
+/* out[b] = (sum over rows r < rows, taps t < k_w of x[r*in_w + b + t])
+ *          / (row_factor * column_factor[b]) for b < nv*FC_VL, every tap inside the input */
+FC_LOCAL void FC_PN(avg_vectors_s1)(FC_T* __restrict__ out, const FC_T* __restrict__ x,
+                                    ptrdiff_t rows, ptrdiff_t in_w, ptrdiff_t k_w,
+                                    FC_T row_factor, const FC_T* __restrict__ column_factor,
+                                    const int nv)
+{
+    FC_PN(vec) acc[4], v;
+    ptrdiff_t r, t;
+    int b;
+    FC_UNROLLED
+    for (b = 0; b < nv; ++b) {
+        FC_PN(vec) zero = {0};
+        acc[b] = zero;
+    }
+    for (r = 0; r < rows; ++r) {
+        const FC_T* x_row = x + r * in_w;
+        for (t = 0; t < k_w; ++t) {
+            FC_UNROLLED
+            for (b = 0; b < nv; ++b) {
+                FC_VLOAD(v, x_row + t + b * FC_VL);
+                acc[b] += v;
+            }
+        }
+    }
+    FC_UNROLLED
+    for (b = 0; b < nv; ++b) {
+        FC_VLOAD(v, column_factor + b * FC_VL);
+        acc[b] = acc[b] / (v * row_factor);
+        FC_VSTORE(out + b * FC_VL, acc[b]);
+    }
+}
+
+/* out_row[j] for one column j whose window may run into the padding: the taps inside the input */
+FC_LOCAL void FC_PN(avg_column)(FC_T* out_row, const FC_T* x, ptrdiff_t j, ptrdiff_t first_h,
+                                ptrdiff_t stop_h, FC_T row_factor, const FC_T* column_factor,
+                                const fc_pool_geometry* g)
+{
+    ptrdiff_t start = j * g->s_w - g->pad_l, ih, t;
+    ptrdiff_t t0 = start < 0 ? -start : 0;
+    ptrdiff_t t1 = g->in_w - start < g->k_w ? g->in_w - start : g->k_w;
+    FC_T sum = (FC_T)0;
+    for (ih = first_h; ih < stop_h; ++ih)
+        for (t = t0; t < t1; ++t)
+            sum += x[ih * g->in_w + start + t];
+    out_row[j] = sum / (row_factor * column_factor[j]);
+}
+
+/* avg_plane at stride 1 across the width */
+FC_LOCAL void FC_PN(avg_plane_s1)(const FC_T* x, FC_T* out, const FC_T* column_factor,
+                                  const fc_pool_geometry* g)
+{
+    /* [inner_first, inner_stop): the columns whose whole window lies inside the input */
+    ptrdiff_t inner_first = g->pad_l < g->out_w ? g->pad_l : g->out_w;
+    ptrdiff_t inner_stop = g->in_w - g->k_w + 1 + g->pad_l;
+    ptrdiff_t oh, j;
+    if (inner_stop > g->out_w)
+        inner_stop = g->out_w;
+    if (inner_stop < inner_first)
+        inner_stop = inner_first;
+    for (oh = 0; oh < g->out_h; ++oh) {
+        FC_T* out_row = out + oh * g->out_w;
+        ptrdiff_t start_h, end_h, first_h, stop_h, rows;
+        FC_T row_factor;
+        const FC_T* x_rows;
+        fc_pool_avg_rows(g, oh, &start_h, &end_h, &first_h, &stop_h);
+        row_factor = (FC_T)fc_pool_avg_row_factor(g, start_h, end_h, first_h, stop_h);
+        rows = stop_h > first_h ? stop_h - first_h : 0;
+        x_rows = x + first_h * g->in_w - g->pad_l; /* + j: column j's first tap */
+        for (j = 0; j < inner_first; ++j)
+            FC_PN(avg_column)(out_row, x, j, first_h, stop_h, row_factor, column_factor, g);
+        j = inner_first;
+        if (inner_stop - inner_first >= FC_VL) {
+            for (; j + 4 * FC_VL <= inner_stop; j += 4 * FC_VL)
+                FC_PN(avg_vectors_s1)(out_row + j, x_rows + j, rows, g->in_w, g->k_w,
+                                      row_factor, column_factor + j, 4);
+            for (; j + FC_VL <= inner_stop; j += FC_VL)
+                FC_PN(avg_vectors_s1)(out_row + j, x_rows + j, rows, g->in_w, g->k_w,
+                                      row_factor, column_factor + j, 1);
+            /* the last few columns: one vector ending at inner_stop, overlapping columns
+             * already done (recomputed to the same bits) */
+            if (j < inner_stop)
+                FC_PN(avg_vectors_s1)(out_row + inner_stop - FC_VL,
+                                      x_rows + inner_stop - FC_VL, rows, g->in_w, g->k_w,
+                                      row_factor, column_factor + inner_stop - FC_VL, 1);
+            j = inner_stop;
+        }
+        for (; j < g->out_w; ++j)
+            FC_PN(avg_column)(out_row, x, j, first_h, stop_h, row_factor, column_factor, g);
+    }
+}
+
 /* y[i,j] = (sum of x over window (i,j), clipped to the input) / (row factor * col factor) */
 FC_KERNEL void FC_PN(avg_plane)(const FC_T* x, FC_T* out, const FC_T* column_factor,
                                 const fc_pool_geometry* g)
 {
     fc_pool_columns columns;
     ptrdiff_t oh, j, ih, tap_w;
+    if (g->s_w == 1) {
+        FC_PN(avg_plane_s1)(x, out, column_factor, g);
+        return;
+    }
     fc_pool_columns_init(&columns, g->in_w, g->out_w, g->k_w, g->s_w, g->pad_l, 1);
     for (oh = 0; oh < g->out_h; ++oh) {
         FC_T* out_row = out + oh * g->out_w;
@@ -213,14 +327,135 @@ FC_KERNEL void FC_PN(avg_plane)(const FC_T* x, FC_T* out, const FC_T* column_fac
     }
 }
 
+/* ---- average pooling backward at stride 1 across the width: gathered ----------------------
+ * The general loop below scatters each output's quotient over its window, a load and a store
+ * of grad_input per tap. At stride 1 each grad_input element instead gathers, in registers,
+ * the quotients of the windows holding it, in the order the scatter adds them: output rows
+ * ascending, then kernel columns ascending, from 0. The bits are the scatter's. The quotients
+ * of the (at most k_h) output rows whose windows hold input row ih are kept in a ring of k_h
+ * rows, output row oh in slot oh % k_h. */
+
+/* gi[b] = sum over ring rows (ascending) and taps t < k_w of row[b + pad_l - t], b < nv*FC_VL,
+ * every j = b + pad_l - t inside the output row */
+FC_LOCAL void FC_PN(gather_vectors_s1)(FC_T* __restrict__ grad_input_row,
+                                       const FC_T* __restrict__ delta, ptrdiff_t out_w,
+                                       ptrdiff_t k_h, ptrdiff_t oh_first, ptrdiff_t oh_last,
+                                       ptrdiff_t k_w, ptrdiff_t offset, const int nv)
+{
+    FC_PN(vec) acc[4], v;
+    ptrdiff_t oh, t;
+    int b;
+    FC_UNROLLED
+    for (b = 0; b < nv; ++b) {
+        FC_PN(vec) zero = {0};
+        acc[b] = zero;
+    }
+    for (oh = oh_first; oh <= oh_last; ++oh) {
+        const FC_T* delta_row = delta + (oh % k_h) * out_w + offset;
+        for (t = 0; t < k_w; ++t) {
+            FC_UNROLLED
+            for (b = 0; b < nv; ++b) {
+                FC_VLOAD(v, delta_row - t + b * FC_VL);
+                acc[b] += v;
+            }
+        }
+    }
+    FC_UNROLLED
+    for (b = 0; b < nv; ++b)
+        FC_VSTORE(grad_input_row + b * FC_VL, acc[b]);
+}
+
+/* one grad_input element whose column gathers from fewer than k_w windows */
+FC_LOCAL FC_T FC_PN(gather_column_s1)(const FC_T* delta, ptrdiff_t out_w, ptrdiff_t k_h,
+                                      ptrdiff_t oh_first, ptrdiff_t oh_last, ptrdiff_t k_w,
+                                      ptrdiff_t column)
+{
+    ptrdiff_t oh, t;
+    FC_T sum = (FC_T)0;
+    for (oh = oh_first; oh <= oh_last; ++oh) {
+        const FC_T* delta_row = delta + (oh % k_h) * out_w;
+        for (t = 0; t < k_w; ++t)
+            if (column - t >= 0 && column - t < out_w)
+                sum += delta_row[column - t];
+    }
+    return sum;
+}
+
+/* avg_backward_plane at stride 1 across the width; ``delta`` holds k_h * out_w */
+FC_LOCAL void FC_PN(avg_backward_plane_s1)(const FC_T* grad_output, FC_T* grad_input,
+                                           const FC_T* column_factor, FC_T* delta,
+                                           const fc_pool_geometry* g)
+{
+    /* [inner_first, inner_stop): the input columns held by k_w windows, all inside the row */
+    ptrdiff_t inner_first = g->k_w - 1 - g->pad_l, inner_stop = g->out_w - g->pad_l;
+    ptrdiff_t ready = 0; /* the quotient rows [0, ready) are made, the last k_h in the ring */
+    ptrdiff_t ih, iw, j;
+    if (inner_first < 0)
+        inner_first = 0;
+    if (inner_first > g->in_w)
+        inner_first = g->in_w;
+    if (inner_stop > g->in_w)
+        inner_stop = g->in_w;
+    if (inner_stop < inner_first)
+        inner_stop = inner_first;
+    for (ih = 0; ih < g->in_h; ++ih) {
+        FC_T* grad_input_row = grad_input + ih * g->in_w;
+        /* the output rows whose windows hold row ih: oh*s_h - pad_t <= ih < that + k_h */
+        ptrdiff_t reach = ih + g->pad_t - g->k_h + 1;
+        ptrdiff_t oh_first = reach <= 0 ? 0 : (reach + g->s_h - 1) / g->s_h;
+        ptrdiff_t oh_last = (ih + g->pad_t) / g->s_h;
+        if (oh_last > g->out_h - 1)
+            oh_last = g->out_h - 1;
+        for (; ready <= oh_last; ++ready) {
+            const FC_T* grad_output_row = grad_output + ready * g->out_w;
+            FC_T* delta_row = delta + (ready % g->k_h) * g->out_w;
+            ptrdiff_t start_h, end_h, first_h, stop_h;
+            FC_T row_factor;
+            fc_pool_avg_rows(g, ready, &start_h, &end_h, &first_h, &stop_h);
+            row_factor = (FC_T)fc_pool_avg_row_factor(g, start_h, end_h, first_h, stop_h);
+            for (j = 0; j < g->out_w; ++j)
+                delta_row[j] = grad_output_row[j] / (row_factor * column_factor[j]);
+        }
+        if (oh_first > oh_last) {
+            for (iw = 0; iw < g->in_w; ++iw)
+                grad_input_row[iw] = 0; /* no window holds this row */
+            continue;
+        }
+        for (iw = 0; iw < inner_first; ++iw)
+            grad_input_row[iw] = FC_PN(gather_column_s1)(delta, g->out_w, g->k_h, oh_first,
+                                                         oh_last, g->k_w, iw + g->pad_l);
+        iw = inner_first;
+        if (inner_stop - inner_first >= FC_VL) {
+            for (; iw + 4 * FC_VL <= inner_stop; iw += 4 * FC_VL)
+                FC_PN(gather_vectors_s1)(grad_input_row + iw, delta, g->out_w, g->k_h,
+                                         oh_first, oh_last, g->k_w, iw + g->pad_l, 4);
+            for (; iw + FC_VL <= inner_stop; iw += FC_VL)
+                FC_PN(gather_vectors_s1)(grad_input_row + iw, delta, g->out_w, g->k_h,
+                                         oh_first, oh_last, g->k_w, iw + g->pad_l, 1);
+            if (iw < inner_stop) /* one vector ending at inner_stop, overlapping */
+                FC_PN(gather_vectors_s1)(grad_input_row + inner_stop - FC_VL, delta, g->out_w,
+                                         g->k_h, oh_first, oh_last, g->k_w,
+                                         inner_stop - FC_VL + g->pad_l, 1);
+            iw = inner_stop;
+        }
+        for (; iw < g->in_w; ++iw)
+            grad_input_row[iw] = FC_PN(gather_column_s1)(delta, g->out_w, g->k_h, oh_first,
+                                                         oh_last, g->k_w, iw + g->pad_l);
+    }
+}
+
 /* gx[ih,iw] = sum over windows (i,j) holding (ih,iw) of gy[i,j] / divisor[i,j]; ``delta`` is
- * an out_w-long scratch row */
+ * scratch of k_h * out_w (only its first row here, at strides other than 1) */
 FC_KERNEL void FC_PN(avg_backward_plane)(const FC_T* grad_output, FC_T* grad_input,
                                          const FC_T* column_factor, FC_T* delta,
                                          const fc_pool_geometry* g)
 {
     fc_pool_columns columns;
     ptrdiff_t oh, j, ih, tap_w;
+    if (g->s_w == 1) {
+        FC_PN(avg_backward_plane_s1)(grad_output, grad_input, column_factor, delta, g);
+        return;
+    }
     fc_pool_columns_init(&columns, g->in_w, g->out_w, g->k_w, g->s_w, g->pad_l, 1);
     memset(grad_input, 0, (size_t)(g->in_h * g->in_w) * sizeof(FC_T));
     for (oh = 0; oh < g->out_h; ++oh) {
@@ -244,6 +479,112 @@ FC_KERNEL void FC_PN(avg_backward_plane)(const FC_T* grad_output, FC_T* grad_inp
     }
 }
 
+/* ---- 2x2 windows in vectors ------------------------------------------------------------
+ * Rows of a few outputs (6 in a 12x12 plane) leave the compiler's vector loop unused: it runs
+ * its scalar remainder. Here a row is done in vectors of FC_VL outputs (or, for rows shorter
+ * than that, half vectors), the last one ending at the row's end and overlapping the one
+ * before (its columns computed again, to the same bits); the window's taps de-interleaved
+ * from two vectors of each input row. Rows shorter than the narrowest vector take the scalar
+ * loop. */
+
+/* FC_SEL on vectors: lanes of v where v is NaN or greater, else m's */
+#define FC_VSEL(v, m)                                                                        \
+    __extension__({                                                                          \
+        __typeof__((v) > (m)) take_ = ((v) != (v)) | ((v) > (m));                            \
+        (__typeof__(v))((take_ & (__typeof__(take_))(v)) | (~take_ & (__typeof__(take_))(m))); \
+    })
+
+#if FC_P_LANES == 8
+#define FC_P_HALF_LANES 4
+#elif FC_P_LANES == 4
+#define FC_P_HALF_LANES 2
+#endif
+
+/* out_row[j, j + LANES): max and average of the 2x2 windows, from rows top and bottom */
+#define FC_POOL_2X2_VECTORS(MAX_NAME, AVG_NAME, VEC, LANES)                                 \
+    FC_LOCAL void MAX_NAME(FC_T* __restrict__ out_row, const FC_T* __restrict__ top,           \
+                           const FC_T* __restrict__ bottom, ptrdiff_t j)                     \
+    {                                                                                        \
+        VEC t0, t1, b0, b1, a, b, c, d, upper, lower;                                        \
+        FC_VLOAD(t0, top + 2 * j);                                                           \
+        FC_VLOAD(t1, top + 2 * j + (LANES));                                                 \
+        FC_VLOAD(b0, bottom + 2 * j);                                                        \
+        FC_VLOAD(b1, bottom + 2 * j + (LANES));                                              \
+        a = FC_POOL_CAT(FC_POOL_EVENS_, LANES)(t0, t1);                                      \
+        b = FC_POOL_CAT(FC_POOL_ODDS_, LANES)(t0, t1);                                       \
+        c = FC_POOL_CAT(FC_POOL_EVENS_, LANES)(b0, b1);                                      \
+        d = FC_POOL_CAT(FC_POOL_ODDS_, LANES)(b0, b1);                                       \
+        upper = FC_VSEL(b, a);                                                               \
+        lower = FC_VSEL(d, c);                                                               \
+        upper = FC_VSEL(lower, upper);                                                       \
+        FC_VSTORE(out_row + j, upper);                                                       \
+    }                                                                                        \
+    FC_LOCAL void AVG_NAME(FC_T* __restrict__ out_row, const FC_T* __restrict__ top,           \
+                           const FC_T* __restrict__ bottom, ptrdiff_t j, FC_T divisor)       \
+    {                                                                                        \
+        VEC t0, t1, b0, b1, sum = {0};                                                       \
+        FC_VLOAD(t0, top + 2 * j);                                                           \
+        FC_VLOAD(t1, top + 2 * j + (LANES));                                                 \
+        FC_VLOAD(b0, bottom + 2 * j);                                                        \
+        FC_VLOAD(b1, bottom + 2 * j + (LANES));                                              \
+        sum += FC_POOL_CAT(FC_POOL_EVENS_, LANES)(t0, t1);                                   \
+        sum += FC_POOL_CAT(FC_POOL_ODDS_, LANES)(t0, t1);                                    \
+        sum += FC_POOL_CAT(FC_POOL_EVENS_, LANES)(b0, b1);                                   \
+        sum += FC_POOL_CAT(FC_POOL_ODDS_, LANES)(b0, b1);                                    \
+        sum = sum / divisor;                                                                 \
+        FC_VSTORE(out_row + j, sum);                                                         \
+    }
+
+FC_POOL_2X2_VECTORS(FC_PN(max2x2_vectors), FC_PN(avg2x2_vectors), FC_PN(vec), FC_P_LANES)
+#ifdef FC_P_HALF_LANES
+typedef FC_T FC_PN(half_vec) __attribute__((vector_size(FC_P_VECTOR_BYTES / 2)));
+FC_POOL_2X2_VECTORS(FC_PN(max2x2_half_vectors), FC_PN(avg2x2_half_vectors), FC_PN(half_vec),
+                    FC_P_HALF_LANES)
+#endif
+#undef FC_POOL_2X2_VECTORS
+
+/* one output row of 2x2 windows in vectors: the max, or (``average``) the average with
+ * ``divisor``; returns 0 (nothing done) for rows shorter than the narrowest vector */
+FC_LOCAL int FC_PN(row2x2_vectors)(FC_T* out_row, const FC_T* top, const FC_T* bottom,
+                                   ptrdiff_t out_w, int average, FC_T divisor)
+{
+    ptrdiff_t j;
+    if (out_w >= FC_P_LANES) {
+        for (j = 0; j + FC_P_LANES <= out_w; j += FC_P_LANES) {
+            if (!average)
+                FC_PN(max2x2_vectors)(out_row, top, bottom, j);
+            else
+                FC_PN(avg2x2_vectors)(out_row, top, bottom, j, divisor);
+        }
+        if (j < out_w) {
+            if (!average)
+                FC_PN(max2x2_vectors)(out_row, top, bottom, out_w - FC_P_LANES);
+            else
+                FC_PN(avg2x2_vectors)(out_row, top, bottom, out_w - FC_P_LANES, divisor);
+        }
+        return 1;
+    }
+#ifdef FC_P_HALF_LANES
+    if (out_w >= FC_P_HALF_LANES) {
+        for (j = 0; j + FC_P_HALF_LANES <= out_w; j += FC_P_HALF_LANES) {
+            if (!average)
+                FC_PN(max2x2_half_vectors)(out_row, top, bottom, j);
+            else
+                FC_PN(avg2x2_half_vectors)(out_row, top, bottom, j, divisor);
+        }
+        if (j < out_w) {
+            if (!average)
+                FC_PN(max2x2_half_vectors)(out_row, top, bottom, out_w - FC_P_HALF_LANES);
+            else
+                FC_PN(avg2x2_half_vectors)(out_row, top, bottom, out_w - FC_P_HALF_LANES,
+                                           divisor);
+        }
+        return 1;
+    }
+#endif
+    return 0;
+}
+
 /* ---- 2x2 windows, stride 2, no padding, every window inside the input ------------------
  * The commonest pooling, and the one whose rows are shortest (a 12x12 plane has 6-wide output
  * rows): here the rows of all planes are one sequence, r in [r0, r1) of planes * out_h, with
@@ -255,12 +596,18 @@ FC_KERNEL void FC_PN(max2x2_rows)(const FC_T* x, FC_T* out, int64_t* indices, pt
                                   ptrdiff_t r1, const fc_pool_geometry* g)
 {
     ptrdiff_t r, j, in_w = g->in_w, out_w = g->out_w;
-    for (r = r0; r < r1; ++r) {
-        ptrdiff_t plane = r / g->out_h, oh = r - plane * g->out_h;
+    ptrdiff_t plane = r0 / g->out_h, oh = r0 - plane * g->out_h; /* of row r, kept by steps */
+    for (r = r0; r < r1; ++r, ++oh) {
+        if (oh == g->out_h) {
+            oh = 0;
+            plane += 1;
+        }
         const FC_T* __restrict__ top = x + (plane * g->in_h + 2 * oh) * in_w;
         const FC_T* __restrict__ bottom = top + in_w;
         FC_T* __restrict__ out_row = out + r * out_w;
         if (indices == NULL) {
+            if (FC_PN(row2x2_vectors)(out_row, top, bottom, out_w, 0, (FC_T)1))
+                continue;
             for (j = 0; j < out_w; ++j) {
                 FC_T a = top[2 * j], b = top[2 * j + 1], c = bottom[2 * j];
                 FC_T d = bottom[2 * j + 1];
@@ -288,11 +635,17 @@ FC_KERNEL void FC_PN(avg2x2_rows)(const FC_T* x, FC_T* out, FC_T divisor, ptrdif
                                   ptrdiff_t r1, const fc_pool_geometry* g)
 {
     ptrdiff_t r, j, in_w = g->in_w, out_w = g->out_w;
-    for (r = r0; r < r1; ++r) {
-        ptrdiff_t plane = r / g->out_h, oh = r - plane * g->out_h;
+    ptrdiff_t plane = r0 / g->out_h, oh = r0 - plane * g->out_h; /* of row r, kept by steps */
+    for (r = r0; r < r1; ++r, ++oh) {
+        if (oh == g->out_h) {
+            oh = 0;
+            plane += 1;
+        }
         const FC_T* __restrict__ top = x + (plane * g->in_h + 2 * oh) * in_w;
         const FC_T* __restrict__ bottom = top + in_w;
         FC_T* __restrict__ out_row = out + r * out_w;
+        if (FC_PN(row2x2_vectors)(out_row, top, bottom, out_w, 1, divisor))
+            continue;
         for (j = 0; j < out_w; ++j) {
             FC_T sum = (FC_T)0;
             sum += top[2 * j];
@@ -311,8 +664,12 @@ FC_KERNEL void FC_PN(avg2x2_backward_rows)(const FC_T* grad_output, FC_T* grad_i
                                            const fc_pool_geometry* g)
 {
     ptrdiff_t r, j, in_w = g->in_w, out_w = g->out_w;
-    for (r = r0; r < r1; ++r) {
-        ptrdiff_t plane = r / g->out_h, oh = r - plane * g->out_h;
+    ptrdiff_t plane = r0 / g->out_h, oh = r0 - plane * g->out_h; /* of row r, kept by steps */
+    for (r = r0; r < r1; ++r, ++oh) {
+        if (oh == g->out_h) {
+            oh = 0;
+            plane += 1;
+        }
         FC_T* __restrict__ top = grad_input + (plane * g->in_h + 2 * oh) * in_w;
         FC_T* __restrict__ bottom = top + in_w;
         const FC_T* __restrict__ grad_row = grad_output + r * out_w;
@@ -332,6 +689,12 @@ FC_KERNEL void FC_PN(avg2x2_backward_rows)(const FC_T* grad_output, FC_T* grad_i
     }
 }
 
+#undef FC_P_HALF_LANES
+#undef FC_VSEL
+#undef FC_UNROLLED
+#undef FC_VL
+#undef FC_VLOAD
+#undef FC_VSTORE
 #undef FC_TAKE
 #undef FC_SEL
 #undef FC_LOCAL
@@ -340,3 +703,5 @@ FC_KERNEL void FC_PN(avg2x2_backward_rows)(const FC_T* grad_output, FC_T* grad_i
 #undef FC_PN
 #undef FC_P_TARGET
 #undef FC_P_MAX_STRIDE2
+#undef FC_P_VECTOR_BYTES
+#undef FC_P_LANES
