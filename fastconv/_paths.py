@@ -19,6 +19,7 @@ next path in the list runs otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from ._geometry import (
     packed_weight_buffer,
     packed_weight_workspace,
 )
-from ._threads import blas_single_thread, effective_num_threads
+from ._threads import blas_single_thread, effective_num_threads, threads_key
 
 if TYPE_CHECKING:
     from ._plan import ConvPlan
@@ -501,6 +502,20 @@ class Winograd(ConvPath):
         self.forward(sub, grad_output, _transposed_weight(weight, 1), None, grad_input)
 
 
+def sizes_for(plan: ConvPlan, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    """``make()``, kept in the plan's memo under ``key``: what a path computes per call from
+    the plan alone and the thread count (which must be part of ``key``), so that a repeated
+    call with the same shapes and threads does not compute it again. Plans made without a memo
+    compute it every time."""
+    memo = plan.memo
+    if memo is None:
+        return make()
+    value = memo.get(key)
+    if value is None:
+        value = memo[key] = make()
+    return value
+
+
 # ---- im2col + GEMM (src/conv/gemm.pxi) -------------------------------------------------------
 
 class Gemm(ConvPath):
@@ -527,51 +542,79 @@ class Gemm(ConvPath):
 
     fuses_relu = True
 
-    def forward(self, plan, x, weight, bias, out, *, relu=False):
+    # The threads and workspace shapes of each op follow from the plan and the thread count:
+    # worked out by the first call at each count and kept in the plan (sizes_for), so that a
+    # repeated call only allocates.
+
+    def _forward_sizes(self, plan, key):
         geometry, dtype = plan.geometry, plan.dtype
-        threads = effective_num_threads(plan.batch * plan.groups * geometry.n_tiles)
-        workspace = im2col_workspace(threads, geometry, dtype)
-        extra = (packed_weight_buffer(geometry, plan.groups, dtype),) if self.packed else ()
+        threads = effective_num_threads(plan.batch * plan.groups * geometry.n_tiles, key)
+        packed = (packed_weight_buffer(geometry, plan.groups, dtype).shape,) if self.packed \
+            else ()
+        return threads, im2col_workspace(threads, geometry, dtype).shape, packed
+
+    def forward(self, plan, x, weight, bias, out, *, relu=False):
+        key = threads_key()
+        threads, workspace, packed = sizes_for(plan, ("forward", self.name, key),
+                                               lambda: self._forward_sizes(plan, key))
+        dtype = plan.dtype
+        extra = tuple(np.empty(shape, dtype=dtype) for shape in packed)
         with blas_single_thread():
-            self._FORWARD[dtype](x, weight, bias, out, workspace, *extra, geometry, plan.groups,
-                                 threads, relu)
+            self._FORWARD[dtype](x, weight, bias, out, np.empty(workspace, dtype=dtype), *extra,
+                                 plan.geometry, plan.groups, threads, relu)
+
+    def _grad_weight_sizes(self, plan, key):
+        geometry, dtype = plan.geometry, plan.dtype
+        chunks = _weight_chunks(plan, plan.out_channels * geometry.k)
+        threads = effective_num_threads(chunks, key)
+        workspace = (packed_weight_workspace(threads, geometry, dtype) if self.packed
+                     else im2col_workspace(threads, geometry, dtype))
+        return chunks, threads, workspace.shape
 
     def grad_weight(self, plan, grad_output, x, grad_weight):
-        geometry, dtype = plan.geometry, plan.dtype
+        key = threads_key()
+        chunks, threads, workspace = sizes_for(plan, ("grad_weight", self.name, key),
+                                               lambda: self._grad_weight_sizes(plan, key))
+        dtype = plan.dtype
         row = grad_weight.size
-        chunks = _weight_chunks(plan, row)
-        threads = effective_num_threads(chunks)
         # one chunk sums straight into the result, several are added afterwards in order
         partials = (grad_weight.reshape(1, row) if chunks == 1
                     else np.zeros((chunks, row), dtype=dtype))
-        workspace = (packed_weight_workspace(threads, geometry, dtype) if self.packed
-                     else im2col_workspace(threads, geometry, dtype))
         with blas_single_thread():
-            self._GRAD_WEIGHT[dtype](grad_output, x, partials, workspace, geometry, plan.groups,
-                                     threads)
+            self._GRAD_WEIGHT[dtype](grad_output, x, partials, np.empty(workspace, dtype=dtype),
+                                     plan.geometry, plan.groups, threads)
         if chunks > 1:
             with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch
                 np.add.reduce(partials, axis=0, out=grad_weight.reshape(row))
 
-    def grad_input(self, plan, grad_output, weight, grad_input):
+    def _grad_input_sizes(self, plan, key):
         geometry, dtype = plan.geometry, plan.dtype
         per_item = self._per_item(plan)
         if per_item:
-            threads = effective_num_threads(plan.batch * plan.groups)
-            workspace = im2col_workspace(threads, geometry, dtype)
+            threads = effective_num_threads(plan.batch * plan.groups, key)
+            workspace = im2col_workspace(threads, geometry, dtype).shape
         else:
             n_tiles = geometry.n_tiles
-            threads = effective_num_threads(max(n_tiles, geometry.in_channels_g))
+            threads = effective_num_threads(max(n_tiles, geometry.in_channels_g), key)
             block = geometry.k * geometry.tile
             band = max(1, min(n_tiles, BAND_BYTES // max(1, block * dtype.itemsize)))
-            workspace = np.empty((1, max(1, band * block)), dtype=dtype)
-        extra: tuple[np.ndarray, ...] = ()
+            workspace = (1, max(1, band * block))
+        extra: tuple[tuple[int, ...], ...] = ()
         if self.packed:
-            extra = (packed_weight_buffer(geometry, plan.groups, dtype, transposed=True),
-                     gy_rows_workspace(threads, geometry, dtype))
+            extra = (packed_weight_buffer(geometry, plan.groups, dtype, transposed=True).shape,
+                     gy_rows_workspace(threads, geometry, dtype).shape)
+        return per_item, threads, workspace, extra
+
+    def grad_input(self, plan, grad_output, weight, grad_input):
+        key = threads_key()
+        per_item, threads, workspace, shapes = sizes_for(
+            plan, ("grad_input", self.name, key), lambda: self._grad_input_sizes(plan, key))
+        dtype = plan.dtype
+        extra = tuple(np.empty(shape, dtype=dtype) for shape in shapes)
         with blas_single_thread():
-            self._GRAD_INPUT[dtype](grad_output, weight, grad_input, workspace, *extra,
-                                    geometry, plan.groups, per_item, threads)
+            self._GRAD_INPUT[dtype](grad_output, weight, grad_input,
+                                    np.empty(workspace, dtype=dtype), *extra, plan.geometry,
+                                    plan.groups, per_item, threads)
 
 
 class Packed(Gemm):

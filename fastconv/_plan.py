@@ -111,6 +111,10 @@ class ConvPlan(NamedTuple):
     transposed: ConvPlan | None = None  # Transposed's forward pass over grad_output
     gather: ConvPlan | None = None      # DepthwiseGather's
     algorithm: str = "auto"             # 'auto', 'direct' or 'winograd' (conv2d's algorithm=)
+    # what a path works out per call from the plan and the thread count (its threads and
+    # workspace sizes), kept per (op, path, thread count) by the first call; each completed
+    # plan has its own (fastconv._paths.sizes_for)
+    memo: dict[Any, Any] | None = None
 
 
 def choose(op: str, plan: ConvPlan, paths: Sequence[Any] | None = None,
@@ -136,16 +140,17 @@ def complete(plan: ConvPlan) -> ConvPlan:
         geometry = _paths.depthwise_gather_geometry(plan)
         if geometry is not None:
             channels = plan.out_channels
-            gather = plan._replace(geometry=geometry, groups=channels, in_channels=channels)
+            gather = plan._replace(geometry=geometry, groups=channels, in_channels=channels,
+                                   memo={})
     else:
         geometry = _paths.transposed_geometry(plan)
         if geometry is not None:
             sub = plan._replace(geometry=geometry, in_channels=plan.out_channels,
                                 out_channels=plan.in_channels)
             transposed = sub._replace(forward=choose(
-                "forward", sub, _paths.TRANSPOSED_FORWARD, override.forward)[0])
+                "forward", sub, _paths.TRANSPOSED_FORWARD, override.forward)[0], memo={})
     plan = plan._replace(forward=forward, grad_weight=grad_weight, transposed=transposed,
-                         gather=gather)
+                         gather=gather, memo={})
     candidates = choose("grad_input", plan, asked=override.grad_input)
     # the data-dependent paths come first; the first path that takes any data ends the list
     for index, path in enumerate(candidates):

@@ -162,9 +162,20 @@ def threads(n: int) -> Iterator[int]:
         _local.num_threads = previous
 
 
-def effective_num_threads(work_items: int | None = None) -> int:
-    """Threads to pass to a kernel: the user's count, capped by the number of work items."""
-    n = get_num_threads()
+def threads_key() -> int:
+    """What the thread count of the next kernel depends on besides its shapes: the count in
+    force, or 0 in a forked child (which runs on one thread, and warns once). Caches of
+    per-call sizes (fastconv._plan.sizes_for) key on it, so that a changed count, a
+    ``threads()`` block or a fork is honoured by the next call."""
+    return 0 if _state["forked"] else get_num_threads()
+
+
+def effective_num_threads(work_items: int | None = None, key: int | None = None) -> int:
+    """Threads to pass to a kernel: the user's count, capped by the number of work items.
+
+    ``key``: a :func:`threads_key` read by the caller (the count it keys a cache on), used
+    instead of reading the count again."""
+    n = get_num_threads() if not key else key
     if _state["forked"] and not _state["fork_warned"] and (
             getattr(_local, "num_threads", None) or _state["num_threads"]
             or _DEFAULT_NUM_THREADS) > 1 and (work_items is None or work_items > 1):
