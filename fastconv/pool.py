@@ -80,14 +80,40 @@ def _check_planes(shape: Sequence[int], name: str) -> None:
     check_size(shape[2] * shape[3], f"one {name} plane")
 
 
+_Window = tuple[tuple[int, int], tuple[int, int], tuple[int, int, int, int], tuple[int, int],
+                tuple[int, int]]
+# The windows already worked out, by their arguments as given (see _window_key): a layer or a
+# training loop pools the same sizes every call, and working them out again was a third of a
+# small pooling call.
+_WINDOWS: dict[tuple[Any, ...], _Window] = {}
+_MAX_WINDOWS = 256
+
+
+def _exact(value: Any) -> bool:
+    """An int (not a bool), a pair of them, or None: the arguments a key may hold, since
+    True == 1 and 1.0 == 1 would otherwise reuse a window the checks would refuse for them."""
+    kind = type(value)
+    return value is None or kind is int or (
+        kind is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int)
+
+
 def _geometry(in_size: Sequence[int], kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-              ceil_mode: bool) -> tuple[tuple[int, int], tuple[int, int],
-                                        tuple[int, int, int, int], tuple[int, int],
-                                        tuple[int, int]]:
+              ceil_mode: bool) -> _Window:
     """Normalised (kernel, stride, padding4, dilation, output size) of a pooling window."""
+    key = None
+    if _exact(kernel_size) and _exact(stride) and _exact(padding) and _exact(dilation):
+        key = (tuple(in_size), kernel_size, stride, padding, dilation, bool(ceil_mode))
+        window = _WINDOWS.get(key)
+        if window is not None:
+            return window
     kernel, stride, pads, dilation = pool_window(kernel_size, stride, padding, dilation)
     out_size = output_size(in_size, kernel, stride, pads, dilation, "input", bool(ceil_mode))
-    return kernel, stride, pads, dilation, out_size
+    window = (kernel, stride, pads, dilation, out_size)
+    if key is not None:
+        if len(_WINDOWS) >= _MAX_WINDOWS:
+            _WINDOWS.clear()
+        _WINDOWS[key] = window
+    return window
 
 
 def _batched_view(array: np.ndarray, unbatched: bool) -> np.ndarray:

@@ -236,3 +236,23 @@ def test_every_instruction_set_gives_the_same_bits(tmp_path):
             a[np.isnan(a)] = np.nan  # (NaN payloads: see test_pool_paths._canonical_nans)
         results[isa] = [a.tobytes() for a in arrays]
     assert results["avx2"] == results["generic"]
+
+
+def test_a_kept_window_is_never_reused_for_arguments_the_checks_refuse():
+    x = np.ones((1, 1, 4, 4), np.float32)
+    expected = fastconv.max_pool2d(x, 1)
+    np.testing.assert_array_equal(fastconv.max_pool2d(x, 1), expected)  # (now kept)
+    for bad in (True, 1.0, (True, 1), np.float64(1.0)):
+        with pytest.raises(TypeError):
+            fastconv.max_pool2d(x, bad)
+        with pytest.raises(TypeError):
+            fastconv.avg_pool2d(x, 1, bad)
+    fastconv.avg_pool2d(x, 2, 2, 0, True)
+    fastconv.avg_pool2d(x, 2, 2, 0, True)
+    with pytest.raises(ValueError):
+        fastconv.avg_pool2d(x, 2, 2, 2)  # padding above kernel // 2, kept or not
+    with pytest.raises(ValueError):
+        fastconv.avg_pool2d(np.ones((1, 1, 1, 1), np.float32), 2, 2, 0)  # same key but size
+    # the same arguments over another size: that size's window, not the kept one
+    assert fastconv.avg_pool2d(np.ones((1, 1, 6, 6), np.float32), 2, 2, 0).shape == (1, 1, 3, 3)
+    assert fastconv.avg_pool2d(x, 2, 2, 0, True).shape == (1, 1, 2, 2)
