@@ -107,7 +107,7 @@ class _AvgPool2dBackward(Protocol):
         grad_output: _Float,  # const floating[:, :, :, ::1]
         grad_input: _Float,  # floating[:, :, :, ::1], written
         column_factor: _Float,  # floating[::1] scratch, (out_width,)
-        delta: _Float,  # floating[:, ::1] scratch, (num_threads, out_width)
+        delta: _Float,  # floating[:, ::1] scratch, (num_threads, >= kernel_h * out_width)
         kernel_h: int, kernel_w: int, stride_h: int, stride_w: int,
         pad_top: int, pad_bottom: int, pad_left: int, pad_right: int,
         count_include_pad: bool,

@@ -9,11 +9,15 @@ thread a contiguous run of rows, since their rows are too short to pay any per-r
 Inside a plane the loops run, for one output row, over the kernel taps (row, then column) and
 innermost over the output columns. For one output element the taps are therefore visited in
 the same row-major order as PyTorch's per-window loop (which decides ties, NaN and the order
-of the average's sum), while the innermost loop is long, branch-light and vectorised.
+of the average's sum), while the innermost loop is long, branch-light and vectorised. At
+stride 1 across the width the average keeps each window's sum in vector registers, and its
+backward gathers each input element's quotients in the order the scatter would add them
+(src/_pool_impl.h): the same bits, one store per element.
 
-The loops themselves are C (``src/_pool.h``, ``src/_pool_impl.h``), built for plain C, AVX2
-and AVX-512; ``ISA`` names the build in use (FASTCONV_ISA caps it). The wrappers in
-``fastconv/pool.py`` validate every argument; nothing here raises.
+The loops themselves are C (``src/_pool.h``, ``src/_pool_impl.h``), built for plain C and
+AVX2 (AVX-512 CPUs run the AVX2 build, which measured faster here); ``ISA`` names the build in
+use (FASTCONV_ISA caps it). The wrappers in ``fastconv/pool.py`` validate every argument;
+nothing here raises.
 """
 
 from cython.parallel cimport prange
