@@ -77,7 +77,7 @@ def _instrument(model, loss, optimizer, scheduler, timers):
 
 
 def _fastconv_steps(X, y, rows, args, instrument):
-    model = models.build("resnet", seed=0)
+    model = models.build("resnet", seed=0, algorithm=args.algorithm)
     loss = nn.CrossEntropyLoss()
     optimizer = optim.Adam(model.parameters(), lr=2e-3)
     scheduler = optim.CosineAnnealingLR(optimizer, len(rows))
@@ -181,6 +181,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--data", default=None, help="directory of the idx files")
+    parser.add_argument("--algorithm", choices=["auto", "direct", "winograd"], default="auto",
+                        help="fastconv's 3x3 convolutions in the blocks (models.build)")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -197,7 +199,8 @@ def main(argv=None):
     if torch is not None:
         torch.set_num_threads(args.threads)
     print(f"small ResNet training step, batch {args.batch_size}, {args.threads} thread(s), "
-          f"{args.steps} timed steps after {args.warmup}; {source}")
+          f"{args.steps} timed steps after {args.warmup}; fastconv algorithm "
+          f"{args.algorithm!r}; {source}")
     plain = {"fastconv": [], "torch": []}
     # plain steps first, interleaved (no instrumentation), then the split by category
     for side in (["fastconv", "torch"] if torch is not None else ["fastconv"]) * 2:

@@ -111,6 +111,7 @@ class ConvPlan(NamedTuple):
     transposed: ConvPlan | None = None  # Transposed's forward pass over grad_output
     gather: ConvPlan | None = None      # DepthwiseGather's
     algorithm: str = "auto"             # 'auto', 'direct' or 'winograd' (conv2d's algorithm=)
+    strided: ConvPlan | None = None     # StridedPointwise's forward pass over grad_output
     # what a path works out per call from the plan and the thread count (its threads and
     # workspace sizes), kept per (op, path, thread count) by the first call; each completed
     # plan has its own (fastconv._paths.sizes_for)
@@ -149,8 +150,15 @@ def complete(plan: ConvPlan) -> ConvPlan:
                                 out_channels=plan.in_channels)
             transposed = sub._replace(forward=choose(
                 "forward", sub, _paths.TRANSPOSED_FORWARD, override.forward)[0], memo={})
+    strided = None
+    geometry = _paths.strided_pointwise_geometry(plan)
+    if geometry is not None:
+        sub = plan._replace(geometry=geometry, in_channels=plan.out_channels,
+                            out_channels=plan.in_channels)
+        strided = sub._replace(forward=choose(
+            "forward", sub, _paths.TRANSPOSED_FORWARD, override.forward)[0], memo={})
     plan = plan._replace(forward=forward, grad_weight=grad_weight, transposed=transposed,
-                         gather=gather, memo={})
+                         gather=gather, strided=strided, memo={})
     candidates = choose("grad_input", plan, asked=override.grad_input)
     # the data-dependent paths come first; the first path that takes any data ends the list
     for index, path in enumerate(candidates):

@@ -17,7 +17,7 @@ from typing import Literal, overload
 import numpy as np
 
 from . import nn
-from ._typing import DTypeLike, Seed
+from ._typing import ConvAlgorithm, DTypeLike, Seed
 
 __all__ = ["tutorial_net", "lenet5", "build", "MODELS"]
 
@@ -87,12 +87,28 @@ MODELS: dict[str, Callable[..., nn.Module]] = {"seed": tutorial_net, "tutorial":
                                                "lenet": lenet5, "lenet5": lenet5}
 
 
-def build(name: str, seed: Seed = 0, dtype: DTypeLike = np.float32) -> nn.Module:
+def build(name: str, seed: Seed = 0, dtype: DTypeLike = np.float32,
+          algorithm: ConvAlgorithm = "auto") -> nn.Module:
     """A model by name: ``'seed'`` (or ``'tutorial'``), ``'lenet'`` (or ``'lenet5'``), or
-    ``'resnet'`` (:func:`small_resnet`); each for 28x28 single-channel images, 10 classes."""
+    ``'resnet'`` (:func:`small_resnet`); each for 28x28 single-channel images, 10 classes.
+
+    ``algorithm`` is the convolutions' (:class:`fastconv.nn.Conv2d`); only ``'resnet'``
+    takes a value other than ``'auto'`` (:func:`small_resnet`: its blocks' 3x3 stride-1
+    layers are the ones ``'winograd'`` changes).
+
+    Examples
+    --------
+    >>> from fastconv import models
+    >>> models.build("resnet", algorithm="winograd").layer1[0].conv2.algorithm
+    'winograd'
+    """
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
-    return MODELS[name](seed=seed, dtype=dtype)
+    if algorithm == "auto":
+        return MODELS[name](seed=seed, dtype=dtype)
+    if name != "resnet":
+        raise ValueError(f"algorithm={algorithm!r} is for model 'resnet' only, got {name!r}")
+    return small_resnet(seed=seed, dtype=dtype, algorithm=algorithm)
 
 
 # --------------------------------------------------------------------------- issue 16: NiN, ResNet
@@ -126,18 +142,21 @@ class BasicBlock(nn.Module):
     stride : int, default 1
     dtype : float32 or float64
     seed : int, Generator or None
+    algorithm : {'auto', 'direct', 'winograd'}, default 'auto'
+        The 3x3 convolutions' (:class:`fastconv.nn.Conv2d`).
     """
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1,
-                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
+                 dtype: DTypeLike = np.float32, seed: Seed = None,
+                 algorithm: ConvAlgorithm = "auto") -> None:
         super().__init__()
         rng = nn._make_rng(seed)
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False,
-                               dtype=dtype, seed=rng)
+                               dtype=dtype, seed=rng, algorithm=algorithm)
         self.bn1 = nn.BatchNorm2d(channels, dtype=dtype)
         self.bn1.fused_relu = True
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False, dtype=dtype,
-                               seed=rng)
+                               seed=rng, algorithm=algorithm)
         self.bn2 = nn.BatchNorm2d(channels, dtype=dtype)
         self.downsample = None
         convolutions = [self.conv1, self.conv2]
@@ -184,11 +203,16 @@ class ResNet(nn.Module):
         The head averages each channel over a ``pool_size`` x ``pool_size`` grid (1: global
         average pooling, torchvision's) before ``fc``.
     dtype, seed
+    algorithm : {'auto', 'direct', 'winograd'}, default 'auto'
+        The blocks' 3x3 convolutions' (:class:`fastconv.nn.Conv2d`): ``'winograd'`` runs the
+        stride-1 ones (and their input gradients) by Winograd. The stem keeps ``'auto'`` (with
+        one input channel, Winograd's transforms cost more than they save).
     """
 
     def __init__(self, blocks: list[int], widths: list[int], in_channels: int = 3,
                  num_classes: int = 1000, stem: str = "imagenet", stem_width: int | None = None,
-                 dtype: DTypeLike = np.float32, seed: Seed = 0, pool_size: int = 1) -> None:
+                 dtype: DTypeLike = np.float32, seed: Seed = 0, pool_size: int = 1,
+                 algorithm: ConvAlgorithm = "auto") -> None:
         super().__init__()
         rng = nn._make_rng(seed)
         width = widths[0] if stem_width is None else stem_width
@@ -210,7 +234,8 @@ class ResNet(nn.Module):
             layers = []
             for block in range(count):
                 stride = 2 if index > 0 and block == 0 else 1
-                layers.append(BasicBlock(in_width, out_width, stride, dtype=dtype, seed=rng))
+                layers.append(BasicBlock(in_width, out_width, stride, dtype=dtype, seed=rng,
+                                         algorithm=algorithm))
                 in_width = out_width
             stage = nn.Sequential(*layers)
             setattr(self, f"layer{index + 1}", stage)
@@ -265,7 +290,7 @@ def resnet18(num_classes: int = 1000, in_channels: int = 3, seed: Seed = 0,
 
 
 def small_resnet(seed: Seed = 0, dtype: DTypeLike = np.float32, num_classes: int = 10,
-                 in_channels: int = 1) -> ResNet:
+                 in_channels: int = 1, algorithm: ConvAlgorithm = "auto") -> ResNet:
     """A small ResNet for 28x28 images: a 3x3 stem of 32 channels, three stages of one basic
     block each (32 channels at 28x28, 64 at 14x14, 128 at 7x7), average pooling to 2x2 and a
     linear layer; ``build('resnet')``.
@@ -273,6 +298,8 @@ def small_resnet(seed: Seed = 0, dtype: DTypeLike = np.float32, num_classes: int
     Measured after one epoch of Fashion-MNIST (Adam, lr 2e-3 decayed by a cosine, batch 64,
     standardised inputs): widths 16/32/64 with global pooling reached 87.7% test accuracy,
     24/48/96 88.7%, 32/64/128 89.5%, and 32/64/128 with the 2x2 pooling 90.1%.
+
+    ``algorithm`` is the blocks' 3x3 convolutions' (see :class:`ResNet`).
 
     Examples
     --------
@@ -282,7 +309,7 @@ def small_resnet(seed: Seed = 0, dtype: DTypeLike = np.float32, num_classes: int
     (2, 10)
     """
     return ResNet([1, 1, 1], list(SMALL_RESNET_WIDTHS), in_channels, num_classes, "small",
-                  dtype=dtype, seed=seed, pool_size=2)
+                  dtype=dtype, seed=seed, pool_size=2, algorithm=algorithm)
 
 
 SMALL_RESNET_WIDTHS = (32, 64, 128)

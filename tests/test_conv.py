@@ -165,6 +165,8 @@ def test_every_path_is_reachable_and_agrees(rng, dtype, op):
         # a depthwise convolution with 16k channels, a dense one with 16k output channels
         "depthwise": (2, 16, 9, 10, 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 16),
         "dense": (2, 3, 9, 10, 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        # a ResNet shortcut's strided 1x1 convolution (StridedPointwise)
+        "strided 1x1": (2, 16, 9, 10, 16, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),
     }
     ran = set()
     for name in _paths.names(op):

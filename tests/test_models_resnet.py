@@ -199,3 +199,29 @@ def test_build_resnet_by_name():
     assert "resnet" in models.MODELS
     with pytest.raises(ValueError, match="resnet"):
         models.build("nope")
+
+
+def test_small_resnet_winograd_algorithm(rng):
+    """build('resnet', algorithm='winograd') gives the blocks' 3x3 layers Winograd (the stem
+    and the 1x1 shortcuts keep 'auto'); the same weights, and the output and gradients (eval
+    mode: training-mode batch norm over 4 samples would magnify the rounding) within
+    Winograd's float32 error of the usual paths'."""
+    usual = models.build("resnet", seed=3)
+    winograd = models.build("resnet", seed=3, algorithm="winograd")
+    algorithms = {name: module.algorithm for name, module in winograd.named_modules()
+                  if isinstance(module, nn.Conv2d)}
+    assert algorithms["conv1"] == "auto"
+    assert algorithms["layer1.0.conv1"] == algorithms["layer3.0.conv2"] == "winograd"
+    for key, value in usual.state_dict().items():
+        np.testing.assert_array_equal(value, winograd.state_dict()[key])
+    x = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)
+    weights = rng.standard_normal((4, 10)).astype(np.float32)
+    outputs, grads = [], []
+    for model in (usual.eval(), winograd.eval()):
+        outputs.append(model(x))
+        grads.append(model.backward(weights))
+    scale = np.abs(outputs[0]).max()
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-3 * scale)
+    np.testing.assert_allclose(grads[1], grads[0], atol=1e-3 * np.abs(grads[0]).max())
+    with pytest.raises(ValueError, match="resnet"):
+        models.build("lenet", algorithm="winograd")
