@@ -15,10 +15,12 @@
  * attributes on x86-64); fc_wino_select() picks one build per type with fc_cpu_isa()
  * (src/_cpu.h: detected once, capped by FASTCONV_ISA). Each output element of a transform
  * is computed by the same operations in the same order whatever the lane or the thread,
- * so results never depend on the thread count. The patches are gathered lane by lane: masked
- * AVX-512 gathers (vpgatherdps) were measured 1.5x slower on Zen 4. (Like the packed GEMM's
- * micro-kernels, the
- * builds with FMA may round differently from the baseline in the last bit.)
+ * so results never depend on the thread count. The patches are copied row by row into one
+ * slot per lane and transposed in registers (FC_W_TRANSPOSE below): gathering them element
+ * by element cost 2.5x the transform's arithmetic, and masked AVX-512 gathers (vpgatherdps)
+ * were measured 1.5x slower than that on Zen 4. The arithmetic runs on explicit vectors of
+ * the build's width (FC_W_VBYTES). (Like the packed GEMM's micro-kernels, the builds with FMA
+ * may round differently from the baseline in the last bit.)
  * Nothing here allocates or fails: the caller has checked the shapes and sized every row.
  */
 #ifndef FASTCONV_WINOGRAD_H
