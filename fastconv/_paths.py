@@ -445,12 +445,13 @@ def strided_pointwise_geometry(plan: ConvPlan) -> Geometry | None:
 # The tile sizes m (outputs per tile side); alpha = m + 2. Measured float32 error on N(0,1)
 # data, max |y - y_float64| / max |y_float64| (bench/bench_winograd.py): see README.
 WINOGRAD_TILES = (2, 4, 6)
-# Transform cost per tile and channel in multiply-adds of the GEMM (the input transform
-# gathers alpha^2 values per tile and channel, the output transform scatters m^2): a rough
-# model, from profiles of the forward pass at m = 4 (the input transform cost about 1.6x the
-# GEMM at 64 x 64 channels).
-_WINOGRAD_INPUT_COST = {2: 60, 4: 150, 6: 280}
-_WINOGRAD_OUTPUT_COST = {2: 20, 4: 70, 6: 130}
+# Transform cost per tile and channel in multiply-adds of the GEMM (at its speed): fitted to
+# single-thread stage timings of the forward pass (vectorised transforms, src/_winograd_impl.h)
+# on bench_ops.py's resnet, small, vgg28 and vgg14 and on 3x3 layers of 32-128 channels at
+# 28x28, 14x14 and 7x7 (batch 64), each for m = 2, 4, 6. They pick m = 4 everywhere there, and
+# m = 6 measured within 5% of it where the old constants chose it.
+_WINOGRAD_INPUT_COST = {2: 1500, 4: 3100, 6: 6500}
+_WINOGRAD_OUTPUT_COST = {2: 700, 4: 2100, 6: 5000}
 # A thread's block of tiles: its transformed input and products, alpha^2 * (C + K) values per
 # tile, kept about this big (at least 16 tiles). Measured on bench_ops.py's resnet, vgg28,
 # vgg14 and small cases at 2 threads, 256 KiB was the fastest of 0.25, 1, 4 and 16 MiB

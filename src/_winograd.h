@@ -15,10 +15,12 @@
  * attributes on x86-64); fc_wino_select() picks one build per type with fc_cpu_isa()
  * (src/_cpu.h: detected once, capped by FASTCONV_ISA). Each output element of a transform
  * is computed by the same operations in the same order whatever the lane or the thread,
- * so results never depend on the thread count. The patches are gathered lane by lane: masked
- * AVX-512 gathers (vpgatherdps) were measured 1.5x slower on Zen 4. (Like the packed GEMM's
- * micro-kernels, the
- * builds with FMA may round differently from the baseline in the last bit.)
+ * so results never depend on the thread count. The patches are copied row by row into one
+ * slot per lane and transposed in registers (FC_W_TRANSPOSE below): gathering them element
+ * by element cost 2.5x the transform's arithmetic, and masked AVX-512 gathers (vpgatherdps)
+ * were measured 1.5x slower than that on Zen 4. The arithmetic runs on explicit vectors of
+ * the build's width (FC_W_VBYTES). (Like the packed GEMM's micro-kernels, the builds with FMA
+ * may round differently from the baseline in the last bit.)
  * Nothing here allocates or fails: the caller has checked the shapes and sized every row.
  */
 #ifndef FASTCONV_WINOGRAD_H
@@ -29,7 +31,38 @@
 #include <string.h>
 
 #include "_cpu.h"
+#include "_gemm.h" /* the AVX2 register transposes */
+#include "_simd.h"
 #include "_winograd_matrices.h"
+
+/* A patch row's slot in the per-lane copies of the input transform: 8 values whatever alpha,
+ * so that the row copies and the transposes' loads cover the same bytes (a load spanning two
+ * earlier stores waits for them to reach the cache) */
+#define FC_WINO_PITCH 8
+
+/* A TB x TB block transposed in registers, dst[j*step + r] = src[r*ld + j] (moves only), per
+ * build: the portable 16-byte ones of _simd.h, the AVX2 ones of _gemm.h at avx2 and avx512 */
+#if FC_SIMD
+#define FC_W_TRANSPOSE_float_generic(src, ld, dst, step) fc_v4f_transpose4x4(src, ld, dst, step)
+#define FC_W_TB_float_generic 4
+#define FC_W_TRANSPOSE_double_generic(src, ld, dst, step) fc_v2d_transpose2x2(src, ld, dst, step)
+#define FC_W_TB_double_generic 2
+#else
+#define FC_W_TRANSPOSE_float_generic(src, ld, dst, step) (dst)[0] = (src)[0]
+#define FC_W_TB_float_generic 1
+#define FC_W_TRANSPOSE_double_generic(src, ld, dst, step) (dst)[0] = (src)[0]
+#define FC_W_TB_double_generic 1
+#endif
+#if FC_HAVE_X86_TARGETS
+#define FC_W_TRANSPOSE_float_avx2(src, ld, dst, step) fc_stranspose8x8_avx2(src, ld, dst, step)
+#define FC_W_TB_float_avx2 8
+#define FC_W_TRANSPOSE_double_avx2(src, ld, dst, step) fc_dtranspose4x4_avx2(src, ld, dst, step)
+#define FC_W_TB_double_avx2 4
+#define FC_W_TRANSPOSE_float_avx512 FC_W_TRANSPOSE_float_avx2
+#define FC_W_TB_float_avx512 8
+#define FC_W_TRANSPOSE_double_avx512 FC_W_TRANSPOSE_double_avx2
+#define FC_W_TB_double_avx512 4
+#endif
 
 /* tiles per vector pass: one 64-byte row of floats (two zmm of doubles) */
 #define FC_WINO_LANES 16
@@ -57,30 +90,48 @@ static inline void fc_wino_tile(const fc_wino_geometry* g, int m, ptrdiff_t t, p
 /* ---- the builds ------------------------------------------------------------------------ */
 
 #define FC_W_TARGET
+#define FC_W_VBYTES 16
 #define FC_T float
 #define FC_WN(name) fc_wino_##name##_float_generic
+#define FC_W_TRANSPOSE FC_W_TRANSPOSE_float_generic
+#define FC_W_TB FC_W_TB_float_generic
 #include "_winograd_impl.h"
 #define FC_W_TARGET
+#define FC_W_VBYTES 16
 #define FC_T double
 #define FC_WN(name) fc_wino_##name##_double_generic
+#define FC_W_TRANSPOSE FC_W_TRANSPOSE_double_generic
+#define FC_W_TB FC_W_TB_double_generic
 #include "_winograd_impl.h"
 
 #if FC_HAVE_X86_TARGETS
 #define FC_W_TARGET __attribute__((target("avx2,fma")))
+#define FC_W_VBYTES 32
 #define FC_T float
 #define FC_WN(name) fc_wino_##name##_float_avx2
+#define FC_W_TRANSPOSE FC_W_TRANSPOSE_float_avx2
+#define FC_W_TB FC_W_TB_float_avx2
 #include "_winograd_impl.h"
 #define FC_W_TARGET __attribute__((target("avx2,fma")))
+#define FC_W_VBYTES 32
 #define FC_T double
 #define FC_WN(name) fc_wino_##name##_double_avx2
+#define FC_W_TRANSPOSE FC_W_TRANSPOSE_double_avx2
+#define FC_W_TB FC_W_TB_double_avx2
 #include "_winograd_impl.h"
 #define FC_W_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+#define FC_W_VBYTES 64
 #define FC_T float
 #define FC_WN(name) fc_wino_##name##_float_avx512
+#define FC_W_TRANSPOSE FC_W_TRANSPOSE_float_avx512
+#define FC_W_TB FC_W_TB_float_avx512
 #include "_winograd_impl.h"
 #define FC_W_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+#define FC_W_VBYTES 64
 #define FC_T double
 #define FC_WN(name) fc_wino_##name##_double_avx512
+#define FC_W_TRANSPOSE FC_W_TRANSPOSE_double_avx512
+#define FC_W_TB FC_W_TB_double_avx512
 #include "_winograd_impl.h"
 #endif
 
@@ -145,7 +196,10 @@ static const char* fc_wino_isa(void) { return fc_cpu_isa_name(fc_wino_level); }
  * output: out[n][k][tile's rows and columns] = (A^T M A) (+ bias[k]) for those tiles and the
  *   g->channels planes of out, cut at the output plane's edges; M[xi*xi_step + k*ld + col].
  * weights: packed[xi*xi_step + (k / mr)*c_in*mr + c*mr + k % mr] = (G w[k][c] G^T)[xi] for
- *   k in [k0, k1) (computed in double): the packed GEMM's A panels of each U[xi]. */
+ *   k in [k0, k1) (computed in double), 0 for k in [k1, k0 + mr): the packed GEMM's A panel
+ *   of rows [k0, k0 + mr) of each U[xi] (k0 a multiple of mr, k1 <= k0 + mr).
+ * The callers keep xi_step off multiples of 4 KiB (a row of alpha^2 at such a stride all
+ * falls in one L1 set). */
 #define FC_WINO_ENTRIES(T)                                                                   \
     static void fc_wino_input_##T(int m, const T* x, const fc_wino_geometry* g, ptrdiff_t t0, \
                                   ptrdiff_t count, T* v, ptrdiff_t ld, ptrdiff_t xi_step)     \

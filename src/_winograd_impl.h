@@ -15,60 +15,75 @@
 /* out[i*out_step + l] = sum_j mat[i*cols + j] * in[j*in_step + l] for i < rows, l < FC_L:
  * each row's terms in the order of j, the zero ones skipped and the +-1 ones added or
  * subtracted (mat is a constant table, rows and cols constants: after inlining and
- * unrolling, the compiler resolves every test below) */
-#define FC_W_APPLY(NAME, TYPE)                                                               \
+ * unrolling, the compiler resolves every test below). The FC_L lanes go in explicit vectors
+ * of FC_W_VBYTES (the build's register width): loops over a plain array of FC_L left the
+ * vectorising to the compiler, which split them into 128-bit pieces and spilled (the input
+ * transform ran at a tenth of its arithmetic's speed). Every lane gets the same operations. */
+#define FC_W_APPLY(NAME, TYPE, VEC)                                                             \
     FC_LOCAL void NAME(int rows, int cols, const double* mat, const TYPE* in,                 \
                        ptrdiff_t in_step, TYPE* out, ptrdiff_t out_step)                      \
     {                                                                                        \
-        int i, j, l;                                                                         \
-        _Pragma("GCC unroll 8") for (i = 0; i < rows; i++) {                                  \
-            TYPE acc[FC_L];                                                                  \
-            int first = 1;                                                                   \
-            _Pragma("GCC unroll 8") for (j = 0; j < cols; j++) {                              \
-                const double c = mat[i * cols + j];                                          \
-                const TYPE cf = (TYPE)c;                                                     \
-                const TYPE* src = in + j * in_step;                                          \
-                if (c == 0)                                                                  \
-                    continue;                                                                \
-                if (first) {                                                                 \
-                    if (c == 1)                                                              \
-                        for (l = 0; l < FC_L; l++) acc[l] = src[l];                          \
-                    else if (c == -1)                                                        \
-                        for (l = 0; l < FC_L; l++) acc[l] = -src[l];                         \
-                    else                                                                     \
-                        for (l = 0; l < FC_L; l++) acc[l] = cf * src[l];                     \
-                    first = 0;                                                               \
-                } else if (c == 1) {                                                         \
-                    for (l = 0; l < FC_L; l++) acc[l] += src[l];                             \
-                } else if (c == -1) {                                                        \
-                    for (l = 0; l < FC_L; l++) acc[l] -= src[l];                             \
-                } else {                                                                     \
-                    for (l = 0; l < FC_L; l++) acc[l] += cf * src[l];                        \
+        enum { VL = FC_W_VBYTES / (int)sizeof(TYPE) };                                       \
+        int i, j, s;                                                                         \
+        _Pragma("GCC unroll 8") for (s = 0; s < FC_L; s += VL) {                              \
+            VEC src[FC_WINO_ALPHA_MAX];                                                      \
+            _Pragma("GCC unroll 8") for (j = 0; j < cols; j++)                                \
+                __builtin_memcpy(&src[j], in + j * in_step + s, sizeof src[j]);              \
+            _Pragma("GCC unroll 8") for (i = 0; i < rows; i++) {                              \
+                VEC acc = {0};                                                               \
+                int first = 1;                                                               \
+                _Pragma("GCC unroll 8") for (j = 0; j < cols; j++) {                          \
+                    const double c = mat[i * cols + j];                                      \
+                    const TYPE cf = (TYPE)c;                                                 \
+                    if (c == 0)                                                              \
+                        continue;                                                            \
+                    if (first) {                                                             \
+                        if (c == 1)                                                          \
+                            acc = src[j];                                                    \
+                        else if (c == -1)                                                    \
+                            acc = -src[j];                                                   \
+                        else                                                                 \
+                            acc = cf * src[j];                                               \
+                        first = 0;                                                           \
+                    } else if (c == 1) {                                                     \
+                        acc = acc + src[j];                                                  \
+                    } else if (c == -1) {                                                    \
+                        acc = acc - src[j];                                                  \
+                    } else {                                                                 \
+                        acc = acc + cf * src[j];                                             \
+                    }                                                                        \
                 }                                                                            \
+                __builtin_memcpy(out + i * out_step + s, &acc, sizeof acc);                  \
             }                                                                                \
-            if (first)                                                                       \
-                for (l = 0; l < FC_L; l++) acc[l] = 0;                                       \
-            for (l = 0; l < FC_L; l++)                                                       \
-                out[i * out_step + l] = acc[l];                                              \
         }                                                                                    \
     }
-FC_W_APPLY(FC_WN(apply), FC_T)
-FC_W_APPLY(FC_WN(apply_d), double)
+typedef FC_T FC_WN(vec) __attribute__((vector_size(FC_W_VBYTES)));
+typedef double FC_WN(vec_d) __attribute__((vector_size(FC_W_VBYTES)));
+FC_W_APPLY(FC_WN(apply), FC_T, FC_WN(vec))
+FC_W_APPLY(FC_WN(apply_d), double, FC_WN(vec_d))
 #undef FC_W_APPLY
 
-/* see fc_wino_input_* in _winograd.h */
+/* see fc_wino_input_* in _winograd.h. Per channel and group of FC_L tiles, each tile's
+ * patch is copied row by row into its lane's slot of `rows` (whole rows of FC_WINO_PITCH
+ * values: vector moves), the FC_L slots are transposed in registers into d (patch element
+ * down, tile across), and the transform runs across the lanes. Gathering element by element
+ * straight into d cost 2.5x the transform itself: 2 scalar memory operations per element,
+ * and each vector load of d waited for the 16 stores it spans. */
 FC_LOCAL void FC_WN(input_any)(int m, int alpha, const double* bt, const FC_T* x,
                                const fc_wino_geometry* g, ptrdiff_t t0, ptrdiff_t count,
                                FC_T* v, ptrdiff_t ld, ptrdiff_t xi_step)
 {
+    enum { P = FC_WINO_PITCH, SLOT = FC_WINO_ALPHA_MAX * FC_WINO_PITCH };
     const ptrdiff_t plane = g->in_h * g->in_w, in_w = g->in_w;
-    FC_T d[FC_WINO_ALPHA_MAX * FC_WINO_ALPHA_MAX * FC_L] __attribute__((aligned(64)));
+    FC_T rows[FC_L * SLOT] __attribute__((aligned(64)));
+    FC_T d[SLOT * FC_L] __attribute__((aligned(64)));
     FC_T tmp[FC_WINO_ALPHA_MAX * FC_WINO_ALPHA_MAX * FC_L] __attribute__((aligned(64)));
     const FC_T* base[FC_L];
     ptrdiff_t row0[FC_L], col0[FC_L];
-    int inside[FC_L];
+    int kind[FC_L]; /* 0: whole slot rows inside the plane, 1: alpha values inside, 2: edge */
+    const int used = alpha * P; /* the slot's values that the transform reads (rows < alpha) */
     ptrdiff_t l0, c, n, row, col;
-    int lane, lanes, r, q, i;
+    int lane, lanes, r, q, i, j;
     for (l0 = 0; l0 < count; l0 += FC_L) {
         lanes = (int)(count - l0 < FC_L ? count - l0 : FC_L);
         for (lane = 0; lane < lanes; lane++) {
@@ -76,43 +91,63 @@ FC_LOCAL void FC_WN(input_any)(int m, int alpha, const double* bt, const FC_T* x
             row0[lane] = row - g->pad_top;
             col0[lane] = col - g->pad_left;
             base[lane] = x + n * g->channels * plane;
-            inside[lane] = row0[lane] >= 0 && col0[lane] >= 0 && row0[lane] + alpha <= g->in_h
-                           && col0[lane] + alpha <= in_w;
+            kind[lane] = 2;
+            if (row0[lane] >= 0 && col0[lane] >= 0 && row0[lane] + alpha <= g->in_h) {
+                if (col0[lane] + P <= in_w)
+                    kind[lane] = 0;
+                else if (col0[lane] + alpha <= in_w)
+                    kind[lane] = 1;
+            }
         }
+        /* the lanes past the last tile: zeros, once per group (the channels keep them) */
+        for (lane = lanes; lane < FC_L; lane++)
+            for (r = 0; r < used; r++)
+                rows[lane * SLOT + r] = 0;
         for (c = 0; c < g->channels; c++) {
-            /* the patches, lane by lane (zero outside the plane and past the last tile) */
-            for (lane = 0; lane < FC_L; lane++) {
-                if (lane >= lanes) {
-                    for (r = 0; r < alpha * alpha; r++)
-                        d[r * FC_L + lane] = 0;
-                } else if (inside[lane]) {
+            for (lane = 0; lane < lanes; lane++) {
+                FC_T* slot = rows + lane * SLOT;
+                if (kind[lane] == 0) {
+                    const FC_T* p = base[lane] + c * plane + row0[lane] * in_w + col0[lane];
+                    _Pragma("GCC unroll 8") for (r = 0; r < alpha; r++)
+                        __builtin_memcpy(slot + r * P, p + r * in_w, P * sizeof(FC_T));
+                } else if (kind[lane] == 1) {
                     const FC_T* p = base[lane] + c * plane + row0[lane] * in_w + col0[lane];
                     _Pragma("GCC unroll 8") for (r = 0; r < alpha; r++)
                         _Pragma("GCC unroll 8") for (q = 0; q < alpha; q++)
-                            d[(r * alpha + q) * FC_L + lane] = p[r * in_w + q];
+                            slot[r * P + q] = p[r * in_w + q];
                 } else {
-                    /* an edge tile: every tap reads a clamped position inside the plane and
-                     * keeps it only where the tap is inside (branch-free and unrolled as the
-                     * inner tiles: a loop cut to the plane's columns cost a quarter of the
-                     * transform's time at 56 x 56) */
+                    /* an edge tile, row by row: zeros above and below the plane, the slot's
+                     * row copied where it lies inside, else each tap read at a clamped
+                     * position and kept only where it is inside (branch-free) */
                     const FC_T* p = base[lane] + c * plane;
+                    const int cols_in = col0[lane] >= 0 && col0[lane] + P <= in_w;
                     _Pragma("GCC unroll 8") for (r = 0; r < alpha; r++) {
                         const ptrdiff_t y = row0[lane] + r;
-                        const int row_ok = y >= 0 && y < g->in_h;
-                        const ptrdiff_t yc = y < 0 ? 0 : (y >= g->in_h ? g->in_h - 1 : y);
-                        _Pragma("GCC unroll 8") for (q = 0; q < alpha; q++) {
-                            const ptrdiff_t xx = col0[lane] + q;
-                            const ptrdiff_t xc = xx < 0 ? 0 : (xx >= in_w ? in_w - 1 : xx);
-                            const FC_T value = p[yc * in_w + xc];
-                            d[(r * alpha + q) * FC_L + lane] =
-                                (row_ok && xx >= 0 && xx < in_w) ? value : (FC_T)0;
+                        if (y < 0 || y >= g->in_h) {
+                            for (q = 0; q < P; q++)
+                                slot[r * P + q] = 0;
+                        } else if (cols_in) {
+                            __builtin_memcpy(slot + r * P, p + y * in_w + col0[lane],
+                                             P * sizeof(FC_T));
+                        } else {
+                            _Pragma("GCC unroll 8") for (q = 0; q < alpha; q++) {
+                                const ptrdiff_t xx = col0[lane] + q;
+                                const ptrdiff_t xc = xx < 0 ? 0 : (xx >= in_w ? in_w - 1 : xx);
+                                const FC_T value = p[y * in_w + xc];
+                                slot[r * P + q] = (xx >= 0 && xx < in_w) ? value : (FC_T)0;
+                            }
                         }
                     }
                 }
             }
+            /* d[(r*P + q)*FC_L + lane] = rows[lane*SLOT + r*P + q]: blocks of FC_W_TB lanes
+             * by FC_W_TB values (the slot's unused columns come along, never read) */
+            for (j = 0; j < FC_L; j += FC_W_TB)
+                for (i = 0; i < used; i += FC_W_TB)
+                    FC_W_TRANSPOSE(rows + j * SLOT + i, SLOT, d + i * FC_L + j, FC_L);
             /* B^T d: tmp[i][q] = sum_j bt[i][j] d[j][q] */
             _Pragma("GCC unroll 8") for (q = 0; q < alpha; q++)
-                FC_WN(apply)(alpha, alpha, bt, d + q * FC_L, alpha * FC_L, tmp + q * FC_L,
+                FC_WN(apply)(alpha, alpha, bt, d + q * FC_L, P * FC_L, tmp + q * FC_L,
                              alpha * FC_L);
             /* (B^T d) B: V[i][k] = sum_j bt[k][j] tmp[i][j], straight into the GEMM's rows */
             _Pragma("GCC unroll 8") for (i = 0; i < alpha; i++)
@@ -134,6 +169,8 @@ FC_LOCAL void FC_WN(output_any)(int m, int alpha, const double* at, const FC_T* 
     int rows[FC_L], cols[FC_L];
     ptrdiff_t l0, k, n, row, col;
     int lane, lanes, i, j, e;
+    /* (every element read below is written first; GCC cannot see it through the vectors) */
+    memset(y, 0, sizeof y);
     for (l0 = 0; l0 < count; l0 += FC_L) {
         lanes = (int)(count - l0 < FC_L ? count - l0 : FC_L);
         for (lane = 0; lane < lanes; lane++) {
@@ -172,8 +209,11 @@ FC_LOCAL void FC_WN(output_any)(int m, int alpha, const double* at, const FC_T* 
     }
 }
 
-/* see fc_wino_weights_* in _winograd.h: FC_L (output, input) channel pairs at a time, in
- * double whatever FC_T */
+/* see fc_wino_weights_* in _winograd.h: in double whatever FC_T, FC_L consecutive values of
+ * the panel of rows [k0, k0 + mr) at a time (its (input channel, row) pairs in the packed
+ * order, so that each of the alpha^2 results is one contiguous store; the rows past k1 are
+ * zeros). Lanes across (output, input) channel pairs scattered each value to its own place
+ * and, with the alpha^2 panels a power of two apart, missed L1 on most stores. */
 FC_LOCAL void FC_WN(weights_any)(int alpha, const double* gm, const FC_T* w, ptrdiff_t c_in,
                                  ptrdiff_t k0, ptrdiff_t k1, int mr, FC_T* packed,
                                  ptrdiff_t xi_step)
@@ -181,28 +221,30 @@ FC_LOCAL void FC_WN(weights_any)(int alpha, const double* gm, const FC_T* w, ptr
     double gw[9 * FC_L] __attribute__((aligned(64)));
     double tmp[FC_WINO_ALPHA_MAX * 3 * FC_L] __attribute__((aligned(64)));
     double u[FC_WINO_ALPHA_MAX * FC_WINO_ALPHA_MAX * FC_L] __attribute__((aligned(64)));
-    const ptrdiff_t end = k1 * c_in;
+    const ptrdiff_t end = c_in * mr;
+    FC_T* panel = packed + (k0 / mr) * c_in * mr;
     ptrdiff_t e0, e, k, c;
     int lane, lanes, tap, i, q, xi;
-    for (e0 = k0 * c_in; e0 < end; e0 += FC_L) {
+    for (e0 = 0; e0 < end; e0 += FC_L) {
         lanes = (int)(end - e0 < FC_L ? end - e0 : FC_L);
-        for (lane = 0; lane < FC_L; lane++)
+        for (lane = 0; lane < FC_L; lane++) {
+            e = e0 + lane;
+            c = e / mr;
+            k = k0 + e % mr;
             for (tap = 0; tap < 9; tap++)
-                gw[tap * FC_L + lane] = lane < lanes ? (double)w[(e0 + lane) * 9 + tap] : 0.0;
+                gw[tap * FC_L + lane] =
+                    lane < lanes && k < k1 ? (double)w[(k * c_in + c) * 9 + tap] : 0.0;
+        }
         /* G g: tmp[i][q] = sum_p G[i][p] g[p][q] */
         _Pragma("GCC unroll 3") for (q = 0; q < 3; q++)
             FC_WN(apply_d)(alpha, 3, gm, gw + q * FC_L, 3 * FC_L, tmp + q * FC_L, 3 * FC_L);
         /* (G g) G^T: u[i][j] = sum_q G[j][q] tmp[i][q] */
         _Pragma("GCC unroll 8") for (i = 0; i < alpha; i++)
             FC_WN(apply_d)(alpha, 3, gm, tmp + i * 3 * FC_L, FC_L, u + i * alpha * FC_L, FC_L);
-        for (lane = 0; lane < lanes; lane++) {
-            FC_T* dst;
-            e = e0 + lane;
-            k = e / c_in;
-            c = e % c_in;
-            dst = packed + (k / mr) * c_in * mr + c * mr + k % mr;
-            for (xi = 0; xi < alpha * alpha; xi++)
-                dst[xi * xi_step] = (FC_T)u[xi * FC_L + lane];
+        for (xi = 0; xi < alpha * alpha; xi++) {
+            FC_T* dst = panel + xi * xi_step + e0;
+            for (lane = 0; lane < lanes; lane++)
+                dst[lane] = (FC_T)u[xi * FC_L + lane];
         }
     }
 }
@@ -238,3 +280,6 @@ FC_W_KERNELS(6, 8)
 #undef FC_T
 #undef FC_WN
 #undef FC_W_TARGET
+#undef FC_W_VBYTES
+#undef FC_W_TRANSPOSE
+#undef FC_W_TB
