@@ -336,6 +336,88 @@ class Direct(ConvPath):
             0, 2, 1).reshape(grad_weight.shape)
 
 
+# ---- few input channels: output pixels across the lanes (src/conv/fewchan.pxi) -------------
+
+# The measured thresholds: see FewChannels.pays.
+FEW_MAX_CHANNELS = 4
+# A thread's phase planes (about the zero-padded input of one sample) at most this big; larger
+# images take the other paths, whose workspaces are tiles.
+FEW_PHASE_BYTES = 1024 * 1024
+# A band's block of sums (window positions x channels x grid rows) kept about this big: in L1
+# beside the phase planes.
+FEW_BLOCK_BYTES = 24 * 1024
+
+
+def _few_layout(plan: ConvPlan, pool: tuple[int, int], threads: int
+                ) -> tuple[int, int, int, int, int, int, int]:
+    """(band, grid_h, grid_w, wp, phase, block, cpad) of FewChannels for ``threads``: bands of
+    grid rows whose block is about FEW_BLOCK_BYTES, cut further where the batch has fewer
+    samples than threads (bands never change a result: every output is computed alone)."""
+    geometry, itemsize = plan.geometry, plan.dtype.itemsize
+    grid_h, grid_w, wp, phase, block, cpad = _conv.few_sizes(geometry, pool[0], pool[1], 1,
+                                                             itemsize)
+    band = max(1, min(grid_h, FEW_BLOCK_BYTES // max(1, block * itemsize)))
+    if plan.batch * -(-grid_h // band) < threads:
+        band = max(1, -(-grid_h // -(-threads // plan.batch)))
+    sizes = _conv.few_sizes(geometry, pool[0], pool[1], band, itemsize)
+    return (band,) + tuple(sizes)  # type: ignore[return-value]
+
+
+class FewChannels(ConvPath):
+    """One group of at most FEW_MAX_CHANNELS input channels (a network's first layer), any
+    kernel, stride, padding and dilation, float32 and float64, at every FASTCONV_ISA level:
+    the output pixels across the vector lanes, 4 output channels x up to 6 vectors of sums in
+    registers over the k taps, the input read in place from a per-sample split into stride
+    phases (src/_fewchan.h), the sums stored channel-major with the bias and the ReLU. It
+    can also max-pool by non-overlapping windows in the store (``forward_pooled``, the eval
+    plan's Conv2d -> ReLU -> MaxPool2d).
+
+    Measured (bench/bench_ops.py and the tutorial net's profile, Zen 4, float32): see pays."""
+
+    name = "few-channels"
+    ops = frozenset({"forward"})
+    fuses_relu = True
+    _FORWARD = _specialised(_conv.few_forward)
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        g = plan.geometry
+        if plan.groups != 1 or g.out_h == 0 or g.out_w == 0:
+            return False
+        phase = _conv.few_sizes(g, 1, 1, 1, plan.dtype.itemsize)[3]
+        return phase * plan.dtype.itemsize <= FEW_PHASE_BYTES
+
+    def pays(self, op: str, plan: ConvPlan) -> bool:
+        return plan.geometry.in_channels_g <= FEW_MAX_CHANNELS
+
+    def pools(self, plan: ConvPlan, pool: tuple[int, int]) -> bool:
+        """Whether forward_pooled can pool this plan's output by ``pool`` windows."""
+        g = plan.geometry
+        if not (self.applies("forward", plan) and g.out_h >= pool[0] and g.out_w >= pool[1]):
+            return False
+        phase = _conv.few_sizes(g, pool[0], pool[1], 1, plan.dtype.itemsize)[3]
+        return phase * plan.dtype.itemsize <= FEW_PHASE_BYTES
+
+    def forward(self, plan, x, weight, bias, out, *, relu=False):
+        self.forward_pooled(plan, x, weight, bias, out, (1, 1), relu=relu)
+
+    def forward_pooled(self, plan: ConvPlan, x: np.ndarray, weight: np.ndarray,
+                       bias: np.ndarray | None, out: np.ndarray, pool: tuple[int, int], *,
+                       relu: bool = False) -> None:
+        """out = max_pool2d(relu?(conv(x) + bias), pool) (kernel = stride = pool, floor mode);
+        ``pool`` (1, 1): the convolution itself. ``out`` is (N, C_out, out_h // pool_h,
+        out_w // pool_w), C-contiguous."""
+        dtype = plan.dtype
+        threads = effective_num_threads(plan.batch * plan.geometry.out_h)
+        band, grid_h, _, _, phase, block, cpad = _few_layout(plan, pool, threads)
+        threads = effective_num_threads(plan.batch * -(-grid_h // band))
+        k = plan.geometry.k
+        self._FORWARD[dtype](x, weight, bias, out,
+                             np.empty((threads, ALIGN[dtype] + phase + block), dtype=dtype),
+                             np.empty(k * cpad + cpad, dtype=dtype),
+                             np.empty(pool[0] * pool[1] * k, dtype=np.intp), plan.geometry,
+                             pool[0], pool[1], band, threads, relu)
+
+
 # ---- the input gradient as a forward convolution of grad_output -----------------------------
 
 class Transposed(ConvPath):
@@ -604,8 +686,8 @@ class Blas(Gemm):
 
 # ---- the lists -------------------------------------------------------------------------------
 
-FORWARD: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), Winograd(), Direct(), Packed(),
-                                 Blas())
+FORWARD: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), Winograd(), FewChannels(),
+                                 Direct(), Packed(), Blas())
 # the forward paths of Transposed's sub-plan: the dense ones (a grouped convolution with one
 # output channel per group would otherwise take the depthwise kernels for its transposed
 # pass, a combination nothing has measured)
