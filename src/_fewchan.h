@@ -16,13 +16,14 @@
  * off[kk] from the pixel's flat position y*Wp + x for every pixel of the grid. So a vector of
  * L consecutive flat positions is one unaligned load per tap, and the micro-kernel keeps 4
  * output channels x NR such vectors of sums in registers over the k taps, the weights
- * broadcast (fc_few_tile). The grid is computed Wp wide (Wp >= its width: the columns past
+ * broadcast (fc_few_block). The grid is computed Wp wide (Wp >= its width: the columns past
  * it are computed and never stored), which is the price of reading the phase planes in place.
  *
  * The sums come out channel-major (the layout of the output planes): no transpose. The bias is
  * added after the chain of products, and the ReLU (src/_epilogue.h's rule) applied, in the
- * micro-kernel's store. With pool > 1 the pool windows' (dy, dx) grids are max-pooled
- * straight from the block in cache (fc_few_store): no convolution output in memory.
+ * micro-kernel's store. With pool > 1 the micro-kernel computes the pool windows' (dy, dx)
+ * grids one after the other into one block, each store taking the max with what is there
+ * (in registers, in cache): no convolution output in memory.
  *
  * Every output element is the same chain sum_kk w[o][kk] * x[..] from 0 (then + bias), in the
  * same order, whichever thread, band or lane computes it, pooled or not: results depend on
@@ -67,7 +68,8 @@ typedef struct {
  * V is a vector type of L elements of T, I its integer twin (for the ReLU's mask). */
 #define FC_FEW_KERNEL(NAME, ATTR, T, V, I, L, NR)                                            \
     ATTR static void NAME(ptrdiff_t k, const T *in, const ptrdiff_t *off, const T *w,        \
-                          ptrdiff_t cpad, T *buf, ptrdiff_t bp, const T *bias, int relu)     \
+                          ptrdiff_t cpad, T *buf, ptrdiff_t bp, const T *bias, int relu,     \
+                          int pool)                                                          \
     {                                                                                        \
         V acc[FC_FEW_MR][NR], x[NR];                                                         \
         ptrdiff_t kk;                                                                        \
@@ -95,14 +97,21 @@ typedef struct {
                     I keep = (r > (T)0) | (r != r);                                          \
                     r = (V)((I)r & keep);                                                    \
                 }                                                                            \
+                if (pool) {  /* src/_pool_impl.h's FC_SEL(r, m): the NaN or the greater */   \
+                    V mx;                                                                    \
+                    I take;                                                                  \
+                    __builtin_memcpy(&mx, buf + m * bp + v * L, sizeof(V));                  \
+                    take = (r != r) | (r > mx);                                              \
+                    r = (V)(((I)r & take) | ((I)mx & ~take));                                \
+                }                                                                            \
                 __builtin_memcpy(buf + m * bp + v * L, &r, sizeof(V));                       \
             }                                                                                \
     }
 
 typedef void (*fc_few_kernel_s)(ptrdiff_t, const float *, const ptrdiff_t *, const float *,
-                                ptrdiff_t, float *, ptrdiff_t, const float *, int);
+                                ptrdiff_t, float *, ptrdiff_t, const float *, int, int);
 typedef void (*fc_few_kernel_d)(ptrdiff_t, const double *, const ptrdiff_t *, const double *,
-                                ptrdiff_t, double *, ptrdiff_t, const double *, int);
+                                ptrdiff_t, double *, ptrdiff_t, const double *, int, int);
 
 /* a level's family: kernels for NR = 1 .. 6 (a level uses up to its own NR) and the table */
 #define FC_FEW_FAMILY(P, ATTR, T, V, I, L, TYPE)                                             \
@@ -125,7 +134,7 @@ FC_FEW_FAMILY(fc_few_generic_d, FC_FEW_ATTR_generic, double, fc_v2d, fc_few_v2l,
 /* no vector extensions (MSVC): one element per "vector" */
 #define FC_FEW_SCALAR_KERNEL(NAME, T, NR)                                                    \
     static void NAME(ptrdiff_t k, const T *in, const ptrdiff_t *off, const T *w,             \
-                     ptrdiff_t cpad, T *buf, ptrdiff_t bp, const T *bias, int relu)          \
+                     ptrdiff_t cpad, T *buf, ptrdiff_t bp, const T *bias, int relu, int pool) \
     {                                                                                        \
         T acc[FC_FEW_MR][NR];                                                                \
         ptrdiff_t kk;                                                                        \
@@ -142,7 +151,10 @@ FC_FEW_FAMILY(fc_few_generic_d, FC_FEW_ATTR_generic, double, fc_v2d, fc_few_v2l,
                 T r = acc[m][v];                                                             \
                 if (bias)                                                                    \
                     r += bias[m];                                                            \
-                buf[m * bp + v] = relu ? FC_RELU(T, r) : r;                                  \
+                r = relu ? FC_RELU(T, r) : r;                                                \
+                if (pool && !(r != r || r > buf[m * bp + v]))                                \
+                    r = buf[m * bp + v];                                                     \
+                buf[m * bp + v] = r;                                                         \
             }                                                                                \
     }
 FC_FEW_SCALAR_KERNEL(fc_few_generic_s1, float, 1)
@@ -267,38 +279,6 @@ static inline void fc_few_split_d(const double *row, ptrdiff_t sw, ptrdiff_t wp,
             dst[b * plane + j] = row[sw * j + b];
 }
 
-/* m[i] = the NaN or the greater of v[i] and m[i] (src/_pool_impl.h's FC_SEL: ties keep m) for
- * i < count, a multiple of 16 */
-static inline void fc_few_max_s(const float *v, ptrdiff_t count, float *m)
-{
-    ptrdiff_t i;
-#if FC_SIMD
-    for (i = 0; i < count; i += 4) {
-        fc_v4f a = fc_v4f_load(v + i), b = fc_v4f_load(m + i);
-        fc_few_v4i take = (a != a) | (a > b);
-        fc_v4f_store(m + i, (fc_v4f)(((fc_few_v4i)a & take) | ((fc_few_v4i)b & ~take)));
-    }
-#else
-    for (i = 0; i < count; i++)
-        m[i] = (v[i] != v[i] || v[i] > m[i]) ? v[i] : m[i];
-#endif
-}
-
-static inline void fc_few_max_d(const double *v, ptrdiff_t count, double *m)
-{
-    ptrdiff_t i;
-#if FC_SIMD
-    for (i = 0; i < count; i += 2) {
-        fc_v2d a = fc_v2d_load(v + i), b = fc_v2d_load(m + i);
-        fc_few_v2l take = (a != a) | (a > b);
-        fc_v2d_store(m + i, (fc_v2d)(((fc_few_v2l)a & take) | ((fc_few_v2l)b & ~take)));
-    }
-#else
-    for (i = 0; i < count; i++)
-        m[i] = (v[i] != v[i] || v[i] > m[i]) ? v[i] : m[i];
-#endif
-}
-
 /* dst[r*width + j] = src[r*pitch + j] for r < rows, j < width: whole 16-byte vectors, a row's
  * last one spilling into the next rows' place (written right after), but never past the
  * last row (the rows after it may be another thread's) */
@@ -358,6 +338,10 @@ FC_FEW_ROWS(d, double, double, 1)
                             memset(dst + b * plane, 0, (size_t)wp * sizeof(T));              \
                         continue;                                                             \
                     }                                                                         \
+                    if (pad_left == 0 && in_w >= padded) { /* the row as it is */             \
+                        fc_few_split_##SFX(x + (c * in_h + row) * in_w, sw, wp, dst, plane);  \
+                        continue;                                                             \
+                    }                                                                         \
                     memset(line, 0, (size_t)padded * sizeof(T));                              \
                     memcpy(line + pad_left + first, x + (c * in_h + row) * in_w + first,      \
                            (size_t)(last - first) * sizeof(T));                               \
@@ -366,8 +350,9 @@ FC_FEW_ROWS(d, double, double, 1)
         memset(phase + planes, 0, (size_t)(wp + FC_FEW_SLACK) * sizeof(T));                   \
     }                                                                                         \
                                                                                               \
-    /* The block of grid rows [r0, r1) of every window position: buf[(qd*cpad + o)*bp + t] =  \
-     * the sums of grid position r0*wp + t (t < (r1 - r0)*wp, rounded up to vectors).        \
+    /* The block of grid rows [r0, r1): buf[o*bp + t] = the sums of grid position r0*wp + t  \
+     * (t < (r1 - r0)*wp, rounded up to vectors), or with several window positions their    \
+     * max in scan order, taken by the micro-kernel as it stores each position's sums.      \
      * off[qd*k + kk]: tap kk's phase offset for window position qd; w: [kk][cpad]. */        \
     static inline void fc_few_block_##SFX(const T *phase, const ptrdiff_t *off, const T *w,   \
                                           const T *bias, const fc_few_shape *shape,           \
@@ -384,21 +369,18 @@ FC_FEW_ROWS(d, double, double, 1)
                 for (v = 0; v < vectors; v += nr) {                                           \
                     nr = vectors - v < nr_max ? vectors - v : nr_max;                         \
                     table[nr](k, in + v * lanes, off + qd * k, w + o, cpad,                   \
-                              buf + (qd * cpad + o) * bp + v * lanes, bp,                     \
-                              bias ? bias + o : NULL, relu);                                  \
+                              buf + o * bp + v * lanes, bp, bias ? bias + o : NULL, relu,     \
+                              qd > 0);                                                        \
                 }                                                                             \
     }                                                                                         \
                                                                                               \
-    /* y[o*plane + (r0 + r)*width + j] for o < channels, r < r1 - r0, j < width: the block's  \
-     * grid values (one window position), or their max over the window positions in scan    \
-     * order (src/_pool_impl.h's FC_SEL, from the first position), taken in the block. */     \
-    static inline void fc_few_store_##SFX(T *buf, const fc_few_shape *shape,                  \
+    /* y[o*plane + (r0 + r)*width + j] = buf[o*bp + r*wp + j] for o < channels,              \
+     * r < r1 - r0, j < width: the block's grid values into the output planes */             \
+    static inline void fc_few_store_##SFX(const T *buf, const fc_few_shape *shape,            \
                                           ptrdiff_t channels, ptrdiff_t r0, ptrdiff_t r1,     \
                                           ptrdiff_t width, T *y, ptrdiff_t plane)             \
     {                                                                                         \
-        ptrdiff_t o, qd, size = shape->cpad * shape->bp;                                      \
-        for (qd = 1; qd < shape->quads; qd++)                                                 \
-            fc_few_max_##SFX(buf + qd * size, size, buf);                                     \
+        ptrdiff_t o;                                                                          \
         for (o = 0; o < channels; o++)                                                        \
             fc_few_rows_##SFX(buf + o * shape->bp, shape->wp, r1 - r0, width,                 \
                               y + o * plane + r0 * width);                                    \

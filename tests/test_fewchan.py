@@ -83,7 +83,8 @@ def test_matches_torch(rng, dtype, torch):
 
 
 def test_is_the_usual_choice_for_few_channels_only(rng):
-    for cin, expected in ((1, True), (3, True), (4, False)):
+    for cin, expected in ((1, True), (_paths.FEW_MAX_CHANNELS, True),
+                          (_paths.FEW_MAX_CHANNELS + 1, False)):
         x = rng.standard_normal((2, cin, 12, 12)).astype(np.float32)
         weight = rng.standard_normal((16, cin, 3, 3)).astype(np.float32)
         kwargs = dict(stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1))

@@ -22,10 +22,10 @@ cdef extern from "_fewchan.h" nogil:
     void fc_few_block_d(const double* phase, const Py_ssize_t* off, const double* w,
                         const double* bias, const fc_few_shape* shape, Py_ssize_t r0,
                         Py_ssize_t r1, int relu, double* buf)
-    void fc_few_store_s(float* buf, const fc_few_shape* shape, Py_ssize_t channels,
+    void fc_few_store_s(const float* buf, const fc_few_shape* shape, Py_ssize_t channels,
                         Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t width, float* y,
                         Py_ssize_t plane)
-    void fc_few_store_d(double* buf, const fc_few_shape* shape, Py_ssize_t channels,
+    void fc_few_store_d(const double* buf, const fc_few_shape* shape, Py_ssize_t channels,
                         Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t width, double* y,
                         Py_ssize_t plane)
 
@@ -75,7 +75,7 @@ def few_sizes(object geometry, Py_ssize_t pool_h, Py_ssize_t pool_w, Py_ssize_t 
     cdef Geometry geo = make_geometry(geometry)
     cdef FewLayout lay = few_layout(&geo, pool_h, pool_w, band, itemsize)
     return (lay.grid_h, lay.grid_w, lay.wp, lay.phase_len,
-            lay.shape.quads * lay.shape.cpad * lay.shape.bp, lay.shape.cpad)
+            lay.shape.cpad * lay.shape.bp, lay.shape.cpad)
 
 
 def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
