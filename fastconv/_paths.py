@@ -19,6 +19,7 @@ next path in the list runs otherwise.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -348,19 +349,29 @@ FEW_PHASE_BYTES = 1024 * 1024
 FEW_BLOCK_BYTES = 24 * 1024
 
 
-def _few_layout(plan: ConvPlan, pool: tuple[int, int], threads: int
-                ) -> tuple[int, int, int, int, int, int, int]:
-    """(band, grid_h, grid_w, wp, phase, block, cpad) of FewChannels for ``threads``: bands of
-    grid rows whose block is about FEW_BLOCK_BYTES, cut further where the batch has fewer
-    samples than threads (bands never change a result: every output is computed alone)."""
-    geometry, itemsize = plan.geometry, plan.dtype.itemsize
+# Below this many multiply-adds per thread a second thread costs more than it saves (waking
+# it is microseconds; the tutorial net's first layer at batch 1 is 58K multiply-adds, about
+# 2 us of one core).
+FEW_MACS_PER_THREAD = 1 << 18
+
+
+@functools.lru_cache(maxsize=64)
+def _few_layout(geometry: Geometry, batch: int, itemsize: int, pool: tuple[int, int],
+                num_threads: int) -> tuple[int, int, int, int, int, int, int, int]:
+    """(threads, band, grid_h, grid_w, wp, phase, block, cpad) of FewChannels under
+    ``num_threads``: bands of grid rows whose block is about FEW_BLOCK_BYTES, cut further
+    where the batch has fewer samples than threads, and threads for at least
+    FEW_MACS_PER_THREAD each (neither changes a result: every output is computed alone)."""
     grid_h, grid_w, wp, phase, block, cpad = _conv.few_sizes(geometry, pool[0], pool[1], 1,
                                                              itemsize)
+    threads = max(1, min(num_threads, batch * geometry.macs_per_item // FEW_MACS_PER_THREAD,
+                         batch * grid_h))
     band = max(1, min(grid_h, FEW_BLOCK_BYTES // max(1, block * itemsize)))
-    if plan.batch * -(-grid_h // band) < threads:
-        band = max(1, -(-grid_h // -(-threads // plan.batch)))
+    if batch * -(-grid_h // band) < threads:
+        band = max(1, -(-grid_h // -(-threads // batch)))
+    threads = min(threads, batch * -(-grid_h // band))
     sizes = _conv.few_sizes(geometry, pool[0], pool[1], band, itemsize)
-    return (band,) + tuple(sizes)  # type: ignore[return-value]
+    return (threads, band) + tuple(sizes)  # type: ignore[return-value]
 
 
 class FewChannels(ConvPath):
@@ -407,9 +418,9 @@ class FewChannels(ConvPath):
         ``pool`` (1, 1): the convolution itself. ``out`` is (N, C_out, out_h // pool_h,
         out_w // pool_w), C-contiguous."""
         dtype = plan.dtype
-        threads = effective_num_threads(plan.batch * plan.geometry.out_h)
-        band, grid_h, _, _, phase, block, cpad = _few_layout(plan, pool, threads)
-        threads = effective_num_threads(plan.batch * -(-grid_h // band))
+        threads, band, _, _, _, phase, block, cpad = _few_layout(
+            plan.geometry, plan.batch, dtype.itemsize, pool,
+            effective_num_threads(plan.batch * plan.geometry.out_h))
         k = plan.geometry.k
         self._FORWARD[dtype](x, weight, bias, out,
                              np.empty((threads, ALIGN[dtype] + phase + block), dtype=dtype),
