@@ -8,7 +8,11 @@ Two things make a small model's forward pass cheaper, both invisible in its resu
   output as its own, which is all its backward needs (its mask is ``output > 0``), and the
   convolution keeps its input as before, so ``backward`` is unchanged. A following
   ``MaxPool2d`` then pools the ReLU'd planes as it would have (its own kernel, no indices in
-  evaluation mode).
+  evaluation mode) -- except in a prepared plan where the convolution runs on the
+  few-input-channel path (fastconv._paths.FewChannels) and the pooling takes non-overlapping
+  windows: there Conv2d -> ReLU -> MaxPool2d is one step, the max taken in the convolution's
+  store (the same bits); the ReLU'd convolution output is never stored, and is recomputed
+  for the layers' backward only if one follows (``settle``, called by Sequential.backward).
 - **A prepared plan** (evaluation mode only): for one input shape and dtype, every layer's
   arguments are checked once and the kernels' plans made once; the calls after that run
   each layer's kernels straight from the plan (``ForwardPlan``) -- no argument checks, no
