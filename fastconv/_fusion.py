@@ -344,6 +344,13 @@ def _conv_relu_pool_step(group: Sequence[Any], shape: tuple[int, ...], dtype: np
         kept = (weight.copy(), None if bias is None else bias.copy())
 
         def recompute() -> None:
+            # only while the layers still hold what this call left (a later forward pass,
+            # training or layer by layer, has kept its own state since)
+            if (conv_layer.__dict__.get("_input") is not x
+                    or relu_layer.__dict__.get("_output") is not None
+                    or pool_layer.__dict__.get("_input") is not None
+                    or pool_layer.__dict__.get("_indices") is not None):
+                return
             full = np.empty(conv_shape, dtype=dtype)
             run(conv, x, kept[0], kept[1], full, True)
             relu_layer.__dict__["_output"] = full

@@ -471,3 +471,25 @@ def test_eval_plan_pools_in_the_store_only_on_the_few_channel_path(rng):
         got = tutorial(x)
         assert len(_fusion.prepared(tutorial).steps) == 6
     assert np.allclose(got, tutorial(x), rtol=1e-5, atol=1e-5)
+
+
+def test_pooled_step_state_gives_way_to_later_forward_passes(rng):
+    """A training step after an evaluation-mode call (a prediction between epochs): the
+    backward uses the training forward's state, not the eval call's recomputed one."""
+    model = models.tutorial_net(seed=0)
+    reference = copy.deepcopy(model)
+    model.eval()
+    model(rng.standard_normal((1, 1, 28, 28)).astype(np.float32))
+    model.train()
+    reference.train()
+    x = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)
+    grad = rng.standard_normal((4, 10)).astype(np.float32)
+    assert np.array_equal(_bits(model(x)), _bits(reference(x)))
+    assert np.array_equal(_bits(model.backward(grad)), _bits(reference.backward(grad)))
+    # and a layer-by-layer pass after an eval call
+    model.eval()
+    reference.eval()
+    model(x[:1])
+    _layerwise(model, x)
+    _layerwise(reference, x)
+    assert np.array_equal(_bits(model.backward(grad)), _bits(reference.backward(grad)))
