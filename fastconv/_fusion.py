@@ -315,18 +315,18 @@ def _conv_relu_pool_step(group: Sequence[Any], shape: tuple[int, ...], dtype: np
             pool_layer.dilation, pool_layer.ceil_mode)
     except (ValueError, TypeError):
         return None
-    kernel, stride, dilation = tuple(kernel), tuple(stride), tuple(dilation)
-    if stride != kernel or any(pads) or dilation != (1, 1):
+    window = (int(kernel[0]), int(kernel[1]))
+    if tuple(stride) != window or any(pads) or tuple(dilation) != (1, 1):
         return None
     if not (isinstance(path, _paths.FewChannels) and conv.mode == "zeros"
-            and path.pools(conv, kernel)):
+            and path.pools(conv, window)):
         return None
     pool_made = _max_pool_step(pool_layer, conv_shape, dtype)
     if pool_made is None:
         return None
     out_shape = pool_made[1]
-    if out_shape != (conv_shape[0], conv_shape[1], conv_shape[2] // kernel[0],
-                     conv_shape[3] // kernel[1]):
+    if out_shape != (conv_shape[0], conv_shape[1], conv_shape[2] // window[0],
+                     conv_shape[3] // window[1]):
         return None
     _conv_step(conv_layer, relu_layer, shape, dtype, checks)  # the parameter checks
     weight_parameter, bias_parameter = conv_layer.weight, conv_layer.bias
@@ -337,7 +337,7 @@ def _conv_relu_pool_step(group: Sequence[Any], shape: tuple[int, ...], dtype: np
         weight = weight_parameter.data
         bias = None if bias_parameter is None else bias_parameter.data
         out = np.empty(out_shape, dtype=dtype)
-        path.forward_pooled(conv, x, weight, bias, out, kernel, relu=True)
+        path.forward_pooled(conv, x, weight, bias, out, window, relu=True)
         conv_layer.__dict__["_input"] = x
         relu_layer.__dict__["_output"] = None
         _keep_pool_input(pool_layer, None)

@@ -348,8 +348,10 @@ class Direct(ConvPath):
 #   (125, 4, 32, 32) -> 16 3x3 'same'                        1.24 / 2.02 / 1.37
 #   (125, 6, 14, 14) -> 16 5x5 (LeNet's second)              0.48 / 0.38 / 0.61
 # and the whole tutorial net's eval forward (the pooling fused too, 1 thread) at batch 1, 64,
-# 1000: 0.031 / 0.262 / 2.51 ms against 0.035 / 0.316 / 3.72 on the direct path.
-FEW_MAX_CHANNELS = 4
+# 1000: 0.031 / 0.262 / 2.51 ms against 0.035 / 0.316 / 3.72 on the direct path. Four
+# channels won at the one shape measured, but float64 and larger kernels were not measured
+# there (bench's Dask case (4, 4, 90, 80) -> 16 5x5 float64 keeps the packed GEMM): 3.
+FEW_MAX_CHANNELS = 3
 # A thread's phase planes (about the zero-padded input of one sample) at most this big; larger
 # images take the other paths, whose workspaces are tiles.
 FEW_PHASE_BYTES = 1024 * 1024
