@@ -297,3 +297,30 @@ class _WinogradForward(Protocol):
     def __getitem__(self, signature: str, /) -> _WinogradForward: ...  # "float" or "double"
 
 winograd_forward: _WinogradForward
+
+# few input channels: output pixels across the lanes (src/conv/fewchan.pxi over src/_fewchan.h)
+def few_sizes(
+    geometry: _Geometry, pool_h: int, pool_w: int, band: int, itemsize: int
+) -> tuple[int, int, int, int, int, int]: ...  # grid_h, grid_w, wp, phase, block, cpad
+
+@type_check_only
+class _FewForward(Protocol):
+    def __call__(
+        self,
+        x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C, H, W)
+        weight: np.ndarray,  # const floating[:, :, :, ::1]  (K, C, kH, kW)
+        bias: np.ndarray | None,  # const floating[::1]  (K,)
+        out: np.ndarray,  # floating[:, :, :, ::1]  (N, K, grid_h, grid_w), overwritten
+        workspace: np.ndarray,  # floating[:, ::1]  (num_threads, 64 B + phase + block)
+        packed: np.ndarray,  # floating[::1]  k * cpad + cpad, overwritten
+        offsets: np.ndarray,  # intp[::1]  pool_h * pool_w * k, overwritten
+        geometry: _Geometry,
+        pool_h: int,
+        pool_w: int,
+        band: int,  # grid rows per item
+        num_threads: int,
+        relu: bool = ...,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _FewForward: ...  # "float" or "double"
+
+few_forward: _FewForward

@@ -8,7 +8,11 @@ Two things make a small model's forward pass cheaper, both invisible in its resu
   output as its own, which is all its backward needs (its mask is ``output > 0``), and the
   convolution keeps its input as before, so ``backward`` is unchanged. A following
   ``MaxPool2d`` then pools the ReLU'd planes as it would have (its own kernel, no indices in
-  evaluation mode).
+  evaluation mode) -- except in a prepared plan where the convolution runs on the
+  few-input-channel path (fastconv._paths.FewChannels) and the pooling takes non-overlapping
+  windows: there Conv2d -> ReLU -> MaxPool2d is one step, the max taken in the convolution's
+  store (the same bits); the ReLU'd convolution output is never stored, and is recomputed
+  for the layers' backward only if one follows (``settle``, called by Sequential.backward).
 - **A prepared plan** (evaluation mode only): for one input shape and dtype, every layer's
   arguments are checked once and the kernels' plans made once; the calls after that run
   each layer's kernels straight from the plan (``ForwardPlan``) -- no argument checks, no
@@ -99,6 +103,14 @@ def run_prepared(owner: Module, layers: Sequence[Module], x: np.ndarray) -> np.n
     return None if plan is None else plan(x)
 
 
+def settle(owner: Module) -> None:
+    """Before ``owner``'s backward: the state its prepared plan's last call left to recompute
+    (ForwardPlan.settle)."""
+    cached = _PREPARED.get(owner)
+    if cached is not None and cached[1] is not None and cached[1].pending:
+        cached[1].settle()
+
+
 def prepared(owner: Module) -> ForwardPlan | None:
     """The plan ``owner``'s last evaluation-mode forward pass made or used, if any (tests)."""
     cached = _PREPARED.get(owner)
@@ -110,13 +122,25 @@ class ForwardPlan:
     docstring). ``make`` returns None where it cannot prepare one (the caller then runs the
     layers one by one)."""
 
-    __slots__ = ("key", "steps", "checks")
+    __slots__ = ("key", "steps", "checks", "pending")
 
     def __init__(self, key: tuple[Any, ...], steps: list[Step],
-                 checks: list[tuple[Any, Any]]) -> None:
+                 checks: list[tuple[Any, Any]],
+                 pending: dict[int, Callable[[], None]] | None = None) -> None:
         self.key = key
         self.steps = steps
         self.checks = checks  # (Parameter, the array the plan was made with)
+        # what a backward after the last call still has to recompute (settle): the ReLU output
+        # and pooling input of the fused Conv2d -> ReLU -> MaxPool2d steps, by step
+        self.pending = {} if pending is None else pending
+
+    def settle(self) -> None:
+        """Give the layers of fused Conv2d -> ReLU -> MaxPool2d steps the state their backward
+        reads (the ReLU'd convolution output, never stored by the forward pass), recomputed
+        from the input and weights that forward pass used: the same bits."""
+        for recompute in list(self.pending.values()):
+            recompute()
+        self.pending.clear()
 
     @staticmethod
     def key_of(layers: Sequence[Module], x: np.ndarray) -> tuple[Any, ...]:
@@ -149,14 +173,28 @@ class ForwardPlan:
             return None
         steps: list[Step] = []
         checks: list[tuple[Any, Any]] = []
+        pending: dict[int, Callable[[], None]] = {}
         shape, dtype = x.shape, x.dtype
-        for start, stop in fused_groups(layers):
-            made = _step(layers[start:stop], shape, dtype, checks)
+        groups = fused_groups(layers)
+        index = 0
+        while index < len(groups):
+            start, stop = groups[index]
+            made = None
+            if stop - start == 2 and index + 1 < len(groups):
+                # Conv2d + ReLU, then a MaxPool2d the convolution's store can pool
+                after = groups[index + 1]
+                made = _conv_relu_pool_step(layers[start:after[1]], shape, dtype, checks,
+                                            pending)
+                if made is not None:
+                    index += 1
+            if made is None:
+                made = _step(layers[start:stop], shape, dtype, checks)
             if made is None:
                 return None
             step, shape = made
             steps.append(step)
-        return cls(key, steps, checks)
+            index += 1
+        return cls(key, steps, checks, pending)
 
 
 def _step(group: Sequence[Any], shape: tuple[int, ...], dtype: np.dtype,
@@ -241,7 +279,85 @@ def _conv_step(layer: Any, relu_layer: Any, shape: tuple[int, ...], dtype: np.dt
         if relu:
             relu_layer.__dict__["_output"] = out
         return out
+    convolve.plan = plan  # type: ignore[attr-defined]  # (the fused pooling step reads it)
     return convolve, out_shape
+
+
+def _conv_relu_pool_step(group: Sequence[Any], shape: tuple[int, ...], dtype: np.dtype,
+                         checks: list[tuple[Any, Any]], pending: dict[int, Callable[[], None]]
+                         ) -> tuple[Step, tuple[int, ...]] | None:
+    """Conv2d, ReLU, MaxPool2d as one step where the convolution's path pools in its store
+    (fastconv._paths.FewChannels.forward_pooled): non-overlapping windows (stride = kernel), no
+    padding or dilation, floor mode, no indices. The result is bit for bit the unfused layers'
+    (the same convolution sums, ReLU'd; their max by the pooling kernel's rule). The ReLU'd
+    convolution output is never stored: the layers' backward state is recomputed on demand
+    (ForwardPlan.settle, before Sequential.backward), from the input and a copy of the weights
+    this call used."""
+    from .nn import Conv2d, MaxPool2d, ReLU
+
+    if len(group) != 3:
+        return None
+    conv_layer, relu_layer, pool_layer = group
+    if not (type(conv_layer) is Conv2d and type(relu_layer) is ReLU
+            and type(pool_layer) is MaxPool2d and _own_forward(pool_layer)
+            and not pool_layer.return_indices and not pool_layer.ceil_mode):
+        return None
+    made = _conv_step(conv_layer, relu_layer, shape, dtype, [])
+    if made is None:
+        return None
+    convolve, conv_shape = made
+    conv = convolve.plan  # type: ignore[attr-defined]
+    path = conv.forward
+    try:
+        _pool_api._check_planes(conv_shape, "x")
+        kernel, stride, pads, dilation, _ = _pool_api._geometry(
+            conv_shape[2:], pool_layer.kernel_size, pool_layer.stride, pool_layer.padding,
+            pool_layer.dilation, pool_layer.ceil_mode)
+    except (ValueError, TypeError):
+        return None
+    window = (int(kernel[0]), int(kernel[1]))
+    if tuple(stride) != window or any(pads) or tuple(dilation) != (1, 1):
+        return None
+    if not (isinstance(path, _paths.FewChannels) and conv.mode == "zeros"
+            and path.pools(conv, window)):
+        return None
+    pool_made = _max_pool_step(pool_layer, conv_shape, dtype)
+    if pool_made is None:
+        return None
+    out_shape = pool_made[1]
+    if out_shape != (conv_shape[0], conv_shape[1], conv_shape[2] // window[0],
+                     conv_shape[3] // window[1]):
+        return None
+    _conv_step(conv_layer, relu_layer, shape, dtype, checks)  # the parameter checks
+    weight_parameter, bias_parameter = conv_layer.weight, conv_layer.bias
+    run = _paths.run_forward
+    key = id(conv_layer)
+
+    def convolve_pool(x: np.ndarray) -> np.ndarray:
+        weight = weight_parameter.data
+        bias = None if bias_parameter is None else bias_parameter.data
+        out = np.empty(out_shape, dtype=dtype)
+        path.forward_pooled(conv, x, weight, bias, out, window, relu=True)
+        conv_layer.__dict__["_input"] = x
+        relu_layer.__dict__["_output"] = None
+        _keep_pool_input(pool_layer, None)
+        kept = (weight.copy(), None if bias is None else bias.copy())
+
+        def recompute() -> None:
+            # only while the layers still hold what this call left (a later forward pass,
+            # training or layer by layer, has kept its own state since)
+            if (conv_layer.__dict__.get("_input") is not x
+                    or relu_layer.__dict__.get("_output") is not None
+                    or pool_layer.__dict__.get("_input") is not None
+                    or pool_layer.__dict__.get("_indices") is not None):
+                return
+            full = np.empty(conv_shape, dtype=dtype)
+            run(conv, x, kept[0], kept[1], full, True)
+            relu_layer.__dict__["_output"] = full
+            _keep_pool_input(pool_layer, full)
+        pending[key] = recompute
+        return out
+    return convolve_pool, out_shape
 
 
 def _max_pool_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype
@@ -278,12 +394,13 @@ def _max_pool_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype
     return pool, out_shape
 
 
-def _keep_pool_input(layer: Any, x: np.ndarray) -> None:
-    """What MaxPool2d.forward keeps in evaluation mode (a backward recomputes the indices)."""
+def _keep_pool_input(layer: Any, x: np.ndarray | None) -> None:
+    """What MaxPool2d.forward keeps in evaluation mode (a backward recomputes the indices);
+    None: nothing yet (a fused step's, until ForwardPlan.settle)."""
     state = layer.__dict__
     state["_indices"] = None
     state["_input"] = x
-    state["_input_shape"] = x.shape
+    state["_input_shape"] = None if x is None else x.shape
 
 
 def _avg_pool_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype

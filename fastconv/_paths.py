@@ -19,6 +19,7 @@ next path in the list runs otherwise.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -335,6 +336,110 @@ class Direct(ConvPath):
             summed = np.add.reduce(partials, axis=0)
         grad_weight[...] = summed.reshape(plan.groups, -1, geometry.out_channels_g).transpose(
             0, 2, 1).reshape(grad_weight.shape)
+
+
+# ---- few input channels: output pixels across the lanes (src/conv/fewchan.pxi) -------------
+
+# Input channels up to which it pays. Measured on this Zen 4 (1 thread, float32, ReLU fused,
+# best of 7; the machine shared, so +-10%), ms, few-channels / direct / packed GEMM:
+#   (1000, 1, 28, 28) -> 16 5x5 stride 2 (the tutorial net)  1.34 / 1.43 / 1.38
+#   (1000, 1, 28, 28) -> 6 5x5 'same' (LeNet's first)        3.50 / 3.62 / 5.06
+#   (125, 3, 32, 32) -> 16 3x3 'same'                        1.11 / 1.56 / 1.06
+#   (125, 3, 32, 32) -> 32 5x5 'same'                        4.80 / 9.21 / 4.79
+#   (125, 4, 32, 32) -> 16 3x3 'same'                        1.24 / 2.02 / 1.37
+#   (125, 6, 14, 14) -> 16 5x5 (LeNet's second)              0.48 / 0.38 / 0.61
+# and the whole tutorial net's eval forward (the pooling fused too, 1 thread) at batch 1, 64,
+# 1000: 0.031 / 0.262 / 2.51 ms against 0.035 / 0.316 / 3.72 on the direct path. Four
+# channels won at the one shape measured, but float64 and larger kernels were not measured
+# there (bench's Dask case (4, 4, 90, 80) -> 16 5x5 float64 keeps the packed GEMM): 3.
+FEW_MAX_CHANNELS = 3
+# A thread's phase planes (about the zero-padded input of one sample) at most this big; larger
+# images take the other paths, whose workspaces are tiles.
+FEW_PHASE_BYTES = 1024 * 1024
+# A band's block of sums (window positions x channels x grid rows) kept about this big: in L1
+# beside the phase planes.
+FEW_BLOCK_BYTES = 24 * 1024
+
+
+# Below this many multiply-adds per thread a second thread costs more than it saves (waking
+# it is microseconds; the tutorial net's first layer at batch 1 is 58K multiply-adds, about
+# 2 us of one core).
+FEW_MACS_PER_THREAD = 1 << 18
+
+
+@functools.lru_cache(maxsize=64)
+def _few_layout(geometry: Geometry, batch: int, itemsize: int, pool: tuple[int, int],
+                num_threads: int) -> tuple[int, int, int, int, int, int, int, int]:
+    """(threads, band, grid_h, grid_w, wp, phase, block, cpad) of FewChannels under
+    ``num_threads``: bands of grid rows whose block is about FEW_BLOCK_BYTES, cut further
+    where the batch has fewer samples than threads, and threads for at least
+    FEW_MACS_PER_THREAD each (neither changes a result: every output is computed alone)."""
+    grid_h, grid_w, wp, phase, block, cpad = _conv.few_sizes(geometry, pool[0], pool[1], 1,
+                                                             itemsize)
+    threads = max(1, min(num_threads, batch * geometry.macs_per_item // FEW_MACS_PER_THREAD,
+                         batch * grid_h))
+    band = max(1, min(grid_h, FEW_BLOCK_BYTES // max(1, block * itemsize)))
+    if batch * -(-grid_h // band) < threads:
+        band = max(1, -(-grid_h // -(-threads // batch)))
+    threads = min(threads, batch * -(-grid_h // band))
+    sizes = _conv.few_sizes(geometry, pool[0], pool[1], band, itemsize)
+    return (threads, band) + tuple(sizes)  # type: ignore[return-value]
+
+
+class FewChannels(ConvPath):
+    """One group of at most FEW_MAX_CHANNELS input channels (a network's first layer), any
+    kernel, stride, padding and dilation, float32 and float64, at every FASTCONV_ISA level:
+    the output pixels across the vector lanes, 4 output channels x up to 6 vectors of sums in
+    registers over the k taps, the input read in place from a per-sample split into stride
+    phases (src/_fewchan.h), the sums stored channel-major with the bias and the ReLU. It
+    can also max-pool by non-overlapping windows in the store (``forward_pooled``, the eval
+    plan's Conv2d -> ReLU -> MaxPool2d).
+
+    Measured against the direct and packed paths: see FEW_MAX_CHANNELS. The weight and input
+    gradients keep the other paths (not measured with these kernels)."""
+
+    name = "few-channels"
+    ops = frozenset({"forward"})
+    fuses_relu = True
+    _FORWARD = _specialised(_conv.few_forward)
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        g = plan.geometry
+        if plan.groups != 1 or g.out_h == 0 or g.out_w == 0:
+            return False
+        phase = _conv.few_sizes(g, 1, 1, 1, plan.dtype.itemsize)[3]
+        return phase * plan.dtype.itemsize <= FEW_PHASE_BYTES
+
+    def pays(self, op: str, plan: ConvPlan) -> bool:
+        return plan.geometry.in_channels_g <= FEW_MAX_CHANNELS
+
+    def pools(self, plan: ConvPlan, pool: tuple[int, int]) -> bool:
+        """Whether forward_pooled can pool this plan's output by ``pool`` windows."""
+        g = plan.geometry
+        if not (self.applies("forward", plan) and g.out_h >= pool[0] and g.out_w >= pool[1]):
+            return False
+        phase = _conv.few_sizes(g, pool[0], pool[1], 1, plan.dtype.itemsize)[3]
+        return phase * plan.dtype.itemsize <= FEW_PHASE_BYTES
+
+    def forward(self, plan, x, weight, bias, out, *, relu=False):
+        self.forward_pooled(plan, x, weight, bias, out, (1, 1), relu=relu)
+
+    def forward_pooled(self, plan: ConvPlan, x: np.ndarray, weight: np.ndarray,
+                       bias: np.ndarray | None, out: np.ndarray, pool: tuple[int, int], *,
+                       relu: bool = False) -> None:
+        """out = max_pool2d(relu?(conv(x) + bias), pool) (kernel = stride = pool, floor mode);
+        ``pool`` (1, 1): the convolution itself. ``out`` is (N, C_out, out_h // pool_h,
+        out_w // pool_w), C-contiguous."""
+        dtype = plan.dtype
+        threads, band, _, _, _, phase, block, cpad = _few_layout(
+            plan.geometry, plan.batch, dtype.itemsize, pool,
+            effective_num_threads(plan.batch * plan.geometry.out_h))
+        k = plan.geometry.k
+        self._FORWARD[dtype](x, weight, bias, out,
+                             np.empty((threads, ALIGN[dtype] + phase + block), dtype=dtype),
+                             np.empty(k * cpad + cpad, dtype=dtype),
+                             np.empty(pool[0] * pool[1] * k, dtype=np.intp), plan.geometry,
+                             pool[0], pool[1], band, threads, relu)
 
 
 # ---- the input gradient as a forward convolution of grad_output -----------------------------
@@ -690,8 +795,8 @@ class Blas(Gemm):
 
 # ---- the lists -------------------------------------------------------------------------------
 
-FORWARD: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), Winograd(), Direct(), Packed(),
-                                 Blas())
+FORWARD: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), Winograd(), FewChannels(),
+                                 Direct(), Packed(), Blas())
 # the forward paths of Transposed's sub-plan: the dense ones (a grouped convolution with one
 # output channel per group would otherwise take the depthwise kernels for its transposed
 # pass, a combination nothing has measured)

@@ -528,6 +528,7 @@ class Sequential(Module):
             convolution for a first ``Conv2d``), and the result may be ``None``.
         """
         layers = list(self._modules.values())
+        _fusion.settle(self)  # the state a fused eval-mode step left to recompute
         grad = grad_output
         for index in range(len(layers) - 1, -1, -1):
             if index == 0 and not need_input_grad:

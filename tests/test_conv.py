@@ -100,9 +100,10 @@ def _plan(x, w, padding=1, groups=1, stride=1, dilation=1):
 def test_path_switches_take_effect():
     """The overrides reach the path choices even for shapes seen before (the plans are cached,
     under the override in force), and leave no trace after."""
-    x = np.ones((2, 3, 8, 8), np.float32)
-    w = np.ones((4, 3, 3, 3), np.float32)
-    w16 = np.ones((16, 3, 3, 3), np.float32)
+    # (more input channels than the few-channel path takes: fastconv/_paths.FEW_MAX_CHANNELS)
+    x = np.ones((2, 5, 8, 8), np.float32)
+    w = np.ones((4, 5, 3, 3), np.float32)
+    w16 = np.ones((16, 5, 3, 3), np.float32)
 
     def paths():
         plan, plan16 = _plan(x, w), _plan(x, w16)
@@ -637,6 +638,12 @@ DIRECT_CASES = [
 @pytest.mark.parametrize("geometry", DIRECT_CASES,
                          ids=[f"d{i}" for i in range(len(DIRECT_CASES))])
 def test_direct_kernels_match_reference(rng, geometry):
+    # (asked for: the few-channel path is the usual choice for the ones with few inputs)
+    with use_paths(forward="direct"):
+        _check_direct_kernels(rng, geometry)
+
+
+def _check_direct_kernels(rng, geometry):
     x, weight, bias, kwargs, ref_kwargs = make_case(rng, geometry, np.float32)
     plan = _plan(x, weight, kwargs["padding"], kwargs["groups"], kwargs["stride"],
                  kwargs["dilation"])

@@ -402,3 +402,94 @@ def test_winograd_layer_fuses_and_plans_with_its_own_algorithm(rng):
     for _ in range(2):
         assert np.array_equal(_bits(model(x)), _bits(expected))
     assert _fusion.prepared(model) is not None
+
+
+def test_eval_plan_pools_in_the_convolution_store(dtype):
+    """The tutorial net's Conv2d -> ReLU -> MaxPool2d(2, 2) is one step of the eval plan
+    (the few-channel path pools in its store): the unfused layers' bits, forward and
+    backward (the ReLU output recomputed for it), at any thread count."""
+    model = models.tutorial_net(seed=0, dtype=dtype).eval()
+    reference = copy.deepcopy(model)
+    rng = np.random.default_rng(5)
+    for batch in (1, 4, 33):
+        x = rng.standard_normal((batch, 1, 28, 28)).astype(dtype)
+        x[0, 0, 10, 10] = np.nan  # reaches the pooled outputs as the unfused layers' NaN
+        expected = _layerwise(reference, x)
+        for threads in (1, 2, 3):
+            with fastconv.threads(threads):
+                got = model(x)
+                plan = _fusion.prepared(model)
+                assert len(plan.steps) == 5  # conv+relu+pool, flatten, linear, relu, linear
+                assert np.array_equal(_bits(got), _bits(expected))
+        grad = rng.standard_normal(expected.shape).astype(dtype)
+        assert np.array_equal(_bits(model.backward(grad)),
+                              _bits(_layerwise_backward(reference, grad)))
+        # the state the backward needed was recomputed: the unfused layers' own
+        assert np.array_equal(_bits(model[1]._output), _bits(reference[1]._output))
+    # weights changed in place after the forward pass: the state the backward recomputes is
+    # still the forward pass's (the input gradient itself reads the current weights, as the
+    # layers' own backward does)
+    x = rng.standard_normal((3, 1, 28, 28)).astype(dtype)
+    model(x)
+    _layerwise(reference, x)
+    model[0].weight.data *= 3
+    model.backward(rng.standard_normal((3, 10)).astype(dtype))
+    assert np.array_equal(_bits(model[1]._output), _bits(reference[1]._output))
+
+
+@pytest.mark.parametrize("pool", [
+    dict(kernel_size=2, stride=1),               # overlapping windows
+    dict(kernel_size=2, padding=1),              # padding
+    dict(kernel_size=2, ceil_mode=True),         # ceil mode
+    dict(kernel_size=2, dilation=2),             # dilation
+    dict(kernel_size=3),                         # 3x3 windows: fused
+])
+def test_eval_plan_pools_in_the_store_only_where_it_can(rng, pool):
+    model = nn.Sequential(nn.Conv2d(2, 5, 3, seed=0), nn.ReLU(), nn.MaxPool2d(**pool),
+                          nn.Flatten()).eval()
+    reference = copy.deepcopy(model)
+    x = rng.standard_normal((2, 2, 15, 14)).astype(np.float32)
+    got = model(x)
+    fused = len(_fusion.prepared(model).steps) == 2
+    assert fused == (pool == dict(kernel_size=3))
+    assert np.array_equal(_bits(got), _bits(_layerwise(reference, x)))
+    grad = rng.standard_normal(got.shape).astype(np.float32)
+    assert np.array_equal(_bits(model.backward(grad)),
+                          _bits(_layerwise_backward(reference, grad)))
+
+
+def test_eval_plan_pools_in_the_store_only_on_the_few_channel_path(rng):
+    """A convolution on another path (many input channels, or forced) keeps its pooling
+    step."""
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, seed=0), nn.ReLU(), nn.MaxPool2d(2)).eval()
+    x = rng.standard_normal((2, 8, 10, 10)).astype(np.float32)
+    model(x)
+    assert len(_fusion.prepared(model).steps) == 2
+    tutorial = models.tutorial_net(seed=0).eval()
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    with use_paths(forward="blas"):
+        got = tutorial(x)
+        assert len(_fusion.prepared(tutorial).steps) == 6
+    assert np.allclose(got, tutorial(x), rtol=1e-5, atol=1e-5)
+
+
+def test_pooled_step_state_gives_way_to_later_forward_passes(rng):
+    """A training step after an evaluation-mode call (a prediction between epochs): the
+    backward uses the training forward's state, not the eval call's recomputed one."""
+    model = models.tutorial_net(seed=0)
+    reference = copy.deepcopy(model)
+    model.eval()
+    model(rng.standard_normal((1, 1, 28, 28)).astype(np.float32))
+    model.train()
+    reference.train()
+    x = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)
+    grad = rng.standard_normal((4, 10)).astype(np.float32)
+    assert np.array_equal(_bits(model(x)), _bits(reference(x)))
+    assert np.array_equal(_bits(model.backward(grad)), _bits(reference.backward(grad)))
+    # and a layer-by-layer pass after an eval call
+    model.eval()
+    reference.eval()
+    model(x[:1])
+    _layerwise(model, x)
+    _layerwise(reference, x)
+    assert np.array_equal(_bits(model.backward(grad)), _bits(reference.backward(grad)))

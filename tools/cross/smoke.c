@@ -15,6 +15,7 @@
 #include "_cpu.h"
 #include "_depthwise.h"
 #include "_direct.h"
+#include "_fewchan.h"
 #include "_gemm.h"
 #include "_pool.h"
 #include "_stage.h"
@@ -371,6 +372,81 @@ static void check_direct(void)
     check("fc_dwd_stage_in / stage_out (mismatches)", bad, 0);
 }
 
+/* ---- the few-channel kernels: a 2-channel 3x3 stride-2 convolution with padding, plain
+ * and ReLU'd + 2x2-max-pooled in the store, against plain loops ---------------------------- */
+#define FEW_CHECK(T, NAME, SFX)                                                              \
+    static void NAME(void)                                                                   \
+    {                                                                                        \
+        enum { C = 2, H = 13, W = 11, K = 5, KH = 3, S = 2, PAD = 1, OH = 7, OW = 6 };      \
+        T x[C * H * W], w[KH * KH * C * 8], bias[8], y[K * OH * OW], yp[K * 3 * 3];         \
+        T phase[4096], buf[4096], want[K * OH * OW];                                        \
+        ptrdiff_t off[4 * C * KH * KH];                                                     \
+        fc_few_shape shape;                                                                 \
+        uint32_t state = 7;                                                                 \
+        double worst = 0;                                                                   \
+        int pool, o, i, j, c, p, q, qd;                                                     \
+        for (i = 0; i < C * H * W; i++)                                                     \
+            x[i] = (T)next_value(&state);                                                   \
+        for (i = 0; i < KH * KH * C * 8; i++)  /* [tap][channel], 8 padded channels */      \
+            w[i] = (T)next_value(&state);                                                   \
+        for (i = 0; i < 8; i++)                                                             \
+            bias[i] = (T)next_value(&state);                                                \
+        for (o = 0; o < K; o++)  /* plain loops, the same order of sums */                  \
+            for (i = 0; i < OH; i++)                                                        \
+                for (j = 0; j < OW; j++) {                                                  \
+                    T sum = 0;                                                              \
+                    for (c = 0; c < C; c++)                                                 \
+                        for (p = 0; p < KH; p++)                                            \
+                            for (q = 0; q < KH; q++) {                                      \
+                                int iy = i * S + p - PAD, ix = j * S + q - PAD;             \
+                                if (iy >= 0 && iy < H && ix >= 0 && ix < W)                 \
+                                    sum += x[(c * H + iy) * W + ix]                         \
+                                           * w[((c * KH + p) * KH + q) * 8 + o];            \
+                            }                                                               \
+                    want[(o * OH + i) * OW + j] = sum + bias[o];                            \
+                }                                                                           \
+        for (pool = 1; pool <= 2; pool++) {                                                 \
+            ptrdiff_t sh = S * pool, reach = S * (pool - 1) + KH - 1;                       \
+            ptrdiff_t gh = OH / pool, gw = OW / pool, hp = gh + reach / sh;                 \
+            ptrdiff_t wp = gw + reach / sh;                                                 \
+            shape.k = C * KH * KH;                                                          \
+            shape.cpad = 8;                                                                 \
+            shape.quads = pool * pool;                                                      \
+            shape.wp = wp;                                                                  \
+            shape.bp = fc_few_pitch(gh, wp, sizeof(T));                                     \
+            for (qd = 0; qd < pool * pool; qd++)                                            \
+                for (c = 0; c < C; c++)                                                     \
+                    for (p = 0; p < KH; p++)                                                \
+                        for (q = 0; q < KH; q++) {                                          \
+                            ptrdiff_t ry = S * (qd / pool) + p, rx = S * (qd % pool) + q;   \
+                            off[qd * shape.k + (c * KH + p) * KH + q] =                     \
+                                ((c * sh + ry % sh) * sh + rx % sh) * hp * wp               \
+                                + ry / sh * wp + rx / sh;                                   \
+                        }                                                                   \
+            fc_few_phase_##SFX(x, C, H, W, PAD, PAD, sh, sh, hp, wp, phase);                \
+            fc_few_block_##SFX(phase, off, w, bias, &shape, 0, gh, pool > 1, buf);          \
+            fc_few_store_##SFX(buf, &shape, K, 0, gh, gw, pool > 1 ? yp : y, gh * gw);      \
+            for (o = 0; o < K; o++)                                                         \
+                for (i = 0; i < gh; i++)                                                    \
+                    for (j = 0; j < gw; j++) {                                              \
+                        T m = 0, got = (pool > 1 ? yp : y)[(o * gh + i) * gw + j];          \
+                        if (pool == 1)                                                      \
+                            m = want[(o * OH + i) * OW + j];                                \
+                        else                                                                \
+                            for (qd = 0; qd < 4; qd++) {                                    \
+                                T v = want[(o * OH + 2 * i + qd / 2) * OW + 2 * j + qd % 2]; \
+                                v = v > 0 ? v : 0;                                          \
+                                m = v > m ? v : m;                                          \
+                            }                                                               \
+                        worst = rel_err(got, m) > worst ? rel_err(got, m) : worst;          \
+                    }                                                                       \
+        }                                                                                   \
+        check("fc_few_{phase,block,store}_" #SFX " (plain, ReLU + 2x2 max)", worst,         \
+              sizeof(T) == 4 ? 1e-5 : 1e-12);                                               \
+    }
+FEW_CHECK(float, check_few_float, s)
+FEW_CHECK(double, check_few_double, d)
+
 int main(void)
 {
     /* the portable code on any host: the cap is read at the first fc_cpu_isa() call */
@@ -402,6 +478,9 @@ int main(void)
     check_pool_float();
     check_pool_double();
     check_direct();
+    printf("few-channel kernels: %d pixels per vector\n", (fc_few_init(), (int)fc_few_lanes_s));
+    check_few_float();
+    check_few_double();
     if (failures) {
         printf("%d check(s) FAILED\n", failures);
         return 1;

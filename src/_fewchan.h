@@ -1,0 +1,392 @@
+/* Convolutions with few input channels (a network's first layer: 1 to 3 channels, k = C_in *
+ * kH * kW taps of a few dozen), float32 and float64, every FASTCONV_ISA level.
+ *
+ * With one input channel and 25 taps an output has too little work per load for the direct
+ * kernels (src/_direct.h, output channels across the lanes): they ran the tutorial net's 1 ->
+ * 16 5x5 stride-2 layer at half the FMA peak. Here the lanes run across output *pixels*, as
+ * MLAS's first-layer kernels read an NCHW input: a thread splits one sample's input into
+ * phase planes (fc_few_phase),
+ *
+ *     phase[c][a][b][i][j] = xpad[c][S_h*i + a][S_w*j + b]      (0 outside x)
+ *
+ * with S = stride * pool (pool = 1 for a plain convolution). An output pixel of the grid
+ * (y, x) -- a convolution output, or with pool > 1 one window position (dy, dx) of the
+ * pooled output (y, x) -- reads tap (c, p, q) at phase[c][ry % S_h][rx % S_w][y + ry / S_h]
+ * [x + rx / S_w] with ry = stride_h*dy + p*dil_h, rx = stride_w*dx + q*dil_w: at one offset
+ * off[kk] from the pixel's flat position y*Wp + x for every pixel of the grid. So a vector of
+ * L consecutive flat positions is one unaligned load per tap, and the micro-kernel keeps 4
+ * output channels x NR such vectors of sums in registers over the k taps, the weights
+ * broadcast (fc_few_block). The grid is computed Wp wide (Wp >= its width: the columns past
+ * it are computed and never stored), which is the price of reading the phase planes in place.
+ *
+ * The sums come out channel-major (the layout of the output planes): no transpose. The bias is
+ * added after the chain of products, and the ReLU (src/_epilogue.h's rule) applied, in the
+ * micro-kernel's store. With pool > 1 the micro-kernel computes the pool windows' (dy, dx)
+ * grids one after the other into one block, each store taking the max with what is there
+ * (in registers, in cache): no convolution output in memory.
+ *
+ * Every output element is the same chain sum_kk w[o][kk] * x[..] from 0 (then + bias), in the
+ * same order, whichever thread, band or lane computes it, pooled or not: results depend on
+ * the shapes only, and a pooled result is bit for bit the max (src/_pool_impl.h's rule, scan
+ * order row-major) of the unpooled one. Which vector width runs depends on fc_cpu_isa(); the
+ * widths may differ in the last bit from each other (FMA contraction), never run to run.
+ *
+ * Kernels never allocate and never fail.
+ */
+#ifndef FASTCONV_FEWCHAN_H
+#define FASTCONV_FEWCHAN_H
+
+#include <stddef.h>
+#include <string.h>
+
+#include "_cpu.h"
+#include "_epilogue.h"
+#include "_simd.h"
+
+/* output channels per micro-kernel call: the packed weights and bias are padded to a multiple */
+#define FC_FEW_MR 4
+/* the most vectors of pixels per micro-kernel call at any level */
+#define FC_FEW_NR_MAX 6
+/* elements of slack past the phase planes, besides one grid row: a vector of pixels may read
+ * up to a row and a vector (of any level) past the last plane */
+#define FC_FEW_SLACK 64
+
+typedef struct {
+    ptrdiff_t k;          /* taps: C_in * kH * kW */
+    ptrdiff_t cpad;       /* output channels rounded up to FC_FEW_MR */
+    ptrdiff_t quads;      /* pool windows' positions (pool_h * pool_w), 1 unpooled */
+    ptrdiff_t wp;         /* the grid's row pitch (>= its width) */
+    ptrdiff_t bp;         /* the block's row pitch: one channel of one window position */
+} fc_few_shape;
+
+#define FC_FEW_ATTR_avx512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
+#define FC_FEW_ATTR_avx2 __attribute__((target("avx2,fma")))
+#define FC_FEW_ATTR_generic
+
+/* One micro-kernel: 4 channels x NR vectors of L pixels,
+ *     buf[m*bp + v*L + l] = relu?(sum_kk w[kk*cpad + m] * in[off[kk] + v*L + l] (+ bias[m]))
+ * V is a vector type of L elements of T, I its integer twin (for the ReLU's mask). */
+#define FC_FEW_KERNEL(NAME, ATTR, T, V, I, L, NR)                                            \
+    ATTR static void NAME(ptrdiff_t k, const T *in, const ptrdiff_t *off, const T *w,        \
+                          ptrdiff_t cpad, T *buf, ptrdiff_t bp, const T *bias, int relu,     \
+                          int pool)                                                          \
+    {                                                                                        \
+        V acc[FC_FEW_MR][NR], x[NR];                                                         \
+        ptrdiff_t kk;                                                                        \
+        int m, v;                                                                            \
+        for (m = 0; m < FC_FEW_MR; m++)                                                      \
+            for (v = 0; v < NR; v++)                                                         \
+                acc[m][v] = (V){0};                                                          \
+        for (kk = 0; kk < k; kk++) {                                                         \
+            const T *s = in + off[kk];                                                       \
+            const T *wk = w + kk * cpad;                                                     \
+            for (v = 0; v < NR; v++)                                                         \
+                __builtin_memcpy(&x[v], s + v * L, sizeof(V));                               \
+            for (m = 0; m < FC_FEW_MR; m++) {                                                \
+                const T wm = wk[m];                                                          \
+                for (v = 0; v < NR; v++)                                                     \
+                    acc[m][v] += x[v] * wm;                                                  \
+            }                                                                                \
+        }                                                                                    \
+        for (m = 0; m < FC_FEW_MR; m++)                                                      \
+            for (v = 0; v < NR; v++) {                                                       \
+                V r = acc[m][v];                                                             \
+                if (bias)                                                                    \
+                    r += bias[m];                                                            \
+                if (relu) {  /* src/_epilogue.h's FC_RELU: keep v > 0 and NaN, else +0 */    \
+                    I keep = (r > (T)0) | (r != r);                                          \
+                    r = (V)((I)r & keep);                                                    \
+                }                                                                            \
+                if (pool) {  /* src/_pool_impl.h's FC_SEL(r, m): the NaN or the greater */   \
+                    V mx;                                                                    \
+                    I take;                                                                  \
+                    __builtin_memcpy(&mx, buf + m * bp + v * L, sizeof(V));                  \
+                    take = (r != r) | (r > mx);                                              \
+                    r = (V)(((I)r & take) | ((I)mx & ~take));                                \
+                }                                                                            \
+                __builtin_memcpy(buf + m * bp + v * L, &r, sizeof(V));                       \
+            }                                                                                \
+    }
+
+typedef void (*fc_few_kernel_s)(ptrdiff_t, const float *, const ptrdiff_t *, const float *,
+                                ptrdiff_t, float *, ptrdiff_t, const float *, int, int);
+typedef void (*fc_few_kernel_d)(ptrdiff_t, const double *, const ptrdiff_t *, const double *,
+                                ptrdiff_t, double *, ptrdiff_t, const double *, int, int);
+
+/* a level's family: kernels for NR = 1 .. 6 (a level uses up to its own NR) and the table */
+#define FC_FEW_FAMILY(P, ATTR, T, V, I, L, TYPE)                                             \
+    FC_FEW_KERNEL(P##1, ATTR, T, V, I, L, 1)                                                 \
+    FC_FEW_KERNEL(P##2, ATTR, T, V, I, L, 2)                                                 \
+    FC_FEW_KERNEL(P##3, ATTR, T, V, I, L, 3)                                                 \
+    FC_FEW_KERNEL(P##4, ATTR, T, V, I, L, 4)                                                 \
+    FC_FEW_KERNEL(P##5, ATTR, T, V, I, L, 5)                                                 \
+    FC_FEW_KERNEL(P##6, ATTR, T, V, I, L, 6)                                                 \
+    static const TYPE P[FC_FEW_NR_MAX + 1] = {NULL, P##1, P##2, P##3, P##4, P##5, P##6};
+
+#if FC_SIMD
+typedef int fc_few_v4i __attribute__((vector_size(16)));
+typedef long long fc_few_v2l __attribute__((vector_size(16)));
+FC_FEW_FAMILY(fc_few_generic_s, FC_FEW_ATTR_generic, float, fc_v4f, fc_few_v4i, 4,
+              fc_few_kernel_s)
+FC_FEW_FAMILY(fc_few_generic_d, FC_FEW_ATTR_generic, double, fc_v2d, fc_few_v2l, 2,
+              fc_few_kernel_d)
+#else
+/* no vector extensions (MSVC): one element per "vector" */
+#define FC_FEW_SCALAR_KERNEL(NAME, T, NR)                                                    \
+    static void NAME(ptrdiff_t k, const T *in, const ptrdiff_t *off, const T *w,             \
+                     ptrdiff_t cpad, T *buf, ptrdiff_t bp, const T *bias, int relu, int pool) \
+    {                                                                                        \
+        T acc[FC_FEW_MR][NR];                                                                \
+        ptrdiff_t kk;                                                                        \
+        int m, v;                                                                            \
+        for (m = 0; m < FC_FEW_MR; m++)                                                      \
+            for (v = 0; v < NR; v++)                                                         \
+                acc[m][v] = 0;                                                               \
+        for (kk = 0; kk < k; kk++)                                                           \
+            for (m = 0; m < FC_FEW_MR; m++)                                                  \
+                for (v = 0; v < NR; v++)                                                     \
+                    acc[m][v] += in[off[kk] + v] * w[kk * cpad + m];                         \
+        for (m = 0; m < FC_FEW_MR; m++)                                                      \
+            for (v = 0; v < NR; v++) {                                                       \
+                T r = acc[m][v];                                                             \
+                if (bias)                                                                    \
+                    r += bias[m];                                                            \
+                r = relu ? FC_RELU(T, r) : r;                                                \
+                if (pool && !(r != r || r > buf[m * bp + v]))                                \
+                    r = buf[m * bp + v];                                                     \
+                buf[m * bp + v] = r;                                                         \
+            }                                                                                \
+    }
+FC_FEW_SCALAR_KERNEL(fc_few_generic_s1, float, 1)
+FC_FEW_SCALAR_KERNEL(fc_few_generic_s2, float, 2)
+FC_FEW_SCALAR_KERNEL(fc_few_generic_s3, float, 3)
+FC_FEW_SCALAR_KERNEL(fc_few_generic_d1, double, 1)
+FC_FEW_SCALAR_KERNEL(fc_few_generic_d2, double, 2)
+FC_FEW_SCALAR_KERNEL(fc_few_generic_d3, double, 3)
+static const fc_few_kernel_s fc_few_generic_s[FC_FEW_NR_MAX + 1] = {
+    NULL, fc_few_generic_s1, fc_few_generic_s2, fc_few_generic_s3, NULL, NULL, NULL};
+static const fc_few_kernel_d fc_few_generic_d[FC_FEW_NR_MAX + 1] = {
+    NULL, fc_few_generic_d1, fc_few_generic_d2, fc_few_generic_d3, NULL, NULL, NULL};
+#endif
+
+#if FC_HAVE_X86_TARGETS
+typedef float fc_few_v16f __attribute__((vector_size(64)));
+typedef double fc_few_v8d __attribute__((vector_size(64)));
+typedef int fc_few_v16i __attribute__((vector_size(64)));
+typedef long long fc_few_v8l __attribute__((vector_size(64)));
+typedef float fc_few_v8f __attribute__((vector_size(32)));
+typedef double fc_few_v4d __attribute__((vector_size(32)));
+typedef int fc_few_v8i __attribute__((vector_size(32)));
+typedef long long fc_few_v4l __attribute__((vector_size(32)));
+FC_FEW_FAMILY(fc_few_avx512_s, FC_FEW_ATTR_avx512, float, fc_few_v16f, fc_few_v16i, 16,
+              fc_few_kernel_s)
+FC_FEW_FAMILY(fc_few_avx512_d, FC_FEW_ATTR_avx512, double, fc_few_v8d, fc_few_v8l, 8,
+              fc_few_kernel_d)
+FC_FEW_FAMILY(fc_few_avx2_s, FC_FEW_ATTR_avx2, float, fc_few_v8f, fc_few_v8i, 8,
+              fc_few_kernel_s)
+FC_FEW_FAMILY(fc_few_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4,
+              fc_few_kernel_d)
+#endif
+
+/* The level's kernels, lanes and vectors per call, picked once (fc_few_init, at import). */
+static const fc_few_kernel_s *fc_few_table_s = NULL;
+static const fc_few_kernel_d *fc_few_table_d = NULL;
+static ptrdiff_t fc_few_lanes_s = 4, fc_few_lanes_d = 2, fc_few_nr = 3;
+
+/* returns the level in force (src/_cpu.h) */
+static int fc_few_init(void)
+{
+    int level = fc_cpu_isa();
+#if FC_SIMD
+    fc_few_table_s = fc_few_generic_s;
+    fc_few_table_d = fc_few_generic_d;
+    fc_few_lanes_s = 4;
+    fc_few_lanes_d = 2;
+#else
+    fc_few_table_s = fc_few_generic_s;
+    fc_few_table_d = fc_few_generic_d;
+    fc_few_lanes_s = 1;
+    fc_few_lanes_d = 1;
+#endif
+    fc_few_nr = 3;
+#if FC_HAVE_X86_TARGETS
+    if (level >= FC_ISA_AVX512) {
+        /* 4 x 6 sums, 6 pixel vectors and a weight: 31 of the 32 registers */
+        fc_few_table_s = fc_few_avx512_s;
+        fc_few_table_d = fc_few_avx512_d;
+        fc_few_lanes_s = 16;
+        fc_few_lanes_d = 8;
+        fc_few_nr = 6;
+    } else if (level >= FC_ISA_AVX2) {
+        fc_few_table_s = fc_few_avx2_s;
+        fc_few_table_d = fc_few_avx2_d;
+        fc_few_lanes_s = 8;
+        fc_few_lanes_d = 4;
+        fc_few_nr = 3;
+    }
+#endif
+    return level;
+}
+
+/* the block's row pitch for a band of ``rows`` grid rows: whole 64-byte vectors of any level */
+static inline ptrdiff_t fc_few_pitch(ptrdiff_t rows, ptrdiff_t wp, ptrdiff_t itemsize)
+{
+    ptrdiff_t per_line = 64 / itemsize, count = rows * wp;
+    return (count + per_line - 1) / per_line * per_line;
+}
+
+/* The phase split's de-interleave of one zero-padded row: dst[b*plane + j] = row[sw*j + b]
+ * for b < sw, j < wp (a 4 x 4 transpose per 4 columns at sw = 4, two shuffles at sw = 2) */
+static inline void fc_few_split_s(const float *row, ptrdiff_t sw, ptrdiff_t wp, float *dst,
+                                  ptrdiff_t plane)
+{
+    ptrdiff_t j = 0, b;
+    if (sw == 1) {
+        memcpy(dst, row, (size_t)wp * sizeof(float));
+        return;
+    }
+#if FC_SIMD
+    if (sw == 4)
+        for (; j + 4 <= wp; j += 4)
+            fc_v4f_transpose4x4(row + 4 * j, 4, dst + j, plane);
+    if (sw == 2)
+        for (; j + 4 <= wp; j += 4) {
+            fc_v4f lo = fc_v4f_load(row + 2 * j), hi = fc_v4f_load(row + 2 * j + 4);
+            fc_v4f_store(dst + j, FC_SHUFFLE4(lo, hi, 0, 2, 4, 6));
+            fc_v4f_store(dst + plane + j, FC_SHUFFLE4(lo, hi, 1, 3, 5, 7));
+        }
+#endif
+    for (; j < wp; j++)
+        for (b = 0; b < sw; b++)
+            dst[b * plane + j] = row[sw * j + b];
+}
+
+static inline void fc_few_split_d(const double *row, ptrdiff_t sw, ptrdiff_t wp, double *dst,
+                                  ptrdiff_t plane)
+{
+    ptrdiff_t j = 0, b;
+    if (sw == 1) {
+        memcpy(dst, row, (size_t)wp * sizeof(double));
+        return;
+    }
+#if FC_SIMD
+    if (sw == 2)
+        for (; j + 2 <= wp; j += 2)
+            fc_v2d_transpose2x2(row + 2 * j, 2, dst + j, plane);
+#endif
+    for (; j < wp; j++)
+        for (b = 0; b < sw; b++)
+            dst[b * plane + j] = row[sw * j + b];
+}
+
+/* dst[r*width + j] = src[r*pitch + j] for r < rows, j < width: whole 16-byte vectors, a row's
+ * last one spilling into the next rows' place (written right after), but never past the
+ * last row (the rows after it may be another thread's) */
+#define FC_FEW_ROWS(SFX, T, V, L)                                                            \
+    static inline void fc_few_rows_##SFX(const T *src, ptrdiff_t pitch, ptrdiff_t rows,      \
+                                         ptrdiff_t width, T *dst)                            \
+    {                                                                                        \
+        ptrdiff_t r, j;                                                                      \
+        for (r = 0; r < rows; r++) {                                                         \
+            const T *s = src + r * pitch;                                                    \
+            T *d = dst + r * width;                                                          \
+            ptrdiff_t room = (rows - r) * width;                                             \
+            for (j = 0; j < width && j + L <= room; j += L) {                                \
+                V v;                                                                         \
+                __builtin_memcpy(&v, s + j, sizeof v);                                       \
+                __builtin_memcpy(d + j, &v, sizeof v);                                       \
+            }                                                                                \
+            for (; j < width; j++)                                                           \
+                d[j] = s[j];                                                                 \
+        }                                                                                    \
+    }
+#if FC_SIMD
+FC_FEW_ROWS(s, float, fc_v4f, 4)
+FC_FEW_ROWS(d, double, fc_v2d, 2)
+#else
+FC_FEW_ROWS(s, float, float, 1)
+FC_FEW_ROWS(d, double, double, 1)
+#endif
+
+/* The body shared by both types: the phase split of one sample, the band's block, and its
+ * store. Instantiated as fc_few_*_s (float) and fc_few_*_d (double). */
+#define FC_FEW_DEFINE(SFX, T)                                                                 \
+    /* phase[((c*sh + a)*sw + b)*plane + i*wp + j] = x[c][sh*i + a - pad_top][sw*j + b -      \
+     * pad_left], 0 outside x; plane = hp*wp. The wp + FC_FEW_SLACK elements after the      \
+     * planes are zeroed too (a vector may read them), and the sw*wp + 16 after them hold   \
+     * each zero-padded input row while it is split. */                                      \
+    static inline void fc_few_phase_##SFX(const T *x, ptrdiff_t channels, ptrdiff_t in_h,     \
+                                          ptrdiff_t in_w, ptrdiff_t pad_top,                  \
+                                          ptrdiff_t pad_left, ptrdiff_t sh, ptrdiff_t sw,     \
+                                          ptrdiff_t hp, ptrdiff_t wp, T *phase)               \
+    {                                                                                         \
+        ptrdiff_t plane = hp * wp, c, a, i, row, first, last, b;                              \
+        ptrdiff_t padded = sw * wp, planes = channels * sh * sw * plane;                      \
+        T *line = phase + planes + wp + FC_FEW_SLACK;                                         \
+        /* the input columns [first, last) land at line[pad_left + col] inside the line */    \
+        first = pad_left < 0 ? -pad_left : 0;                                                 \
+        last = padded - pad_left < in_w ? padded - pad_left : in_w;                           \
+        if (last < first)                                                                     \
+            last = first;                                                                     \
+        for (c = 0; c < channels; c++)                                                        \
+            for (a = 0; a < sh; a++)                                                          \
+                for (i = 0; i < hp; i++) {                                                    \
+                    T *dst = phase + (c * sh + a) * sw * plane + i * wp;                      \
+                    row = sh * i + a - pad_top;                                               \
+                    if (row < 0 || row >= in_h) {                                             \
+                        for (b = 0; b < sw; b++)                                              \
+                            memset(dst + b * plane, 0, (size_t)wp * sizeof(T));              \
+                        continue;                                                             \
+                    }                                                                         \
+                    if (pad_left == 0 && in_w >= padded) { /* the row as it is */             \
+                        fc_few_split_##SFX(x + (c * in_h + row) * in_w, sw, wp, dst, plane);  \
+                        continue;                                                             \
+                    }                                                                         \
+                    memset(line, 0, (size_t)padded * sizeof(T));                              \
+                    memcpy(line + pad_left + first, x + (c * in_h + row) * in_w + first,      \
+                           (size_t)(last - first) * sizeof(T));                               \
+                    fc_few_split_##SFX(line, sw, wp, dst, plane);                             \
+                }                                                                             \
+        memset(phase + planes, 0, (size_t)(wp + FC_FEW_SLACK) * sizeof(T));                   \
+    }                                                                                         \
+                                                                                              \
+    /* The block of grid rows [r0, r1): buf[o*bp + t] = the sums of grid position r0*wp + t  \
+     * (t < (r1 - r0)*wp, rounded up to vectors), or with several window positions their    \
+     * max in scan order, taken by the micro-kernel as it stores each position's sums.      \
+     * off[qd*k + kk]: tap kk's phase offset for window position qd; w: [kk][cpad]. */        \
+    static inline void fc_few_block_##SFX(const T *phase, const ptrdiff_t *off, const T *w,   \
+                                          const T *bias, const fc_few_shape *shape,           \
+                                          ptrdiff_t r0, ptrdiff_t r1, int relu, T *buf)       \
+    {                                                                                         \
+        const fc_few_kernel_##SFX *table = fc_few_table_##SFX;                                \
+        ptrdiff_t lanes = fc_few_lanes_##SFX, nr_max = fc_few_nr;                             \
+        ptrdiff_t k = shape->k, cpad = shape->cpad, bp = shape->bp;                           \
+        ptrdiff_t count = (r1 - r0) * shape->wp;                                              \
+        ptrdiff_t vectors = (count + lanes - 1) / lanes, qd, o, v, nr;                        \
+        const T *in = phase + r0 * shape->wp;                                                 \
+        for (qd = 0; qd < shape->quads; qd++)                                                 \
+            for (o = 0; o < cpad; o += FC_FEW_MR)                                             \
+                for (v = 0; v < vectors; v += nr) {                                           \
+                    nr = vectors - v < nr_max ? vectors - v : nr_max;                         \
+                    table[nr](k, in + v * lanes, off + qd * k, w + o, cpad,                   \
+                              buf + o * bp + v * lanes, bp, bias ? bias + o : NULL, relu,     \
+                              qd > 0);                                                        \
+                }                                                                             \
+    }                                                                                         \
+                                                                                              \
+    /* y[o*plane + (r0 + r)*width + j] = buf[o*bp + r*wp + j] for o < channels,              \
+     * r < r1 - r0, j < width: the block's grid values into the output planes */             \
+    static inline void fc_few_store_##SFX(const T *buf, const fc_few_shape *shape,            \
+                                          ptrdiff_t channels, ptrdiff_t r0, ptrdiff_t r1,     \
+                                          ptrdiff_t width, T *y, ptrdiff_t plane)             \
+    {                                                                                         \
+        ptrdiff_t o;                                                                          \
+        for (o = 0; o < channels; o++)                                                        \
+            fc_few_rows_##SFX(buf + o * shape->bp, shape->wp, r1 - r0, width,                 \
+                              y + o * plane + r0 * width);                                    \
+    }
+
+FC_FEW_DEFINE(s, float)
+FC_FEW_DEFINE(d, double)
+
+#endif
