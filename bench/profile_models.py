@@ -2,8 +2,9 @@
 
 For the tutorial network and LeNet-5 at batch 1, 64 and 1000: the whole ``model(x)`` (fused,
 from the plan prepared once per input shape), the same layers run one by one (each layer's
-own forward, no fusion, no plan), and each step of the plan alone (a fused Conv2d + ReLU is
-one step). Medians over interleaved rounds, each round the best of two timings.
+own forward, no fusion, no plan), and each step of the plan alone, named by its function
+(``convolve``: a Conv2d and the ReLU fused into it; ``convolve_pool``: Conv2d + ReLU +
+MaxPool2d in one step). Medians over interleaved rounds, each round the best of two timings.
 
     python bench/profile_models.py                # 2 threads
     python bench/profile_models.py --threads 1
@@ -47,8 +48,9 @@ def profile(name, batch, rounds):
         for key, call in calls.items():
             times[key].append(min(timeit.repeat(call, number=number, repeat=2)) / number)
     medians = {key: float(np.median(value)) * 1e3 for key, value in times.items()}
-    names = ["+".join(type(layer).__name__ for layer in model[start:stop])
-             for start, stop in _fusion.fused_groups(list(model))]
+    # each step by its function's name: convolve (Conv2d, with a following ReLU fused),
+    # convolve_pool (Conv2d + ReLU + MaxPool2d in one step), pool, relu, flatten, linear...
+    names = [step.__name__ for step in plan.steps]
     return medians, names
 
 
