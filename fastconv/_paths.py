@@ -353,6 +353,18 @@ class Direct(ConvPath):
 # channels won at the one shape measured, but float64 and larger kernels were not measured
 # there (bench's Dask case (4, 4, 90, 80) -> 16 5x5 float64 keeps the packed GEMM): 3.
 FEW_MAX_CHANNELS = 3
+# Output channels (per group) up to which it pays: with more, the direct or packed kernels
+# (output channels across the lanes) win. Measured by the lead (2 threads, float32, median of
+# 7 rounds of best-of-2, bias, no ReLU), ms, few-channels / direct / packed:
+#   (8, 3, 224, 224) -> 16 7x7 stride 2 pad 3      1.76 / 2.15 / 2.40
+#   (8, 3, 224, 224) -> 32 7x7 stride 2 pad 3      4.26 / 3.61 / 4.29
+#   (8, 3, 224, 224) -> 64 7x7 stride 2 pad 3      7.95 / 6.74 / 7.23  (bench's stem; again
+#                                                  7.95 / 7.14 / 7.35)
+#   (8, 3, 224, 224) -> 32 3x3 stride 2 pad 1      1.80 / 1.64 / 1.64
+#   (8, 1, 224, 224) -> 32 7x7 stride 2 pad 3      1.81 / 1.68 / 1.63
+#   (1000, 1, 28, 28) -> 16 5x5 stride 2           1.06 / 1.27 / 1.42
+#   (1000, 1, 28, 28) -> 64 5x5 stride 2           5.58 / 4.25 / 4.61
+FEW_MAX_OUT_CHANNELS = 16
 # A thread's phase planes (about the zero-padded input of one sample) at most this big; larger
 # images take the other paths, whose workspaces are tiles.
 FEW_PHASE_BYTES = 1024 * 1024
@@ -387,7 +399,8 @@ def _few_layout(geometry: Geometry, batch: int, itemsize: int, pool: tuple[int, 
 
 
 class FewChannels(ConvPath):
-    """One group of at most FEW_MAX_CHANNELS input channels (a network's first layer), any
+    """One group of at most FEW_MAX_CHANNELS input channels (a network's first layer; taken
+    for at most FEW_MAX_OUT_CHANNELS output channels, where it pays), any
     kernel, stride, padding and dilation, float32 and float64, at every FASTCONV_ISA level:
     the output pixels across the vector lanes, 4 output channels x up to 6 vectors of sums in
     registers over the k taps, the input read in place from a per-sample split into stride
@@ -411,7 +424,8 @@ class FewChannels(ConvPath):
         return phase * plan.dtype.itemsize <= FEW_PHASE_BYTES
 
     def pays(self, op: str, plan: ConvPlan) -> bool:
-        return plan.geometry.in_channels_g <= FEW_MAX_CHANNELS
+        g = plan.geometry
+        return g.in_channels_g <= FEW_MAX_CHANNELS and g.out_channels_g <= FEW_MAX_OUT_CHANNELS
 
     def pools(self, plan: ConvPlan, pool: tuple[int, int]) -> bool:
         """Whether forward_pooled can pool this plan's output by ``pool`` windows."""
