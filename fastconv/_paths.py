@@ -19,7 +19,6 @@ next path in the list runs otherwise.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -379,7 +378,6 @@ FEW_BLOCK_BYTES = 24 * 1024
 FEW_MACS_PER_THREAD = 1 << 18
 
 
-@functools.lru_cache(maxsize=64)
 def _few_layout(geometry: Geometry, batch: int, itemsize: int, pool: tuple[int, int],
                 num_threads: int) -> tuple[int, int, int, int, int, int, int, int]:
     """(threads, band, grid_h, grid_w, wp, phase, block, cpad) of FewChannels under
@@ -445,9 +443,11 @@ class FewChannels(ConvPath):
         ``pool`` (1, 1): the convolution itself. ``out`` is (N, C_out, out_h // pool_h,
         out_w // pool_w), C-contiguous."""
         dtype = plan.dtype
-        threads, band, _, _, _, phase, block, cpad = _few_layout(
-            plan.geometry, plan.batch, dtype.itemsize, pool,
-            effective_num_threads(plan.batch * plan.geometry.out_h))
+        key = threads_key()
+        threads, band, _, _, _, phase, block, cpad = sizes_for(
+            plan, ("forward", self.name, pool, key), lambda: _few_layout(
+                plan.geometry, plan.batch, dtype.itemsize, pool,
+                effective_num_threads(plan.batch * plan.geometry.out_h, key)))
         k = plan.geometry.k
         self._FORWARD[dtype](x, weight, bias, out,
                              np.empty((threads, ALIGN[dtype] + phase + block), dtype=dtype),

@@ -2,10 +2,6 @@
 across the lanes, read in place from a per-sample split into stride phases, and its pooling
 in the store (the eval plan's Conv2d -> ReLU -> MaxPool2d)."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -14,8 +10,8 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import _paths
 from fastconv import conv as conv_module
-from fastconv._plan import use_paths
-from helpers import assert_close, assert_isa_capped
+from fastconv._plan import clear_plans, use_paths
+from helpers import assert_close, assert_isa_capped, run_at_isa
 from reference.conv import conv2d_ref
 from reference.pool import max_pool2d_reference
 
@@ -128,9 +124,9 @@ def test_nan_inf_and_signed_zeros(dtype):
 def every_thread(monkeypatch):
     """Threads for any work, however small (the bands then split even one sample)."""
     monkeypatch.setattr(_paths, "FEW_MACS_PER_THREAD", 1)
-    _paths._few_layout.cache_clear()
+    clear_plans()  # (the plans keep the layouts worked out under the old setting)
     yield
-    _paths._few_layout.cache_clear()
+    clear_plans()
 
 
 def test_results_do_not_depend_on_the_thread_count(rng, dtype, every_thread):
@@ -245,12 +241,6 @@ print(checked, fastconv._conv.ISA)
 def test_lesser_instruction_sets(isa, tmp_path):
     """Under FASTCONV_ISA caps (a child process), the kernels of that level agree with the
     reference, fuse the ReLU bit for bit and pool bit for bit."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
-    env = dict(os.environ, FASTCONV_ISA=isa)
-    env["PYTHONPATH"] = root + os.pathsep + os.environ.get("PYTHONPATH", "")
-    run = subprocess.run([sys.executable, "-c", _CHILD], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    count, level = run.stdout.split()
+    count, level = run_at_isa(_CHILD, isa, tmp_path).split()
     assert int(count) == 6
     assert_isa_capped(level, isa)
