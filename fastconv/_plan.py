@@ -131,6 +131,18 @@ def choose(op: str, plan: ConvPlan, paths: Sequence[Any] | None = None,
     return chosen
 
 
+def _over_grad_output(plan: ConvPlan, geometry: Geometry | None) -> ConvPlan | None:
+    """A sub-plan for a forward pass over ``plan``'s grad_output (the channels swapped) with
+    ``geometry``, its forward path chosen among TRANSPOSED_FORWARD (Transposed's and
+    StridedPointwise's); None where ``geometry`` is (the path does not apply)."""
+    if geometry is None:
+        return None
+    sub = plan._replace(geometry=geometry, in_channels=plan.out_channels,
+                        out_channels=plan.in_channels)
+    return sub._replace(forward=choose("forward", sub, _paths.TRANSPOSED_FORWARD,
+                                       plan.override.forward)[0], memo={})
+
+
 def complete(plan: ConvPlan) -> ConvPlan:
     """``plan`` with its paths chosen (a plan made with only its shapes)."""
     override = plan.override
@@ -144,19 +156,8 @@ def complete(plan: ConvPlan) -> ConvPlan:
             gather = plan._replace(geometry=geometry, groups=channels, in_channels=channels,
                                    memo={})
     else:
-        geometry = _paths.transposed_geometry(plan)
-        if geometry is not None:
-            sub = plan._replace(geometry=geometry, in_channels=plan.out_channels,
-                                out_channels=plan.in_channels)
-            transposed = sub._replace(forward=choose(
-                "forward", sub, _paths.TRANSPOSED_FORWARD, override.forward)[0], memo={})
-    strided = None
-    geometry = _paths.strided_pointwise_geometry(plan)
-    if geometry is not None:
-        sub = plan._replace(geometry=geometry, in_channels=plan.out_channels,
-                            out_channels=plan.in_channels)
-        strided = sub._replace(forward=choose(
-            "forward", sub, _paths.TRANSPOSED_FORWARD, override.forward)[0], memo={})
+        transposed = _over_grad_output(plan, _paths.transposed_geometry(plan))
+    strided = _over_grad_output(plan, _paths.strided_pointwise_geometry(plan))
     plan = plan._replace(forward=forward, grad_weight=grad_weight, transposed=transposed,
                          gather=gather, strided=strided, memo={})
     candidates = choose("grad_input", plan, asked=override.grad_input)
