@@ -545,45 +545,35 @@ FC_POOL_2X2_VECTORS(FC_PN(max2x2_half_vectors), FC_PN(avg2x2_half_vectors), FC_P
 
 /* one output row of 2x2 windows in vectors: the max, or (``average``) the average with
  * ``divisor``; returns 0 (nothing done) for rows shorter than the narrowest vector */
+/* the row in vectors of LANES (MAX, AVG: that width's functions), the last one overlapping */
+#define FC_ROW2X2_IN(LANES, MAX, AVG)                                                        \
+    for (j = 0;; j += LANES) {                                                               \
+        ptrdiff_t at = j + LANES <= out_w ? j : out_w - LANES;                               \
+        if (!average)                                                                        \
+            MAX(out_row, top, bottom, at);                                                   \
+        else                                                                                 \
+            AVG(out_row, top, bottom, at, divisor);                                          \
+        if (j + LANES >= out_w)                                                              \
+            break;                                                                           \
+    }
+
 FC_LOCAL int FC_PN(row2x2_vectors)(FC_T* out_row, const FC_T* top, const FC_T* bottom,
                                    ptrdiff_t out_w, int average, FC_T divisor)
 {
     ptrdiff_t j;
     if (out_w >= FC_P_LANES) {
-        for (j = 0; j + FC_P_LANES <= out_w; j += FC_P_LANES) {
-            if (!average)
-                FC_PN(max2x2_vectors)(out_row, top, bottom, j);
-            else
-                FC_PN(avg2x2_vectors)(out_row, top, bottom, j, divisor);
-        }
-        if (j < out_w) {
-            if (!average)
-                FC_PN(max2x2_vectors)(out_row, top, bottom, out_w - FC_P_LANES);
-            else
-                FC_PN(avg2x2_vectors)(out_row, top, bottom, out_w - FC_P_LANES, divisor);
-        }
+        FC_ROW2X2_IN(FC_P_LANES, FC_PN(max2x2_vectors), FC_PN(avg2x2_vectors))
         return 1;
     }
 #ifdef FC_P_HALF_LANES
     if (out_w >= FC_P_HALF_LANES) {
-        for (j = 0; j + FC_P_HALF_LANES <= out_w; j += FC_P_HALF_LANES) {
-            if (!average)
-                FC_PN(max2x2_half_vectors)(out_row, top, bottom, j);
-            else
-                FC_PN(avg2x2_half_vectors)(out_row, top, bottom, j, divisor);
-        }
-        if (j < out_w) {
-            if (!average)
-                FC_PN(max2x2_half_vectors)(out_row, top, bottom, out_w - FC_P_HALF_LANES);
-            else
-                FC_PN(avg2x2_half_vectors)(out_row, top, bottom, out_w - FC_P_HALF_LANES,
-                                           divisor);
-        }
+        FC_ROW2X2_IN(FC_P_HALF_LANES, FC_PN(max2x2_half_vectors), FC_PN(avg2x2_half_vectors))
         return 1;
     }
 #endif
     return 0;
 }
+#undef FC_ROW2X2_IN
 
 /* ---- 2x2 windows, stride 2, no padding, every window inside the input ------------------
  * The commonest pooling, and the one whose rows are shortest (a 12x12 plane has 6-wide output
