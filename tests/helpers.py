@@ -49,3 +49,25 @@ def assert_isa_capped(level, cap):
     assert ISA_LEVELS.index(level) <= ISA_LEVELS.index(cap), (level, cap)
     if "FASTCONV_ISA" not in os.environ:
         assert level == ISA_LEVELS[min(ISA_LEVELS.index(cap), ISA_LEVELS.index(_conv.ISA))]
+
+
+def run_at_isa(script, isa, cwd, *args, timeout=300):
+    """``python -c script *args`` in a child process started with FASTCONV_ISA=isa; returns
+    its standard output, and fails the test with its standard error if it fails.
+
+    The child imports the fastconv this process imported (PYTHONPATH names its parent) and
+    runs in ``cwd``, which should be an empty directory: ``python -c`` puts the working
+    directory first on sys.path, and a clone's root holds an unbuilt copy of fastconv/."""
+    import os
+    import subprocess
+    import sys
+
+    import fastconv
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    env = dict(os.environ, FASTCONV_ISA=isa,
+               PYTHONPATH=os.pathsep.join([package_parent, os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env, cwd=cwd,
+                         capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout

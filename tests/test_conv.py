@@ -15,7 +15,7 @@ import fastconv
 from fastconv import _conv, _paths, _pool
 from fastconv import conv as conv_module
 from fastconv._plan import use_paths
-from helpers import assert_close, assert_grad_close, non_contiguous
+from helpers import assert_close, assert_grad_close, non_contiguous, run_at_isa
 from reference.conv import conv2d_backward_ref, conv2d_ref, corr2d_ref
 
 # (N, C_in, H, W, C_out, kernel, stride, pads (top, bottom, left, right), dilation, groups)
@@ -808,22 +808,15 @@ ISA_CASES = [
 
 
 def _run_at_isa(isa, inputs, tmp_path, cases):
-    """The child script under FASTCONV_ISA=isa: (its report, its results). The child imports
-    the fastconv this process imported (PYTHONPATH names its parent) from an empty
-    directory, since ``python -c`` puts the working directory first on sys.path (in a checkout
-    installed with ``pip install .`` that is an unbuilt copy)."""
+    """The child script under FASTCONV_ISA=isa (helpers.run_at_isa): (its report, its
+    results)."""
     import json
 
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
-    env = dict(os.environ, FASTCONV_ISA=isa,
-               PYTHONPATH=os.pathsep.join([package_parent, os.environ.get("PYTHONPATH", "")]))
     target = tmp_path / f"{isa}.npz"
-    run = subprocess.run([sys.executable, "-c", _ISA_SCRIPT, str(inputs), str(target),
-                          json.dumps(cases)], env=env, cwd=tmp_path, capture_output=True,
-                         text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    stdout = run_at_isa(_ISA_SCRIPT, isa, tmp_path, inputs, target, json.dumps(cases),
+                        timeout=600)
     with np.load(target) as archive:
-        return json.loads(run.stdout.strip().splitlines()[-1]), dict(archive)
+        return json.loads(stdout.strip().splitlines()[-1]), dict(archive)
 
 
 @pytest.mark.skipif(bool(os.environ.get("FASTCONV_ISA")),

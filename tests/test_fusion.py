@@ -10,7 +10,7 @@ import fastconv
 from fastconv import _fusion, _paths, models, nn, optim
 from fastconv import conv as conv_module
 from fastconv._plan import use_paths
-from helpers import assert_close, assert_isa_capped
+from helpers import assert_close, assert_isa_capped, run_at_isa
 from reference.conv import conv2d_ref
 
 # (batch, C_in, H, W, C_out, kernel, stride, pads, dilation, groups): one of each family
@@ -370,17 +370,7 @@ def test_lesser_kernels_fuse_bit_for_bit(isa, tmp_path):
     """Under the instruction sets this CPU would not pick (FASTCONV_ISA caps every kernel
     family at import, in a child process), the fused ReLU is still numpy.maximum of the
     unfused result. (On a CPU below the cap the child runs what it has: the test still holds.)"""
-    import os
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
-    child_env = dict(os.environ, FASTCONV_ISA=isa)
-    child_env["PYTHONPATH"] = root + os.pathsep + os.environ.get("PYTHONPATH", "")
-    run = subprocess.run([sys.executable, "-c", _CHILD], env=child_env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    count, level = run.stdout.split()
+    count, level = run_at_isa(_CHILD, isa, tmp_path).split()
     assert int(count) == 2 * 4 * len(_paths.names("forward"))
     assert_isa_capped(level, isa)
 

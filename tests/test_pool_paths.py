@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import fastconv
 from fastconv import _openmp, _pool, pool
+from helpers import run_at_isa
 from reference.pool import (avg_pool2d_backward_reference, avg_pool2d_reference,
                             max_pool2d_reference)
 
@@ -168,16 +169,10 @@ print(_pool.ISA)
 
 
 def test_every_instruction_set_gives_the_same_bits(tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
     results = {}
     for isa in ("generic", "avx2", "avx512"):
-        env = dict(os.environ, FASTCONV_ISA=isa,
-                   PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
         target = tmp_path / f"{isa}.npz"
-        run = subprocess.run([sys.executable, "-c", _SCRIPT, str(target)], env=env,
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert run.returncode == 0, run.stderr
-        used = run.stdout.strip()
+        used = run_at_isa(_SCRIPT, isa, tmp_path, target).strip()
         assert used == isa or (used in ("generic", "avx2") and isa != "generic"), used
         with np.load(target) as archive:
             results[isa] = [_canonical_nans(archive[key]).tobytes()

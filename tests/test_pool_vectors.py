@@ -9,15 +9,11 @@ here in NumPy in the input's own dtype, so the comparisons are exact without PyT
 when installed, is compared exactly too (forward) or within tolerance (backward).
 """
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 import fastconv
-from helpers import assert_close
+from helpers import assert_close, run_at_isa
 from reference.pool import (avg_divisor, avg_pool2d_backward_reference, avg_pool2d_reference,
                             max_pool2d_reference, pool_output_size)
 
@@ -221,15 +217,10 @@ print(_pool.ISA)
 
 
 def test_every_instruction_set_gives_the_same_bits(tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
     results = {}
     for isa in ("generic", "avx2"):
-        env = dict(os.environ, FASTCONV_ISA=isa,
-                   PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
         target = tmp_path / f"{isa}.npz"
-        run = subprocess.run([sys.executable, "-c", _SCRIPT, str(target)], env=env,
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert run.returncode == 0, run.stderr
+        run_at_isa(_SCRIPT, isa, tmp_path, target)
         with np.load(target) as archive:
             arrays = [archive[key] for key in sorted(archive.files, key=lambda k: int(k[4:]))]
         for a in arrays:

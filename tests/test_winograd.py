@@ -7,10 +7,6 @@ differences in float64; random shapes by hypothesis; identical bits for any thre
 path reached through ``algorithm`` and through ``use_paths``, and never under 'auto'/'direct'.
 """
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -19,7 +15,7 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import _paths, conv, nn
 from fastconv._plan import clear_plans, use_paths
-from helpers import assert_isa_capped
+from helpers import assert_isa_capped, run_at_isa
 from reference.conv import conv2d_backward_ref, conv2d_ref
 from reference.nn import numerical_gradient
 
@@ -316,15 +312,8 @@ def test_instruction_set_builds(isa, tmp_path):
         "    np.save(sys.argv[1] + '/' + np.dtype(dtype).name + '.npy', y)\n"
         "print(_conv.winograd_isa())\n"
     )
-    # the fastconv this test imported (an in-place build or the installed one), found from
-    # outside the clone (whose root holds an unbuilt fastconv/ in CI)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
-    env = dict(os.environ, FASTCONV_ISA=isa,
-               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert_isa_capped(run.stdout.split()[-1], isa)
+    stdout = run_at_isa(code, isa, tmp_path, tmp_path, timeout=600)
+    assert_isa_capped(stdout.split()[-1], isa)
     rng = np.random.default_rng(0)
     for dtype in (np.float32, np.float64):
         x = rng.standard_normal((2, 5, 13, 11)).astype(dtype)
