@@ -297,7 +297,9 @@ def small_resnet(seed: Seed = 0, dtype: DTypeLike = np.float32, num_classes: int
 
     Measured after one epoch of Fashion-MNIST (Adam, lr 2e-3 decayed by a cosine, batch 64,
     standardised inputs): widths 16/32/64 with global pooling reached 87.7% test accuracy,
-    24/48/96 88.7%, 32/64/128 89.5%, and 32/64/128 with the 2x2 pooling 90.1%.
+    24/48/96 88.7%, 32/64/128 89.5%, and 32/64/128 with the 2x2 pooling 90.1%. The recipe
+    of ``bench/bench_resnet.py`` (the same with batch 32 and label smoothing 0.1) reached
+    90.69%, 90.52% and 90.40% (seeds 0, 1, 2).
 
     ``algorithm`` is the blocks' 3x3 convolutions' (see :class:`ResNet`).
 

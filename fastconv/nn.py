@@ -33,6 +33,7 @@ from typing import Any, Literal, TypeVar, overload
 import numpy as np
 
 from . import _args, _fusion, _threads
+from ._buffers import Recycler
 from . import conv as _conv
 from . import pool as _pool
 from ._typing import (
@@ -1454,6 +1455,9 @@ class BatchNorm2d(Module):
             self.running_mean = self.running_var = self.num_batches_tracked = None
         self.fused_relu = False
         self._kept = None
+        # the output and the gradients, reused from step to step once nothing holds them
+        self._outputs = Recycler()
+        self._gradients = Recycler(4)
 
     def _check_input(self, x: np.ndarray) -> None:
         if x.ndim != 4:
@@ -1491,10 +1495,13 @@ class BatchNorm2d(Module):
                     momentum = 1.0 / float(self.num_batches_tracked.data)
         weight = None if self.weight is None else self.weight.data
         bias = None if self.bias is None else self.bias.data
+        out = None
+        if x.dtype == self.dtype and (residual is None or residual.dtype == self.dtype):
+            out = self._outputs.empty(x.shape, x.dtype)  # the dtype batch_norm returns
         output, mean, var = _norm.batch_norm(
             x, running_mean, running_var, weight, bias, training=use_batch,
             momentum=0.0 if momentum is None else momentum, eps=self.eps, return_stats=True,
-            relu=relu, residual=residual)
+            relu=relu, residual=residual, _out=out)
         self._kept = (x, mean, var, use_batch, output if relu else None)
         return output
 
@@ -1507,7 +1514,8 @@ class BatchNorm2d(Module):
         grad_input, grad_weight, grad_bias, grad_residual = _norm.batch_norm_backward_fused(
             grad_output, x, mean, var, None if self.weight is None else self.weight.data,
             eps=self.eps, training=use_batch, need=need, output=output,
-            need_residual=need_residual)
+            need_residual=need_residual,
+            _buffers=self._gradients.empty)
         if self.affine:
             # made in __init__ with affine; both gradients asked for in need
             assert self.weight is not None and self.bias is not None

@@ -68,7 +68,7 @@ def batch_norm(x: ArrayLike, running_mean: np.ndarray | None, running_var: np.nd
                weight: ArrayLike | None = None, bias: ArrayLike | None = None,
                training: bool = False, momentum: float | None = 0.1, eps: float = 1e-5, *,
                return_stats: bool = False, relu: bool = False,
-               residual: ArrayLike | None = None,
+               residual: ArrayLike | None = None, _out: np.ndarray | None = None,
                ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batch normalisation over the channel axis (axis 1), as ``torch.nn.functional.batch_norm``.
 
@@ -154,7 +154,9 @@ def batch_norm(x: ArrayLike, running_mean: np.ndarray | None, running_var: np.nd
         residual3 = residual.reshape(x3.shape)
     else:
         residual3 = np.empty((0, 0, 0), dtype)
-    out = np.empty_like(x)
+    # _out: an array of x's shape and dtype that nothing else holds (the layers' recycled
+    # buffers, fastconv._buffers), written in place of a new one
+    out = np.empty_like(x) if _out is None else _out
     if channels and x3.size:
         ones = np.ones(channels, dtype=dtype) if weight is None else weight
         zeros = np.zeros(channels, dtype=dtype) if bias is None else bias
@@ -224,11 +226,15 @@ def batch_norm_backward_fused(grad_output: ArrayLike, x: ArrayLike, mean: ArrayL
                               eps: float = 1e-5, training: bool = True, *,
                               need: Sequence[str] = _NEED, output: ArrayLike | None = None,
                               need_residual: bool = False,
+                              _buffers: Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray]
+                              | None = None,
                               ) -> tuple[np.ndarray | None, np.ndarray | None,
                                          np.ndarray | None, np.ndarray | None]:
     """:func:`batch_norm_backward`, and with ``need_residual`` (and ``output``) also the
     gradient of the forward's ``residual``: ``grad_output`` masked by ``output > 0``, written
-    in the kernel's first pass (the layers use this; ``None`` otherwise)."""
+    in the kernel's first pass (the layers use this; ``None`` otherwise). ``_buffers(shape,
+    dtype)``, when given, makes the two gradient arrays in place of ``np.empty`` (the layers'
+    recycled buffers, fastconv._buffers)."""
     if isinstance(need, str):
         need = (need,)
     need_set = set(need)
@@ -259,8 +265,9 @@ def batch_norm_backward_fused(grad_output: ArrayLike, x: ArrayLike, mean: ArrayL
     elif need_residual:
         raise ValueError("need_residual takes the output of a relu=True forward")
     need_input = "input" in need_set
-    grad_input = np.empty_like(x) if need_input else None
-    grad_residual = np.empty_like(x) if need_residual else None
+    make = (lambda shape, dtype: np.empty(shape, dtype)) if _buffers is None else _buffers
+    grad_input = make(x.shape, x.dtype) if need_input else None
+    grad_residual = make(x.shape, x.dtype) if need_residual else None
     grad_weight_sums = np.zeros(channels)
     grad_bias_sums = np.zeros(channels)
     if channels and x3.size:
