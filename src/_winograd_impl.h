@@ -165,6 +165,10 @@ FC_LOCAL void FC_WN(output_any)(int m, int alpha, const double* at, const FC_T* 
     const ptrdiff_t plane = g->out_h * g->out_w, out_w = g->out_w;
     FC_T tmp[FC_WINO_ALPHA_MAX * FC_WINO_ALPHA_MAX * FC_L] __attribute__((aligned(64)));
     FC_T y[FC_WINO_ALPHA_MAX * FC_WINO_ALPHA_MAX * FC_L] __attribute__((aligned(64)));
+    /* y transposed: yt[lane*YS + i*m + j], each lane's tile in rows of m values */
+    enum { YS = FC_WINO_ALPHA_MAX * FC_WINO_ALPHA_MAX };
+    FC_T yt[FC_L * YS] __attribute__((aligned(64)));
+    const int ys_used = (m * m + FC_W_TB - 1) / FC_W_TB * FC_W_TB;
     ptrdiff_t base[FC_L];
     int rows[FC_L], cols[FC_L];
     ptrdiff_t l0, k, n, row, col;
@@ -193,16 +197,22 @@ FC_LOCAL void FC_WN(output_any)(int m, int alpha, const double* at, const FC_T* 
                 for (e = 0; e < m * m * FC_L; e++)
                     y[e] = y[e] + b;
             }
+            /* each lane's m x m values made contiguous by register transposes (moves only),
+             * then stored a tile row (m values) at a time: scattering them one by one from
+             * y cost 2 scalar memory operations per value, as much as the transform */
+            for (j = 0; j < FC_L; j += FC_W_TB)
+                for (e = 0; e < ys_used; e += FC_W_TB)
+                    FC_W_TRANSPOSE(y + e * FC_L + j, FC_L, yt + j * YS + e, YS);
             for (lane = 0; lane < lanes; lane++) {
                 FC_T* p = out + base[lane] + k * plane;
+                const FC_T* src = yt + lane * YS;
                 if (rows[lane] == m && cols[lane] == m) {
                     _Pragma("GCC unroll 8") for (i = 0; i < m; i++)
-                        _Pragma("GCC unroll 8") for (j = 0; j < m; j++)
-                            p[i * out_w + j] = y[(i * m + j) * FC_L + lane];
+                        __builtin_memcpy(p + i * out_w, src + i * m, m * sizeof(FC_T));
                 } else {
                     for (i = 0; i < rows[lane]; i++)
                         for (j = 0; j < cols[lane]; j++)
-                            p[i * out_w + j] = y[(i * m + j) * FC_L + lane];
+                            p[i * out_w + j] = src[i * m + j];
                 }
             }
         }
