@@ -104,6 +104,18 @@ FC_LOCAL void FC_WN(input_any)(int m, int alpha, const double* bt, const FC_T* x
             for (r = 0; r < used; r++)
                 rows[lane * SLOT + r] = 0;
         for (c = 0; c < g->channels; c++) {
+            /* the next channel's patch rows on their way into the cache: the planes are far
+             * apart and each is read a few rows at a time, which the hardware prefetchers
+             * do not follow (every other lane and the last: adjacent tiles' rows share
+             * cache lines) */
+            if (c + 1 < g->channels)
+                for (lane = 0; lane < lanes; lane++)
+                    if (kind[lane] != 2 && ((lane & 1) == 0 || lane == lanes - 1)) {
+                        const FC_T* p =
+                            base[lane] + (c + 1) * plane + row0[lane] * in_w + col0[lane];
+                        _Pragma("GCC unroll 8") for (r = 0; r < alpha; r++)
+                            __builtin_prefetch(p + r * in_w, 0, 3);
+                    }
             for (lane = 0; lane < lanes; lane++) {
                 FC_T* slot = rows + lane * SLOT;
                 if (kind[lane] == 0) {
@@ -223,27 +235,41 @@ FC_LOCAL void FC_WN(output_any)(int m, int alpha, const double* at, const FC_T* 
  * the panel of rows [k0, k0 + mr) at a time (its (input channel, row) pairs in the packed
  * order, so that each of the alpha^2 results is one contiguous store; the rows past k1 are
  * zeros). Lanes across (output, input) channel pairs scattered each value to its own place
- * and, with the alpha^2 panels a power of two apart, missed L1 on most stores. */
+ * and, with the alpha^2 panels a power of two apart, missed L1 on most stores. Each lane's
+ * (channel, row) pair is stepped along, not divided out of its index (two integer divisions
+ * per lane had cost as much as the transform). */
 FC_LOCAL void FC_WN(weights_any)(int alpha, const double* gm, const FC_T* w, ptrdiff_t c_in,
-                                 ptrdiff_t k0, ptrdiff_t k1, int mr, FC_T* packed,
-                                 ptrdiff_t xi_step)
+                                 ptrdiff_t k0, ptrdiff_t k1, int mr, ptrdiff_t k_stride,
+                                 ptrdiff_t c_stride, int flip, FC_T* packed, ptrdiff_t xi_step)
 {
     double gw[9 * FC_L] __attribute__((aligned(64)));
     double tmp[FC_WINO_ALPHA_MAX * 3 * FC_L] __attribute__((aligned(64)));
     double u[FC_WINO_ALPHA_MAX * FC_WINO_ALPHA_MAX * FC_L] __attribute__((aligned(64)));
     const ptrdiff_t end = c_in * mr;
     FC_T* panel = packed + (k0 / mr) * c_in * mr;
-    ptrdiff_t e0, e, k, c;
-    int lane, lanes, tap, i, q, xi;
+    ptrdiff_t e0, c = 0;
+    int lane, lanes, tap, i, q, xi, r = 0;
     for (e0 = 0; e0 < end; e0 += FC_L) {
         lanes = (int)(end - e0 < FC_L ? end - e0 : FC_L);
         for (lane = 0; lane < FC_L; lane++) {
-            e = e0 + lane;
-            c = e / mr;
-            k = k0 + e % mr;
-            for (tap = 0; tap < 9; tap++)
-                gw[tap * FC_L + lane] =
-                    lane < lanes && k < k1 ? (double)w[(k * c_in + c) * 9 + tap] : 0.0;
+            /* here c = (e0 + lane) / mr, r = (e0 + lane) % mr */
+            if (lane < lanes && k0 + r < k1) {
+                const FC_T* src = w + (k0 + r) * k_stride + c * c_stride;
+                if (flip) {
+                    _Pragma("GCC unroll 9") for (tap = 0; tap < 9; tap++)
+                        gw[tap * FC_L + lane] = (double)src[8 - tap];
+                } else {
+                    _Pragma("GCC unroll 9") for (tap = 0; tap < 9; tap++)
+                        gw[tap * FC_L + lane] = (double)src[tap];
+                }
+            } else {
+                _Pragma("GCC unroll 9") for (tap = 0; tap < 9; tap++)
+                    gw[tap * FC_L + lane] = 0.0;
+            }
+            if (++r == mr) {
+                r = 0;
+                c++;
+            }
         }
         /* G g: tmp[i][q] = sum_p G[i][p] g[p][q] */
         _Pragma("GCC unroll 3") for (q = 0; q < 3; q++)
@@ -251,10 +277,18 @@ FC_LOCAL void FC_WN(weights_any)(int alpha, const double* gm, const FC_T* w, ptr
         /* (G g) G^T: u[i][j] = sum_q G[j][q] tmp[i][q] */
         _Pragma("GCC unroll 8") for (i = 0; i < alpha; i++)
             FC_WN(apply_d)(alpha, 3, gm, tmp + i * 3 * FC_L, FC_L, u + i * alpha * FC_L, FC_L);
-        for (xi = 0; xi < alpha * alpha; xi++) {
-            FC_T* dst = panel + xi * xi_step + e0;
-            for (lane = 0; lane < lanes; lane++)
-                dst[lane] = (FC_T)u[xi * FC_L + lane];
+        if (lanes == FC_L) {
+            for (xi = 0; xi < alpha * alpha; xi++) {
+                FC_T* dst = panel + xi * xi_step + e0;
+                _Pragma("GCC unroll 16") for (lane = 0; lane < FC_L; lane++)
+                    dst[lane] = (FC_T)u[xi * FC_L + lane];
+            }
+        } else {
+            for (xi = 0; xi < alpha * alpha; xi++) {
+                FC_T* dst = panel + xi * xi_step + e0;
+                for (lane = 0; lane < lanes; lane++)
+                    dst[lane] = (FC_T)u[xi * FC_L + lane];
+            }
         }
     }
 }
@@ -274,10 +308,12 @@ FC_LOCAL void FC_WN(weights_any)(int alpha, const double* gm, const FC_T* w, ptr
                           t0, count);                                                        \
     }                                                                                        \
     FC_KERNEL void FC_WN(weights##M)(const FC_T* w, ptrdiff_t c_in, ptrdiff_t k0,             \
-                                     ptrdiff_t k1, int mr, FC_T* packed, ptrdiff_t xi_step)   \
+                                     ptrdiff_t k1, int mr, ptrdiff_t k_stride,                \
+                                     ptrdiff_t c_stride, int flip, FC_T* packed,              \
+                                     ptrdiff_t xi_step)                                       \
     {                                                                                        \
-        FC_WN(weights_any)(ALPHA, &FC_WINO##M##_G[0][0], w, c_in, k0, k1, mr, packed,        \
-                           xi_step);                                                         \
+        FC_WN(weights_any)(ALPHA, &FC_WINO##M##_G[0][0], w, c_in, k0, k1, mr, k_stride,      \
+                           c_stride, flip, packed, xi_step);                                 \
     }
 FC_W_KERNELS(2, 4)
 FC_W_KERNELS(4, 6)
