@@ -196,6 +196,16 @@ FC_LOCAL void FC_WN(output_any)(int m, int alpha, const double* at, const FC_T* 
             cols[lane] = (int)(out_w - col < m ? out_w - col : m);
         }
         for (k = 0; k < g->channels; k++) {
+            /* the next channel's output rows fetched for writing (as the input transform's
+             * patch rows: planes far apart, a few rows of each at a time) */
+            if (k + 1 < g->channels)
+                for (lane = 0; lane < lanes; lane++)
+                    if ((lane & 1) == 0 || lane == lanes - 1) {
+                        FC_T* p = out + base[lane] + (k + 1) * plane;
+                        _Pragma("GCC unroll 8") for (i = 0; i < m; i++)
+                            if (i < rows[lane])
+                                __builtin_prefetch(p + i * out_w, 1, 3);
+                    }
             /* A^T M: tmp[i][j] = sum_x at[i][x] M[x][j] */
             _Pragma("GCC unroll 8") for (j = 0; j < alpha; j++)
                 FC_WN(apply)(m, alpha, at, mm + j * xi_step + k * ld + l0, alpha * xi_step,
