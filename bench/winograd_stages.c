@@ -71,8 +71,8 @@ int main(int argc, char** argv)
         double spent[4] = {0, 0, 0, 0}, start = seconds(), mark;
         for (panel = 0; panel < k_pad / mr; panel++)
             fc_wino_weights_float(m, w, c_in, panel * mr,
-                                  (panel + 1) * mr < k_out ? (panel + 1) * mr : k_out, mr, u,
-                                  u_step);
+                                  (panel + 1) * mr < k_out ? (panel + 1) * mr : k_out, mr,
+                                  c_in * 9, 9, 0, u, u_step);
         spent[0] = seconds() - start;
         for (t0 = 0; t0 < n_tiles; t0 += block) {
             const ptrdiff_t count = n_tiles - t0 < block ? n_tiles - t0 : block;

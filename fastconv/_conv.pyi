@@ -283,7 +283,7 @@ class _WinogradForward(Protocol):
     def __call__(
         self,
         x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C, H, W)
-        weight: np.ndarray,  # const floating[:, :, :, ::1]  (K, C, 3, 3)
+        weight: np.ndarray,  # const floating[:, :, :, ::1]  (K, C, 3, 3); (C, K, 3, 3) if transposed
         bias: np.ndarray | None,  # const floating[::1]  (K,)
         out: np.ndarray,  # floating[:, :, :, ::1]  (N, K, H_out, W_out), overwritten
         packed_weight: np.ndarray,  # floating[::1]  winograd_sizes()[0], overwritten
@@ -293,6 +293,7 @@ class _WinogradForward(Protocol):
         pad_left: int,
         block: int,  # tiles per block, a multiple of 16
         num_threads: int,
+        transposed: bool = ...,  # kernel (k, c) = weight[c, k] flipped: an input gradient
     ) -> None: ...
     def __getitem__(self, signature: str, /) -> _WinogradForward: ...  # "float" or "double"
 

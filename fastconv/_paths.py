@@ -615,8 +615,8 @@ class Winograd(ConvPath):
     patches (vectorised across 16 tiles, src/_winograd.h), runs alpha^2 GEMMs of K x block x C
     on them and transforms the products back. The input gradient of a convolution with padding
     at most 2 is the forward pass of Transposed's sub-plan (a 3x3 stride-1 convolution of
-    grad_output with the flipped, transposed weights), so it takes only finite weights, as
-    Transposed. The weight gradient is not computed this way (the usual paths run it).
+    grad_output with the flipped, transposed weights, which the weight transform reads from
+    the forward weight in place), so it takes only finite weights, as Transposed. The weight gradient is not computed this way (the usual paths run it).
 
     Fewer multiplications, larger rounding errors: float32 results are within 1e-4 * max|y|
     of the exact ones on data of one scale (tests/test_winograd.py; measured figures in
@@ -643,7 +643,7 @@ class Winograd(ConvPath):
     def takes(self, weight: np.ndarray) -> bool:
         return bool(np.isfinite(weight).all())
 
-    def forward(self, plan, x, weight, bias, out):
+    def forward(self, plan, x, weight, bias, out, transposed=False):
         g, dtype = plan.geometry, plan.dtype
         m = winograd_tile(plan)
         tiles = plan.batch * -(-g.out_h // m) * -(-g.out_w // m)
@@ -657,11 +657,12 @@ class Winograd(ConvPath):
         threads = max(1, min(threads, room // row))
         self._FORWARD[dtype](x, weight, bias, out, np.empty(packed, dtype=dtype),
                              np.empty((threads, row), dtype=dtype), m, g.pad_top, g.pad_left,
-                             block, threads)
+                             block, threads, transposed)
 
     def grad_input(self, plan, grad_output, weight, grad_input):
-        sub = plan.transposed
-        self.forward(sub, grad_output, _transposed_weight(weight, 1), None, grad_input)
+        # the sub-plan's kernels are ``weight``'s, transposed and flipped: the weight
+        # transform reads them so (_transposed_weight's copy, in place)
+        self.forward(plan.transposed, grad_output, weight, None, grad_input, transposed=True)
 
 
 def sizes_for(plan: ConvPlan, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:

@@ -142,7 +142,8 @@ static inline void fc_wino_tile(const fc_wino_geometry* g, int m, ptrdiff_t t, p
                          ptrdiff_t, ptrdiff_t);                                              \
         void (*output[3])(const T*, ptrdiff_t, ptrdiff_t, const T*, T*,                      \
                           const fc_wino_geometry*, ptrdiff_t, ptrdiff_t);                    \
-        void (*weights[3])(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, int, T*, ptrdiff_t);  \
+        void (*weights[3])(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, int, ptrdiff_t,        \
+                           ptrdiff_t, int, T*, ptrdiff_t);                                   \
     } fc_wino_kernels_##T;
 FC_WINO_TABLE(float)
 FC_WINO_TABLE(double)
@@ -197,7 +198,11 @@ static const char* fc_wino_isa(void) { return fc_cpu_isa_name(fc_wino_level); }
  *   g->channels planes of out, cut at the output plane's edges; M[xi*xi_step + k*ld + col].
  * weights: packed[xi*xi_step + (k / mr)*c_in*mr + c*mr + k % mr] = (G w[k][c] G^T)[xi] for
  *   k in [k0, k1) (computed in double), 0 for k in [k1, k0 + mr): the packed GEMM's A panel
- *   of rows [k0, k0 + mr) of each U[xi] (k0 a multiple of mr, k1 <= k0 + mr).
+ *   of rows [k0, k0 + mr) of each U[xi] (k0 a multiple of mr, k1 <= k0 + mr). The 3 x 3
+ *   kernel w[k][c] starts at w + k*k_stride + c*c_stride, its 9 taps in row-major order, or
+ *   in reverse with flip: (c_in*9, 9, 0) for a (K, C, 3, 3) weight; (9, K*9, 1) for the
+ *   flipped, transposed kernels of an input gradient read straight from the forward pass's
+ *   (C, K, 3, 3) weight (no transposed copy).
  * The callers keep xi_step off multiples of 4 KiB (a row of alpha^2 at such a stride all
  * falls in one L1 set). */
 #define FC_WINO_ENTRIES(T)                                                                   \
@@ -213,9 +218,12 @@ static const char* fc_wino_isa(void) { return fc_cpu_isa_name(fc_wino_level); }
         fc_wino_##T.output[m / 2 - 1](mm, ld, xi_step, bias, out, g, t0, count);            \
     }                                                                                        \
     static void fc_wino_weights_##T(int m, const T* w, ptrdiff_t c_in, ptrdiff_t k0,         \
-                                    ptrdiff_t k1, int mr, T* packed, ptrdiff_t xi_step)       \
+                                    ptrdiff_t k1, int mr, ptrdiff_t k_stride,                 \
+                                    ptrdiff_t c_stride, int flip, T* packed,                  \
+                                    ptrdiff_t xi_step)                                        \
     {                                                                                        \
-        fc_wino_##T.weights[m / 2 - 1](w, c_in, k0, k1, mr, packed, xi_step);                \
+        fc_wino_##T.weights[m / 2 - 1](w, c_in, k0, k1, mr, k_stride, c_stride, flip, packed, \
+                                       xi_step);                                             \
     }
 FC_WINO_ENTRIES(float)
 FC_WINO_ENTRIES(double)

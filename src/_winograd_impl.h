@@ -104,6 +104,18 @@ FC_LOCAL void FC_WN(input_any)(int m, int alpha, const double* bt, const FC_T* x
             for (r = 0; r < used; r++)
                 rows[lane * SLOT + r] = 0;
         for (c = 0; c < g->channels; c++) {
+            /* the next channel's patch rows on their way into the cache: the planes are far
+             * apart and each is read a few rows at a time, which the hardware prefetchers
+             * do not follow (every other lane and the last: adjacent tiles' rows share
+             * cache lines) */
+            if (c + 1 < g->channels)
+                for (lane = 0; lane < lanes; lane++)
+                    if (kind[lane] != 2 && ((lane & 1) == 0 || lane == lanes - 1)) {
+                        const FC_T* p =
+                            base[lane] + (c + 1) * plane + row0[lane] * in_w + col0[lane];
+                        _Pragma("GCC unroll 8") for (r = 0; r < alpha; r++)
+                            __builtin_prefetch(p + r * in_w, 0, 3);
+                    }
             for (lane = 0; lane < lanes; lane++) {
                 FC_T* slot = rows + lane * SLOT;
                 if (kind[lane] == 0) {
@@ -165,6 +177,10 @@ FC_LOCAL void FC_WN(output_any)(int m, int alpha, const double* at, const FC_T* 
     const ptrdiff_t plane = g->out_h * g->out_w, out_w = g->out_w;
     FC_T tmp[FC_WINO_ALPHA_MAX * FC_WINO_ALPHA_MAX * FC_L] __attribute__((aligned(64)));
     FC_T y[FC_WINO_ALPHA_MAX * FC_WINO_ALPHA_MAX * FC_L] __attribute__((aligned(64)));
+    /* y transposed: yt[lane*YS + i*m + j], each lane's tile in rows of m values */
+    enum { YS = FC_WINO_ALPHA_MAX * FC_WINO_ALPHA_MAX };
+    FC_T yt[FC_L * YS] __attribute__((aligned(64)));
+    const int ys_used = (m * m + FC_W_TB - 1) / FC_W_TB * FC_W_TB;
     ptrdiff_t base[FC_L];
     int rows[FC_L], cols[FC_L];
     ptrdiff_t l0, k, n, row, col;
@@ -180,6 +196,16 @@ FC_LOCAL void FC_WN(output_any)(int m, int alpha, const double* at, const FC_T* 
             cols[lane] = (int)(out_w - col < m ? out_w - col : m);
         }
         for (k = 0; k < g->channels; k++) {
+            /* the next channel's output rows fetched for writing (as the input transform's
+             * patch rows: planes far apart, a few rows of each at a time) */
+            if (k + 1 < g->channels)
+                for (lane = 0; lane < lanes; lane++)
+                    if ((lane & 1) == 0 || lane == lanes - 1) {
+                        FC_T* p = out + base[lane] + (k + 1) * plane;
+                        _Pragma("GCC unroll 8") for (i = 0; i < m; i++)
+                            if (i < rows[lane])
+                                __builtin_prefetch(p + i * out_w, 1, 3);
+                    }
             /* A^T M: tmp[i][j] = sum_x at[i][x] M[x][j] */
             _Pragma("GCC unroll 8") for (j = 0; j < alpha; j++)
                 FC_WN(apply)(m, alpha, at, mm + j * xi_step + k * ld + l0, alpha * xi_step,
@@ -193,16 +219,22 @@ FC_LOCAL void FC_WN(output_any)(int m, int alpha, const double* at, const FC_T* 
                 for (e = 0; e < m * m * FC_L; e++)
                     y[e] = y[e] + b;
             }
+            /* each lane's m x m values made contiguous by register transposes (moves only),
+             * then stored a tile row (m values) at a time: scattering them one by one from
+             * y cost 2 scalar memory operations per value, as much as the transform */
+            for (j = 0; j < FC_L; j += FC_W_TB)
+                for (e = 0; e < ys_used; e += FC_W_TB)
+                    FC_W_TRANSPOSE(y + e * FC_L + j, FC_L, yt + j * YS + e, YS);
             for (lane = 0; lane < lanes; lane++) {
                 FC_T* p = out + base[lane] + k * plane;
+                const FC_T* src = yt + lane * YS;
                 if (rows[lane] == m && cols[lane] == m) {
                     _Pragma("GCC unroll 8") for (i = 0; i < m; i++)
-                        _Pragma("GCC unroll 8") for (j = 0; j < m; j++)
-                            p[i * out_w + j] = y[(i * m + j) * FC_L + lane];
+                        __builtin_memcpy(p + i * out_w, src + i * m, m * sizeof(FC_T));
                 } else {
                     for (i = 0; i < rows[lane]; i++)
                         for (j = 0; j < cols[lane]; j++)
-                            p[i * out_w + j] = y[(i * m + j) * FC_L + lane];
+                            p[i * out_w + j] = src[i * m + j];
                 }
             }
         }
@@ -213,27 +245,41 @@ FC_LOCAL void FC_WN(output_any)(int m, int alpha, const double* at, const FC_T* 
  * the panel of rows [k0, k0 + mr) at a time (its (input channel, row) pairs in the packed
  * order, so that each of the alpha^2 results is one contiguous store; the rows past k1 are
  * zeros). Lanes across (output, input) channel pairs scattered each value to its own place
- * and, with the alpha^2 panels a power of two apart, missed L1 on most stores. */
+ * and, with the alpha^2 panels a power of two apart, missed L1 on most stores. Each lane's
+ * (channel, row) pair is stepped along, not divided out of its index (two integer divisions
+ * per lane had cost as much as the transform). */
 FC_LOCAL void FC_WN(weights_any)(int alpha, const double* gm, const FC_T* w, ptrdiff_t c_in,
-                                 ptrdiff_t k0, ptrdiff_t k1, int mr, FC_T* packed,
-                                 ptrdiff_t xi_step)
+                                 ptrdiff_t k0, ptrdiff_t k1, int mr, ptrdiff_t k_stride,
+                                 ptrdiff_t c_stride, int flip, FC_T* packed, ptrdiff_t xi_step)
 {
     double gw[9 * FC_L] __attribute__((aligned(64)));
     double tmp[FC_WINO_ALPHA_MAX * 3 * FC_L] __attribute__((aligned(64)));
     double u[FC_WINO_ALPHA_MAX * FC_WINO_ALPHA_MAX * FC_L] __attribute__((aligned(64)));
     const ptrdiff_t end = c_in * mr;
     FC_T* panel = packed + (k0 / mr) * c_in * mr;
-    ptrdiff_t e0, e, k, c;
-    int lane, lanes, tap, i, q, xi;
+    ptrdiff_t e0, c = 0;
+    int lane, lanes, tap, i, q, xi, r = 0;
     for (e0 = 0; e0 < end; e0 += FC_L) {
         lanes = (int)(end - e0 < FC_L ? end - e0 : FC_L);
         for (lane = 0; lane < FC_L; lane++) {
-            e = e0 + lane;
-            c = e / mr;
-            k = k0 + e % mr;
-            for (tap = 0; tap < 9; tap++)
-                gw[tap * FC_L + lane] =
-                    lane < lanes && k < k1 ? (double)w[(k * c_in + c) * 9 + tap] : 0.0;
+            /* here c = (e0 + lane) / mr, r = (e0 + lane) % mr */
+            if (lane < lanes && k0 + r < k1) {
+                const FC_T* src = w + (k0 + r) * k_stride + c * c_stride;
+                if (flip) {
+                    _Pragma("GCC unroll 9") for (tap = 0; tap < 9; tap++)
+                        gw[tap * FC_L + lane] = (double)src[8 - tap];
+                } else {
+                    _Pragma("GCC unroll 9") for (tap = 0; tap < 9; tap++)
+                        gw[tap * FC_L + lane] = (double)src[tap];
+                }
+            } else {
+                _Pragma("GCC unroll 9") for (tap = 0; tap < 9; tap++)
+                    gw[tap * FC_L + lane] = 0.0;
+            }
+            if (++r == mr) {
+                r = 0;
+                c++;
+            }
         }
         /* G g: tmp[i][q] = sum_p G[i][p] g[p][q] */
         _Pragma("GCC unroll 3") for (q = 0; q < 3; q++)
@@ -241,10 +287,18 @@ FC_LOCAL void FC_WN(weights_any)(int alpha, const double* gm, const FC_T* w, ptr
         /* (G g) G^T: u[i][j] = sum_q G[j][q] tmp[i][q] */
         _Pragma("GCC unroll 8") for (i = 0; i < alpha; i++)
             FC_WN(apply_d)(alpha, 3, gm, tmp + i * 3 * FC_L, FC_L, u + i * alpha * FC_L, FC_L);
-        for (xi = 0; xi < alpha * alpha; xi++) {
-            FC_T* dst = panel + xi * xi_step + e0;
-            for (lane = 0; lane < lanes; lane++)
-                dst[lane] = (FC_T)u[xi * FC_L + lane];
+        if (lanes == FC_L) {
+            for (xi = 0; xi < alpha * alpha; xi++) {
+                FC_T* dst = panel + xi * xi_step + e0;
+                _Pragma("GCC unroll 16") for (lane = 0; lane < FC_L; lane++)
+                    dst[lane] = (FC_T)u[xi * FC_L + lane];
+            }
+        } else {
+            for (xi = 0; xi < alpha * alpha; xi++) {
+                FC_T* dst = panel + xi * xi_step + e0;
+                for (lane = 0; lane < lanes; lane++)
+                    dst[lane] = (FC_T)u[xi * FC_L + lane];
+            }
         }
     }
 }
@@ -264,10 +318,12 @@ FC_LOCAL void FC_WN(weights_any)(int alpha, const double* gm, const FC_T* w, ptr
                           t0, count);                                                        \
     }                                                                                        \
     FC_KERNEL void FC_WN(weights##M)(const FC_T* w, ptrdiff_t c_in, ptrdiff_t k0,             \
-                                     ptrdiff_t k1, int mr, FC_T* packed, ptrdiff_t xi_step)   \
+                                     ptrdiff_t k1, int mr, ptrdiff_t k_stride,                \
+                                     ptrdiff_t c_stride, int flip, FC_T* packed,              \
+                                     ptrdiff_t xi_step)                                       \
     {                                                                                        \
-        FC_WN(weights_any)(ALPHA, &FC_WINO##M##_G[0][0], w, c_in, k0, k1, mr, packed,        \
-                           xi_step);                                                         \
+        FC_WN(weights_any)(ALPHA, &FC_WINO##M##_G[0][0], w, c_in, k0, k1, mr, k_stride,      \
+                           c_stride, flip, packed, xi_step);                                 \
     }
 FC_W_KERNELS(2, 4)
 FC_W_KERNELS(4, 6)

@@ -136,6 +136,22 @@ def test_grad_input_matches_reference(tile, rng, dtype, padding):
     np.testing.assert_array_equal(gb, auto[2])
 
 
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_grad_input_reads_the_forward_weight_in_place(tile, rng, dtype, padding):
+    """The input gradient's weight transform reads the (K, C, 3, 3) weight transposed and
+    flipped in place: the same bits as the forward pass over grad_output with that copy
+    made explicitly (the path's sub-plan: padding 2 - p, channels swapped)."""
+    x, weight = _data(rng, (2, 5, 9, 8), dtype), _data(rng, (7, 5, 3, 3), dtype)
+    y = fastconv.conv2d(x, weight, padding=padding)
+    gy = _data(rng, y.shape, dtype)
+    gx = fastconv.conv2d_backward(gy, x, weight, padding=padding, need=("input",),
+                                  algorithm="winograd")[0]
+    flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    expected = fastconv.conv2d(gy, flipped, padding=2 - padding, algorithm="winograd")
+    assert expected.shape == gx.shape
+    assert gx.tobytes() == expected.tobytes()
+
+
 def test_grad_input_finite_differences(tile, rng):
     x, weight = _data(rng, (1, 2, 6, 5), np.float64), _data(rng, (3, 2, 3, 3), np.float64)
     gy = _data(rng, (1, 3, 6, 5), np.float64)

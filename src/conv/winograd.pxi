@@ -32,9 +32,11 @@ cdef extern from "_winograd.h" nogil:
                                const double* bias, double* out, const fc_wino_geometry* g,
                                Py_ssize_t t0, Py_ssize_t count)
     void fc_wino_weights_float(int m, const float* w, Py_ssize_t c_in, Py_ssize_t k0,
-                               Py_ssize_t k1, int mr, float* packed, Py_ssize_t xi_step)
+                               Py_ssize_t k1, int mr, Py_ssize_t k_stride, Py_ssize_t c_stride,
+                               int flip, float* packed, Py_ssize_t xi_step)
     void fc_wino_weights_double(int m, const double* w, Py_ssize_t c_in, Py_ssize_t k0,
-                                Py_ssize_t k1, int mr, double* packed, Py_ssize_t xi_step)
+                               Py_ssize_t k1, int mr, Py_ssize_t k_stride, Py_ssize_t c_stride,
+                               int flip, double* packed, Py_ssize_t xi_step)
 
 
 fc_wino_select()
@@ -87,27 +89,33 @@ cdef inline void wino_output(int m, const floating* mm, Py_ssize_t ld, Py_ssize_
 
 
 cdef inline void wino_weights(int m, const floating* w, Py_ssize_t c_in, Py_ssize_t k0,
-                              Py_ssize_t k1, int mr, floating* packed,
-                              Py_ssize_t xi_step) noexcept nogil:
+                              Py_ssize_t k1, int mr, Py_ssize_t k_stride, Py_ssize_t c_stride,
+                              int flip, floating* packed, Py_ssize_t xi_step) noexcept nogil:
     if floating is float:
-        fc_wino_weights_float(m, w, c_in, k0, k1, mr, packed, xi_step)
+        fc_wino_weights_float(m, w, c_in, k0, k1, mr, k_stride, c_stride, flip, packed, xi_step)
     else:
-        fc_wino_weights_double(m, w, c_in, k0, k1, mr, packed, xi_step)
+        fc_wino_weights_double(m, w, c_in, k0, k1, mr, k_stride, c_stride, flip, packed,
+                               xi_step)
 
 
 def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                      const floating[::1] bias, floating[:, :, :, ::1] out,
                      floating[::1] packed_weight, floating[:, ::1] workspace, int m,
                      Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t block,
-                     int num_threads):
+                     int num_threads, bint transposed=False):
     """out = conv2d(x, weight, bias, padding=(pad_top, pad_left) and whatever out's size
     implies on the far sides), for a (K, C, 3, 3) weight, by Winograd F(m x m, 3 x 3).
+    With ``transposed``, ``weight`` is (C, K, 3, 3) and the kernel of output channel k and
+    input channel c is weight[c, k] flipped both ways (the input gradient of a convolution
+    by ``weight``), read in place.
 
     ``bias`` may be None. ``packed_weight`` and each of ``workspace``'s rows (one per thread)
     are sized by winograd_sizes(m, C, K, block, ...); ``block`` is a multiple of
     FC_WINO_LANES. The caller checks every shape (fastconv._paths.Winograd).
     """
-    cdef Py_ssize_t batch = x.shape[0], c_in = x.shape[1], k_out = weight.shape[0]
+    cdef Py_ssize_t batch = x.shape[0], c_in = x.shape[1], k_out = out.shape[1]
+    cdef Py_ssize_t k_stride = 9 if transposed else c_in * 9
+    cdef Py_ssize_t c_stride = k_out * 9 if transposed else 9
     cdef Py_ssize_t a2 = (m + 2) * (m + 2)
     cdef int mr = fc_gemm_rows()
     cdef Py_ssize_t nr = FC_SGEMM_NR if floating is float else FC_DGEMM_NR
@@ -143,8 +151,8 @@ def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
         # padding rows of the last one zeros: the GEMM computes and drops them)
         for panel in prange(n_panels, schedule="static"):
             wino_weights(m, &weight[0, 0, 0, 0], c_in, panel * mr,
-                         (panel + 1) * mr if (panel + 1) * mr < k_out else k_out, mr, u,
-                         u_step)
+                         (panel + 1) * mr if (panel + 1) * mr < k_out else k_out, mr,
+                         k_stride, c_stride, transposed, u, u_step)
     with nogil, parallel(num_threads=num_threads):
         v = aligned(&workspace[threadid(), 0])
         mm = v + a2 * v_step
