@@ -616,7 +616,8 @@ class Winograd(ConvPath):
     on them and transforms the products back. The input gradient of a convolution with padding
     at most 2 is the forward pass of Transposed's sub-plan (a 3x3 stride-1 convolution of
     grad_output with the flipped, transposed weights, which the weight transform reads from
-    the forward weight in place), so it takes only finite weights, as Transposed. The weight gradient is not computed this way (the usual paths run it).
+    the forward weight in place), so it takes only finite weights, as Transposed. The weight
+    gradient is not computed this way (the usual paths run it).
 
     Fewer multiplications, larger rounding errors: float32 results are within 1e-4 * max|y|
     of the exact ones on data of one scale (tests/test_winograd.py; measured figures in
