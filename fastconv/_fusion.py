@@ -450,8 +450,19 @@ def _linear_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype,
     if bias is not None:
         checks.append((layer.bias, bias))
     weight_parameter, bias_parameter = layer.weight, layer.bias
-    if not _linear.takes(np.empty(shape, dtype=dtype), weight, bias):
-        return None  # (the layer's own forward: NumPy's matmul)
+    if not (_linear.takes(np.empty(shape, dtype=dtype), weight, bias)
+            and _linear.pays(weight)):
+        hold = _threads.numpy_blas_single_thread
+
+        def linear_numpy(x: np.ndarray) -> np.ndarray:  # as Linear.forward runs it too
+            with hold():
+                output = x @ weight_parameter.data.T
+            if bias_parameter is not None:
+                output += bias_parameter.data
+            layer.__dict__["_input"] = x
+            return output
+        linear_numpy.__name__ = "linear"
+        return linear_numpy, shape[:-1] + (layer.out_features,)
     run = _linear.forward
 
     def linear(x: np.ndarray) -> np.ndarray:

@@ -15,8 +15,15 @@ import numpy as np
 
 from . import _conv, _threads
 
-__all__ = ["forward", "takes", "LINEAR_MACS_PER_THREAD"]
+__all__ = ["forward", "takes", "pays", "LINEAR_MACS_PER_THREAD", "LINEAR_MIN_FEATURES"]
 
+# From this many input features up the kernels pay. Measured (float32, 2 threads, this Zen 5,
+# medians of 7, ms, ours at 2 threads / ours at 1 / NumPy's one BLAS thread): (1000 rows)
+# 576 -> 20 0.136 / 0.200 / 0.294; 400 -> 120 0.705 / 0.987 / 0.880; 120 -> 84 0.510 /
+# 0.984 / 0.220; 84 -> 10 0.079 / 0.156 / 0.038; 20 -> 10 0.072 / 0.144 / 0.018. Each output
+# reduces its lanes once, which short rows of features do not amortise (BLAS's kernels keep
+# outputs across the lanes instead).
+LINEAR_MIN_FEATURES = 256
 # Below this many multiply-adds per thread a second thread costs more than it saves (waking
 # it is microseconds): the tutorial net's Linear(576, 20) at batch 1 is 11.5K multiply-adds,
 # at batch 64 737K (0.021 ms on one thread, 0.014 on two).
@@ -36,6 +43,11 @@ def takes(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> bool:
             and (bias is None or (bias.dtype == dtype and bias.shape == (weight.shape[0],)
                                   and bias.flags.c_contiguous))
             and max(x.size, weight.size) < 2 ** 31)
+
+
+def pays(weight: np.ndarray) -> bool:
+    """Whether the kernels beat NumPy's matmul for this layer (see LINEAR_MIN_FEATURES)."""
+    return weight.shape[-1] >= LINEAR_MIN_FEATURES
 
 
 def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:

@@ -201,7 +201,14 @@ FC_FEW_FAMILY(fc_few_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4
  * multiply-add per tap (contracted as the kernels above are): the same bits as those at the
  * same level. With several window positions the micro-kernel keeps the max of the positions
  * done so far in registers (src/_pool_impl.h's rule, scan order) beside the sums of the one
- * being computed, so pooling costs no memory traffic. The results go to a pixel-major block
+ * being computed, so pooling costs no memory traffic. With a finite bias (or none: ``late``)
+ * the bias and the ReLU are applied once, to that max: both are monotonic (adding the same
+ * finite bias never reverses an order, keeps a NaN's payload, and ties keep the first as the
+ * pooling rule does; every zero the ReLU makes is +0), so max(relu(s_q + b)) and
+ * relu(max(s_q) + b) are the same bits (tests/test_fewchan_lanes.py checks it against the
+ * pooling kernel, NaN and zeros included). An infinite or NaN bias would break that (5 and
+ * -inf with a bias of +inf: +inf and NaN, whose pooled max is NaN), so it takes them per
+ * window position. The results go to a pixel-major block
  * buf[t*cpad + o] (t: position in the band, rows of grid_w), transposed into the output planes
  * by fc_cl_store (4 x 4 blocks).
  */
@@ -212,14 +219,15 @@ FC_FEW_FAMILY(fc_few_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4
 #define FC_CL_J_MAX 12
 
 /* One micro-kernel: 16 channels (CV vectors of L) x J grid positions in each of R grid rows,
- *     buf[(rr*grid_w + j)*cpad + c] = max over window positions qd < quads (scan order) of
- *         relu?(sum_kk w[kk*cpad + c] * in[off[qd*k + kk] + rr*wp + j] (+ bias[c]))
- * for rr < R, j < J, c < 16. R*J independent chains of multiply-adds: enough to cover the
+ *     buf[(rr*grid_w + j)*cpad + c] = relu?(max over window positions qd < quads (scan
+ *         order) of sum_kk w[kk*cpad + c] * in[off[qd*k + kk] + rr*wp + j]  (+ bias[c]))
+ * for rr < R, j < J, c < 16 (with ``late`` 0, the bias and ReLU per window position before
+ * the max, the same bits for a finite bias). R*J independent chains of multiply-adds: enough to cover the
  * FMA latency on a short grid row (the tutorial net's pooled one is 6 wide) with R = 2. */
 #define FC_CL_KERNEL(NAME, ATTR, T, V, I, L, R, J)                                           \
     ATTR static void NAME(ptrdiff_t k, ptrdiff_t quads, const T *in, const ptrdiff_t *off,   \
                           ptrdiff_t wp, const T *w, ptrdiff_t cpad, const T *bias, int relu, \
-                          T *buf, ptrdiff_t grid_w)                                          \
+                          int late, T *buf, ptrdiff_t grid_w)                                \
     {                                                                                        \
         enum { CV = FC_CL_OC / L, P = R * J };                                               \
         V acc[P][CV], best[P][CV], wv[CV], bv[CV];                                           \
@@ -251,11 +259,13 @@ FC_FEW_FAMILY(fc_few_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4
             for (j = 0; j < P; j++)                                                          \
                 for (c = 0; c < CV; c++) {                                                   \
                     V r = acc[j][c];                                                         \
-                    if (bias)                                                                \
-                        r += bv[c];                                                          \
-                    if (relu) {  /* FC_RELU: keep v > 0 and NaN, else +0 */                  \
-                        I keep = (r > (T)0) | (r != r);                                      \
-                        r = (V)((I)r & keep);                                                \
+                    if (!late) {                                                             \
+                        if (bias)                                                            \
+                            r += bv[c];                                                      \
+                        if (relu) {                                                          \
+                            I keep = (r > (T)0) | (r != r);                                  \
+                            r = (V)((I)r & keep);                                            \
+                        }                                                                    \
                     }                                                                        \
                     if (qd > 0) {  /* FC_SEL(r, best): the NaN or the greater */             \
                         V mx = best[j][c];                                                   \
@@ -266,16 +276,24 @@ FC_FEW_FAMILY(fc_few_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4
                 }                                                                            \
         }                                                                                    \
         for (j = 0; j < P; j++)                                                              \
-            for (c = 0; c < CV; c++)                                                         \
-                __builtin_memcpy(buf + ((j / J) * grid_w + j % J) * cpad + c * L,            \
-                                 &best[j][c], sizeof(V));                                    \
+            for (c = 0; c < CV; c++) {                                                       \
+                V r = best[j][c];                                                            \
+                if (bias && late)                                                            \
+                    r += bv[c];                                                              \
+                if (relu && late) {  /* FC_RELU: keep v > 0 and NaN, else +0 */              \
+                    I keep = (r > (T)0) | (r != r);                                          \
+                    r = (V)((I)r & keep);                                                    \
+                }                                                                            \
+                __builtin_memcpy(buf + ((j / J) * grid_w + j % J) * cpad + c * L, &r,        \
+                                 sizeof(V));                                                 \
+            }                                                                                \
     }
 
 typedef void (*fc_cl_kernel_s)(ptrdiff_t, ptrdiff_t, const float *, const ptrdiff_t *,
-                               ptrdiff_t, const float *, ptrdiff_t, const float *, int, float *,
-                               ptrdiff_t);
+                               ptrdiff_t, const float *, ptrdiff_t, const float *, int, int,
+                               float *, ptrdiff_t);
 typedef void (*fc_cl_kernel_d)(ptrdiff_t, ptrdiff_t, const double *, const ptrdiff_t *,
-                               ptrdiff_t, const double *, ptrdiff_t, const double *, int,
+                               ptrdiff_t, const double *, ptrdiff_t, const double *, int, int,
                                double *, ptrdiff_t);
 
 /* a level's kernels for R rows and J = 1 .. 3, 1 .. 6 or 1 .. 12 positions, and their table
@@ -316,12 +334,13 @@ FC_CL_TABLE3(fc_cl_generic_d, fc_cl_kernel_d)
 #define FC_CL_SCALAR_KERNEL(NAME, T)                                                         \
     static void NAME(ptrdiff_t k, ptrdiff_t quads, const T *in, const ptrdiff_t *off,        \
                      ptrdiff_t wp, const T *w, ptrdiff_t cpad, const T *bias, int relu,      \
-                     T *buf, ptrdiff_t grid_w)                                               \
+                     int late, T *buf, ptrdiff_t grid_w)                                     \
     {                                                                                        \
         ptrdiff_t kk, qd;                                                                    \
         int c;                                                                               \
         (void)wp;                                                                            \
         (void)grid_w;                                                                        \
+        (void)late;  /* (the bias and ReLU per position: the same bits either way) */        \
         for (c = 0; c < FC_CL_OC; c++) {                                                     \
             T best = 0;                                                                      \
             for (qd = 0; qd < quads; qd++) {                                                 \
@@ -598,7 +617,7 @@ FC_FEW_DEFINE(d, double)
     static inline void fc_cl_block_##SFX(const T *phase, const ptrdiff_t *off, const T *w,    \
                                          const T *bias, const fc_few_shape *shape,            \
                                          ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t grid_w,        \
-                                         int relu, T *buf)                                    \
+                                         int relu, int late, T *buf)                          \
     {                                                                                         \
         const fc_cl_kernel_##SFX *table = fc_cl_table_##SFX, *rows_table = ROWS_TABLE;        \
         ptrdiff_t j_max = fc_cl_j_##SFX, k = shape->k, cpad = shape->cpad, wp = shape->wp;    \
@@ -615,7 +634,7 @@ FC_FEW_DEFINE(d, double)
                 j = grid_w - x < j_max ? grid_w - x : j_max;                                  \
                 for (o = 0; o < cpad; o += FC_CL_OC)                                          \
                     use[j](k, shape->quads, phase + r * wp + x, off, wp, w + o, cpad,         \
-                           bias ? bias + o : NULL, relu,                                      \
+                           bias ? bias + o : NULL, relu, late,                                \
                            buf + ((r - r0) * grid_w + x) * cpad + o, grid_w);                 \
             }                                                                                 \
         }                                                                                     \

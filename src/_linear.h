@@ -50,15 +50,18 @@
                 for (o = 0; o < OB; o++)                                                     \
                     acc[r][o] += xv[r] * wv[o];                                              \
         }                                                                                    \
-        if (i < features) {  /* the tail, zero-filled to a whole vector */                   \
-            const size_t bytes = (size_t)(features - i) * sizeof(T);                         \
+        if (i < features) {  /* the tail, zero-filled to a whole vector (element copies: */  \
+            const int rest = (int)(features - i);  /* a sized memcpy is a libc call) */      \
+            T part[L];                                                                       \
             for (r = 0; r < RB; r++) {                                                       \
-                xv[r] = (V){0};                                                              \
-                memcpy(&xv[r], x + r * features + i, bytes);                                 \
+                for (l = 0; l < L; l++)                                                      \
+                    part[l] = l < rest ? x[r * features + i + l] : (T)0;                     \
+                __builtin_memcpy(&xv[r], part, sizeof(V));                                   \
             }                                                                                \
             for (o = 0; o < OB; o++) {                                                       \
-                wv[o] = (V){0};                                                              \
-                memcpy(&wv[o], w + o * features + i, bytes);                                 \
+                for (l = 0; l < L; l++)                                                      \
+                    part[l] = l < rest ? w[o * features + i + l] : (T)0;                     \
+                __builtin_memcpy(&wv[o], part, sizeof(V));                                   \
             }                                                                                \
             for (r = 0; r < RB; r++)                                                         \
                 for (o = 0; o < OB; o++)                                                     \

@@ -288,3 +288,23 @@ def test_lesser_instruction_sets(isa, tmp_path):
     count, level = run_at_isa(_CHILD, isa, tmp_path).split()
     assert int(count) == 6
     assert_isa_capped(level, isa)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_pooled_store_with_a_non_finite_bias(dtype, relu):
+    """An infinite or NaN bias: the bias and ReLU taken per window position (as the unfused
+    layers take them), so a window of sums 5 and -inf with a bias of +inf pools to NaN,
+    not +inf; NaN payloads as the pooling kernel keeps them."""
+    rng = np.random.default_rng(7)
+    x, weight, b, kwargs = _case(rng, SHAPES[0], dtype)
+    x[0, 0, 10:12, 10:14] = -np.inf
+    x[1, 0, 4, 4] = np.nan
+    weight = np.abs(weight)
+    b[0], b[1], b[2] = np.inf, np.nan, -np.inf
+    with use_paths(forward=PATH):
+        plain = fastconv.conv2d(x, weight, b, **kwargs)
+    full = np.maximum(plain, 0) if relu else plain
+    expected = fastconv.max_pool2d(full, 2)
+    got = _pooled(x, weight, b, kwargs, (2, 2), relu)
+    assert np.isnan(got[0, 0]).any()  # the case above happens
+    assert np.array_equal(_bits(got), _bits(expected))

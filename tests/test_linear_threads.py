@@ -93,9 +93,17 @@ def test_nan_and_inf_propagate(dtype):
     assert_close(y[finite], expected[finite])
 
 
-def test_layer_takes_it_where_it_can(rng):
-    layer = nn.Linear(6, 4, seed=0)
-    x = rng.standard_normal((3, 5, 6)).astype(np.float32)  # leading axes kept
+def test_layer_takes_it_where_it_can_and_pays(rng):
+    features = _linear.LINEAR_MIN_FEATURES
+    small = nn.Linear(features - 1, 4, seed=0)
+    xs = rng.standard_normal((3, features - 1)).astype(np.float32)
+    assert _linear.takes(xs, small.weight.data, small.bias.data)
+    assert not _linear.pays(small.weight.data)  # NumPy's matmul: its results
+    with _threads.numpy_blas_single_thread():
+        expected = xs @ small.weight.data.T
+    assert np.array_equal(_bits(small(xs)), _bits(expected + small.bias.data))
+    layer = nn.Linear(features, 4, seed=0)
+    x = rng.standard_normal((3, 5, features)).astype(np.float32)  # leading axes kept
     y = layer(x)
     assert y.shape == (3, 5, 4)
     assert np.array_equal(_bits(y), _bits(_linear.forward(x, layer.weight.data,
@@ -120,6 +128,8 @@ def test_eval_plan_runs_it_bit_for_bit_as_the_layers(dtype):
         y = model(x)
         steps = [step.__name__ for step in _fusion.prepared(model).steps]
         assert "linear" in steps
+        # the tutorial net's Linear(576, 20) runs on the kernels, LeNet's on NumPy's
+        assert _linear.pays(model[-3].weight.data) is (name == "seed")
         h = x
         for layer in model:
             h = layer(h)

@@ -31,10 +31,10 @@ cdef extern from "_fewchan.h" nogil:
                         Py_ssize_t plane)
     void fc_cl_block_s(const float* phase, const Py_ssize_t* off, const float* w,
                        const float* bias, const fc_few_shape* shape, Py_ssize_t r0,
-                       Py_ssize_t r1, Py_ssize_t grid_w, int relu, float* buf)
+                       Py_ssize_t r1, Py_ssize_t grid_w, int relu, int late, float* buf)
     void fc_cl_block_d(const double* phase, const Py_ssize_t* off, const double* w,
                        const double* bias, const fc_few_shape* shape, Py_ssize_t r0,
-                       Py_ssize_t r1, Py_ssize_t grid_w, int relu, double* buf)
+                       Py_ssize_t r1, Py_ssize_t grid_w, int relu, int late, double* buf)
     void fc_cl_store_s(const float* buf, Py_ssize_t cpad, Py_ssize_t channels,
                        Py_ssize_t count, float* y, Py_ssize_t plane)
     void fc_cl_store_d(const double* buf, Py_ssize_t cpad, Py_ssize_t channels,
@@ -123,6 +123,7 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
     cdef Py_ssize_t out_plane = lay.grid_h * lay.grid_w
     cdef Py_ssize_t taps_hw = geo.kernel_h * geo.kernel_w
     cdef bint has_bias = bias is not None
+    cdef bint late = True
     cdef Py_ssize_t item, n, first, last, chunk, staged, r0, r1, o, kk, qd, ry, rx, c, p, q
     cdef floating* phase = NULL
     cdef floating* block = NULL
@@ -137,6 +138,9 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
                 packed[kk * cpad + o] = (&weight[o, 0, 0, 0])[kk] if o < channels else 0
         for o in range(cpad):
             packed[k * cpad + o] = bias[o] if has_bias and o < channels else 0
+            # the channels-across-lanes kernels add a finite bias after the pool max
+            if has_bias and o < channels and not (bias[o] - bias[o] == 0):
+                late = False
         if has_bias:
             bias_ptr = &packed[k * cpad]
         for qd in range(pool_h * pool_w):
@@ -173,12 +177,12 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
                 if across:
                     if floating is float:
                         fc_cl_block_s(phase, &offsets[0], &packed[0], bias_ptr, &lay.shape,
-                                      r0, r1, lay.grid_w, relu, block)
+                                      r0, r1, lay.grid_w, relu, late, block)
                         fc_cl_store_s(block, cpad, channels, (r1 - r0) * lay.grid_w,
                                       &out[n, 0, r0, 0], out_plane)
                     else:
                         fc_cl_block_d(phase, &offsets[0], &packed[0], bias_ptr, &lay.shape,
-                                      r0, r1, lay.grid_w, relu, block)
+                                      r0, r1, lay.grid_w, relu, late, block)
                         fc_cl_store_d(block, cpad, channels, (r1 - r0) * lay.grid_w,
                                       &out[n, 0, r0, 0], out_plane)
                 elif floating is float:
