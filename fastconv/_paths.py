@@ -458,9 +458,16 @@ class FewChannels(ConvPath):
                              pool[0], pool[1], band, threads, relu, self.across)
 
 
-# Output channels (per group, a multiple of 16) up to which FewChannelsLanes pays. Measured
-# (see the class).
-FEW_LANES_MAX_OUT_CHANNELS = 16
+# Output channels (per group, a multiple of 16) up to which FewChannelsLanes pays: none for
+# now (0), it is reached by override only. Measured on this shared, loaded Zen 5 (float32,
+# ReLU fused, medians of 7, ms): the tutorial net's 1 -> 16 5x5 stride 2 at batch 1000,
+# pooled 2x2 in the store (the eval plan's step), few-channels / lanes: 0.666 / 0.536 at 2
+# threads with one grid row per call (10:05, a quiet spell), but after two rows per call and
+# the bias after the max, 1.50 / 1.64 at 1 thread (11:13, loaded); unpooled 1.40 / 3.32 at 1
+# thread (the pixel-major block transposed into the planes, 4x4 per store, and the sums
+# spilled around each window position's epilogue). Not settled on this machine's noise, so
+# the pixels-across-lanes kernels stay the choice.
+FEW_LANES_MAX_OUT_CHANNELS = 0
 
 
 class FewChannelsLanes(FewChannels):
@@ -469,7 +476,8 @@ class FewChannelsLanes(FewChannels):
     four portable ones), each input value broadcast, J grid positions of one grid row per
     call (no lanes spent on columns past the grid, as the pixels-across-lanes kernels spend),
     the max over pool windows kept in registers. For a multiple of 16 output channels, at every
-    FASTCONV_ISA level; the same phase planes, tap offsets, sums and bits as FewChannels."""
+    FASTCONV_ISA level; the same phase planes, tap offsets, sums and bits as FewChannels.
+    Taken by override only until it measures faster (FEW_LANES_MAX_OUT_CHANNELS)."""
 
     name = "few-channels-lanes"
     across = True

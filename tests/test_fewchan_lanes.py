@@ -91,7 +91,24 @@ def test_matches_torch(rng, dtype, torch):
         assert_close(y, expected)
 
 
-def test_is_the_usual_choice_where_it_pays(rng):
+@pytest.fixture
+def pays_to_16(monkeypatch):
+    """The path taken up to 16 output channels (it is by override only by default)."""
+    monkeypatch.setattr(_paths, "FEW_LANES_MAX_OUT_CHANNELS", 16)
+    clear_plans()
+    yield
+    clear_plans()
+
+
+def test_not_taken_by_default(rng):
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    weight = rng.standard_normal((16, 1, 5, 5)).astype(np.float32)
+    kwargs = dict(stride=(2, 2), padding=((0, 0), (0, 0)), dilation=(1, 1))
+    assert _paths.FEW_LANES_MAX_OUT_CHANNELS < 16
+    assert _plan(x, weight, None, kwargs).forward.name == "few-channels"
+
+
+def test_is_the_usual_choice_where_it_pays(rng, pays_to_16):
     kwargs = dict(stride=(2, 2), padding=((0, 0), (0, 0)), dilation=(1, 1))
     for cin, cout, expected in ((1, 16, PATH), (_paths.FEW_MAX_CHANNELS, 16, PATH),
                                 (1, 12, "few-channels")):
@@ -201,7 +218,7 @@ def test_pooled_store_threads(rng, every_thread):
 
 
 @pytest.mark.parametrize("dtype_", [np.float32, np.float64])
-def test_tutorial_net_eval_plan_pools_on_this_path(dtype_):
+def test_tutorial_net_eval_plan_pools_on_this_path(dtype_, pays_to_16):
     """The tutorial net's prepared plan runs Conv2d -> ReLU -> MaxPool2d as one step on
     this path, bit for bit the layers run one by one."""
     model = models.tutorial_net(seed=0, dtype=dtype_).eval()
