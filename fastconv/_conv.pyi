@@ -299,9 +299,11 @@ class _WinogradForward(Protocol):
 
 winograd_forward: _WinogradForward
 
-# few input channels: output pixels across the lanes (src/conv/fewchan.pxi over src/_fewchan.h)
+# few input channels: output pixels across the lanes, or with ``across`` the output channels
+# (src/conv/fewchan.pxi over src/_fewchan.h)
 def few_sizes(
-    geometry: _Geometry, pool_h: int, pool_w: int, band: int, itemsize: int
+    geometry: _Geometry, pool_h: int, pool_w: int, band: int, itemsize: int,
+    across: bool = ...,
 ) -> tuple[int, int, int, int, int, int]: ...  # grid_h, grid_w, wp, phase, block, cpad
 
 @type_check_only
@@ -321,7 +323,23 @@ class _FewForward(Protocol):
         band: int,  # grid rows per item
         num_threads: int,
         relu: bool = ...,
+        across: bool = ...,  # channels across the lanes (packed, block sized for it)
     ) -> None: ...
     def __getitem__(self, signature: str, /) -> _FewForward: ...  # "float" or "double"
 
 few_forward: _FewForward
+
+# fastconv.nn.Linear's forward pass, rows across the threads (src/conv/linear.pxi, src/_linear.h)
+@type_check_only
+class _LinearForward(Protocol):
+    def __call__(
+        self,
+        x: np.ndarray,  # const floating[:, ::1]  (rows, in_features)
+        weight: np.ndarray,  # const floating[:, ::1]  (out_features, in_features)
+        bias: np.ndarray | None,  # const floating[::1]  (out_features,)
+        out: np.ndarray,  # floating[:, ::1]  (rows, out_features), overwritten
+        num_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _LinearForward: ...  # "float" or "double"
+
+linear_forward: _LinearForward

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _paths, _pool, _threads
+from . import _linear, _paths, _pool, _threads
 from . import conv as _conv
 from . import pool as _pool_api
 from ._plan import current_override
@@ -450,13 +450,27 @@ def _linear_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype,
     if bias is not None:
         checks.append((layer.bias, bias))
     weight_parameter, bias_parameter = layer.weight, layer.bias
-    hold = _threads.numpy_blas_single_thread
+    if not (_linear.takes(np.empty(shape, dtype=dtype), weight, bias)
+            and _linear.pays(weight)):
+        hold = _threads.numpy_blas_single_thread
+
+        def linear_numpy(x: np.ndarray) -> np.ndarray:  # as Linear.forward runs it too
+            with hold():
+                output = x @ weight_parameter.data.T
+            if bias_parameter is not None:
+                output += bias_parameter.data
+            layer.__dict__["_input"] = x
+            return output
+        linear_numpy.__name__ = "linear"
+        return linear_numpy, shape[:-1] + (layer.out_features,)
+    run = _linear.forward
 
     def linear(x: np.ndarray) -> np.ndarray:
-        with hold():
-            output = x @ weight_parameter.data.T
-        if bias_parameter is not None:
-            output += bias_parameter.data
+        # the weight array is the plan's (checks); x comes C-contiguous from the steps before
+        # or the plan's input, but a step may hand on what it was given: checked
+        weight = weight_parameter.data
+        bias = None if bias_parameter is None else bias_parameter.data
+        output = run(x if x.flags.c_contiguous else np.ascontiguousarray(x), weight, bias)
         layer.__dict__["_input"] = x
         return output
     return linear, shape[:-1] + (layer.out_features,)

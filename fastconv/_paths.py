@@ -379,20 +379,21 @@ FEW_MACS_PER_THREAD = 1 << 18
 
 
 def _few_layout(geometry: Geometry, batch: int, itemsize: int, pool: tuple[int, int],
-                num_threads: int) -> tuple[int, int, int, int, int, int, int, int]:
+                num_threads: int, across: bool = False
+                ) -> tuple[int, int, int, int, int, int, int, int]:
     """(threads, band, grid_h, grid_w, wp, phase, block, cpad) of FewChannels under
     ``num_threads``: bands of grid rows whose block is about FEW_BLOCK_BYTES, cut further
     where the batch has fewer samples than threads, and threads for at least
     FEW_MACS_PER_THREAD each (neither changes a result: every output is computed alone)."""
     grid_h, grid_w, wp, phase, block, cpad = _conv.few_sizes(geometry, pool[0], pool[1], 1,
-                                                             itemsize)
+                                                             itemsize, across)
     threads = max(1, min(num_threads, batch * geometry.macs_per_item // FEW_MACS_PER_THREAD,
                          batch * grid_h))
     band = max(1, min(grid_h, FEW_BLOCK_BYTES // max(1, block * itemsize)))
     if batch * -(-grid_h // band) < threads:
         band = max(1, -(-grid_h // -(-threads // batch)))
     threads = min(threads, batch * -(-grid_h // band))
-    sizes = _conv.few_sizes(geometry, pool[0], pool[1], band, itemsize)
+    sizes = _conv.few_sizes(geometry, pool[0], pool[1], band, itemsize, across)
     return (threads, band) + tuple(sizes)  # type: ignore[return-value]
 
 
@@ -412,6 +413,7 @@ class FewChannels(ConvPath):
     name = "few-channels"
     ops = frozenset({"forward"})
     fuses_relu = True
+    across = False  # FewChannelsLanes: the output channels across the lanes
     _FORWARD = _specialised(_conv.few_forward)
 
     def applies(self, op: str, plan: ConvPlan) -> bool:
@@ -447,13 +449,46 @@ class FewChannels(ConvPath):
         threads, band, _, _, _, phase, block, cpad = sizes_for(
             plan, ("forward", self.name, pool, key), lambda: _few_layout(
                 plan.geometry, plan.batch, dtype.itemsize, pool,
-                effective_num_threads(plan.batch * plan.geometry.out_h, key)))
+                effective_num_threads(plan.batch * plan.geometry.out_h, key), self.across))
         k = plan.geometry.k
         self._FORWARD[dtype](x, weight, bias, out,
                              np.empty((threads, ALIGN[dtype] + phase + block), dtype=dtype),
                              np.empty(k * cpad + cpad, dtype=dtype),
                              np.empty(pool[0] * pool[1] * k, dtype=np.intp), plan.geometry,
-                             pool[0], pool[1], band, threads, relu)
+                             pool[0], pool[1], band, threads, relu, self.across)
+
+
+# Output channels (per group, a multiple of 16) up to which FewChannelsLanes pays: none for
+# now (0), it is reached by override only. Measured on this shared, loaded Zen 5 (float32,
+# ReLU fused, medians of 7, ms): the tutorial net's 1 -> 16 5x5 stride 2 at batch 1000,
+# pooled 2x2 in the store (the eval plan's step), few-channels / lanes: 0.666 / 0.536 at 2
+# threads with one grid row per call (10:05, a quiet spell), but after two rows per call and
+# the bias after the max, 1.50 / 1.64 at 1 thread (11:13, loaded); unpooled 1.40 / 3.32 at 1
+# thread (the pixel-major block transposed into the planes, 4x4 per store, and the sums
+# spilled around each window position's epilogue). Not settled on this machine's noise, so
+# the pixels-across-lanes kernels stay the choice.
+FEW_LANES_MAX_OUT_CHANNELS = 0
+
+
+class FewChannelsLanes(FewChannels):
+    """FewChannels with the output channels across the vector lanes (src/_fewchan.h,
+    fc_cl_block): 16 of them per micro-kernel call (one AVX-512 float vector, two AVX2 ones,
+    four portable ones), each input value broadcast, J grid positions of one grid row per
+    call (no lanes spent on columns past the grid, as the pixels-across-lanes kernels spend),
+    the max over pool windows kept in registers. For a multiple of 16 output channels, at every
+    FASTCONV_ISA level; the same phase planes, tap offsets, sums and bits as FewChannels.
+    Taken by override only until it measures faster (FEW_LANES_MAX_OUT_CHANNELS)."""
+
+    name = "few-channels-lanes"
+    across = True
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        return plan.geometry.out_channels_g % 16 == 0 and super().applies(op, plan)
+
+    def pays(self, op: str, plan: ConvPlan) -> bool:
+        g = plan.geometry
+        return (g.in_channels_g <= FEW_MAX_CHANNELS
+                and g.out_channels_g <= FEW_LANES_MAX_OUT_CHANNELS)
 
 
 # ---- the input gradient as a forward convolution of grad_output -----------------------------
@@ -811,8 +846,8 @@ class Blas(Gemm):
 
 # ---- the lists -------------------------------------------------------------------------------
 
-FORWARD: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), Winograd(), FewChannels(),
-                                 Direct(), Packed(), Blas())
+FORWARD: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), Winograd(),
+                                 FewChannelsLanes(), FewChannels(), Direct(), Packed(), Blas())
 # the forward paths of Transposed's sub-plan: the dense ones (a grouped convolution with one
 # output channel per group would otherwise take the depthwise kernels for its transposed
 # pass, a combination nothing has measured)

@@ -32,7 +32,7 @@ from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
-from . import _args, _fusion, _threads
+from . import _args, _fusion, _linear, _threads
 from ._buffers import Recycler
 from . import conv as _conv
 from . import pool as _pool
@@ -854,10 +854,15 @@ class Linear(Module):
                 f"input has {x.shape[-1]} features on its last axis (shape {x.shape}), Linear "
                 f"expects in_features={self.in_features}"
             )
-        with _threads.numpy_blas_single_thread():
-            output = x @ self.weight.data.T
-        if self.bias is not None:
-            output += self.bias.data
+        weight = self.weight.data
+        bias = None if self.bias is None else self.bias.data
+        if _linear.takes(x, weight, bias) and _linear.pays(weight):  # (fastconv._linear)
+            output = _linear.forward(x, weight, bias)
+        else:
+            with _threads.numpy_blas_single_thread():
+                output = x @ weight.T
+            if bias is not None:
+                output += bias
         self._input = x
         return output
 

@@ -188,10 +188,208 @@ FC_FEW_FAMILY(fc_few_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4
               fc_few_kernel_d)
 #endif
 
+/* ---- the variant with output channels across the lanes (FewChannelsLanes) -----------------
+ *
+ * For 16, 32, 48 ... output channels, the pixels-across-lanes kernels above compute whole
+ * vectors of grid positions, Wp - grid_w of each row's columns past the grid (a quarter to a
+ * third of the lanes on the tutorial net's 6 x 6 pooled grid). Here a vector holds 16 output
+ * channels (or 16 / L vectors of L), each input value of the phase planes is broadcast, and a
+ * micro-kernel computes J consecutive grid positions of one grid row (J <= the row's width:
+ * no column past the grid). The taps' offsets are the same (fc_few_phase, off[qd*k + kk]).
+ *
+ * Each output is still sum_kk w[o][kk] * x[..] from 0 in tap order (then + bias, ReLU), one
+ * multiply-add per tap (contracted as the kernels above are): the same bits as those at the
+ * same level. With several window positions the micro-kernel keeps the max of the positions
+ * done so far in registers (src/_pool_impl.h's rule, scan order) beside the sums of the one
+ * being computed, so pooling costs no memory traffic. With a finite bias (or none: ``late``)
+ * the bias and the ReLU are applied once, to that max: both are monotonic (adding the same
+ * finite bias never reverses an order, keeps a NaN's payload, and ties keep the first as the
+ * pooling rule does; every zero the ReLU makes is +0), so max(relu(s_q + b)) and
+ * relu(max(s_q) + b) are the same bits (tests/test_fewchan_lanes.py checks it against the
+ * pooling kernel, NaN and zeros included). An infinite or NaN bias would break that (5 and
+ * -inf with a bias of +inf: +inf and NaN, whose pooled max is NaN), so it takes them per
+ * window position. The results go to a pixel-major block
+ * buf[t*cpad + o] (t: position in the band, rows of grid_w), transposed into the output planes
+ * by fc_cl_store (4 x 4 blocks).
+ */
+
+/* output channels per micro-kernel call (packed weights and bias padded to a multiple) */
+#define FC_CL_OC 16
+/* the most grid positions per micro-kernel call at any level */
+#define FC_CL_J_MAX 12
+
+/* One micro-kernel: 16 channels (CV vectors of L) x J grid positions in each of R grid rows,
+ *     buf[(rr*grid_w + j)*cpad + c] = relu?(max over window positions qd < quads (scan
+ *         order) of sum_kk w[kk*cpad + c] * in[off[qd*k + kk] + rr*wp + j]  (+ bias[c]))
+ * for rr < R, j < J, c < 16 (with ``late`` 0, the bias and ReLU per window position before
+ * the max, the same bits for a finite bias). R*J independent chains of multiply-adds: enough to cover the
+ * FMA latency on a short grid row (the tutorial net's pooled one is 6 wide) with R = 2. */
+#define FC_CL_KERNEL(NAME, ATTR, T, V, I, L, R, J)                                           \
+    ATTR static void NAME(ptrdiff_t k, ptrdiff_t quads, const T *in, const ptrdiff_t *off,   \
+                          ptrdiff_t wp, const T *w, ptrdiff_t cpad, const T *bias, int relu, \
+                          int late, T *buf, ptrdiff_t grid_w)                                \
+    {                                                                                        \
+        enum { CV = FC_CL_OC / L, P = R * J };                                               \
+        V acc[P][CV], best[P][CV], wv[CV], bv[CV];                                           \
+        ptrdiff_t kk, qd;                                                                    \
+        int j, c;                                                                            \
+        for (j = 0; j < P; j++)  /* (quads >= 1: set before it is read) */                   \
+            for (c = 0; c < CV; c++)                                                         \
+                best[j][c] = (V){0};                                                         \
+        for (c = 0; c < CV; c++) {                                                           \
+            bv[c] = (V){0};                                                                  \
+            if (bias)                                                                        \
+                __builtin_memcpy(&bv[c], bias + c * L, sizeof(V));                           \
+        }                                                                                    \
+        for (qd = 0; qd < quads; qd++) {                                                     \
+            const ptrdiff_t *oq = off + qd * k;                                              \
+            for (j = 0; j < P; j++)                                                          \
+                for (c = 0; c < CV; c++)                                                     \
+                    acc[j][c] = (V){0};                                                      \
+            for (kk = 0; kk < k; kk++) {                                                     \
+                const T *s = in + oq[kk];                                                    \
+                for (c = 0; c < CV; c++)                                                     \
+                    __builtin_memcpy(&wv[c], w + kk * cpad + c * L, sizeof(V));              \
+                for (j = 0; j < P; j++) {                                                    \
+                    const T xs = s[(j / J) * wp + j % J];                                    \
+                    for (c = 0; c < CV; c++)                                                 \
+                        acc[j][c] += wv[c] * xs;                                             \
+                }                                                                            \
+            }                                                                                \
+            for (j = 0; j < P; j++)                                                          \
+                for (c = 0; c < CV; c++) {                                                   \
+                    V r = acc[j][c];                                                         \
+                    if (!late) {                                                             \
+                        if (bias)                                                            \
+                            r += bv[c];                                                      \
+                        if (relu) {                                                          \
+                            I keep = (r > (T)0) | (r != r);                                  \
+                            r = (V)((I)r & keep);                                            \
+                        }                                                                    \
+                    }                                                                        \
+                    if (qd > 0) {  /* FC_SEL(r, best): the NaN or the greater */             \
+                        V mx = best[j][c];                                                   \
+                        I take = (r != r) | (r > mx);                                        \
+                        r = (V)(((I)r & take) | ((I)mx & ~take));                            \
+                    }                                                                        \
+                    best[j][c] = r;                                                          \
+                }                                                                            \
+        }                                                                                    \
+        for (j = 0; j < P; j++)                                                              \
+            for (c = 0; c < CV; c++) {                                                       \
+                V r = best[j][c];                                                            \
+                if (bias && late)                                                            \
+                    r += bv[c];                                                              \
+                if (relu && late) {  /* FC_RELU: keep v > 0 and NaN, else +0 */              \
+                    I keep = (r > (T)0) | (r != r);                                          \
+                    r = (V)((I)r & keep);                                                    \
+                }                                                                            \
+                __builtin_memcpy(buf + ((j / J) * grid_w + j % J) * cpad + c * L, &r,        \
+                                 sizeof(V));                                                 \
+            }                                                                                \
+    }
+
+typedef void (*fc_cl_kernel_s)(ptrdiff_t, ptrdiff_t, const float *, const ptrdiff_t *,
+                               ptrdiff_t, const float *, ptrdiff_t, const float *, int, int,
+                               float *, ptrdiff_t);
+typedef void (*fc_cl_kernel_d)(ptrdiff_t, ptrdiff_t, const double *, const ptrdiff_t *,
+                               ptrdiff_t, const double *, ptrdiff_t, const double *, int, int,
+                               double *, ptrdiff_t);
+
+/* a level's kernels for R rows and J = 1 .. 3, 1 .. 6 or 1 .. 12 positions, and their table
+ * (FC_CL_J_MAX + 1 entries, NULL past the level's J) */
+#define FC_CL_FAMILY3(P, ATTR, T, V, I, L, R)                                                \
+    FC_CL_KERNEL(P##1, ATTR, T, V, I, L, R, 1)                                               \
+    FC_CL_KERNEL(P##2, ATTR, T, V, I, L, R, 2)                                               \
+    FC_CL_KERNEL(P##3, ATTR, T, V, I, L, R, 3)
+#define FC_CL_FAMILY6(P, ATTR, T, V, I, L, R)                                                \
+    FC_CL_FAMILY3(P, ATTR, T, V, I, L, R)                                                    \
+    FC_CL_KERNEL(P##4, ATTR, T, V, I, L, R, 4)                                               \
+    FC_CL_KERNEL(P##5, ATTR, T, V, I, L, R, 5)                                               \
+    FC_CL_KERNEL(P##6, ATTR, T, V, I, L, R, 6)
+#define FC_CL_FAMILY12(P, ATTR, T, V, I, L, R)                                               \
+    FC_CL_FAMILY6(P, ATTR, T, V, I, L, R)                                                    \
+    FC_CL_KERNEL(P##7, ATTR, T, V, I, L, R, 7)                                               \
+    FC_CL_KERNEL(P##8, ATTR, T, V, I, L, R, 8)                                               \
+    FC_CL_KERNEL(P##9, ATTR, T, V, I, L, R, 9)                                               \
+    FC_CL_KERNEL(P##10, ATTR, T, V, I, L, R, 10)                                             \
+    FC_CL_KERNEL(P##11, ATTR, T, V, I, L, R, 11)                                             \
+    FC_CL_KERNEL(P##12, ATTR, T, V, I, L, R, 12)
+#define FC_CL_TABLE3(P, TYPE)                                                                \
+    static const TYPE P[FC_CL_J_MAX + 1] = {NULL, P##1, P##2, P##3};
+#define FC_CL_TABLE6(P, TYPE)                                                                \
+    static const TYPE P[FC_CL_J_MAX + 1] = {NULL, P##1, P##2, P##3, P##4, P##5, P##6};
+#define FC_CL_TABLE12(P, TYPE)                                                               \
+    static const TYPE P[FC_CL_J_MAX + 1] = {NULL, P##1, P##2, P##3, P##4, P##5, P##6,         \
+                                            P##7, P##8, P##9, P##10, P##11, P##12};
+
+#if FC_SIMD
+/* 16-byte vectors, 16 registers: 4 x 3 sums (float), 8 x 1 (double) beside the maxima */
+FC_CL_FAMILY3(fc_cl_generic_s, FC_FEW_ATTR_generic, float, fc_v4f, fc_few_v4i, 4, 1)
+FC_CL_TABLE3(fc_cl_generic_s, fc_cl_kernel_s)
+FC_CL_FAMILY3(fc_cl_generic_d, FC_FEW_ATTR_generic, double, fc_v2d, fc_few_v2l, 2, 1)
+FC_CL_TABLE3(fc_cl_generic_d, fc_cl_kernel_d)
+#else
+/* no vector extensions (MSVC): one channel per "vector", one position per call */
+#define FC_CL_SCALAR_KERNEL(NAME, T)                                                         \
+    static void NAME(ptrdiff_t k, ptrdiff_t quads, const T *in, const ptrdiff_t *off,        \
+                     ptrdiff_t wp, const T *w, ptrdiff_t cpad, const T *bias, int relu,      \
+                     int late, T *buf, ptrdiff_t grid_w)                                     \
+    {                                                                                        \
+        ptrdiff_t kk, qd;                                                                    \
+        int c;                                                                               \
+        (void)wp;                                                                            \
+        (void)grid_w;                                                                        \
+        (void)late;  /* (the bias and ReLU per position: the same bits either way) */        \
+        for (c = 0; c < FC_CL_OC; c++) {                                                     \
+            T best = 0;                                                                      \
+            for (qd = 0; qd < quads; qd++) {                                                 \
+                T r = 0;                                                                     \
+                for (kk = 0; kk < k; kk++)                                                   \
+                    r += w[kk * cpad + c] * in[off[qd * k + kk]];                            \
+                if (bias)                                                                    \
+                    r += bias[c];                                                            \
+                r = relu ? FC_RELU(T, r) : r;                                                \
+                if (qd > 0 && !(r != r || r > best))                                         \
+                    r = best;                                                                \
+                best = r;                                                                    \
+            }                                                                                \
+            buf[c] = best;                                                                   \
+        }                                                                                    \
+    }
+FC_CL_SCALAR_KERNEL(fc_cl_generic_s1, float)
+FC_CL_SCALAR_KERNEL(fc_cl_generic_d1, double)
+static const fc_cl_kernel_s fc_cl_generic_s[FC_CL_J_MAX + 1] = {NULL, fc_cl_generic_s1};
+static const fc_cl_kernel_d fc_cl_generic_d[FC_CL_J_MAX + 1] = {NULL, fc_cl_generic_d1};
+#endif
+
+#if FC_HAVE_X86_TARGETS
+/* AVX-512 float: 1 x 12 sums and 12 maxima, a weight vector: 25 of the 32 registers, in one
+ * row (J <= 12) or two (J <= 6); double: 2 x 6. AVX2 float: 2 x 3 (+ 6 maxima, 2 weights: 14
+ * of 16); double 4 x 1 (x2, 4 weights) */
+FC_CL_FAMILY12(fc_cl_avx512_s, FC_FEW_ATTR_avx512, float, fc_few_v16f, fc_few_v16i, 16, 1)
+FC_CL_TABLE12(fc_cl_avx512_s, fc_cl_kernel_s)
+FC_CL_FAMILY6(fc_cl_avx512_rows_s, FC_FEW_ATTR_avx512, float, fc_few_v16f, fc_few_v16i, 16, 2)
+FC_CL_TABLE6(fc_cl_avx512_rows_s, fc_cl_kernel_s)
+FC_CL_FAMILY6(fc_cl_avx512_d, FC_FEW_ATTR_avx512, double, fc_few_v8d, fc_few_v8l, 8, 1)
+FC_CL_TABLE6(fc_cl_avx512_d, fc_cl_kernel_d)
+FC_CL_FAMILY3(fc_cl_avx2_s, FC_FEW_ATTR_avx2, float, fc_few_v8f, fc_few_v8i, 8, 1)
+FC_CL_TABLE3(fc_cl_avx2_s, fc_cl_kernel_s)
+FC_CL_FAMILY3(fc_cl_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4, 1)
+FC_CL_TABLE3(fc_cl_avx2_d, fc_cl_kernel_d)
+#endif
+
 /* The level's kernels, lanes and vectors per call, picked once (fc_few_init, at import). */
 static const fc_few_kernel_s *fc_few_table_s = NULL;
 static const fc_few_kernel_d *fc_few_table_d = NULL;
 static ptrdiff_t fc_few_lanes_s = 4, fc_few_lanes_d = 2, fc_few_nr = 3;
+/* and the channels-across-lanes variant's: positions per call at most */
+static const fc_cl_kernel_s *fc_cl_table_s = NULL;
+static const fc_cl_kernel_d *fc_cl_table_d = NULL;
+static ptrdiff_t fc_cl_j_s = 3, fc_cl_j_d = 3;
+/* two grid rows per call where the row is at most fc_cl_rows_j_s wide (0: never) */
+static const fc_cl_kernel_s *fc_cl_rows_table_s = NULL;
+static ptrdiff_t fc_cl_rows_j_s = 0;
 
 /* returns the level in force (src/_cpu.h) */
 static int fc_few_init(void)
@@ -209,6 +407,17 @@ static int fc_few_init(void)
     fc_few_lanes_d = 1;
 #endif
     fc_few_nr = 3;
+    fc_cl_table_s = fc_cl_generic_s;
+    fc_cl_table_d = fc_cl_generic_d;
+    fc_cl_rows_table_s = NULL;
+    fc_cl_rows_j_s = 0;
+#if FC_SIMD
+    fc_cl_j_s = 3;
+    fc_cl_j_d = 1;
+#else
+    fc_cl_j_s = 1;
+    fc_cl_j_d = 1;
+#endif
 #if FC_HAVE_X86_TARGETS
     if (level >= FC_ISA_AVX512) {
         /* 4 x 6 sums, 6 pixel vectors and a weight: 31 of the 32 registers */
@@ -217,12 +426,22 @@ static int fc_few_init(void)
         fc_few_lanes_s = 16;
         fc_few_lanes_d = 8;
         fc_few_nr = 6;
+        fc_cl_table_s = fc_cl_avx512_s;
+        fc_cl_table_d = fc_cl_avx512_d;
+        fc_cl_j_s = 12;
+        fc_cl_j_d = 6;
+        fc_cl_rows_table_s = fc_cl_avx512_rows_s;
+        fc_cl_rows_j_s = 6;
     } else if (level >= FC_ISA_AVX2) {
         fc_few_table_s = fc_few_avx2_s;
         fc_few_table_d = fc_few_avx2_d;
         fc_few_lanes_s = 8;
         fc_few_lanes_d = 4;
         fc_few_nr = 3;
+        fc_cl_table_s = fc_cl_avx2_s;
+        fc_cl_table_d = fc_cl_avx2_d;
+        fc_cl_j_s = 3;
+        fc_cl_j_d = 1;
     }
 #endif
     return level;
@@ -388,5 +607,67 @@ FC_FEW_ROWS(d, double, double, 1)
 
 FC_FEW_DEFINE(s, float)
 FC_FEW_DEFINE(d, double)
+
+/* The channels-across-lanes variant's block of grid rows [r0, r1): buf[t*cpad + o] for the
+ * band's positions t = (r - r0)*grid_w + x (the max over the window positions, as
+ * fc_few_block), and its store: y[o*plane + t] = buf[t*cpad + o] for o < channels, t < count
+ * (4 x 4 transposes of floats, 2 x 2 of doubles, in the portable vectors; channels is a
+ * multiple of FC_CL_OC). */
+#define FC_CL_DEFINE(SFX, T, ROWS_TABLE, ROWS_J)                                            \
+    static inline void fc_cl_block_##SFX(const T *phase, const ptrdiff_t *off, const T *w,    \
+                                         const T *bias, const fc_few_shape *shape,            \
+                                         ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t grid_w,        \
+                                         int relu, int late, T *buf)                          \
+    {                                                                                         \
+        const fc_cl_kernel_##SFX *table = fc_cl_table_##SFX, *rows_table = ROWS_TABLE;        \
+        ptrdiff_t j_max = fc_cl_j_##SFX, k = shape->k, cpad = shape->cpad, wp = shape->wp;    \
+        ptrdiff_t r, o, x, j, step;                                                           \
+        for (r = r0; r < r1; r += step) {                                                     \
+            /* two rows per call where the row is short (more chains of multiply-adds) */     \
+            const fc_cl_kernel_##SFX *use = table;                                            \
+            step = 1;                                                                         \
+            if (r + 1 < r1 && grid_w <= (ROWS_J)) {                                           \
+                use = rows_table;                                                             \
+                step = 2;                                                                     \
+            }                                                                                 \
+            for (x = 0; x < grid_w; x += j) {                                                 \
+                j = grid_w - x < j_max ? grid_w - x : j_max;                                  \
+                for (o = 0; o < cpad; o += FC_CL_OC)                                          \
+                    use[j](k, shape->quads, phase + r * wp + x, off, wp, w + o, cpad,         \
+                           bias ? bias + o : NULL, relu, late,                                \
+                           buf + ((r - r0) * grid_w + x) * cpad + o, grid_w);                 \
+            }                                                                                 \
+        }                                                                                     \
+    }
+FC_CL_DEFINE(s, float, fc_cl_rows_table_s, fc_cl_rows_j_s)
+FC_CL_DEFINE(d, double, NULL, 0)
+
+static inline void fc_cl_store_s(const float *buf, ptrdiff_t cpad, ptrdiff_t channels,
+                                 ptrdiff_t count, float *y, ptrdiff_t plane)
+{
+    ptrdiff_t o, t = 0;
+#if FC_SIMD
+    for (; t + 4 <= count; t += 4)
+        for (o = 0; o < channels; o += 4)
+            fc_v4f_transpose4x4(buf + t * cpad + o, cpad, y + o * plane + t, plane);
+#endif
+    for (; t < count; t++)
+        for (o = 0; o < channels; o++)
+            y[o * plane + t] = buf[t * cpad + o];
+}
+
+static inline void fc_cl_store_d(const double *buf, ptrdiff_t cpad, ptrdiff_t channels,
+                                 ptrdiff_t count, double *y, ptrdiff_t plane)
+{
+    ptrdiff_t o, t = 0;
+#if FC_SIMD
+    for (; t + 2 <= count; t += 2)
+        for (o = 0; o < channels; o += 2)
+            fc_v2d_transpose2x2(buf + t * cpad + o, cpad, y + o * plane + t, plane);
+#endif
+    for (; t < count; t++)
+        for (o = 0; o < channels; o++)
+            y[o * plane + t] = buf[t * cpad + o];
+}
 
 #endif

@@ -79,14 +79,16 @@ def test_matches_torch(rng, dtype, torch):
 
 
 def test_is_the_usual_choice_for_few_channels_only(rng):
+    # (12 output channels: with a multiple of 16 the channels-across-lanes variant is taken,
+    # tests/test_fewchan_lanes.py)
     for cin, expected in ((1, True), (_paths.FEW_MAX_CHANNELS, True),
                           (_paths.FEW_MAX_CHANNELS + 1, False)):
         x = rng.standard_normal((2, cin, 12, 12)).astype(np.float32)
-        weight = rng.standard_normal((16, cin, 3, 3)).astype(np.float32)
+        weight = rng.standard_normal((12, cin, 3, 3)).astype(np.float32)
         kwargs = dict(stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1))
         assert (_plan(x, weight, None, kwargs).forward.name == PATH) is expected
     # nor for more output channels than FEW_MAX_OUT_CHANNELS (the other kernels win there)
-    for cout, expected in ((_paths.FEW_MAX_OUT_CHANNELS, True),
+    for cout, expected in ((_paths.FEW_MAX_OUT_CHANNELS - 1, True),
                            (_paths.FEW_MAX_OUT_CHANNELS + 1, False)):
         x = rng.standard_normal((2, 1, 12, 12)).astype(np.float32)
         weight = rng.standard_normal((cout, 1, 3, 3)).astype(np.float32)

@@ -8,6 +8,7 @@ cdef extern from "_fewchan.h" nogil:
     enum:
         FC_FEW_MR
         FC_FEW_SLACK
+        FC_CL_OC
     int fc_few_init()
     Py_ssize_t fc_few_pitch(Py_ssize_t rows, Py_ssize_t wp, Py_ssize_t itemsize)
     void fc_few_phase_s(const float* x, Py_ssize_t channels, Py_ssize_t in_h, Py_ssize_t in_w,
@@ -28,6 +29,16 @@ cdef extern from "_fewchan.h" nogil:
     void fc_few_store_d(const double* buf, const fc_few_shape* shape, Py_ssize_t channels,
                         Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t width, double* y,
                         Py_ssize_t plane)
+    void fc_cl_block_s(const float* phase, const Py_ssize_t* off, const float* w,
+                       const float* bias, const fc_few_shape* shape, Py_ssize_t r0,
+                       Py_ssize_t r1, Py_ssize_t grid_w, int relu, int late, float* buf)
+    void fc_cl_block_d(const double* phase, const Py_ssize_t* off, const double* w,
+                       const double* bias, const fc_few_shape* shape, Py_ssize_t r0,
+                       Py_ssize_t r1, Py_ssize_t grid_w, int relu, int late, double* buf)
+    void fc_cl_store_s(const float* buf, Py_ssize_t cpad, Py_ssize_t channels,
+                       Py_ssize_t count, float* y, Py_ssize_t plane)
+    void fc_cl_store_d(const double* buf, Py_ssize_t cpad, Py_ssize_t channels,
+                       Py_ssize_t count, double* y, Py_ssize_t plane)
 
 
 fc_few_init()  # the level's vector width, once at import (src/_cpu.h)
@@ -44,10 +55,12 @@ cdef struct FewLayout:
 
 
 cdef FewLayout few_layout(const Geometry* geo, Py_ssize_t pool_h, Py_ssize_t pool_w,
-                          Py_ssize_t band, Py_ssize_t itemsize) noexcept nogil:
+                          Py_ssize_t band, Py_ssize_t itemsize, bint across) noexcept nogil:
     """The phase planes and the block of a band of ``band`` grid rows, for a convolution
     pooled by non-overlapping pool_h x pool_w windows (1 x 1: not pooled; the windows that
-    pass the output's edge are dropped, as max pooling's floor mode)."""
+    pass the output's edge are dropped, as max pooling's floor mode). ``across``: the
+    channels-across-lanes variant's block (pixel-major, channels padded to FC_CL_OC; its bp
+    is the band's positions)."""
     cdef FewLayout lay
     cdef Py_ssize_t reach_h = geo.stride_h * (pool_h - 1) + geo.dil_h * (geo.kernel_h - 1)
     cdef Py_ssize_t reach_w = geo.stride_w * (pool_w - 1) + geo.dil_w * (geo.kernel_w - 1)
@@ -61,19 +74,23 @@ cdef FewLayout few_layout(const Geometry* geo, Py_ssize_t pool_h, Py_ssize_t poo
     lay.phase_len = ((geo.in_channels_g * lay.sh * lay.sw * lay.hp * lay.wp + lay.wp
                       + FC_FEW_SLACK + lay.sw * lay.wp + 16 + line - 1) // line * line)
     lay.shape.k = geo.k
-    lay.shape.cpad = (geo.out_channels_g + FC_FEW_MR - 1) // FC_FEW_MR * FC_FEW_MR
     lay.shape.quads = pool_h * pool_w
     lay.shape.wp = lay.wp
-    lay.shape.bp = fc_few_pitch(band, lay.wp, itemsize)
+    if across:
+        lay.shape.cpad = (geo.out_channels_g + FC_CL_OC - 1) // FC_CL_OC * FC_CL_OC
+        lay.shape.bp = band * lay.grid_w
+    else:
+        lay.shape.cpad = (geo.out_channels_g + FC_FEW_MR - 1) // FC_FEW_MR * FC_FEW_MR
+        lay.shape.bp = fc_few_pitch(band, lay.wp, itemsize)
     return lay
 
 
 def few_sizes(object geometry, Py_ssize_t pool_h, Py_ssize_t pool_w, Py_ssize_t band,
-              Py_ssize_t itemsize):
+              Py_ssize_t itemsize, bint across=False):
     """(grid_h, grid_w, wp, phase elements, block elements, padded channels) of few_forward's
     layout, for the wrapper that sizes its buffers and bands."""
     cdef Geometry geo = make_geometry(geometry)
-    cdef FewLayout lay = few_layout(&geo, pool_h, pool_w, band, itemsize)
+    cdef FewLayout lay = few_layout(&geo, pool_h, pool_w, band, itemsize, across)
     return (lay.grid_h, lay.grid_w, lay.wp, lay.phase_len,
             lay.shape.cpad * lay.shape.bp, lay.shape.cpad)
 
@@ -82,7 +99,7 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
                 const floating[::1] bias, floating[:, :, :, ::1] out,
                 floating[:, ::1] workspace, floating[::1] packed, Py_ssize_t[::1] offsets,
                 object geometry, Py_ssize_t pool_h, Py_ssize_t pool_w, Py_ssize_t band,
-                int num_threads, bint relu=False):
+                int num_threads, bint relu=False, bint across=False):
     """The forward pass of a convolution with few input channels (one group) by the kernels
     of src/_fewchan.h: y[n,o,i,j] = sum_c,p,q x[n,c,i*s+p*d,j*s+q*d] * w[o,c,p,q] (+ b[o]),
     ReLU'd if ``relu``, and with pool_h x pool_w > 1 max-pooled by non-overlapping windows
@@ -93,9 +110,11 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
     phase planes once for its items of that sample. ``workspace`` has one row per thread:
     64 bytes of slack, the phase planes, the block (few_sizes). ``packed`` (k * cpad + cpad)
     receives the weights as [tap][channel] and the bias, zero-padded to cpad channels;
-    ``offsets`` (pool_h * pool_w * k) each window position's tap offsets."""
+    ``offsets`` (pool_h * pool_w * k) each window position's tap offsets. ``across``: the
+    variant with the output channels across the lanes (a multiple of FC_CL_OC of them;
+    fc_cl_block), with ``packed`` and the block sized for it (few_sizes(..., across=True))."""
     cdef Geometry geo = make_geometry(geometry)
-    cdef FewLayout lay = few_layout(&geo, pool_h, pool_w, band, sizeof(floating))
+    cdef FewLayout lay = few_layout(&geo, pool_h, pool_w, band, sizeof(floating), across)
     cdef Py_ssize_t batch = x.shape[0]
     cdef Py_ssize_t channels = geo.out_channels_g
     cdef Py_ssize_t cpad = lay.shape.cpad, k = geo.k
@@ -104,6 +123,7 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
     cdef Py_ssize_t out_plane = lay.grid_h * lay.grid_w
     cdef Py_ssize_t taps_hw = geo.kernel_h * geo.kernel_w
     cdef bint has_bias = bias is not None
+    cdef bint late = True
     cdef Py_ssize_t item, n, first, last, chunk, staged, r0, r1, o, kk, qd, ry, rx, c, p, q
     cdef floating* phase = NULL
     cdef floating* block = NULL
@@ -118,6 +138,9 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
                 packed[kk * cpad + o] = (&weight[o, 0, 0, 0])[kk] if o < channels else 0
         for o in range(cpad):
             packed[k * cpad + o] = bias[o] if has_bias and o < channels else 0
+            # the channels-across-lanes kernels add a finite bias after the pool max
+            if has_bias and o < channels and not (bias[o] - bias[o] == 0):
+                late = False
         if has_bias:
             bias_ptr = &packed[k * cpad]
         for qd in range(pool_h * pool_w):
@@ -151,7 +174,18 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
                                        geo.pad_top, geo.pad_left, lay.sh, lay.sw, lay.hp,
                                        lay.wp, phase)
                     staged = n
-                if floating is float:
+                if across:
+                    if floating is float:
+                        fc_cl_block_s(phase, &offsets[0], &packed[0], bias_ptr, &lay.shape,
+                                      r0, r1, lay.grid_w, relu, late, block)
+                        fc_cl_store_s(block, cpad, channels, (r1 - r0) * lay.grid_w,
+                                      &out[n, 0, r0, 0], out_plane)
+                    else:
+                        fc_cl_block_d(phase, &offsets[0], &packed[0], bias_ptr, &lay.shape,
+                                      r0, r1, lay.grid_w, relu, late, block)
+                        fc_cl_store_d(block, cpad, channels, (r1 - r0) * lay.grid_w,
+                                      &out[n, 0, r0, 0], out_plane)
+                elif floating is float:
                     fc_few_block_s(phase, &offsets[0], &packed[0], bias_ptr, &lay.shape, r0,
                                    r1, relu, block)
                     fc_few_store_s(block, &lay.shape, channels, r0, r1, lay.grid_w,

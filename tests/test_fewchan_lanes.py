@@ -1,0 +1,327 @@
+"""The few-input-channel path's variant with the output channels across the vector lanes
+(fastconv._paths.FewChannelsLanes, src/_fewchan.h's fc_cl_*): a multiple of 16 output
+channels, 16 per micro-kernel call, the pooling max kept in registers."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastconv
+from fastconv import _fusion, _paths, models
+from fastconv import conv as conv_module
+from fastconv._plan import clear_plans, use_paths
+from helpers import assert_close, assert_isa_capped, run_at_isa
+from reference.conv import conv2d_ref
+from reference.pool import max_pool2d_reference
+
+PATH = "few-channels-lanes"
+
+# (batch, C_in, H, W, C_out, kernel, stride, pads (top, bottom, left, right), dilation)
+SHAPES = [
+    (3, 1, 28, 28, 16, (5, 5), (2, 2), (0, 0, 0, 0), (1, 1)),   # the tutorial net's
+    (2, 1, 28, 28, 32, (5, 5), (1, 1), (2, 2, 2, 2), (1, 1)),   # LeNet-like, 32 channels
+    (1, 3, 17, 13, 48, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),   # 48 channels, batch 1
+    (2, 2, 11, 9, 16, (3, 2), (2, 1), (2, 0, 1, 3), (2, 1)),    # odd everything, dilation
+    (1, 3, 31, 29, 32, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),   # a stem-like 7x7
+    (2, 1, 6, 8, 16, (1, 2), (1, 1), (0, 0, 0, 0), (1, 1)),     # tiny planes
+    (2, 2, 9, 10, 16, (3, 3), (3, 2), (0, 1, 2, 0), (1, 3)),    # stride 3, wide dilation
+    (1, 1, 40, 5, 16, (5, 1), (1, 1), (0, 0, 0, 0), (4, 1)),    # tall and narrow
+    (1, 1, 9, 61, 16, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),    # rows past 12 positions
+]
+
+
+def _case(rng, shape, dtype, bias=True):
+    batch, cin, h, w, cout, kernel, stride, pads, dilation = shape
+    x = rng.standard_normal((batch, cin, h, w)).astype(dtype)
+    weight = rng.standard_normal((cout, cin) + kernel).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype) if bias else None
+    kwargs = dict(stride=stride, padding=((pads[0], pads[1]), (pads[2], pads[3])),
+                  dilation=dilation)
+    return x, weight, b, kwargs
+
+
+def _plan(x, weight, bias, kwargs):
+    conv, _ = conv_module._prepare(x, weight, bias, kwargs["stride"], kwargs["padding"],
+                                   kwargs["dilation"], 1, "zeros")
+    return conv.plan
+
+
+def _bits(array):
+    return np.ascontiguousarray(array).view(np.uint8)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_matches_the_reference(rng, dtype, shape, bias):
+    x, weight, b, kwargs = _case(rng, shape, dtype, bias)
+    with use_paths(forward=PATH):
+        assert _plan(x, weight, b, kwargs).forward.name == PATH
+        y = fastconv.conv2d(x, weight, b, **kwargs)
+        fused = fastconv.conv2d(x, weight, b, activation="relu", **kwargs)
+    batch, cin, h, w, cout, kernel, stride, pads, dilation = shape
+    expected = conv2d_ref(x, weight, b, stride, pads, dilation, 1)
+    assert y.shape == expected.shape and y.dtype == dtype
+    assert_close(y, expected)
+    assert np.array_equal(_bits(fused), _bits(np.maximum(y, 0)))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_same_bits_as_the_pixels_across_lanes_kernels(rng, dtype, shape):
+    """The same phase planes, tap offsets and chain of multiply-adds per output as
+    FewChannels at the same level: the very same bits."""
+    x, weight, b, kwargs = _case(rng, shape, dtype)
+    with use_paths(forward=PATH):
+        y = fastconv.conv2d(x, weight, b, activation="relu", **kwargs)
+    with use_paths(forward="few-channels"):
+        expected = fastconv.conv2d(x, weight, b, activation="relu", **kwargs)
+    assert np.array_equal(_bits(y), _bits(expected))
+
+
+def test_matches_torch(rng, dtype, torch):
+    for shape in SHAPES:
+        x, weight, b, kwargs = _case(rng, shape, dtype)
+        with use_paths(forward=PATH):
+            y = fastconv.conv2d(x, weight, b, **kwargs)
+        pads = shape[7]
+        xt = torch.nn.functional.pad(torch.from_numpy(x), (pads[2], pads[3], pads[0], pads[1]))
+        expected = torch.nn.functional.conv2d(xt, torch.from_numpy(weight),
+                                              torch.from_numpy(b), stride=shape[6],
+                                              dilation=shape[8]).numpy()
+        assert_close(y, expected)
+
+
+@pytest.fixture
+def pays_to_16(monkeypatch):
+    """The path taken up to 16 output channels (it is by override only by default)."""
+    monkeypatch.setattr(_paths, "FEW_LANES_MAX_OUT_CHANNELS", 16)
+    clear_plans()
+    yield
+    clear_plans()
+
+
+def test_not_taken_by_default(rng):
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    weight = rng.standard_normal((16, 1, 5, 5)).astype(np.float32)
+    kwargs = dict(stride=(2, 2), padding=((0, 0), (0, 0)), dilation=(1, 1))
+    assert _paths.FEW_LANES_MAX_OUT_CHANNELS < 16
+    assert _plan(x, weight, None, kwargs).forward.name == "few-channels"
+
+
+def test_is_the_usual_choice_where_it_pays(rng, pays_to_16):
+    kwargs = dict(stride=(2, 2), padding=((0, 0), (0, 0)), dilation=(1, 1))
+    for cin, cout, expected in ((1, 16, PATH), (_paths.FEW_MAX_CHANNELS, 16, PATH),
+                                (1, 12, "few-channels")):
+        x = rng.standard_normal((2, cin, 28, 28)).astype(np.float32)
+        weight = rng.standard_normal((cout, cin, 5, 5)).astype(np.float32)
+        assert _plan(x, weight, None, kwargs).forward.name == expected
+    # more input channels, or output channels past the measured bound: not taken
+    for cin, cout in ((_paths.FEW_MAX_CHANNELS + 1, 16),
+                      (1, _paths.FEW_LANES_MAX_OUT_CHANNELS + 16)):
+        x = rng.standard_normal((2, cin, 28, 28)).astype(np.float32)
+        weight = rng.standard_normal((cout, cin, 5, 5)).astype(np.float32)
+        assert _plan(x, weight, None, kwargs).forward.name != PATH
+    # nor where the output channels are no multiple of 16, even by override
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    weight = rng.standard_normal((24, 1, 5, 5)).astype(np.float32)
+    with use_paths(forward=PATH):
+        assert _plan(x, weight, None, kwargs).forward.name != PATH
+
+
+def test_nan_inf_and_signed_zeros(dtype):
+    """Non-finite inputs reach exactly the outputs whose windows hold them."""
+    rng = np.random.default_rng(3)
+    for shape in (SHAPES[0], SHAPES[2]):
+        x, weight, b, kwargs = _case(rng, shape, dtype)
+        x[0, 0, 3, 5] = np.nan
+        x[-1, 0, -1, -1] = np.inf
+        x[0, -1, 0, 0] = -np.inf
+        weight[0] = 0
+        weight[17 % shape[4]] = -0.0
+        b[0] = -0.0
+        with use_paths(forward=PATH):
+            y = fastconv.conv2d(x, weight, b, **kwargs)
+            fused = fastconv.conv2d(x, weight, b, activation="relu", **kwargs)
+        with use_paths(forward="blas"):
+            expected = fastconv.conv2d(x, weight, b, **kwargs)
+        assert np.array_equal(np.isnan(y), np.isnan(expected))
+        assert np.array_equal(np.isinf(y), np.isinf(expected))
+        assert np.array_equal(np.signbit(y[np.isinf(y)]), np.signbit(expected[np.isinf(y)]))
+        finite = np.isfinite(expected)
+        assert_close(y[finite], expected[finite])
+        assert np.array_equal(_bits(fused), _bits(np.maximum(y, 0)))
+
+
+@pytest.fixture
+def every_thread(monkeypatch):
+    """Threads for any work, however small (the bands then split even one sample)."""
+    monkeypatch.setattr(_paths, "FEW_MACS_PER_THREAD", 1)
+    clear_plans()  # (the plans keep the layouts worked out under the old setting)
+    yield
+    clear_plans()
+
+
+def test_results_do_not_depend_on_the_thread_count(rng, dtype, every_thread):
+    for shape in (SHAPES[0], SHAPES[2], SHAPES[3], SHAPES[8]):
+        x, weight, b, kwargs = _case(rng, shape, dtype)
+        outs = []
+        with use_paths(forward=PATH):
+            for threads in (1, 2, 3, 7):
+                with fastconv.threads(threads):
+                    outs.append(fastconv.conv2d(x, weight, b, activation="relu", **kwargs))
+        for out in outs[1:]:
+            assert np.array_equal(_bits(out), _bits(outs[0]))
+
+
+def _pooled(plan_x, weight, b, kwargs, pool, relu=True):
+    """FewChannelsLanes.forward_pooled called directly."""
+    plan = _plan(plan_x, weight, b, kwargs)
+    path = _paths.FewChannelsLanes()
+    assert path.applies("forward", plan) and path.pools(plan, pool)
+    out = np.empty((plan.batch, plan.out_channels, plan.out_h // pool[0],
+                    plan.out_w // pool[1]), dtype=plan_x.dtype)
+    path.forward_pooled(plan, plan_x, weight, b, out, pool, relu=relu)
+    return out
+
+
+@pytest.mark.parametrize("pool", [(2, 2), (3, 3), (2, 3), (1, 2)])
+def test_pooled_store_is_the_pooled_convolution_bit_for_bit(rng, dtype, pool):
+    """The max over the window positions kept in registers: pooling's rule (NaN, then the
+    greater, scan order) on the very sums the unpooled path stores, ReLU'd or not."""
+    for shape in SHAPES:
+        x, weight, b, kwargs = _case(rng, shape, dtype)
+        x[0, 0, x.shape[2] // 2, x.shape[3] // 2] = np.nan
+        with use_paths(forward=PATH):
+            plain = fastconv.conv2d(x, weight, b, **kwargs)
+        if plain.shape[2] < pool[0] or plain.shape[3] < pool[1]:
+            continue
+        for relu in (True, False):
+            full = np.maximum(plain, 0) if relu else plain
+            expected = fastconv.max_pool2d(full, pool)
+            got = _pooled(x, weight, b, kwargs, pool, relu)
+            assert np.array_equal(_bits(got), _bits(expected)), (shape, pool, relu)
+            reference = max_pool2d_reference(full, pool, pool, (0, 0, 0, 0))[0]
+            assert np.array_equal(np.isnan(got), np.isnan(reference))
+            finite = ~np.isnan(reference)
+            assert np.array_equal(got[finite], reference[finite])
+
+
+def test_pooled_store_threads(rng, every_thread):
+    for shape in (SHAPES[0], SHAPES[1]):
+        x, weight, b, kwargs = _case(rng, shape, np.float32)
+        outs = []
+        for threads in (1, 2, 5):
+            with fastconv.threads(threads):
+                outs.append(_pooled(x, weight, b, kwargs, (2, 2)))
+        for out in outs[1:]:
+            assert np.array_equal(_bits(out), _bits(outs[0]))
+
+
+@pytest.mark.parametrize("dtype_", [np.float32, np.float64])
+def test_tutorial_net_eval_plan_pools_on_this_path(dtype_, pays_to_16):
+    """The tutorial net's prepared plan runs Conv2d -> ReLU -> MaxPool2d as one step on
+    this path, bit for bit the layers run one by one."""
+    model = models.tutorial_net(seed=0, dtype=dtype_).eval()
+    x = np.random.default_rng(1).standard_normal((5, 1, 28, 28)).astype(dtype_)
+    conv = model[0]
+    probe, _ = conv_module._prepare(x, conv.weight.data, conv.bias.data, conv.stride,
+                                    conv.padding, conv.dilation, conv.groups, "zeros")
+    assert probe.plan.forward.name == PATH
+    y = model(x)
+    assert _fusion.prepared(model).steps[0].__name__ == "convolve_pool"
+    h = x
+    for layer in model:
+        h = layer(h)
+    assert np.array_equal(_bits(y), _bits(h))
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=st.integers(1, 3), cin=st.integers(1, 3), h=st.integers(1, 14),
+       w=st.integers(1, 30), cout=st.sampled_from([16, 32, 48]), kh=st.integers(1, 4),
+       kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+       dh=st.integers(1, 2), dw=st.integers(1, 2), pad=st.integers(0, 2),
+       seed=st.integers(0, 2 ** 16))
+def test_random_shapes(batch, cin, h, w, cout, kh, kw, sh, sw, dh, dw, pad, seed):
+    rng = np.random.default_rng(seed)
+    if h + 2 * pad < dh * (kh - 1) + 1 or w + 2 * pad < dw * (kw - 1) + 1:
+        return
+    shape = (batch, cin, h, w, cout, (kh, kw), (sh, sw), (pad, pad, pad, pad), (dh, dw))
+    for dtype in (np.float32, np.float64):
+        x, weight, b, kwargs = _case(rng, shape, dtype)
+        with use_paths(forward=PATH):
+            y = fastconv.conv2d(x, weight, b, **kwargs)
+        assert_close(y, conv2d_ref(x, weight, b, (sh, sw), (pad,) * 4, (dh, dw), 1))
+
+
+_CHILD = r"""
+import numpy as np
+import fastconv
+from fastconv import _paths
+from fastconv import conv as conv_module
+from fastconv._plan import use_paths
+
+rng = np.random.default_rng(0)
+checked = 0
+for dtype in (np.float32, np.float64):
+    for shape in [(3, 1, 28, 28, 16, 5, 2, 0, 1), (2, 3, 13, 11, 32, 3, 1, 1, 2),
+                  (1, 2, 9, 30, 48, 3, 2, 2, 1)]:
+        n, c, h, w, k, ks, s, p, d = shape
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        x[0, 0, 4, 4] = np.nan
+        wt = rng.standard_normal((k, c, ks, ks)).astype(dtype)
+        b = rng.standard_normal(k).astype(dtype)
+        with use_paths(forward="few-channels-lanes"):
+            y = fastconv.conv2d(x, wt, b, stride=s, padding=p, dilation=d)
+            fused = fastconv.conv2d(x, wt, b, stride=s, padding=p, dilation=d,
+                                    activation="relu")
+        with use_paths(forward="few-channels"):
+            same = fastconv.conv2d(x, wt, b, stride=s, padding=p, dilation=d)
+        with use_paths(forward="blas"):
+            ref = fastconv.conv2d(x, wt, b, stride=s, padding=p, dilation=d)
+        tol = 2e-4 if dtype == np.float32 else 1e-10
+        assert np.allclose(y, ref, rtol=tol, atol=tol, equal_nan=True), shape
+        assert y.tobytes() == same.tobytes(), shape
+        assert np.maximum(y, 0).tobytes() == fused.tobytes(), shape
+        conv, _ = conv_module._prepare(x, wt, b, s, p, d, 1, "zeros")
+        plan = conv.plan
+        out = np.empty((n, k, plan.out_h // 2, plan.out_w // 2), dtype=dtype)
+        _paths.FewChannelsLanes().forward_pooled(plan, x, wt, b, out, (2, 2), relu=True)
+        assert fastconv.max_pool2d(np.maximum(y, 0), 2).tobytes() == out.tobytes(), shape
+        outs = []
+        for threads in (1, 2, 3):
+            with fastconv.threads(threads), use_paths(forward="few-channels-lanes"):
+                outs.append(fastconv.conv2d(x, wt, b, stride=s, padding=p, dilation=d))
+        assert all(o.tobytes() == y.tobytes() for o in outs), shape
+        checked += 1
+print(checked, fastconv._conv.ISA)
+"""
+
+
+@pytest.mark.parametrize("isa", ["avx2", "generic"])
+def test_lesser_instruction_sets(isa, tmp_path):
+    """Under FASTCONV_ISA caps (a child process), the kernels of that level agree with the
+    reference and with FewChannels bit for bit, fuse the ReLU and pool bit for bit, and
+    give the same bits on any thread count."""
+    count, level = run_at_isa(_CHILD, isa, tmp_path).split()
+    assert int(count) == 6
+    assert_isa_capped(level, isa)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_pooled_store_with_a_non_finite_bias(dtype, relu):
+    """An infinite or NaN bias: the bias and ReLU taken per window position (as the unfused
+    layers take them), so a window of sums 5 and -inf with a bias of +inf pools to NaN,
+    not +inf; NaN payloads as the pooling kernel keeps them."""
+    rng = np.random.default_rng(7)
+    x, weight, b, kwargs = _case(rng, SHAPES[0], dtype)
+    x[0, 0, 10:12, 10:14] = -np.inf
+    x[1, 0, 4, 4] = np.nan
+    weight = np.abs(weight)
+    b[0], b[1], b[2] = np.inf, np.nan, -np.inf
+    with use_paths(forward=PATH):
+        plain = fastconv.conv2d(x, weight, b, **kwargs)
+    full = np.maximum(plain, 0) if relu else plain
+    expected = fastconv.max_pool2d(full, 2)
+    got = _pooled(x, weight, b, kwargs, (2, 2), relu)
+    assert np.isnan(got[0, 0]).any()  # the case above happens
+    assert np.array_equal(_bits(got), _bits(expected))
