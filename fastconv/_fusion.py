@@ -450,27 +450,14 @@ def _linear_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype,
     if bias is not None:
         checks.append((layer.bias, bias))
     weight_parameter, bias_parameter = layer.weight, layer.bias
-    if not (_linear.takes(np.empty(shape, dtype=dtype), weight, bias)
-            and _linear.pays(weight)):
-        hold = _threads.numpy_blas_single_thread
-
-        def linear_numpy(x: np.ndarray) -> np.ndarray:  # as Linear.forward runs it too
-            with hold():
-                output = x @ weight_parameter.data.T
-            if bias_parameter is not None:
-                output += bias_parameter.data
-            layer.__dict__["_input"] = x
-            return output
-        linear_numpy.__name__ = "linear"
-        return linear_numpy, shape[:-1] + (layer.out_features,)
-    run = _linear.forward
+    # the choice Linear.forward's _linear.linear makes, made once for the plan's shapes
+    run = (_linear.forward if _linear.chooses_kernels(np.empty(shape, dtype=dtype), weight, bias)
+           else _linear.numpy_forward)
 
     def linear(x: np.ndarray) -> np.ndarray:
-        # the weight array is the plan's (checks); x comes C-contiguous from the steps before
-        # or the plan's input, but a step may hand on what it was given: checked
-        weight = weight_parameter.data
-        bias = None if bias_parameter is None else bias_parameter.data
-        output = run(x if x.flags.c_contiguous else np.ascontiguousarray(x), weight, bias)
+        # the weight array is the plan's (checks)
+        output = run(x, weight_parameter.data,
+                     None if bias_parameter is None else bias_parameter.data)
         layer.__dict__["_input"] = x
         return output
     return linear, shape[:-1] + (layer.out_features,)

@@ -14,9 +14,10 @@ import numpy as np
 
 from . import _conv, _threads
 
-__all__ = ["forward", "takes", "pays", "LINEAR_MACS_PER_THREAD", "LINEAR_MIN_FEATURES"]
+__all__ = ["linear", "chooses_kernels", "forward", "numpy_forward", "takes", "pays",
+           "LINEAR_MACS_PER_THREAD", "LINEAR_MIN_FEATURES"]
 
-# From this many input features up the kernels pay. Measured (float32, 2 threads, this Zen 5,
+# From this many input features up the kernels pay. Measured (float32, 2 threads, this 2-core Zen,
 # medians of 7, ms, ours at 2 threads / ours at 1 / NumPy's one BLAS thread): (1000 rows)
 # 576 -> 20 0.136 / 0.200 / 0.294; 400 -> 120 0.705 / 0.987 / 0.880; 120 -> 84 0.510 /
 # 0.984 / 0.220; 84 -> 10 0.079 / 0.156 / 0.038; 20 -> 10 0.072 / 0.144 / 0.018. Each output
@@ -33,12 +34,13 @@ _KERNELS = {np.dtype(np.float32): _conv.linear_forward["float"],
 
 
 def takes(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> bool:
-    """Whether ``forward`` runs these arrays: float32 or float64 alike, C-contiguous, x's last
-    axis the weight's second, at least one row and feature, sizes below 2**31."""
+    """Whether ``forward`` runs these arrays: float32 or float64 alike, the weight and bias
+    C-contiguous (x is made so), x's last axis the weight's second, at least one row and
+    feature, sizes below 2**31."""
     dtype = weight.dtype
     return (dtype in _KERNELS and x.dtype == dtype and weight.ndim == 2 and x.ndim >= 1
             and x.shape[-1] == weight.shape[1] and x.size > 0 and weight.size > 0
-            and x.flags.c_contiguous and weight.flags.c_contiguous
+            and weight.flags.c_contiguous
             and (bias is None or (bias.dtype == dtype and bias.shape == (weight.shape[0],)
                                   and bias.flags.c_contiguous))
             and max(x.size, weight.size) < 2 ** 31)
@@ -61,6 +63,7 @@ def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.nd
     >>> _linear.forward(x, w, None)[0]
     array([3., 3., 3., 3.], dtype=float32)
     """
+    x = np.ascontiguousarray(x)
     rows = x.size // x.shape[-1]
     outs, features = weight.shape
     out = np.empty(x.shape[:-1] + (outs,), dtype=x.dtype)
@@ -68,3 +71,35 @@ def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.nd
     _KERNELS[x.dtype](x.reshape(rows, features), weight, bias, out.reshape(rows, outs),
                       threads)
     return out
+
+
+def numpy_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """``x @ weight.T + bias`` by NumPy's matmul, held to one BLAS thread (its own thread pool
+    would fight fastconv's OpenMP threads for the cores): where the kernels do not pay."""
+    with _threads.numpy_blas_single_thread():
+        output = x @ weight.T
+    if bias is not None:
+        output += bias
+    return output
+
+
+def chooses_kernels(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> bool:
+    """Whether :func:`linear` runs these arrays on fastconv's kernels (:func:`forward`) rather
+    than NumPy's matmul (:func:`numpy_forward`): the one place that choice is made."""
+    return takes(x, weight, bias) and pays(weight)
+
+
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """``x @ weight.T + bias`` (``nn.Linear``'s forward pass), by the kernels where
+    :func:`chooses_kernels` says so, else by NumPy's matmul.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import _linear
+    >>> _linear.linear(np.ones((2, 3)), np.ones((4, 3)), np.zeros(4))[1]
+    array([3., 3., 3., 3.])
+    """
+    if chooses_kernels(x, weight, bias):
+        return forward(x, weight, bias)
+    return numpy_forward(x, weight, bias)

@@ -856,13 +856,7 @@ class Linear(Module):
             )
         weight = self.weight.data
         bias = None if self.bias is None else self.bias.data
-        if _linear.takes(x, weight, bias) and _linear.pays(weight):  # (fastconv._linear)
-            output = _linear.forward(x, weight, bias)
-        else:
-            with _threads.numpy_blas_single_thread():
-                output = x @ weight.T
-            if bias is not None:
-                output += bias
+        output = _linear.linear(x, weight, bias)
         self._input = x
         return output
 
