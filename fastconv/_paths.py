@@ -321,20 +321,29 @@ class Direct(ConvPath):
                              plan.groups, threads, relu)
 
     def grad_weight(self, plan, grad_output, x, grad_weight):
-        geometry = plan.geometry
-        row = grad_weight.size
-        chunks = _weight_chunks(plan, row)
-        threads = effective_num_threads(chunks)
-        # the kernels sum tap-major, [group][tap][channel]: transposed below
-        partials = np.zeros((chunks, row), dtype=_F32)
-        _conv.grad_weight_direct(grad_output, x, partials,
-                                 direct_workspace(threads, geometry, _F32),
-                                 np.empty(geometry.k, dtype=np.intp), geometry, plan.groups,
-                                 threads)
-        with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch
-            summed = np.add.reduce(partials, axis=0)
-        grad_weight[...] = summed.reshape(plan.groups, -1, geometry.out_channels_g).transpose(
-            0, 2, 1).reshape(grad_weight.shape)
+        geometry, groups = plan.geometry, plan.groups
+        channels, k = geometry.out_channels_g, geometry.k
+        chunk = direct_weight_chunk(plan)
+        # units of work: a block of 16 or 32 channels by a run of at most 12 or 24 taps
+        threads = effective_num_threads(groups * channels // 16 * -(-k // 24))
+        # the sums, tap-major, are transposed into grad_weight by the kernel
+        _conv.grad_weight_direct(
+            grad_output, x, grad_weight,
+            np.empty(_conv.direct_weight_workspace_floats(geometry, groups, chunk), dtype=_F32),
+            np.empty(k, dtype=np.intp), geometry, groups, chunk, threads)
+
+
+# The direct weight gradient stages the input and transposes grad_output of a chunk of samples
+# at a time: at most this many bytes of them (at least one sample). The chunk follows from the
+# shapes alone; a sum's order never depends on it (grad_weight_direct_impl).
+DIRECT_WEIGHT_CHUNK_BYTES = 16 * 1024 * 1024
+
+
+def direct_weight_chunk(plan: ConvPlan) -> int:
+    """Samples per chunk of the direct weight gradient (DIRECT_WEIGHT_CHUNK_BYTES)."""
+    per_sample = 4 * (_conv.direct_weight_workspace_floats(plan.geometry, plan.groups, 1)
+                      - _conv.direct_weight_workspace_floats(plan.geometry, plan.groups, 0))
+    return max(1, min(plan.batch, DIRECT_WEIGHT_CHUNK_BYTES // max(1, per_sample)))
 
 
 # ---- few input channels: output pixels across the lanes (src/conv/fewchan.pxi) -------------
