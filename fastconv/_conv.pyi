@@ -51,6 +51,16 @@ def forward_direct(
     num_threads: int,
     relu: bool = ...,  # the ReLU fused into the store (src/_epilogue.h)
 ) -> None: ...
+def grad_weight_direct_chunks(
+    grad_output: np.ndarray,  # const float[:, :, :, ::1]  (N, C_out, H_out, W_out)
+    x: np.ndarray,  # const float[:, :, :, ::1]  (N, C_in, H, W), explicitly padded if needed
+    partials: np.ndarray,  # float[:, ::1]  (chunks, C_out * k) zeroed; tap-major sums
+    workspace: np.ndarray,  # float[:, ::1]  (num_threads, as forward_direct's)
+    taps: np.ndarray,  # intp[::1]  (k,), overwritten
+    geometry: _Geometry,
+    groups: int,
+    num_threads: int,
+) -> None: ...
 def grad_weight_direct(
     grad_output: np.ndarray,  # const float[:, :, :, ::1]  (N, C_out, H_out, W_out)
     x: np.ndarray,  # const float[:, :, :, ::1]  (N, C_in, H, W), explicitly padded if needed

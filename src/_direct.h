@@ -221,6 +221,33 @@ static void fc_direct_store(const float *tbuf, ptrdiff_t channels, ptrdiff_t cou
 #endif
 }
 
+/* out[kk*channels + o] += sum over the pixels [p0, p0 + count) of one (sample, group) of
+ * stage[pix(i) + off[kk]] * gy[o, i], for the k taps (near-equal blocks of at most the
+ * micro-kernel's) and the channels in blocks of 16 * v: ``gyt`` is grad_output's tile
+ * transposed (fc_direct_load), ``out`` the tap-major [kk][o] sums of one group. */
+static void fc_dgrad_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k,
+                          ptrdiff_t channels, int v, ptrdiff_t out_w, ptrdiff_t row_step,
+                          ptrdiff_t p0, ptrdiff_t count, const float *gyt, float *out)
+{
+#if FC_HAVE_X86_TARGETS
+    const fc_dgrad_kernel_t *table = v == 2 ? fc_dgrad_2 : fc_dgrad_1;
+    ptrdiff_t r_max = v == 2 ? FC_DIRECT_MR2 : FC_DIRECT_MR1;
+    ptrdiff_t width = 16 * v, blocks = channels / width;
+    ptrdiff_t runs = (k + r_max - 1) / r_max, r, first, last, blk;
+    for (r = 0; r < runs; r++) {
+        first = k * r / runs;
+        last = k * (r + 1) / runs;
+        for (blk = 0; blk < blocks; blk++)
+            table[last - first](stage, off + first, out_w, row_step, p0, count,
+                                gyt + blk * width, channels, out + first * channels
+                                + blk * width, channels);
+    }
+#else
+    (void)stage; (void)off; (void)k; (void)channels; (void)v; (void)out_w; (void)row_step;
+    (void)p0; (void)count; (void)gyt; (void)out;
+#endif
+}
+
 /* The weight gradient's sums of ``taps`` consecutive taps (at most the micro-kernel's: 12 for
  * v = 2, 24 for v = 1) and one block of 16 * v channels over the pixels [p0, p0 + count) of one
  * (sample, group), added to out[r*ldo + j] once: ``off`` the taps' stage offsets, ``gyt``

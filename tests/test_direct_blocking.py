@@ -1,7 +1,8 @@
 """The direct path's blockings (src/conv/direct.pxi): the forward pass's spans of tiles with
 one block of channels over all their pixels and its weights packed in parallel; the weight
 gradient's units (a block of channels by a run of taps) summed over chunks, segments and
-pieces of the batch. Every one against the NumPy reference, and the same bits on 1, 2 and 3
+pieces of the batch (taken for results past DIRECT_WEIGHT_PARTIAL_MAX_BYTES; forced here on
+small ones), and its chunks of (sample, tile) pairs for small results. Every one against the NumPy reference, and the same bits on 1, 2 and 3
 threads."""
 
 import json
@@ -32,6 +33,8 @@ BLOCKING_CASES = [
     (4, 12, 10, 9, 64, (3, 2), (2, 1), (1, 0), 2),
     # vgg-like: k = 576 in runs of 12 taps of 32 channels
     (2, 64, 14, 14, 64, (3, 3), 1, 1, 1),
+    # a 288 x 1152 result (1.3 MB): the units on the usual path too; 9 blocks of 32
+    (2, 128, 5, 6, 288, (3, 3), 1, 1, 1),
     # pointwise (x read in place), 512 channels (forward runs of 128 pixels)
     (3, 16, 12, 12, 512, (1, 1), 1, 0, 1),
 ]
@@ -67,10 +70,12 @@ def _all_threads(x, weight, bias, gy, kwargs):
 @needs_direct
 @pytest.mark.parametrize("geometry", BLOCKING_CASES,
                          ids=[f"b{i}" for i in range(len(BLOCKING_CASES))])
-@pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["one-chunk", "chunk-per-sample"])
-def test_direct_blockings_match_reference(rng, monkeypatch, geometry, chunk_bytes):
-    if chunk_bytes is not None:  # the weight gradient's batch cut into one-sample chunks
-        monkeypatch.setattr(_paths, "DIRECT_WEIGHT_CHUNK_BYTES", chunk_bytes)
+@pytest.mark.parametrize("mode", ["usual", "units", "units-chunk-per-sample"])
+def test_direct_blockings_match_reference(rng, monkeypatch, geometry, mode):
+    if mode != "usual":  # the weight gradient by units, whatever the result's size
+        monkeypatch.setattr(_paths, "DIRECT_WEIGHT_PARTIAL_MAX_BYTES", 0)
+    if mode == "units-chunk-per-sample":  # the batch cut into one-sample chunks
+        monkeypatch.setattr(_paths, "DIRECT_WEIGHT_CHUNK_BYTES", 1)
     x, weight, bias, kwargs = _case(rng, geometry)
     with use_paths(forward="direct", grad_weight="direct"):
         conv, _ = fastconv.conv._prepare(x, weight, None, kwargs["stride"],
@@ -87,7 +92,8 @@ def test_direct_blockings_match_reference(rng, monkeypatch, geometry, chunk_byte
 
 @needs_direct
 @pytest.mark.parametrize("geometry", BLOCKING_CASES[:3], ids=["b0", "b1", "b2"])
-def test_direct_blockings_match_torch(torch, geometry):
+def test_direct_blockings_match_torch(torch, monkeypatch, geometry):
+    monkeypatch.setattr(_paths, "DIRECT_WEIGHT_PARTIAL_MAX_BYTES", 0)
     rng = np.random.default_rng(14)
     x, weight, bias, kwargs = _case(rng, geometry)
     tx = torch.from_numpy(x.astype(np.float64)).requires_grad_()

@@ -7,6 +7,9 @@ cdef extern from "_direct.h" nogil:
     void fc_direct_pack(const float* weight, Py_ssize_t k, Py_ssize_t width, float* wpack)
     void fc_direct_store(const float* tbuf, Py_ssize_t channels, Py_ssize_t count, float* y,
                          Py_ssize_t plane)
+    void fc_dgrad_tile(const float* stage, const Py_ssize_t* off, Py_ssize_t k,
+                       Py_ssize_t channels, int v, Py_ssize_t out_w, Py_ssize_t row_step,
+                       Py_ssize_t p0, Py_ssize_t count, const float* gyt, float* out)
     void fc_dgrad_unit(const float* stage, const Py_ssize_t* off, Py_ssize_t taps, int v,
                        Py_ssize_t out_w, Py_ssize_t row_step, Py_ssize_t p0,
                        Py_ssize_t count, const float* gyt, Py_ssize_t ldg, float* out,
@@ -178,6 +181,80 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
                     fc_direct_store(tbuf, channels, sub_count,
                                     &out[n, g * channels, 0, 0] + sub, out_plane)
                     sub = sub + sub_count
+
+
+cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
+                                         const float[:, :, :, ::1] x,
+                                         float[:, ::1] partials, float[:, ::1] workspace,
+                                         const Py_ssize_t* taps, const Geometry* geo,
+                                         Py_ssize_t groups, Py_ssize_t width,
+                                         int num_threads) noexcept nogil:
+    """grad_weight_impl by the direct kernels of src/_direct.h (float32; width = direct_block):
+    partials[chunk, (g, kk, o)] += the chunk's sums, tap-major (the caller transposes them
+    into the weights' layout). The same fixed chunks and order as grad_weight_impl. Each
+    thread's workspace row: 64 bytes of slack, the stage (stage_size), then
+    direct_run_pixels * C_out/groups for a run of grad_output's tile transposed
+    (fc_direct_load). ``partials`` must be zeroed."""
+    cdef Py_ssize_t batch = x.shape[0]
+    cdef Py_ssize_t n_pairs = batch * geo[0].n_tiles
+    cdef Py_ssize_t n_chunks = partials.shape[0]
+    cdef Py_ssize_t out_plane = geo[0].out_h * geo[0].out_w
+    cdef Py_ssize_t channels = geo[0].out_channels_g
+    cdef Py_ssize_t stage_elements = stage_length(geo)
+    cdef Py_ssize_t run = direct_run(geo)
+    cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, staged_sample, sub, sub_count
+    cdef float* stage = NULL
+    cdef float* gyt = NULL
+    cdef const float* src = NULL
+    if n_pairs == 0:
+        return
+    with parallel(num_threads=num_threads):
+        stage = aligned(&workspace[threadid(), 0])
+        gyt = stage + stage_elements
+        if geo[0].staged:
+            stage_clear(stage, geo)
+        for chunk in prange(n_chunks, schedule="static"):
+            first = chunk_start(chunk, n_pairs, n_chunks)
+            last = chunk_start(chunk + 1, n_pairs, n_chunks)
+            for g in range(groups):
+                staged_sample = -1
+                for pair in range(first, last):
+                    n = pair // geo[0].n_tiles
+                    t = pair % geo[0].n_tiles
+                    p0 = t * geo[0].tile
+                    count = pixels_in_tile(p0, geo)
+                    if geo[0].pointwise:
+                        src = &x[n, g * geo[0].in_channels_g, 0, 0]
+                    elif n != staged_sample:
+                        stage_input(&x[n, g * geo[0].in_channels_g, 0, 0], stage, geo)
+                        staged_sample = n
+                        src = stage
+                    sub = p0
+                    while sub < p0 + count:
+                        sub_count = p0 + count - sub if p0 + count - sub < run else run
+                        fc_direct_load(&grad_output[n, g * channels, 0, 0] + sub, out_plane,
+                                       channels, sub_count, gyt)
+                        fc_dgrad_tile(src, taps, geo[0].k, channels, <int>(width // 16),
+                                      geo[0].out_w, geo[0].stride_h * geo[0].st_row, sub,
+                                      sub_count, gyt, &partials[chunk, g * channels * geo[0].k])
+                        sub = sub + sub_count
+
+
+def grad_weight_direct_chunks(const float[:, :, :, ::1] grad_output,
+                              const float[:, :, :, ::1] x, float[:, ::1] partials,
+                              float[:, ::1] workspace, Py_ssize_t[::1] taps, object geometry,
+                              Py_ssize_t groups, int num_threads):
+    """The weight gradient's chunk sums by the direct kernels (grad_weight_direct_chunks_impl),
+    tap-major; ``taps`` (k elements) receives the stage offset of every tap. For small
+    results (Direct.grad_weight); grad_weight_direct for large ones."""
+    cdef Geometry geo = make_geometry(geometry)
+    cdef Py_ssize_t width = direct_block(geometry)
+    if width == 0:
+        return
+    with nogil:
+        stage_taps(&geo, &taps[0])
+        grad_weight_direct_chunks_impl(grad_output, x, partials, workspace, &taps[0], &geo,
+                                       groups, width, num_threads)
 
 
 # The weight gradient's block of grad_output (one block of channels, pixel-major), read once
