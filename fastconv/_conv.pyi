@@ -51,7 +51,7 @@ def forward_direct(
     num_threads: int,
     relu: bool = ...,  # the ReLU fused into the store (src/_epilogue.h)
 ) -> None: ...
-def grad_weight_direct(
+def grad_weight_direct_chunks(
     grad_output: np.ndarray,  # const float[:, :, :, ::1]  (N, C_out, H_out, W_out)
     x: np.ndarray,  # const float[:, :, :, ::1]  (N, C_in, H, W), explicitly padded if needed
     partials: np.ndarray,  # float[:, ::1]  (chunks, C_out * k) zeroed; tap-major sums
@@ -61,6 +61,19 @@ def grad_weight_direct(
     groups: int,
     num_threads: int,
 ) -> None: ...
+def grad_weight_direct(
+    grad_output: np.ndarray,  # const float[:, :, :, ::1]  (N, C_out, H_out, W_out)
+    x: np.ndarray,  # const float[:, :, :, ::1]  (N, C_in, H, W), explicitly padded if needed
+    grad_weight: np.ndarray,  # float[:, :, :, ::1]  (C_out, C_in/groups, kH, kW), overwritten
+    workspace: np.ndarray,  # float[::1]  (direct_weight_workspace_floats(...),)
+    taps: np.ndarray,  # intp[::1]  (k,), overwritten
+    geometry: _Geometry,
+    groups: int,
+    chunk_samples: int,
+    num_threads: int,
+) -> None: ...
+def direct_weight_workspace_floats(geometry: _Geometry, groups: int,
+                                   chunk_samples: int) -> int: ...
 def depthwise_direct_sizes(geometry: _Geometry) -> tuple[int, int]: ...  # stage, tile
 def depthwise_direct_forward(
     x: np.ndarray,  # const float[:, :, :, ::1]  (N, C, H, W), C a multiple of 16

@@ -321,20 +321,57 @@ class Direct(ConvPath):
                              plan.groups, threads, relu)
 
     def grad_weight(self, plan, grad_output, x, grad_weight):
+        geometry, groups = plan.geometry, plan.groups
+        channels, k = geometry.out_channels_g, geometry.k
+        if grad_weight.size * 4 <= DIRECT_WEIGHT_PARTIAL_MAX_BYTES:
+            self._grad_weight_chunks(plan, grad_output, x, grad_weight)
+            return
+        chunk = direct_weight_chunk(plan)
+        # units of work: a block of 16 or 32 channels by a run of at most 12 or 24 taps
+        threads = effective_num_threads(groups * channels // 16 * -(-k // 24))
+        # the sums, tap-major, are transposed into grad_weight by the kernel
+        _conv.grad_weight_direct(
+            grad_output, x, grad_weight,
+            np.empty(_conv.direct_weight_workspace_floats(geometry, groups, chunk), dtype=_F32),
+            np.empty(k, dtype=np.intp), geometry, groups, chunk, threads)
+
+
+    def _grad_weight_chunks(self, plan, grad_output, x, grad_weight):
+        """Small results: the (sample, tile) pairs in chunks, each thread summing its chunks'
+        pairs into partial sums of the whole result, added afterwards in order."""
         geometry = plan.geometry
         row = grad_weight.size
         chunks = _weight_chunks(plan, row)
         threads = effective_num_threads(chunks)
         # the kernels sum tap-major, [group][tap][channel]: transposed below
         partials = np.zeros((chunks, row), dtype=_F32)
-        _conv.grad_weight_direct(grad_output, x, partials,
-                                 direct_workspace(threads, geometry, _F32),
-                                 np.empty(geometry.k, dtype=np.intp), geometry, plan.groups,
-                                 threads)
+        _conv.grad_weight_direct_chunks(grad_output, x, partials,
+                                        direct_workspace(threads, geometry, _F32),
+                                        np.empty(geometry.k, dtype=np.intp), geometry,
+                                        plan.groups, threads)
         with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch
             summed = np.add.reduce(partials, axis=0)
         grad_weight[...] = summed.reshape(plan.groups, -1, geometry.out_channels_g).transpose(
             0, 2, 1).reshape(grad_weight.shape)
+
+
+# The direct weight gradient of a result (C_out * k floats) up to this size keeps the chunks
+# of (sample, tile) pairs and their partial sums of the whole result (_grad_weight_chunks),
+# which stay in L2 beside a tile; above, each tile re-read and re-wrote partials past L2
+# (vgg14's 256 x 2304: 2.4 MB, the weight gradient 1.6x PyTorch's), and the units of
+# grad_weight_direct sum over all the samples with their block of the result in registers.
+DIRECT_WEIGHT_PARTIAL_MAX_BYTES = 1024 * 1024
+# The direct weight gradient stages the input and transposes grad_output of a chunk of samples
+# at a time: at most this many bytes of them (at least one sample). The chunk follows from the
+# shapes alone; a sum's order never depends on it (grad_weight_direct_impl).
+DIRECT_WEIGHT_CHUNK_BYTES = 16 * 1024 * 1024
+
+
+def direct_weight_chunk(plan: ConvPlan) -> int:
+    """Samples per chunk of the direct weight gradient (DIRECT_WEIGHT_CHUNK_BYTES)."""
+    per_sample = 4 * (_conv.direct_weight_workspace_floats(plan.geometry, plan.groups, 1)
+                      - _conv.direct_weight_workspace_floats(plan.geometry, plan.groups, 0))
+    return max(1, min(plan.batch, DIRECT_WEIGHT_CHUNK_BYTES // max(1, per_sample)))
 
 
 # ---- few input channels: output pixels across the lanes (src/conv/fewchan.pxi) -------------

@@ -4,11 +4,18 @@ cdef extern from "_direct.h" nogil:
                         const float* wpack, Py_ssize_t channels, int v, Py_ssize_t out_w,
                         Py_ssize_t row_step, Py_ssize_t p0, Py_ssize_t count,
                         const float* bias, float* tbuf)
+    void fc_direct_pack(const float* weight, Py_ssize_t k, Py_ssize_t width, float* wpack)
     void fc_direct_store(const float* tbuf, Py_ssize_t channels, Py_ssize_t count, float* y,
                          Py_ssize_t plane)
     void fc_dgrad_tile(const float* stage, const Py_ssize_t* off, Py_ssize_t k,
                        Py_ssize_t channels, int v, Py_ssize_t out_w, Py_ssize_t row_step,
                        Py_ssize_t p0, Py_ssize_t count, const float* gyt, float* out)
+    void fc_dgrad_unit(const float* stage, const Py_ssize_t* off, Py_ssize_t taps, int v,
+                       Py_ssize_t out_w, Py_ssize_t row_step, Py_ssize_t p0,
+                       Py_ssize_t count, const float* gyt, Py_ssize_t ldg, float* out,
+                       Py_ssize_t ldo)
+    int FC_DIRECT_MR1
+    int FC_DIRECT_MR2
     void fc_direct_load(const float* gy, Py_ssize_t plane, Py_ssize_t channels,
                         Py_ssize_t count, float* gyt)
     void fc_dwd_forward(const float* xs, Py_ssize_t row_step, Py_ssize_t step,
@@ -48,6 +55,12 @@ def direct_block(object geometry):
 # many bytes (so their workspace does not grow with the channels either)
 cdef enum:
     DIRECT_RUN_BYTES = 256 * 1024
+
+
+# weights (floats) from which the forward pass packs them in parallel (a parallel region costs
+# microseconds: LeNet-sized weights are packed by the calling thread)
+cdef enum:
+    DIRECT_PACK_PARALLEL = 1 << 16
 
 
 cdef inline Py_ssize_t direct_run(const Geometry* geo) noexcept nogil:
@@ -105,7 +118,7 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
     cdef bint has_bias = bias is not None
     cdef Py_ssize_t run = direct_run(&geo)
     cdef Py_ssize_t item, n, g, t, p0, count, chunk, first, last, staged_item, kk, o
-    cdef Py_ssize_t sub, sub_count
+    cdef Py_ssize_t sub, sub_count, t_end, blk
     cdef float* wpack = NULL
     cdef float* stage = NULL
     cdef float* tbuf = NULL
@@ -113,14 +126,20 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
     if n_items == 0 or width == 0:
         return
     wpack = aligned(&packed_weight[0])
-    # serial: a fraction 1 / (batch * pixels) of the work
     with nogil:
         stage_taps(&geo, &taps[0])
-        for g in range(groups):
-            for o in range(channels):
-                for kk in range(geo.k):
-                    wpack[(g * channels + o // width * width) * geo.k + kk * width
-                          + o % width] = (&weight[g * channels + o, 0, 0, 0])[kk]
+        # the weights packed by register transposes, a block of channels at a time; in
+        # parallel where they are large (vgg14's 2.4 MB took 0.3-0.5 ms of its 5 ms packed
+        # serially element by element)
+        if groups * channels * geo.k < DIRECT_PACK_PARALLEL or num_threads == 1:
+            for blk in range(groups * channels // width):
+                fc_direct_pack(&weight[blk * width, 0, 0, 0], geo.k, width,
+                               wpack + blk * width * geo.k)
+        else:
+            for blk in prange(groups * channels // width, schedule="static",
+                              num_threads=num_threads):
+                fc_direct_pack(&weight[blk * width, 0, 0, 0], geo.k, width,
+                               wpack + blk * width * geo.k)
     with nogil, parallel(num_threads=num_threads):
         stage = aligned(&workspace[threadid(), 0])
         tbuf = stage + stage_elements
@@ -130,18 +149,26 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
             staged_item = -1
             first = chunk_start(chunk, n_items, num_threads)
             last = chunk_start(chunk + 1, n_items, num_threads)
-            for item in range(first, last):
+            # the chunk's tiles of one (sample, group) as one span of pixels, in runs of
+            # ``run``: each run reads a block's weights once (fc_direct_tile)
+            item = first
+            while item < last:
                 n = item // (groups * geo.n_tiles)
                 g = (item // geo.n_tiles) % groups
                 t = item % geo.n_tiles
+                t_end = (item // geo.n_tiles + 1) * geo.n_tiles
+                if t_end > last:
+                    t_end = last
                 p0 = t * geo.tile
-                count = pixels_in_tile(p0, &geo)
+                count = pixels_in_tile((t_end - 1) % geo.n_tiles * geo.tile, &geo) + (
+                    t_end - 1 - item) * geo.tile
                 if geo.pointwise:
                     src = &x[n, g * geo.in_channels_g, 0, 0]
                 elif item // geo.n_tiles != staged_item:
                     stage_input(&x[n, g * geo.in_channels_g, 0, 0], stage, &geo)
                     staged_item = item // geo.n_tiles
                     src = stage
+                item = t_end
                 sub = p0
                 while sub < p0 + count:
                     sub_count = p0 + count - sub if p0 + count - sub < run else run
@@ -156,10 +183,12 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
                     sub = sub + sub_count
 
 
-cdef void grad_weight_direct_impl(const float[:, :, :, ::1] grad_output, const float[:, :, :, ::1] x,
-                             float[:, ::1] partials, float[:, ::1] workspace,
-                             const Py_ssize_t* taps, const Geometry* geo, Py_ssize_t groups,
-                             Py_ssize_t width, int num_threads) noexcept nogil:
+cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
+                                         const float[:, :, :, ::1] x,
+                                         float[:, ::1] partials, float[:, ::1] workspace,
+                                         const Py_ssize_t* taps, const Geometry* geo,
+                                         Py_ssize_t groups, Py_ssize_t width,
+                                         int num_threads) noexcept nogil:
     """grad_weight_impl by the direct kernels of src/_direct.h (float32; width = direct_block):
     partials[chunk, (g, kk, o)] += the chunk's sums, tap-major (the caller transposes them
     into the weights' layout). The same fixed chunks and order as grad_weight_impl. Each
@@ -211,16 +240,156 @@ cdef void grad_weight_direct_impl(const float[:, :, :, ::1] grad_output, const f
                         sub = sub + sub_count
 
 
-def grad_weight_direct(const float[:, :, :, ::1] grad_output, const float[:, :, :, ::1] x,
-                       float[:, ::1] partials, float[:, ::1] workspace, Py_ssize_t[::1] taps,
-                       object geometry, Py_ssize_t groups, int num_threads):
-    """The weight gradient's chunk sums by the direct kernels (grad_weight_direct_impl),
-    tap-major; ``taps`` (k elements) receives the stage offset of every tap."""
+def grad_weight_direct_chunks(const float[:, :, :, ::1] grad_output,
+                              const float[:, :, :, ::1] x, float[:, ::1] partials,
+                              float[:, ::1] workspace, Py_ssize_t[::1] taps, object geometry,
+                              Py_ssize_t groups, int num_threads):
+    """The weight gradient's chunk sums by the direct kernels (grad_weight_direct_chunks_impl),
+    tap-major; ``taps`` (k elements) receives the stage offset of every tap. For small
+    results (Direct.grad_weight); grad_weight_direct for large ones."""
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t width = direct_block(geometry)
     if width == 0:
         return
     with nogil:
         stage_taps(&geo, &taps[0])
-        grad_weight_direct_impl(grad_output, x, partials, workspace, &taps[0], &geo, groups,
-                                width, num_threads)
+        grad_weight_direct_chunks_impl(grad_output, x, partials, workspace, &taps[0], &geo,
+                                       groups, width, num_threads)
+
+
+# The weight gradient's block of grad_output (one block of channels, pixel-major), read once
+# per run of taps, stays in cache over a segment of the samples of at most this many pixels,
+# or over a piece of one sample's plane of at most DGRAD_PIECE_PIXELS
+cdef enum:
+    DGRAD_SEGMENT_PIXELS = 2048
+    DGRAD_PIECE_PIXELS = 512
+
+
+cdef void grad_weight_direct_impl(const float[:, :, :, ::1] grad_output,
+                                  const float[:, :, :, ::1] x, float[:, :, :, ::1] grad_weight,
+                                  float* out, float* buf, Py_ssize_t chunk_samples,
+                                  const Py_ssize_t* taps,
+                                  const Geometry* geo, Py_ssize_t groups, Py_ssize_t width,
+                                  int num_threads) noexcept nogil:
+    """grad_weight_impl by the direct kernels of src/_direct.h (float32; width =
+    direct_block): the sums, tap-major, in out[(g, kk, o)] (each unit zeroes its part
+    first), then transposed into ``grad_weight``.
+
+    The batch is cut into chunks of ``chunk_samples`` samples (from the shapes). Per chunk,
+    every (sample, group) is staged and its grad_output transposed pixel-major into ``buf``
+    (chunk_samples * groups stages of stage_length, then as many planes of C_out/groups *
+    out_h*out_w), in parallel; then the result is cut into units of one group, one block of
+    ``width`` channels and a run of at most the micro-kernel's taps, a contiguous range of
+    units per thread. A unit's sums stay in registers over one sample's pixels and are then
+    added to ``out``: every element of ``out`` is 0 + the sum over sample 0 + the sum over
+    sample 1 ..., each a chain of FMAs over the sample's pixels in order, whichever thread
+    computes it. No partial sums per chunk of the batch: where those were re-read and
+    re-written once per tile (2.4 MB at vgg14's 256 x 2304, past L2), a unit's 12 x 32 sums
+    stay in L1."""
+    cdef Py_ssize_t batch = x.shape[0]
+    cdef Py_ssize_t plane = geo[0].out_h * geo[0].out_w
+    cdef Py_ssize_t channels = geo[0].out_channels_g
+    cdef Py_ssize_t k = geo[0].k
+    cdef Py_ssize_t sl = stage_length(geo)
+    cdef Py_ssize_t row_step = geo[0].stride_h * geo[0].st_row
+    cdef int v = <int>(width // 16)
+    cdef Py_ssize_t r_max = FC_DIRECT_MR2 if v == 2 else FC_DIRECT_MR1
+    cdef Py_ssize_t tap_runs = (k + r_max - 1) // r_max
+    cdef Py_ssize_t blocks = channels // width
+    cdef Py_ssize_t units = groups * blocks * tap_runs
+    cdef Py_ssize_t segment = DGRAD_SEGMENT_PIXELS // plane if plane > 0 else 1
+    cdef Py_ssize_t pieces = (plane + DGRAD_PIECE_PIXELS - 1) // DGRAD_PIECE_PIXELS
+    cdef Py_ssize_t pc, p0, p1
+    cdef float* gyt = buf + chunk_samples * groups * sl
+    cdef Py_ssize_t row_blocks = (k + 63) // 64
+    cdef Py_ssize_t c0, cn, item, i, g, chunk, u0, u1, unit, blk, r, first, last, s0, s1, rr
+    cdef const float* src = NULL
+    if batch == 0 or plane == 0 or units == 0:
+        return
+    if segment < 1:
+        segment = 1
+    c0 = 0
+    while c0 < batch:
+        cn = batch - c0 if batch - c0 < chunk_samples else chunk_samples
+        for item in prange(cn * groups, schedule="static", num_threads=num_threads):
+            if geo[0].staged:
+                if c0 == 0:  # the padding stays zero from one chunk to the next
+                    stage_clear(buf + item * sl, geo)
+                stage_input(&x[c0 + item // groups, item % groups * geo[0].in_channels_g, 0, 0],
+                            buf + item * sl, geo)
+            fc_direct_load(&grad_output[c0 + item // groups, item % groups * channels, 0, 0],
+                           plane, channels, plane, gyt + item * channels * plane)
+        with parallel(num_threads=num_threads):
+            for chunk in prange(num_threads, schedule="static"):
+                u0 = chunk_start(chunk, units, num_threads)
+                u1 = chunk_start(chunk + 1, units, num_threads)
+                s0 = 0
+                while s0 < cn:
+                    s1 = cn if cn - s0 < segment else s0 + segment
+                    for pc in range(pieces):
+                        p0 = plane * pc // pieces
+                        p1 = plane * (pc + 1) // pieces
+                        for unit in range(u0, u1):
+                            g = unit // (blocks * tap_runs)
+                            blk = unit // tap_runs % blocks
+                            r = unit % tap_runs
+                            first = k * r // tap_runs
+                            last = k * (r + 1) // tap_runs
+                            if c0 == 0 and s0 == 0 and pc == 0:
+                                for rr in range(first, last):
+                                    memset(out + (g * k + rr) * channels + blk * width, 0,
+                                           width * sizeof(float))
+                            for i in range(s0, s1):
+                                item = i * groups + g
+                                if geo[0].pointwise:
+                                    src = &x[c0 + i, g * geo[0].in_channels_g, 0, 0]
+                                else:
+                                    src = buf + item * sl
+                                fc_dgrad_unit(src, taps + first, last - first, v,
+                                              geo[0].out_w, row_step, p0, p1 - p0,
+                                              gyt + (item * plane + p0) * channels
+                                              + blk * width, channels,
+                                              out + (g * k + first) * channels + blk * width,
+                                              channels)
+                    s0 = s1
+        c0 = c0 + cn
+    # the tap-major sums into the weights' layout, 64 taps of a group at a time
+    for item in prange(groups * row_blocks, schedule="static", num_threads=num_threads):
+        first = item % row_blocks * 64
+        last = first + 64 if first + 64 < k else k
+        fc_direct_store(out + (item // row_blocks * k + first) * channels, channels,
+                        last - first, &grad_weight[item // row_blocks * channels, 0, 0, 0]
+                        + first, k)
+
+
+def grad_weight_direct(const float[:, :, :, ::1] grad_output, const float[:, :, :, ::1] x,
+                       float[:, :, :, ::1] grad_weight, float[::1] workspace,
+                       Py_ssize_t[::1] taps, object geometry, Py_ssize_t groups,
+                       Py_ssize_t chunk_samples, int num_threads):
+    """The weight gradient by the direct kernels (grad_weight_direct_impl) into
+    ``grad_weight`` (overwritten); ``workspace``: at least direct_weight_workspace_floats(
+    geometry, groups, chunk_samples) elements (the tap-major sums, then a chunk's stages and
+    grad_output); ``taps`` (k elements) receives the stage offset of every tap."""
+    cdef Geometry geo = make_geometry(geometry)
+    cdef Py_ssize_t width = direct_block(geometry)
+    cdef Py_ssize_t sums = groups * geo.k * geo.out_channels_g
+    if width == 0 or chunk_samples < 1 or grad_weight.shape[0] != groups * geo.out_channels_g:
+        return
+    if workspace.shape[0] < direct_weight_workspace_floats(geometry, groups, chunk_samples):
+        return
+    with nogil:
+        stage_taps(&geo, &taps[0])
+        grad_weight_direct_impl(grad_output, x, grad_weight, aligned(&workspace[0]),
+                                aligned(&workspace[0]) + (sums + 15) // 16 * 16, chunk_samples,
+                                &taps[0], &geo, groups, width, num_threads)
+
+
+def direct_weight_workspace_floats(object geometry, Py_ssize_t groups,
+                                   Py_ssize_t chunk_samples):
+    """Floats of grad_weight_direct's workspace for chunks of ``chunk_samples`` samples: 64
+    bytes of slack, the tap-major sums (rounded up to 64 bytes), then the chunk's stages and
+    grad_output transposed."""
+    cdef Geometry geo = make_geometry(geometry)
+    return (16 + (groups * geo.k * geo.out_channels_g + 15) // 16 * 16
+            + chunk_samples * groups * (stage_length(&geo)
+                                        + geo.out_channels_g * geo.out_h * geo.out_w))

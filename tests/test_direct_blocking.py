@@ -1,0 +1,182 @@
+"""The direct path's blockings (src/conv/direct.pxi): the forward pass's spans of tiles with
+one block of channels over all their pixels and its weights packed in parallel; the weight
+gradient's units (a block of channels by a run of taps) summed over chunks, segments and
+pieces of the batch (taken for results past DIRECT_WEIGHT_PARTIAL_MAX_BYTES; forced here on
+small ones), and its chunks of (sample, tile) pairs for small results. Every one against the NumPy reference, and the same bits on 1, 2 and 3
+threads."""
+
+import json
+
+import numpy as np
+import pytest
+from helpers import assert_close, assert_grad_close, run_at_isa
+from reference.conv import conv2d_backward_ref, conv2d_ref
+
+import fastconv
+from fastconv import _conv, _paths
+from fastconv._plan import use_paths
+
+needs_direct = pytest.mark.skipif(not _conv.DIRECT,
+                                  reason="no direct kernels on this CPU (AVX-512)")
+
+# (N, C_in, H, W, C_out, kernel, stride, padding, groups)
+BLOCKING_CASES = [
+    # 17 blocks of 16 channels (odd: units split unevenly over 2 and 3 threads), k = 288 in
+    # runs of 24 taps, 78K weights (packed in parallel)
+    (6, 32, 7, 7, 272, (3, 3), 1, 1, 1),
+    # 50 x 49 pixels: two segments of the weight gradient's samples
+    (50, 16, 7, 7, 48, (3, 3), 1, 1, 1),
+    # 900-pixel planes: two pieces per plane; tiles of 64 pixels starting mid-row
+    (3, 24, 30, 30, 32, (3, 3), 1, 1, 1),
+    # 19 blocks of 16, k = 27 in runs of 13 and 14 taps; strides and groups
+    (3, 3, 11, 13, 304, (3, 3), 2, 1, 1),
+    (4, 12, 10, 9, 64, (3, 2), (2, 1), (1, 0), 2),
+    # vgg-like: k = 576 in runs of 12 taps of 32 channels
+    (2, 64, 14, 14, 64, (3, 3), 1, 1, 1),
+    # a 288 x 1152 result (1.3 MB): the units on the usual path too; 9 blocks of 32
+    (2, 128, 5, 6, 288, (3, 3), 1, 1, 1),
+    # pointwise (x read in place), 512 channels (forward runs of 128 pixels)
+    (3, 16, 12, 12, 512, (1, 1), 1, 0, 1),
+]
+
+
+def _case(rng, geometry, dtype=np.float32):
+    n, cin, h, w, cout, kernel, stride, padding, groups = geometry
+    x = rng.standard_normal((n, cin, h, w)).astype(dtype)
+    weight = rng.standard_normal((cout, cin // groups) + kernel).astype(dtype)
+    bias = rng.standard_normal(cout).astype(dtype)
+    return x, weight, bias, dict(stride=stride, padding=padding, groups=groups)
+
+
+def _reference(x, weight, bias, gy, kwargs):
+    ref = _reference_kwargs(kwargs)
+    return conv2d_ref(x, weight, bias, **ref), conv2d_backward_ref(gy, x, weight, **ref)
+
+
+def _all_threads(x, weight, bias, gy, kwargs):
+    """(y, grads) on 1 thread, after checking 2 and 3 threads give the same bits."""
+    results = []
+    for n in (1, 2, 3):
+        with fastconv.threads(n):
+            results.append((fastconv.conv2d(x, weight, bias, **kwargs),
+                            fastconv.conv2d_backward(gy, x, weight, **kwargs)))
+    for y, grads in results[1:]:
+        np.testing.assert_array_equal(y, results[0][0])
+        for a, b in zip(grads, results[0][1]):
+            np.testing.assert_array_equal(a, b)
+    return results[0]
+
+
+@needs_direct
+@pytest.mark.parametrize("geometry", BLOCKING_CASES,
+                         ids=[f"b{i}" for i in range(len(BLOCKING_CASES))])
+@pytest.mark.parametrize("mode", ["usual", "units", "units-chunk-per-sample"])
+def test_direct_blockings_match_reference(rng, monkeypatch, geometry, mode):
+    if mode != "usual":  # the weight gradient by units, whatever the result's size
+        monkeypatch.setattr(_paths, "DIRECT_WEIGHT_PARTIAL_MAX_BYTES", 0)
+    if mode == "units-chunk-per-sample":  # the batch cut into one-sample chunks
+        monkeypatch.setattr(_paths, "DIRECT_WEIGHT_CHUNK_BYTES", 1)
+    x, weight, bias, kwargs = _case(rng, geometry)
+    with use_paths(forward="direct", grad_weight="direct"):
+        conv, _ = fastconv.conv._prepare(x, weight, None, kwargs["stride"],
+                                         kwargs["padding"], 1, kwargs["groups"], "zeros")
+        assert conv.plan.forward.name == conv.plan.grad_weight.name == "direct"
+        gy = rng.standard_normal(fastconv.conv2d(x, weight, bias, **kwargs).shape
+                                 ).astype(np.float32)
+        y, grads = _all_threads(x, weight, bias, gy, kwargs)
+    y_ref, grads_ref = _reference(x, weight, bias, gy, kwargs)
+    assert_close(y, y_ref)
+    for actual, wanted in zip(grads, grads_ref):
+        assert_grad_close(actual, wanted)
+
+
+@needs_direct
+@pytest.mark.parametrize("geometry", BLOCKING_CASES[:3], ids=["b0", "b1", "b2"])
+def test_direct_blockings_match_torch(torch, monkeypatch, geometry):
+    monkeypatch.setattr(_paths, "DIRECT_WEIGHT_PARTIAL_MAX_BYTES", 0)
+    rng = np.random.default_rng(14)
+    x, weight, bias, kwargs = _case(rng, geometry)
+    tx = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+    tw = torch.from_numpy(weight.astype(np.float64)).requires_grad_()
+    ty = torch.nn.functional.conv2d(tx, tw, torch.from_numpy(bias.astype(np.float64)),
+                                    **kwargs)
+    gy = rng.standard_normal(tuple(ty.shape)).astype(np.float32)
+    ty.backward(torch.from_numpy(gy.astype(np.float64)))
+    with use_paths(forward="direct", grad_weight="direct"):
+        assert_close(fastconv.conv2d(x, weight, bias, **kwargs), ty.detach().numpy())
+        _, grad_weight, _ = fastconv.conv2d_backward(gy, x, weight, **kwargs,
+                                                     need=("weight",))
+    assert_grad_close(grad_weight, tw.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("out_channels", [1, 15, 16, 17, 48, 100, 272, 300])
+def test_any_channel_count_on_the_usual_paths(rng, dtype, out_channels):
+    """Output channels from 1 to 300, multiples of the direct blocks or not (those take the
+    other paths), both dtypes: the reference, and the same bits on 1, 2 and 3 threads."""
+    x, weight, bias, kwargs = _case(rng, (3, 18, 9, 8, out_channels, (3, 3), 1, 1, 1), dtype)
+    gy = rng.standard_normal((3, out_channels, 9, 8)).astype(dtype)
+    y, grads = _all_threads(x, weight, bias, gy, kwargs)
+    y_ref, grads_ref = _reference(x, weight, bias, gy, kwargs)
+    assert_close(y, y_ref)
+    for actual, wanted in zip(grads, grads_ref):
+        assert_grad_close(actual, wanted)
+
+
+_ISA_SCRIPT = """
+import json, sys
+import numpy as np
+import fastconv
+from fastconv import _conv
+inputs = np.load(sys.argv[1])
+out = {}
+for i, (stride, padding, groups) in enumerate(json.loads(sys.argv[3])):
+    x, w, b, gy = (inputs[f"{i}_{name}"] for name in ("x", "w", "b", "gy"))
+    for n in (1, 2, 3):
+        with fastconv.threads(n):
+            y = fastconv.conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
+            grads = fastconv.conv2d_backward(gy, x, w, stride=stride, padding=padding,
+                                             groups=groups)
+        for name, value in zip(("y", "gx", "gw", "gb"), (y,) + grads):
+            out[f"{i}_{n}_{name}"] = value
+np.savez(sys.argv[2], **out)
+print(json.dumps({"direct": bool(_conv.DIRECT)}))
+"""
+
+
+@pytest.mark.parametrize("isa", ["avx2", "generic"])
+def test_blocking_cases_at_lower_isa_levels(tmp_path, isa):
+    """Where the direct kernels do not run (FASTCONV_ISA below avx512), the same shapes take
+    the other paths and still match the reference, the same bits on 1, 2 and 3 threads."""
+    rng = np.random.default_rng(7)
+    inputs, expected, cases = {}, {}, []
+    for i, geometry in enumerate([BLOCKING_CASES[0], BLOCKING_CASES[4]]):
+        x, weight, bias, kwargs = _case(rng, geometry)
+        y_ref = conv2d_ref(x, weight, bias, **_reference_kwargs(kwargs))
+        gy = rng.standard_normal(y_ref.shape).astype(np.float32)
+        inputs.update({f"{i}_x": x, f"{i}_w": weight, f"{i}_b": bias, f"{i}_gy": gy})
+        expected[i] = _reference(x, weight, bias, gy, kwargs)
+        cases.append([kwargs["stride"], kwargs["padding"], kwargs["groups"]])
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    work = tmp_path / "run"
+    work.mkdir()
+    report = json.loads(run_at_isa(_ISA_SCRIPT, isa, work, tmp_path / "inputs.npz",
+                                   tmp_path / "out.npz", json.dumps(cases)
+                                   ).strip().splitlines()[-1])
+    assert not report["direct"]
+    with np.load(tmp_path / "out.npz") as results:
+        for i, (y_ref, grads_ref) in expected.items():
+            for n in (2, 3):
+                for name in ("y", "gx", "gw", "gb"):
+                    np.testing.assert_array_equal(results[f"{i}_{n}_{name}"],
+                                                  results[f"{i}_1_{name}"])
+            assert_close(results[f"{i}_1_y"], y_ref)
+            for name, wanted in zip(("gx", "gw", "gb"), grads_ref):
+                assert_grad_close(results[f"{i}_1_{name}"], wanted)
+
+
+def _reference_kwargs(kwargs):
+    stride, padding = kwargs["stride"], kwargs["padding"]
+    ph, pw = (padding, padding) if np.isscalar(padding) else padding
+    return dict(stride=(stride, stride) if np.isscalar(stride) else stride,
+                pads=(ph, ph, pw, pw), groups=kwargs["groups"])
