@@ -109,12 +109,19 @@ def test_layer_takes_it_where_it_can_and_pays(rng):
     assert np.array_equal(_bits(y), _bits(_linear.forward(x, layer.weight.data,
                                                           layer.bias.data)))
     assert layer(x[0, 0]).shape == (4,)  # one sample, one axis
-    # other dtypes and layouts keep NumPy's matmul, with the same results
-    for other in (x.astype(np.float64), x[:, ::2], x.transpose(1, 0, 2)):
-        assert not _linear.takes(other, layer.weight.data, layer.bias.data)
-        with _threads.numpy_blas_single_thread():
-            expected = other @ layer.weight.data.T + layer.bias.data
-        np.testing.assert_allclose(layer(other), expected, rtol=1e-5, atol=1e-6)
+    # another dtype than the weight's keeps NumPy's matmul, with the same results
+    other = x.astype(np.float64)
+    assert not _linear.chooses_kernels(other, layer.weight.data, layer.bias.data)
+    with _threads.numpy_blas_single_thread():
+        expected = other @ layer.weight.data.T + layer.bias.data
+    np.testing.assert_allclose(layer(other), expected, rtol=1e-5, atol=1e-6)
+    # other layouts take the kernels on a C-contiguous copy: the copy's bits
+    for other in (x[:, ::2], x.transpose(1, 0, 2)):
+        assert _linear.chooses_kernels(other, layer.weight.data, layer.bias.data)
+        assert np.array_equal(_bits(layer(other)), _bits(_linear.forward(
+            np.ascontiguousarray(other), layer.weight.data, layer.bias.data)))
+        assert np.array_equal(_bits(_linear.linear(other, layer.weight.data, None)),
+                              _bits(_linear.forward(other.copy(), layer.weight.data, None)))
     gy = np.ones((3, 5, 4), dtype=np.float32)
     layer(x)
     assert layer.backward(gy).shape == x.shape  # the backward is unchanged
