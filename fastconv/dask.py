@@ -827,13 +827,15 @@ def predict(model: Callable[[np.ndarray], Any], x: ArrayLike, batch_size: int | 
                 f"(BLAS rounds a row by the batch's size); rechunk: x.rechunk({{0: {target}}})")
     local = _eval_copy(model)
     sample = np.asarray(local(np.zeros((1,) + array.shape[1:], dtype=array.dtype)))
-    name = f"fastconv-predict-{tokenize(array, batch_size, threads, id(model))}"
     graph: dict[Any, Any] = {}
     client = _current_client()
     if client is not None:
         # on every worker before any task runs, for as long as the result array lives
         model_ref: Any = client.scatter([local], broadcast=True, hash=False)[0]
+        # (the keys name the scattered copy: another predict's tasks read another copy)
+        name = f"fastconv-predict-{tokenize(array, batch_size, threads, model_ref.key)}"
     else:
+        name = f"fastconv-predict-{tokenize(array, batch_size, threads, id(model))}"
         model_ref = f"{name}-model"
         graph[model_ref] = (_eval_copy, model)
     block = functools.partial(_predict_block, batch_size=batch_size, threads=threads)

@@ -422,3 +422,23 @@ def test_predict_unpickles_the_model_once_per_worker(client):
     client.compute(result, sync=True)  # computed again: the workers keep their copy
     counts = client.run(lambda: len(__import__(CountsItsCopies.__module__).UNPICKLED))
     assert list(counts.values()) == [1, 1], counts
+
+
+def test_predict_twice_with_one_model_keeps_each_copy(client):
+    """Each predict sends the model as it is then; two results of one model object, changed
+    in between, are two task sets computing side by side, each with its own copy."""
+    model = fastconv.models.build("lenet")
+    x = RNG.standard_normal((12, 1, 28, 28)).astype(np.float32)
+    xd = da.from_array(x, chunks=(4, 1, 28, 28))
+    before = fd.predict(model, xd)
+    model.eval()
+
+    def in_memory():  # batches of a chunk, as predict's tasks run them
+        return np.concatenate([model(x[i:i + 4]) for i in range(0, 12, 4)])
+    expected_before = in_memory()
+    model[0].weight.data *= 2  # (in place: the copy sent above keeps the old weights)
+    after = fd.predict(model, xd)
+    assert before.name != after.name
+    got_before, got_after = client.compute([before, after], sync=True)
+    same_bits(got_before, expected_before)
+    same_bits(got_after, in_memory())
