@@ -834,6 +834,9 @@ def predict(model: Callable[[np.ndarray], Any], x: ArrayLike, batch_size: int | 
         model_ref: Any = client.scatter([local], broadcast=True, hash=False)[0]
         # (the keys name the scattered copy: another predict's tasks read another copy)
         name = f"fastconv-predict-{tokenize(array, batch_size, threads, model_ref.key)}"
+        # how to make that key where it is not in memory: Dask's local schedulers (computed
+        # with scheduler="threads" though the client exists) run it; the cluster has it
+        graph[model_ref.key] = (_eval_copy, model)
     else:
         name = f"fastconv-predict-{tokenize(array, batch_size, threads, id(model))}"
         model_ref = f"{name}-model"
