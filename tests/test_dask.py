@@ -442,3 +442,14 @@ def test_predict_twice_with_one_model_keeps_each_copy(client):
     got_before, got_after = client.compute([before, after], sync=True)
     same_bits(got_before, expected_before)
     same_bits(got_after, in_memory())
+
+
+def test_predict_built_with_a_client_computes_on_threads_too(client):
+    """A result built while the cluster's client is Dask's scheduler (the model scattered to
+    the workers) computes on the threaded scheduler as well, from the model key's task."""
+    model = fastconv.models.build("lenet").eval()
+    x = RNG.standard_normal((8, 1, 28, 28)).astype(np.float32)
+    result = fd.predict(model, da.from_array(x, chunks=(4, 1, 28, 28)))
+    expected = np.concatenate([model(x[:4]), model(x[4:])])
+    same_bits(result.compute(scheduler="threads"), expected)
+    same_bits(client.compute(result, sync=True), expected)
