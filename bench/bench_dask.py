@@ -11,24 +11,17 @@
    computed); "to client" adds gathering the 1 GB result into this process (shown, not the
    target: in memory there is nothing to move). Timed in memory: fastconv.conv2d on the
    in-memory image, result allocated.
-2. LeNet inference over 60,000 28x28 images (created in this process, then persisted on the
-   workers in chunks of 5,000 before any timing, as if each worker had read its share from
-   storage; batch 500): 2 worker processes x 1 thread vs 1 x 1 (target: at least 1.6x
-   faster).
+2. LeNet inference over 60,000 28x28 images (input persisted on the workers in chunks of
+   5,000, batch 500): 2 worker processes x 1 thread vs 1 x 1 (target: at least 1.6x faster).
 3. The same, 1 worker x 2 threads vs a plain in-memory loop at 2 threads (target: within 1.3x).
    Timed for Dask: client.compute(...) of the prediction, result gathered into this process
    (60,000 x 10 floats) -- graph submission, every task, the result's concatenation and
    transfer; not the cluster's start-up nor fastconv.dask.predict(...), which sends the model
-   to the workers (once per cluster, outside the timing, as a user predicts once and computes).
-   The three clusters run side by side (idle when not timed), so that the four contenders
-   (1x1, 2x1, 1x2, the loop) alternate within each repeat and drift in the machine's load
-   hits them alike.
+   to every worker (outside the timing, once per cluster, as a user predicts once).
 
-Each contender runs once before timing (workers started, kernels warm); then the contenders of
-one comparison alternate, repeat after repeat, and medians are reported. The machine's other
-load is not controlled: read the ratios, which compare runs made side by side. On 2 cores,
-2 workers x 1 thread need both cores free: any other process running meanwhile (even niced)
-shows as a lower speed-up.
+Each contender runs once before timing (workers started, kernels warm); then the
+contenders of one comparison alternate, repeat after repeat, and medians are reported. The
+machine's other load is not controlled: read the ratios, which compare runs made side by side.
 
 Workers' allocator: Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also
 turns off glibc's growing mmap threshold, so every array above 128 KiB is a fresh mmap whose
@@ -41,7 +34,6 @@ Run: python bench/bench_dask.py [--repeats 3] [--size 8192] [--worker-malloc nan
 
 import argparse
 import contextlib
-import functools
 import os
 import statistics
 import sys
@@ -64,8 +56,6 @@ IMAGES = 60000
 
 
 WORKER_MALLOC = "nanny"
-SETTLE = 0.2  # seconds before each timed call: the previous contender's idle threads stop
-#               spinning (OpenMP's, after a parallel region) and take no core from it
 
 
 @contextlib.contextmanager
@@ -93,12 +83,10 @@ def forgotten(client, collection):
 
 
 def interleaved(contenders, repeats):
-    """Median seconds of each callable, the callables alternating within each repeat (each
-    after a pause of SETTLE seconds)."""
+    """Median seconds of each callable, the callables alternating within each repeat."""
     times = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, function in contenders.items():
-            time.sleep(SETTLE)
             start = time.perf_counter()
             function()
             times[name].append(time.perf_counter() - start)
@@ -170,24 +158,22 @@ def lenet(repeats, rng):
                                    for i in range(0, IMAGES, BATCH)])
 
     expected = loop()
-    contenders = {}
-    with contextlib.ExitStack() as stack:  # the three clusters side by side, idle when not timed
-        for workers, threads in [(1, 1), (2, 1), (1, 2)]:
-            client = stack.enter_context(cluster(workers, threads))
+    figures = {}
+    for workers, threads in [(1, 1), (2, 1), (1, 2)]:
+        with cluster(workers, threads) as client:
             stored = client.persist(da.from_array(images, chunks=(5000, 1, 28, 28)))
             wait(stored)
-            with client.as_current():  # predict sends the model to this cluster's workers
-                lazy = fd.predict(model, stored, batch_size=BATCH)
-            result = client.compute(lazy, sync=True)  # warm: workers started, kernels warm
+            lazy = fd.predict(model, stored, batch_size=BATCH)
+            result = client.compute(lazy, sync=True)  # warm: kernels and plans on the workers
             assert np.array_equal(result, expected), (workers, threads)
-            contenders[f"{workers}x{threads}"] = functools.partial(client.compute, lazy,
-                                                                  sync=True)
-        contenders["loop"] = loop
-        medians = interleaved(contenders, repeats)
-    for name, seconds in medians.items():
-        print(f"  LeNet {name}: {seconds:.2f} s" if name != "loop" else
-              f"  LeNet in-memory loop at 2 threads: {seconds:.2f} s")
-    one, two, threaded, loop_time = (medians[name] for name in ("1x1", "2x1", "1x2", "loop"))
+            medians = interleaved({"dask": lambda: client.compute(lazy, sync=True),
+                                   "loop": loop}, repeats)
+        figures[(workers, threads)] = medians["dask"]
+        figures.setdefault("loop", []).append(medians["loop"])
+        print(f"  LeNet {workers} worker(s) x {threads} thread(s): {medians['dask']:.2f} s "
+              f"(in-memory loop at 2 threads alongside: {medians['loop']:.2f} s)")
+    loop_time = statistics.median(figures["loop"])
+    one, two, threaded = figures[(1, 1)], figures[(2, 1)], figures[(1, 2)]
     print(f"LeNet {IMAGES} images, batch {BATCH}: 1x1 {one:.2f} s, 2x1 {two:.2f} s -> speed-up "
           f"{one / two:.2f} (target >= 1.6); outputs equal to the in-memory loop")
     print(f"LeNet: 1 worker x 2 threads {threaded:.2f} s vs in-memory loop at 2 threads "
