@@ -15,10 +15,11 @@
    5,000, batch 500): 2 worker processes x 1 thread vs 1 x 1 (target: at least 1.6x faster).
 3. The same, 1 worker x 2 threads vs a plain in-memory loop at 2 threads (target: within 1.3x).
    Timed for Dask: client.compute(...) of the prediction, result gathered into this process
-   (60,000 x 10 floats) -- graph submission, the model's copy on the workers, every task;
-   not the cluster's start-up (outside the timing, once per cluster).
+   (60,000 x 10 floats) -- graph submission, every task, the result's concatenation and
+   transfer; not the cluster's start-up nor fastconv.dask.predict(...), which sends the model
+   to every worker (outside the timing, once per cluster, as a user predicts once).
 
-Each contender runs once before timing (workers started, model sent, kernels warm); then the
+Each contender runs once before timing (workers started, kernels warm); then the
 contenders of one comparison alternate, repeat after repeat, and medians are reported. The
 machine's other load is not controlled: read the ratios, which compare runs made side by side.
 
@@ -163,7 +164,7 @@ def lenet(repeats, rng):
             stored = client.persist(da.from_array(images, chunks=(5000, 1, 28, 28)))
             wait(stored)
             lazy = fd.predict(model, stored, batch_size=BATCH)
-            result = client.compute(lazy, sync=True)  # warm: workers started, model sent
+            result = client.compute(lazy, sync=True)  # warm: kernels and plans on the workers
             assert np.array_equal(result, expected), (workers, threads)
             medians = interleaved({"dask": lambda: client.compute(lazy, sync=True),
                                    "loop": loop}, repeats)

@@ -738,6 +738,18 @@ def _eval_copy(model: Any) -> Any:
     return model
 
 
+def _current_client() -> Any:
+    """The ``distributed`` client that would compute a collection now (Dask's default
+    scheduler is that client's), else None."""
+    try:
+        from distributed import default_client
+        client = default_client()
+    except (ImportError, ValueError):  # no distributed, or no client
+        return None
+    from dask.base import get_scheduler
+    return client if get_scheduler() == client.get else None
+
+
 def _predict_block(model: Any, block: np.ndarray, *, batch_size: int | None,
                    threads: int) -> np.ndarray:
     step = len(block) if batch_size is None else batch_size
@@ -752,9 +764,13 @@ def predict(model: Callable[[np.ndarray], Any], x: ArrayLike, batch_size: int | 
     """Run a model's evaluation forward (or any callable on NumPy batches) over a Dask array
     chunked on its first (batch) axis.
 
-    The model goes into the task graph once, as a key of its own: each worker receives it
-    once (the tasks depend on it, they do not carry it), and a fastconv ``nn.Module`` is run
-    as an evaluation-mode copy. Each chunk is cut into batches of ``batch_size`` from its
+    A fastconv ``nn.Module`` is run as an evaluation-mode copy (the caller's model is left
+    as it is). Where a ``distributed`` client is Dask's scheduler when ``predict`` is called,
+    that copy is sent to every worker there and then (``client.scatter(...,
+    broadcast=True)``) and the tasks refer to it: each worker receives and unpickles it once,
+    keeps it (with the plans its first batch prepares) for every compute of the result, and
+    no task waits for it; the result then belongs to that client. Otherwise (Dask's local
+    schedulers) the model is one key of the task graph, which the tasks depend on. Each chunk is cut into batches of ``batch_size`` from its
     start; the result equals the in-memory loop
     ``np.concatenate([model(x[i:i + batch_size]) for i in range(0, n, batch_size)])`` bit for
     bit when every chunk but the last is a multiple of ``batch_size`` (otherwise
@@ -811,14 +827,25 @@ def predict(model: Callable[[np.ndarray], Any], x: ArrayLike, batch_size: int | 
                 f"(BLAS rounds a row by the batch's size); rechunk: x.rechunk({{0: {target}}})")
     local = _eval_copy(model)
     sample = np.asarray(local(np.zeros((1,) + array.shape[1:], dtype=array.dtype)))
-    name = f"fastconv-predict-{tokenize(array, batch_size, threads, id(model))}"
-    model_key = f"{name}-model"
-    graph: dict[Any, Any] = {model_key: (_eval_copy, model)}
+    graph: dict[Any, Any] = {}
+    client = _current_client()
+    if client is not None:
+        # on every worker before any task runs, for as long as the result array lives
+        model_ref: Any = client.scatter([local], broadcast=True, hash=False)[0]
+        # (the keys name the scattered copy: another predict's tasks read another copy)
+        name = f"fastconv-predict-{tokenize(array, batch_size, threads, model_ref.key)}"
+        # how to make that key where it is not in memory: Dask's local schedulers (computed
+        # with scheduler="threads" though the client exists) run it; the cluster has it
+        graph[model_ref.key] = (_eval_copy, model)
+    else:
+        name = f"fastconv-predict-{tokenize(array, batch_size, threads, id(model))}"
+        model_ref = f"{name}-model"
+        graph[model_ref] = (_eval_copy, model)
     block = functools.partial(_predict_block, batch_size=batch_size, threads=threads)
     tail = (0,) * (array.ndim - 1)
     out_tail = (0,) * (sample.ndim - 1)
     for index in range(len(array.chunks[0])):
-        graph[(name, index) + out_tail] = (block, model_key, (array.name, index) + tail)
+        graph[(name, index) + out_tail] = (block, model_ref, (array.name, index) + tail)
     layer = HighLevelGraph.from_collections(name, graph, dependencies=[array])
     chunks = (array.chunks[0],) + tuple((size,) for size in sample.shape[1:])
     return da.Array(layer, name, chunks, meta=np.empty((0,) * sample.ndim, sample.dtype))

@@ -360,13 +360,27 @@ def test_predict_any_callable_and_errors():
 
 
 def test_predict_sends_the_model_once(client):
+    """Without a client (the local schedulers): one graph key holds the model, the tasks
+    refer to it. With the cluster's client as Dask's scheduler: the model is on both workers
+    before anything is computed, and the graph holds no copy of it."""
     model = fastconv.models.build("lenet")
     x = da.zeros((40, 1, 28, 28), dtype=np.float32, chunks=(5, 1, 28, 28))
-    result = fd.predict(model, x)
-    graph = dict(result.__dask_graph__())
+    with __import__("dask").config.set(scheduler="threads"):  # the client is not the scheduler
+        local = fd.predict(model, x)
+    graph = dict(local.__dask_graph__())
     models = [key for key, value in graph.items() if isinstance(key, str) and "model" in key]
     assert len(models) == 1  # one key holds the model; the 8 tasks refer to it
-    assert client.compute(result, sync=True).shape == (40, 10)
+    assert local.compute(scheduler="threads").shape == (40, 10)
+
+    result = fd.predict(model, x)  # the client (the fixture's) is Dask's default scheduler
+    graph = dict(result.__dask_graph__())
+    assert not [key for key in graph if isinstance(key, str) and "model" in key]
+    references = {value[1] for key, value in graph.items()
+                  if isinstance(key, tuple) and key[0] == result.name}
+    (future,) = references  # every task refers to the one scattered model
+    assert isinstance(future, distributed.Future)
+    assert len(client.who_has([future])[future.key]) == 2  # on both workers already
+    same_bits(client.compute(result, sync=True), local.compute(scheduler="threads"))
 
 
 @pytest.mark.parametrize("size", [2048, 1024])
@@ -404,4 +418,38 @@ def test_predict_unpickles_the_model_once_per_worker(client):
     np.testing.assert_array_equal(client.compute(result, sync=True),
                                   np.arange(96.0).reshape(24, 4).sum(axis=1, keepdims=True))
     counts = client.run(lambda: len(__import__(CountsItsCopies.__module__).UNPICKLED))
-    assert sum(counts.values()) >= 1 and max(counts.values()) <= 1, counts  # not once a task
+    assert list(counts.values()) == [1, 1], counts  # once on each worker, not once a task
+    client.compute(result, sync=True)  # computed again: the workers keep their copy
+    counts = client.run(lambda: len(__import__(CountsItsCopies.__module__).UNPICKLED))
+    assert list(counts.values()) == [1, 1], counts
+
+
+def test_predict_twice_with_one_model_keeps_each_copy(client):
+    """Each predict sends the model as it is then; two results of one model object, changed
+    in between, are two task sets computing side by side, each with its own copy."""
+    model = fastconv.models.build("lenet")
+    x = RNG.standard_normal((12, 1, 28, 28)).astype(np.float32)
+    xd = da.from_array(x, chunks=(4, 1, 28, 28))
+    before = fd.predict(model, xd)
+    model.eval()
+
+    def in_memory():  # batches of a chunk, as predict's tasks run them
+        return np.concatenate([model(x[i:i + 4]) for i in range(0, 12, 4)])
+    expected_before = in_memory()
+    model[0].weight.data *= 2  # (in place: the copy sent above keeps the old weights)
+    after = fd.predict(model, xd)
+    assert before.name != after.name
+    got_before, got_after = client.compute([before, after], sync=True)
+    same_bits(got_before, expected_before)
+    same_bits(got_after, in_memory())
+
+
+def test_predict_built_with_a_client_computes_on_threads_too(client):
+    """A result built while the cluster's client is Dask's scheduler (the model scattered to
+    the workers) computes on the threaded scheduler as well, from the model key's task."""
+    model = fastconv.models.build("lenet").eval()
+    x = RNG.standard_normal((8, 1, 28, 28)).astype(np.float32)
+    result = fd.predict(model, da.from_array(x, chunks=(4, 1, 28, 28)))
+    expected = np.concatenate([model(x[:4]), model(x[4:])])
+    same_bits(result.compute(scheduler="threads"), expected)
+    same_bits(client.compute(result, sync=True), expected)
