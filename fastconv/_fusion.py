@@ -38,7 +38,7 @@ import numpy as np
 from . import _linear, _paths, _pool, _threads
 from . import conv as _conv
 from . import pool as _pool_api
-from ._plan import current_override
+from ._plan import current_override, pooling_path
 
 if TYPE_CHECKING:
     from .nn import Module
@@ -307,7 +307,6 @@ def _conv_relu_pool_step(group: Sequence[Any], shape: tuple[int, ...], dtype: np
         return None
     convolve, conv_shape = made
     conv = convolve.plan  # type: ignore[attr-defined]
-    path = conv.forward
     try:
         _pool_api._check_planes(conv_shape, "x")
         kernel, stride, pads, dilation, _ = _pool_api._geometry(
@@ -318,8 +317,8 @@ def _conv_relu_pool_step(group: Sequence[Any], shape: tuple[int, ...], dtype: np
     window = (int(kernel[0]), int(kernel[1]))
     if tuple(stride) != window or any(pads) or tuple(dilation) != (1, 1):
         return None
-    if not (isinstance(path, _paths.FewChannels) and conv.mode == "zeros"
-            and path.pools(conv, window)):
+    path = pooling_path(conv, window)
+    if path is None:
         return None
     pool_made = _max_pool_step(pool_layer, conv_shape, dtype)
     if pool_made is None:
@@ -357,6 +356,7 @@ def _conv_relu_pool_step(group: Sequence[Any], shape: tuple[int, ...], dtype: np
             _keep_pool_input(pool_layer, full)
         pending[key] = recompute
         return out
+    convolve_pool.path = path  # type: ignore[attr-defined]  # (tests read which path pools)
     return convolve_pool, out_shape
 
 

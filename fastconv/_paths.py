@@ -495,16 +495,17 @@ class FewChannels(ConvPath):
                              pool[0], pool[1], band, threads, relu, self.across)
 
 
-# Output channels (per group, a multiple of 16) up to which FewChannelsLanes pays: none for
-# now (0), it is reached by override only. Measured on this shared, loaded Zen 5 (float32,
-# ReLU fused, medians of 7, ms): the tutorial net's 1 -> 16 5x5 stride 2 at batch 1000,
-# pooled 2x2 in the store (the eval plan's step), few-channels / lanes: 0.666 / 0.536 at 2
-# threads with one grid row per call (10:05, a quiet spell), but after two rows per call and
-# the bias after the max, 1.50 / 1.64 at 1 thread (11:13, loaded); unpooled 1.40 / 3.32 at 1
-# thread (the pixel-major block transposed into the planes, 4x4 per store, and the sums
-# spilled around each window position's epilogue). Not settled on this machine's noise, so
-# the pixels-across-lanes kernels stay the choice.
+# Output channels (per group, a multiple of 16) up to which FewChannelsLanes pays, for the
+# convolution alone ('forward') and max-pooled in its store ('pooled', the eval plan's Conv2d
+# -> ReLU -> MaxPool2d step). Measured (float32, 2 threads, ReLU fused, medians of 7
+# interleaved rounds, ms, few-channels / lanes, two runs on a quiet machine): the tutorial
+# net's 1 -> 16 5x5 stride 2, pooled 2x2: whole net at batch 64 0.131 / 0.112 and 0.107 /
+# 0.087, at batch 1000 1.48 / 1.23 and 1.42 / 1.13; alone, unpooled: batch 64 0.067 / 0.071,
+# batch 1000 1.07 / 1.47, 1 -> 32 0.098 / 0.114, 3 -> 16 3x3 stride 1 on 32x32 0.314 / 0.356
+# (the channel-major block is transposed into the output planes, 4x4 per store, where the
+# pooled store writes a quarter of it). So the lanes pay pooled only.
 FEW_LANES_MAX_OUT_CHANNELS = 0
+FEW_LANES_POOLED_MAX_OUT_CHANNELS = 16
 
 
 class FewChannelsLanes(FewChannels):
@@ -514,7 +515,8 @@ class FewChannelsLanes(FewChannels):
     call (no lanes spent on columns past the grid, as the pixels-across-lanes kernels spend),
     the max over pool windows kept in registers. For a multiple of 16 output channels, at every
     FASTCONV_ISA level; the same phase planes, tap offsets, sums and bits as FewChannels.
-    Taken by override only until it measures faster (FEW_LANES_MAX_OUT_CHANNELS)."""
+    It pays where the convolution is max-pooled in the store (FEW_LANES_MAX_OUT_CHANNELS,
+    FEW_LANES_POOLED_MAX_OUT_CHANNELS; fastconv._plan.pooling_path)."""
 
     name = "few-channels-lanes"
     across = True
@@ -524,8 +526,8 @@ class FewChannelsLanes(FewChannels):
 
     def pays(self, op: str, plan: ConvPlan) -> bool:
         g = plan.geometry
-        return (g.in_channels_g <= FEW_MAX_CHANNELS
-                and g.out_channels_g <= FEW_LANES_MAX_OUT_CHANNELS)
+        bound = FEW_LANES_POOLED_MAX_OUT_CHANNELS if op == "pooled" else FEW_LANES_MAX_OUT_CHANNELS
+        return g.in_channels_g <= FEW_MAX_CHANNELS and g.out_channels_g <= bound
 
 
 # ---- the input gradient as a forward convolution of grad_output -----------------------------
@@ -883,8 +885,12 @@ class Blas(Gemm):
 
 # ---- the lists -------------------------------------------------------------------------------
 
-FORWARD: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), Winograd(),
-                                 FewChannelsLanes(), FewChannels(), Direct(), Packed(), Blas())
+# the paths that can max-pool a convolution in their store (FewChannels.forward_pooled), best
+# first; a plan's convolution is pooled so only where its forward path is one of them (the
+# same sums, the same bits): fastconv._plan.pooling_path
+POOLED: tuple[FewChannels, ...] = (FewChannelsLanes(), FewChannels())
+FORWARD: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), Winograd(), *POOLED, Direct(),
+                                 Packed(), Blas())
 # the forward paths of Transposed's sub-plan: the dense ones (a grouped convolution with one
 # output channel per group would otherwise take the depthwise kernels for its transposed
 # pass, a combination nothing has measured)

@@ -131,6 +131,21 @@ def choose(op: str, plan: ConvPlan, paths: Sequence[Any] | None = None,
     return chosen
 
 
+def pooling_path(plan: ConvPlan, window: tuple[int, int]) -> Any:
+    """The path (one of fastconv._paths.POOLED) that runs ``plan``'s convolution max-pooled by
+    non-overlapping ``window``s in its store (the eval plan's Conv2d -> ReLU -> MaxPool2d
+    step), or None. Only where the plan's own forward path is one of them, since those
+    paths' sums and bits are the same (the pooled result is bit for bit the unfused
+    layers'); then the first that applies, pays pooled ('pooled' op) and pools ``window``,
+    the ones asked by use_paths(forward=...) first."""
+    if plan.mode != "zeros" or plan.forward not in _paths.POOLED:
+        return None
+    for path in choose("pooled", plan, _paths.POOLED, plan.override.forward):
+        if path.pools(plan, window):
+            return path
+    return None
+
+
 def _over_grad_output(plan: ConvPlan, geometry: Geometry | None) -> ConvPlan | None:
     """A sub-plan for a forward pass over ``plan``'s grad_output (the channels swapped) with
     ``geometry``, its forward path chosen among TRANSPOSED_FORWARD (Transposed's and

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import _fusion, _paths, models
 from fastconv import conv as conv_module
-from fastconv._plan import clear_plans, use_paths
+from fastconv._plan import clear_plans, pooling_path, use_paths
 from helpers import assert_close, assert_isa_capped, run_at_isa
 from reference.conv import conv2d_ref
 from reference.pool import max_pool2d_reference
@@ -93,19 +93,42 @@ def test_matches_torch(rng, dtype, torch):
 
 @pytest.fixture
 def pays_to_16(monkeypatch):
-    """The path taken up to 16 output channels (it is by override only by default)."""
+    """The path taken unpooled too, up to 16 output channels (by default only pooled)."""
     monkeypatch.setattr(_paths, "FEW_LANES_MAX_OUT_CHANNELS", 16)
     clear_plans()
     yield
     clear_plans()
 
 
-def test_not_taken_by_default(rng):
+def test_not_taken_unpooled_by_default(rng):
     x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
     weight = rng.standard_normal((16, 1, 5, 5)).astype(np.float32)
     kwargs = dict(stride=(2, 2), padding=((0, 0), (0, 0)), dilation=(1, 1))
     assert _paths.FEW_LANES_MAX_OUT_CHANNELS < 16
     assert _plan(x, weight, None, kwargs).forward.name == "few-channels"
+
+
+def test_pools_where_it_pays(rng):
+    """pooling_path: the lanes for the pooled store up to FEW_LANES_POOLED_MAX_OUT_CHANNELS
+    (a multiple of 16), the plan's own path otherwise, the asked path first, and none where
+    the plan's forward path cannot pool."""
+    kwargs = dict(stride=(2, 2), padding=((0, 0), (0, 0)), dilation=(1, 1))
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    bound = _paths.FEW_LANES_POOLED_MAX_OUT_CHANNELS
+    assert bound >= 16
+    for cout, expected in ((16, PATH), (12, "few-channels")):
+        weight = rng.standard_normal((cout, 1, 5, 5)).astype(np.float32)
+        plan = _plan(x, weight, None, kwargs)
+        assert plan.forward.name == "few-channels"
+        assert pooling_path(plan, (2, 2)).name == expected
+        with use_paths(forward="few-channels"):
+            assert pooling_path(_plan(x, weight, None, kwargs), (2, 2)).name == "few-channels"
+        with use_paths(forward="blas"):
+            assert pooling_path(_plan(x, weight, None, kwargs), (2, 2)) is None
+    weight = rng.standard_normal((bound + 16, 1, 5, 5)).astype(np.float32)
+    plan = _plan(x, weight, None, kwargs)
+    assert plan.forward.name not in ("few-channels", PATH) or \
+        pooling_path(plan, (2, 2)).name == "few-channels"
 
 
 def test_is_the_usual_choice_where_it_pays(rng, pays_to_16):
@@ -218,17 +241,23 @@ def test_pooled_store_threads(rng, every_thread):
 
 
 @pytest.mark.parametrize("dtype_", [np.float32, np.float64])
-def test_tutorial_net_eval_plan_pools_on_this_path(dtype_, pays_to_16):
+@pytest.mark.parametrize("unpooled_too", [False, True])
+def test_tutorial_net_eval_plan_pools_on_this_path(dtype_, unpooled_too, request):
     """The tutorial net's prepared plan runs Conv2d -> ReLU -> MaxPool2d as one step on
-    this path, bit for bit the layers run one by one."""
+    this path (by default; and where the path is the unpooled choice too), bit for bit the
+    layers run one by one."""
+    if unpooled_too:
+        request.getfixturevalue("pays_to_16")
     model = models.tutorial_net(seed=0, dtype=dtype_).eval()
     x = np.random.default_rng(1).standard_normal((5, 1, 28, 28)).astype(dtype_)
     conv = model[0]
     probe, _ = conv_module._prepare(x, conv.weight.data, conv.bias.data, conv.stride,
                                     conv.padding, conv.dilation, conv.groups, "zeros")
-    assert probe.plan.forward.name == PATH
+    assert probe.plan.forward.name == (PATH if unpooled_too else "few-channels")
     y = model(x)
-    assert _fusion.prepared(model).steps[0].__name__ == "convolve_pool"
+    step = _fusion.prepared(model).steps[0]
+    assert step.__name__ == "convolve_pool"
+    assert step.path.name == PATH
     h = x
     for layer in model:
         h = layer(h)
