@@ -642,32 +642,28 @@ FC_FEW_DEFINE(d, double)
 FC_CL_DEFINE(s, float, fc_cl_rows_table_s, fc_cl_rows_j_s)
 FC_CL_DEFINE(d, double, NULL, 0)
 
-static inline void fc_cl_store_s(const float *buf, ptrdiff_t cpad, ptrdiff_t channels,
-                                 ptrdiff_t count, float *y, ptrdiff_t plane)
-{
-    ptrdiff_t o, t = 0;
+/* y[o * plane + t] = buf[t * cpad + o] for o < channels, t < count: the pixel-major block
+ * into the channel planes (src/_simd.h's register transposes where whole) */
 #if FC_SIMD
-    for (; t + 4 <= count; t += 4)
-        for (o = 0; o < channels; o += 4)
-            fc_v4f_transpose4x4(buf + t * cpad + o, cpad, y + o * plane + t, plane);
+#define FC_CL_STORE_DEFINE(sfx, T)                                                            \
+    static inline void fc_cl_store_##sfx(const T *buf, ptrdiff_t cpad, ptrdiff_t channels,   \
+                                         ptrdiff_t count, T *y, ptrdiff_t plane)              \
+    {                                                                                         \
+        fc_transpose_vec_##sfx(buf, cpad, count, channels, y, plane);                         \
+    }
+#else
+#define FC_CL_STORE_DEFINE(sfx, T)                                                            \
+    static inline void fc_cl_store_##sfx(const T *buf, ptrdiff_t cpad, ptrdiff_t channels,   \
+                                         ptrdiff_t count, T *y, ptrdiff_t plane)              \
+    {                                                                                         \
+        ptrdiff_t o, t;                                                                       \
+        for (t = 0; t < count; t++)                                                           \
+            for (o = 0; o < channels; o++)                                                    \
+                y[o * plane + t] = buf[t * cpad + o];                                         \
+    }
 #endif
-    for (; t < count; t++)
-        for (o = 0; o < channels; o++)
-            y[o * plane + t] = buf[t * cpad + o];
-}
-
-static inline void fc_cl_store_d(const double *buf, ptrdiff_t cpad, ptrdiff_t channels,
-                                 ptrdiff_t count, double *y, ptrdiff_t plane)
-{
-    ptrdiff_t o, t = 0;
-#if FC_SIMD
-    for (; t + 2 <= count; t += 2)
-        for (o = 0; o < channels; o += 2)
-            fc_v2d_transpose2x2(buf + t * cpad + o, cpad, y + o * plane + t, plane);
-#endif
-    for (; t < count; t++)
-        for (o = 0; o < channels; o++)
-            y[o * plane + t] = buf[t * cpad + o];
-}
+FC_CL_STORE_DEFINE(s, float)
+FC_CL_STORE_DEFINE(d, double)
+#undef FC_CL_STORE_DEFINE
 
 #endif

@@ -374,29 +374,11 @@ fc_dtranspose8_avx2(const double *src, ptrdiff_t ld, ptrdiff_t count, double *ds
 #define fc_dpack8_avx2(src, rs, k, dst) ((void)0)
 #endif
 
-/* Portable transposes for the panels (src/_simd.h), where the AVX2 ones above are not run:
- * dst[j*dst_ld + r] = src[r*ld + j] for r < rows, j < count, by B x B blocks in registers
- * (B = 4 floats, 2 doubles), the edges one element at a time. Moves only: the same bits as
- * the element-by-element copies. */
+/* Portable transposes for the panels (src/_simd.h's fc_transpose_vec_*), where the AVX2
+ * ones above are not run */
 #if FC_SIMD
-#define FC_GEMM_TRANSPOSE_VEC(NAME, T, B, BLOCK)                                             \
-    static void NAME(const T *src, ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t count, T *dst,    \
-                     ptrdiff_t dst_ld)                                                       \
-    {                                                                                        \
-        ptrdiff_t whole = rows - rows % B, r0, r, j;                                         \
-        for (r0 = 0; r0 < whole; r0 += B) {                                                  \
-            for (j = 0; j + B <= count; j += B)                                              \
-                BLOCK(src + r0 * ld + j, ld, dst + j * dst_ld + r0, dst_ld);                 \
-            for (; j < count; j++)                                                           \
-                for (r = r0; r < r0 + B; r++)                                                \
-                    dst[j * dst_ld + r] = src[r * ld + j];                                   \
-        }                                                                                    \
-        for (r = whole; r < rows; r++)                                                       \
-            for (j = 0; j < count; j++)                                                      \
-                dst[j * dst_ld + r] = src[r * ld + j];                                       \
-    }
-FC_GEMM_TRANSPOSE_VEC(fc_stranspose_vec, float, 4, fc_v4f_transpose4x4)
-FC_GEMM_TRANSPOSE_VEC(fc_dtranspose_vec, double, 2, fc_v2d_transpose2x2)
+#define fc_stranspose_vec fc_transpose_vec_s
+#define fc_dtranspose_vec fc_transpose_vec_d
 
 /* A panel of 6 rows with unit column stride (the generic and AVX2 kernels' MR): for floats
  * rows 0-3 and rows 2-5 as two 4 x 4 blocks (the second rewrites rows 2-3 with the same

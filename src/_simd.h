@@ -95,6 +95,30 @@ FC_SIMD_INLINE void fc_v2d_transpose2x2(const double *src, ptrdiff_t ld, double 
     fc_v2d_store(dst, FC_SHUFFLE2(r0, r1, 0, 2));
     fc_v2d_store(dst + step, FC_SHUFFLE2(r0, r1, 1, 3));
 }
+
+/* dst[j*dst_ld + r] = src[r*ld + j] for r < rows, j < count, by B x B blocks in registers
+ * (B = 4 floats, 2 doubles), the edges one element at a time. Moves only: the same bits as
+ * the element-by-element copies. (The GEMM panels, src/_gemm.h; the few-channel kernels'
+ * pixel-major blocks into channel planes, src/_fewchan.h.) */
+#define FC_TRANSPOSE_VEC_DEFINE(NAME, T, B, BLOCK)                                           \
+    static inline void NAME(const T *src, ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t count,     \
+                            T *dst, ptrdiff_t dst_ld)                                        \
+    {                                                                                        \
+        ptrdiff_t whole = rows - rows % B, r0, r, j;                                         \
+        for (r0 = 0; r0 < whole; r0 += B) {                                                  \
+            for (j = 0; j + B <= count; j += B)                                              \
+                BLOCK(src + r0 * ld + j, ld, dst + j * dst_ld + r0, dst_ld);                 \
+            for (; j < count; j++)                                                           \
+                for (r = r0; r < r0 + B; r++)                                                \
+                    dst[j * dst_ld + r] = src[r * ld + j];                                   \
+        }                                                                                    \
+        for (r = whole; r < rows; r++)                                                       \
+            for (j = 0; j < count; j++)                                                      \
+                dst[j * dst_ld + r] = src[r * ld + j];                                       \
+    }
+FC_TRANSPOSE_VEC_DEFINE(fc_transpose_vec_s, float, 4, fc_v4f_transpose4x4)
+FC_TRANSPOSE_VEC_DEFINE(fc_transpose_vec_d, double, 2, fc_v2d_transpose2x2)
+#undef FC_TRANSPOSE_VEC_DEFINE
 #endif
 
 #endif
