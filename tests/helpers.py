@@ -16,6 +16,33 @@ def assert_close(actual, expected, dtype=None):
     np.testing.assert_allclose(actual, expected, **TOLERANCE[dtype])
 
 
+def bits(array):
+    """The bytes of ``array`` (C order): equal exactly when the results are the same bits,
+    NaN payloads and signed zeros included."""
+    return np.ascontiguousarray(array).view(np.uint8)
+
+
+def conv_case(rng, shape, dtype, bias=True):
+    """(x, weight, bias, conv2d keyword arguments) of random data for ``shape`` = (batch,
+    C_in, H, W, C_out, kernel, stride, pads (top, bottom, left, right), dilation)."""
+    batch, cin, h, w, cout, kernel, stride, pads, dilation = shape
+    x = rng.standard_normal((batch, cin, h, w)).astype(dtype)
+    weight = rng.standard_normal((cout, cin) + kernel).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype) if bias else None
+    kwargs = dict(stride=stride, padding=((pads[0], pads[1]), (pads[2], pads[3])),
+                  dilation=dilation)
+    return x, weight, b, kwargs
+
+
+def conv_plan(x, weight, bias, kwargs):
+    """The plan conv2d makes for these arguments (one group, zeros padding)."""
+    from fastconv import conv as conv_module
+
+    conv, _ = conv_module._prepare(x, weight, bias, kwargs["stride"], kwargs["padding"],
+                                   kwargs["dilation"], 1, "zeros")
+    return conv.plan
+
+
 def non_contiguous(array):
     """The same values as ``array`` in a view with negative, non-unit strides."""
     padded = np.zeros(array.shape[:-1] + (2 * array.shape[-1],), dtype=array.dtype)

@@ -11,7 +11,8 @@ import fastconv
 from fastconv import _paths
 from fastconv import conv as conv_module
 from fastconv._plan import clear_plans, use_paths
-from helpers import assert_close, assert_isa_capped, run_at_isa
+from helpers import (assert_close, assert_isa_capped, bits, conv_case, conv_plan,
+                     run_at_isa)
 from reference.conv import conv2d_ref
 from reference.pool import max_pool2d_reference
 
@@ -30,44 +31,24 @@ SHAPES = [
 ]
 
 
-def _case(rng, shape, dtype, bias=True):
-    batch, cin, h, w, cout, kernel, stride, pads, dilation = shape
-    x = rng.standard_normal((batch, cin, h, w)).astype(dtype)
-    weight = rng.standard_normal((cout, cin) + kernel).astype(dtype)
-    b = rng.standard_normal(cout).astype(dtype) if bias else None
-    kwargs = dict(stride=stride, padding=((pads[0], pads[1]), (pads[2], pads[3])),
-                  dilation=dilation)
-    return x, weight, b, kwargs
-
-
-def _plan(x, weight, bias, kwargs):
-    conv, _ = conv_module._prepare(x, weight, bias, kwargs["stride"], kwargs["padding"],
-                                   kwargs["dilation"], 1, "zeros")
-    return conv.plan
-
-
-def _bits(array):
-    return np.ascontiguousarray(array).view(np.uint8)
-
-
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("bias", [True, False])
 def test_matches_the_reference(rng, dtype, shape, bias):
-    x, weight, b, kwargs = _case(rng, shape, dtype, bias)
+    x, weight, b, kwargs = conv_case(rng, shape, dtype, bias)
     with use_paths(forward=PATH):
-        assert _plan(x, weight, b, kwargs).forward.name == PATH
+        assert conv_plan(x, weight, b, kwargs).forward.name == PATH
         y = fastconv.conv2d(x, weight, b, **kwargs)
         fused = fastconv.conv2d(x, weight, b, activation="relu", **kwargs)
     batch, cin, h, w, cout, kernel, stride, pads, dilation = shape
     expected = conv2d_ref(x, weight, b, stride, pads, dilation, 1)
     assert y.shape == expected.shape and y.dtype == dtype
     assert_close(y, expected)
-    assert np.array_equal(_bits(fused), _bits(np.maximum(y, 0)))
+    assert np.array_equal(bits(fused), bits(np.maximum(y, 0)))
 
 
 def test_matches_torch(rng, dtype, torch):
     for shape in SHAPES:
-        x, weight, b, kwargs = _case(rng, shape, dtype)
+        x, weight, b, kwargs = conv_case(rng, shape, dtype)
         with use_paths(forward=PATH):
             y = fastconv.conv2d(x, weight, b, **kwargs)
         pads = shape[7]
@@ -86,13 +67,13 @@ def test_is_the_usual_choice_for_few_channels_only(rng):
         x = rng.standard_normal((2, cin, 12, 12)).astype(np.float32)
         weight = rng.standard_normal((12, cin, 3, 3)).astype(np.float32)
         kwargs = dict(stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1))
-        assert (_plan(x, weight, None, kwargs).forward.name == PATH) is expected
+        assert (conv_plan(x, weight, None, kwargs).forward.name == PATH) is expected
     # nor for more output channels than FEW_MAX_OUT_CHANNELS (the other kernels win there)
     for cout, expected in ((_paths.FEW_MAX_OUT_CHANNELS - 1, True),
                            (_paths.FEW_MAX_OUT_CHANNELS + 1, False)):
         x = rng.standard_normal((2, 1, 12, 12)).astype(np.float32)
         weight = rng.standard_normal((cout, 1, 3, 3)).astype(np.float32)
-        assert (_plan(x, weight, None, kwargs).forward.name == PATH) is expected
+        assert (conv_plan(x, weight, None, kwargs).forward.name == PATH) is expected
     # grouped convolutions never take it
     x = rng.standard_normal((2, 2, 12, 12)).astype(np.float32)
     weight = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
@@ -104,7 +85,7 @@ def test_nan_inf_and_signed_zeros(dtype):
     """Non-finite inputs reach exactly the outputs whose windows hold them (the columns the
     kernel computes past the grid's width never leak into a stored one)."""
     rng = np.random.default_rng(3)
-    x, weight, b, kwargs = _case(rng, SHAPES[0], dtype)
+    x, weight, b, kwargs = conv_case(rng, SHAPES[0], dtype)
     x[0, 0, 3, 5] = np.nan
     x[1, 0, 27, 27] = np.inf
     x[2, 0, 0, 0] = -np.inf
@@ -119,7 +100,7 @@ def test_nan_inf_and_signed_zeros(dtype):
     assert np.array_equal(np.isinf(y), np.isinf(expected))
     finite = np.isfinite(expected)
     assert_close(y[finite], expected[finite])
-    assert np.array_equal(_bits(fused), _bits(np.maximum(y, 0)))
+    assert np.array_equal(bits(fused), bits(np.maximum(y, 0)))
 
 
 @pytest.fixture
@@ -133,19 +114,19 @@ def every_thread(monkeypatch):
 
 def test_results_do_not_depend_on_the_thread_count(rng, dtype, every_thread):
     for shape in (SHAPES[0], SHAPES[2], SHAPES[3]):
-        x, weight, b, kwargs = _case(rng, shape, dtype)
+        x, weight, b, kwargs = conv_case(rng, shape, dtype)
         outs = []
         with use_paths(forward=PATH):
             for threads in (1, 2, 3, 7):
                 with fastconv.threads(threads):
                     outs.append(fastconv.conv2d(x, weight, b, activation="relu", **kwargs))
         for out in outs[1:]:
-            assert np.array_equal(_bits(out), _bits(outs[0]))
+            assert np.array_equal(bits(out), bits(outs[0]))
 
 
 def _pooled(plan_x, weight, b, kwargs, pool, relu=True):
     """FewChannels.forward_pooled called directly."""
-    plan = _plan(plan_x, weight, b, kwargs)
+    plan = conv_plan(plan_x, weight, b, kwargs)
     path = _paths.FewChannels()
     assert path.pools(plan, pool)
     out = np.empty((plan.batch, plan.out_channels, plan.out_h // pool[0],
@@ -159,7 +140,7 @@ def test_pooled_store_is_the_pooled_convolution_bit_for_bit(rng, dtype, pool):
     """Pooling in the store: the max (pooling's rule) of the very sums the unpooled path
     stores, ReLU'd or not, NaN included; and the pooling reference agrees."""
     for shape in SHAPES:
-        x, weight, b, kwargs = _case(rng, shape, dtype)
+        x, weight, b, kwargs = conv_case(rng, shape, dtype)
         x[0, 0, x.shape[2] // 2, x.shape[3] // 2] = np.nan
         with use_paths(forward=PATH):
             plain = fastconv.conv2d(x, weight, b, **kwargs)
@@ -169,7 +150,7 @@ def test_pooled_store_is_the_pooled_convolution_bit_for_bit(rng, dtype, pool):
                 full = np.maximum(plain, 0) if relu else plain
                 expected = fastconv.max_pool2d(full, pool)
                 got = _pooled(x, weight, b, kwargs, pool, relu)
-                assert np.array_equal(_bits(got), _bits(expected)), (shape, pool, relu)
+                assert np.array_equal(bits(got), bits(expected)), (shape, pool, relu)
                 reference = max_pool2d_reference(full, pool, pool, (0, 0, 0, 0))[0]
                 assert np.array_equal(np.isnan(got), np.isnan(reference))
                 finite = ~np.isnan(reference)
@@ -177,13 +158,13 @@ def test_pooled_store_is_the_pooled_convolution_bit_for_bit(rng, dtype, pool):
 
 
 def test_pooled_store_threads(rng, every_thread):
-    x, weight, b, kwargs = _case(rng, SHAPES[0], np.float32)
+    x, weight, b, kwargs = conv_case(rng, SHAPES[0], np.float32)
     outs = []
     for threads in (1, 2, 5):
         with fastconv.threads(threads):
             outs.append(_pooled(x, weight, b, kwargs, (2, 2)))
     for out in outs[1:]:
-        assert np.array_equal(_bits(out), _bits(outs[0]))
+        assert np.array_equal(bits(out), bits(outs[0]))
 
 
 @given(batch=st.integers(1, 3), cin=st.integers(1, 3), h=st.integers(1, 14),
@@ -197,7 +178,7 @@ def test_random_shapes(batch, cin, h, w, cout, kh, kw, sh, sw, dh, dw, pad, seed
         return
     shape = (batch, cin, h, w, cout, (kh, kw), (sh, sw), (pad, pad, pad, pad), (dh, dw))
     for dtype in (np.float32, np.float64):
-        x, weight, b, kwargs = _case(rng, shape, dtype)
+        x, weight, b, kwargs = conv_case(rng, shape, dtype)
         with use_paths(forward=PATH):
             y = fastconv.conv2d(x, weight, b, **kwargs)
         assert_close(y, conv2d_ref(x, weight, b, (sh, sw), (pad,) * 4, (dh, dw), 1))

@@ -11,7 +11,8 @@ import fastconv
 from fastconv import _fusion, _paths, models
 from fastconv import conv as conv_module
 from fastconv._plan import clear_plans, pooling_path, use_paths
-from helpers import assert_close, assert_isa_capped, run_at_isa
+from helpers import (assert_close, assert_isa_capped, bits, conv_case, conv_plan,
+                     run_at_isa)
 from reference.conv import conv2d_ref
 from reference.pool import max_pool2d_reference
 
@@ -31,56 +32,36 @@ SHAPES = [
 ]
 
 
-def _case(rng, shape, dtype, bias=True):
-    batch, cin, h, w, cout, kernel, stride, pads, dilation = shape
-    x = rng.standard_normal((batch, cin, h, w)).astype(dtype)
-    weight = rng.standard_normal((cout, cin) + kernel).astype(dtype)
-    b = rng.standard_normal(cout).astype(dtype) if bias else None
-    kwargs = dict(stride=stride, padding=((pads[0], pads[1]), (pads[2], pads[3])),
-                  dilation=dilation)
-    return x, weight, b, kwargs
-
-
-def _plan(x, weight, bias, kwargs):
-    conv, _ = conv_module._prepare(x, weight, bias, kwargs["stride"], kwargs["padding"],
-                                   kwargs["dilation"], 1, "zeros")
-    return conv.plan
-
-
-def _bits(array):
-    return np.ascontiguousarray(array).view(np.uint8)
-
-
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("bias", [True, False])
 def test_matches_the_reference(rng, dtype, shape, bias):
-    x, weight, b, kwargs = _case(rng, shape, dtype, bias)
+    x, weight, b, kwargs = conv_case(rng, shape, dtype, bias)
     with use_paths(forward=PATH):
-        assert _plan(x, weight, b, kwargs).forward.name == PATH
+        assert conv_plan(x, weight, b, kwargs).forward.name == PATH
         y = fastconv.conv2d(x, weight, b, **kwargs)
         fused = fastconv.conv2d(x, weight, b, activation="relu", **kwargs)
     batch, cin, h, w, cout, kernel, stride, pads, dilation = shape
     expected = conv2d_ref(x, weight, b, stride, pads, dilation, 1)
     assert y.shape == expected.shape and y.dtype == dtype
     assert_close(y, expected)
-    assert np.array_equal(_bits(fused), _bits(np.maximum(y, 0)))
+    assert np.array_equal(bits(fused), bits(np.maximum(y, 0)))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_same_bits_as_the_pixels_across_lanes_kernels(rng, dtype, shape):
     """The same phase planes, tap offsets and chain of multiply-adds per output as
     FewChannels at the same level: the very same bits."""
-    x, weight, b, kwargs = _case(rng, shape, dtype)
+    x, weight, b, kwargs = conv_case(rng, shape, dtype)
     with use_paths(forward=PATH):
         y = fastconv.conv2d(x, weight, b, activation="relu", **kwargs)
     with use_paths(forward="few-channels"):
         expected = fastconv.conv2d(x, weight, b, activation="relu", **kwargs)
-    assert np.array_equal(_bits(y), _bits(expected))
+    assert np.array_equal(bits(y), bits(expected))
 
 
 def test_matches_torch(rng, dtype, torch):
     for shape in SHAPES:
-        x, weight, b, kwargs = _case(rng, shape, dtype)
+        x, weight, b, kwargs = conv_case(rng, shape, dtype)
         with use_paths(forward=PATH):
             y = fastconv.conv2d(x, weight, b, **kwargs)
         pads = shape[7]
@@ -105,7 +86,7 @@ def test_not_taken_unpooled_by_default(rng):
     weight = rng.standard_normal((16, 1, 5, 5)).astype(np.float32)
     kwargs = dict(stride=(2, 2), padding=((0, 0), (0, 0)), dilation=(1, 1))
     assert _paths.FEW_LANES_MAX_OUT_CHANNELS < 16
-    assert _plan(x, weight, None, kwargs).forward.name == "few-channels"
+    assert conv_plan(x, weight, None, kwargs).forward.name == "few-channels"
 
 
 def test_pools_where_it_pays(rng):
@@ -118,15 +99,15 @@ def test_pools_where_it_pays(rng):
     assert bound >= 16
     for cout, expected in ((16, PATH), (12, "few-channels")):
         weight = rng.standard_normal((cout, 1, 5, 5)).astype(np.float32)
-        plan = _plan(x, weight, None, kwargs)
+        plan = conv_plan(x, weight, None, kwargs)
         assert plan.forward.name == "few-channels"
         assert pooling_path(plan, (2, 2)).name == expected
         with use_paths(forward="few-channels"):
-            assert pooling_path(_plan(x, weight, None, kwargs), (2, 2)).name == "few-channels"
+            assert pooling_path(conv_plan(x, weight, None, kwargs), (2, 2)).name == "few-channels"
         with use_paths(forward="blas"):
-            assert pooling_path(_plan(x, weight, None, kwargs), (2, 2)) is None
+            assert pooling_path(conv_plan(x, weight, None, kwargs), (2, 2)) is None
     weight = rng.standard_normal((bound + 16, 1, 5, 5)).astype(np.float32)
-    plan = _plan(x, weight, None, kwargs)
+    plan = conv_plan(x, weight, None, kwargs)
     assert plan.forward.name not in ("few-channels", PATH) or \
         pooling_path(plan, (2, 2)).name == "few-channels"
 
@@ -137,25 +118,25 @@ def test_is_the_usual_choice_where_it_pays(rng, pays_to_16):
                                 (1, 12, "few-channels")):
         x = rng.standard_normal((2, cin, 28, 28)).astype(np.float32)
         weight = rng.standard_normal((cout, cin, 5, 5)).astype(np.float32)
-        assert _plan(x, weight, None, kwargs).forward.name == expected
+        assert conv_plan(x, weight, None, kwargs).forward.name == expected
     # more input channels, or output channels past the measured bound: not taken
     for cin, cout in ((_paths.FEW_MAX_CHANNELS + 1, 16),
                       (1, _paths.FEW_LANES_MAX_OUT_CHANNELS + 16)):
         x = rng.standard_normal((2, cin, 28, 28)).astype(np.float32)
         weight = rng.standard_normal((cout, cin, 5, 5)).astype(np.float32)
-        assert _plan(x, weight, None, kwargs).forward.name != PATH
+        assert conv_plan(x, weight, None, kwargs).forward.name != PATH
     # nor where the output channels are no multiple of 16, even by override
     x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
     weight = rng.standard_normal((24, 1, 5, 5)).astype(np.float32)
     with use_paths(forward=PATH):
-        assert _plan(x, weight, None, kwargs).forward.name != PATH
+        assert conv_plan(x, weight, None, kwargs).forward.name != PATH
 
 
 def test_nan_inf_and_signed_zeros(dtype):
     """Non-finite inputs reach exactly the outputs whose windows hold them."""
     rng = np.random.default_rng(3)
     for shape in (SHAPES[0], SHAPES[2]):
-        x, weight, b, kwargs = _case(rng, shape, dtype)
+        x, weight, b, kwargs = conv_case(rng, shape, dtype)
         x[0, 0, 3, 5] = np.nan
         x[-1, 0, -1, -1] = np.inf
         x[0, -1, 0, 0] = -np.inf
@@ -172,7 +153,7 @@ def test_nan_inf_and_signed_zeros(dtype):
         assert np.array_equal(np.signbit(y[np.isinf(y)]), np.signbit(expected[np.isinf(y)]))
         finite = np.isfinite(expected)
         assert_close(y[finite], expected[finite])
-        assert np.array_equal(_bits(fused), _bits(np.maximum(y, 0)))
+        assert np.array_equal(bits(fused), bits(np.maximum(y, 0)))
 
 
 @pytest.fixture
@@ -186,19 +167,19 @@ def every_thread(monkeypatch):
 
 def test_results_do_not_depend_on_the_thread_count(rng, dtype, every_thread):
     for shape in (SHAPES[0], SHAPES[2], SHAPES[3], SHAPES[8]):
-        x, weight, b, kwargs = _case(rng, shape, dtype)
+        x, weight, b, kwargs = conv_case(rng, shape, dtype)
         outs = []
         with use_paths(forward=PATH):
             for threads in (1, 2, 3, 7):
                 with fastconv.threads(threads):
                     outs.append(fastconv.conv2d(x, weight, b, activation="relu", **kwargs))
         for out in outs[1:]:
-            assert np.array_equal(_bits(out), _bits(outs[0]))
+            assert np.array_equal(bits(out), bits(outs[0]))
 
 
 def _pooled(plan_x, weight, b, kwargs, pool, relu=True):
     """FewChannelsLanes.forward_pooled called directly."""
-    plan = _plan(plan_x, weight, b, kwargs)
+    plan = conv_plan(plan_x, weight, b, kwargs)
     path = _paths.FewChannelsLanes()
     assert path.applies("forward", plan) and path.pools(plan, pool)
     out = np.empty((plan.batch, plan.out_channels, plan.out_h // pool[0],
@@ -212,7 +193,7 @@ def test_pooled_store_is_the_pooled_convolution_bit_for_bit(rng, dtype, pool):
     """The max over the window positions kept in registers: pooling's rule (NaN, then the
     greater, scan order) on the very sums the unpooled path stores, ReLU'd or not."""
     for shape in SHAPES:
-        x, weight, b, kwargs = _case(rng, shape, dtype)
+        x, weight, b, kwargs = conv_case(rng, shape, dtype)
         x[0, 0, x.shape[2] // 2, x.shape[3] // 2] = np.nan
         with use_paths(forward=PATH):
             plain = fastconv.conv2d(x, weight, b, **kwargs)
@@ -222,7 +203,7 @@ def test_pooled_store_is_the_pooled_convolution_bit_for_bit(rng, dtype, pool):
             full = np.maximum(plain, 0) if relu else plain
             expected = fastconv.max_pool2d(full, pool)
             got = _pooled(x, weight, b, kwargs, pool, relu)
-            assert np.array_equal(_bits(got), _bits(expected)), (shape, pool, relu)
+            assert np.array_equal(bits(got), bits(expected)), (shape, pool, relu)
             reference = max_pool2d_reference(full, pool, pool, (0, 0, 0, 0))[0]
             assert np.array_equal(np.isnan(got), np.isnan(reference))
             finite = ~np.isnan(reference)
@@ -231,13 +212,13 @@ def test_pooled_store_is_the_pooled_convolution_bit_for_bit(rng, dtype, pool):
 
 def test_pooled_store_threads(rng, every_thread):
     for shape in (SHAPES[0], SHAPES[1]):
-        x, weight, b, kwargs = _case(rng, shape, np.float32)
+        x, weight, b, kwargs = conv_case(rng, shape, np.float32)
         outs = []
         for threads in (1, 2, 5):
             with fastconv.threads(threads):
                 outs.append(_pooled(x, weight, b, kwargs, (2, 2)))
         for out in outs[1:]:
-            assert np.array_equal(_bits(out), _bits(outs[0]))
+            assert np.array_equal(bits(out), bits(outs[0]))
 
 
 @pytest.mark.parametrize("dtype_", [np.float32, np.float64])
@@ -261,7 +242,7 @@ def test_tutorial_net_eval_plan_pools_on_this_path(dtype_, unpooled_too, request
     h = x
     for layer in model:
         h = layer(h)
-    assert np.array_equal(_bits(y), _bits(h))
+    assert np.array_equal(bits(y), bits(h))
 
 
 @settings(max_examples=30, deadline=None)
@@ -276,7 +257,7 @@ def test_random_shapes(batch, cin, h, w, cout, kh, kw, sh, sw, dh, dw, pad, seed
         return
     shape = (batch, cin, h, w, cout, (kh, kw), (sh, sw), (pad, pad, pad, pad), (dh, dw))
     for dtype in (np.float32, np.float64):
-        x, weight, b, kwargs = _case(rng, shape, dtype)
+        x, weight, b, kwargs = conv_case(rng, shape, dtype)
         with use_paths(forward=PATH):
             y = fastconv.conv2d(x, weight, b, **kwargs)
         assert_close(y, conv2d_ref(x, weight, b, (sh, sw), (pad,) * 4, (dh, dw), 1))
@@ -342,7 +323,7 @@ def test_pooled_store_with_a_non_finite_bias(dtype, relu):
     layers take them), so a window of sums 5 and -inf with a bias of +inf pools to NaN,
     not +inf; NaN payloads as the pooling kernel keeps them."""
     rng = np.random.default_rng(7)
-    x, weight, b, kwargs = _case(rng, SHAPES[0], dtype)
+    x, weight, b, kwargs = conv_case(rng, SHAPES[0], dtype)
     x[0, 0, 10:12, 10:14] = -np.inf
     x[1, 0, 4, 4] = np.nan
     weight = np.abs(weight)
@@ -353,4 +334,4 @@ def test_pooled_store_with_a_non_finite_bias(dtype, relu):
     expected = fastconv.max_pool2d(full, 2)
     got = _pooled(x, weight, b, kwargs, (2, 2), relu)
     assert np.isnan(got[0, 0]).any()  # the case above happens
-    assert np.array_equal(_bits(got), _bits(expected))
+    assert np.array_equal(bits(got), bits(expected))

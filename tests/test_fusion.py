@@ -10,7 +10,7 @@ import fastconv
 from fastconv import _fusion, _paths, models, nn, optim
 from fastconv import conv as conv_module
 from fastconv._plan import use_paths
-from helpers import assert_close, assert_isa_capped, run_at_isa
+from helpers import assert_close, assert_isa_capped, bits, run_at_isa
 from reference.conv import conv2d_ref
 
 # (batch, C_in, H, W, C_out, kernel, stride, pads, dilation, groups): one of each family
@@ -42,10 +42,6 @@ def _case(rng, geometry, dtype, special=True):
     return x, weight, bias, kwargs
 
 
-def _bits(array):
-    return np.ascontiguousarray(array).view(np.uint8)
-
-
 def _forward_path(x, weight, bias, kwargs):
     conv, _ = conv_module._prepare(x, weight, bias, kwargs["stride"], kwargs["padding"],
                                    kwargs["dilation"], kwargs["groups"], "zeros")
@@ -61,7 +57,7 @@ def test_relu_rule_is_numpys(dtype):
     expected = np.maximum(values, 0)
     got = values.copy()
     _paths.relu_inplace(got)
-    assert np.array_equal(_bits(got), _bits(expected))
+    assert np.array_equal(bits(got), bits(expected))
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -81,7 +77,7 @@ def test_every_forward_path_fuses_relu_bit_for_bit(rng, dtype, bias):
                 plain = fastconv.conv2d(x, weight, b, **kwargs)
                 fused = fastconv.conv2d(x, weight, b, activation="relu", **kwargs)
             assert fused.dtype == plain.dtype and fused.shape == plain.shape
-            assert np.array_equal(_bits(fused), _bits(np.maximum(plain, 0))), (name, geometry)
+            assert np.array_equal(bits(fused), bits(np.maximum(plain, 0))), (name, geometry)
             # and against the reference, away from the non-finite inputs
             xf, wf, bf, _ = _case(np.random.default_rng(1), geometry, dtype, special=False)
             bf = bf if bias else None
@@ -117,7 +113,7 @@ def test_a_path_that_does_not_fuse_gets_relu_after_its_kernel(rng, monkeypatch):
     with use_paths(forward="blas"):
         fused = fastconv.conv2d(x, weight, bias, activation="relu", **kwargs)
     assert calls == [{}]  # called without relu=
-    assert np.array_equal(_bits(fused), _bits(np.maximum(plain, 0)))
+    assert np.array_equal(bits(fused), bits(np.maximum(plain, 0)))
 
 
 def test_activation_argument(rng):
@@ -150,7 +146,7 @@ def test_fused_result_does_not_depend_on_the_thread_count(rng):
             with fastconv.threads(threads):
                 results.append(fastconv.conv2d(x, weight, bias, activation="relu", **kwargs))
         for result in results[1:]:
-            assert np.array_equal(_bits(result), _bits(results[0]))
+            assert np.array_equal(bits(result), bits(results[0]))
 
 
 def test_fused_conv_matches_torch(rng, torch):
@@ -228,19 +224,19 @@ def test_sequential_training_is_unchanged_by_fusion(dtype):
             x = rng.standard_normal((4, 1, 28, 28)).astype(dtype)
             y_f = fused(x)
             y_u = _layerwise(unfused, x)
-            assert np.array_equal(_bits(y_f), _bits(y_u))
+            assert np.array_equal(bits(y_f), bits(y_u))
             grad = rng.standard_normal(y_f.shape).astype(dtype)
             opt_f.zero_grad()
             opt_u.zero_grad()
             gx_f = fused.backward(grad)
             gx_u = _layerwise_backward(unfused, grad)
-            assert np.array_equal(_bits(gx_f), _bits(gx_u))
+            assert np.array_equal(bits(gx_f), bits(gx_u))
             for p_f, p_u in zip(fused.parameters(), unfused.parameters()):
-                assert np.array_equal(_bits(p_f.grad), _bits(p_u.grad))
+                assert np.array_equal(bits(p_f.grad), bits(p_u.grad))
             opt_f.step()
             opt_u.step()
             for p_f, p_u in zip(fused.parameters(), unfused.parameters()):
-                assert np.array_equal(_bits(p_f.data), _bits(p_u.data))
+                assert np.array_equal(bits(p_f.data), bits(p_u.data))
 
 
 def test_sequential_eval_plan_matches_the_layers(dtype):
@@ -260,10 +256,10 @@ def test_sequential_eval_plan_matches_the_layers(dtype):
             assert _fusion.prepared(model) is not None  # the plan ran
             assert second is not first and np.array_equal(first, kept)
             expected = _layerwise(reference, x)
-            assert np.array_equal(_bits(second), _bits(expected))
+            assert np.array_equal(bits(second), bits(expected))
             grad = rng.standard_normal(expected.shape).astype(dtype)
-            assert np.array_equal(_bits(model.backward(grad)),
-                                  _bits(_layerwise_backward(reference, grad)))
+            assert np.array_equal(bits(model.backward(grad)),
+                                  bits(_layerwise_backward(reference, grad)))
 
 
 def test_sequential_eval_plan_follows_changes(rng):
@@ -386,11 +382,11 @@ def test_winograd_layer_fuses_and_plans_with_its_own_algorithm(rng):
                                algorithm="winograd")
     default = fastconv.conv2d(x, conv.weight.data, conv.bias.data, padding=1)
     expected = np.maximum(winograd, 0)
-    assert not np.array_equal(_bits(expected), _bits(np.maximum(default, 0)))  # tells them apart
-    assert np.array_equal(_bits(model(x)), _bits(expected))  # training: fused, Winograd
+    assert not np.array_equal(bits(expected), bits(np.maximum(default, 0)))  # tells them apart
+    assert np.array_equal(bits(model(x)), bits(expected))  # training: fused, Winograd
     model.eval()
     for _ in range(2):
-        assert np.array_equal(_bits(model(x)), _bits(expected))
+        assert np.array_equal(bits(model(x)), bits(expected))
     assert _fusion.prepared(model) is not None
 
 
@@ -410,12 +406,12 @@ def test_eval_plan_pools_in_the_convolution_store(dtype):
                 got = model(x)
                 plan = _fusion.prepared(model)
                 assert len(plan.steps) == 5  # conv+relu+pool, flatten, linear, relu, linear
-                assert np.array_equal(_bits(got), _bits(expected))
+                assert np.array_equal(bits(got), bits(expected))
         grad = rng.standard_normal(expected.shape).astype(dtype)
-        assert np.array_equal(_bits(model.backward(grad)),
-                              _bits(_layerwise_backward(reference, grad)))
+        assert np.array_equal(bits(model.backward(grad)),
+                              bits(_layerwise_backward(reference, grad)))
         # the state the backward needed was recomputed: the unfused layers' own
-        assert np.array_equal(_bits(model[1]._output), _bits(reference[1]._output))
+        assert np.array_equal(bits(model[1]._output), bits(reference[1]._output))
     # weights changed in place after the forward pass: the state the backward recomputes is
     # still the forward pass's (the input gradient itself reads the current weights, as the
     # layers' own backward does)
@@ -424,7 +420,7 @@ def test_eval_plan_pools_in_the_convolution_store(dtype):
     _layerwise(reference, x)
     model[0].weight.data *= 3
     model.backward(rng.standard_normal((3, 10)).astype(dtype))
-    assert np.array_equal(_bits(model[1]._output), _bits(reference[1]._output))
+    assert np.array_equal(bits(model[1]._output), bits(reference[1]._output))
 
 
 @pytest.mark.parametrize("pool", [
@@ -442,10 +438,10 @@ def test_eval_plan_pools_in_the_store_only_where_it_can(rng, pool):
     got = model(x)
     fused = len(_fusion.prepared(model).steps) == 2
     assert fused == (pool == dict(kernel_size=3))
-    assert np.array_equal(_bits(got), _bits(_layerwise(reference, x)))
+    assert np.array_equal(bits(got), bits(_layerwise(reference, x)))
     grad = rng.standard_normal(got.shape).astype(np.float32)
-    assert np.array_equal(_bits(model.backward(grad)),
-                          _bits(_layerwise_backward(reference, grad)))
+    assert np.array_equal(bits(model.backward(grad)),
+                          bits(_layerwise_backward(reference, grad)))
 
 
 def test_eval_plan_pools_in_the_store_only_on_the_few_channel_path(rng):
@@ -474,12 +470,12 @@ def test_pooled_step_state_gives_way_to_later_forward_passes(rng):
     reference.train()
     x = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)
     grad = rng.standard_normal((4, 10)).astype(np.float32)
-    assert np.array_equal(_bits(model(x)), _bits(reference(x)))
-    assert np.array_equal(_bits(model.backward(grad)), _bits(reference.backward(grad)))
+    assert np.array_equal(bits(model(x)), bits(reference(x)))
+    assert np.array_equal(bits(model.backward(grad)), bits(reference.backward(grad)))
     # and a layer-by-layer pass after an eval call
     model.eval()
     reference.eval()
     model(x[:1])
     _layerwise(model, x)
     _layerwise(reference, x)
-    assert np.array_equal(_bits(model.backward(grad)), _bits(reference.backward(grad)))
+    assert np.array_equal(bits(model.backward(grad)), bits(reference.backward(grad)))

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import fastconv
 from fastconv import _fusion, _linear, _threads, models, nn
-from helpers import assert_close, assert_isa_capped, run_at_isa
+from helpers import assert_close, assert_isa_capped, bits, run_at_isa
 
 # (rows, in_features, out_features): the example networks' layers, odd sizes (features not a
 # multiple of any vector width, rows not of the micro-kernels' blocks), one feature, one row
@@ -20,10 +20,6 @@ def _reference(x, weight, bias):
     """The float64 sums (an obviously correct matrix product)."""
     y = x.astype(np.float64) @ weight.astype(np.float64).T
     return y if bias is None else y + bias
-
-
-def _bits(array):
-    return np.ascontiguousarray(array).view(np.uint8)
 
 
 @pytest.fixture
@@ -43,7 +39,7 @@ def test_matches_the_reference(rng, dtype, shape, bias):
     assert y.shape == (rows, outs) and y.dtype == dtype
     assert_close(y, _reference(x, weight, b).astype(dtype))
     if bias:  # the bias added after the sums, as NumPy's x @ w.T + b adds it
-        assert np.array_equal(_bits(y), _bits(_linear.forward(x, weight, None) + b))
+        assert np.array_equal(bits(y), bits(_linear.forward(x, weight, None) + b))
 
 
 def test_layer_matches_torch(rng, dtype, torch):
@@ -66,12 +62,12 @@ def test_results_do_not_depend_on_the_thread_count(rng, dtype, every_thread):
             with fastconv.threads(threads):
                 results.append(_linear.forward(x, weight, b))
         for y in results[1:]:
-            assert np.array_equal(_bits(y), _bits(results[0]))
+            assert np.array_equal(bits(y), bits(results[0]))
         # and a row's result does not depend on the rows around it (the kernels' blocks)
         for first, last in ((0, 1), (1, rows), (rows // 2, rows)):
             if first < last:
                 part = _linear.forward(np.ascontiguousarray(x[first:last]), weight, b)
-                assert np.array_equal(_bits(part), _bits(results[0][first:last]))
+                assert np.array_equal(bits(part), bits(results[0][first:last]))
 
 
 def test_nan_and_inf_propagate(dtype):
@@ -101,12 +97,12 @@ def test_layer_takes_it_where_it_can_and_pays(rng):
     assert not _linear.pays(small.weight.data)  # NumPy's matmul: its results
     with _threads.numpy_blas_single_thread():
         expected = xs @ small.weight.data.T
-    assert np.array_equal(_bits(small(xs)), _bits(expected + small.bias.data))
+    assert np.array_equal(bits(small(xs)), bits(expected + small.bias.data))
     layer = nn.Linear(features, 4, seed=0)
     x = rng.standard_normal((3, 5, features)).astype(np.float32)  # leading axes kept
     y = layer(x)
     assert y.shape == (3, 5, 4)
-    assert np.array_equal(_bits(y), _bits(_linear.forward(x, layer.weight.data,
+    assert np.array_equal(bits(y), bits(_linear.forward(x, layer.weight.data,
                                                           layer.bias.data)))
     assert layer(x[0, 0]).shape == (4,)  # one sample, one axis
     # another dtype than the weight's keeps NumPy's matmul, with the same results
@@ -118,10 +114,10 @@ def test_layer_takes_it_where_it_can_and_pays(rng):
     # other layouts take the kernels on a C-contiguous copy: the copy's bits
     for other in (x[:, ::2], x.transpose(1, 0, 2)):
         assert _linear.chooses_kernels(other, layer.weight.data, layer.bias.data)
-        assert np.array_equal(_bits(layer(other)), _bits(_linear.forward(
+        assert np.array_equal(bits(layer(other)), bits(_linear.forward(
             np.ascontiguousarray(other), layer.weight.data, layer.bias.data)))
-        assert np.array_equal(_bits(_linear.linear(other, layer.weight.data, None)),
-                              _bits(_linear.forward(other.copy(), layer.weight.data, None)))
+        assert np.array_equal(bits(_linear.linear(other, layer.weight.data, None)),
+                              bits(_linear.forward(other.copy(), layer.weight.data, None)))
     gy = np.ones((3, 5, 4), dtype=np.float32)
     layer(x)
     assert layer.backward(gy).shape == x.shape  # the backward is unchanged
@@ -140,7 +136,7 @@ def test_eval_plan_runs_it_bit_for_bit_as_the_layers(dtype):
         h = x
         for layer in model:
             h = layer(h)
-        assert np.array_equal(_bits(y), _bits(h))
+        assert np.array_equal(bits(y), bits(h))
 
 
 @settings(max_examples=25, deadline=None)
