@@ -76,6 +76,16 @@ def _instrument(model, loss, optimizer, scheduler, timers):
     timers.wrap(scheduler, "step", "optimiser")
 
 
+def fastconv_step(model, loss, optimizer, scheduler, xb, yb):
+    """One training step of ``model`` on the batch, as fastconv.train.fit runs it."""
+    output = model(xb)
+    loss(output, yb)
+    optimizer.zero_grad()
+    nn.backward_without_input_grad(model, loss.backward())
+    optimizer.step()
+    scheduler.step()
+
+
 def _fastconv_steps(X, y, rows, args, instrument):
     model = models.build("resnet", seed=0, algorithm=args.algorithm)
     loss = nn.CrossEntropyLoss()
@@ -90,12 +100,7 @@ def _fastconv_steps(X, y, rows, args, instrument):
         if step == args.warmup:
             timers.seconds.clear()
         start = time.perf_counter()
-        output = model(X[index])
-        loss(output, y[index])
-        optimizer.zero_grad()
-        nn.backward_without_input_grad(model, loss.backward())
-        optimizer.step()
-        scheduler.step()
+        fastconv_step(model, loss, optimizer, scheduler, X[index], y[index])
         if step >= args.warmup:
             totals.append(time.perf_counter() - start)
     return totals, timers.seconds

@@ -29,6 +29,7 @@ import fastconv  # noqa: E402
 from bench_resnet import torch_small_resnet  # noqa: E402
 from bench_train import batches, inputs, load_data  # noqa: E402
 from fastconv import _paths, models, nn, norm, optim  # noqa: E402
+from profile_resnet import fastconv_step  # noqa: E402
 
 
 class Timers:
@@ -110,12 +111,7 @@ def fastconv_step_profile(X, y, rows, args):
                 clock.seconds.clear()
                 clock.calls.clear()
         start = time.perf_counter()
-        output = model(X[index])
-        loss(output, y[index])
-        optimizer.zero_grad()
-        nn.backward_without_input_grad(model, loss.backward())
-        optimizer.step()
-        scheduler.step()
+        fastconv_step(model, loss, optimizer, scheduler, X[index], y[index])
         if step >= args.warmup:
             total += time.perf_counter() - start
     return total, timers, outer
