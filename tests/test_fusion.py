@@ -2,6 +2,7 @@
 every fused result must be bit for bit the unfused one (the same sums, then numpy.maximum)."""
 
 import copy
+import weakref
 
 import numpy as np
 import pytest
@@ -479,3 +480,47 @@ def test_pooled_step_state_gives_way_to_later_forward_passes(rng):
     _layerwise(model, x)
     _layerwise(reference, x)
     assert np.array_equal(bits(model.backward(grad)), bits(reference.backward(grad)))
+
+
+def _address(array):
+    return array.__array_interface__["data"][0]
+
+
+def test_eval_plan_reuses_only_arrays_nobody_holds(dtype):
+    """A prepared plan hands a step's output array out again once nothing but the plan holds
+    it (fastconv._buffers.Recycler), so evaluation passes do not fault in fresh pages each
+    call; an array the caller or a layer still holds is never written again."""
+    reused = 0
+    for model in _models(dtype):
+        model.eval()
+        reference = copy.deepcopy(model)
+        rng = np.random.default_rng(5)
+        xs = [rng.standard_normal((4, 1, 28, 28)).astype(dtype) for _ in range(6)]
+        model(xs[0])  # a lazy layer is sized layer by layer first
+        # kept by the caller: every output and every activation stays as it was made
+        outputs, activations = [], []
+        for x in xs:
+            outputs.append(model(x))
+            activations.append(model[1]._output)  # the first ReLU's (the fused step's)
+        assert _fusion.prepared(model) is not None
+        for x, output, activation in zip(xs, outputs, activations):
+            assert np.array_equal(bits(output), bits(_layerwise(reference, x)))
+            if activation is not None:  # (None: the pooled step stores no ReLU output)
+                assert np.array_equal(bits(activation), bits(reference[1]._output))
+        if activations[0] is not None:
+            assert len({_address(a) for a in activations}) == len(xs)
+        # held by nobody: one array serves every call (the layers let go of the previous
+        # call's as a call starts); weak references tell the objects apart without holding
+        # them
+        del outputs, activations, output, activation
+        objects = []
+        for x in xs:
+            result = model(x)
+            assert np.array_equal(bits(result), bits(_layerwise(reference, x)))
+            activation = model[1]._output
+            if activation is not None and not any(ref() is activation for ref in objects):
+                objects.append(weakref.ref(activation))
+            del activation
+        assert len(objects) <= 1
+        reused += len(objects)
+    assert reused >= 2  # LeNet-5's and the third model's (the tutorial net pools in the store)
