@@ -162,6 +162,10 @@ static inline ptrdiff_t fc_pool_avg_row_factor(const fc_pool_geometry* g, ptrdif
 FC_POOL_COLUMN_FACTORS(fc_pool_column_factors_float, float)
 FC_POOL_COLUMN_FACTORS(fc_pool_column_factors_double, double)
 
+/* the 'box' kernels (stride-1 average pooling) keep a pointer per window row on the stack:
+ * fastconv/pool.py takes them for windows of at most this many rows */
+#define FC_POOL_BOX_MAX_ROWS 16
+
 /* Even and odd lanes of the concatenation of two vectors of n lanes (a stride-2 row
  * de-interleaved): clang and GCC >= 12 spell it __builtin_shufflevector, older GCC
  * __builtin_shuffle with a mask vector of the lanes' integer type. */
@@ -230,6 +234,9 @@ FC_POOL_COLUMN_FACTORS(fc_pool_column_factors_double, double)
         void (*avg2x2_rows)(const T*, T*, T, ptrdiff_t, ptrdiff_t, const fc_pool_geometry*); \
         void (*avg2x2_backward_rows)(const T*, T*, T, ptrdiff_t, ptrdiff_t,                  \
                                      const fc_pool_geometry*);                               \
+        void (*avg_box_plane)(const T*, T*, const T*, T*, ptrdiff_t, const fc_pool_geometry*); \
+        void (*avg_box_backward_plane)(const T*, T*, const T*, T*, ptrdiff_t,                 \
+                                       const fc_pool_geometry*);                             \
     } fc_pool_kernels_##T;
 FC_POOL_TABLE(float)
 FC_POOL_TABLE(double)
@@ -243,6 +250,8 @@ FC_POOL_TABLE(double)
         (table).max2x2_rows = fc_pool_max2x2_rows_##T##_##ISA;              \
         (table).avg2x2_rows = fc_pool_avg2x2_rows_##T##_##ISA;              \
         (table).avg2x2_backward_rows = fc_pool_avg2x2_backward_rows_##T##_##ISA; \
+        (table).avg_box_plane = fc_pool_avg_box_plane_##T##_##ISA;          \
+        (table).avg_box_backward_plane = fc_pool_avg_box_backward_plane_##T##_##ISA; \
     } while (0)
 
 static fc_pool_kernels_float fc_pool_float;
