@@ -14,6 +14,10 @@ stride 1 across the width the average keeps each window's sum in vector register
 backward gathers each input element's quotients in the order the scatter would add them
 (src/_pool_impl.h): the same bits, one store per element.
 
+At stride 1 both ways the ``*_box`` kernels (the 'box' path of ``fastconv/pool.py``) read
+every window from a per-thread ring of zero-padded rows instead, the borders included: the
+zeros they add change no bit, so their results are the general kernels'.
+
 The loops themselves are C (``src/_pool.h``, ``src/_pool_impl.h``), built for plain C and
 AVX2 (AVX-512 CPUs run the AVX2 build, which measured faster here); ``ISA`` names the build in
 use (FASTCONV_ISA caps it). The wrappers in ``fastconv/pool.py`` validate every argument;
