@@ -19,6 +19,7 @@ next path in the list runs otherwise.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -481,18 +482,26 @@ class FewChannels(ConvPath):
         """out = max_pool2d(relu?(conv(x) + bias), pool) (kernel = stride = pool, floor mode);
         ``pool`` (1, 1): the convolution itself. ``out`` is (N, C_out, out_h // pool_h,
         out_w // pool_w), C-contiguous."""
-        dtype = plan.dtype
         key = threads_key()
+        threads, band, workspace, packed, offsets = thread_scratch(
+            plan, ("scratch", self.name, pool, key), lambda: self._scratch(plan, pool, key))
+        self._FORWARD[plan.dtype](x, weight, bias, out, workspace, packed, offsets,
+                                  plan.geometry, pool[0], pool[1], band, threads, relu,
+                                  self.across)
+
+    def _scratch(self, plan: ConvPlan, pool: tuple[int, int], key: int
+                 ) -> tuple[Any, ...]:
+        """(threads, band, workspace, packed, offsets) of forward_pooled under threads_key()
+        ``key``: the layout (kept in the plan's memo) and new scratch arrays for it."""
+        dtype = plan.dtype
         threads, band, _, _, _, phase, block, cpad = sizes_for(
             plan, ("forward", self.name, pool, key), lambda: _few_layout(
                 plan.geometry, plan.batch, dtype.itemsize, pool,
                 effective_num_threads(plan.batch * plan.geometry.out_h, key), self.across))
         k = plan.geometry.k
-        self._FORWARD[dtype](x, weight, bias, out,
-                             np.empty((threads, ALIGN[dtype] + phase + block), dtype=dtype),
-                             np.empty(k * cpad + cpad, dtype=dtype),
-                             np.empty(pool[0] * pool[1] * k, dtype=np.intp), plan.geometry,
-                             pool[0], pool[1], band, threads, relu, self.across)
+        return (threads, band, np.empty((threads, ALIGN[dtype] + phase + block), dtype=dtype),
+                np.empty(k * cpad + cpad, dtype=dtype),
+                np.empty(pool[0] * pool[1] * k, dtype=np.intp))
 
 
 # Output channels (per group, a multiple of 16) up to which FewChannelsLanes pays, for the
@@ -752,6 +761,34 @@ def sizes_for(plan: ConvPlan, key: tuple[Any, ...], make: Callable[[], Any]) -> 
     if value is None:
         value = memo[key] = make()
     return value
+
+
+# Scratch arrays up to this many bytes in all are kept by thread_scratch for the next call:
+# a tiny convolution (1x1x6x8, k 1x2) spent a tenth of its call making its three (0.55 of
+# 5.5 us, measured)
+SCRATCH_KEEP_BYTES = 1 << 16
+
+
+def thread_scratch(plan: ConvPlan, key: tuple[Any, ...],
+                   make: Callable[[], tuple[Any, ...]]) -> tuple[Any, ...]:
+    """``make()``: sizes and the scratch arrays (that a kernel writes before it reads them)
+    of one call, kept in the plan's memo under ``key`` (which holds the thread count, as
+    sizes_for's) and the calling Python thread when the arrays are small
+    (SCRATCH_KEEP_BYTES), so that the next call of that thread reuses them. Per Python
+    thread, since two threads may run the same plan at once (their kernels release the GIL);
+    a kernel never calls back into Python, so one thread's calls never overlap."""
+    memo = plan.memo
+    if memo is None:
+        return make()
+    key = key + (threading.get_ident(),)
+    scratch = memo.get(key)
+    if scratch is None:
+        scratch = make()
+        # (a bound on the entries, should many short-lived threads run one plan)
+        if len(memo) < 64 and sum(item.nbytes for item in scratch
+                                  if isinstance(item, np.ndarray)) <= SCRATCH_KEEP_BYTES:
+            memo[key] = scratch
+    return scratch
 
 
 # ---- im2col + GEMM (src/conv/gemm.pxi) -------------------------------------------------------

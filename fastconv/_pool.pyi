@@ -131,4 +131,47 @@ class _AvgPool2dBackward2x2(Protocol):
 
 avg_pool2d_backward_2x2: _AvgPool2dBackward2x2
 
+@type_check_only
+class _AvgPool2dForwardBox(Protocol):
+    def __call__(
+        self,
+        x: _Float,  # const floating[:, :, :, ::1]
+        out: _Float,  # floating[:, :, :, ::1], written
+        column_factor: _Float,  # floating[::1] scratch, (box_column_factors_size(out_width),)
+        ring: _Float,  # floating[:, ::1] scratch, (num_threads, >= (kernel_h + 1) * ring_w)
+        kernel_h: int, kernel_w: int,
+        pad_top: int, pad_bottom: int, pad_left: int, pad_right: int,
+        count_include_pad: bool,
+        divisor_override: int,  # 0 for none
+        num_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _AvgPool2dForwardBox: ...  # "float" or "double"
+
+avg_pool2d_forward_box: _AvgPool2dForwardBox
+
+@type_check_only
+class _AvgPool2dBackwardBox(Protocol):
+    def __call__(
+        self,
+        grad_output: _Float,  # const floating[:, :, :, ::1]
+        grad_input: _Float,  # floating[:, :, :, ::1], written
+        column_factor: _Float,  # floating[::1] scratch, (box_column_factors_size(out_width),)
+        ring: _Float,  # floating[:, ::1] scratch, (num_threads, >= (kernel_h + 1) * ring_w)
+        kernel_h: int, kernel_w: int,
+        pad_top: int, pad_bottom: int, pad_left: int, pad_right: int,
+        count_include_pad: bool,
+        divisor_override: int,  # 0 for none
+        num_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _AvgPool2dBackwardBox: ...  # "float" or "double"
+
+avg_pool2d_backward_box: _AvgPool2dBackwardBox
+
+# elements per row of a box kernel's ring (kernel_h + 1 rows per thread)
+def box_ring_width(in_w: int, out_w: int, kernel_w: int, pad_left: int, backward: bool) -> int: ...
+
+# elements of a box kernel's column_factor scratch
+def box_column_factors_size(out_w: int) -> int: ...
+
 ISA: str  # the build the kernels run: "generic" or "avx2" (src/_pool.h)
+BOX_MAX_ROWS: int  # the tallest window the 'box' kernels take

@@ -167,7 +167,10 @@ def threads_key() -> int:
     force, or 0 in a forked child (which runs on one thread, and warns once). Caches of
     per-call sizes (fastconv._plan.sizes_for) key on it, so that a changed count, a
     ``threads()`` block or a fork is honoured by the next call."""
-    return 0 if _state["forked"] else get_num_threads()
+    if _state["forked"]:
+        return 0
+    # get_num_threads() inline: every convolution call reads it
+    return getattr(_local, "num_threads", None) or _state["num_threads"] or _DEFAULT_NUM_THREADS
 
 
 def effective_num_threads(work_items: int | None = None, key: int | None = None) -> int:

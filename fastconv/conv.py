@@ -64,6 +64,9 @@ def _simple(value):
         kind is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int)
 
 
+_FLOAT32, _FLOAT64 = _FLOAT_DTYPES
+
+
 def _plan_key(x, weight, bias, stride, padding, dilation, groups, padding_mode, extra,
               algorithm="auto"):
     """The cache key of a call whose arguments are already in their final form, else None.
@@ -71,20 +74,27 @@ def _plan_key(x, weight, bias, stride, padding, dilation, groups, padding_mode, 
     Keyed strictly: only exact ints, pairs of exact ints and strings, and arrays already
     C-contiguous in one native float dtype, so a key can only match arguments that the full
     checks accepted before (True or 1.0 never reuse the plan made for 1). The override in
-    force is part of the key."""
+    force is part of the key. Every call pays for this, so the common case (ints, no extra
+    arrays) is tested first and without helper calls."""
     if type(x) is not np.ndarray or type(weight) is not np.ndarray:
         return None
     dtype = x.dtype
-    if dtype not in _FLOAT_DTYPES or weight.dtype != dtype or not (
-        x.flags.c_contiguous and weight.flags.c_contiguous
-    ):
+    if dtype is not _FLOAT32 and dtype is not _FLOAT64 and dtype not in _FLOAT_DTYPES:
         return None
-    for array in (bias,) + tuple(value for _, value in extra):
+    if weight.dtype is not dtype and weight.dtype != dtype:
+        return None
+    if not (x.flags.c_contiguous and weight.flags.c_contiguous):
+        return None
+    if bias is not None and (type(bias) is not np.ndarray or (
+            bias.dtype is not dtype and bias.dtype != dtype) or not bias.flags.c_contiguous):
+        return None
+    for _, array in extra:
         if array is not None and (type(array) is not np.ndarray or array.dtype != dtype
                                   or not array.flags.c_contiguous):
             return None
-    if not (_simple(stride) and _simple(padding) and _simple(dilation)
-            and type(groups) is int and type(padding_mode) is str and type(algorithm) is str):
+    if not ((type(stride) is int or _simple(stride)) and (type(padding) is int or _simple(padding))
+            and (type(dilation) is int or _simple(dilation)) and type(groups) is int
+            and type(padding_mode) is str and type(algorithm) is str):
         return None
     return (x.shape, weight.shape, dtype.char, None if bias is None else bias.shape,
             stride, padding, dilation, groups, padding_mode, algorithm, current_override())
@@ -103,7 +113,7 @@ def _prepare(x, weight, bias, stride, padding, dilation, groups, padding_mode, e
         plan = cached(key)
         if plan is not None:
             return (_Conv(x[np.newaxis] if plan.unbatched else x, weight, bias, plan),
-                    [value for _, value in extra])
+                    [value for _, value in extra] if extra else [])
     conv, extras = _prepare_checked(x, weight, bias, stride, padding, dilation, groups,
                                     padding_mode, extra, algorithm=algorithm)
     if key is not None:

@@ -37,25 +37,45 @@ def _num_threads(items: int, taps: int) -> int:
 # The kernel paths, in order: the first that applies to a call runs. 'window2x2' is the
 # commonest pooling (2x2 windows at stride 2, no padding or dilation, every window inside the
 # input), whose rows are too short for the general kernels' per-row set-up; 'planes' takes any
-# geometry. The private ``_path=`` of the functions below forces one (tests, benchmarks).
+# geometry. Average pooling has one more, 'box': stride 1 both ways (a ResNet's or an Inception
+# block's 3x3 stride-1 average) with at most _pool.BOX_MAX_ROWS window rows, a box filter over
+# zero-padded rows with no per-column edge cases (src/_pool_impl.h). Every path gives the same
+# bits. The private ``_path=`` of the functions below forces one (tests, benchmarks).
 POOL_PATHS = ("window2x2", "planes")
+AVG_POOL_PATHS = ("window2x2", "box", "planes")
 
 
 def _pool_path(kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, ...],
                dilation: tuple[int, int], in_size: tuple[int, ...],
-               out_size: tuple[int, int], path: str | None) -> str:
-    """The path for one call: the first of POOL_PATHS that applies, or ``path`` if it does."""
+               out_size: tuple[int, int], path: str | None, average: bool = False) -> str:
+    """The path for one call: the first of POOL_PATHS (``average``: AVG_POOL_PATHS) that
+    applies, or ``path`` if it does."""
     window2x2 = (tuple(kernel) == (2, 2) and tuple(stride) == (2, 2)
                  and tuple(pads) == (0, 0, 0, 0) and tuple(dilation) == (1, 1)
                  and 2 * out_size[0] <= in_size[0] and 2 * out_size[1] <= in_size[1])
+    box = (average and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
+           and kernel[0] <= _pool.BOX_MAX_ROWS)
     if path is None:
-        return "window2x2" if window2x2 else "planes"
-    if path not in POOL_PATHS:
-        raise ValueError(f"_path must be one of {POOL_PATHS}, got {path!r}")
+        return "window2x2" if window2x2 else "box" if box else "planes"
+    paths = AVG_POOL_PATHS if average else POOL_PATHS
+    if path not in paths:
+        raise ValueError(f"_path must be one of {paths}, got {path!r}")
     if path == "window2x2" and not window2x2:
         raise ValueError("_path='window2x2' needs 2x2 windows at stride 2 with no padding, "
                          "dilation or ceil_mode overhang")
+    if path == "box" and not box:
+        raise ValueError(f"_path='box' needs stride 1 and windows of at most "
+                         f"{_pool.BOX_MAX_ROWS} rows")
     return path
+
+
+def _box_scratch(num_threads: int, kernel: tuple[int, int], pad_left: int, in_w: int,
+                 out_w: int, backward: bool, dtype: npt.DTypeLike
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The 'box' kernels' column factors and per-thread rings of kernel-height + 1 rows."""
+    ring_w = _pool.box_ring_width(in_w, out_w, kernel[1], pad_left, backward)
+    return (np.empty(_pool.box_column_factors_size(out_w), dtype=dtype),
+            _thread_rows(num_threads, (kernel[0] + 1) * ring_w, dtype))
 
 
 def _thread_rows(num_threads: int, width: int, dtype: npt.DTypeLike) -> np.ndarray:
@@ -359,18 +379,25 @@ def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
         x4.shape[2:], kernel_size, stride, padding, 1, ceil_mode
     )
     divisor = _divisor(divisor_override)
-    path = _pool_path(kernel, stride, pads, (1, 1), x4.shape[2:], out_size, _path)
+    path = _pool_path(kernel, stride, pads, (1, 1), x4.shape[2:], out_size, _path, True)
     out = np.empty(x.shape[:-2] + out_size, dtype=x.dtype)
     if path == "window2x2":
         _pool.avg_pool2d_forward_2x2(
             x4, _batched_view(out, unbatched), divisor,
             _num_threads(x4.shape[0] * x4.shape[1] * out_size[0], out.size * 4))
         return out
+    num_threads = _num_threads(x4.shape[0] * x4.shape[1], out.size * kernel[0] * kernel[1])
+    if path == "box":
+        column_factor, ring = _box_scratch(num_threads, kernel, pads[2], x4.shape[3],
+                                           out_size[1], False, x.dtype)
+        _pool.avg_pool2d_forward_box(
+            x4, _batched_view(out, unbatched), column_factor, ring, *kernel, *pads,
+            bool(count_include_pad), divisor, num_threads)
+        return out
     column_factor = np.empty(out_size[1], dtype=x.dtype)
     _pool.avg_pool2d_forward(
         x4, _batched_view(out, unbatched), column_factor, *kernel, *stride, *pads,
-        bool(count_include_pad), divisor,
-        _num_threads(x4.shape[0] * x4.shape[1], out.size * kernel[0] * kernel[1]),
+        bool(count_include_pad), divisor, num_threads,
     )
     return out
 
@@ -426,7 +453,7 @@ def avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape, kernel_size:
             f"{tuple(input_shape)} gives {out_size}"
         )
     divisor = _divisor(divisor_override)
-    path = _pool_path(kernel, stride, pads, (1, 1), shape[2:], out_size, _path)
+    path = _pool_path(kernel, stride, pads, (1, 1), shape[2:], out_size, _path, True)
     grad_input = np.empty(shape[1:] if unbatched else shape, dtype=grad4.dtype)
     if path == "window2x2":
         _pool.avg_pool2d_backward_2x2(
@@ -436,6 +463,13 @@ def avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape, kernel_size:
     num_threads = _num_threads(
         shape[0] * shape[1], math.prod(shape) + grad4.size * kernel[0] * kernel[1]
     )
+    if path == "box":
+        column_factor, ring = _box_scratch(num_threads, kernel, pads[2], shape[3], out_size[1],
+                                           True, grad4.dtype)
+        _pool.avg_pool2d_backward_box(
+            grad4, _batched_view(grad_input, unbatched), column_factor, ring, *kernel, *pads,
+            bool(count_include_pad), divisor, num_threads)
+        return grad_input
     column_factor = np.empty(out_size[1], dtype=grad4.dtype)
     # a ring of kernel-height rows of quotients per thread (the stride-1 kernel gathers from
     # every output row whose window holds an input row; the others use the first row only)

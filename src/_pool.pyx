@@ -14,6 +14,10 @@ stride 1 across the width the average keeps each window's sum in vector register
 backward gathers each input element's quotients in the order the scatter would add them
 (src/_pool_impl.h): the same bits, one store per element.
 
+At stride 1 both ways the ``*_box`` kernels (the 'box' path of ``fastconv/pool.py``) read
+every window from a per-thread ring of zero-padded rows instead, the borders included: the
+zeros they add change no bit, so their results are the general kernels'.
+
 The loops themselves are C (``src/_pool.h``, ``src/_pool_impl.h``), built for plain C and
 AVX2 (AVX-512 CPUs run the AVX2 build, which measured faster here); ``ISA`` names the build in
 use (FASTCONV_ISA caps it). The wrappers in ``fastconv/pool.py`` validate every argument;
@@ -50,6 +54,10 @@ cdef extern from "_pool.h" nogil:
                             const fc_pool_geometry*) noexcept nogil
         void (*avg2x2_backward_rows)(const float*, float*, float, Py_ssize_t, Py_ssize_t,
                                      const fc_pool_geometry*) noexcept nogil
+        void (*avg_box_plane)(const float*, float*, const float*, float*, Py_ssize_t,
+                              const fc_pool_geometry*) noexcept nogil
+        void (*avg_box_backward_plane)(const float*, float*, const float*, float*, Py_ssize_t,
+                                       const fc_pool_geometry*) noexcept nogil
 
     ctypedef struct fc_pool_kernels_double:
         void (*max_plane)(const double*, double*, const fc_pool_geometry*) noexcept nogil
@@ -65,6 +73,10 @@ cdef extern from "_pool.h" nogil:
                             const fc_pool_geometry*) noexcept nogil
         void (*avg2x2_backward_rows)(const double*, double*, double, Py_ssize_t, Py_ssize_t,
                                      const fc_pool_geometry*) noexcept nogil
+        void (*avg_box_plane)(const double*, double*, const double*, double*, Py_ssize_t,
+                              const fc_pool_geometry*) noexcept nogil
+        void (*avg_box_backward_plane)(const double*, double*, const double*, double*, Py_ssize_t,
+                                       const fc_pool_geometry*) noexcept nogil
 
     fc_pool_kernels_float fc_pool_float
     fc_pool_kernels_double fc_pool_double
@@ -72,9 +84,11 @@ cdef extern from "_pool.h" nogil:
     const char* fc_cpu_isa_name(int level)
     void fc_pool_column_factors_float(float* column_factor, const fc_pool_geometry* g)
     void fc_pool_column_factors_double(double* column_factor, const fc_pool_geometry* g)
+    int FC_POOL_BOX_MAX_ROWS
 
 
 ISA = fc_cpu_isa_name(fc_pool_select()).decode("ascii")  # the build every kernel here runs
+BOX_MAX_ROWS = FC_POOL_BOX_MAX_ROWS  # the tallest window the 'box' kernels take
 
 
 cdef fc_pool_geometry _geometry(Py_ssize_t in_h, Py_ssize_t in_w, Py_ssize_t out_h,
@@ -339,3 +353,123 @@ def avg_pool2d_backward_2x2(const floating[:, :, :, ::1] grad_output,
                 fc_pool_double.avg2x2_backward_rows(&grad_output[0, 0, 0, 0],
                                                     &grad_input[0, 0, 0, 0], divisor, first,
                                                     stop, &g)
+
+
+# ------------------------------------------------------------------------------------------
+# average pooling at stride 1: the box filter over zero-padded rows (src/_pool_impl.h)
+
+# elements a box kernel may read past a row's end: the widest vector of any build (AVX2 floats)
+cdef Py_ssize_t _BOX_SLACK = 16
+
+
+cpdef Py_ssize_t box_ring_width(Py_ssize_t in_w, Py_ssize_t out_w, Py_ssize_t kernel_w,
+                                Py_ssize_t pad_left, bint backward) noexcept:
+    """Elements per row of a box kernel's ring (it holds kernel_h + 1 rows per thread): a
+    padded input row (forward) or a row of quotients with kernel_w - 1 zeros before it
+    (backward), and room for a whole vector past the last column."""
+    if backward:
+        return max(in_w, _BOX_SLACK) + pad_left + kernel_w - 1
+    return max(out_w, _BOX_SLACK) + kernel_w - 1
+
+
+def box_column_factors_size(Py_ssize_t out_w) -> int:
+    """Elements of a box kernel's column_factor scratch."""
+    return max(out_w, _BOX_SLACK)
+
+
+cdef _check_box_scratch(Py_ssize_t column_factors, Py_ssize_t ring_threads,
+                        Py_ssize_t ring_size, Py_ssize_t out_w, Py_ssize_t kernel_h,
+                        Py_ssize_t ring_w, int num_threads):
+    # the scratch is sized by fastconv/pool.py from the functions above; a mismatch is a bug
+    if (column_factors < max(out_w, _BOX_SLACK) or ring_threads < num_threads
+            or ring_size < (kernel_h + 1) * ring_w or not 1 <= kernel_h <= FC_POOL_BOX_MAX_ROWS):
+        raise ValueError("box pooling scratch sized wrongly")
+
+
+cdef void _box_column_factors(floating[::1] column_factor, Py_ssize_t out_w,
+                              const fc_pool_geometry* g) noexcept nogil:
+    """column_factor[:out_w] as the general kernels'; 1 beyond (vectors read them, past the
+    row's end, for outputs they never store)."""
+    cdef Py_ssize_t j
+    if floating is float:
+        fc_pool_column_factors_float(&column_factor[0], g)
+    else:
+        fc_pool_column_factors_double(&column_factor[0], g)
+    for j in range(out_w, column_factor.shape[0]):
+        column_factor[j] = 1
+
+
+def avg_pool2d_forward_box(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                           floating[::1] column_factor, floating[:, ::1] ring,
+                           Py_ssize_t kernel_h, Py_ssize_t kernel_w,
+                           Py_ssize_t pad_top, Py_ssize_t pad_bottom,
+                           Py_ssize_t pad_left, Py_ssize_t pad_right,
+                           bint count_include_pad, Py_ssize_t divisor_override, int num_threads):
+    """avg_pool2d_forward at stride 1 (kernel_h <= BOX_MAX_ROWS): the same bits.
+
+    Scratch: ``column_factor`` is (box_column_factors_size(out_width),); ``ring`` is (num_threads,
+    >= (kernel_h + 1) * box_ring_width(..., backward=False)).
+    """
+    cdef Py_ssize_t channels = x.shape[1], planes = x.shape[0] * x.shape[1]
+    cdef Py_ssize_t plane, n, c
+    cdef Py_ssize_t ring_w = box_ring_width(x.shape[3], out.shape[3], kernel_w, pad_left, False)
+    cdef fc_pool_geometry g = _geometry(x.shape[2], x.shape[3], out.shape[2], out.shape[3],
+                                        kernel_h, kernel_w, 1, 1, pad_top, pad_bottom,
+                                        pad_left, pad_right, 1, 1, count_include_pad,
+                                        divisor_override)
+    _check_box_scratch(column_factor.shape[0], ring.shape[0], ring.shape[1], out.shape[3],
+                       kernel_h, ring_w, num_threads)
+    with nogil:
+        _box_column_factors(column_factor, out.shape[3], &g)
+        for plane in prange(planes, schedule='static', num_threads=num_threads):
+            n = plane // channels
+            c = plane % channels
+            if floating is float:
+                fc_pool_float.avg_box_plane(&x[n, c, 0, 0], &out[n, c, 0, 0], &column_factor[0],
+                                            &ring[omp_get_thread_num(), 0], ring_w, &g)
+            else:
+                fc_pool_double.avg_box_plane(&x[n, c, 0, 0], &out[n, c, 0, 0],
+                                             &column_factor[0], &ring[omp_get_thread_num(), 0],
+                                             ring_w, &g)
+
+
+def avg_pool2d_backward_box(const floating[:, :, :, ::1] grad_output,
+                            floating[:, :, :, ::1] grad_input, floating[::1] column_factor,
+                            floating[:, ::1] ring,
+                            Py_ssize_t kernel_h, Py_ssize_t kernel_w,
+                            Py_ssize_t pad_top, Py_ssize_t pad_bottom,
+                            Py_ssize_t pad_left, Py_ssize_t pad_right,
+                            bint count_include_pad, Py_ssize_t divisor_override,
+                            int num_threads):
+    """avg_pool2d_backward at stride 1 (kernel_h <= BOX_MAX_ROWS): the same bits.
+
+    Scratch: ``column_factor`` is (box_column_factors_size(out_width),); ``ring`` is (num_threads,
+    >= (kernel_h + 1) * box_ring_width(..., backward=True)).
+    """
+    cdef Py_ssize_t channels = grad_input.shape[1]
+    cdef Py_ssize_t planes = grad_input.shape[0] * grad_input.shape[1]
+    cdef Py_ssize_t plane, n, c
+    cdef Py_ssize_t ring_w = box_ring_width(grad_input.shape[3], grad_output.shape[3], kernel_w,
+                                            pad_left, True)
+    cdef fc_pool_geometry g = _geometry(grad_input.shape[2], grad_input.shape[3],
+                                        grad_output.shape[2], grad_output.shape[3],
+                                        kernel_h, kernel_w, 1, 1, pad_top, pad_bottom,
+                                        pad_left, pad_right, 1, 1, count_include_pad,
+                                        divisor_override)
+    _check_box_scratch(column_factor.shape[0], ring.shape[0], ring.shape[1],
+                       grad_output.shape[3], kernel_h, ring_w, num_threads)
+    with nogil:
+        _box_column_factors(column_factor, grad_output.shape[3], &g)
+        for plane in prange(planes, schedule='static', num_threads=num_threads):
+            n = plane // channels
+            c = plane % channels
+            if floating is float:
+                fc_pool_float.avg_box_backward_plane(&grad_output[n, c, 0, 0],
+                                                     &grad_input[n, c, 0, 0], &column_factor[0],
+                                                     &ring[omp_get_thread_num(), 0], ring_w, &g)
+            else:
+                fc_pool_double.avg_box_backward_plane(&grad_output[n, c, 0, 0],
+                                                      &grad_input[n, c, 0, 0],
+                                                      &column_factor[0],
+                                                      &ring[omp_get_thread_num(), 0], ring_w,
+                                                      &g)

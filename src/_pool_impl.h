@@ -479,6 +479,259 @@ FC_KERNEL void FC_PN(avg_backward_plane)(const FC_T* grad_output, FC_T* grad_inp
     }
 }
 
+/* ---- stride-1 average pooling as a box filter over zero-padded rows ---------------------
+ * The 'box' path (fastconv/pool.py): stride 1 both ways, any window of at most
+ * FC_POOL_BOX_MAX_ROWS rows, any padding, count_include_pad and divisor_override. Each input
+ * row is copied once into a ring of k_h rows of ``ring_w`` elements, at column pad_l, with
+ * zeros on both sides, and a window row above or below the input reads a row of zeros (the
+ * ring's row k_h): every output column then runs the same vector loop, the borders included,
+ * with no per-column or per-row set-up (the general loops above pay for their edge columns
+ * one scalar window at a time). The taps outside the input are added as +0.0, which changes
+ * no bit: a sum started from +0.0 is never -0.0, and x + 0.0 == x for every other x, inf and
+ * NaN included. So the sums are the general kernels' (taps row-major from 0, one division),
+ * bit for bit. The backward pass gathers, the same way, from a ring of k_h rows of quotients
+ * gy / divisor, each with k_w - 1 zeros before it and zeros after it. */
+
+/* out[b] = (sum over r < k_h, t < k_w of rows[r][at + b + t]) / (row_factor *
+ * column_factor[at + b]), b < nv*FC_VL */
+FC_LOCAL void FC_PN(box_vectors)(FC_T* __restrict__ out, const FC_T* const* rows, ptrdiff_t at,
+                                 ptrdiff_t k_h, ptrdiff_t k_w, FC_T row_factor,
+                                 const FC_T* __restrict__ column_factor, const int nv)
+{
+    FC_PN(vec) acc[4], v;
+    ptrdiff_t r, t;
+    int b;
+    FC_UNROLLED
+    for (b = 0; b < nv; ++b) {
+        FC_PN(vec) zero = {0};
+        acc[b] = zero;
+    }
+    for (r = 0; r < k_h; ++r) {
+        const FC_T* row = rows[r] + at;
+        for (t = 0; t < k_w; ++t) {
+            FC_UNROLLED
+            for (b = 0; b < nv; ++b) {
+                FC_VLOAD(v, row + t + b * FC_VL);
+                acc[b] += v;
+            }
+        }
+    }
+    FC_UNROLLED
+    for (b = 0; b < nv; ++b) {
+        FC_VLOAD(v, column_factor + at + b * FC_VL);
+        acc[b] = acc[b] / (v * row_factor);
+        FC_VSTORE(out + b * FC_VL, acc[b]);
+    }
+}
+
+/* one output row: vectors of 4, then 1, then one ending at out_w (overlapping, the same bits),
+ * or for rows narrower than a vector, one vector into ``tail`` (the rows and column factors
+ * are readable that far) */
+FC_LOCAL void FC_PN(box_row)(FC_T* out_row, const FC_T* const* rows, ptrdiff_t out_w,
+                             ptrdiff_t k_h, ptrdiff_t k_w, FC_T row_factor,
+                             const FC_T* column_factor)
+{
+    ptrdiff_t j = 0;
+    for (; j + 4 * FC_VL <= out_w; j += 4 * FC_VL)
+        FC_PN(box_vectors)(out_row + j, rows, j, k_h, k_w, row_factor, column_factor, 4);
+    /* the rest of the whole vectors in one call: their sums' chains of additions overlap */
+    if (j + 3 * FC_VL <= out_w) {
+        FC_PN(box_vectors)(out_row + j, rows, j, k_h, k_w, row_factor, column_factor, 3);
+        j += 3 * FC_VL;
+    } else if (j + 2 * FC_VL <= out_w) {
+        FC_PN(box_vectors)(out_row + j, rows, j, k_h, k_w, row_factor, column_factor, 2);
+        j += 2 * FC_VL;
+    } else if (j + FC_VL <= out_w) {
+        FC_PN(box_vectors)(out_row + j, rows, j, k_h, k_w, row_factor, column_factor, 1);
+        j += FC_VL;
+    }
+    if (j < out_w) {
+        if (out_w >= FC_VL) {
+            FC_PN(box_vectors)(out_row + out_w - FC_VL, rows, out_w - FC_VL, k_h, k_w,
+                               row_factor, column_factor, 1);
+        } else {
+            FC_T tail[FC_P_LANES];
+            FC_PN(box_vectors)(tail, rows, 0, k_h, k_w, row_factor, column_factor, 1);
+            memcpy(out_row, tail, (size_t)out_w * sizeof(FC_T));
+        }
+    }
+}
+
+/* to[0, width) = from[0, width) in vectors, inline (a call to memcpy cost more than these
+ * few vectors of a short row) */
+FC_LOCAL void FC_PN(box_copy_row)(FC_T* __restrict__ to, const FC_T* __restrict__ from,
+                                  ptrdiff_t width)
+{
+    FC_PN(vec) v;
+    ptrdiff_t j = 0;
+    for (; j + FC_VL <= width; j += FC_VL) {
+        FC_VLOAD(v, from + j);
+        FC_VSTORE(to + j, v);
+    }
+    for (; j < width; ++j)
+        to[j] = from[j];
+}
+
+/* zero what no row copy overwrites: [0, lead) and [lead + width, ring_w) of the k_h ring rows,
+ * and all of row k_h (the zeros a window row outside the input reads) */
+FC_LOCAL void FC_PN(box_ring_init)(FC_T* ring, ptrdiff_t ring_w, ptrdiff_t k_h, ptrdiff_t lead,
+                                   ptrdiff_t width)
+{
+    ptrdiff_t slot;
+    for (slot = 0; slot < k_h; ++slot) {
+        FC_T* row = ring + slot * ring_w;
+        memset(row, 0, (size_t)lead * sizeof(FC_T));
+        memset(row + lead + width, 0, (size_t)(ring_w - lead - width) * sizeof(FC_T));
+    }
+    memset(ring + k_h * ring_w, 0, (size_t)ring_w * sizeof(FC_T));
+}
+
+/* y[i,j] = (sum of x over window (i,j), clipped to the input) / (row factor * col factor) at
+ * stride 1. ``ring`` holds k_h + 1 rows of ring_w >= max(out_w, FC_VL) + k_w - 1 elements;
+ * ``column_factor`` is readable (nonzero) up to max(out_w, FC_VL). */
+FC_KERNEL void FC_PN(avg_box_plane)(const FC_T* x, FC_T* out, const FC_T* column_factor,
+                                    FC_T* ring, ptrdiff_t ring_w, const fc_pool_geometry* g)
+{
+    const ptrdiff_t k_h = g->k_h, k_w = g->k_w, in_h = g->in_h, in_w = g->in_w;
+    const ptrdiff_t pad_t = g->pad_t, pad_l = g->pad_l;
+    const FC_T* rows[FC_POOL_BOX_MAX_ROWS];
+    const FC_T* zero = ring + k_h * ring_w;
+    ptrdiff_t oh, r, next = 0, next_slot = 0;
+    ptrdiff_t first_slot = (k_h - pad_t % k_h) % k_h; /* ring slot of window row 0: (-pad_t) mod k_h */
+    FC_PN(box_ring_init)(ring, ring_w, k_h, pad_l, in_w);
+    for (oh = 0; oh < g->out_h; ++oh) {
+        FC_T* out_row = out + oh * g->out_w;
+        ptrdiff_t top = oh - pad_t, slot = first_slot;
+        ptrdiff_t start_h, end_h, first_h, stop_h;
+        FC_T row_factor;
+        /* input row ih lives in slot ih % k_h while the windows need it */
+        for (; next < in_h && next < top + k_h; ++next) {
+            FC_PN(box_copy_row)(ring + next_slot * ring_w + pad_l, x + next * in_w, in_w);
+            next_slot = next_slot + 1 == k_h ? 0 : next_slot + 1;
+        }
+        for (r = 0; r < k_h; ++r) {
+            rows[r] = top + r >= 0 && top + r < in_h ? ring + slot * ring_w : zero;
+            slot = slot + 1 == k_h ? 0 : slot + 1;
+        }
+        first_slot = first_slot + 1 == k_h ? 0 : first_slot + 1;
+        fc_pool_avg_rows(g, oh, &start_h, &end_h, &first_h, &stop_h);
+        row_factor = (FC_T)fc_pool_avg_row_factor(g, start_h, end_h, first_h, stop_h);
+        /* the common 3x3 window with literal sizes: its taps unrolled */
+        if (k_h == 3 && k_w == 3)
+            FC_PN(box_row)(out_row, rows, g->out_w, 3, 3, row_factor, column_factor);
+        else
+            FC_PN(box_row)(out_row, rows, g->out_w, k_h, k_w, row_factor, column_factor);
+    }
+}
+
+/* gi[b] = sum over r < k_h, t < k_w of rows[r][at + b + lead + pad_l - t], b < nv*FC_VL:
+ * output rows ascending, kernel columns ascending, as the general kernel's scatter adds them */
+FC_LOCAL void FC_PN(box_gather_vectors)(FC_T* __restrict__ grad_input_row,
+                                        const FC_T* const* rows, ptrdiff_t at, ptrdiff_t k_h,
+                                        ptrdiff_t k_w, ptrdiff_t offset, const int nv)
+{
+    FC_PN(vec) acc[4], v;
+    ptrdiff_t r, t;
+    int b;
+    FC_UNROLLED
+    for (b = 0; b < nv; ++b) {
+        FC_PN(vec) zero = {0};
+        acc[b] = zero;
+    }
+    for (r = 0; r < k_h; ++r) {
+        const FC_T* row = rows[r] + at + offset;
+        for (t = 0; t < k_w; ++t) {
+            FC_UNROLLED
+            for (b = 0; b < nv; ++b) {
+                FC_VLOAD(v, row - t + b * FC_VL);
+                acc[b] += v;
+            }
+        }
+    }
+    FC_UNROLLED
+    for (b = 0; b < nv; ++b)
+        FC_VSTORE(grad_input_row + b * FC_VL, acc[b]);
+}
+
+FC_LOCAL void FC_PN(box_gather_row)(FC_T* grad_input_row, const FC_T* const* rows,
+                                    ptrdiff_t in_w, ptrdiff_t k_h, ptrdiff_t k_w,
+                                    ptrdiff_t offset)
+{
+    ptrdiff_t j = 0;
+    for (; j + 4 * FC_VL <= in_w; j += 4 * FC_VL)
+        FC_PN(box_gather_vectors)(grad_input_row + j, rows, j, k_h, k_w, offset, 4);
+    if (j + 3 * FC_VL <= in_w) {
+        FC_PN(box_gather_vectors)(grad_input_row + j, rows, j, k_h, k_w, offset, 3);
+        j += 3 * FC_VL;
+    } else if (j + 2 * FC_VL <= in_w) {
+        FC_PN(box_gather_vectors)(grad_input_row + j, rows, j, k_h, k_w, offset, 2);
+        j += 2 * FC_VL;
+    } else if (j + FC_VL <= in_w) {
+        FC_PN(box_gather_vectors)(grad_input_row + j, rows, j, k_h, k_w, offset, 1);
+        j += FC_VL;
+    }
+    if (j < in_w) {
+        if (in_w >= FC_VL) {
+            FC_PN(box_gather_vectors)(grad_input_row + in_w - FC_VL, rows, in_w - FC_VL, k_h,
+                                      k_w, offset, 1);
+        } else {
+            FC_T tail[FC_P_LANES];
+            FC_PN(box_gather_vectors)(tail, rows, 0, k_h, k_w, offset, 1);
+            memcpy(grad_input_row, tail, (size_t)in_w * sizeof(FC_T));
+        }
+    }
+}
+
+/* gx[ih,iw] = sum over windows (i,j) holding (ih,iw) of gy[i,j] / divisor[i,j] at stride 1.
+ * ``ring`` holds k_h + 1 rows of ring_w >= max(in_w, FC_VL) + pad_l + k_w - 1 elements (row
+ * oh's quotients at [k_w - 1, k_w - 1 + out_w) of slot oh % k_h). */
+FC_KERNEL void FC_PN(avg_box_backward_plane)(const FC_T* grad_output, FC_T* grad_input,
+                                             const FC_T* column_factor, FC_T* ring,
+                                             ptrdiff_t ring_w, const fc_pool_geometry* g)
+{
+    const ptrdiff_t k_h = g->k_h, k_w = g->k_w, out_h = g->out_h, out_w = g->out_w;
+    const ptrdiff_t lead = k_w - 1, pad_t = g->pad_t;
+    const FC_T* rows[FC_POOL_BOX_MAX_ROWS];
+    const FC_T* zero = ring + k_h * ring_w;
+    ptrdiff_t ih, r, j, ready = 0, ready_slot = 0;
+    /* ring slot of the first window holding row 0: (pad_t - k_h + 1) mod k_h */
+    ptrdiff_t first_slot = ((pad_t - k_h + 1) % k_h + k_h) % k_h;
+    FC_PN(box_ring_init)(ring, ring_w, k_h, lead, out_w);
+    for (ih = 0; ih < g->in_h; ++ih) {
+        ptrdiff_t oh_first = ih + pad_t - k_h + 1, slot = first_slot;
+        /* the quotients of every output row whose window holds row ih */
+        for (; ready < out_h && ready <= ih + pad_t; ++ready) {
+            const FC_T* grad_output_row = grad_output + ready * out_w;
+            FC_T* delta_row = ring + ready_slot * ring_w + lead;
+            ptrdiff_t start_h, end_h, first_h, stop_h;
+            FC_T row_factor;
+            FC_PN(vec) v, f;
+            fc_pool_avg_rows(g, ready, &start_h, &end_h, &first_h, &stop_h);
+            row_factor = (FC_T)fc_pool_avg_row_factor(g, start_h, end_h, first_h, stop_h);
+            for (j = 0; j + FC_VL <= out_w; j += FC_VL) {
+                FC_VLOAD(v, grad_output_row + j);
+                FC_VLOAD(f, column_factor + j);
+                v = v / (f * row_factor);
+                FC_VSTORE(delta_row + j, v);
+            }
+            for (; j < out_w; ++j)
+                delta_row[j] = grad_output_row[j] / (column_factor[j] * row_factor);
+            ready_slot = ready_slot + 1 == k_h ? 0 : ready_slot + 1;
+        }
+        for (r = 0; r < k_h; ++r) {
+            rows[r] = oh_first + r >= 0 && oh_first + r < out_h ? ring + slot * ring_w : zero;
+            slot = slot + 1 == k_h ? 0 : slot + 1;
+        }
+        first_slot = first_slot + 1 == k_h ? 0 : first_slot + 1;
+        if (k_h == 3 && k_w == 3)
+            FC_PN(box_gather_row)(grad_input + ih * g->in_w, rows, g->in_w, 3, 3,
+                                  lead + g->pad_l);
+        else
+            FC_PN(box_gather_row)(grad_input + ih * g->in_w, rows, g->in_w, k_h, k_w,
+                                  lead + g->pad_l);
+    }
+}
+
 /* ---- 2x2 windows in vectors ------------------------------------------------------------
  * Rows of a few outputs (6 in a 12x12 plane) leave the compiler's vector loop unused: it runs
  * its scalar remainder. Here a row is done in vectors of FC_VL outputs (or, for rows shorter
