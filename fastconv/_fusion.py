@@ -144,7 +144,9 @@ class ForwardPlan:
 
     @staticmethod
     def key_of(layers: Sequence[Module], x: np.ndarray) -> tuple[Any, ...]:
-        return (x.shape, x.dtype, structure_version(), _threads.get_num_threads(),
+        # (threads_key: the count in force, or 0 in a forked child; steps keep sizes worked
+        # out for it)
+        return (x.shape, x.dtype, structure_version(), _threads.threads_key(),
                 current_override(), tuple(layers))
 
     def current(self) -> bool:
@@ -331,12 +333,13 @@ def _conv_relu_pool_step(group: Sequence[Any], shape: tuple[int, ...], dtype: np
     weight_parameter, bias_parameter = conv_layer.weight, conv_layer.bias
     run = _paths.run_forward
     key = id(conv_layer)
+    pooled = path.pooled_runner(conv, window, relu=True)
 
     def convolve_pool(x: np.ndarray) -> np.ndarray:
         weight = weight_parameter.data
         bias = None if bias_parameter is None else bias_parameter.data
         out = np.empty(out_shape, dtype=dtype)
-        path.forward_pooled(conv, x, weight, bias, out, window, relu=True)
+        pooled(x, weight, bias, out)
         conv_layer.__dict__["_input"] = x
         relu_layer.__dict__["_output"] = None
         _keep_pool_input(pool_layer, None)
@@ -450,8 +453,10 @@ def _linear_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype,
     if bias is not None:
         checks.append((layer.bias, bias))
     weight_parameter, bias_parameter = layer.weight, layer.bias
-    # the choice Linear.forward's _linear.linear makes, made once for the plan's shapes
-    run = (_linear.forward if _linear.chooses_kernels(np.empty(shape, dtype=dtype), weight, bias)
+    # the choice Linear.forward's _linear.linear makes, made once for the plan's shapes (and
+    # the kernels' thread count, for the count in force: part of the plan's key)
+    run = (_linear.forward_for(shape, weight)
+           if _linear.chooses_kernels(np.empty(shape, dtype=dtype), weight, bias)
            else _linear.numpy_forward)
 
     def linear(x: np.ndarray) -> np.ndarray:

@@ -494,6 +494,31 @@ class FewChannels(ConvPath):
                              np.empty(pool[0] * pool[1] * k, dtype=np.intp), plan.geometry,
                              pool[0], pool[1], band, threads, relu, self.across)
 
+    def pooled_runner(self, plan: ConvPlan, pool: tuple[int, int], *, relu: bool = False
+                      ) -> Callable[[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray],
+                                    None]:
+        """``forward_pooled(plan, x, weight, bias, out, pool, relu=relu)`` as a function of
+        (x, weight, bias, out), its sizes and thread count (the count in force now) worked out
+        once: for a prepared plan's step, which is remade when the count changes. Each call
+        has its own workspace (calls from several Python threads at once are safe)."""
+        dtype = plan.dtype
+        key = threads_key()
+        threads, band, _, _, _, phase, block, cpad = _few_layout(
+            plan.geometry, plan.batch, dtype.itemsize, pool,
+            effective_num_threads(plan.batch * plan.geometry.out_h, key), self.across)
+        k = plan.geometry.k
+        kernel, geometry, across = self._FORWARD[dtype], plan.geometry, self.across
+        workspace = (threads, ALIGN[dtype] + phase + block)
+        packed, offsets = k * cpad + cpad, pool[0] * pool[1] * k
+        empty, intp = np.empty, np.intp
+
+        def run(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                out: np.ndarray) -> None:
+            kernel(x, weight, bias, out, empty(workspace, dtype=dtype), empty(packed, dtype=dtype),
+                   empty(offsets, dtype=intp), geometry, pool[0], pool[1], band, threads, relu,
+                   across)
+        return run
+
 
 # Output channels (per group, a multiple of 16) up to which FewChannelsLanes pays, for the
 # convolution alone ('forward') and max-pooled in its store ('pooled', the eval plan's Conv2d
