@@ -528,7 +528,10 @@ class FewChannels(ConvPath):
 # 0.087, at batch 1000 1.48 / 1.23 and 1.42 / 1.13; alone, unpooled: batch 64 0.067 / 0.071,
 # batch 1000 1.07 / 1.47, 1 -> 32 0.098 / 0.114, 3 -> 16 3x3 stride 1 on 32x32 0.314 / 0.356
 # (the channel-major block is transposed into the output planes, 4x4 per store, where the
-# pooled store writes a quarter of it). So the lanes pay pooled only.
+# pooled store writes a quarter of it). So the lanes pay pooled only. Since (AVX-512: the 2x2
+# pooled kernels with the four window positions' sums at once, and x read in place without
+# padding) the pooled step at batch 1000 is 0.44 ms on 2 threads (hot loop, quiet machine;
+# bench/profile_models.py); the unpooled lanes were not re-measured against few-channels.
 FEW_LANES_MAX_OUT_CHANNELS = 0
 FEW_LANES_POOLED_MAX_OUT_CHANNELS = 16
 

@@ -197,7 +197,13 @@ FC_FEW_FAMILY(fc_few_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4
  * third of the lanes on the tutorial net's 6 x 6 pooled grid). Here a vector holds 16 output
  * channels (or 16 / L vectors of L), each input value of the phase planes is broadcast, and a
  * micro-kernel computes J consecutive grid positions of one grid row (J <= the row's width:
- * no column past the grid). The taps' offsets are the same (fc_few_phase, off[qd*k + kk]).
+ * no column past the grid). The taps' offsets are the same (fc_few_phase, off[qd*k + kk]);
+ * or, where no tap of any grid position leaves the input (no padding), the kernels read x
+ * itself: its scalars need no de-interleaved planes, only the grid's row pitch (wp = stride_h
+ * * pool_h * in_w) and column step (shape->step = stride_w * pool_w; 1 in the phase planes),
+ * and the per-sample phase split (a tenth of the tutorial net's pooled step) is skipped.
+ * The loads, not the multiply-adds, bound these kernels: one broadcast per multiply-add
+ * (16 channels, one vector), about two loads a cycle on Zen 5, so about 70% of the FMA peak.
  *
  * Each output is still sum_kk w[o][kk] * x[..] from 0 in tap order (then + bias, ReLU), one
  * multiply-add per tap (contracted as the kernels above are): the same bits as those at the
