@@ -156,7 +156,9 @@ class ForwardPlan:
 
     @staticmethod
     def key_of(layers: Sequence[Module], x: np.ndarray) -> tuple[Any, ...]:
-        return (x.shape, x.dtype, structure_version(), _threads.get_num_threads(),
+        # (threads_key: the count in force, or 0 in a forked child; steps keep sizes worked
+        # out for it)
+        return (x.shape, x.dtype, structure_version(), _threads.threads_key(),
                 current_override(), tuple(layers))
 
     def current(self) -> bool:
@@ -358,12 +360,13 @@ def _conv_relu_pool_step(group: Sequence[Any], shape: tuple[int, ...], dtype: np
     run = _paths.run_forward
     key = id(conv_layer)
     buffers = Recycler()
+    pooled = path.pooled_runner(conv, window, relu=True)
 
     def convolve_pool(x: np.ndarray) -> np.ndarray:
         weight = weight_parameter.data
         bias = None if bias_parameter is None else bias_parameter.data
         out = buffers.empty(out_shape, dtype)
-        path.forward_pooled(conv, x, weight, bias, out, window, relu=True)
+        pooled(x, weight, bias, out)
         conv_layer.__dict__["_input"] = x
         relu_layer.__dict__["_output"] = None
         _keep_pool_input(pool_layer, None)
@@ -441,10 +444,12 @@ def _avg_pool_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype
         divisor = _pool_api._divisor(layer.divisor_override)
     except (ValueError, TypeError):
         return None
-    path = _pool_api._pool_path(kernel, stride, pads, (1, 1), shape[2:], out_size, None)
+    path = _pool_api._pool_path(kernel, stride, pads, (1, 1), shape[2:], out_size, None,
+                                average=True)
     out_shape = (batch, channels) + tuple(out_size)
     size = batch * channels * out_size[0] * out_size[1]
     buffers = Recycler()
+    include_pad = bool(layer.count_include_pad)
     if path == "window2x2":
         threads = _pool_api._num_threads(batch * channels * out_size[0], size * 4)
 
@@ -453,9 +458,20 @@ def _avg_pool_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype
             _pool.avg_pool2d_forward_2x2(x, out, divisor, threads)
             layer.__dict__["_input_shape"] = x.shape
             return out
+    elif path == "box":
+        threads = _pool_api._num_threads(batch * channels, size * kernel[0] * kernel[1])
+        box_args = (*kernel, *pads, include_pad, divisor, threads)
+
+        def pool(x: np.ndarray) -> np.ndarray:
+            out = buffers.empty(out_shape, dtype)
+            # (new scratch each call: two Python threads may run one plan at once)
+            column_factor, ring = _pool_api._box_scratch(threads, kernel, pads[2], shape[3],
+                                                         out_size[1], False, dtype)
+            _pool.avg_pool2d_forward_box(x, out, column_factor, ring, *box_args)
+            layer.__dict__["_input_shape"] = x.shape
+            return out
     else:
         threads = _pool_api._num_threads(batch * channels, size * kernel[0] * kernel[1])
-        include_pad = bool(layer.count_include_pad)
 
         def pool(x: np.ndarray) -> np.ndarray:
             out = buffers.empty(out_shape, dtype)
@@ -463,6 +479,7 @@ def _avg_pool_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype
                                      *stride, *pads, include_pad, divisor, threads)
             layer.__dict__["_input_shape"] = x.shape
             return out
+    pool.path = path  # type: ignore[attr-defined]  # (tests read which kernel pools)
     return pool, out_shape
 
 
@@ -479,8 +496,10 @@ def _linear_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype,
     if bias is not None:
         checks.append((layer.bias, bias))
     weight_parameter, bias_parameter = layer.weight, layer.bias
-    # the choice Linear.forward's _linear.linear makes, made once for the plan's shapes
-    run = (_linear.forward if _linear.chooses_kernels(np.empty(shape, dtype=dtype), weight, bias)
+    # the choice Linear.forward's _linear.linear makes, made once for the plan's shapes (and
+    # the kernels' thread count, for the count in force: part of the plan's key)
+    run = (_linear.forward_for(shape, weight)
+           if _linear.chooses_kernels(np.empty(shape, dtype=dtype), weight, bias)
            else _linear.numpy_forward)
 
     def linear(x: np.ndarray) -> np.ndarray:

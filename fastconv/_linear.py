@@ -10,11 +10,13 @@ bits (another order of the sums). Where it pays: LINEAR_MIN_FEATURES.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from . import _conv, _threads
 
-__all__ = ["linear", "chooses_kernels", "forward", "numpy_forward", "takes", "pays",
+__all__ = ["linear", "chooses_kernels", "forward", "forward_for", "numpy_forward", "takes", "pays",
            "LINEAR_MACS_PER_THREAD", "LINEAR_MIN_FEATURES"]
 
 # From this many input features up the kernels pay. Measured (float32, 2 threads, this 2-core Zen,
@@ -71,6 +73,39 @@ def forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.nd
     _KERNELS[x.dtype](x.reshape(rows, features), weight, bias, out.reshape(rows, outs),
                       threads)
     return out
+
+
+def forward_for(shape: tuple[int, ...], weight: np.ndarray
+                ) -> Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]:
+    """:func:`forward` for inputs of ``shape`` and ``weight``'s shape and dtype (arrays that
+    ``takes`` accepts), with the thread count in force now: its sizes and thread count worked
+    out once, for a prepared plan's step (fastconv._fusion; remade when the count changes).
+    The same results as :func:`forward`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv import _linear
+    >>> run = _linear.forward_for((2, 3), np.ones((4, 3), np.float32))
+    >>> run(np.ones((2, 3), np.float32), np.ones((4, 3), np.float32), None)[1]
+    array([3., 3., 3., 3.], dtype=float32)
+    """
+    outs, features = weight.shape
+    rows = 1
+    for size in shape[:-1]:
+        rows *= size
+    dtype = weight.dtype
+    out_shape = tuple(shape[:-1]) + (outs,)
+    threads = _threads.threads_for(rows, rows * outs * features, LINEAR_MACS_PER_THREAD)
+    kernel = _KERNELS[dtype]
+    empty, contiguous = np.empty, np.ascontiguousarray
+
+    def run(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+        out = empty(out_shape, dtype=dtype)
+        kernel(contiguous(x).reshape(rows, features), weight, bias, out.reshape(rows, outs),
+               threads)
+        return out
+    return run
 
 
 def numpy_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:

@@ -503,6 +503,28 @@ class FewChannels(ConvPath):
                 np.empty(k * cpad + cpad, dtype=dtype),
                 np.empty(pool[0] * pool[1] * k, dtype=np.intp))
 
+    def pooled_runner(self, plan: ConvPlan, pool: tuple[int, int], *, relu: bool = False
+                      ) -> Callable[[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray],
+                                    None]:
+        """``forward_pooled(plan, x, weight, bias, out, pool, relu=relu)`` as a function of
+        (x, weight, bias, out), with the thread count in force now and the kernel looked up
+        once: for a prepared plan's step, which is remade when the count changes. Its scratch
+        is thread_scratch's, as forward_pooled's (calls from several Python threads at once
+        are safe)."""
+        key = threads_key()
+        kernel, geometry, across = self._FORWARD[plan.dtype], plan.geometry, self.across
+        memo_key = ("scratch", self.name, pool, key)
+
+        def make() -> tuple[Any, ...]:
+            return self._scratch(plan, pool, key)
+
+        def run(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                out: np.ndarray) -> None:
+            threads, band, workspace, packed, offsets = thread_scratch(plan, memo_key, make)
+            kernel(x, weight, bias, out, workspace, packed, offsets, geometry, pool[0], pool[1],
+                   band, threads, relu, across)
+        return run
+
 
 # Output channels (per group, a multiple of 16) up to which FewChannelsLanes pays, for the
 # convolution alone ('forward') and max-pooled in its store ('pooled', the eval plan's Conv2d
@@ -512,7 +534,10 @@ class FewChannels(ConvPath):
 # 0.087, at batch 1000 1.48 / 1.23 and 1.42 / 1.13; alone, unpooled: batch 64 0.067 / 0.071,
 # batch 1000 1.07 / 1.47, 1 -> 32 0.098 / 0.114, 3 -> 16 3x3 stride 1 on 32x32 0.314 / 0.356
 # (the channel-major block is transposed into the output planes, 4x4 per store, where the
-# pooled store writes a quarter of it). So the lanes pay pooled only.
+# pooled store writes a quarter of it). So the lanes pay pooled only. Since (AVX-512: the 2x2
+# pooled kernels with the four window positions' sums at once, and x read in place without
+# padding) the pooled step at batch 1000 is 0.44 ms on 2 threads (hot loop, quiet machine;
+# bench/profile_models.py); the unpooled lanes were not re-measured against few-channels.
 FEW_LANES_MAX_OUT_CHANNELS = 0
 FEW_LANES_POOLED_MAX_OUT_CHANNELS = 16
 

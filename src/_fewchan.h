@@ -56,6 +56,8 @@ typedef struct {
     ptrdiff_t cpad;       /* output channels rounded up to FC_FEW_MR */
     ptrdiff_t quads;      /* pool windows' positions (pool_h * pool_w), 1 unpooled */
     ptrdiff_t wp;         /* the grid's row pitch (>= its width) */
+    ptrdiff_t step;       /* the channels-across-lanes kernels' column step: 1 in the phase
+                           * planes, stride_w * pool_w reading the input in place */
     ptrdiff_t bp;         /* the block's row pitch: one channel of one window position */
 } fc_few_shape;
 
@@ -195,7 +197,13 @@ FC_FEW_FAMILY(fc_few_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4
  * third of the lanes on the tutorial net's 6 x 6 pooled grid). Here a vector holds 16 output
  * channels (or 16 / L vectors of L), each input value of the phase planes is broadcast, and a
  * micro-kernel computes J consecutive grid positions of one grid row (J <= the row's width:
- * no column past the grid). The taps' offsets are the same (fc_few_phase, off[qd*k + kk]).
+ * no column past the grid). The taps' offsets are the same (fc_few_phase, off[qd*k + kk]);
+ * or, where no tap of any grid position leaves the input (no padding), the kernels read x
+ * itself: its scalars need no de-interleaved planes, only the grid's row pitch (wp = stride_h
+ * * pool_h * in_w) and column step (shape->step = stride_w * pool_w; 1 in the phase planes),
+ * and the per-sample phase split (a tenth of the tutorial net's pooled step) is skipped.
+ * The loads, not the multiply-adds, bound these kernels: one broadcast per multiply-add
+ * (16 channels, one vector), about two loads a cycle on Zen 5, so about 70% of the FMA peak.
  *
  * Each output is still sum_kk w[o][kk] * x[..] from 0 in tap order (then + bias, ReLU), one
  * multiply-add per tap (contracted as the kernels above are): the same bits as those at the
@@ -226,8 +234,8 @@ FC_FEW_FAMILY(fc_few_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4
  * FMA latency on a short grid row (the tutorial net's pooled one is 6 wide) with R = 2. */
 #define FC_CL_KERNEL(NAME, ATTR, T, V, I, L, R, J)                                           \
     ATTR static void NAME(ptrdiff_t k, ptrdiff_t quads, const T *in, const ptrdiff_t *off,   \
-                          ptrdiff_t wp, const T *w, ptrdiff_t cpad, const T *bias, int relu, \
-                          int late, T *buf, ptrdiff_t grid_w)                                \
+                          ptrdiff_t wp, ptrdiff_t step, const T *w, ptrdiff_t cpad,          \
+                          const T *bias, int relu, int late, T *buf, ptrdiff_t grid_w)       \
     {                                                                                        \
         enum { CV = FC_CL_OC / L, P = R * J };                                               \
         V acc[P][CV], best[P][CV], wv[CV], bv[CV];                                           \
@@ -251,7 +259,7 @@ FC_FEW_FAMILY(fc_few_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4
                 for (c = 0; c < CV; c++)                                                     \
                     __builtin_memcpy(&wv[c], w + kk * cpad + c * L, sizeof(V));              \
                 for (j = 0; j < P; j++) {                                                    \
-                    const T xs = s[(j / J) * wp + j % J];                                    \
+                    const T xs = s[(j / J) * wp + (j % J) * step];                           \
                     for (c = 0; c < CV; c++)                                                 \
                         acc[j][c] += wv[c] * xs;                                             \
                 }                                                                            \
@@ -290,11 +298,11 @@ FC_FEW_FAMILY(fc_few_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4
     }
 
 typedef void (*fc_cl_kernel_s)(ptrdiff_t, ptrdiff_t, const float *, const ptrdiff_t *,
-                               ptrdiff_t, const float *, ptrdiff_t, const float *, int, int,
-                               float *, ptrdiff_t);
+                               ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, const float *,
+                               int, int, float *, ptrdiff_t);
 typedef void (*fc_cl_kernel_d)(ptrdiff_t, ptrdiff_t, const double *, const ptrdiff_t *,
-                               ptrdiff_t, const double *, ptrdiff_t, const double *, int, int,
-                               double *, ptrdiff_t);
+                               ptrdiff_t, ptrdiff_t, const double *, ptrdiff_t, const double *,
+                               int, int, double *, ptrdiff_t);
 
 /* a level's kernels for R rows and J = 1 .. 3, 1 .. 6 or 1 .. 12 positions, and their table
  * (FC_CL_J_MAX + 1 entries, NULL past the level's J) */
@@ -333,12 +341,13 @@ FC_CL_TABLE3(fc_cl_generic_d, fc_cl_kernel_d)
 /* no vector extensions (MSVC): one channel per "vector", one position per call */
 #define FC_CL_SCALAR_KERNEL(NAME, T)                                                         \
     static void NAME(ptrdiff_t k, ptrdiff_t quads, const T *in, const ptrdiff_t *off,        \
-                     ptrdiff_t wp, const T *w, ptrdiff_t cpad, const T *bias, int relu,      \
-                     int late, T *buf, ptrdiff_t grid_w)                                     \
+                     ptrdiff_t wp, ptrdiff_t step, const T *w, ptrdiff_t cpad, const T *bias, \
+                     int relu, int late, T *buf, ptrdiff_t grid_w)                           \
     {                                                                                        \
         ptrdiff_t kk, qd;                                                                    \
         int c;                                                                               \
         (void)wp;                                                                            \
+        (void)step;                                                                          \
         (void)grid_w;                                                                        \
         (void)late;  /* (the bias and ReLU per position: the same bits either way) */        \
         for (c = 0; c < FC_CL_OC; c++) {                                                     \
@@ -379,6 +388,87 @@ FC_CL_FAMILY3(fc_cl_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4,
 FC_CL_TABLE3(fc_cl_avx2_d, fc_cl_kernel_d)
 #endif
 
+/* The 2 x 2 pooled variant (quads = 4, a finite bias or none: ``late``), AVX-512 only: the
+ * kernels above take the window positions one after the other, keeping J sums and J maxima
+ * in registers, the maxima's update and the bias and ReLU's branches between them. Here the
+ * four positions' sums of J grid positions are all in registers at once (4 x J chains of
+ * multiply-adds, 24 of the 32 registers at J = 6), each weight vector loaded once a tap for
+ * all of them, and the maxima taken once, after the last tap:
+ *     buf[j*cpad + c] = relu?(max over qd < 4 (scan order) of sum_kk w[kk*cpad + c] *
+ *                             in[off[qd*k + kk] + j*step]  (+ bias[c]))
+ * for j < J, c < 16. The same chains (from 0, tap order), the same max rule and the same
+ * late bias and ReLU as fc_cl_*: the same bits. */
+#define FC_CLQ_QUADS 4
+#define FC_CLQ_KERNEL(NAME, ATTR, T, V, I, L, J)                                             \
+    ATTR static void NAME(ptrdiff_t k, const T *in, const ptrdiff_t *off, ptrdiff_t step,    \
+                          const T *w, ptrdiff_t cpad, const T *bias, int relu, T *buf)       \
+    {                                                                                        \
+        enum { CV = FC_CL_OC / L };                                                          \
+        V acc[FC_CLQ_QUADS][J][CV], wv[CV];                                                  \
+        ptrdiff_t kk;                                                                        \
+        int q, j, c;                                                                         \
+        for (q = 0; q < FC_CLQ_QUADS; q++)                                                   \
+            for (j = 0; j < J; j++)                                                          \
+                for (c = 0; c < CV; c++)                                                     \
+                    acc[q][j][c] = (V){0};                                                   \
+        for (kk = 0; kk < k; kk++) {                                                         \
+            for (c = 0; c < CV; c++)                                                         \
+                __builtin_memcpy(&wv[c], w + kk * cpad + c * L, sizeof(V));                  \
+            for (q = 0; q < FC_CLQ_QUADS; q++) {                                             \
+                const T *s = in + off[q * k + kk];                                           \
+                for (j = 0; j < J; j++) {                                                    \
+                    const T xs = s[j * step];                                                \
+                    for (c = 0; c < CV; c++)                                                 \
+                        acc[q][j][c] += wv[c] * xs;                                          \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        for (j = 0; j < J; j++)                                                              \
+            for (c = 0; c < CV; c++) {                                                       \
+                V r = acc[0][j][c], b;                                                       \
+                for (q = 1; q < FC_CLQ_QUADS; q++) {  /* FC_SEL: the NaN or the greater */   \
+                    V s = acc[q][j][c];                                                      \
+                    I take = (s != s) | (s > r);                                             \
+                    r = (V)(((I)s & take) | ((I)r & ~take));                                 \
+                }                                                                            \
+                if (bias) {                                                                  \
+                    __builtin_memcpy(&b, bias + c * L, sizeof(V));                           \
+                    r += b;                                                                  \
+                }                                                                            \
+                if (relu) {  /* FC_RELU: keep v > 0 and NaN, else +0 */                      \
+                    I keep = (r > (T)0) | (r != r);                                          \
+                    r = (V)((I)r & keep);                                                    \
+                }                                                                            \
+                __builtin_memcpy(buf + j * cpad + c * L, &r, sizeof(V));                     \
+            }                                                                                \
+    }
+
+typedef void (*fc_clq_kernel_s)(ptrdiff_t, const float *, const ptrdiff_t *, ptrdiff_t,
+                                const float *, ptrdiff_t, const float *, int, float *);
+typedef void (*fc_clq_kernel_d)(ptrdiff_t, const double *, const ptrdiff_t *, ptrdiff_t,
+                                const double *, ptrdiff_t, const double *, int, double *);
+/* the most grid positions per call of the 2 x 2 pooled kernels */
+#define FC_CLQ_J_MAX 6
+
+#if FC_HAVE_X86_TARGETS
+/* float: 4 x 6 sums and a weight vector, 25 of the 32 registers; double (two vectors of 8
+ * channels): 4 x 3 x 2 sums and 2 weight vectors, 26 */
+FC_CLQ_KERNEL(fc_clq_avx512_s1, FC_FEW_ATTR_avx512, float, fc_few_v16f, fc_few_v16i, 16, 1)
+FC_CLQ_KERNEL(fc_clq_avx512_s2, FC_FEW_ATTR_avx512, float, fc_few_v16f, fc_few_v16i, 16, 2)
+FC_CLQ_KERNEL(fc_clq_avx512_s3, FC_FEW_ATTR_avx512, float, fc_few_v16f, fc_few_v16i, 16, 3)
+FC_CLQ_KERNEL(fc_clq_avx512_s4, FC_FEW_ATTR_avx512, float, fc_few_v16f, fc_few_v16i, 16, 4)
+FC_CLQ_KERNEL(fc_clq_avx512_s5, FC_FEW_ATTR_avx512, float, fc_few_v16f, fc_few_v16i, 16, 5)
+FC_CLQ_KERNEL(fc_clq_avx512_s6, FC_FEW_ATTR_avx512, float, fc_few_v16f, fc_few_v16i, 16, 6)
+static const fc_clq_kernel_s fc_clq_avx512_s[FC_CLQ_J_MAX + 1] = {
+    NULL, fc_clq_avx512_s1, fc_clq_avx512_s2, fc_clq_avx512_s3, fc_clq_avx512_s4,
+    fc_clq_avx512_s5, fc_clq_avx512_s6};
+FC_CLQ_KERNEL(fc_clq_avx512_d1, FC_FEW_ATTR_avx512, double, fc_few_v8d, fc_few_v8l, 8, 1)
+FC_CLQ_KERNEL(fc_clq_avx512_d2, FC_FEW_ATTR_avx512, double, fc_few_v8d, fc_few_v8l, 8, 2)
+FC_CLQ_KERNEL(fc_clq_avx512_d3, FC_FEW_ATTR_avx512, double, fc_few_v8d, fc_few_v8l, 8, 3)
+static const fc_clq_kernel_d fc_clq_avx512_d[FC_CLQ_J_MAX + 1] = {
+    NULL, fc_clq_avx512_d1, fc_clq_avx512_d2, fc_clq_avx512_d3};
+#endif
+
 /* The level's kernels, lanes and vectors per call, picked once (fc_few_init, at import). */
 static const fc_few_kernel_s *fc_few_table_s = NULL;
 static const fc_few_kernel_d *fc_few_table_d = NULL;
@@ -390,6 +480,10 @@ static ptrdiff_t fc_cl_j_s = 3, fc_cl_j_d = 3;
 /* two grid rows per call where the row is at most fc_cl_rows_j_s wide (0: never) */
 static const fc_cl_kernel_s *fc_cl_rows_table_s = NULL;
 static ptrdiff_t fc_cl_rows_j_s = 0;
+/* and the 2 x 2 pooled kernels' (NULL: none at this level) */
+static const fc_clq_kernel_s *fc_clq_table_s = NULL;
+static const fc_clq_kernel_d *fc_clq_table_d = NULL;
+static ptrdiff_t fc_clq_j_s = 0, fc_clq_j_d = 0;
 
 /* returns the level in force (src/_cpu.h) */
 static int fc_few_init(void)
@@ -411,6 +505,10 @@ static int fc_few_init(void)
     fc_cl_table_d = fc_cl_generic_d;
     fc_cl_rows_table_s = NULL;
     fc_cl_rows_j_s = 0;
+    fc_clq_table_s = NULL;
+    fc_clq_table_d = NULL;
+    fc_clq_j_s = 0;
+    fc_clq_j_d = 0;
 #if FC_SIMD
     fc_cl_j_s = 3;
     fc_cl_j_d = 1;
@@ -432,6 +530,10 @@ static int fc_few_init(void)
         fc_cl_j_d = 6;
         fc_cl_rows_table_s = fc_cl_avx512_rows_s;
         fc_cl_rows_j_s = 6;
+        fc_clq_table_s = fc_clq_avx512_s;
+        fc_clq_table_d = fc_clq_avx512_d;
+        fc_clq_j_s = 6;
+        fc_clq_j_d = 3;
     } else if (level >= FC_ISA_AVX2) {
         fc_few_table_s = fc_few_avx2_s;
         fc_few_table_d = fc_few_avx2_d;
@@ -620,8 +722,22 @@ FC_FEW_DEFINE(d, double)
                                          int relu, int late, T *buf)                          \
     {                                                                                         \
         const fc_cl_kernel_##SFX *table = fc_cl_table_##SFX, *rows_table = ROWS_TABLE;        \
+        const fc_clq_kernel_##SFX *quads = fc_clq_table_##SFX;                                \
         ptrdiff_t j_max = fc_cl_j_##SFX, k = shape->k, cpad = shape->cpad, wp = shape->wp;    \
-        ptrdiff_t r, o, x, j, step;                                                           \
+        ptrdiff_t cs = shape->step, r, o, x, j, step;                                         \
+        if (quads && late && shape->quads == FC_CLQ_QUADS) {                                  \
+            /* 2 x 2 windows: the four positions' sums at once (fc_clq_*) */                  \
+            j_max = fc_clq_j_##SFX;                                                           \
+            for (r = r0; r < r1; r++)                                                         \
+                for (x = 0; x < grid_w; x += j) {                                             \
+                    j = grid_w - x < j_max ? grid_w - x : j_max;                              \
+                    for (o = 0; o < cpad; o += FC_CL_OC)                                      \
+                        quads[j](k, phase + r * wp + x * cs, off, cs, w + o, cpad,            \
+                                 bias ? bias + o : NULL, relu,                                \
+                                 buf + ((r - r0) * grid_w + x) * cpad + o);                   \
+                }                                                                             \
+            return;                                                                           \
+        }                                                                                     \
         for (r = r0; r < r1; r += step) {                                                     \
             /* two rows per call where the row is short (more chains of multiply-adds) */     \
             const fc_cl_kernel_##SFX *use = table;                                            \
@@ -633,8 +749,8 @@ FC_FEW_DEFINE(d, double)
             for (x = 0; x < grid_w; x += j) {                                                 \
                 j = grid_w - x < j_max ? grid_w - x : j_max;                                  \
                 for (o = 0; o < cpad; o += FC_CL_OC)                                          \
-                    use[j](k, shape->quads, phase + r * wp + x, off, wp, w + o, cpad,         \
-                           bias ? bias + o : NULL, relu, late,                                \
+                    use[j](k, shape->quads, phase + r * wp + x * cs, off, wp, cs, w + o,      \
+                           cpad, bias ? bias + o : NULL, relu, late,                          \
                            buf + ((r - r0) * grid_w + x) * cpad + o, grid_w);                 \
             }                                                                                 \
         }                                                                                     \

@@ -25,19 +25,16 @@
 #include "_cpu.h"
 #include "_simd.h"
 
+#if FC_HAVE_X86_TARGETS
+#include <immintrin.h>
+#endif
+
 #define FC_LIN_ATTR_avx512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
 #define FC_LIN_ATTR_avx2 __attribute__((target("avx2,fma")))
 #define FC_LIN_ATTR_generic
 
-/* RB rows x OB outputs: out[r*ldo + o] = tree-sum of the lanes of
- *     acc[l] = sum over steps s of x[r*features + s*L + l] * w[o*features + s*L + l]
- * (the last step's missing features zero). */
-#define FC_LIN_KERNEL(NAME, ATTR, T, V, L, RB, OB)                                           \
-    ATTR static void NAME(const T *x, const T *w, ptrdiff_t features, T *out, ptrdiff_t ldo) \
-    {                                                                                        \
-        V acc[RB][OB], xv[RB], wv[OB];                                                       \
-        ptrdiff_t i;                                                                         \
-        int r, o, l, h;                                                                      \
+/* the sums of the kernels below: acc[r][o] over the steps of L features */
+#define FC_LIN_ACCUMULATE(T, V, L, RB, OB)                                                   \
         for (r = 0; r < RB; r++)                                                             \
             for (o = 0; o < OB; o++)                                                         \
                 acc[r][o] = (V){0};                                                          \
@@ -66,7 +63,18 @@
             for (r = 0; r < RB; r++)                                                         \
                 for (o = 0; o < OB; o++)                                                     \
                     acc[r][o] += xv[r] * wv[o];                                              \
-        }                                                                                    \
+        }
+
+/* RB rows x OB outputs: out[r*ldo + o] = tree-sum of the lanes of
+ *     acc[l] = sum over steps s of x[r*features + s*L + l] * w[o*features + s*L + l]
+ * (the last step's missing features zero). */
+#define FC_LIN_KERNEL(NAME, ATTR, T, V, L, RB, OB)                                           \
+    ATTR static void NAME(const T *x, const T *w, ptrdiff_t features, T *out, ptrdiff_t ldo) \
+    {                                                                                        \
+        V acc[RB][OB], xv[RB], wv[OB];                                                       \
+        ptrdiff_t i;                                                                         \
+        int r, o, l, h;                                                                      \
+        FC_LIN_ACCUMULATE(T, V, L, RB, OB)                                                   \
         for (r = 0; r < RB; r++)                                                             \
             for (o = 0; o < OB; o++) {                                                       \
                 T lanes[L];                                                                  \
@@ -114,8 +122,8 @@ typedef float fc_lin_v16f __attribute__((vector_size(64)));
 typedef double fc_lin_v8d __attribute__((vector_size(64)));
 typedef float fc_lin_v8f __attribute__((vector_size(32)));
 typedef double fc_lin_v4d __attribute__((vector_size(32)));
-/* AVX-512: 4 x 4 sums, 4 rows, 4 weights: 24 of the 32 registers; AVX2 as the generic level */
-FC_LIN_KERNEL(fc_lin_avx512_s, FC_LIN_ATTR_avx512, float, fc_lin_v16f, 16, 4, 4)
+/* AVX-512: 4 x 4 sums, 4 rows, 4 weights: 24 of the 32 registers (float: fc_lin_avx512_s_tree
+ * below); AVX2 as the generic level */
 FC_LIN_KERNEL(fc_lin_avx512_s1, FC_LIN_ATTR_avx512, float, fc_lin_v16f, 16, 1, 1)
 FC_LIN_KERNEL(fc_lin_avx512_d, FC_LIN_ATTR_avx512, double, fc_lin_v8d, 8, 4, 4)
 FC_LIN_KERNEL(fc_lin_avx512_d1, FC_LIN_ATTR_avx512, double, fc_lin_v8d, 8, 1, 1)
@@ -123,6 +131,47 @@ FC_LIN_KERNEL(fc_lin_avx2_s, FC_LIN_ATTR_avx2, float, fc_lin_v8f, 8, 2, 4)
 FC_LIN_KERNEL(fc_lin_avx2_s1, FC_LIN_ATTR_avx2, float, fc_lin_v8f, 8, 1, 1)
 FC_LIN_KERNEL(fc_lin_avx2_d, FC_LIN_ATTR_avx2, double, fc_lin_v4d, 4, 2, 4)
 FC_LIN_KERNEL(fc_lin_avx2_d1, FC_LIN_ATTR_avx2, double, fc_lin_v4d, 4, 1, 1)
+#endif
+
+#if FC_HAVE_X86_TARGETS
+/* The AVX-512 float 4 x 4 kernel with the sixteen trees taken together: at each level of the
+ * tree (lanes l and l + h added, h = 8, 4, 2, 1) two vectors of partial sums are shuffled into
+ * the pairs that level adds, so each addition has the same two operands as FC_LIN_KERNEL's
+ * scalar tree (the same bits as the 1 x 1 edge kernel, fc_lin_avx512_s1; 15 vector additions
+ * and 30 shuffles instead of 16 x 15 scalar additions). acc[o][r]
+ * is ordered so that the last level leaves row r's four outputs in the 128-bit lane r. */
+FC_LIN_ATTR_avx512 static void fc_lin_avx512_s_tree(const float *x, const float *w,
+                                                    ptrdiff_t features, float *out,
+                                                    ptrdiff_t ldo)
+{
+    fc_lin_v16f acc[4][4], xv[4], wv[4];
+    __m512 a[16], b[8], c[4], d[2], e;
+    ptrdiff_t i;
+    int r, o, l, h;
+    (void)h;
+    FC_LIN_ACCUMULATE(float, fc_lin_v16f, 16, 4, 4)
+    for (r = 0; r < 4; r++)
+        for (o = 0; o < 4; o++)
+            a[o * 4 + r] = (__m512)acc[r][o];
+    /* h = 8: b[k] lanes 0-7 a[2k]'s, lanes 8-15 a[2k + 1]'s */
+    for (l = 0; l < 8; l++)
+        b[l] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * l], a[2 * l + 1], 0x44),
+                             _mm512_shuffle_f32x4(a[2 * l], a[2 * l + 1], 0xEE));
+    /* h = 4: c[k]'s 128-bit lane j: a[4k + j]'s */
+    for (l = 0; l < 4; l++)
+        c[l] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * l], b[2 * l + 1], 0x88),
+                             _mm512_shuffle_f32x4(b[2 * l], b[2 * l + 1], 0xDD));
+    /* h = 2: d[k]'s lane j: a[8k + j]'s two, then a[8k + 4 + j]'s two */
+    for (l = 0; l < 2; l++)
+        d[l] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * l], c[2 * l + 1], 0x44),
+                             _mm512_shuffle_ps(c[2 * l], c[2 * l + 1], 0xEE));
+    /* h = 1: e's element 4j + m is a[4m + j]'s sum, that is acc[j][m]: row j's outputs */
+    e = _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xDD));
+    _mm_storeu_ps(out, _mm512_extractf32x4_ps(e, 0));
+    _mm_storeu_ps(out + ldo, _mm512_extractf32x4_ps(e, 1));
+    _mm_storeu_ps(out + 2 * ldo, _mm512_extractf32x4_ps(e, 2));
+    _mm_storeu_ps(out + 3 * ldo, _mm512_extractf32x4_ps(e, 3));
+}
 #endif
 
 /* the level's kernels and block, picked once (fc_lin_init, at import) */
@@ -141,7 +190,7 @@ static int fc_lin_init(void)
     fc_lin_ob = FC_LIN_GENERIC_OB;
 #if FC_HAVE_X86_TARGETS
     if (level >= FC_ISA_AVX512) {
-        fc_lin_block_s = fc_lin_avx512_s;
+        fc_lin_block_s = fc_lin_avx512_s_tree;
         fc_lin_edge_s = fc_lin_avx512_s1;
         fc_lin_block_d = fc_lin_avx512_d;
         fc_lin_edge_d = fc_lin_avx512_d1;

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv import _fusion, _paths, models
+from fastconv import _conv, _fusion, _paths, models
 from fastconv import conv as conv_module
 from fastconv._plan import clear_plans, pooling_path, use_paths
 from helpers import (assert_close, assert_isa_capped, bits, conv_case, conv_plan,
@@ -335,3 +335,61 @@ def test_pooled_store_with_a_non_finite_bias(dtype, relu):
     got = _pooled(x, weight, b, kwargs, (2, 2), relu)
     assert np.isnan(got[0, 0]).any()  # the case above happens
     assert np.array_equal(bits(got), bits(expected))
+
+
+# (batch, C_in, H, W, C_out, kernel, stride, dilation) without padding, and the padding that
+# the explicitly zero-padded input replaces
+IN_PLACE = [
+    (3, 1, 28, 28, 16, (5, 5), (2, 2), (1, 1), (2, 1, 0, 3)),   # the tutorial net's
+    (2, 2, 13, 17, 32, (3, 3), (1, 2), (1, 1), (1, 1, 1, 1)),
+    (1, 3, 16, 30, 48, (2, 4), (2, 1), (2, 1), (0, 2, 1, 0)),   # dilation, rows past 6
+    (2, 1, 9, 40, 16, (3, 3), (1, 1), (1, 2), (1, 0, 0, 1)),    # grid rows of 13 to 19
+]
+
+
+@pytest.mark.parametrize("shape", IN_PLACE)
+@pytest.mark.parametrize("pool", [(1, 1), (2, 2), (3, 3), (2, 3)])
+def test_input_read_in_place_is_the_phase_planes_bit_for_bit(rng, dtype, shape, pool):
+    """Without padding the kernels read x itself (no phase planes); padded, they read the
+    phase planes, which hold the padding's zeros: the convolution of a zero-padded x and the
+    padded convolution of x are the same chains, so the same bits, pooled or not, with a
+    finite bias (the 2 x 2 kernels) and an infinite one (the window positions one by one)."""
+    batch, cin, h, w, cout, kernel, stride, dilation, pads = shape
+    x, weight, b, _ = conv_case(rng, (batch, cin, h, w, cout, kernel, stride, (0,) * 4,
+                                      dilation), dtype)
+    x[0, 0, h // 2, w // 3] = np.nan
+    padded = np.pad(x, ((0, 0), (0, 0), pads[:2], pads[2:]))
+    in_place = dict(stride=stride, padding=0, dilation=dilation)
+    phased = dict(stride=stride, padding=((pads[0], pads[1]), (pads[2], pads[3])),
+                  dilation=dilation)
+    plan = conv_plan(padded, weight, b, in_place)
+    if plan.out_h < pool[0] or plan.out_w < pool[1]:
+        pytest.skip("no whole window")
+    # in place: no phase planes in the workspace; padded: phase planes
+    assert _conv.few_sizes(plan.geometry, pool[0], pool[1], 1, 8, True)[3] == 0
+    assert _conv.few_sizes(conv_plan(x, weight, b, phased).geometry, pool[0], pool[1], 1, 8,
+                           True)[3] > 0
+    for bias in (b, np.where(np.arange(cout) % 3 == 0, np.inf, b).astype(dtype)):
+        for relu in (True, False):
+            got = _pooled(padded, weight, bias, in_place, pool, relu)
+            expected = _pooled(x, weight, bias, phased, pool, relu)
+            assert np.array_equal(bits(got), bits(expected)), (shape, pool, relu)
+
+
+@pytest.mark.parametrize("cout", [16, 48])
+def test_pooled_2x2_store_every_grid_width(rng, dtype, cout):
+    """The 2 x 2 kernels (the four window positions' sums at once) on grid rows of 1 to 15
+    positions (one call per row up to 6, then several, the last one short), in place and
+    from the phase planes: pooling's rule on the unpooled sums, bit for bit."""
+    for width in range(2, 31, 2):
+        for pad in (0, 1):
+            shape = (2, 1, 9, width + 2, cout, (3, 3), (1, 1), (pad,) * 4, (1, 1))
+            x, weight, b, kwargs = conv_case(rng, shape, dtype)
+            x[1, 0, 4, width // 2] = np.nan
+            with use_paths(forward=PATH):
+                plain = fastconv.conv2d(x, weight, b, **kwargs)
+            for relu in (True, False):
+                full = np.maximum(plain, 0) if relu else plain
+                got = _pooled(x, weight, b, kwargs, (2, 2), relu)
+                assert np.array_equal(bits(got), bits(fastconv.max_pool2d(full, 2))), (
+                    width, pad, relu)

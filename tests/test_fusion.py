@@ -524,3 +524,22 @@ def test_eval_plan_reuses_only_arrays_nobody_holds(dtype):
         assert len(objects) <= 1
         reused += len(objects)
     assert reused >= 2  # LeNet-5's and the third model's (the tutorial net pools in the store)
+
+
+@pytest.mark.parametrize("include_pad", [True, False])
+def test_eval_plan_stride1_average_pooling_takes_the_box_kernel(dtype, include_pad):
+    """A stride-1 AvgPool2d in a prepared plan runs the 'box' kernels (fastconv.pool), with
+    the layers' bits."""
+    rng = np.random.default_rng(7)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1, dtype=dtype, seed=rng), nn.ReLU(),
+        nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=include_pad),
+        nn.Flatten(), nn.Linear(8 * 13 * 11, 5, dtype=dtype, seed=rng)).eval()
+    reference = copy.deepcopy(model)
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 1, 13, 11)).astype(dtype)
+        x[0, 0, 2, 3] = np.nan
+        result = model(x)
+        plan = _fusion.prepared(model)
+        assert plan is not None and [getattr(step, "path", None) for step in plan.steps][1] == "box"
+        assert np.array_equal(bits(result), bits(_layerwise(reference, x)))

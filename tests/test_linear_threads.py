@@ -181,3 +181,38 @@ def test_lesser_instruction_sets(isa, tmp_path):
     count, level = run_at_isa(_CHILD, isa, tmp_path).split()
     assert int(count) == 8
     assert_isa_capped(level, isa)
+
+
+@pytest.mark.parametrize("features", [1, 15, 16, 17, 576, 600])
+def test_blocks_give_the_one_output_kernels_bits(dtype, features):
+    """The rows x outputs block kernels (AVX-512 float: the sixteen sums' lanes reduced
+    together, level by level of the tree) give each output the bits of the one-row,
+    one-output kernel, which a single row takes: NaN, infinities and signed zeros included."""
+    rng = np.random.default_rng(features)
+    x = rng.standard_normal((12, features)).astype(dtype)
+    weight = rng.standard_normal((8, features)).astype(dtype)
+    x[1, 0] = np.nan
+    x[2, -1] = np.inf
+    weight[3, 0] = -np.inf
+    x[5] = -0.0  # a row of negative zeros: every product -0 or +0
+    weight[6] *= 1e30  # large sums next to small ones: the tree's order shows in the bits
+    x[7] *= 1e-30
+    b = rng.standard_normal(8).astype(dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        blocks = _linear.forward(x, weight, b)
+        rows = np.concatenate([_linear.forward(x[r:r + 1], weight, b) for r in range(12)])
+    assert np.array_equal(bits(blocks), bits(rows))
+
+
+def test_prepared_step_is_forward(rng):
+    """The eval plan's Linear step (_linear.forward_for: sizes and threads worked out once)
+    gives forward's bits, leading axes kept, at any thread count."""
+    weight = rng.standard_normal((20, 576)).astype(np.float32)
+    b = rng.standard_normal(20).astype(np.float32)
+    for shape in ((64, 576), (3, 5, 576), (576,)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        for threads in (1, 2, 3):
+            with fastconv.threads(threads):
+                y = _linear.forward_for(shape, weight)(x, weight, b)
+            assert y.shape == shape[:-1] + (20,)
+            assert np.array_equal(bits(y), bits(_linear.forward(x, weight, b)))

@@ -4,6 +4,7 @@ cdef extern from "_fewchan.h" nogil:
         Py_ssize_t cpad
         Py_ssize_t quads
         Py_ssize_t wp
+        Py_ssize_t step
         Py_ssize_t bp
     enum:
         FC_FEW_MR
@@ -50,7 +51,9 @@ cdef struct FewLayout:
     Py_ssize_t grid_h, grid_w  # the grid: the output, or the pooled output
     Py_ssize_t hp, wp          # a phase plane's rows and row pitch (the grid's pitch too)
     Py_ssize_t phase_len       # elements of the planes, their slack and the row being split
-                               # (whole 64-byte lines)
+                               # (whole 64-byte lines); 0 in place
+    bint in_place              # the channels-across-lanes kernels read x itself (no phase
+                               # planes): every tap of every grid position inside x
     fc_few_shape shape
 
 
@@ -60,7 +63,8 @@ cdef FewLayout few_layout(const Geometry* geo, Py_ssize_t pool_h, Py_ssize_t poo
     pooled by non-overlapping pool_h x pool_w windows (1 x 1: not pooled; the windows that
     pass the output's edge are dropped, as max pooling's floor mode). ``across``: the
     channels-across-lanes variant's block (pixel-major, channels padded to FC_CL_OC; its bp
-    is the band's positions)."""
+    is the band's positions; without padding, it reads the input in place: its scalar loads
+    need no phase planes, only each grid position's column step)."""
     cdef FewLayout lay
     cdef Py_ssize_t reach_h = geo.stride_h * (pool_h - 1) + geo.dil_h * (geo.kernel_h - 1)
     cdef Py_ssize_t reach_w = geo.stride_w * (pool_w - 1) + geo.dil_w * (geo.kernel_w - 1)
@@ -76,6 +80,15 @@ cdef FewLayout few_layout(const Geometry* geo, Py_ssize_t pool_h, Py_ssize_t poo
     lay.shape.k = geo.k
     lay.shape.quads = pool_h * pool_w
     lay.shape.wp = lay.wp
+    lay.shape.step = 1
+    # the last grid row's and column's farthest taps, in x's rows and columns
+    lay.in_place = (across and geo.pad_top == 0 and geo.pad_left == 0
+                    and (lay.grid_h - 1) * lay.sh + reach_h < geo.in_h
+                    and (lay.grid_w - 1) * lay.sw + reach_w < geo.in_w)
+    if lay.in_place:
+        lay.phase_len = 0
+        lay.shape.wp = lay.sh * geo.in_w
+        lay.shape.step = lay.sw
     if across:
         lay.shape.cpad = (geo.out_channels_g + FC_CL_OC - 1) // FC_CL_OC * FC_CL_OC
         lay.shape.bp = band * lay.grid_w
@@ -126,6 +139,7 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
     cdef bint late = True
     cdef Py_ssize_t item, n, first, last, chunk, staged, r0, r1, o, kk, qd, ry, rx, c, p, q
     cdef floating* phase = NULL
+    cdef const floating* source = NULL  # what the block reads: the phase planes, or x
     cdef floating* block = NULL
     cdef const floating* bias_ptr = NULL
     if n_items == 0 or lay.grid_w == 0:
@@ -150,12 +164,15 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
                 q = kk % geo.kernel_w
                 ry = geo.stride_h * (qd // pool_w) + p * geo.dil_h
                 rx = geo.stride_w * (qd % pool_w) + q * geo.dil_w
-                offsets[qd * k + kk] = (((c * lay.sh + ry % lay.sh) * lay.sw + rx % lay.sw)
-                                        * lay.hp * lay.wp + ry // lay.sh * lay.wp
-                                        + rx // lay.sw)
+                if lay.in_place:
+                    offsets[qd * k + kk] = (c * geo.in_h + ry) * geo.in_w + rx
+                else:
+                    offsets[qd * k + kk] = (((c * lay.sh + ry % lay.sh) * lay.sw
+                                             + rx % lay.sw) * lay.hp * lay.wp
+                                            + ry // lay.sh * lay.wp + rx // lay.sw)
     with nogil, parallel(num_threads=num_threads):
-        phase = aligned(&workspace[threadid(), 0])
-        block = phase + lay.phase_len
+        block = aligned(&workspace[threadid(), 0]) + lay.phase_len
+        phase = block - lay.phase_len
         for chunk in prange(num_threads, schedule="static"):
             staged = -1
             first = chunk_start(chunk, n_items, num_threads)
@@ -164,7 +181,10 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
                 n = item // n_bands
                 r0 = item % n_bands * band
                 r1 = r0 + band if r0 + band < lay.grid_h else lay.grid_h
-                if n != staged:
+                source = phase
+                if lay.in_place:
+                    source = &x[n, 0, 0, 0]
+                elif n != staged:
                     if floating is float:
                         fc_few_phase_s(&x[n, 0, 0, 0], geo.in_channels_g, geo.in_h, geo.in_w,
                                        geo.pad_top, geo.pad_left, lay.sh, lay.sw, lay.hp,
@@ -176,12 +196,12 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
                     staged = n
                 if across:
                     if floating is float:
-                        fc_cl_block_s(phase, &offsets[0], &packed[0], bias_ptr, &lay.shape,
+                        fc_cl_block_s(source, &offsets[0], &packed[0], bias_ptr, &lay.shape,
                                       r0, r1, lay.grid_w, relu, late, block)
                         fc_cl_store_s(block, cpad, channels, (r1 - r0) * lay.grid_w,
                                       &out[n, 0, r0, 0], out_plane)
                     else:
-                        fc_cl_block_d(phase, &offsets[0], &packed[0], bias_ptr, &lay.shape,
+                        fc_cl_block_d(source, &offsets[0], &packed[0], bias_ptr, &lay.shape,
                                       r0, r1, lay.grid_w, relu, late, block)
                         fc_cl_store_d(block, cpad, channels, (r1 - r0) * lay.grid_w,
                                       &out[n, 0, r0, 0], out_plane)
