@@ -327,6 +327,7 @@ FC_LOCAL void FC_WN(weights_any)(int alpha, const double* gm, const FC_T* w, ptr
     }
 FC_W_KERNELS(2, 4)
 FC_W_KERNELS(4, 6)
+FC_W_KERNELS(5, 7)
 FC_W_KERNELS(6, 8)
 #undef FC_W_KERNELS
 

@@ -1,4 +1,4 @@
-# Winograd F(m x m, 3 x 3) convolution (m = 2, 4 or 6) for 3x3, stride 1, dilation 1, one
+# Winograd F(m x m, 3 x 3) convolution (m = 2, 4, 5 or 6) for 3x3, stride 1, dilation 1, one
 # group: the transforms of src/_winograd.h around the packed GEMM of src/_gemm.h.
 #
 # The tiles of the whole batch (m x m outputs each, numbered sample-major) are cut into blocks
@@ -62,6 +62,19 @@ def winograd_sizes(Py_ssize_t m, Py_ssize_t in_channels, Py_ssize_t out_channels
             + align)
 
 
+def same_bytes(const unsigned char[::1] a, const unsigned char[::1] b):
+    """Whether two byte buffers hold the same bytes (memcmp: -0.0 and 0.0 differ, a NaN
+    equals itself), without the temporary of numpy.array_equal."""
+    cdef int differ
+    if a.shape[0] != b.shape[0]:
+        return False
+    if a.shape[0] == 0:
+        return True
+    with nogil:
+        differ = memcmp(&a[0], &b[0], a.shape[0])
+    return differ == 0
+
+
 cdef inline Py_ssize_t wino_step(Py_ssize_t size, Py_ssize_t line) noexcept nogil:
     """The distance between the alpha^2 planes of U, V or M: their size and one cache line
     (``line`` elements). The transforms read or write one row of every plane per step; at a
@@ -102,7 +115,7 @@ def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
                      const floating[::1] bias, floating[:, :, :, ::1] out,
                      floating[::1] packed_weight, floating[:, ::1] workspace, int m,
                      Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t block,
-                     int num_threads, bint transposed=False):
+                     int num_threads, bint transposed=False, bint weights_ready=False):
     """out = conv2d(x, weight, bias, padding=(pad_top, pad_left) and whatever out's size
     implies on the far sides), for a (K, C, 3, 3) weight, by Winograd F(m x m, 3 x 3).
     With ``transposed``, ``weight`` is (C, K, 3, 3) and the kernel of output channel k and
@@ -111,7 +124,9 @@ def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
 
     ``bias`` may be None. ``packed_weight`` and each of ``workspace``'s rows (one per thread)
     are sized by winograd_sizes(m, C, K, block, ...); ``block`` is a multiple of
-    FC_WINO_LANES. The caller checks every shape (fastconv._paths.Winograd).
+    FC_WINO_LANES. With ``weights_ready``, ``packed_weight`` already holds this ``weight``'s
+    transform (same m, same ``transposed``; fastconv._paths keeps them), read, not written.
+    The caller checks every shape (fastconv._paths.Winograd).
     """
     cdef Py_ssize_t batch = x.shape[0], c_in = x.shape[1], k_out = out.shape[1]
     cdef Py_ssize_t k_stride = 9 if transposed else c_in * 9
@@ -146,13 +161,14 @@ def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     n_panels = k_pad // mr
     if n_tiles == 0 or k_out == 0:
         return
-    with nogil, parallel(num_threads=num_threads):
-        # U[xi] = G w G^T as the GEMM's A panels, a panel of mr output channels per step (the
-        # padding rows of the last one zeros: the GEMM computes and drops them)
-        for panel in prange(n_panels, schedule="static"):
-            wino_weights(m, &weight[0, 0, 0, 0], c_in, panel * mr,
-                         (panel + 1) * mr if (panel + 1) * mr < k_out else k_out, mr,
-                         k_stride, c_stride, transposed, u, u_step)
+    if not weights_ready:
+        with nogil, parallel(num_threads=num_threads):
+            # U[xi] = G w G^T as the GEMM's A panels, a panel of mr output channels per step (the
+            # padding rows of the last one zeros: the GEMM computes and drops them)
+            for panel in prange(n_panels, schedule="static"):
+                wino_weights(m, &weight[0, 0, 0, 0], c_in, panel * mr,
+                             (panel + 1) * mr if (panel + 1) * mr < k_out else k_out, mr,
+                             k_stride, c_stride, transposed, u, u_step)
     with nogil, parallel(num_threads=num_threads):
         v = aligned(&workspace[threadid(), 0])
         mm = v + a2 * v_step
