@@ -663,12 +663,13 @@ WINOGRAD_WORKSPACE_BYTES = 64 * 1024 * 1024
 
 def winograd_tile(plan: ConvPlan) -> int:
     """The tile size m for this plan's shapes: the least modelled cost (the GEMMs' multiply-
-    adds over the padded tiles, plus the transforms')."""
+    adds over the padded tiles, in whole groups of 16, plus the transforms')."""
     g = plan.geometry
     c, k = g.in_channels_g, g.out_channels_g
 
     def cost(m: int) -> float:
-        tiles = -(-g.out_h // m) * -(-g.out_w // m)
+        # the batch's tiles, in whole groups of FC_WINO_LANES (a partial one costs as much)
+        tiles = -(-plan.batch * -(-g.out_h // m) * -(-g.out_w // m) // 16) * 16
         alpha2 = (m + 2) ** 2
         return tiles * (alpha2 * c * k + c * _WINOGRAD_INPUT_COST[m]
                         + k * _WINOGRAD_OUTPUT_COST[m])
@@ -790,7 +791,8 @@ class Winograd(ConvPath):
         tiles = plan.batch * -(-g.out_h // m) * -(-g.out_w // m)
         per_tile = (m + 2) ** 2 * (g.in_channels_g + g.out_channels_g) * dtype.itemsize
         block = max(16, min(WINOGRAD_BLOCK_BYTES // per_tile // 16 * 16, -(-tiles // 16) * 16))
-        threads = effective_num_threads(-(-tiles // block))
+        # blocks, or parts of blocks' output channels where too few (winograd.pxi)
+        threads = effective_num_threads(-(-tiles // block) * max(1, g.out_channels_g // 16))
         packed, row = _winograd_sizes(plan, m, block)
         # the block never changes a result (each tile is computed alone), the thread count
         # never does: fewer threads where their blocks would pass the workspace bound

@@ -69,11 +69,12 @@
 #define FC_WINO_ALPHA_MAX 8
 
 typedef struct {
-    ptrdiff_t channels;        /* planes per sample of the array read or written */
+    ptrdiff_t channels;        /* the planes transformed: the first `channels` of each sample */
     ptrdiff_t in_h, in_w;      /* the input plane */
     ptrdiff_t out_h, out_w;    /* the output plane */
     ptrdiff_t pad_top, pad_left;
     ptrdiff_t tiles_h, tiles_w; /* tiles per plane: ceil(out / m) each way */
+    ptrdiff_t planes;          /* planes per sample of the array read or written (>= channels) */
 } fc_wino_geometry;
 
 /* the tile's sample and the top-left input pixel its alpha x alpha patch starts at */
@@ -201,7 +202,9 @@ static const char* fc_wino_isa(void) { return fc_cpu_isa_name(fc_wino_level); }
  *   plane, zero padding outside it); the columns up to count rounded up to FC_WINO_LANES are
  *   zeros. ld >= that rounded count.
  * output: out[n][k][tile's rows and columns] = (A^T M A) (+ bias[k]) for those tiles and the
- *   g->channels planes of out, cut at the output plane's edges; M[xi*xi_step + k*ld + col].
+ *   first g->channels of the g->planes planes per sample of out, cut at the output plane's
+ *   edges; M[xi*xi_step + k*ld + col]. (A range [k0, k1) of the output channels: out and
+ *   bias advanced by k0 planes, mm by k0 rows, channels = k1 - k0.)
  * weights: packed[xi*xi_step + (k / mr)*c_in*mr + c*mr + k % mr] = (G w[k][c] G^T)[xi] for
  *   k in [k0, k1) (computed in double), 0 for k in [k1, k0 + mr): the packed GEMM's A panel
  *   of rows [k0, k0 + mr) of each U[xi] (k0 a multiple of mr, k1 <= k0 + mr). The 3 x 3

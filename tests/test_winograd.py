@@ -239,6 +239,28 @@ def test_bits_independent_of_thread_count(tile, rng, dtype):
         assert gx.tobytes() == results[0][1].tobytes()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bits_independent_of_output_channel_parts(tile, rng, dtype):
+    """Where the blocks of tiles do not share out evenly among the threads, each block's
+    output channels are cut into parts (whole GEMM panels): the same bits as one thread,
+    with the bias and with output channels past a whole panel."""
+    x, weight = _data(rng, (3, 8, 14, 14), dtype), _data(rng, (41, 8, 3, 3), dtype)
+    bias = _data(rng, 41, dtype)
+    gy = _data(rng, (3, 41, 14, 14), dtype)
+    results = []
+    for threads in (1, 2, 3, 5):
+        with fastconv.threads(threads):
+            y = fastconv.conv2d(x, weight, bias, padding=1, algorithm="winograd")
+            gx = fastconv.conv2d_backward(gy, x, weight, padding=1, need=("input",),
+                                          algorithm="winograd")[0]
+        results.append((y, gx))
+    for y, gx in results[1:]:
+        assert y.tobytes() == results[0][0].tobytes()
+        assert gx.tobytes() == results[0][1].tobytes()
+    bound = F32_BOUND if dtype == np.float32 else F64_BOUND
+    assert _relative_error(results[0][0], conv2d_ref(x, weight, bias, pads=(1,) * 4)) <= bound
+
+
 def test_path_choice(rng):
     x, weight = _data(rng, (2, 4, 10, 10), np.float32), _data(rng, (8, 4, 3, 3), np.float32)
     assert _plan(x, weight).forward.name != "winograd"                 # 'auto': never
@@ -411,14 +433,18 @@ def test_kept_weights_input_gradient(rng):
 
 
 def test_kept_weights_bounded(rng, monkeypatch):
-    monkeypatch.setattr(_paths, "WINOGRAD_WEIGHTS_BYTES", 200_000)
-    monkeypatch.setattr(_paths, "WINOGRAD_WEIGHTS_KEEP_BYTES", 100_000)
     _paths.clear_winograd_weights()
     x = _data(rng, (1, 16, 8, 8), np.float32)
     weights = [_data(rng, (16, 16, 3, 3), np.float32) for _ in range(6)]
+    fastconv.conv2d(x, weights[0], padding=1, algorithm="winograd")
+    (copy, packed), = _paths._WINOGRAD_WEIGHTS.values()
+    size = copy.nbytes + packed.nbytes
+    monkeypatch.setattr(_paths, "WINOGRAD_WEIGHTS_BYTES", 5 * size // 2)
+    monkeypatch.setattr(_paths, "WINOGRAD_WEIGHTS_KEEP_BYTES", size)
+    _paths.clear_winograd_weights()
     results = [fastconv.conv2d(x, w, padding=1, algorithm="winograd") for w in weights]
-    held = sum(a.nbytes + b.nbytes for a, b in _paths._WINOGRAD_WEIGHTS.values())
-    assert 0 < held <= 200_000 and len(_paths._WINOGRAD_WEIGHTS) < len(weights)
+    # the two most recent kept, the others forgotten oldest first
+    assert [key[0] for key in _paths._WINOGRAD_WEIGHTS] == [id(w) for w in weights[-2:]]
     for w, y in zip(weights, results):
         assert fastconv.conv2d(x, w, padding=1, algorithm="winograd").tobytes() == y.tobytes()
     # a layer larger than the per-layer limit is transformed every call, never kept

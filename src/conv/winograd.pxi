@@ -19,6 +19,7 @@ cdef extern from "_winograd.h" nogil:
         Py_ssize_t out_h, out_w
         Py_ssize_t pad_top, pad_left
         Py_ssize_t tiles_h, tiles_w
+        Py_ssize_t planes
     int fc_wino_select()
     const char* fc_wino_isa()
     void fc_wino_input_float(int m, const float* x, const fc_wino_geometry* g, Py_ssize_t t0,
@@ -141,6 +142,9 @@ def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     cdef Py_ssize_t v_step = wino_step(c_in * ld, line), m_step = wino_step(k_out * ld, line)
     cdef fc_wino_geometry gin, gout
     cdef Py_ssize_t n_tiles, n_blocks, n_panels, panel, chunk, first, last, b, t0, count, xi
+    cdef Py_ssize_t parts, unit, part, done, k0, k1
+    cdef const floating* part_bias
+    cdef fc_wino_geometry part_geometry
     cdef floating* u = aligned(&packed_weight[0])
     cdef floating* v
     cdef floating* mm
@@ -154,13 +158,24 @@ def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     gin.pad_left = pad_left
     gin.tiles_h = (gin.out_h + m - 1) // m
     gin.tiles_w = (gin.out_w + m - 1) // m
+    gin.planes = c_in
     gout = gin
     gout.channels = k_out
+    gout.planes = k_out
     n_tiles = batch * gin.tiles_h * gin.tiles_w
     n_blocks = (n_tiles + block - 1) // block
     n_panels = k_pad // mr
     if n_tiles == 0 or k_out == 0:
         return
+    # The units of work: each block's output channels in `parts` ranges of whole GEMM panels.
+    # One part per block where the blocks share out evenly among the threads; else one per
+    # thread, so that the threads' shares differ by a part, not by a block (vgg14 at m = 5:
+    # 5 blocks of 16 tiles, 3 against 2 on two threads). A thread transforms a block's input
+    # once for its consecutive parts of it. Each output row comes from the same GEMM panel
+    # and the same transform whatever the parts: the bits never depend on them.
+    parts = 1
+    if n_blocks % num_threads != 0:
+        parts = num_threads if num_threads < n_panels else n_panels
     if not weights_ready:
         with nogil, parallel(num_threads=num_threads):
             # U[xi] = G w G^T as the GEMM's A panels, a panel of mr output channels per step (the
@@ -173,13 +188,29 @@ def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
         v = aligned(&workspace[threadid(), 0])
         mm = v + a2 * v_step
         for chunk in prange(num_threads, schedule="static"):
-            first = chunk_start(chunk, n_blocks, num_threads)
-            last = chunk_start(chunk + 1, n_blocks, num_threads)
-            for b in range(first, last):
+            first = chunk_start(chunk, n_blocks * parts, num_threads)
+            last = chunk_start(chunk + 1, n_blocks * parts, num_threads)
+            done = -1
+            for unit in range(first, last):
+                b = unit // parts
+                part = unit % parts
                 t0 = b * block
                 count = n_tiles - t0 if n_tiles - t0 < block else block
-                wino_input(m, &x[0, 0, 0, 0], &gin, t0, count, v, ld, v_step)
+                if b != done:
+                    wino_input(m, &x[0, 0, 0, 0], &gin, t0, count, v, ld, v_step)
+                    done = b
+                k0 = chunk_start(part, n_panels, parts) * mr
+                k1 = chunk_start(part + 1, n_panels, parts) * mr
+                if k1 > k_out:
+                    k1 = k_out
+                if k0 >= k1:
+                    continue
                 for xi in range(a2):
-                    gemm_packed(k_out, count, c_in, u + xi * u_step, v + xi * v_step, nr, ld,
-                                NULL, mm + xi * m_step, ld)
-                wino_output(m, mm, ld, m_step, bias_ptr, &out[0, 0, 0, 0], &gout, t0, count)
+                    gemm_packed(k1 - k0, count, c_in, u + xi * u_step + k0 * c_in,
+                                v + xi * v_step, nr, ld, NULL, mm + xi * m_step + k0 * ld, ld)
+                part_geometry = gout
+                part_geometry.channels = k1 - k0
+                part_bias = bias_ptr + k0 if bias_ptr != NULL else NULL
+                wino_output(m, mm + k0 * ld, ld, m_step, part_bias,
+                            &out[0, 0, 0, 0] + gout.out_h * gout.out_w * k0, &part_geometry,
+                            t0, count)
