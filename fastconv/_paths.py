@@ -700,12 +700,15 @@ def _winograd_fits(plan: ConvPlan) -> bool:
 # and any element changed in place, by an optimiser step or by hand, is a miss). On a miss the
 # weights are copied first and the copy is what the kernel transforms, so an entry's
 # transform is always the transform of its copy's bits (a thread changing the array during
-# the call cannot leave a mismatched pair behind). Entries are never written after they are
-# stored; a miss builds a new one. The transform depends on nothing else than those bits, m,
-# the transposed flag and the element type (all in the key; the ISA is fixed per process and
-# each panel is computed alone, so neither the thread count nor the block changes it).
-# The price of a miss (training: the weights change every step) is the copy and one memcmp
-# that stops at the first changed byte.
+# the call cannot leave a mismatched pair behind). A call takes its entry out of the table
+# while it uses it and puts it back after, so no two calls ever share one, and a miss under
+# the same key (the same array with new values: training) refills the entry's arrays in
+# place instead of allocating them again. The transform depends on nothing else than those
+# bits, m, the transposed flag and the element type (all in the key; the ISA is fixed per
+# process and each panel is computed alone, so neither the thread count nor the block
+# changes it).
+# The price of a miss (training: the weights change every step) is the copy into the entry
+# and one memcmp that stops at the first changed byte.
 WINOGRAD_WEIGHTS_BYTES = 64 * 1024 * 1024  # held at most, weights' copies and transforms
 WINOGRAD_WEIGHTS_KEEP_BYTES = WINOGRAD_WEIGHTS_BYTES // 4  # one layer's, kept only up to this
 _WINOGRAD_WEIGHTS: OrderedDict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -716,18 +719,13 @@ def _winograd_weights_key(weight: np.ndarray, m: int, transposed: bool) -> tuple
     return (id(weight), weight.shape, weight.dtype.str, m, transposed)
 
 
-def _kept_winograd_weights(key: tuple[Any, ...], weight: np.ndarray) -> np.ndarray | None:
-    """The transform kept for ``weight``'s bytes under ``key``, or None."""
+def _take_winograd_weights(key: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The entry kept under ``key``, taken out: the caller owns its arrays until it puts an
+    entry back (a concurrent call with the same key finds none and makes its own), so a miss
+    can refill them in place (training: the same array, new values, every step) without
+    another call reading them."""
     with _WINOGRAD_WEIGHTS_LOCK:
-        entry = _WINOGRAD_WEIGHTS.get(key)
-        if entry is not None:
-            _WINOGRAD_WEIGHTS.move_to_end(key)
-    if entry is None:
-        return None
-    copy, packed = entry
-    if not _conv.same_bytes(copy.reshape(-1).view(np.uint8), weight.reshape(-1).view(np.uint8)):
-        return None
-    return packed
+        return _WINOGRAD_WEIGHTS.pop(key, None)
 
 
 def _keep_winograd_weights(key: tuple[Any, ...], copy: np.ndarray, packed: np.ndarray) -> None:
@@ -800,16 +798,23 @@ class Winograd(ConvPath):
         threads = max(1, min(threads, room // row))
         keeps = (packed * dtype.itemsize + weight.nbytes) <= WINOGRAD_WEIGHTS_KEEP_BYTES
         key = _winograd_weights_key(weight, m, transposed)
-        kept = _kept_winograd_weights(key, weight) if keeps else None
-        ready = kept is not None
-        if kept is None:
-            if keeps:
-                weight = weight.copy()  # the bits transformed are the bits kept (see above)
-            kept = np.empty(packed, dtype=dtype)
-        self._FORWARD[dtype](x, weight, bias, out, kept, np.empty((threads, row), dtype=dtype),
+        entry = _take_winograd_weights(key) if keeps else None
+        ready = False
+        if entry is not None:
+            copy, kept = entry
+            ready = _conv.same_bytes(copy.reshape(-1).view(np.uint8),
+                                     weight.reshape(-1).view(np.uint8))
+            if not ready:
+                np.copyto(copy, weight)  # ours until put back: refilled in place
+        elif keeps:
+            copy, kept = weight.copy(), np.empty(packed, dtype=dtype)
+        else:
+            copy, kept = weight, np.empty(packed, dtype=dtype)
+        # the kernel transforms ``copy`` (the bits kept), never the caller's array
+        self._FORWARD[dtype](x, copy, bias, out, kept, np.empty((threads, row), dtype=dtype),
                              m, g.pad_top, g.pad_left, block, threads, transposed, ready)
-        if keeps and not ready:
-            _keep_winograd_weights(key, weight, kept)
+        if keeps:
+            _keep_winograd_weights(key, copy, kept)
 
     def grad_input(self, plan, grad_output, weight, grad_input):
         # the sub-plan's kernels are ``weight``'s, transposed and flipped: the weight

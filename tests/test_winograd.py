@@ -452,3 +452,35 @@ def test_kept_weights_bounded(rng, monkeypatch):
     big = _data(rng, (64, 16, 3, 3), np.float32)
     fastconv.conv2d(x, big, padding=1, algorithm="winograd")
     assert not _paths._WINOGRAD_WEIGHTS
+
+
+def test_kept_weights_from_python_threads(rng):
+    """Calls from several Python threads at once, some with weights changed between calls:
+    each gets the bits of a first call with its own weights (an entry is used by one call at
+    a time)."""
+    import threading
+
+    x = _data(rng, (2, 8, 14, 14), np.float32)
+    weights = [_data(rng, (16, 8, 3, 3), np.float32) for _ in range(3)]
+    expected = [_cold(x, w, padding=1) for w in weights]
+    shared = weights[0].copy()
+    errors = []
+
+    def run(index):
+        for step in range(6):
+            if index == 0:  # the same weights every call: hits
+                y, want = fastconv.conv2d(x, shared, padding=1, algorithm="winograd"), 0
+            else:  # another array, switched between two values in place: misses
+                own = weights[index].copy() if step == 0 else own
+                want = index if step % 2 == 0 else 0
+                own[...] = weights[want]
+                y = fastconv.conv2d(x, own, padding=1, algorithm="winograd")
+            if y.tobytes() != expected[want].tobytes():
+                errors.append((index, step))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
