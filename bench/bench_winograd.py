@@ -2,8 +2,9 @@
 
     python bench/bench_winograd.py error            # error table: N(0,1) data and trained activations
     python bench/bench_winograd.py train --epochs 2 # a small 3x3 CNN, algorithm='winograd' vs 'direct'
+    python bench/bench_winograd.py train --seeds 0 1  # one pair of runs per seed
 
-``error``: for each tile size m (2, 4, 6) and each 3x3 stride-1 case of bench_ops.py, max |y -
+``error``: for each tile size m (2, 4, 5, 6) and each 3x3 stride-1 case of bench_ops.py, max |y -
 y_float64| / max |y_float64| of the float32 forward pass and input gradient, where y_float64
 is fastconv's direct float64 convolution of the same float32 data. The data: N(0,1) inputs and
 weights, and the second layer of the small CNN below after one epoch on Fashion-MNIST (its
@@ -44,13 +45,13 @@ def cnn(algorithm, seed=0):
         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 7 * 7, 10, seed=rng))
 
 
-def _fit(model, epochs, X, y, X_test, y_test, threads):
+def _fit(model, epochs, X, y, X_test, y_test, threads, seed=0):
     X_in, mean, std = train.standardize(X)
     X_test_in, _, _ = train.standardize(X_test, mean, std)
     optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     with fastconv.threads(threads):
         history = train.fit(model, X_in, y, optimizer=optimizer, epochs=epochs, batch_size=64,
-                            progress=False)
+                            progress=False, seed=seed)
         accuracy = train.evaluate(model, X_test_in, y_test)
     return accuracy, [record["seconds"] for record in history], (mean, std)
 
@@ -78,7 +79,7 @@ def error_table(threads):
     rng = np.random.default_rng(0)
     print(f"float32 error, max|y - y_float64| / max|y_float64| (forward; input gradient), "
           f"{threads} threads")
-    print(f"{'data':<22}" + "".join(f"{'F(%d,3)' % m:>22}" for m in (2, 4, 6)))
+    print(f"{'data':<22}" + "".join(f"{'F(%d,3)' % m:>22}" for m in _paths.WINOGRAD_TILES))
     rows = []
     for name in CASES:
         n, c, h, w, k = CONV_CASES[name][:5]
@@ -98,7 +99,7 @@ def error_table(threads):
     with fastconv.threads(threads):
         for label, x, weight, gy in rows:
             cells = []
-            for m in (2, 4, 6):
+            for m in _paths.WINOGRAD_TILES:
                 forward, backward = _error(m, x, weight, gy)
                 worst = max(worst, forward, backward)
                 cells.append(f"{forward:.1e}; {backward:.1e}")
@@ -106,18 +107,24 @@ def error_table(threads):
     print(f"largest: {worst:.2e} (documented bound: 1e-4)")
 
 
-def train_compare(epochs, threads, limit):
+def train_compare(epochs, threads, limit, seeds):
     (X, y), (X_test, y_test) = datasets.load_fashion_mnist()
     if limit:
         X, y = X[:limit], y[:limit]
     print(f"small 3x3 CNN, Fashion-MNIST ({len(X)} training images), {epochs} epochs, "
           f"batch 64, SGD 0.05 momentum 0.9, {threads} threads")
-    for algorithm in ("direct", "winograd"):
-        start = time.perf_counter()
-        accuracy, seconds, _ = _fit(cnn(algorithm), epochs, X, y, X_test, y_test, threads)
-        print(f"{algorithm:<9} test accuracy {100 * accuracy:.2f}%  seconds per epoch "
-              + ", ".join(f"{s:.1f}" for s in seconds)
-              + f"  (total {time.perf_counter() - start:.1f} s)", flush=True)
+    for seed in seeds:
+        accuracies = {}
+        for algorithm in ("direct", "winograd"):
+            start = time.perf_counter()
+            accuracy, seconds, _ = _fit(cnn(algorithm, seed), epochs, X, y, X_test, y_test,
+                                        threads, seed)
+            accuracies[algorithm] = 100 * accuracy
+            print(f"seed {seed} {algorithm:<9} test accuracy {100 * accuracy:.2f}%  "
+                  "seconds per epoch " + ", ".join(f"{s:.1f}" for s in seconds)
+                  + f"  (total {time.perf_counter() - start:.1f} s)", flush=True)
+        print(f"seed {seed} winograd - direct: "
+              f"{accuracies['winograd'] - accuracies['direct']:+.2f} points", flush=True)
 
 
 def main(argv=None):
@@ -126,11 +133,13 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="training images (train)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="train: the seeds (initial weights and shuffling), one pair each")
     args = parser.parse_args(argv)
     if args.what == "error":
         error_table(args.threads)
     else:
-        train_compare(args.epochs, args.threads, args.limit)
+        train_compare(args.epochs, args.threads, args.limit, args.seeds)
     return 0
 
 

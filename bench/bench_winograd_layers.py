@@ -1,5 +1,5 @@
 """algorithm='winograd' against 'direct' on the 3x3 stride-1 layers of a small ResNet
-(batch 64; 32-128 channels at 28x28, 14x14 and 7x7), forward and input gradient, float32.
+(batch 64; 16-128 channels at 28x28, 14x14 and 7x7), forward and input gradient, float32.
 
     flock /work/bench.lock python bench/bench_winograd_layers.py --threads 2
 
@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 import fastconv  # noqa: E402
 
-LAYERS = [(32, 28), (64, 28), (64, 14), (128, 14), (128, 7)]
+LAYERS = [(16, 28), (16, 14), (32, 28), (32, 14), (64, 28), (64, 14), (128, 14), (128, 7)]
 
 
 def _timed(fn, calls):

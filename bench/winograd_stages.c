@@ -54,7 +54,7 @@ int main(int argc, char** argv)
     float* v = aligned_alloc(64, sizeof(float) * (a2 * (v_step + m_step) + 64));
     float* mm = v + a2 * v_step;
     fc_wino_geometry g = {c_in, height, width, height, width, 1, 1, (height + m - 1) / m,
-                          (width + m - 1) / m};
+                          (width + m - 1) / m, c_in};
     fc_wino_geometry g_out = g;
     const ptrdiff_t n_tiles = batch * g.tiles_h * g.tiles_w;
     double best[4] = {1e30, 1e30, 1e30, 1e30};
@@ -66,7 +66,7 @@ int main(int argc, char** argv)
         x[i] = (float)rand() / (float)RAND_MAX - 0.5f;
     for (i = 0; i < k_out * c_in * 9; i++)
         w[i] = (float)rand() / (float)RAND_MAX - 0.5f;
-    g_out.channels = k_out;
+    g_out.channels = g_out.planes = k_out;
     for (rep = 0; rep < repeats; rep++) {
         double spent[4] = {0, 0, 0, 0}, start = seconds(), mark;
         for (panel = 0; panel < k_pad / mr; panel++)

@@ -301,16 +301,18 @@ class _WinogradForward(Protocol):
         out: np.ndarray,  # floating[:, :, :, ::1]  (N, K, H_out, W_out), overwritten
         packed_weight: np.ndarray,  # floating[::1]  winograd_sizes()[0], overwritten
         workspace: np.ndarray,  # floating[:, ::1]  (num_threads, winograd_sizes()[1])
-        m: int,  # 2, 4 or 6
+        m: int,  # 2, 4, 5 or 6
         pad_top: int,
         pad_left: int,
         block: int,  # tiles per block, a multiple of 16
         num_threads: int,
         transposed: bool = ...,  # kernel (k, c) = weight[c, k] flipped: an input gradient
+        weights_ready: bool = ...,  # packed_weight holds weight's transform already: read only
     ) -> None: ...
     def __getitem__(self, signature: str, /) -> _WinogradForward: ...  # "float" or "double"
 
 winograd_forward: _WinogradForward
+def same_bytes(a: np.ndarray, b: np.ndarray) -> bool: ...  # const unsigned char[::1] each
 
 # few input channels: output pixels across the lanes, or with ``across`` the output channels
 # (src/conv/fewchan.pxi over src/_fewchan.h)

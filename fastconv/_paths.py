@@ -20,6 +20,7 @@ next path in the list runs otherwise.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -670,15 +671,20 @@ def strided_pointwise_geometry(plan: ConvPlan) -> Geometry | None:
 # ---- Winograd F(m x m, 3 x 3) (src/conv/winograd.pxi) ----------------------------------------
 
 # The tile sizes m (outputs per tile side); alpha = m + 2. Measured float32 error on N(0,1)
-# data, max |y - y_float64| / max |y_float64| (bench/bench_winograd.py): see README.
-WINOGRAD_TILES = (2, 4, 6)
+# data, max |y - y_float64| / max |y_float64| (bench/bench_winograd.py): see README. m = 5
+# is for planes such as 14x14 (3 tiles of 5, 15 covered, against 4 of 4, 16 covered: 441
+# multiplies per plane and channel pair against 576; vgg14's GEMMs 2.95 -> 2.50 ms on one
+# thread, bench/winograd_stages.c).
+WINOGRAD_TILES = (2, 4, 5, 6)
 # Transform cost per tile and channel in multiply-adds of the GEMM (at its speed): fitted to
 # single-thread stage timings of the forward pass (vectorised transforms, src/_winograd_impl.h)
 # on bench_ops.py's resnet, small, vgg28 and vgg14 and on 3x3 layers of 32-128 channels at
 # 28x28, 14x14 and 7x7 (batch 64), each for m = 2, 4, 6. They pick m = 4 everywhere there, and
 # m = 6 measured within 5% of it where the old constants chose it.
-_WINOGRAD_INPUT_COST = {2: 1500, 4: 3100, 6: 6500}
-_WINOGRAD_OUTPUT_COST = {2: 700, 4: 2100, 6: 5000}
+# m = 5's scaled from m = 4's by their measured ratio per tile and channel on bench_ops.py's
+# small case (input 18.4 / 12.2 ns, output 12.5 / 7.3 ns; winograd_stages.c, one thread).
+_WINOGRAD_INPUT_COST = {2: 1500, 4: 3100, 5: 4700, 6: 6500}
+_WINOGRAD_OUTPUT_COST = {2: 700, 4: 2100, 5: 3600, 6: 5000}
 # A thread's block of tiles: its transformed input and products, alpha^2 * (C + K) values per
 # tile, kept about this big (at least 16 tiles). Measured on bench_ops.py's resnet, vgg28,
 # vgg14 and small cases at 2 threads, 256 KiB was the fastest of 0.25, 1, 4 and 16 MiB
@@ -690,12 +696,13 @@ WINOGRAD_WORKSPACE_BYTES = 64 * 1024 * 1024
 
 def winograd_tile(plan: ConvPlan) -> int:
     """The tile size m for this plan's shapes: the least modelled cost (the GEMMs' multiply-
-    adds over the padded tiles, plus the transforms')."""
+    adds over the padded tiles, in whole groups of 16, plus the transforms')."""
     g = plan.geometry
     c, k = g.in_channels_g, g.out_channels_g
 
     def cost(m: int) -> float:
-        tiles = -(-g.out_h // m) * -(-g.out_w // m)
+        # the batch's tiles, in whole groups of FC_WINO_LANES (a partial one costs as much)
+        tiles = -(-plan.batch * -(-g.out_h // m) * -(-g.out_w // m) // 16) * 16
         alpha2 = (m + 2) ** 2
         return tiles * (alpha2 * c * k + c * _WINOGRAD_INPUT_COST[m]
                         + k * _WINOGRAD_OUTPUT_COST[m])
@@ -715,10 +722,67 @@ def _winograd_fits(plan: ConvPlan) -> bool:
     return (packed + row) * plan.dtype.itemsize <= WINOGRAD_WORKSPACE_BYTES
 
 
+# ---- Winograd's transformed weights, kept between calls --------------------------------------
+#
+# Transforming the weights is K*C*alpha^2 work per call whatever the batch: on vgg14 (256 -> 256
+# channels at 14x14, batch 8) 0.43 ms of 3.98 on one thread (winograd_stages.c), where ONNX
+# Runtime transforms its constant weights once per session. A call that passes the same
+# weights again reuses their transform, and "the same" is decided by the bytes alone, never
+# by the array's identity: the key below only finds the candidate, which is taken only if its
+# private copy of the weights equals the given weights byte for byte (memcmp: -0.0 is not 0.0,
+# and any element changed in place, by an optimiser step or by hand, is a miss). On a miss the
+# weights are copied first and the copy is what the kernel transforms, so an entry's
+# transform is always the transform of its copy's bits (a thread changing the array during
+# the call cannot leave a mismatched pair behind). A call takes its entry out of the table
+# while it uses it and puts it back after, so no two calls ever share one, and a miss under
+# the same key (the same array with new values: training) refills the entry's arrays in
+# place instead of allocating them again. The transform depends on nothing else than those
+# bits, m, the transposed flag and the element type (all in the key; the ISA is fixed per
+# process and each panel is computed alone, so neither the thread count nor the block
+# changes it).
+# The price of a miss (training: the weights change every step) is the copy into the entry
+# and one memcmp that stops at the first changed byte.
+WINOGRAD_WEIGHTS_BYTES = 64 * 1024 * 1024  # held at most, weights' copies and transforms
+WINOGRAD_WEIGHTS_KEEP_BYTES = WINOGRAD_WEIGHTS_BYTES // 4  # one layer's, kept only up to this
+_WINOGRAD_WEIGHTS: OrderedDict[tuple[Any, ...], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+_WINOGRAD_WEIGHTS_LOCK = threading.Lock()
+
+
+def _winograd_weights_key(weight: np.ndarray, m: int, transposed: bool) -> tuple[Any, ...]:
+    return (id(weight), weight.shape, weight.dtype.str, m, transposed)
+
+
+def _take_winograd_weights(key: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The entry kept under ``key``, taken out: the caller owns its arrays until it puts an
+    entry back (a concurrent call with the same key finds none and makes its own), so a miss
+    can refill them in place (training: the same array, new values, every step) without
+    another call reading them."""
+    with _WINOGRAD_WEIGHTS_LOCK:
+        return _WINOGRAD_WEIGHTS.pop(key, None)
+
+
+def _keep_winograd_weights(key: tuple[Any, ...], copy: np.ndarray, packed: np.ndarray) -> None:
+    size = copy.nbytes + packed.nbytes
+    with _WINOGRAD_WEIGHTS_LOCK:
+        _WINOGRAD_WEIGHTS.pop(key, None)
+        held = sum(a.nbytes + b.nbytes for a, b in _WINOGRAD_WEIGHTS.values())
+        while _WINOGRAD_WEIGHTS and held + size > WINOGRAD_WEIGHTS_BYTES:
+            _, (old_copy, old_packed) = _WINOGRAD_WEIGHTS.popitem(last=False)
+            held -= old_copy.nbytes + old_packed.nbytes
+        _WINOGRAD_WEIGHTS[key] = (copy, packed)
+
+
+def clear_winograd_weights() -> None:
+    """Forget every kept Winograd weight transform (they are made again on the next call)."""
+    with _WINOGRAD_WEIGHTS_LOCK:
+        _WINOGRAD_WEIGHTS.clear()
+
+
 class Winograd(ConvPath):
     """3x3, stride 1, dilation 1, one group, any padding, with ``algorithm='winograd'``:
-    Winograd F(m x m, 3 x 3) (Lavin & Gray 2016), m = 2, 4 or 6 from the shapes
-    (winograd_tile). The weights are transformed once per call into the packed GEMM's panels;
+    Winograd F(m x m, 3 x 3) (Lavin & Gray 2016), m = 2, 4, 5 or 6 from the shapes
+    (winograd_tile). The weights are transformed into the packed GEMM's panels, once per
+    call or, for weights byte-identical to a recent call's, not again (kept, see above);
     the tiles of the batch are cut into blocks, and per block each thread transforms the input
     patches (vectorised across 16 tiles, src/_winograd.h), runs alpha^2 GEMMs of K x block x C
     on them and transforms the products back. The input gradient of a convolution with padding
@@ -758,15 +822,32 @@ class Winograd(ConvPath):
         tiles = plan.batch * -(-g.out_h // m) * -(-g.out_w // m)
         per_tile = (m + 2) ** 2 * (g.in_channels_g + g.out_channels_g) * dtype.itemsize
         block = max(16, min(WINOGRAD_BLOCK_BYTES // per_tile // 16 * 16, -(-tiles // 16) * 16))
-        threads = effective_num_threads(-(-tiles // block))
+        # blocks, or parts of blocks' output channels where too few (winograd.pxi)
+        threads = effective_num_threads(-(-tiles // block) * max(1, g.out_channels_g // 16))
         packed, row = _winograd_sizes(plan, m, block)
         # the block never changes a result (each tile is computed alone), the thread count
         # never does: fewer threads where their blocks would pass the workspace bound
         room = WINOGRAD_WORKSPACE_BYTES // dtype.itemsize - packed
         threads = max(1, min(threads, room // row))
-        self._FORWARD[dtype](x, weight, bias, out, np.empty(packed, dtype=dtype),
-                             np.empty((threads, row), dtype=dtype), m, g.pad_top, g.pad_left,
-                             block, threads, transposed)
+        keeps = (packed * dtype.itemsize + weight.nbytes) <= WINOGRAD_WEIGHTS_KEEP_BYTES
+        key = _winograd_weights_key(weight, m, transposed)
+        entry = _take_winograd_weights(key) if keeps else None
+        ready = False
+        if entry is not None:
+            copy, kept = entry
+            ready = _conv.same_bytes(copy.reshape(-1).view(np.uint8),
+                                     weight.reshape(-1).view(np.uint8))
+            if not ready:
+                np.copyto(copy, weight)  # ours until put back: refilled in place
+        elif keeps:
+            copy, kept = weight.copy(), np.empty(packed, dtype=dtype)
+        else:
+            copy, kept = weight, np.empty(packed, dtype=dtype)
+        # the kernel transforms ``copy`` (the bits kept), never the caller's array
+        self._FORWARD[dtype](x, copy, bias, out, kept, np.empty((threads, row), dtype=dtype),
+                             m, g.pad_top, g.pad_left, block, threads, transposed, ready)
+        if keeps:
+            _keep_winograd_weights(key, copy, kept)
 
     def grad_input(self, plan, grad_output, weight, grad_input):
         # the sub-plan's kernels are ``weight``'s, transposed and flipped: the weight

@@ -46,7 +46,7 @@ nothing: each runs one path.
 """
 
 from cython.parallel cimport parallel, prange, threadid
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from _types cimport floating

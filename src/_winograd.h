@@ -1,6 +1,6 @@
 /* Winograd F(m x m, 3 x 3) transforms (src/conv/winograd.pxi runs them around the packed GEMM
  * of _gemm.h): y = A^T [(G g G^T) . (B^T d B)] A per tile of m x m outputs, alpha = m + 2,
- * for m = 2, 4, 6 (the matrices: _winograd_matrices.h, from tools/winograd_matrices.py).
+ * for m = 2, 4, 5, 6 (the matrices: _winograd_matrices.h, from tools/winograd_matrices.py).
  *
  * A convolution's tiles are numbered over the whole batch (sample-major, then tile rows, then
  * tile columns), and a kernel transforms a run [t0, t0 + count) of them: FC_WINO_LANES tiles
@@ -69,11 +69,12 @@
 #define FC_WINO_ALPHA_MAX 8
 
 typedef struct {
-    ptrdiff_t channels;        /* planes per sample of the array read or written */
+    ptrdiff_t channels;        /* the planes transformed: the first `channels` of each sample */
     ptrdiff_t in_h, in_w;      /* the input plane */
     ptrdiff_t out_h, out_w;    /* the output plane */
     ptrdiff_t pad_top, pad_left;
     ptrdiff_t tiles_h, tiles_w; /* tiles per plane: ceil(out / m) each way */
+    ptrdiff_t planes;          /* planes per sample of the array read or written (>= channels) */
 } fc_wino_geometry;
 
 /* the tile's sample and the top-left input pixel its alpha x alpha patch starts at */
@@ -135,14 +136,14 @@ static inline void fc_wino_tile(const fc_wino_geometry* g, int m, ptrdiff_t t, p
 #include "_winograd_impl.h"
 #endif
 
-/* one table of kernels per element type, indexed by m / 2 - 1 */
+/* one table of kernels per element type, indexed by fc_wino_index(m) */
 #define FC_WINO_TABLE(T)                                                                     \
     typedef struct {                                                                         \
-        void (*input[3])(const T*, const fc_wino_geometry*, ptrdiff_t, ptrdiff_t, T*,        \
+        void (*input[4])(const T*, const fc_wino_geometry*, ptrdiff_t, ptrdiff_t, T*,        \
                          ptrdiff_t, ptrdiff_t);                                              \
-        void (*output[3])(const T*, ptrdiff_t, ptrdiff_t, const T*, T*,                      \
+        void (*output[4])(const T*, ptrdiff_t, ptrdiff_t, const T*, T*,                      \
                           const fc_wino_geometry*, ptrdiff_t, ptrdiff_t);                    \
-        void (*weights[3])(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, int, ptrdiff_t,        \
+        void (*weights[4])(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, int, ptrdiff_t,        \
                            ptrdiff_t, int, T*, ptrdiff_t);                                   \
     } fc_wino_kernels_##T;
 FC_WINO_TABLE(float)
@@ -152,14 +153,20 @@ FC_WINO_TABLE(double)
     do {                                                                                     \
         TABLE.input[0] = fc_wino_input2_##T##_##ISA;                                         \
         TABLE.input[1] = fc_wino_input4_##T##_##ISA;                                         \
-        TABLE.input[2] = fc_wino_input6_##T##_##ISA;                                         \
+        TABLE.input[2] = fc_wino_input5_##T##_##ISA;                                         \
+        TABLE.input[3] = fc_wino_input6_##T##_##ISA;                                         \
         TABLE.output[0] = fc_wino_output2_##T##_##ISA;                                       \
         TABLE.output[1] = fc_wino_output4_##T##_##ISA;                                       \
-        TABLE.output[2] = fc_wino_output6_##T##_##ISA;                                       \
+        TABLE.output[2] = fc_wino_output5_##T##_##ISA;                                       \
+        TABLE.output[3] = fc_wino_output6_##T##_##ISA;                                       \
         TABLE.weights[0] = fc_wino_weights2_##T##_##ISA;                                     \
         TABLE.weights[1] = fc_wino_weights4_##T##_##ISA;                                     \
-        TABLE.weights[2] = fc_wino_weights6_##T##_##ISA;                                     \
+        TABLE.weights[2] = fc_wino_weights5_##T##_##ISA;                                     \
+        TABLE.weights[3] = fc_wino_weights6_##T##_##ISA;                                     \
     } while (0)
+
+/* the tables' slot of tile size m: 2, 4, 5, 6 -> 0, 1, 2, 3 */
+static inline int fc_wino_index(int m) { return m == 2 ? 0 : m - 3; }
 
 static fc_wino_kernels_float fc_wino_float;
 static fc_wino_kernels_double fc_wino_double;
@@ -188,14 +195,16 @@ static int fc_wino_select(void)
 
 static const char* fc_wino_isa(void) { return fc_cpu_isa_name(fc_wino_level); }
 
-/* The entry points (m = 2, 4 or 6; the caller checks it).
+/* The entry points (m = 2, 4, 5 or 6; the caller checks it).
  *
  * input: V[xi*xi_step + c*ld + (t - t0)] = (B^T d B)[xi] of channel c of tile t, for the
  *   tiles [t0, t0 + count) and every channel (g->channels planes of x per sample, g's input
  *   plane, zero padding outside it); the columns up to count rounded up to FC_WINO_LANES are
  *   zeros. ld >= that rounded count.
  * output: out[n][k][tile's rows and columns] = (A^T M A) (+ bias[k]) for those tiles and the
- *   g->channels planes of out, cut at the output plane's edges; M[xi*xi_step + k*ld + col].
+ *   first g->channels of the g->planes planes per sample of out, cut at the output plane's
+ *   edges; M[xi*xi_step + k*ld + col]. (A range [k0, k1) of the output channels: out and
+ *   bias advanced by k0 planes, mm by k0 rows, channels = k1 - k0.)
  * weights: packed[xi*xi_step + (k / mr)*c_in*mr + c*mr + k % mr] = (G w[k][c] G^T)[xi] for
  *   k in [k0, k1) (computed in double), 0 for k in [k1, k0 + mr): the packed GEMM's A panel
  *   of rows [k0, k0 + mr) of each U[xi] (k0 a multiple of mr, k1 <= k0 + mr). The 3 x 3
@@ -209,21 +218,21 @@ static const char* fc_wino_isa(void) { return fc_cpu_isa_name(fc_wino_level); }
     static void fc_wino_input_##T(int m, const T* x, const fc_wino_geometry* g, ptrdiff_t t0, \
                                   ptrdiff_t count, T* v, ptrdiff_t ld, ptrdiff_t xi_step)     \
     {                                                                                        \
-        fc_wino_##T.input[m / 2 - 1](x, g, t0, count, v, ld, xi_step);                      \
+        fc_wino_##T.input[fc_wino_index(m)](x, g, t0, count, v, ld, xi_step);              \
     }                                                                                        \
     static void fc_wino_output_##T(int m, const T* mm, ptrdiff_t ld, ptrdiff_t xi_step,      \
                                    const T* bias, T* out, const fc_wino_geometry* g,          \
                                    ptrdiff_t t0, ptrdiff_t count)                             \
     {                                                                                        \
-        fc_wino_##T.output[m / 2 - 1](mm, ld, xi_step, bias, out, g, t0, count);            \
+        fc_wino_##T.output[fc_wino_index(m)](mm, ld, xi_step, bias, out, g, t0, count);    \
     }                                                                                        \
     static void fc_wino_weights_##T(int m, const T* w, ptrdiff_t c_in, ptrdiff_t k0,         \
                                     ptrdiff_t k1, int mr, ptrdiff_t k_stride,                 \
                                     ptrdiff_t c_stride, int flip, T* packed,                  \
                                     ptrdiff_t xi_step)                                        \
     {                                                                                        \
-        fc_wino_##T.weights[m / 2 - 1](w, c_in, k0, k1, mr, k_stride, c_stride, flip, packed, \
-                                       xi_step);                                             \
+        fc_wino_##T.weights[fc_wino_index(m)](w, c_in, k0, k1, mr, k_stride, c_stride, flip, \
+                                              packed, xi_step);                              \
     }
 FC_WINO_ENTRIES(float)
 FC_WINO_ENTRIES(double)

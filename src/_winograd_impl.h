@@ -90,7 +90,7 @@ FC_LOCAL void FC_WN(input_any)(int m, int alpha, const double* bt, const FC_T* x
             fc_wino_tile(g, m, t0 + l0 + lane, &n, &row, &col);
             row0[lane] = row - g->pad_top;
             col0[lane] = col - g->pad_left;
-            base[lane] = x + n * g->channels * plane;
+            base[lane] = x + n * g->planes * plane;
             kind[lane] = 2;
             if (row0[lane] >= 0 && col0[lane] >= 0 && row0[lane] + alpha <= g->in_h) {
                 if (col0[lane] + P <= in_w)
@@ -191,7 +191,7 @@ FC_LOCAL void FC_WN(output_any)(int m, int alpha, const double* at, const FC_T* 
         lanes = (int)(count - l0 < FC_L ? count - l0 : FC_L);
         for (lane = 0; lane < lanes; lane++) {
             fc_wino_tile(g, m, t0 + l0 + lane, &n, &row, &col);
-            base[lane] = n * g->channels * plane + row * out_w + col;
+            base[lane] = n * g->planes * plane + row * out_w + col;
             rows[lane] = (int)(g->out_h - row < m ? g->out_h - row : m);
             cols[lane] = (int)(out_w - col < m ? out_w - col : m);
         }
@@ -327,6 +327,7 @@ FC_LOCAL void FC_WN(weights_any)(int alpha, const double* gm, const FC_T* w, ptr
     }
 FC_W_KERNELS(2, 4)
 FC_W_KERNELS(4, 6)
+FC_W_KERNELS(5, 7)
 FC_W_KERNELS(6, 8)
 #undef FC_W_KERNELS
 

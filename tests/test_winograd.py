@@ -1,5 +1,5 @@
 """Winograd F(m x m, 3 x 3) convolution (issue 15): ``algorithm='winograd'`` and the
-'winograd' path of fastconv._paths, for each tile size m = 2, 4, 6.
+'winograd' path of fastconv._paths, for each tile size m = 2, 4, 5, 6.
 
 Against the float64 NumPy reference and PyTorch: float64 to ~1e-13, float32 within the
 documented bound (1e-4 of max|y| on data of one scale); the input gradient by finite
@@ -13,13 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastconv
-from fastconv import _paths, conv, nn
+from fastconv import _paths, conv, nn, optim
 from fastconv._plan import clear_plans, use_paths
 from helpers import assert_isa_capped, run_at_isa
 from reference.conv import conv2d_backward_ref, conv2d_ref
 from reference.nn import numerical_gradient
 
-TILES = (2, 4, 6)
+TILES = (2, 4, 5, 6)
 # the documented float32 bound: max |y - y_exact| <= F32_BOUND * max |y_exact|
 F32_BOUND = 1e-4
 F64_BOUND = 1e-12
@@ -239,6 +239,28 @@ def test_bits_independent_of_thread_count(tile, rng, dtype):
         assert gx.tobytes() == results[0][1].tobytes()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bits_independent_of_output_channel_parts(tile, rng, dtype):
+    """Where the blocks of tiles do not share out evenly among the threads, each block's
+    output channels are cut into parts (whole GEMM panels): the same bits as one thread,
+    with the bias and with output channels past a whole panel."""
+    x, weight = _data(rng, (3, 8, 14, 14), dtype), _data(rng, (41, 8, 3, 3), dtype)
+    bias = _data(rng, 41, dtype)
+    gy = _data(rng, (3, 41, 14, 14), dtype)
+    results = []
+    for threads in (1, 2, 3, 5):
+        with fastconv.threads(threads):
+            y = fastconv.conv2d(x, weight, bias, padding=1, algorithm="winograd")
+            gx = fastconv.conv2d_backward(gy, x, weight, padding=1, need=("input",),
+                                          algorithm="winograd")[0]
+        results.append((y, gx))
+    for y, gx in results[1:]:
+        assert y.tobytes() == results[0][0].tobytes()
+        assert gx.tobytes() == results[0][1].tobytes()
+    bound = F32_BOUND if dtype == np.float32 else F64_BOUND
+    assert _relative_error(results[0][0], conv2d_ref(x, weight, bias, pads=(1,) * 4)) <= bound
+
+
 def test_path_choice(rng):
     x, weight = _data(rng, (2, 4, 10, 10), np.float32), _data(rng, (8, 4, 3, 3), np.float32)
     assert _plan(x, weight).forward.name != "winograd"                 # 'auto': never
@@ -314,27 +336,151 @@ def test_cli_accepts_algorithm():
 
 
 @pytest.mark.parametrize("isa", ["generic", "avx2"])
-def test_instruction_set_builds(isa, tmp_path):
+def test_instruction_set_builds(isa, tmp_path, monkeypatch):
     """Each build of the transforms (FASTCONV_ISA caps it) computes the same convolution, to
     the rounding of its arithmetic (builds with FMA may differ in the last bits)."""
     code = (
         "import sys, numpy as np, fastconv\n"
-        "from fastconv import _conv\n"
-        "rng = np.random.default_rng(0)\n"
-        "for dtype in (np.float32, np.float64):\n"
-        "    x = rng.standard_normal((2, 5, 13, 11)).astype(dtype)\n"
-        "    w = rng.standard_normal((7, 5, 3, 3)).astype(dtype)\n"
-        "    y = fastconv.conv2d(x, w, padding=1, algorithm='winograd')\n"
-        "    np.save(sys.argv[1] + '/' + np.dtype(dtype).name + '.npy', y)\n"
+        "from fastconv import _conv, _paths\n"
+        f"for m in {TILES}:\n"
+        "    _paths.WINOGRAD_TILES = (m,)\n"
+        "    rng = np.random.default_rng(0)\n"
+        "    for dtype in (np.float32, np.float64):\n"
+        "        x = rng.standard_normal((2, 5, 13, 11)).astype(dtype)\n"
+        "        w = rng.standard_normal((7, 5, 3, 3)).astype(dtype)\n"
+        "        y = fastconv.conv2d(x, w, padding=1, algorithm='winograd')\n"
+        "        np.save(f'{sys.argv[1]}/{m}-{np.dtype(dtype).name}.npy', y)\n"
         "print(_conv.winograd_isa())\n"
     )
     stdout = run_at_isa(code, isa, tmp_path, tmp_path, timeout=600)
     assert_isa_capped(stdout.split()[-1], isa)
-    rng = np.random.default_rng(0)
-    for dtype in (np.float32, np.float64):
-        x = rng.standard_normal((2, 5, 13, 11)).astype(dtype)
-        w = rng.standard_normal((7, 5, 3, 3)).astype(dtype)
-        y = fastconv.conv2d(x, w, padding=1, algorithm="winograd")
-        other = np.load(tmp_path / f"{np.dtype(dtype).name}.npy")
-        bound = F32_BOUND if dtype == np.float32 else F64_BOUND
-        assert _relative_error(other, y) <= bound / 10
+    for m in TILES:
+        monkeypatch.setattr(_paths, "WINOGRAD_TILES", (m,))
+        clear_plans()
+        rng = np.random.default_rng(0)
+        for dtype in (np.float32, np.float64):
+            x = rng.standard_normal((2, 5, 13, 11)).astype(dtype)
+            w = rng.standard_normal((7, 5, 3, 3)).astype(dtype)
+            y = fastconv.conv2d(x, w, padding=1, algorithm="winograd")
+            other = np.load(tmp_path / f"{m}-{np.dtype(dtype).name}.npy")
+            bound = F32_BOUND if dtype == np.float32 else F64_BOUND
+            assert _relative_error(other, y) <= bound / 10
+    clear_plans()
+
+
+# ---------------------------------------------------------------- kept weight transforms
+
+def _cold(x, weight, **kwargs):
+    """The convolution with no transform kept (what a first call computes)."""
+    _paths.clear_winograd_weights()
+    return fastconv.conv2d(x, weight, algorithm="winograd", **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kept_weights_same_bits_as_a_first_call(rng, dtype):
+    x, weight = _data(rng, (2, 6, 14, 14), dtype), _data(rng, (9, 6, 3, 3), dtype)
+    cold = _cold(x, weight, padding=1)
+    key = _paths._winograd_weights_key(weight, _paths.winograd_tile(
+        _plan(x, weight, algorithm="winograd")), False)
+    assert key in _paths._WINOGRAD_WEIGHTS
+    for _ in range(2):
+        warm = fastconv.conv2d(x, weight, padding=1, algorithm="winograd")
+        assert warm.tobytes() == cold.tobytes()
+    # another array with the same bytes: the same result, whichever entry it finds
+    assert fastconv.conv2d(x, weight.copy(), padding=1,
+                           algorithm="winograd").tobytes() == cold.tobytes()
+
+
+def test_weights_changed_in_place_are_transformed_again(rng):
+    """The weights an optimiser or a user changes in place are never served a stale
+    transform: one element, a sign of zero, an in-place step of every element."""
+    x, weight = _data(rng, (2, 4, 10, 10), np.float32), _data(rng, (5, 4, 3, 3), np.float32)
+    fastconv.conv2d(x, weight, padding=1, algorithm="winograd")  # kept
+    weight[4, 3, 2, 2] += 1.0  # the last element: a compare that stops early cannot miss it
+    warm = fastconv.conv2d(x, weight, padding=1, algorithm="winograd")
+    assert warm.tobytes() == _cold(x, weight, padding=1).tobytes()
+    assert not np.array_equal(warm, fastconv.conv2d(x, weight - np.float32(1.0), padding=1,
+                                                    algorithm="winograd"))
+    weight[:] = 0.0
+    fastconv.conv2d(x, weight, padding=1, algorithm="winograd")  # kept with +0.0
+    weight[0, 0, 1, 1] = -0.0  # equal as numbers, not as bytes
+    warm = fastconv.conv2d(x, weight, padding=1, algorithm="winograd")
+    assert warm.tobytes() == _cold(x, weight, padding=1).tobytes()
+    layer = nn.Conv2d(4, 5, 3, padding=1, seed=0, algorithm="winograd")
+    y0 = layer(x)
+    layer.backward(np.ones_like(y0))
+    optim.SGD(layer.parameters(), lr=0.1).step()
+    y1 = layer(x)
+    assert not np.array_equal(y0, y1)
+    assert y1.tobytes() == _cold(x, layer.weight.data, padding=1,
+                                 bias=layer.bias.data).tobytes()
+
+
+def test_kept_weights_input_gradient(rng):
+    """The forward pass's and the input gradient's transforms of one weight are kept apart
+    (the input gradient's is of the flipped, transposed kernels)."""
+    x, weight = _data(rng, (2, 6, 9, 9), np.float64), _data(rng, (6, 6, 3, 3), np.float64)
+    gy = _data(rng, (2, 6, 9, 9), np.float64)
+    _paths.clear_winograd_weights()
+    expected = fastconv.conv2d_backward(gy, x, weight, padding=1, need=("input",),
+                                        algorithm="winograd")[0]
+    _paths.clear_winograd_weights()
+    for _ in range(2):
+        fastconv.conv2d(x, weight, padding=1, algorithm="winograd")
+        gx = fastconv.conv2d_backward(gy, x, weight, padding=1, need=("input",),
+                                      algorithm="winograd")[0]
+        assert gx.tobytes() == expected.tobytes()
+
+
+def test_kept_weights_bounded(rng, monkeypatch):
+    _paths.clear_winograd_weights()
+    x = _data(rng, (1, 16, 8, 8), np.float32)
+    weights = [_data(rng, (16, 16, 3, 3), np.float32) for _ in range(6)]
+    fastconv.conv2d(x, weights[0], padding=1, algorithm="winograd")
+    (copy, packed), = _paths._WINOGRAD_WEIGHTS.values()
+    size = copy.nbytes + packed.nbytes
+    monkeypatch.setattr(_paths, "WINOGRAD_WEIGHTS_BYTES", 5 * size // 2)
+    monkeypatch.setattr(_paths, "WINOGRAD_WEIGHTS_KEEP_BYTES", size)
+    _paths.clear_winograd_weights()
+    results = [fastconv.conv2d(x, w, padding=1, algorithm="winograd") for w in weights]
+    # the two most recent kept, the others forgotten oldest first
+    assert [key[0] for key in _paths._WINOGRAD_WEIGHTS] == [id(w) for w in weights[-2:]]
+    for w, y in zip(weights, results):
+        assert fastconv.conv2d(x, w, padding=1, algorithm="winograd").tobytes() == y.tobytes()
+    # a layer larger than the per-layer limit is transformed every call, never kept
+    _paths.clear_winograd_weights()
+    big = _data(rng, (64, 16, 3, 3), np.float32)
+    fastconv.conv2d(x, big, padding=1, algorithm="winograd")
+    assert not _paths._WINOGRAD_WEIGHTS
+
+
+def test_kept_weights_from_python_threads(rng):
+    """Calls from several Python threads at once, some with weights changed between calls:
+    each gets the bits of a first call with its own weights (an entry is used by one call at
+    a time)."""
+    import threading
+
+    x = _data(rng, (2, 8, 14, 14), np.float32)
+    weights = [_data(rng, (16, 8, 3, 3), np.float32) for _ in range(3)]
+    expected = [_cold(x, w, padding=1) for w in weights]
+    shared = weights[0].copy()
+    errors = []
+
+    def run(index):
+        for step in range(6):
+            if index == 0:  # the same weights every call: hits
+                y, want = fastconv.conv2d(x, shared, padding=1, algorithm="winograd"), 0
+            else:  # another array, switched between two values in place: misses
+                own = weights[index].copy() if step == 0 else own
+                want = index if step % 2 == 0 else 0
+                own[...] = weights[want]
+                y = fastconv.conv2d(x, own, padding=1, algorithm="winograd")
+            if y.tobytes() != expected[want].tobytes():
+                errors.append((index, step))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors

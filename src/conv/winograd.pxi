@@ -1,4 +1,4 @@
-# Winograd F(m x m, 3 x 3) convolution (m = 2, 4 or 6) for 3x3, stride 1, dilation 1, one
+# Winograd F(m x m, 3 x 3) convolution (m = 2, 4, 5 or 6) for 3x3, stride 1, dilation 1, one
 # group: the transforms of src/_winograd.h around the packed GEMM of src/_gemm.h.
 #
 # The tiles of the whole batch (m x m outputs each, numbered sample-major) are cut into blocks
@@ -19,6 +19,7 @@ cdef extern from "_winograd.h" nogil:
         Py_ssize_t out_h, out_w
         Py_ssize_t pad_top, pad_left
         Py_ssize_t tiles_h, tiles_w
+        Py_ssize_t planes
     int fc_wino_select()
     const char* fc_wino_isa()
     void fc_wino_input_float(int m, const float* x, const fc_wino_geometry* g, Py_ssize_t t0,
@@ -62,6 +63,19 @@ def winograd_sizes(Py_ssize_t m, Py_ssize_t in_channels, Py_ssize_t out_channels
             + align)
 
 
+def same_bytes(const unsigned char[::1] a, const unsigned char[::1] b):
+    """Whether two byte buffers hold the same bytes (memcmp: -0.0 and 0.0 differ, a NaN
+    equals itself), without the temporary of numpy.array_equal."""
+    cdef int differ
+    if a.shape[0] != b.shape[0]:
+        return False
+    if a.shape[0] == 0:
+        return True
+    with nogil:
+        differ = memcmp(&a[0], &b[0], a.shape[0])
+    return differ == 0
+
+
 cdef inline Py_ssize_t wino_step(Py_ssize_t size, Py_ssize_t line) noexcept nogil:
     """The distance between the alpha^2 planes of U, V or M: their size and one cache line
     (``line`` elements). The transforms read or write one row of every plane per step; at a
@@ -102,7 +116,7 @@ def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
                      const floating[::1] bias, floating[:, :, :, ::1] out,
                      floating[::1] packed_weight, floating[:, ::1] workspace, int m,
                      Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t block,
-                     int num_threads, bint transposed=False):
+                     int num_threads, bint transposed=False, bint weights_ready=False):
     """out = conv2d(x, weight, bias, padding=(pad_top, pad_left) and whatever out's size
     implies on the far sides), for a (K, C, 3, 3) weight, by Winograd F(m x m, 3 x 3).
     With ``transposed``, ``weight`` is (C, K, 3, 3) and the kernel of output channel k and
@@ -111,7 +125,9 @@ def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
 
     ``bias`` may be None. ``packed_weight`` and each of ``workspace``'s rows (one per thread)
     are sized by winograd_sizes(m, C, K, block, ...); ``block`` is a multiple of
-    FC_WINO_LANES. The caller checks every shape (fastconv._paths.Winograd).
+    FC_WINO_LANES. With ``weights_ready``, ``packed_weight`` already holds this ``weight``'s
+    transform (same m, same ``transposed``; fastconv._paths keeps them), read, not written.
+    The caller checks every shape (fastconv._paths.Winograd).
     """
     cdef Py_ssize_t batch = x.shape[0], c_in = x.shape[1], k_out = out.shape[1]
     cdef Py_ssize_t k_stride = 9 if transposed else c_in * 9
@@ -126,6 +142,9 @@ def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     cdef Py_ssize_t v_step = wino_step(c_in * ld, line), m_step = wino_step(k_out * ld, line)
     cdef fc_wino_geometry gin, gout
     cdef Py_ssize_t n_tiles, n_blocks, n_panels, panel, chunk, first, last, b, t0, count, xi
+    cdef Py_ssize_t parts, unit, part, done, k0, k1
+    cdef const floating* part_bias
+    cdef fc_wino_geometry part_geometry
     cdef floating* u = aligned(&packed_weight[0])
     cdef floating* v
     cdef floating* mm
@@ -139,31 +158,59 @@ def winograd_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     gin.pad_left = pad_left
     gin.tiles_h = (gin.out_h + m - 1) // m
     gin.tiles_w = (gin.out_w + m - 1) // m
+    gin.planes = c_in
     gout = gin
     gout.channels = k_out
+    gout.planes = k_out
     n_tiles = batch * gin.tiles_h * gin.tiles_w
     n_blocks = (n_tiles + block - 1) // block
     n_panels = k_pad // mr
     if n_tiles == 0 or k_out == 0:
         return
-    with nogil, parallel(num_threads=num_threads):
-        # U[xi] = G w G^T as the GEMM's A panels, a panel of mr output channels per step (the
-        # padding rows of the last one zeros: the GEMM computes and drops them)
-        for panel in prange(n_panels, schedule="static"):
-            wino_weights(m, &weight[0, 0, 0, 0], c_in, panel * mr,
-                         (panel + 1) * mr if (panel + 1) * mr < k_out else k_out, mr,
-                         k_stride, c_stride, transposed, u, u_step)
+    # The units of work: each block's output channels in `parts` ranges of whole GEMM panels.
+    # One part per block where the blocks share out evenly among the threads; else one per
+    # thread, so that the threads' shares differ by a part, not by a block (vgg14 at m = 5:
+    # 5 blocks of 16 tiles, 3 against 2 on two threads). A thread transforms a block's input
+    # once for its consecutive parts of it. Each output row comes from the same GEMM panel
+    # and the same transform whatever the parts: the bits never depend on them.
+    parts = 1
+    if n_blocks % num_threads != 0:
+        parts = num_threads if num_threads < n_panels else n_panels
+    if not weights_ready:
+        with nogil, parallel(num_threads=num_threads):
+            # U[xi] = G w G^T as the GEMM's A panels, a panel of mr output channels per step (the
+            # padding rows of the last one zeros: the GEMM computes and drops them)
+            for panel in prange(n_panels, schedule="static"):
+                wino_weights(m, &weight[0, 0, 0, 0], c_in, panel * mr,
+                             (panel + 1) * mr if (panel + 1) * mr < k_out else k_out, mr,
+                             k_stride, c_stride, transposed, u, u_step)
     with nogil, parallel(num_threads=num_threads):
         v = aligned(&workspace[threadid(), 0])
         mm = v + a2 * v_step
         for chunk in prange(num_threads, schedule="static"):
-            first = chunk_start(chunk, n_blocks, num_threads)
-            last = chunk_start(chunk + 1, n_blocks, num_threads)
-            for b in range(first, last):
+            first = chunk_start(chunk, n_blocks * parts, num_threads)
+            last = chunk_start(chunk + 1, n_blocks * parts, num_threads)
+            done = -1
+            for unit in range(first, last):
+                b = unit // parts
+                part = unit % parts
                 t0 = b * block
                 count = n_tiles - t0 if n_tiles - t0 < block else block
-                wino_input(m, &x[0, 0, 0, 0], &gin, t0, count, v, ld, v_step)
+                if b != done:
+                    wino_input(m, &x[0, 0, 0, 0], &gin, t0, count, v, ld, v_step)
+                    done = b
+                k0 = chunk_start(part, n_panels, parts) * mr
+                k1 = chunk_start(part + 1, n_panels, parts) * mr
+                if k1 > k_out:
+                    k1 = k_out
+                if k0 >= k1:
+                    continue
                 for xi in range(a2):
-                    gemm_packed(k_out, count, c_in, u + xi * u_step, v + xi * v_step, nr, ld,
-                                NULL, mm + xi * m_step, ld)
-                wino_output(m, mm, ld, m_step, bias_ptr, &out[0, 0, 0, 0], &gout, t0, count)
+                    gemm_packed(k1 - k0, count, c_in, u + xi * u_step + k0 * c_in,
+                                v + xi * v_step, nr, ld, NULL, mm + xi * m_step + k0 * ld, ld)
+                part_geometry = gout
+                part_geometry.channels = k1 - k0
+                part_bias = bias_ptr + k0 if bias_ptr != NULL else NULL
+                wino_output(m, mm + k0 * ld, ld, m_step, part_bias,
+                            &out[0, 0, 0, 0] + gout.out_h * gout.out_w * k0, &part_geometry,
+                            t0, count)
