@@ -68,6 +68,7 @@ def main(argv=None):
           f"(min) of {args.repeats}, ms; ISA {fastconv._conv.ISA}; torch {torch.__version__}")
     rng = np.random.default_rng(0)
     totals = {"fastconv": 0.0, "torch": 0.0}
+    minima = {"fastconv": 0.0, "torch": 0.0}
     for channels, size in SHAPES:
         shape = (args.batch_size, channels, size, size)
         x = rng.standard_normal(shape).astype(np.float32)
@@ -100,11 +101,15 @@ def main(argv=None):
             count = COUNT[(channels, size)].get(variant, 0)
             totals["fastconv"] += count * ours_med
             totals["torch"] += count * theirs_med
+            minima["fastconv"] += count * ours_min
+            minima["torch"] += count * theirs_min
             print(f"{channels:4d}@{size:2d} {variant:9s} fastconv {ours_med:6.3f} "
                   f"({ours_min:6.3f})  torch {theirs_med:6.3f} ({theirs_min:6.3f})  "
                   f"ratio {ours_med / theirs_med:4.2f}", flush=True)
     print(f"per step as models.build('resnet') uses them: fastconv {totals['fastconv']:.2f} ms,"
-          f" torch {totals['torch']:.2f} ms, ratio {totals['fastconv'] / totals['torch']:.2f}")
+          f" torch {totals['torch']:.2f} ms, ratio {totals['fastconv'] / totals['torch']:.2f}; "
+          f"of the minima: fastconv {minima['fastconv']:.2f} ms, torch {minima['torch']:.2f} ms, "
+          f"ratio {minima['fastconv'] / minima['torch']:.2f}")
     return 0
 
 

@@ -162,14 +162,23 @@ def batch_norm_backward(const floating[:, :, ::1] grad_output, const floating[:,
     cdef double sum_gy, sum_gy_dev, invstd, count, a, b, shift
     cdef floating fa, fb, fshift
     cdef bint write_residual = grad_residual.shape[0] != 0
+    # with a ReLU, the first pass writes the masked gradient where the second pass takes it
+    # from: grad_residual, or grad_input itself (then overwritten in place), so that the
+    # second pass reads two streams (it and x), not three (grad_output, output and x)
+    cdef bint stage_in_input = relu and need_input and not write_residual
+    cdef floating* masked
     with nogil:
         for c in prange(channels, schedule='static', num_threads=num_threads):
             invstd = 1.0 / sqrt(var[c] + eps)
             sum_gy = 0
             sum_gy_dev = 0
+            masked = NULL
+            if write_residual:
+                masked = &grad_residual[0, c, 0]
+            elif stage_in_input:
+                masked = &grad_input[0, c, 0]
             _gradient_sums(&grad_output[0, c, 0], &x[0, c, 0], &output[0, c, 0] if relu else NULL,
-                           &grad_residual[0, c, 0] if write_residual else NULL, batch, stride,
-                           length, mean[c], &sum_gy, &sum_gy_dev)
+                           masked, batch, stride, length, mean[c], &sum_gy, &sum_gy_dev)
             grad_bias[c] = sum_gy
             grad_weight[c] = sum_gy_dev * invstd
             if not need_input:
@@ -185,11 +194,11 @@ def batch_norm_backward(const floating[:, :, ::1] grad_output, const floating[:,
             fa = <floating>a
             fb = <floating>b
             fshift = <floating>shift
-            if write_residual:
-                # the masked gradient is already in grad_residual: one stream, not two
-                _grad_input(&grad_input[0, c, 0], &grad_residual[0, c, 0], &x[0, c, 0], NULL,
-                            batch, stride, length, fa, fb, fshift)
+            if masked != NULL:
+                # the masked gradient, written by the first pass (in place when it is
+                # grad_input: each element is read before it is written)
+                _grad_input(&grad_input[0, c, 0], masked, &x[0, c, 0], NULL, batch, stride,
+                            length, fa, fb, fshift)
             else:
-                _grad_input(&grad_input[0, c, 0], &grad_output[0, c, 0], &x[0, c, 0],
-                            &output[0, c, 0] if relu else NULL, batch, stride, length, fa, fb,
-                            fshift)
+                _grad_input(&grad_input[0, c, 0], &grad_output[0, c, 0], &x[0, c, 0], NULL,
+                            batch, stride, length, fa, fb, fshift)
