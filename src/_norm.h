@@ -164,7 +164,14 @@ FC_NORM_GENERIC(double, d, unsigned long long)
 
 /* ------------------------------------------------------- AVX2 and AVX-512 (x86-64 only) */
 
-#if FC_HAVE_X86_TARGETS
+/* the wide builds need __builtin_convertvector (clang, GCC >= 9) besides target attributes */
+#if FC_HAVE_X86_TARGETS && (defined(__clang__) || __GNUC__ >= 9)
+#define FC_NORM_WIDE 1
+#else
+#define FC_NORM_WIDE 0
+#endif
+
+#if FC_NORM_WIDE
 /* an empty asm that claims to change v (kept in a vector register): what it returns cannot
  * be fused with the operation that made it, nor with the one that takes it */
 #define FC_NORM_OPAQUE(v) __asm__("" : "+v"(v))
@@ -215,11 +222,12 @@ static fc_norm_kernels fc_norm_in_force;
         fc_norm_in_force.grad_input_d = fc_norm_grad_input_d_##ISA;              \
     } while (0)
 
-/* fill the table for the level in force (called once, at import); returns the build chosen */
+/* fill the table for the level in force (called once, at import); returns the build chosen
+ * (AVX-512 CPUs run the AVX-512 build: 16 sums are two of its vectors) */
 static int fc_norm_select(void)
 {
     FC_NORM_FILL(generic);
-#if FC_HAVE_X86_TARGETS
+#if FC_NORM_WIDE
     int level = fc_cpu_isa();
     if (level >= FC_ISA_AVX512) {
         FC_NORM_FILL(avx512);
