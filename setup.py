@@ -32,7 +32,7 @@ EXTRA_DEPENDS = {"_conv": ["src/_cpu.h", "src/_depthwise.h", "src/_depthwise_imp
                            "src/_stage.h", "src/_winograd.h", "src/_winograd_impl.h",
                            "src/_winograd_matrices.h"],
                  "_pool": ["src/_cpu.h", "src/_pool.h", "src/_pool_impl.h"],
-                 "_norm": ["src/_norm.h", "src/_simd.h"]}
+                 "_norm": ["src/_norm.h", "src/_norm_impl.h", "src/_cpu.h"]}
 
 OPENMP_TEST_PROGRAM = textwrap.dedent(
     """

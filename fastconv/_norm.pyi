@@ -55,3 +55,5 @@ class _BatchNormBackward(Protocol):
     def __getitem__(self, signature: str, /) -> _BatchNormBackward: ...  # "float" or "double"
 
 batch_norm_backward: _BatchNormBackward
+
+ISA: str  # the build the kernels run: "generic", "avx2" or "avx512" (src/_norm.h; same bits)

@@ -1,8 +1,10 @@
 """Batch normalisation kernels over (N, C, L) arrays (L = H*W), forward and backward.
 
 Every kernel runs one channel per iteration of a ``prange`` over the C channels; a channel's
-sums are taken by one thread in a fixed order (four float64 partial sums per quantity, added
-in a fixed tree), so results are bit-identical whatever the thread count.
+sums are taken by one thread in a fixed order (16 float64 partial sums per quantity, added
+in a fixed tree; src/_norm.h), so results are bit-identical whatever the thread count, and
+whatever the instruction set (``ISA``: the generic, AVX2 and AVX-512 builds of the loops
+run the same operations).
 
 Forward: ``y = (x - mean) * invstd * weight + bias`` with ``invstd = 1/sqrt(var + eps)``; in
 training the mean and the biased variance are the channel's over (N, L), from one pass of
@@ -24,72 +26,88 @@ from libc.math cimport sqrt
 from _types cimport floating
 
 cdef extern from "_norm.h" nogil:
-    # the rows' loops, vectorised where the compiler has vector extensions (same bits)
-    void fc_norm_shifted_sums_f(const float* values, Py_ssize_t count, double shift,
-                                double* total, double* squares)
-    void fc_norm_shifted_sums_d(const double* values, Py_ssize_t count, double shift,
-                                double* total, double* squares)
+    # one channel's rows (row r at base + r * stride); the build for the CPU's instruction
+    # set (generic, avx2, avx512: the same bits), chosen once by fc_norm_select()
+    int fc_norm_select()
+    const char* fc_cpu_isa_name(int level)
+    void fc_norm_shifted_sums_f(const float* values, Py_ssize_t rows, Py_ssize_t stride,
+                                Py_ssize_t length, double shift, double* total,
+                                double* squares)
+    void fc_norm_shifted_sums_d(const double* values, Py_ssize_t rows, Py_ssize_t stride,
+                                Py_ssize_t length, double shift, double* total,
+                                double* squares)
     void fc_norm_gradient_sums_f(const float* grad, const float* values, const float* output,
-                                 float* grad_residual, Py_ssize_t count, double mean, int relu,
-                                 double* total, double* products)
+                                 float* grad_residual, Py_ssize_t rows, Py_ssize_t stride,
+                                 Py_ssize_t length, double mean, double* total,
+                                 double* products)
     void fc_norm_gradient_sums_d(const double* grad, const double* values,
-                                 const double* output, double* grad_residual, Py_ssize_t count,
-                                 double mean, int relu, double* total, double* products)
+                                 const double* output, double* grad_residual, Py_ssize_t rows,
+                                 Py_ssize_t stride, Py_ssize_t length, double mean,
+                                 double* total, double* products)
     void fc_norm_affine_f(float* out, const float* values, const float* residual,
-                          Py_ssize_t count, float scale, float shift, int relu)
+                          Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t length, float scale,
+                          float shift, int relu)
     void fc_norm_affine_d(double* out, const double* values, const double* residual,
-                          Py_ssize_t count, double scale, double shift, int relu)
+                          Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t length, double scale,
+                          double shift, int relu)
     void fc_norm_grad_input_f(float* grad_input, const float* grad, const float* values,
-                              const float* output, Py_ssize_t count, float a, float b, float c)
+                              const float* output, Py_ssize_t rows, Py_ssize_t stride,
+                              Py_ssize_t length, float a, float b, float c)
     void fc_norm_grad_input_d(double* grad_input, const double* grad, const double* values,
-                              const double* output, Py_ssize_t count, double a, double b,
-                              double c)
+                              const double* output, Py_ssize_t rows, Py_ssize_t stride,
+                              Py_ssize_t length, double a, double b, double c)
 
 
-cdef inline void _shifted_sums(const floating* values, Py_ssize_t count, double shift,
-                               double* total, double* squares) noexcept nogil:
-    """total += sum(values - shift), squares += sum((values - shift)**2), in float64 with
-    four partial sums each, added in a fixed tree (src/_norm.h). Shifted by a value of the
-    channel, so that the variance E[d^2] - E[d]^2 does not cancel when the mean is large."""
+ISA = fc_cpu_isa_name(fc_norm_select()).decode("ascii")  # the build every kernel here runs
+
+
+cdef inline void _shifted_sums(const floating* values, Py_ssize_t rows, Py_ssize_t stride,
+                               Py_ssize_t length, double shift, double* total,
+                               double* squares) noexcept nogil:
+    """total = sum(values - shift), squares = sum((values - shift)**2) over a channel's rows,
+    in float64 with 16 partial sums each, added in a fixed tree (src/_norm.h). Shifted by a
+    value of the channel, so that the variance E[d^2] - E[d]^2 does not cancel when the mean
+    is large."""
     if floating is float:
-        fc_norm_shifted_sums_f(values, count, shift, total, squares)
+        fc_norm_shifted_sums_f(values, rows, stride, length, shift, total, squares)
     else:
-        fc_norm_shifted_sums_d(values, count, shift, total, squares)
+        fc_norm_shifted_sums_d(values, rows, stride, length, shift, total, squares)
 
 
 cdef inline void _gradient_sums(const floating* grad, const floating* values,
                                 const floating* output, floating* grad_residual,
-                                Py_ssize_t count, double mean, bint relu,
-                                double* total, double* products) noexcept nogil:
-    """total += sum(g), products += sum(g * (values - mean)), g = grad, or with ``relu``
-    grad where output > 0 and 0 elsewhere (written to grad_residual when it is not NULL);
-    float64, four partial sums each, a fixed tree."""
+                                Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t length,
+                                double mean, double* total, double* products) noexcept nogil:
+    """total = sum(g), products = sum(g * (values - mean)) over a channel's rows, g = grad,
+    or grad where output > 0 and 0 elsewhere when ``output`` is not NULL (written to
+    grad_residual when that is not NULL); float64, 16 partial sums each, a fixed tree."""
     if floating is float:
-        fc_norm_gradient_sums_f(grad, values, output, grad_residual, count, mean, relu, total,
-                                products)
+        fc_norm_gradient_sums_f(grad, values, output, grad_residual, rows, stride, length, mean,
+                                total, products)
     else:
-        fc_norm_gradient_sums_d(grad, values, output, grad_residual, count, mean, relu, total,
-                                products)
+        fc_norm_gradient_sums_d(grad, values, output, grad_residual, rows, stride, length, mean,
+                                total, products)
 
 
 cdef inline void _affine(floating* out, const floating* values, const floating* residual,
-                         Py_ssize_t count, floating scale, floating shift,
-                         bint relu) noexcept nogil:
+                         Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t length, floating scale,
+                         floating shift, bint relu) noexcept nogil:
     """out = values * scale + shift (+ residual when not NULL) (then max(., 0) with relu)."""
     if floating is float:
-        fc_norm_affine_f(out, values, residual, count, scale, shift, relu)
+        fc_norm_affine_f(out, values, residual, rows, stride, length, scale, shift, relu)
     else:
-        fc_norm_affine_d(out, values, residual, count, scale, shift, relu)
+        fc_norm_affine_d(out, values, residual, rows, stride, length, scale, shift, relu)
 
 
 cdef inline void _grad_input(floating* grad_input, const floating* grad,
-                             const floating* values, const floating* output, Py_ssize_t count,
-                             floating a, floating b, floating c) noexcept nogil:
+                             const floating* values, const floating* output, Py_ssize_t rows,
+                             Py_ssize_t stride, Py_ssize_t length, floating a, floating b,
+                             floating c) noexcept nogil:
     """grad_input = g * a + values * b + c, g = grad masked by output > 0 (when not NULL)."""
     if floating is float:
-        fc_norm_grad_input_f(grad_input, grad, values, output, count, a, b, c)
+        fc_norm_grad_input_f(grad_input, grad, values, output, rows, stride, length, a, b, c)
     else:
-        fc_norm_grad_input_d(grad_input, grad, values, output, count, a, b, c)
+        fc_norm_grad_input_d(grad_input, grad, values, output, rows, stride, length, a, b, c)
 
 
 def batch_norm_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
@@ -104,7 +122,7 @@ def batch_norm_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
     are read from there.
     """
     cdef Py_ssize_t batch = x.shape[0], channels = x.shape[1], length = x.shape[2]
-    cdef Py_ssize_t c, n
+    cdef Py_ssize_t c, stride = channels * length
     cdef double total, squares, shift, count, channel_mean, invstd, scale
     cdef bint add = residual.shape[0] != 0
     with nogil:
@@ -113,17 +131,16 @@ def batch_norm_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
                 total = 0
                 squares = 0
                 shift = x[0, c, 0]
-                for n in range(batch):
-                    _shifted_sums(&x[n, c, 0], length, shift, &total, &squares)
+                _shifted_sums(&x[0, c, 0], batch, stride, length, shift, &total, &squares)
                 count = <double>(batch * length)
                 channel_mean = total / count
                 mean[c] = shift + channel_mean
                 var[c] = max(squares / count - channel_mean * channel_mean, 0.0)
             invstd = 1.0 / sqrt(var[c] + eps)
             scale = weight[c] * invstd
-            for n in range(batch):
-                _affine(&out[n, c, 0], &x[n, c, 0], &residual[n, c, 0] if add else NULL,
-                        length, <floating>scale, <floating>(bias[c] - mean[c] * scale), relu)
+            _affine(&out[0, c, 0], &x[0, c, 0], &residual[0, c, 0] if add else NULL, batch,
+                    stride, length, <floating>scale, <floating>(bias[c] - mean[c] * scale),
+                    relu)
 
 
 def batch_norm_backward(const floating[:, :, ::1] grad_output, const floating[:, :, ::1] x,
@@ -141,20 +158,27 @@ def batch_norm_backward(const floating[:, :, ::1] grad_output, const floating[:,
     forward added)."""
     cdef Py_ssize_t batch = grad_output.shape[0], channels = grad_output.shape[1]
     cdef Py_ssize_t length = grad_output.shape[2]
-    cdef Py_ssize_t c, n
+    cdef Py_ssize_t c, stride = channels * length
     cdef double sum_gy, sum_gy_dev, invstd, count, a, b, shift
     cdef floating fa, fb, fshift
     cdef bint write_residual = grad_residual.shape[0] != 0
+    # with a ReLU, the first pass writes the masked gradient where the second pass takes it
+    # from: grad_residual, or grad_input itself (then overwritten in place), so that the
+    # second pass reads two streams (it and x), not three (grad_output, output and x)
+    cdef bint stage_in_input = relu and need_input and not write_residual
+    cdef floating* masked
     with nogil:
         for c in prange(channels, schedule='static', num_threads=num_threads):
             invstd = 1.0 / sqrt(var[c] + eps)
             sum_gy = 0
             sum_gy_dev = 0
-            for n in range(batch):
-                _gradient_sums(&grad_output[n, c, 0], &x[n, c, 0],
-                               &output[n, c, 0] if relu else NULL,
-                               &grad_residual[n, c, 0] if write_residual else NULL,
-                               length, mean[c], relu, &sum_gy, &sum_gy_dev)
+            masked = NULL
+            if write_residual:
+                masked = &grad_residual[0, c, 0]
+            elif stage_in_input:
+                masked = &grad_input[0, c, 0]
+            _gradient_sums(&grad_output[0, c, 0], &x[0, c, 0], &output[0, c, 0] if relu else NULL,
+                           masked, batch, stride, length, mean[c], &sum_gy, &sum_gy_dev)
             grad_bias[c] = sum_gy
             grad_weight[c] = sum_gy_dev * invstd
             if not need_input:
@@ -170,11 +194,11 @@ def batch_norm_backward(const floating[:, :, ::1] grad_output, const floating[:,
             fa = <floating>a
             fb = <floating>b
             fshift = <floating>shift
-            for n in range(batch):
-                if write_residual:
-                    # the masked gradient is already in grad_residual: one stream, not two
-                    _grad_input(&grad_input[n, c, 0], &grad_residual[n, c, 0], &x[n, c, 0],
-                                NULL, length, fa, fb, fshift)
-                else:
-                    _grad_input(&grad_input[n, c, 0], &grad_output[n, c, 0], &x[n, c, 0],
-                                &output[n, c, 0] if relu else NULL, length, fa, fb, fshift)
+            if masked != NULL:
+                # the masked gradient, written by the first pass (in place when it is
+                # grad_input: each element is read before it is written)
+                _grad_input(&grad_input[0, c, 0], masked, &x[0, c, 0], NULL, batch, stride,
+                            length, fa, fb, fshift)
+            else:
+                _grad_input(&grad_input[0, c, 0], &grad_output[0, c, 0], &x[0, c, 0], NULL,
+                            batch, stride, length, fa, fb, fshift)

@@ -32,8 +32,9 @@ def _fused_reference(x, weight, bias, residual, grad_output, eps, mask):
     return out, grad_input, grad_weight, grad_bias, masked
 
 
-# rows of 1..13 elements: below, at and past the vector width (4 floats, 2 doubles)
-shapes = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 3), st.integers(1, 13))
+# rows of 1..40 elements: below, at and past each vector width (8 and 16 floats, 4 and 8
+# doubles; blocks of 16 sums) and their tails
+shapes = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 3), st.integers(1, 40))
 
 
 @settings(max_examples=40, deadline=None)
