@@ -28,6 +28,7 @@ True
 from __future__ import annotations
 
 import sys
+import threading
 
 import numpy as np
 
@@ -50,12 +51,15 @@ class Recycler:
         makes the new one (the next layer lets go later in the same step).
     """
 
-    __slots__ = ("_slots", "_next", "size")
+    __slots__ = ("_slots", "_next", "size", "_lock")
 
     def __init__(self, slots: int = 2) -> None:
         self._slots: list[np.ndarray] = []
         self._next = 0
         self.size = slots
+        # one hand-out at a time: two threads running one prepared plan (a Dask worker's
+        # threads sharing its model) must not both find the same array free
+        self._lock = threading.Lock()
 
     def _free(self, index: int, shape: tuple[int, ...], dtype: np.dtype) -> bool:
         array = self._slots[index]
@@ -68,16 +72,19 @@ class Recycler:
         """An uninitialised C-contiguous array of ``shape`` and ``dtype`` that nothing else
         references."""
         shape = tuple(shape)
-        for index in range(len(self._slots)):
-            if self._free(index, shape, dtype):
-                return self._slots[index]
-        array = np.empty(shape, dtype=dtype)
-        if len(self._slots) < self.size:
-            self._slots.append(array)
-        else:  # every slot busy or of another shape: the oldest is let go (its holders keep it)
-            self._slots[self._next] = array
-            self._next = (self._next + 1) % self.size
-        return array
+        with self._lock:
+            for index in range(len(self._slots)):
+                if self._free(index, shape, dtype):
+                    # referenced here before the lock is let go: busy to any other thread
+                    array = self._slots[index]
+                    return array
+            array = np.empty(shape, dtype=dtype)
+            if len(self._slots) < self.size:
+                self._slots.append(array)
+            else:  # every slot busy or another shape: the oldest is let go (holders keep it)
+                self._slots[self._next] = array
+                self._next = (self._next + 1) % self.size
+            return array
 
     def __reduce__(self) -> tuple[type[Recycler], tuple[int]]:
         # a copy or a pickle starts empty: the arrays are scratch, not state
@@ -85,5 +92,6 @@ class Recycler:
 
     def clear(self) -> None:
         """Let go of every kept array."""
-        self._slots.clear()
-        self._next = 0
+        with self._lock:
+            self._slots.clear()
+            self._next = 0

@@ -119,3 +119,34 @@ def test_small_resnet_training_same_bits_with_recycled_buffers(monkeypatch):
     assert recycled.keys() == fresh.keys()
     for name in recycled:
         np.testing.assert_array_equal(recycled[name], fresh[name], err_msg=name)
+
+
+def test_recycler_hands_an_array_to_one_thread_at_a_time():
+    """Threads sharing a recycler (a prepared plan run by a Dask worker's threads) never get
+    the same array at once: each writes its own mark and finds it still there."""
+    import sys
+    import threading
+
+    pool = Recycler()
+    dtype = np.dtype(np.float64)
+    clashes = []
+
+    def work(mark):
+        for _ in range(3000):
+            array = pool.empty((8,), dtype)
+            array.fill(mark)
+            if not (array == mark).all():
+                clashes.append(mark)
+            del array
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as CPython will
+    try:
+        threads = [threading.Thread(target=work, args=(mark,)) for mark in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert clashes == []
