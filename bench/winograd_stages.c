@@ -14,20 +14,7 @@
 
 #include "_gemm.h"
 #include "_winograd.h"
-
-static double seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* src/conv/geometry.pxi: panel_ld */
-static ptrdiff_t panel_ld(ptrdiff_t count, ptrdiff_t nr)
-{
-    ptrdiff_t padded = (count + nr - 1) / nr * nr;
-    return (padded / nr) % 2 == 0 ? padded + nr : padded;
-}
+#include "stages_common.h"
 
 int main(int argc, char** argv)
 {
