@@ -98,3 +98,26 @@ def run_at_isa(script, isa, cwd, *args, timeout=300):
                          capture_output=True, text=True, timeout=timeout)
     assert run.returncode == 0, run.stderr[-3000:]
     return run.stdout
+
+
+def outputs_at_isas(script, cwd, isas=("generic", "avx2", "avx512")):
+    """For each level in ``isas``: ``script`` run by :func:`run_at_isa` with the path of an
+    ``.npz`` file to write (``np.savez(path, *arrays)``); returns {isa: (its standard output
+    stripped, the bytes of each array in the order saved)}. Every NaN is first made one NaN:
+    the sign and payload of a NaN that arithmetic makes or carries are the compiler's choice
+    of operand order, which neither C nor PyTorch fixes; where NaNs are, and every other
+    bit, stay compared exactly."""
+    import os
+
+    results = {}
+    for isa in isas:
+        target = os.path.join(cwd, f"{isa}.npz")
+        used = run_at_isa(script, isa, cwd, target).strip()
+        with np.load(target) as archive:
+            arrays = [np.array(archive[key]) for key in
+                      sorted(archive.files, key=lambda key: int(key[4:]))]
+        for array in arrays:
+            if array.dtype.kind == "f":
+                array[np.isnan(array)] = np.nan
+        results[isa] = (used, [array.tobytes() for array in arrays])
+    return results
