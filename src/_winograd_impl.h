@@ -63,6 +63,28 @@ FC_W_APPLY(FC_WN(apply), FC_T, FC_WN(vec))
 FC_W_APPLY(FC_WN(apply_d), double, FC_WN(vec_d))
 #undef FC_W_APPLY
 
+/* dst[j] = src[j] for j < n <= 8, in moves of constant size: a loop or a memcpy of m values
+ * (20 or 24 bytes for m = 5 or 6, or of a size the compiler cannot see) became a call to
+ * libc's memcpy per tile row, 12% of bench_ops.py's small case at m = 5 (perf, one thread) */
+FC_LOCAL void FC_WN(copy_short)(FC_T* dst, const FC_T* src, int n)
+{
+    int o = 0;
+    if (n & 8) {
+        __builtin_memcpy(dst, src, 8 * sizeof(FC_T));
+        o = 8;
+    }
+    if (n & 4) {
+        __builtin_memcpy(dst + o, src + o, 4 * sizeof(FC_T));
+        o += 4;
+    }
+    if (n & 2) {
+        __builtin_memcpy(dst + o, src + o, 2 * sizeof(FC_T));
+        o += 2;
+    }
+    if (n & 1)
+        dst[o] = src[o];
+}
+
 /* see fc_wino_input_* in _winograd.h. Per channel and group of FC_L tiles, each tile's
  * patch is copied row by row into its lane's slot of `rows` (whole rows of FC_WINO_PITCH
  * values: vector moves), the FC_L slots are transposed in registers into d (patch element
@@ -230,11 +252,10 @@ FC_LOCAL void FC_WN(output_any)(int m, int alpha, const double* at, const FC_T* 
                 const FC_T* src = yt + lane * YS;
                 if (rows[lane] == m && cols[lane] == m) {
                     _Pragma("GCC unroll 8") for (i = 0; i < m; i++)
-                        __builtin_memcpy(p + i * out_w, src + i * m, m * sizeof(FC_T));
+                        FC_WN(copy_short)(p + i * out_w, src + i * m, m);
                 } else {
                     for (i = 0; i < rows[lane]; i++)
-                        for (j = 0; j < cols[lane]; j++)
-                            p[i * out_w + j] = src[i * m + j];
+                        FC_WN(copy_short)(p + i * out_w, src + i * m, cols[lane]);
                 }
             }
         }
