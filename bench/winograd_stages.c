@@ -78,8 +78,8 @@ int main(int argc, char** argv)
         for (s = 0; s < 4; s++)
             best[s] = spent[s] < best[s] ? spent[s] : best[s];
     }
-    printf("N=%ld C=%ld %ldx%ld K=%ld m=%d block=%ld (%s): weights %.2f ms, input %.2f, "
-           "GEMMs %.2f (%.0f GFLOP/s), output %.2f; total %.2f ms\n",
+    printf("N=%ld C=%ld %ldx%ld K=%ld m=%d block=%ld (%s): weights %.3f ms, input %.3f, "
+           "GEMMs %.3f (%.0f GFLOP/s), output %.3f; total %.3f ms\n",
            (long)batch, (long)c_in, (long)height, (long)width, (long)k_out, m, (long)block,
            fc_wino_isa(), best[0] * 1e3, best[1] * 1e3, best[2] * 1e3,
            2.0 * a2 * k_out * c_in * n_tiles / best[2] * 1e-9, best[3] * 1e3,

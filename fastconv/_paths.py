@@ -690,13 +690,24 @@ _WINOGRAD_OUTPUT_COST = {2: 700, 4: 2100, 5: 3600, 6: 5000}
 # vgg14 and small cases at 2 threads, 256 KiB was the fastest of 0.25, 1, 4 and 16 MiB
 # (resnet 7.8, 8.4, 10.5, 17.4 ms) ...
 WINOGRAD_BLOCK_BYTES = 256 * 1024
+# The GEMMs slow down when a block's transformed input and products (alpha^2 (C + K) values
+# for each of its 16 tiles at the least: more than WINOGRAD_BLOCK_BYTES with many channels)
+# no longer fit in a core's L2 beside the transformed weights streamed through it. On
+# bench_ops.py's vgg14 (256 -> 256 channels at 14x14, 1 MiB of L2 a core) they ran at 141
+# GFLOP/s at m = 5 (1.53 MiB a block) and 180 at m = 4 (1.13 MiB), against 200 for 128 -> 128
+# channels at either m (0.77 / 0.56 MiB; winograd_stages.c, one thread, two runs each): their
+# multiply-adds count 1 + 0.75 x (block / L2 - 1) times past it (1.40 and 1.09, fitted), so
+# vgg14 takes m = 4, 15-25% faster than m = 5 on one thread (whole forward calls).
+WINOGRAD_L2_BYTES = 1 << 20
+_WINOGRAD_L2_PENALTY = 0.75
 # ... and the whole workspace (the transformed weights and every thread's block) at most this
 WINOGRAD_WORKSPACE_BYTES = 64 * 1024 * 1024
 
 
 def winograd_tile(plan: ConvPlan) -> int:
     """The tile size m for this plan's shapes: the least modelled cost (the GEMMs' multiply-
-    adds over the padded tiles, in whole groups of 16, plus the transforms')."""
+    adds over the padded tiles, in whole groups of 16, dearer where a block outgrows L2, plus
+    the transforms')."""
     g = plan.geometry
     c, k = g.in_channels_g, g.out_channels_g
 
@@ -704,7 +715,9 @@ def winograd_tile(plan: ConvPlan) -> int:
         # the batch's tiles, in whole groups of FC_WINO_LANES (a partial one costs as much)
         tiles = -(-plan.batch * -(-g.out_h // m) * -(-g.out_w // m) // 16) * 16
         alpha2 = (m + 2) ** 2
-        return tiles * (alpha2 * c * k + c * _WINOGRAD_INPUT_COST[m]
+        block = 16 * alpha2 * (c + k) * plan.dtype.itemsize  # the least block's bytes
+        gemm = 1 + _WINOGRAD_L2_PENALTY * max(0.0, block / WINOGRAD_L2_BYTES - 1)
+        return tiles * (alpha2 * c * k * gemm + c * _WINOGRAD_INPUT_COST[m]
                         + k * _WINOGRAD_OUTPUT_COST[m])
 
     return min(WINOGRAD_TILES, key=cost)

@@ -63,6 +63,82 @@ FC_W_APPLY(FC_WN(apply), FC_T, FC_WN(vec))
 FC_W_APPLY(FC_WN(apply_d), double, FC_WN(vec_d))
 #undef FC_W_APPLY
 
+/* dst[j] = src[j] for j < n <= 8, in moves of constant size: a loop or a memcpy of m values
+ * (20 or 24 bytes for m = 5 or 6, or of a size the compiler cannot see) became a call to
+ * libc's memcpy per tile row, 12% of bench_ops.py's small case at m = 5 (perf, one thread) */
+FC_LOCAL void FC_WN(copy_short)(FC_T* dst, const FC_T* src, int n)
+{
+    int o = 0;
+    if (n & 8) {
+        __builtin_memcpy(dst, src, 8 * sizeof(FC_T));
+        o = 8;
+    }
+    if (n & 4) {
+        __builtin_memcpy(dst + o, src + o, 4 * sizeof(FC_T));
+        o += 4;
+    }
+    if (n & 2) {
+        __builtin_memcpy(dst + o, src + o, 2 * sizeof(FC_T));
+        o += 2;
+    }
+    if (n & 1)
+        dst[o] = src[o];
+}
+
+/* slot[q] = row[col0 + q] where 0 <= col0 + q < in_w, else 0, for q < FC_WINO_PITCH: the
+ * patch row of a tile on the plane's left or right edge. On x86 one masked load (the values
+ * outside the row are not read, so they cannot fault) and one store of the whole slot row;
+ * elsewhere value by value, each read at a clamped column and kept only where it is inside.
+ * The value-by-value copies had been a quarter of the input transform of bench_ops.py's
+ * small case (14x14 planes at m = 5: 8 of 9 tiles touch an edge; perf, one thread). */
+#if FC_W_VBYTES >= 32
+#define FC_W_MASKED 1
+FC_LOCAL void FC_WN(row_masked)(FC_T* slot, const FC_T* row, ptrdiff_t col0, ptrdiff_t in_w)
+{
+    enum { P = FC_WINO_PITCH };
+    const ptrdiff_t lo = col0 >= 0 ? 0 : (-col0 < P ? -col0 : P);
+    const ptrdiff_t hi = in_w - col0 >= P ? P : (in_w - col0 > 0 ? in_w - col0 : 0);
+    const FC_T* src = row + col0;
+#if FC_W_VBYTES == 64
+    const __mmask8 k = hi > lo ? (__mmask8)(((1u << hi) - 1u) & ~((1u << lo) - 1u)) : 0;
+    if (sizeof(FC_T) == 4)
+        _mm256_storeu_ps((float*)slot, _mm256_maskz_loadu_ps(k, (const float*)src));
+    else
+        _mm512_storeu_pd((double*)slot, _mm512_maskz_loadu_pd(k, (const double*)src));
+#else
+    if (sizeof(FC_T) == 4) {
+        const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        const __m256i mask =
+            _mm256_and_si256(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32((int)lo - 1)),
+                             _mm256_cmpgt_epi32(_mm256_set1_epi32((int)hi), idx));
+        _mm256_storeu_ps((float*)slot, _mm256_maskload_ps((const float*)src, mask));
+    } else {
+        const __m256i lo4 = _mm256_set1_epi64x((long long)lo - 1);
+        const __m256i hi4 = _mm256_set1_epi64x((long long)hi);
+        const __m256i idx0 = _mm256_setr_epi64x(0, 1, 2, 3), idx1 = _mm256_setr_epi64x(4, 5, 6, 7);
+        const __m256i mask0 =
+            _mm256_and_si256(_mm256_cmpgt_epi64(idx0, lo4), _mm256_cmpgt_epi64(hi4, idx0));
+        const __m256i mask1 =
+            _mm256_and_si256(_mm256_cmpgt_epi64(idx1, lo4), _mm256_cmpgt_epi64(hi4, idx1));
+        _mm256_storeu_pd((double*)slot, _mm256_maskload_pd((const double*)src, mask0));
+        _mm256_storeu_pd((double*)slot + 4, _mm256_maskload_pd((const double*)src + 4, mask1));
+    }
+#endif
+}
+#else
+#define FC_W_MASKED 0
+FC_LOCAL void FC_WN(row_masked)(FC_T* slot, const FC_T* row, ptrdiff_t col0, ptrdiff_t in_w)
+{
+    int q;
+    _Pragma("GCC unroll 8") for (q = 0; q < FC_WINO_PITCH; q++) {
+        const ptrdiff_t xx = col0 + q;
+        const ptrdiff_t xc = xx < 0 ? 0 : (xx >= in_w ? in_w - 1 : xx);
+        const FC_T value = row[xc];
+        slot[q] = (xx >= 0 && xx < in_w) ? value : (FC_T)0;
+    }
+}
+#endif
+
 /* see fc_wino_input_* in _winograd.h. Per channel and group of FC_L tiles, each tile's
  * patch is copied row by row into its lane's slot of `rows` (whole rows of FC_WINO_PITCH
  * values: vector moves), the FC_L slots are transposed in registers into d (patch element
@@ -124,13 +200,18 @@ FC_LOCAL void FC_WN(input_any)(int m, int alpha, const double* bt, const FC_T* x
                         __builtin_memcpy(slot + r * P, p + r * in_w, P * sizeof(FC_T));
                 } else if (kind[lane] == 1) {
                     const FC_T* p = base[lane] + c * plane + row0[lane] * in_w + col0[lane];
-                    _Pragma("GCC unroll 8") for (r = 0; r < alpha; r++)
-                        _Pragma("GCC unroll 8") for (q = 0; q < alpha; q++)
-                            slot[r * P + q] = p[r * in_w + q];
+                    if (FC_W_MASKED) {
+                        _Pragma("GCC unroll 8") for (r = 0; r < alpha; r++)
+                            FC_WN(row_masked)(slot + r * P, p + r * in_w, 0, in_w - col0[lane]);
+                    } else {
+                        _Pragma("GCC unroll 8") for (r = 0; r < alpha; r++)
+                            _Pragma("GCC unroll 8") for (q = 0; q < alpha; q++)
+                                slot[r * P + q] = p[r * in_w + q];
+                    }
                 } else {
                     /* an edge tile, row by row: zeros above and below the plane, the slot's
-                     * row copied where it lies inside, else each tap read at a clamped
-                     * position and kept only where it is inside (branch-free) */
+                     * row copied where it lies inside, else its part inside the row
+                     * (row_masked) */
                     const FC_T* p = base[lane] + c * plane;
                     const int cols_in = col0[lane] >= 0 && col0[lane] + P <= in_w;
                     _Pragma("GCC unroll 8") for (r = 0; r < alpha; r++) {
@@ -142,12 +223,7 @@ FC_LOCAL void FC_WN(input_any)(int m, int alpha, const double* bt, const FC_T* x
                             __builtin_memcpy(slot + r * P, p + y * in_w + col0[lane],
                                              P * sizeof(FC_T));
                         } else {
-                            _Pragma("GCC unroll 8") for (q = 0; q < alpha; q++) {
-                                const ptrdiff_t xx = col0[lane] + q;
-                                const ptrdiff_t xc = xx < 0 ? 0 : (xx >= in_w ? in_w - 1 : xx);
-                                const FC_T value = p[y * in_w + xc];
-                                slot[r * P + q] = (xx >= 0 && xx < in_w) ? value : (FC_T)0;
-                            }
+                            FC_WN(row_masked)(slot + r * P, p + y * in_w, col0[lane], in_w);
                         }
                     }
                 }
@@ -230,11 +306,10 @@ FC_LOCAL void FC_WN(output_any)(int m, int alpha, const double* at, const FC_T* 
                 const FC_T* src = yt + lane * YS;
                 if (rows[lane] == m && cols[lane] == m) {
                     _Pragma("GCC unroll 8") for (i = 0; i < m; i++)
-                        __builtin_memcpy(p + i * out_w, src + i * m, m * sizeof(FC_T));
+                        FC_WN(copy_short)(p + i * out_w, src + i * m, m);
                 } else {
                     for (i = 0; i < rows[lane]; i++)
-                        for (j = 0; j < cols[lane]; j++)
-                            p[i * out_w + j] = src[i * m + j];
+                        FC_WN(copy_short)(p + i * out_w, src + i * m, cols[lane]);
                 }
             }
         }
@@ -340,3 +415,4 @@ FC_W_KERNELS(6, 8)
 #undef FC_W_VBYTES
 #undef FC_W_TRANSPOSE
 #undef FC_W_TB
+#undef FC_W_MASKED

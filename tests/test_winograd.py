@@ -57,6 +57,7 @@ def _data(rng, shape, dtype):
     ((3, 2, 6, 11, 4), 2),       # 'full'-like padding
     ((1, 2, 4, 4, 2), 3),        # padding larger than the kernel's reach
     ((2, 5, 3, 3, 7), ((1, 0), (2, 1))),  # asymmetric
+    ((1, 2, 3, 5, 2), ((1, 0), (10, 9))),  # whole patch rows left and right of the plane
     ((1, 1, 1, 1, 1), 1),        # one pixel
 ])
 def test_forward_matches_reference(tile, rng, dtype, shape, padding):
@@ -322,18 +323,22 @@ def test_cli_accepts_algorithm():
 @pytest.mark.parametrize("isa", ["generic", "avx2"])
 def test_instruction_set_builds(isa, tmp_path, monkeypatch):
     """Each build of the transforms (FASTCONV_ISA caps it) computes the same convolution, to
-    the rounding of its arithmetic (builds with FMA may differ in the last bits)."""
+    the rounding of its arithmetic (builds with FMA may differ in the last bits); with
+    padding 1 and with padding wider than a patch row (the edge tiles' masked row loads)."""
+    pads = [1, ((1, 0), (10, 9))]
     code = (
         "import sys, numpy as np, fastconv\n"
         "from fastconv import _conv, _paths\n"
+        f"PADS = {pads!r}\n"
         f"for m in {TILES}:\n"
         "    _paths.WINOGRAD_TILES = (m,)\n"
         "    rng = np.random.default_rng(0)\n"
         "    for dtype in (np.float32, np.float64):\n"
         "        x = rng.standard_normal((2, 5, 13, 11)).astype(dtype)\n"
         "        w = rng.standard_normal((7, 5, 3, 3)).astype(dtype)\n"
-        "        y = fastconv.conv2d(x, w, padding=1, algorithm='winograd')\n"
-        "        np.save(f'{sys.argv[1]}/{m}-{np.dtype(dtype).name}.npy', y)\n"
+        "        for i, pad in enumerate(PADS):\n"
+        "            y = fastconv.conv2d(x, w, padding=pad, algorithm='winograd')\n"
+        "            np.save(f'{sys.argv[1]}/{m}-{np.dtype(dtype).name}-{i}.npy', y)\n"
         "print(_conv.winograd_isa())\n"
     )
     stdout = run_at_isa(code, isa, tmp_path, tmp_path, timeout=600)
@@ -345,10 +350,11 @@ def test_instruction_set_builds(isa, tmp_path, monkeypatch):
         for dtype in (np.float32, np.float64):
             x = rng.standard_normal((2, 5, 13, 11)).astype(dtype)
             w = rng.standard_normal((7, 5, 3, 3)).astype(dtype)
-            y = fastconv.conv2d(x, w, padding=1, algorithm="winograd")
-            other = np.load(tmp_path / f"{m}-{np.dtype(dtype).name}.npy")
-            bound = F32_BOUND if dtype == np.float32 else F64_BOUND
-            assert _relative_error(other, y) <= bound / 10
+            for i, pad in enumerate(pads):
+                y = fastconv.conv2d(x, w, padding=pad, algorithm="winograd")
+                other = np.load(tmp_path / f"{m}-{np.dtype(dtype).name}-{i}.npy")
+                bound = F32_BOUND if dtype == np.float32 else F64_BOUND
+                assert _relative_error(other, y) <= bound / 10
     clear_plans()
 
 
