@@ -3,6 +3,8 @@
     python bench/bench_winograd.py error            # error table: N(0,1) data and trained activations
     python bench/bench_winograd.py train --epochs 2 # a small 3x3 CNN, algorithm='winograd' vs 'direct'
     python bench/bench_winograd.py train --seeds 0 1  # one pair of runs per seed
+    python bench/bench_winograd.py wgrad resnet vgg14  # the weight gradient alone, vs torch
+    python bench/bench_winograd.py wgrad-error     # the weight gradient's float32 error per tile size
 
 ``error``: for each tile size m (2, 4, 5, 6) and each 3x3 stride-1 case of bench_ops.py, max |y -
 y_float64| / max |y_float64| of the float32 forward pass and input gradient, where y_float64
