@@ -30,7 +30,8 @@ EXTENSIONS = ["_openmp", "_conv", "_pad", "_pool", "_norm", "_adaptive"]
 EXTRA_DEPENDS = {"_conv": ["src/_cpu.h", "src/_depthwise.h", "src/_depthwise_impl.h",
                            "src/_direct.h", "src/_epilogue.h", "src/_gemm.h", "src/_simd.h",
                            "src/_stage.h", "src/_winograd.h", "src/_winograd_impl.h",
-                           "src/_winograd_matrices.h"],
+                           "src/_winograd_matrices.h",
+                           "src/_winograd_wgrad.h", "src/_winograd_wgrad_impl.h"],
                  "_pool": ["src/_cpu.h", "src/_pool.h", "src/_pool_impl.h"],
                  "_norm": ["src/_norm.h", "src/_norm_impl.h", "src/_cpu.h"]}
 

@@ -3,6 +3,8 @@
     python bench/bench_winograd.py error            # error table: N(0,1) data and trained activations
     python bench/bench_winograd.py train --epochs 2 # a small 3x3 CNN, algorithm='winograd' vs 'direct'
     python bench/bench_winograd.py train --seeds 0 1  # one pair of runs per seed
+    python bench/bench_winograd.py wgrad resnet vgg14  # the weight gradient alone, vs torch
+    python bench/bench_winograd.py wgrad-error     # the weight gradient's float32 error per tile size
 
 ``error``: for each tile size m (2, 4, 5, 6) and each 3x3 stride-1 case of bench_ops.py, max |y -
 y_float64| / max |y_float64| of the float32 forward pass and input gradient, where y_float64
@@ -28,7 +30,7 @@ import numpy as np  # noqa: E402
 
 import fastconv  # noqa: E402
 from fastconv import _paths, datasets, nn, optim, train  # noqa: E402
-from fastconv._plan import clear_plans  # noqa: E402
+from fastconv._plan import clear_plans, use_paths  # noqa: E402
 from fastconv.benchmark import CONV_CASES  # noqa: E402
 
 CASES = [name for name, case in CONV_CASES.items()
@@ -107,6 +109,132 @@ def error_table(threads):
     print(f"largest: {worst:.2e} (documented bound: 1e-4)")
 
 
+# ---- the weight gradient (WinogradWeight) --------------------------------------------------
+
+def _forced_weight_tile(m):
+    """A context: the Winograd weight gradient at tile size m (None: its own choice)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def scope():
+        saved = _paths.WINOGRAD_WEIGHT_TILES
+        _paths.WINOGRAD_WEIGHT_TILES = (m,) if m else saved
+        try:
+            yield
+        finally:
+            _paths.WINOGRAD_WEIGHT_TILES = saved
+    return scope()
+
+
+def _wgrad(gy, x, w, m=None, block=None):
+    """fastconv's weight gradient on the Winograd path (forced where it would not pay)."""
+    saved = _paths.WINOGRAD_WEIGHT_BLOCK
+    if block:
+        _paths.WINOGRAD_WEIGHT_BLOCK = block
+    try:
+        with _forced_weight_tile(m), use_paths(grad_weight="winograd"):
+            return fastconv.conv2d_backward(gy, x, w, padding=1, need=("weight",),
+                                            algorithm="winograd")[1]
+    finally:
+        _paths.WINOGRAD_WEIGHT_BLOCK = saved
+
+
+def wgrad_error_table(threads):
+    rng = np.random.default_rng(0)
+    print(f"float32 weight gradient error, max|dW - dW_float64| / max|dW_float64|, N(0,1) "
+          f"data, {threads} threads (dW_float64: fastconv's direct float64 path)")
+    print(f"{'case':<24}{'max|dW_float64|':>16}" + "".join(f"{'F(%d,3)' % m:>10}"
+                                                          for m in _paths.WINOGRAD_TILES)
+          + f"{'direct':>10}")
+    worst = 0.0
+    with fastconv.threads(threads):
+        for name in CASES:
+            n, c, h, w, k = CONV_CASES[name][:5]
+            x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+            weight = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
+            gy = rng.standard_normal((n, k, h, w)).astype(np.float32)
+            ref = fastconv.conv2d_backward(gy.astype(np.float64), x.astype(np.float64),
+                                           weight.astype(np.float64), padding=1,
+                                           need=("weight",), algorithm="direct")[1]
+            scale = float(np.abs(ref).max())
+            cells = []
+            for m in _paths.WINOGRAD_TILES:
+                err = float(np.abs(_wgrad(gy, x, weight, m) - ref).max()) / scale
+                worst = max(worst, err)
+                cells.append(f"{err:.1e}")
+            direct = fastconv.conv2d_backward(gy, x, weight, padding=1, need=("weight",))[1]
+            cells.append(f"{float(np.abs(direct - ref).max()) / scale:.1e}")
+            print(f"{name + ' ' + str((n, c, h, w, k)):<24}{scale:>16.1f}"
+                  + "".join(f"{cell:>10}" for cell in cells), flush=True)
+    print(f"largest Winograd: {worst:.2e} (documented bound: 1e-4)")
+
+
+def wgrad_speed(cases, threads, repeats, tiles, blocks):
+    """The weight gradient alone: fastconv's Winograd path (forced, at its own tile size and
+    at each of ``tiles``, at each of ``blocks``), fastconv's usual path and PyTorch's,
+    interleaved; medians."""
+    from fastconv.benchmark import _median_times, _torch_module
+
+    torch = _torch_module()
+    if torch is not None:
+        torch.set_num_threads(threads)
+    print(f"weight gradient alone, float32, {threads} threads, median over {repeats}+ "
+          f"interleaved rounds of 5 calls; torch "
+          f"{torch.__version__ if torch is not None else 'not installed'}")
+    for name in cases:
+        n, c, h, w, k = CONV_CASES[name][:5]
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+        weight = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
+        gy = rng.standard_normal((n, k, h, w)).astype(np.float32)
+        ref = fastconv.conv2d_backward(gy, x, weight, padding=1, need=("weight",))[1]
+        scale = float(np.abs(ref).max())
+        runs = {"direct": lambda: fastconv.conv2d_backward(gy, x, weight, padding=1,
+                                                           need=("weight",))[1],
+                "chosen": lambda: fastconv.conv2d_backward(gy, x, weight, padding=1,
+                                                           need=("weight",),
+                                                           algorithm="winograd")[1]}
+        for b in blocks or [None]:
+            for m in [None] + list(tiles):
+                label = "wino" + (f" m={m}" if m else "") + (f" b={b}" if b else "")
+                runs[label] = (lambda m=m, b=b: _wgrad(gy, x, weight, m, b))
+        if torch is not None:
+            runs["torch"] = lambda: torch.ops.aten.convolution_backward(
+                torch.from_numpy(gy), torch.from_numpy(x), torch.from_numpy(weight), [k],
+                [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False])[1].numpy()
+        with fastconv.threads(threads):
+            for label, fn in runs.items():
+                if float(np.abs(fn() - ref).max()) > 1e-3 * scale:
+                    raise RuntimeError(f"{label} disagrees with fastconv's direct path on {name}")
+            times = _median_times(runs, repeats, 0.3)
+        base = times.get("torch", times["direct"])
+        ref_name = "torch" if "torch" in times else "direct"
+        print(f"{name} {(n, c, h, w, k)}, Winograd m={_chosen_tile(x, weight, gy)}; "
+              f"chosen for algorithm='winograd': {_chosen_path(x, weight, gy)}")
+        for label, seconds in times.items():
+            print(f"  {label:<16}{seconds * 1e3:9.2f} ms  {seconds / base:6.2f}x {ref_name}",
+                  flush=True)
+
+
+def _chosen_plan(x, weight, gy):
+    from fastconv._plan import choose
+    from fastconv.conv import _prepare
+
+    conv, _ = _prepare(x, weight, None, 1, 1, 1, 1, "zeros",
+                       extra=(("grad_output", gy),), algorithm="winograd")
+    return conv.plan, choose
+
+
+def _chosen_tile(x, weight, gy):
+    plan, _ = _chosen_plan(x, weight, gy)
+    return _paths.winograd_weight_tile(plan)
+
+
+def _chosen_path(x, weight, gy):
+    plan, _ = _chosen_plan(x, weight, gy)
+    return plan.grad_weight.name
+
+
 def train_compare(epochs, threads, limit, seeds):
     (X, y), (X_test, y_test) = datasets.load_fashion_mnist()
     if limit:
@@ -129,7 +257,14 @@ def train_compare(epochs, threads, limit, seeds):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("error", "train"))
+    parser.add_argument("what", choices=("error", "train", "wgrad", "wgrad-error"))
+    parser.add_argument("cases", nargs="*", default=["resnet", "small", "vgg28", "vgg14"],
+                        help="wgrad: bench_ops.py's cases")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--tiles", type=int, nargs="*", default=[],
+                        help="wgrad: also time the Winograd path at these tile sizes")
+    parser.add_argument("--blocks", type=int, nargs="*", default=[],
+                        help="wgrad: ... and at these blocks of tiles")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="training images (train)")
@@ -138,6 +273,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.what == "error":
         error_table(args.threads)
+    elif args.what == "wgrad":
+        wgrad_speed(args.cases, args.threads, args.repeats, args.tiles, args.blocks)
+    elif args.what == "wgrad-error":
+        wgrad_error_table(args.threads)
     else:
         train_compare(args.epochs, args.threads, args.limit, args.seeds)
     return 0

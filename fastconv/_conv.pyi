@@ -314,6 +314,31 @@ class _WinogradForward(Protocol):
 winograd_forward: _WinogradForward
 def same_bytes(a: np.ndarray, b: np.ndarray) -> bool: ...  # const unsigned char[::1] each
 
+# Winograd weight gradient (src/conv/winograd_wgrad.pxi over src/_winograd_wgrad.h)
+def winograd_wgrad_sizes(
+    m: int, in_channels: int, out_channels: int, block: int, dtype: str
+) -> tuple[int, int, int]: ...  # (block's transforms, accumulators, one thread's packing row)
+
+@type_check_only
+class _WinogradGradWeight(Protocol):
+    def __call__(
+        self,
+        x: np.ndarray,  # const floating[:, :, :, ::1]  (N, C, H, W)
+        gy: np.ndarray,  # const floating[:, :, :, ::1]  (N, K, H_out, W_out)
+        grad_weight: np.ndarray,  # floating[:, :, :, ::1]  (K, C, 3, 3), overwritten
+        transformed: np.ndarray,  # floating[::1]  winograd_wgrad_sizes()[0]
+        accumulators: np.ndarray,  # floating[::1]  winograd_wgrad_sizes()[1]
+        packs: np.ndarray,  # floating[:, ::1]  (num_threads, winograd_wgrad_sizes()[2])
+        m: int,  # 2, 4, 5 or 6
+        pad_top: int,
+        pad_left: int,
+        block: int,  # tiles per block, a multiple of 16 (it orders the sums)
+        num_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _WinogradGradWeight: ...  # "float" or "double"
+
+winograd_grad_weight: _WinogradGradWeight
+
 # few input channels: output pixels across the lanes, or with ``across`` the output channels
 # (src/conv/fewchan.pxi over src/_fewchan.h)
 def few_sizes(

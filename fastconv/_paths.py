@@ -802,7 +802,7 @@ class Winograd(ConvPath):
     at most 2 is the forward pass of Transposed's sub-plan (a 3x3 stride-1 convolution of
     grad_output with the flipped, transposed weights, which the weight transform reads from
     the forward weight in place), so it takes only finite weights, as Transposed. The weight
-    gradient is not computed this way (the usual paths run it).
+    gradient is WinogradWeight's.
 
     Fewer multiplications, larger rounding errors: float32 results are within 1e-4 * max|y|
     of the exact ones on data of one scale (tests/test_winograd.py; measured figures in
@@ -866,6 +866,127 @@ class Winograd(ConvPath):
         # the sub-plan's kernels are ``weight``'s, transposed and flipped: the weight
         # transform reads them so (_transposed_weight's copy, in place)
         self.forward(plan.transposed, grad_output, weight, None, grad_input, transposed=True)
+
+
+# ---- Winograd's weight gradient (src/conv/winograd_wgrad.pxi) -------------------------------
+
+# The tile sizes the weight gradient chooses from: m = 4 alone. Measured on one thread (CPU
+# time, best of 5, Zen 4, block 256), ms, direct / F(2,3) / F(4,3) / F(5,3) / F(6,3):
+#   resnet (16,64,56,56->64)    19.4 / 21.5 / 13.3 / 18.0 / 15.0
+#   vgg28 (8,128,28,28->128)    11.1 /  8.1 /  5.3 /  6.1 /  5.4
+#   vgg14 (8,256,14,14->256)    10.7 /  7.3 /  6.7 /  9.4 / 10.9
+#   small (64,16,14,14->32)      0.81 / 1.40 / 0.79 / 0.84 / 1.40
+# m = 4 the fastest or within the noise of it on each (m = 5, which the forward pass takes for
+# 14x14 planes, lost here); its float32 error at most 1e-5 * max|dW| (README).
+WINOGRAD_WEIGHT_TILES: tuple[int, ...] = (4,)
+# Tiles per block: the inner dimension of the alpha^2 GEMMs between two passes over their
+# K x C accumulators (the GEMM's K-block is 256). One thread, m = 4, ms at 64 / 128 / 256 /
+# 512 / 1024 tiles: resnet 11.3 / 11.0 / 11.2 / 14.0 / 19.4 (the block's transforms, 36 x
+# 128 x 4 bytes per tile, past L2), vgg28 6.7 / 7.5 / 6.8 / 5.4 / 6.5 (noise: the machine
+# shared) ...
+WINOGRAD_WEIGHT_BLOCK = 256
+# ... and the block's transforms at most this many bytes (shapes with more channels)
+WINOGRAD_WEIGHT_BLOCK_BYTES = 16 * 1024 * 1024
+# grad_output's transform per tile and channel, in multiply-adds of the GEMM: the output
+# transform's arithmetic run backwards (as _WINOGRAD_OUTPUT_COST)
+_WINOGRAD_GY_COST = _WINOGRAD_OUTPUT_COST
+# Where it pays: the modelled Winograd cost (the GEMMs' multiply-adds and the transforms' at
+# the forward pass's fitted costs) below this fraction of the direct weight gradient's
+# multiply-adds. The model says 0.81, 0.53, 0.39 for resnet, vgg28, vgg14 (measured on one
+# thread: about 0.6, 0.5, 0.6) and 1.83 for small (measured 0.8-1.0 on one thread and 1.7x
+# slower than the direct path on two, where its 16 x 32 GEMMs are too small to share out).
+WINOGRAD_WEIGHT_MAX_RATIO = 1.0
+
+
+def _winograd_weight_cost(plan: ConvPlan, m: int) -> float:
+    g = plan.geometry
+    c, k = g.in_channels_g, g.out_channels_g
+    tiles = -(-plan.batch * -(-g.out_h // m) * -(-g.out_w // m) // 16) * 16
+    return (tiles * ((m + 2) ** 2 * c * k + c * _WINOGRAD_INPUT_COST[m]
+                     + k * _WINOGRAD_GY_COST[m]))
+
+
+def winograd_weight_tile(plan: ConvPlan) -> int:
+    """The weight gradient's tile size m: the least modelled cost (_winograd_weight_cost)."""
+    return min(WINOGRAD_WEIGHT_TILES, key=lambda m: _winograd_weight_cost(plan, m))
+
+
+def _winograd_weight_layout(plan: ConvPlan, m: int) -> tuple[int, int, int, int]:
+    """(block, elements of the transforms, of the accumulators, of a thread's packing row):
+    the largest block up to WINOGRAD_WEIGHT_BLOCK tiles (a multiple of 16) whose workspace
+    with one thread's row fits WINOGRAD_WORKSPACE_BYTES, from the shapes alone; block 0 where
+    none does."""
+    g = plan.geometry
+    name = "float" if plan.dtype == _F32 else "double"
+    tiles = plan.batch * -(-g.out_h // m) * -(-g.out_w // m)
+    per_tile = (m + 2) ** 2 * (g.in_channels_g + g.out_channels_g) * plan.dtype.itemsize
+    block = max(16, min(WINOGRAD_WEIGHT_BLOCK, -(-tiles // 16) * 16,
+                        WINOGRAD_WEIGHT_BLOCK_BYTES // per_tile // 16 * 16))
+    while True:
+        sizes = _conv.winograd_wgrad_sizes(m, g.in_channels_g, g.out_channels_g, block, name)
+        if sum(sizes) * plan.dtype.itemsize <= WINOGRAD_WORKSPACE_BYTES or block <= 16:
+            break
+        block = max(16, block // 2 // 16 * 16)
+    if sum(sizes) * plan.dtype.itemsize > WINOGRAD_WORKSPACE_BYTES:
+        block = 0
+    return (block, *sizes)
+
+
+class WinogradWeight(ConvPath):
+    """The weight gradient by Winograd F(m x m, 3 x 3), with ``algorithm='winograd'``, where
+    the forward pass's conditions hold (3x3, stride 1, dilation 1, one group, any padding) and
+    the model says it pays (below). Per tile, dW = G^T [(A gy A^T) . (B^T d B)] G: the tiles of
+    the batch in blocks of WINOGRAD_WEIGHT_BLOCK, per block the input patches and grad_output
+    tiles transformed (src/_winograd_wgrad.h; the input transform is the forward pass's), then
+    one GEMM per alpha^2 position xi adding Gy[xi] (K x tiles) V[xi]^T (tiles x C) to its
+    accumulator, the tiles the inner dimension, and G^T . G of the sums at the end. The sums
+    over the tiles run block after block whatever the threads (they split the positions xi),
+    so the bits never depend on the thread count. The workspace (the accumulators, alpha^2 K C
+    values, one block's transforms and each thread's packing row) is at most
+    WINOGRAD_WORKSPACE_BYTES; where even a block of 16 tiles does not fit, the usual paths
+    run.
+
+    It pays where the modelled cost (the GEMMs' multiply-adds plus the transforms', as the
+    forward pass's tile choice) is below WINOGRAD_WEIGHT_MAX_RATIO of the direct weight
+    gradient's multiply-adds: few channels (bench_ops.py's small, 16 -> 32 channels) keep the
+    direct paths, whose work the transforms there would exceed. Rounding: float32 results
+    within 1e-4 * max|dW| of the exact ones on N(0,1) data (tests/test_winograd_wgrad.py;
+    measured figures in README). A non-finite input or grad_output value spreads NaN over
+    the whole result (each transformed tile mixes all its values), where a direct kernel
+    would confine it."""
+
+    name = "winograd"
+    ops = frozenset({"grad_weight"})
+    _GRAD_WEIGHT = _specialised(_conv.winograd_grad_weight)
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        if plan.algorithm == "direct":
+            return False
+        g = plan.geometry
+        return (plan.groups == 1 and (g.kernel_h, g.kernel_w) == (3, 3)
+                and (g.stride_h, g.stride_w) == (1, 1) and (g.dil_h, g.dil_w) == (1, 1)
+                and _winograd_weight_layout(plan, winograd_weight_tile(plan))[0] > 0)
+
+    def pays(self, op: str, plan: ConvPlan) -> bool:
+        if plan.algorithm != "winograd":
+            return False
+        g = plan.geometry
+        direct = plan.batch * g.out_h * g.out_w * 9 * g.in_channels_g * g.out_channels_g
+        cost = _winograd_weight_cost(plan, winograd_weight_tile(plan))
+        return cost < WINOGRAD_WEIGHT_MAX_RATIO * direct
+
+    def grad_weight(self, plan, grad_output, x, grad_weight):
+        g, dtype = plan.geometry, plan.dtype
+        m = winograd_weight_tile(plan)
+        block, transformed, accumulators, row = _winograd_weight_layout(plan, m)
+        # the threads split the alpha^2 positions; fewer where their rows would pass the bound
+        room = (WINOGRAD_WORKSPACE_BYTES // dtype.itemsize - transformed - accumulators)
+        threads = max(1, min(effective_num_threads((m + 2) ** 2), room // row))
+        self._GRAD_WEIGHT[dtype](x, grad_output, grad_weight,
+                                 np.empty(transformed, dtype=dtype),
+                                 np.empty(accumulators, dtype=dtype),
+                                 np.empty((threads, row), dtype=dtype), m, g.pad_top,
+                                 g.pad_left, block, threads)
 
 
 def sizes_for(plan: ConvPlan, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
@@ -1054,8 +1175,8 @@ TRANSPOSED_FORWARD: tuple[ConvPath, ...] = FORWARD[2:]
 GRAD_INPUT: tuple[ConvPath, ...] = (DepthwiseGather(), DepthwiseDirect(), Depthwise(),
                                     Winograd(), Transposed(), StridedPointwise(), Packed(),
                                     Blas())
-GRAD_WEIGHT: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), Direct(), Packed(),
-                                     Blas())
+GRAD_WEIGHT: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), WinogradWeight(),
+                                     Direct(), Packed(), Blas())
 OPS: dict[str, tuple[ConvPath, ...]] = {"forward": FORWARD, "grad_input": GRAD_INPUT,
                                         "grad_weight": GRAD_WEIGHT}
 

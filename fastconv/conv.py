@@ -348,8 +348,11 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike, str
     algorithm : {'auto', 'direct', 'winograd'}, default 'auto'
         As :func:`conv2d`: ``'winograd'`` computes the input gradient of a 3x3, stride-1,
         dilation-1, ungrouped convolution with padding at most 2 (the input gradient is then
-        a 3x3 stride-1 convolution of grad_output) by Winograd, with the same error bound;
-        the weight and bias gradients take the usual paths.
+        a 3x3 stride-1 convolution of grad_output) by Winograd, with the same error bound,
+        and the weight gradient of such a convolution (any padding) by Winograd F(4x4, 3x3)
+        where it pays (many channels: 64 -> 64 at 56x56, say; not 16 -> 32): float32 within
+        1e-4 * max|grad_weight| on data of one scale (measured at most 1e-5; README), 1e-12
+        in float64. The bias gradient takes the usual path.
 
     Returns
     -------

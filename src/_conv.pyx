@@ -37,6 +37,8 @@ The kernels live in one file per family, included here (one module, one import):
 - ``conv/depthwise_direct.pxi``: the depthwise kernels with 16 channels across the lanes;
 - ``conv/winograd.pxi``: Winograd F(m x m, 3 x 3) for 3x3 stride-1 convolutions, the
   transforms of ``_winograd.h`` around the packed GEMM.
+- ``conv/winograd_wgrad.pxi``: the weight gradient by Winograd (``_winograd_wgrad.h``), a
+  GEMM per alpha^2 position summing over the tiles.
 - ``conv/linear.pxi``: fastconv.nn.Linear's forward pass, the dot-product kernels of
   ``_linear.h`` with the rows across the threads.
 
@@ -68,5 +70,6 @@ include "conv/direct.pxi"
 include "conv/depthwise.pxi"
 include "conv/depthwise_direct.pxi"
 include "conv/winograd.pxi"
+include "conv/winograd_wgrad.pxi"
 include "conv/fewchan.pxi"
 include "conv/linear.pxi"

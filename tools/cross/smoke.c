@@ -20,6 +20,7 @@
 #include "_pool.h"
 #include "_stage.h"
 #include "_winograd.h"
+#include "_winograd_wgrad.h"
 
 static int failures = 0;
 
@@ -448,6 +449,64 @@ static void check_direct(void)
 FEW_CHECK(float, check_few_float, s)
 FEW_CHECK(double, check_few_double, d)
 
+/* The Winograd weight gradient's transforms (_winograd_wgrad.h) around the forward pass's
+ * input transform, the GEMMs as plain loops: dW against the direct sums, each tile size */
+#define WGRAD_CHECK(T, NAME, SFX)                                                           \
+    static void NAME(void)                                                                  \
+    {                                                                                       \
+        enum { N = 2, C = 3, K = 5, H = 7, W = 6, LD = 32 };                                \
+        static T x[N * C * H * W], gy[N * K * H * W], dw[K * C * 9];                        \
+        static T v[64 * (C * LD + 16)], gv[64 * (K * LD + 16)], acc[64 * (K * C + 16)];     \
+        static const int tiles[] = {2, 4, 5, 6};                                            \
+        uint32_t state = 7;                                                                 \
+        double worst = 0;                                                                   \
+        int i, mi;                                                                          \
+        for (i = 0; i < N * C * H * W; i++)                                                 \
+            x[i] = (T)next_value(&state);                                                   \
+        for (i = 0; i < N * K * H * W; i++)                                                 \
+            gy[i] = (T)next_value(&state);                                                  \
+        for (mi = 0; mi < 4; mi++) {                                                        \
+            const int m = tiles[mi], a2 = (m + 2) * (m + 2);                                \
+            const ptrdiff_t th = (H + m - 1) / m, tw = (W + m - 1) / m, nt = N * th * tw;   \
+            const ptrdiff_t vs = C * LD + 16, gs = K * LD + 16, as = K * C + 16;           \
+            fc_wino_geometry gin = {C, H, W, H, W, 1, 1, th, tw, C}, gout = gin;           \
+            int xi, k, c, p, q, t, n, yy, xx;                                               \
+            gout.channels = gout.planes = K;                                                \
+            fc_wino_input_##SFX(m, x, &gin, 0, nt, v, LD, vs);                              \
+            fc_wgrad_gy_##SFX(m, gy, &gout, 0, nt, gv, LD, gs);                             \
+            for (xi = 0; xi < a2; xi++)                                                     \
+                for (k = 0; k < K; k++)                                                     \
+                    for (c = 0; c < C; c++) {                                               \
+                        T sum = 0;                                                          \
+                        for (t = 0; t < nt; t++)                                            \
+                            sum += gv[xi * gs + k * LD + t] * v[xi * vs + c * LD + t];      \
+                        acc[xi * as + k * C + c] = sum;                                     \
+                    }                                                                       \
+            fc_wgrad_weights_##SFX(m, acc, C, as, 0, K, C, dw);                             \
+            for (k = 0; k < K; k++)                                                         \
+                for (c = 0; c < C; c++)                                                     \
+                    for (p = 0; p < 3; p++)                                                 \
+                        for (q = 0; q < 3; q++) {                                           \
+                            double want = 0;                                                \
+                            for (n = 0; n < N; n++)                                         \
+                                for (yy = 0; yy < H; yy++)                                  \
+                                    for (xx = 0; xx < W; xx++) {                            \
+                                        int iy = yy + p - 1, ix = xx + q - 1;               \
+                                        if (iy < 0 || iy >= H || ix < 0 || ix >= W)         \
+                                            continue;                                       \
+                                        want += (double)gy[((n * K + k) * H + yy) * W + xx] \
+                                                * (double)x[((n * C + c) * H + iy) * W + ix]; \
+                                    }                                                       \
+                            double got = (double)dw[(k * C + c) * 9 + p * 3 + q];           \
+                            worst = rel_err(got, want) > worst ? rel_err(got, want) : worst; \
+                        }                                                                   \
+        }                                                                                   \
+        check("fc_wgrad_{gy,weights}_" #SFX " (m = 2, 4, 5, 6)", worst,                     \
+              sizeof(T) == 4 ? 1e-4 : 1e-10);                                               \
+    }
+WGRAD_CHECK(float, check_wgrad_float, float)
+WGRAD_CHECK(double, check_wgrad_double, double)
+
 int main(void)
 {
     /* the portable code on any host: the cap is read at the first fc_cpu_isa() call */
@@ -470,6 +529,9 @@ int main(void)
         printf("winograd build: %s (%d entry points)\n", fc_wino_isa(),
                (int)(sizeof entries / sizeof entries[0]));
     }
+    fc_wgrad_select();
+    check_wgrad_float();
+    check_wgrad_double();
     check_sgemm();
     check_dgemm();
     check_transpose_panels();
