@@ -30,13 +30,6 @@
  * in AVX-512's 32 vector registers, with the weights and a broadcast beside them. */
 #define FC_DIRECT_MR2 12
 #define FC_DIRECT_MR1 24
-/* The forward pass's V = 2 kernels go up to 14 pixels: 28 sums, the 2 weight vectors and a
- * broadcast, 31 of the 32 registers. A 14-wide row (vgg's 14 x 14 planes) is one call instead
- * of two of 7, which read the block's weights (k * 32 floats, from L2) half as often per
- * multiply-add and load 16 values per 28 multiply-adds instead of 9 per 14: measured on Zen 5
- * (one thread, bench_ops.py's vgg14 tiles, 8 x 256 x 14 x 14 -> 256 3x3) 9.2-9.4 -> 8.8-8.9 ms.
- * Rows of 28, 56 and 112 are cut into 14s too (near-equal runs, fc_direct_tile). */
-#define FC_DIRECT_FWD_MR2 14
 
 typedef void (*fc_direct_kernel_t)(ptrdiff_t, const float *, const ptrdiff_t *, const float *,
                                    float *, ptrdiff_t, const float *);
@@ -98,11 +91,6 @@ typedef void (*fc_direct_kernel_t)(ptrdiff_t, const float *, const ptrdiff_t *, 
 
 /* fc_direct_2[mr], fc_direct_1[mr]: the forward micro-kernel of mr pixels */
 FC_DIRECT_FAMILY(FC_DIRECT_KERNEL, fc_direct_kernel_t, fc_direct_)
-/* fc_direct_fwd2[mr]: fc_direct_2 and the 13- and 14-pixel kernels (FC_DIRECT_FWD_MR2) */
-FC_DIRECT_KERNEL(fc_direct_2_13, 13, 2)
-FC_DIRECT_KERNEL(fc_direct_2_14, 14, 2)
-static const fc_direct_kernel_t fc_direct_fwd2[FC_DIRECT_FWD_MR2 + 1] = {
-    NULL, FC_DIRECT_NAMES_1_TO_12(fc_direct_, 2), fc_direct_2_13, fc_direct_2_14};
 #endif
 
 /* The weight gradient's micro-kernel: for R taps and a block of 16*V output channels, the
@@ -179,8 +167,8 @@ static void fc_direct_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k
                            const float *bias, float *tbuf)
 {
 #if FC_HAVE_X86_TARGETS
-    const fc_direct_kernel_t *table = v == 2 ? fc_direct_fwd2 : fc_direct_1;
-    ptrdiff_t mr_max = v == 2 ? FC_DIRECT_FWD_MR2 : FC_DIRECT_MR1;
+    const fc_direct_kernel_t *table = v == 2 ? fc_direct_2 : fc_direct_1;
+    ptrdiff_t mr_max = v == 2 ? FC_DIRECT_MR2 : FC_DIRECT_MR1;
     ptrdiff_t width = 16 * v, blocks = channels / width;
     ptrdiff_t p, end = p0 + count, oy, ox, seg, runs, r, first, last, blk;
     /* one block of channels over all the pixels, then the next: a block's weights (k * 16v
