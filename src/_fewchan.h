@@ -190,6 +190,82 @@ FC_FEW_FAMILY(fc_few_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4
               fc_few_kernel_d)
 #endif
 
+/* ---- unpooled grids at most a vector wide: the sums stored straight into the output ----------
+ *
+ * fc_few_block computes a band's grid as one run of flat positions r*Wp + x, so its vectors
+ * straddle grid rows, and fc_few_store then copies each channel's rows out of the block into
+ * the output planes: a second pass over the output, which took as long as a third of the
+ * multiply-adds on bench's "seed" (64 x 1 x 28 x 28 -> 16 5x5 stride 2, 12 x 12 grid: the copy
+ * of 12-float rows by 16-byte vectors). Where the grid is unpooled and its rows are at most a
+ * vector wide (AVX-512: 16 floats, 8 doubles), vector v of a micro-kernel call is instead grid
+ * row r + v (its first ``width`` lanes; the lanes past them read the phase values after the
+ * row and are never stored), and the sums go from the registers to the output rows by masked
+ * stores: no block, no copy. It computes L positions per row where fc_few_block computes
+ * about Wp (192 positions for the seed's 144 where the block computes 176), and saves the
+ * copy. Each output is the same chain as fc_few_block's (the same phase values, taps, order,
+ * contraction, bias and ReLU): the same bits. */
+#define FC_FEWR_KERNEL(NAME, ATTR, T, V, I, L, NR, MASK, STORE)                               \
+    ATTR static void NAME(ptrdiff_t k, const T *in, const ptrdiff_t *off, const T *w,        \
+                          ptrdiff_t cpad, ptrdiff_t wp, int mc, T *y, ptrdiff_t plane,       \
+                          ptrdiff_t width, const T *bias, int relu)                          \
+    {                                                                                        \
+        V acc[FC_FEW_MR][NR], x[NR];                                                         \
+        const MASK mask = (MASK)((1u << width) - 1u);                                        \
+        ptrdiff_t kk;                                                                        \
+        int m, v;                                                                            \
+        for (m = 0; m < FC_FEW_MR; m++)                                                      \
+            for (v = 0; v < NR; v++)                                                         \
+                acc[m][v] = (V){0};                                                          \
+        for (kk = 0; kk < k; kk++) {                                                         \
+            const T *s = in + off[kk];                                                       \
+            const T *wk = w + kk * cpad;                                                     \
+            for (v = 0; v < NR; v++)                                                         \
+                __builtin_memcpy(&x[v], s + v * wp, sizeof(V));                              \
+            for (m = 0; m < FC_FEW_MR; m++) {                                                \
+                const T wm = wk[m];                                                          \
+                for (v = 0; v < NR; v++)                                                     \
+                    acc[m][v] += x[v] * wm;                                                  \
+            }                                                                                \
+        }                                                                                    \
+        for (m = 0; m < FC_FEW_MR && m < mc; m++)                                            \
+            for (v = 0; v < NR; v++) {                                                       \
+                V r = acc[m][v];                                                             \
+                if (bias)                                                                    \
+                    r += bias[m];                                                            \
+                if (relu) {  /* src/_epilogue.h's FC_RELU: keep v > 0 and NaN, else +0 */    \
+                    I keep = (r > (T)0) | (r != r);                                          \
+                    r = (V)((I)r & keep);                                                    \
+                }                                                                            \
+                STORE(y + m * plane + v * width, mask, r);                                   \
+            }                                                                                \
+    }
+
+typedef void (*fc_fewr_kernel_s)(ptrdiff_t, const float *, const ptrdiff_t *, const float *,
+                                 ptrdiff_t, ptrdiff_t, int, float *, ptrdiff_t, ptrdiff_t,
+                                 const float *, int);
+typedef void (*fc_fewr_kernel_d)(ptrdiff_t, const double *, const ptrdiff_t *, const double *,
+                                 ptrdiff_t, ptrdiff_t, int, double *, ptrdiff_t, ptrdiff_t,
+                                 const double *, int);
+
+#if FC_HAVE_X86_TARGETS
+#include <immintrin.h>
+#define FC_FEWR_STORE_S(p, mask, r) _mm512_mask_storeu_ps((p), (mask), (__m512)(r))
+#define FC_FEWR_STORE_D(p, mask, r) _mm512_mask_storeu_pd((p), (mask), (__m512d)(r))
+#define FC_FEWR_FAMILY(P, T, V, I, L, MASK, STORE, TYPE)                                     \
+    FC_FEWR_KERNEL(P##1, FC_FEW_ATTR_avx512, T, V, I, L, 1, MASK, STORE)                     \
+    FC_FEWR_KERNEL(P##2, FC_FEW_ATTR_avx512, T, V, I, L, 2, MASK, STORE)                     \
+    FC_FEWR_KERNEL(P##3, FC_FEW_ATTR_avx512, T, V, I, L, 3, MASK, STORE)                     \
+    FC_FEWR_KERNEL(P##4, FC_FEW_ATTR_avx512, T, V, I, L, 4, MASK, STORE)                     \
+    FC_FEWR_KERNEL(P##5, FC_FEW_ATTR_avx512, T, V, I, L, 5, MASK, STORE)                     \
+    FC_FEWR_KERNEL(P##6, FC_FEW_ATTR_avx512, T, V, I, L, 6, MASK, STORE)                     \
+    static const TYPE P[FC_FEW_NR_MAX + 1] = {NULL, P##1, P##2, P##3, P##4, P##5, P##6};
+/* the vector types, lanes and rows per call (up to 6) of fc_few_avx512_s / _d */
+FC_FEWR_FAMILY(fc_fewr_avx512_s, float, fc_few_v16f, fc_few_v16i, 16, __mmask16,
+               FC_FEWR_STORE_S, fc_fewr_kernel_s)
+FC_FEWR_FAMILY(fc_fewr_avx512_d, double, fc_few_v8d, fc_few_v8l, 8, __mmask8,
+               FC_FEWR_STORE_D, fc_fewr_kernel_d)
+#endif
+
 /* ---- the variant with output channels across the lanes (FewChannelsLanes) -----------------
  *
  * For 16, 32, 48 ... output channels, the pixels-across-lanes kernels above compute whole
@@ -472,6 +548,9 @@ static const fc_clq_kernel_d fc_clq_avx512_d[FC_CLQ_J_MAX + 1] = {
 /* The level's kernels, lanes and vectors per call, picked once (fc_few_init, at import). */
 static const fc_few_kernel_s *fc_few_table_s = NULL;
 static const fc_few_kernel_d *fc_few_table_d = NULL;
+/* the row-direct kernels (NULL: none at this level) */
+static const fc_fewr_kernel_s *fc_fewr_table_s = NULL;
+static const fc_fewr_kernel_d *fc_fewr_table_d = NULL;
 static ptrdiff_t fc_few_lanes_s = 4, fc_few_lanes_d = 2, fc_few_nr = 3;
 /* and the channels-across-lanes variant's: positions per call at most */
 static const fc_cl_kernel_s *fc_cl_table_s = NULL;
@@ -501,6 +580,8 @@ static int fc_few_init(void)
     fc_few_lanes_d = 1;
 #endif
     fc_few_nr = 3;
+    fc_fewr_table_s = NULL;
+    fc_fewr_table_d = NULL;
     fc_cl_table_s = fc_cl_generic_s;
     fc_cl_table_d = fc_cl_generic_d;
     fc_cl_rows_table_s = NULL;
@@ -524,6 +605,8 @@ static int fc_few_init(void)
         fc_few_lanes_s = 16;
         fc_few_lanes_d = 8;
         fc_few_nr = 6;
+        fc_fewr_table_s = fc_fewr_avx512_s;
+        fc_fewr_table_d = fc_fewr_avx512_d;
         fc_cl_table_s = fc_cl_avx512_s;
         fc_cl_table_d = fc_cl_avx512_d;
         fc_cl_j_s = 12;
@@ -705,6 +788,35 @@ FC_FEW_ROWS(d, double, double, 1)
         for (o = 0; o < channels; o++)                                                        \
             fc_few_rows_##SFX(buf + o * shape->bp, shape->wp, r1 - r0, width,                 \
                               y + o * plane + r0 * width);                                    \
+    }                                                                                         \
+                                                                                              \
+    /* Whether fc_few_direct runs a band instead of fc_few_block + fc_few_store: unpooled,    \
+     * rows at most a vector wide, and row-direct kernels at this level (fc_fewr_*). */       \
+    static inline int fc_few_direct_ok_##SFX(const fc_few_shape *shape, ptrdiff_t width)      \
+    {                                                                                         \
+        return fc_fewr_table_##SFX != NULL && shape->quads == 1 && shape->step == 1           \
+               && width <= fc_few_lanes_##SFX;                                                \
+    }                                                                                         \
+                                                                                              \
+    /* y[o*plane + r*width + j] for o < channels, r0 <= r < r1, j < width: the grid rows'     \
+     * sums (+ bias, ReLU) stored from the registers by fc_fewr_*, where fc_few_direct_ok:    \
+     * the values fc_few_block + fc_few_store give. */                                        \
+    static inline void fc_few_direct_##SFX(const T *phase, const ptrdiff_t *off, const T *w,  \
+                                           const T *bias, const fc_few_shape *shape,          \
+                                           ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t channels,    \
+                                           ptrdiff_t width, int relu, T *y, ptrdiff_t plane)  \
+    {                                                                                         \
+        const fc_fewr_kernel_##SFX *table = fc_fewr_table_##SFX;                              \
+        ptrdiff_t k = shape->k, cpad = shape->cpad, wp = shape->wp, o, r, nr, mc;             \
+        for (o = 0; o < channels; o += FC_FEW_MR) {                                           \
+            mc = channels - o < FC_FEW_MR ? channels - o : FC_FEW_MR;                         \
+            for (r = r0; r < r1; r += nr) {                                                   \
+                nr = r1 - r < fc_few_nr ? r1 - r : fc_few_nr;                                 \
+                table[nr](k, phase + r * wp, off, w + o, cpad, wp, (int)mc,                   \
+                          y + o * plane + r * width, plane, width, bias ? bias + o : NULL,    \
+                          relu);                                                              \
+            }                                                                                 \
+        }                                                                                     \
     }
 
 FC_FEW_DEFINE(s, float)

@@ -124,6 +124,30 @@ def test_results_do_not_depend_on_the_thread_count(rng, dtype, every_thread):
             assert np.array_equal(bits(out), bits(outs[0]))
 
 
+@pytest.mark.parametrize("grid_w", [1, 7, 8, 9, 15, 16, 17])
+def test_rows_stored_from_registers_are_the_block_bits(rng, dtype, grid_w, every_thread):
+    """Unpooled grids whose rows fit one vector (AVX-512: 16 floats, 8 doubles) are stored
+    straight from the registers (src/_fewchan.h, fc_few_direct); wider ones go through the
+    block and its copy (fc_few_block, fc_few_store). An output is the same chain either way,
+    so a narrow input's result is, bit for bit, the first columns of a wider input's; with 5
+    output channels (a partial group of 4) and bands cut by 3 threads."""
+    kwargs = dict(stride=(2, 2), padding=((1, 2), (1, 0)))
+    width = 2 * (grid_w - 1) + 4  # ((width + 1 - 5) // 2 + 1 == grid_w columns
+    wide = rng.standard_normal((2, 1, 13, width + 40)).astype(dtype)
+    x = np.ascontiguousarray(wide[..., :width])
+    weight = rng.standard_normal((5, 1, 3, 5)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    with use_paths(forward=PATH):
+        for threads in (1, 3):
+            with fastconv.threads(threads):
+                for relu in ("relu", None):
+                    y = fastconv.conv2d(x, weight, b, activation=relu, **kwargs)
+                    y_wide = fastconv.conv2d(wide, weight, b, activation=relu, **kwargs)
+                    assert y.shape[3] == grid_w and y_wide.shape[3] == grid_w + 20
+                    assert np.array_equal(bits(y), bits(y_wide[..., :grid_w])), (threads, relu)
+    assert_close(y, conv2d_ref(x, weight, b, (2, 2), (1, 2, 1, 0), (1, 1), 1))
+
+
 def _pooled(plan_x, weight, b, kwargs, pool, relu=True):
     """FewChannels.forward_pooled called directly."""
     plan = conv_plan(plan_x, weight, b, kwargs)

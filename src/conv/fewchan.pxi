@@ -30,6 +30,16 @@ cdef extern from "_fewchan.h" nogil:
     void fc_few_store_d(const double* buf, const fc_few_shape* shape, Py_ssize_t channels,
                         Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t width, double* y,
                         Py_ssize_t plane)
+    bint fc_few_direct_ok_s(const fc_few_shape* shape, Py_ssize_t width)
+    bint fc_few_direct_ok_d(const fc_few_shape* shape, Py_ssize_t width)
+    void fc_few_direct_s(const float* phase, const Py_ssize_t* off, const float* w,
+                         const float* bias, const fc_few_shape* shape, Py_ssize_t r0,
+                         Py_ssize_t r1, Py_ssize_t channels, Py_ssize_t width, int relu,
+                         float* y, Py_ssize_t plane)
+    void fc_few_direct_d(const double* phase, const Py_ssize_t* off, const double* w,
+                         const double* bias, const fc_few_shape* shape, Py_ssize_t r0,
+                         Py_ssize_t r1, Py_ssize_t channels, Py_ssize_t width, int relu,
+                         double* y, Py_ssize_t plane)
     void fc_cl_block_s(const float* phase, const Py_ssize_t* off, const float* w,
                        const float* bias, const fc_few_shape* shape, Py_ssize_t r0,
                        Py_ssize_t r1, Py_ssize_t grid_w, int relu, int late, float* buf)
@@ -137,6 +147,8 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
     cdef Py_ssize_t taps_hw = geo.kernel_h * geo.kernel_w
     cdef bint has_bias = bias is not None
     cdef bint late = True
+    # unpooled rows at most a vector wide: stored from the registers (fc_few_direct), no block
+    cdef bint direct = False
     cdef Py_ssize_t item, n, first, last, chunk, staged, r0, r1, o, kk, qd, ry, rx, c, p, q
     cdef floating* phase = NULL
     cdef const floating* source = NULL  # what the block reads: the phase planes, or x
@@ -170,6 +182,11 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
                     offsets[qd * k + kk] = (((c * lay.sh + ry % lay.sh) * lay.sw
                                              + rx % lay.sw) * lay.hp * lay.wp
                                             + ry // lay.sh * lay.wp + rx // lay.sw)
+    if not across:
+        if floating is float:
+            direct = fc_few_direct_ok_s(&lay.shape, lay.grid_w)
+        else:
+            direct = fc_few_direct_ok_d(&lay.shape, lay.grid_w)
     with nogil, parallel(num_threads=num_threads):
         block = aligned(&workspace[threadid(), 0]) + lay.phase_len
         phase = block - lay.phase_len
@@ -205,6 +222,15 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
                                       r0, r1, lay.grid_w, relu, late, block)
                         fc_cl_store_d(block, cpad, channels, (r1 - r0) * lay.grid_w,
                                       &out[n, 0, r0, 0], out_plane)
+                elif direct:
+                    if floating is float:
+                        fc_few_direct_s(phase, &offsets[0], &packed[0], bias_ptr, &lay.shape,
+                                        r0, r1, channels, lay.grid_w, relu, &out[n, 0, 0, 0],
+                                        out_plane)
+                    else:
+                        fc_few_direct_d(phase, &offsets[0], &packed[0], bias_ptr, &lay.shape,
+                                        r0, r1, channels, lay.grid_w, relu, &out[n, 0, 0, 0],
+                                        out_plane)
                 elif floating is float:
                     fc_few_block_s(phase, &offsets[0], &packed[0], bias_ptr, &lay.shape, r0,
                                    r1, relu, block)
