@@ -628,6 +628,10 @@ class Conv2d(Module):
         self._input = None
         self.weight = Parameter(None)
         self.bias = Parameter(None) if bias else None
+        # the output, and the gradients backward makes (the input gradient it returns, the
+        # weight and bias gradients it adds to .grad), reused once nothing else holds them
+        self._outputs = Recycler()
+        self._gradients = Recycler(4)
         if self.in_channels is not None:
             self._initialize()
 
@@ -714,7 +718,7 @@ class Conv2d(Module):
         output = _conv.conv2d(x, self.weight.data, bias, self.stride, self.padding,
                               self.dilation, self.groups, self.padding_mode,
                               activation=None if relu is None else "relu",
-                              algorithm=self.algorithm)
+                              algorithm=self.algorithm, _buffers=self._outputs.empty)
         self._input = x
         if relu is not None:
             relu._output = output
@@ -734,7 +738,8 @@ class Conv2d(Module):
         need += ("weight", "bias") if self.bias is not None else ("weight",)
         grad_input, grad_weight, grad_bias = _conv.conv2d_backward(
             grad_output, x, self.weight.data, self.stride, self.padding, self.dilation,
-            self.groups, self.padding_mode, need=need, algorithm=self.algorithm)
+            self.groups, self.padding_mode, need=need, algorithm=self.algorithm,
+            _buffers=self._gradients.empty)
         self.weight.grad += grad_weight
         if self.bias is not None:
             self.bias.grad += grad_bias
