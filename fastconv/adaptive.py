@@ -9,7 +9,8 @@ functions check and normalise their arguments, allocate the results and call one
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -95,8 +96,9 @@ def _input_shape(input_shape: Sequence[int], grad4: np.ndarray,
     return batched[0], batched[1], batched[2], batched[3]
 
 
-def adaptive_avg_pool2d_backward(grad_output: ArrayLike,
-                                 input_shape: Sequence[int]) -> np.ndarray:
+def adaptive_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Sequence[int], *,
+                                 _buffers: Callable[[tuple[int, ...], np.dtype[Any]],
+                                                    np.ndarray] | None = None) -> np.ndarray:
     """Gradient of :func:`adaptive_avg_pool2d`: each cell's gradient spread evenly over its
     window (windows may overlap; the shares add).
 
@@ -110,7 +112,9 @@ def adaptive_avg_pool2d_backward(grad_output: ArrayLike,
     grad = as_float_array(grad_output, "grad_output")
     grad4, unbatched = as_batched(grad, "grad_output")
     shape = _input_shape(input_shape, grad4, unbatched)
-    grad_input = np.empty(shape, dtype=grad4.dtype)
+    # (``_buffers(shape, dtype)``: the layer's recycled arrays, fastconv._buffers)
+    grad_input = (np.empty(shape, dtype=grad4.dtype) if _buffers is None
+                  else _buffers(shape, grad4.dtype))
     if grad_input.size:
         _adaptive.adaptive_avg_pool2d_backward(
             grad4, grad_input, _num_threads(shape[0] * shape[1], grad_input.size))
