@@ -1704,10 +1704,12 @@ class AdaptiveAvgPool2d(Module):
         _args.adaptive_output_size(output_size)  # refused here as adaptive_avg_pool2d would
         self.output_size = output_size
         self._input_shape = None
-        self._gradients = Recycler()  # input gradients, reused once nothing else holds them
+        # outputs and input gradients, reused once nothing else holds them
+        self._outputs = Recycler()
+        self._gradients = Recycler()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        output = _adaptive.adaptive_avg_pool2d(x, self.output_size)
+        output = _adaptive.adaptive_avg_pool2d(x, self.output_size, _buffers=self._outputs.empty)
         self._input_shape = np.shape(x)
         return output
 
