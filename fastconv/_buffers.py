@@ -8,7 +8,13 @@ step pays the kernel for fresh zeroed pages: measured on the small ResNet at bat
 ~65 ms (bench/profile_resnet_step.py has the figures). A :class:`Recycler` keeps the arrays
 it made and hands one out again only when its own references are the only ones left (the
 caller, a view of it, a layer that kept it: any other reference makes the array busy), so
-reuse can never change an array someone still sees.
+reuse can never change an array someone still sees. The layers that recycle so: Conv2d (its
+output and its input, weight and bias gradients), BatchNorm2d, MaxPool2d, AvgPool2d and
+AdaptiveAvgPool2d (outputs, max pooling's indices, input gradients), and the eval plan
+(fastconv._fusion).
+
+:func:`scratch` serves the kernels' workspaces (and the optimisers' temporaries) the same
+way from buffers kept per Python thread: a call's scratch lives only while the call runs.
 
 Examples
 --------
@@ -32,7 +38,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["Recycler"]
+__all__ = ["Recycler", "scratch", "scratch_zeros"]
 
 # sys.getrefcount of an array held only by the recycler's list, read as ``slots[i]`` inside
 # _free: the list's reference and getrefcount's argument
@@ -95,3 +101,78 @@ class Recycler:
         with self._lock:
             self._slots.clear()
             self._next = 0
+
+
+# ---------------------------------------------------------------------------- kernel scratch
+
+# Scratch arrays up to this size are plain np.empty (the allocator's free lists serve them
+# without new pages; fastconv._paths.thread_scratch keeps those of a small call); larger ones
+# come from the calling thread's pool. (Equal to _paths.SCRATCH_KEEP_BYTES: a pooled array
+# is never small enough for thread_scratch to keep, so it never pins a pool buffer.)
+SCRATCH_MIN_BYTES = 1 << 16
+# A buffer larger than this is not kept (one huge image's im2col block must not stay behind)
+SCRATCH_MAX_BYTES = 64 << 20
+# Buffers kept per Python thread: a call holds at most four scratch arrays at once (a
+# workspace, packed weights, offsets, partial sums); the others serve the next calls
+SCRATCH_SLOTS = 6
+
+_scratch_local = threading.local()
+
+
+def scratch(shape: int | tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """An uninitialised C-contiguous array of ``shape`` and ``dtype`` for a kernel's scratch
+    (written before it is read, dropped when the call returns): a view of one of the calling
+    Python thread's kept buffers that nothing else references (the smallest that fits), else
+    a new buffer, kept in place of the smallest free one. Each thread has its own buffers,
+    so two threads running kernels at once never share one; a buffer is reused only once its
+    last view is gone (the Recycler's reference rule).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastconv._buffers import scratch
+    >>> a = scratch((300, 100), np.float32)
+    >>> address = a.__array_interface__["data"][0]
+    >>> b = scratch((300, 100), np.float32)  # a still held: another buffer
+    >>> b.__array_interface__["data"][0] == address
+    False
+    >>> del a, b
+    >>> scratch(10000, np.float64).__array_interface__["data"][0] == address  # fits in a's
+    True
+    """
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    nbytes = dtype.itemsize
+    for size in shape:
+        nbytes *= size
+    if nbytes <= SCRATCH_MIN_BYTES or nbytes > SCRATCH_MAX_BYTES:
+        return np.empty(shape, dtype=dtype)
+    buffers: list[np.ndarray] | None = getattr(_scratch_local, "buffers", None)
+    if buffers is None:
+        buffers = _scratch_local.buffers = []
+    best = smallest_free = -1
+    for index in range(len(buffers)):
+        size = buffers[index].nbytes
+        # the list's reference and getrefcount's argument only: no view of it is alive
+        if sys.getrefcount(buffers[index]) != _ONLY_OURS:
+            continue
+        if size >= nbytes and (best < 0 or size < buffers[best].nbytes):
+            best = index
+        if smallest_free < 0 or size < buffers[smallest_free].nbytes:
+            smallest_free = index
+    if best >= 0:
+        buffer = buffers[best]
+    else:
+        buffer = np.empty(nbytes, dtype=np.uint8)
+        if len(buffers) < SCRATCH_SLOTS:
+            buffers.append(buffer)
+        elif smallest_free >= 0:  # too small for this call: the larger one serves it and more
+            buffers[smallest_free] = buffer
+    return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+def scratch_zeros(shape: int | tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """:func:`scratch`, zeroed (for partial sums a kernel adds into)."""
+    array = scratch(shape, dtype)
+    array.fill(0)
+    return array

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _conv
 from ._args import check_size
+from ._buffers import scratch
 
 __all__ = ["Geometry", "make_geometry", "TILE_BYTES", "STAGE_BYTES", "POINTWISE_TILE", "ALIGN"]
 
@@ -123,13 +124,17 @@ def stage_elements(geometry: Geometry, dtype: np.dtype) -> int:
     return ALIGN[dtype] + (_conv.stage_size(geometry) if geometry.staged else 0)
 
 
+# The workspaces below are scratch for one kernel call (written before they are read, let go
+# when the call returns): fastconv._buffers.scratch hands out the calling thread's kept
+# buffers, so that a training step does not map fresh pages for them every time.
+
 def im2col_workspace(rows: int, geometry: Geometry, dtype: np.dtype) -> np.ndarray:
     """Per-thread im2col blocks: k by tile; for the packed GEMM, rows of tile rounded up to
     whole panels, plus one panel (src/conv/stage.pxi, im2col_rows); 64 bytes of slack to align
     each row's start; then the stage."""
     nr = PANELS[dtype][1]
-    return np.empty((rows, geometry.k * (-(-geometry.tile // nr) + 1) * nr + ALIGN[dtype]
-                     + stage_elements(geometry, dtype)), dtype=dtype)
+    return scratch((rows, geometry.k * (-(-geometry.tile // nr) + 1) * nr + ALIGN[dtype]
+                     + stage_elements(geometry, dtype)), dtype)
 
 
 def packed_weight_buffer(geometry: Geometry, groups: int, dtype: np.dtype,
@@ -140,7 +145,7 @@ def packed_weight_buffer(geometry: Geometry, groups: int, dtype: np.dtype,
     mr = PANELS[dtype][0]
     rows, columns = ((geometry.k, geometry.out_channels_g) if transposed
                      else (geometry.out_channels_g, geometry.k))
-    return np.empty(groups * -(-rows // mr) * mr * columns + ALIGN[dtype], dtype=dtype)
+    return scratch(groups * -(-rows // mr) * mr * columns + ALIGN[dtype], dtype)
 
 
 def packed_weight_workspace(threads: int, geometry: Geometry, dtype: np.dtype) -> np.ndarray:
@@ -150,32 +155,30 @@ def packed_weight_workspace(threads: int, geometry: Geometry, dtype: np.dtype) -
     mr, nr = PANELS[dtype]
     size = (-(-geometry.out_channels_g // mr) * mr + -(-geometry.k // nr) * nr + nr) \
         * geometry.tile
-    return np.empty((threads, size + 2 * ALIGN[dtype] + stage_elements(geometry, dtype)),
-                    dtype=dtype)
+    return scratch((threads, size + 2 * ALIGN[dtype] + stage_elements(geometry, dtype)), dtype)
 
 
 def gy_rows_workspace(threads: int, geometry: Geometry, dtype: np.dtype) -> np.ndarray:
     """Per-thread copies of C_out/groups rows of a tile of grad_output for the packed GEMM
     (panel_ld(tile) each: whole panels plus one, and 64 bytes of slack)."""
     nr = PANELS[dtype][1]
-    return np.empty((threads, geometry.out_channels_g * (-(-geometry.tile // nr) + 1) * nr
-                     + ALIGN[dtype]), dtype=dtype)
+    return scratch((threads, geometry.out_channels_g * (-(-geometry.tile // nr) + 1) * nr
+                     + ALIGN[dtype]), dtype)
 
 
 def direct_workspace(rows: int, geometry: Geometry, dtype: np.dtype) -> np.ndarray:
     """Per-thread rows for the direct kernels: 64 bytes of slack to align the start, the stage,
     then a run of a tile's pixels (at most 256 KiB of them, _conv.direct_run_pixels) of
     pixel-major sums (the forward pass) or of grad_output (the weight gradient)."""
-    return np.empty((rows, ALIGN[dtype] + _conv.stage_size(geometry)
-                     + _conv.direct_run_pixels(geometry) * geometry.out_channels_g),
-                    dtype=dtype)
+    return scratch((rows, ALIGN[dtype] + _conv.stage_size(geometry)
+                     + _conv.direct_run_pixels(geometry) * geometry.out_channels_g), dtype)
 
 
 def depthwise_direct_workspace(threads: int, geometry: Geometry) -> np.ndarray:
     """Per-thread rows for fc_dwd_*: 64 bytes of slack, a stage (the input, or the input
     gradient's sums) and a pixel-major tile of 16 planes (the output, or grad_output)."""
     stage, tile = _conv.depthwise_direct_sizes(geometry)
-    return np.empty((threads, ALIGN[np.dtype(np.float32)] + stage + tile), dtype=np.float32)
+    return scratch((threads, ALIGN[np.dtype(np.float32)] + stage + tile), np.float32)
 
 
 def depthwise_workspaces(threads: int, geometry: Geometry, multiplier: int, dtype: np.dtype
@@ -183,8 +186,8 @@ def depthwise_workspaces(threads: int, geometry: Geometry, multiplier: int, dtyp
     """Per-thread scratch of the per-plane depthwise kernels (padded input bands, a padded
     row) and the float64 lanes of the weight gradient's sums, each row padded to whole cache
     lines."""
-    scratch, lanes = _conv.depthwise_workspace_sizes(geometry, multiplier)
-    scratch += -scratch % (64 // dtype.itemsize)
+    band, lanes = _conv.depthwise_workspace_sizes(geometry, multiplier)
+    band += -band % (64 // dtype.itemsize)
     lanes += -lanes % 8
-    return (np.empty((threads, scratch), dtype=dtype),
-            np.empty((threads, lanes), dtype=np.float64))
+    return (scratch((threads, band), dtype),
+            scratch((threads, lanes), np.float64))

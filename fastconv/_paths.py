@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _conv
+from ._buffers import scratch, scratch_zeros
 from ._geometry import (
     ALIGN,
     Geometry,
@@ -316,8 +317,7 @@ class Direct(ConvPath):
     def forward(self, plan, x, weight, bias, out, *, relu=False):
         geometry = plan.geometry
         threads = effective_num_threads(plan.batch * plan.groups * geometry.n_tiles)
-        packed = np.empty(plan.groups * geometry.out_channels_g * geometry.k + ALIGN[_F32],
-                          dtype=_F32)
+        packed = scratch(plan.groups * geometry.out_channels_g * geometry.k + ALIGN[_F32], _F32)
         _conv.forward_direct(x, weight, bias, out, direct_workspace(threads, geometry, _F32),
                              packed, np.empty(geometry.k, dtype=np.intp), geometry,
                              plan.groups, threads, relu)
@@ -334,7 +334,7 @@ class Direct(ConvPath):
         # the sums, tap-major, are transposed into grad_weight by the kernel
         _conv.grad_weight_direct(
             grad_output, x, grad_weight,
-            np.empty(_conv.direct_weight_workspace_floats(geometry, groups, chunk), dtype=_F32),
+            scratch(_conv.direct_weight_workspace_floats(geometry, groups, chunk), _F32),
             np.empty(k, dtype=np.intp), geometry, groups, chunk, threads)
 
 
@@ -346,7 +346,7 @@ class Direct(ConvPath):
         chunks = _weight_chunks(plan, row)
         threads = effective_num_threads(chunks)
         # the kernels sum tap-major, [group][tap][channel]: transposed below
-        partials = np.zeros((chunks, row), dtype=_F32)
+        partials = scratch_zeros((chunks, row), _F32)
         _conv.grad_weight_direct_chunks(grad_output, x, partials,
                                         direct_workspace(threads, geometry, _F32),
                                         np.empty(geometry.k, dtype=np.intp), geometry,
@@ -599,8 +599,11 @@ def _transposed_weight(weight: np.ndarray, groups: int) -> np.ndarray:
     """wt[g*C_in/groups + c, o, p, q] = w[g*C_out/groups + o, c, kH-1-p, kW-1-q]."""
     out_channels, in_channels_g, kernel_h, kernel_w = weight.shape
     w5 = weight.reshape(groups, out_channels // groups, in_channels_g, kernel_h, kernel_w)
-    return np.ascontiguousarray(w5[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4)).reshape(
-        groups * in_channels_g, out_channels // groups, kernel_h, kernel_w)
+    transposed = scratch((groups, in_channels_g, out_channels // groups, kernel_h, kernel_w),
+                         weight.dtype)
+    np.copyto(transposed, w5[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4))
+    return transposed.reshape(groups * in_channels_g, out_channels // groups, kernel_h,
+                              kernel_w)
 
 
 def transposed_geometry(plan: ConvPlan) -> Geometry | None:
@@ -649,7 +652,7 @@ class StridedPointwise(ConvPath):
 
     def grad_input(self, plan, grad_output, weight, grad_input):
         sub, g = plan.strided, plan.geometry
-        rows = np.empty((plan.batch, plan.in_channels, g.out_h, g.out_w), dtype=plan.dtype)
+        rows = scratch((plan.batch, plan.in_channels, g.out_h, g.out_w), plan.dtype)
         sub.forward.forward(sub, grad_output, _transposed_weight(weight, plan.groups), None,
                             rows)
         grad_input[:, :, ::g.stride_h, ::g.stride_w] = rows
@@ -1073,9 +1076,9 @@ class Gemm(ConvPath):
         threads, workspace, packed = sizes_for(plan, ("forward", self.name, key),
                                                lambda: self._forward_sizes(plan, key))
         dtype = plan.dtype
-        extra = tuple(np.empty(shape, dtype=dtype) for shape in packed)
+        extra = tuple(scratch(shape, dtype) for shape in packed)
         with blas_single_thread():
-            self._FORWARD[dtype](x, weight, bias, out, np.empty(workspace, dtype=dtype), *extra,
+            self._FORWARD[dtype](x, weight, bias, out, scratch(workspace, dtype), *extra,
                                  plan.geometry, plan.groups, threads, relu)
 
     def _grad_weight_sizes(self, plan, key):
@@ -1094,9 +1097,9 @@ class Gemm(ConvPath):
         row = grad_weight.size
         # one chunk sums straight into the result, several are added afterwards in order
         partials = (grad_weight.reshape(1, row) if chunks == 1
-                    else np.zeros((chunks, row), dtype=dtype))
+                    else scratch_zeros((chunks, row), dtype))
         with blas_single_thread():
-            self._GRAD_WEIGHT[dtype](grad_output, x, partials, np.empty(workspace, dtype=dtype),
+            self._GRAD_WEIGHT[dtype](grad_output, x, partials, scratch(workspace, dtype),
                                      plan.geometry, plan.groups, threads)
         if chunks > 1:
             with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch
@@ -1125,10 +1128,10 @@ class Gemm(ConvPath):
         per_item, threads, workspace, shapes = sizes_for(
             plan, ("grad_input", self.name, key), lambda: self._grad_input_sizes(plan, key))
         dtype = plan.dtype
-        extra = tuple(np.empty(shape, dtype=dtype) for shape in shapes)
+        extra = tuple(scratch(shape, dtype) for shape in shapes)
         with blas_single_thread():
             self._GRAD_INPUT[dtype](grad_output, weight, grad_input,
-                                    np.empty(workspace, dtype=dtype), *extra, plan.geometry,
+                                    scratch(workspace, dtype), *extra, plan.geometry,
                                     plan.groups, per_item, threads)
 
 

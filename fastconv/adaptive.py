@@ -9,7 +9,8 @@ functions check and normalise their arguments, allocate the results and call one
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -36,6 +37,9 @@ __all__ = [
     "max_unpool2d_backward",
 ]
 
+_Maker = Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray]
+
+
 def _num_threads(planes: int, elements: int) -> int:
     return threads_for(planes, elements, COPY_ELEMENTS_PER_THREAD)
 
@@ -55,7 +59,8 @@ def _planes(x: ArrayLike, name: str) -> tuple[np.ndarray, np.ndarray, bool]:
     return array, x4, unbatched
 
 
-def adaptive_avg_pool2d(x: ArrayLike, output_size: int | Sequence[int | None]) -> np.ndarray:
+def adaptive_avg_pool2d(x: ArrayLike, output_size: int | Sequence[int | None], *,
+                        _buffers: _Maker | None = None) -> np.ndarray:
     """Adaptive 2-D average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
 
     Parameters
@@ -78,7 +83,9 @@ def adaptive_avg_pool2d(x: ArrayLike, output_size: int | Sequence[int | None]) -
     array, x4, unbatched = _planes(x, "x")
     out_size = _output_size(output_size, x4.shape[2:])
     check_size(out_size[0] * out_size[1], "an output plane")
-    out = np.empty(x4.shape[:2] + out_size, dtype=x4.dtype)
+    # (``_buffers(shape, dtype)``: the layer's recycled arrays, fastconv._buffers)
+    out = (np.empty(x4.shape[:2] + out_size, dtype=x4.dtype) if _buffers is None
+           else _buffers(x4.shape[:2] + out_size, x4.dtype))
     if out.size:
         _adaptive.adaptive_avg_pool2d_forward(
             x4, out, _num_threads(x4.shape[0] * x4.shape[1], x4.size))
@@ -95,8 +102,8 @@ def _input_shape(input_shape: Sequence[int], grad4: np.ndarray,
     return batched[0], batched[1], batched[2], batched[3]
 
 
-def adaptive_avg_pool2d_backward(grad_output: ArrayLike,
-                                 input_shape: Sequence[int]) -> np.ndarray:
+def adaptive_avg_pool2d_backward(grad_output: ArrayLike, input_shape: Sequence[int], *,
+                                 _buffers: _Maker | None = None) -> np.ndarray:
     """Gradient of :func:`adaptive_avg_pool2d`: each cell's gradient spread evenly over its
     window (windows may overlap; the shares add).
 
@@ -110,7 +117,9 @@ def adaptive_avg_pool2d_backward(grad_output: ArrayLike,
     grad = as_float_array(grad_output, "grad_output")
     grad4, unbatched = as_batched(grad, "grad_output")
     shape = _input_shape(input_shape, grad4, unbatched)
-    grad_input = np.empty(shape, dtype=grad4.dtype)
+    # (``_buffers(shape, dtype)``: the layer's recycled arrays, fastconv._buffers)
+    grad_input = (np.empty(shape, dtype=grad4.dtype) if _buffers is None
+                  else _buffers(shape, grad4.dtype))
     if grad_input.size:
         _adaptive.adaptive_avg_pool2d_backward(
             grad4, grad_input, _num_threads(shape[0] * shape[1], grad_input.size))

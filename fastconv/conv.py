@@ -8,7 +8,7 @@ plan's paths. Non-zero padding modes pad explicitly with ``pad2d`` and convolve 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -216,7 +216,7 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
            padding: ConvPadding = 0, dilation: IntPair = 1, groups: int = 1,
            padding_mode: ConvPaddingMode = "zeros", *, activation: Activation | None = None,
            out: np.ndarray | None = None, algorithm: ConvAlgorithm = "auto",
-           _path: str | None = None) -> np.ndarray:
+           _path: str | None = None, _buffers: _Maker | None = None) -> np.ndarray:
     """2-D convolution (cross-correlation) over a batch of multi-channel images.
 
     ``y[n, o, i, j] = bias[o] + sum_{c, p, q} x[n, g*C_in/groups + c, i*s + p*d - pad,
@@ -299,6 +299,8 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
         check_out(out, result_shape, plan.dtype)
         check_no_overlap(out, (("x", conv.x), ("weight", conv.weight), ("bias", conv.bias)))
         result = out
+    elif _buffers is not None:  # a layer's recycled array (nothing else holds it)
+        result = _buffers(result_shape, plan.dtype)
     else:
         result = np.empty(result_shape, dtype=plan.dtype)
     result4 = result[np.newaxis] if plan.unbatched else result
@@ -313,6 +315,23 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
         return result
     _paths.run_forward(plan, _padded_input(conv), conv.weight, conv.bias, result4, relu)
     return result
+
+
+_Maker = Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray]
+
+
+def _new(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+    return np.empty(shape, dtype=dtype)
+
+
+def _zeros(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+    return np.zeros(shape, dtype=dtype)
+
+
+def _filled(make: _Maker, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+    array = make(shape, dtype)
+    array.fill(0)
+    return array
 
 
 def _check_need(need):
@@ -333,7 +352,7 @@ def _check_need(need):
 def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike, stride: IntPair = 1,
                     padding: ConvPadding = 0, dilation: IntPair = 1, groups: int = 1,
                     padding_mode: ConvPaddingMode = "zeros", *, need: Iterable[str] = _NEED,
-                    algorithm: ConvAlgorithm = "auto"
+                    algorithm: ConvAlgorithm = "auto", _buffers: _Maker | None = None
                     ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
@@ -399,14 +418,18 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike, str
     geometry = plan.geometry
     # a path runs only where there is something to sum: a sample, and an input and an output
     # channel; the other gradients are the zeros they are allocated with
+    # ``_buffers(shape, dtype)`` (the layers' recycled arrays, fastconv._buffers) makes the
+    # results in place of np.empty; zeroed where the paths add into them
+    empty = _buffers if _buffers is not None else _new
+    zeros = _zeros if _buffers is None else (lambda shape, dtype: _filled(_buffers, shape, dtype))
     runs = batch > 0 and out_channels > 0 and geometry.in_channels_g > 0
     grad_bias = grad_weight = grad_input = None
     if "bias" in need:
-        grad_bias = np.zeros(out_channels, dtype=dtype)
+        grad_bias = zeros((out_channels,), dtype)
         if batch:
             _paths.grad_bias(gy4, grad_bias, out_channels)
     if "weight" in need:
-        grad_weight = np.zeros(conv.weight.shape, dtype=dtype)
+        grad_weight = zeros(conv.weight.shape, dtype)
         if runs:
             # only the weight gradient reads x: pad it (non-zero padding modes) only then
             plan.grad_weight.grad_weight(plan, gy4, _padded_input(conv), grad_weight)
@@ -416,9 +439,9 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike, str
         if runs:
             path = next(path for path in plan.grad_input if path.takes(conv.weight))
         if path is not None and path.writes_all_input(plan):
-            grad_input = np.empty(shape, dtype=dtype)
+            grad_input = empty(shape, dtype)
         else:
-            grad_input = np.zeros(shape, dtype=dtype)
+            grad_input = zeros(shape, dtype)
         if path is not None:
             path.grad_input(plan, gy4, conv.weight, grad_input)
         grad_input = _finish_grad_input(plan, grad_input)

@@ -642,6 +642,10 @@ class Conv2d(Module):
         self._input = None
         self.weight = Parameter(None)
         self.bias = Parameter(None) if bias else None
+        # the output, and the gradients backward makes (the input gradient it returns, the
+        # weight and bias gradients it adds to .grad), reused once nothing else holds them
+        self._outputs = Recycler()
+        self._gradients = Recycler(4)
         if self.in_channels is not None:
             self._initialize()
 
@@ -728,7 +732,7 @@ class Conv2d(Module):
         output = _conv.conv2d(x, self.weight.data, bias, self.stride, self.padding,
                               self.dilation, self.groups, self.padding_mode,
                               activation=None if relu is None else "relu",
-                              algorithm=self.algorithm)
+                              algorithm=self.algorithm, _buffers=self._outputs.empty)
         self._input = x
         if relu is not None:
             relu._output = output
@@ -748,7 +752,8 @@ class Conv2d(Module):
         need += ("weight", "bias") if self.bias is not None else ("weight",)
         grad_input, grad_weight, grad_bias = _conv.conv2d_backward(
             grad_output, x, self.weight.data, self.stride, self.padding, self.dilation,
-            self.groups, self.padding_mode, need=need, algorithm=self.algorithm)
+            self.groups, self.padding_mode, need=need, algorithm=self.algorithm,
+            _buffers=self._gradients.empty)
         self.weight.grad += grad_weight
         if self.bias is not None:
             self.bias.grad += grad_bias
@@ -937,6 +942,10 @@ class MaxPool2d(Module):
         self._indices = None
         self._input = None
         self._input_shape = None
+        # outputs and indices (forward), input gradients (backward), reused once nothing
+        # else holds them
+        self._outputs = Recycler(4)
+        self._gradients = Recycler()
 
     def forward(self, x: ArrayLike) -> Any:
         """Pool. In training mode keeps the indices of the maxima for :meth:`backward`; in
@@ -949,11 +958,13 @@ class MaxPool2d(Module):
         if not self.training and not self.return_indices:
             x = _args.as_float_array(x, "x")
             output = _pool.max_pool2d(x, self.kernel_size, self.stride, self.padding,
-                                      self.dilation, self.ceil_mode)
+                                      self.dilation, self.ceil_mode,
+                                      _buffers=self._outputs.empty)
             self._indices, self._input, self._input_shape = None, x, x.shape
             return output
         output, indices = _pool.max_pool2d(x, self.kernel_size, self.stride, self.padding,
-                                           self.dilation, self.ceil_mode, return_indices=True)
+                                           self.dilation, self.ceil_mode, return_indices=True,
+                                           _buffers=self._outputs.empty)
         self._indices, self._input = indices, None
         self._input_shape = np.shape(x)
         if self.return_indices:
@@ -968,7 +979,8 @@ class MaxPool2d(Module):
                                           self.padding, self.dilation, self.ceil_mode,
                                           return_indices=True)
         indices = _kept(indices, self)
-        return _pool.max_pool2d_backward(grad_output, indices, self._input_shape)  # type: ignore[arg-type]
+        return _pool.max_pool2d_backward(grad_output, indices, self._input_shape,  # type: ignore[arg-type]
+                                         _buffers=self._gradients.empty)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={_pair_or_int(self.kernel_size)}, "
@@ -1013,11 +1025,15 @@ class AvgPool2d(Module):
         self.divisor_override = None if divisor_override is None else _args.divisor_override(
             divisor_override)
         self._input_shape = None
+        # outputs and input gradients, reused once nothing else holds them
+        self._outputs = Recycler()
+        self._gradients = Recycler()
 
     def forward(self, x: ArrayLike) -> np.ndarray:
         """Average each window; keeps only the input shape."""
         output = _pool.avg_pool2d(x, self.kernel_size, self.stride, self.padding,
-                                  self.ceil_mode, self.count_include_pad, self.divisor_override)
+                                  self.ceil_mode, self.count_include_pad, self.divisor_override,
+                                  _buffers=self._outputs.empty)
         self._input_shape = np.shape(x)
         return output
 
@@ -1026,7 +1042,8 @@ class AvgPool2d(Module):
         input_shape = _kept(self._input_shape, self)
         return _pool.avg_pool2d_backward(grad_output, input_shape, self.kernel_size,
                                          self.stride, self.padding, self.ceil_mode,
-                                         self.count_include_pad, self.divisor_override)
+                                         self.count_include_pad, self.divisor_override,
+                                         _buffers=self._gradients.empty)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={_pair_or_int(self.kernel_size)}, "
@@ -1701,14 +1718,18 @@ class AdaptiveAvgPool2d(Module):
         _args.adaptive_output_size(output_size)  # refused here as adaptive_avg_pool2d would
         self.output_size = output_size
         self._input_shape = None
+        # outputs and input gradients, reused once nothing else holds them
+        self._outputs = Recycler()
+        self._gradients = Recycler()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        output = _adaptive.adaptive_avg_pool2d(x, self.output_size)
+        output = _adaptive.adaptive_avg_pool2d(x, self.output_size, _buffers=self._outputs.empty)
         self._input_shape = np.shape(x)
         return output
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        return _adaptive.adaptive_avg_pool2d_backward(grad_output, _kept(self._input_shape, self))
+        return _adaptive.adaptive_avg_pool2d_backward(grad_output, _kept(self._input_shape, self),
+                                                      _buffers=self._gradients.empty)
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ._args import as_int, as_real
+from ._buffers import scratch
 from ._typing import HasLR
 from .nn import Module, Parameter
 
@@ -150,7 +151,10 @@ class SGD:
                     grad = grad + data.dtype.type(self.momentum) * buffer
                 else:
                     grad = buffer
-            data -= data.dtype.type(self.lr) * grad
+            # data -= lr * grad, the product in a scratch array (no new pages every step)
+            step = scratch(data.shape, data.dtype)
+            np.multiply(data.dtype.type(self.lr), grad, out=step)
+            data -= step
 
     def state_dict(self) -> dict[str, Any]:
         """The momentum buffers and hyper-parameters (a plain dict), for checkpointing."""
@@ -377,14 +381,25 @@ class Adam:
                     data *= data.dtype.type(1 - self.lr * self.weight_decay)
                 else:
                     grad = grad + data.dtype.type(self.weight_decay) * data
-            # torch's lerp(m, g, w) for w < 0.5 is m + w * (g - m); else g - (g - m) * (1 - w)
+            # The same operations, in the same order, as written out below, each into one
+            # scratch array in place of a new temporary (no new pages every step):
+            #   torch's lerp(m, g, w) for w < 0.5 is m + w * (g - m); else g - (g - m) * (1 - w)
+            #   v = beta2 * v + (1 - beta2) * (g * g)
+            #   p -= step_size * (m / (sqrt(v) / sqrt(bias_correction2) + eps))
+            kind = data.dtype.type
+            work = scratch(data.shape, data.dtype)
             weight = 1 - beta1
+            np.subtract(grad, exp_avg, out=work)
             if weight < 0.5:
-                exp_avg += data.dtype.type(weight) * (grad - exp_avg)
+                np.multiply(kind(weight), work, out=work)
+                exp_avg += work
             else:
-                exp_avg[...] = grad - (grad - exp_avg) * data.dtype.type(1 - weight)
-            exp_avg_sq *= data.dtype.type(beta2)
-            exp_avg_sq += data.dtype.type(1 - beta2) * (grad * grad)
+                np.multiply(work, kind(1 - weight), out=work)
+                np.subtract(grad, work, out=exp_avg)
+            exp_avg_sq *= kind(beta2)
+            np.multiply(grad, grad, out=work)
+            np.multiply(kind(1 - beta2), work, out=work)
+            exp_avg_sq += work
             bias_correction1 = 1 - beta1 ** step
             bias_correction2 = 1 - beta2 ** step
             step_size = self.lr / bias_correction1
@@ -395,9 +410,12 @@ class Adam:
                 assert max_exp_avg_sq is not None  # made with the moments when amsgrad
                 np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
                 second = max_exp_avg_sq
-            denom = np.sqrt(second) / data.dtype.type(bias_correction2_sqrt)
-            denom += data.dtype.type(self.eps)
-            data -= data.dtype.type(step_size) * (exp_avg / denom)
+            np.sqrt(second, out=work)
+            np.divide(work, kind(bias_correction2_sqrt), out=work)
+            work += kind(self.eps)  # the denominator
+            np.divide(exp_avg, work, out=work)
+            np.multiply(kind(step_size), work, out=work)
+            data -= work
 
     def state_dict(self) -> dict[str, object]:
         """Hyper-parameters, step counts and moments (a plain dict), for checkpointing."""

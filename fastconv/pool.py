@@ -7,7 +7,7 @@ the results and call one kernel of ``fastconv._pool``; the kernels never see bad
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -90,6 +90,14 @@ def _thread_rows(num_threads: int, width: int, dtype: npt.DTypeLike) -> np.ndarr
     return np.empty((num_threads, padded), dtype=dtype)
 
 
+_Maker = Callable[[tuple[int, ...], np.dtype[Any]], np.ndarray]
+_INT64 = np.dtype(np.int64)
+
+
+def _empty(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+    return np.empty(shape, dtype=dtype)
+
+
 def _check_planes(shape: Sequence[int], name: str) -> None:
     """PyTorch refuses empty channels, height or width (only the batch may be empty)."""
     if min(shape[1:]) < 1:
@@ -164,25 +172,25 @@ def _input_shape(input_shape: Any, grad_output_shape: Sequence[int]) -> tuple[in
 @overload
 def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None,
                padding: Padding = 0, dilation: IntPair = 1, ceil_mode: bool = False,
-               return_indices: Literal[False] = False, *, _path: str | None = None
+               return_indices: Literal[False] = False, *, _path: str | None = None, _buffers: _Maker | None = None
                ) -> np.ndarray: ...
 @overload
 def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None,
                padding: Padding = 0, dilation: IntPair = 1, ceil_mode: bool = False, *,
-               return_indices: Literal[True], _path: str | None = None
+               return_indices: Literal[True], _path: str | None = None, _buffers: _Maker | None = None
                ) -> tuple[np.ndarray, npt.NDArray[np.int64]]: ...
 @overload
 def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None, padding: Padding,
                dilation: IntPair, ceil_mode: bool, return_indices: Literal[True], *,
-               _path: str | None = None) -> tuple[np.ndarray, npt.NDArray[np.int64]]: ...
+               _path: str | None = None, _buffers: _Maker | None = None) -> tuple[np.ndarray, npt.NDArray[np.int64]]: ...
 @overload
 def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None,
                padding: Padding = 0, dilation: IntPair = 1, ceil_mode: bool = False,
-               return_indices: bool = False, *, _path: str | None = None
+               return_indices: bool = False, *, _path: str | None = None, _buffers: _Maker | None = None
                ) -> np.ndarray | tuple[np.ndarray, npt.NDArray[np.int64]]: ...
 def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None,
                padding: Padding = 0, dilation: IntPair = 1, ceil_mode: bool = False,
-               return_indices: bool = False, *, _path: str | None = None
+               return_indices: bool = False, *, _path: str | None = None, _buffers: _Maker | None = None
                ) -> np.ndarray | tuple[np.ndarray, npt.NDArray[np.int64]]:
     """2-D max pooling over an (N, C, H, W) or (C, H, W) array, as ``torch.nn.functional``.
 
@@ -238,10 +246,12 @@ def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
     )
     path = _pool_path(kernel, stride, pads, dilation, x4.shape[2:], out_size, _path)
     # Results are allocated in their final (3-D or 4-D) shape, so that they own their data.
-    out = np.empty(x.shape[:-2] + out_size, dtype=x.dtype)
+    # (``_buffers(shape, dtype)``: the layers' recycled arrays, fastconv._buffers)
+    empty = _empty if _buffers is None else _buffers
+    out = empty(x.shape[:-2] + out_size, x.dtype)
     if path == "window2x2":
         num_threads = _num_threads(x4.shape[0] * x4.shape[1] * out_size[0], out.size * 4)
-        indices = np.empty(out.shape if return_indices else (1, 1, 1, 1), dtype=np.int64)
+        indices = empty(out.shape if return_indices else (1, 1, 1, 1), _INT64)
         _pool.max_pool2d_forward_2x2(
             x4, _batched_view(out, unbatched),
             _batched_view(indices, unbatched and return_indices), bool(return_indices),
@@ -250,7 +260,7 @@ def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
     num_threads = _num_threads(x4.shape[0] * x4.shape[1], out.size * kernel[0] * kernel[1])
     params = (*kernel, *stride, pads[0], pads[2], *dilation, num_threads)
     if return_indices:
-        indices = np.empty(out.shape, dtype=np.int64)
+        indices = empty(out.shape, _INT64)
         position = _thread_rows(num_threads, out_size[1], np.int32)
         _pool.max_pool2d_forward_indices(
             x4, _batched_view(out, unbatched), _batched_view(indices, unbatched), position,
@@ -261,8 +271,8 @@ def max_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
     return out
 
 
-def max_pool2d_backward(grad_output: ArrayLike, indices: ArrayLike, input_shape: Shape
-                        ) -> np.ndarray:
+def max_pool2d_backward(grad_output: ArrayLike, indices: ArrayLike, input_shape: Shape, *,
+                        _buffers: _Maker | None = None) -> np.ndarray:
     """Gradient of :func:`max_pool2d` with respect to its input.
 
     Each ``grad_output`` element is added to the input position its index names; where
@@ -310,7 +320,8 @@ def max_pool2d_backward(grad_output: ArrayLike, indices: ArrayLike, input_shape:
         )
     shape = _input_shape(input_shape, grad_output.shape)
     plane_size = shape[2] * shape[3]
-    grad_input = np.empty(shape[1:] if unbatched else shape, dtype=grad4.dtype)
+    empty = _empty if _buffers is None else _buffers
+    grad_input = empty(shape[1:] if unbatched else shape, grad4.dtype)
     # the kernel counts (and skips) the indices outside the plane as it reads them
     outside = _pool.max_pool2d_backward(
         grad4, indices.reshape(grad4.shape), _batched_view(grad_input, unbatched),
@@ -327,7 +338,7 @@ def max_pool2d_backward(grad_output: ArrayLike, indices: ArrayLike, input_shape:
 def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None,
                padding: Padding = 0, ceil_mode: bool = False, count_include_pad: bool = True,
                divisor_override: int | None = None, *,
-               _path: str | None = None) -> np.ndarray:
+               _path: str | None = None, _buffers: _Maker | None = None) -> np.ndarray:
     """2-D average pooling over an (N, C, H, W) or (C, H, W) array, as ``torch.nn.functional``.
 
     Parameters
@@ -380,7 +391,7 @@ def avg_pool2d(x: ArrayLike, kernel_size: IntPair, stride: IntPair | None = None
     )
     divisor = _divisor(divisor_override)
     path = _pool_path(kernel, stride, pads, (1, 1), x4.shape[2:], out_size, _path, True)
-    out = np.empty(x.shape[:-2] + out_size, dtype=x.dtype)
+    out = (_empty if _buffers is None else _buffers)(x.shape[:-2] + out_size, x.dtype)
     if path == "window2x2":
         _pool.avg_pool2d_forward_2x2(
             x4, _batched_view(out, unbatched), divisor,
@@ -406,7 +417,8 @@ def avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape, kernel_size:
                         stride: IntPair | None = None, padding: Padding = 0,
                         ceil_mode: bool = False, count_include_pad: bool = True,
                         divisor_override: int | None = None, *,
-                        _path: str | None = None) -> np.ndarray:
+                        _path: str | None = None, _buffers: _Maker | None = None
+                        ) -> np.ndarray:
     """Gradient of :func:`avg_pool2d` with respect to its input.
 
     Each ``grad_output`` element, divided by its window's divisor, is added to every input
@@ -454,7 +466,8 @@ def avg_pool2d_backward(grad_output: ArrayLike, input_shape: Shape, kernel_size:
         )
     divisor = _divisor(divisor_override)
     path = _pool_path(kernel, stride, pads, (1, 1), shape[2:], out_size, _path, True)
-    grad_input = np.empty(shape[1:] if unbatched else shape, dtype=grad4.dtype)
+    grad_input = (_empty if _buffers is None else _buffers)(shape[1:] if unbatched else shape,
+                                                           grad4.dtype)
     if path == "window2x2":
         _pool.avg_pool2d_backward_2x2(
             grad4, _batched_view(grad_input, unbatched), divisor,
