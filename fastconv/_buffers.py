@@ -115,6 +115,9 @@ SCRATCH_MAX_BYTES = 64 << 20
 # Buffers kept per Python thread: a call holds at most four scratch arrays at once (a
 # workspace, packed weights, offsets, partial sums); the others serve the next calls
 SCRATCH_SLOTS = 6
+# ... and their bytes together at most this (a thread that ran one large layer keeps no more;
+# a larger buffer than fits is used once and dropped)
+SCRATCH_KEEP_BYTES = 96 << 20
 
 _scratch_local = threading.local()
 
@@ -164,9 +167,12 @@ def scratch(shape: int | tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
         buffer = buffers[best]
     else:
         buffer = np.empty(nbytes, dtype=np.uint8)
-        if len(buffers) < SCRATCH_SLOTS:
+        kept = sum(kept_buffer.nbytes for kept_buffer in buffers)
+        if len(buffers) < SCRATCH_SLOTS and kept + nbytes <= SCRATCH_KEEP_BYTES:
             buffers.append(buffer)
-        elif smallest_free >= 0:  # too small for this call: the larger one serves it and more
+        elif smallest_free >= 0 and \
+                kept - buffers[smallest_free].nbytes + nbytes <= SCRATCH_KEEP_BYTES:
+            # too small for this call: the larger one serves it and more
             buffers[smallest_free] = buffer
     return buffer[:nbytes].view(dtype).reshape(shape)
 

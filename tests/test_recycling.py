@@ -280,3 +280,22 @@ def test_threads_setting_does_not_change_recycled_results(rng):
             results.append(conv(x).copy())
     np.testing.assert_array_equal(results[0], results[1])
     np.testing.assert_array_equal(results[0], results[2])
+
+
+def test_scratch_keeps_at_most_its_byte_bound_per_thread():
+    """Buffers that would take a thread's kept scratch past SCRATCH_KEEP_BYTES are used once
+    and dropped; smaller ones are still kept and reused."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_buffers._scratch_local, "buffers", [], raising=False)  # its own pool
+        patch.setattr(_buffers, "SCRATCH_KEEP_BYTES", 1 << 20)
+        first = scratch(600_000, np.uint8)  # kept: 600 kB of 1 MiB
+        second = scratch(600_000, np.uint8)  # first still held, and no room: not kept
+        kept = _buffers._scratch_local.buffers
+        assert [buffer.nbytes for buffer in kept] == [600_000]
+        assert _address(first) == _address(kept[0]) and _address(second) != _address(first)
+        del first, second
+        third = scratch(300_000, np.uint8)  # fits in the kept buffer
+        assert _address(third) == _address(kept[0])
+        fourth = scratch(400_000, np.uint8)  # 600 kB + 400 kB <= 1 MiB: kept beside it
+        assert len(kept) == 2 and sum(buffer.nbytes for buffer in kept) <= 1 << 20
+        del third, fourth
