@@ -121,3 +121,23 @@ def outputs_at_isas(script, cwd, isas=("generic", "avx2", "avx512")):
                 array[np.isnan(array)] = np.nan
         results[isa] = (used, [array.tobytes() for array in arrays])
     return results
+
+
+def steps_kept_by_the_caller(layer, inputs, rng):
+    """Run ``layer`` forward and backward on each of ``inputs`` (random grad_output), keep
+    every output and input gradient as a caller would, and assert that none of them changed
+    afterwards (a layer that reuses its arrays must never write into one still held).
+    Returns (outputs, gradients)."""
+    outputs, copies, grads, grad_copies = [], [], [], []
+    for x in inputs:
+        out = layer(x)
+        outputs.append(out)
+        copies.append(out.copy())
+        grad = layer.backward(rng.standard_normal(out.shape).astype(np.float32))
+        grads.append(grad)
+        grad_copies.append(grad.copy())
+    for out, kept in zip(outputs, copies):
+        np.testing.assert_array_equal(out, kept)
+    for grad, kept in zip(grads, grad_copies):
+        np.testing.assert_array_equal(grad, kept)
+    return outputs, grads
