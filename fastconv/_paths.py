@@ -860,7 +860,7 @@ class Winograd(ConvPath):
         else:
             copy, kept = weight, np.empty(packed, dtype=dtype)
         # the kernel transforms ``copy`` (the bits kept), never the caller's array
-        self._FORWARD[dtype](x, copy, bias, out, kept, np.empty((threads, row), dtype=dtype),
+        self._FORWARD[dtype](x, copy, bias, out, kept, scratch((threads, row), dtype),
                              m, g.pad_top, g.pad_left, block, threads, transposed, ready)
         if keeps:
             _keep_winograd_weights(key, copy, kept)
@@ -986,9 +986,8 @@ class WinogradWeight(ConvPath):
         room = (WINOGRAD_WORKSPACE_BYTES // dtype.itemsize - transformed - accumulators)
         threads = max(1, min(effective_num_threads((m + 2) ** 2), room // row))
         self._GRAD_WEIGHT[dtype](x, grad_output, grad_weight,
-                                 np.empty(transformed, dtype=dtype),
-                                 np.empty(accumulators, dtype=dtype),
-                                 np.empty((threads, row), dtype=dtype), m, g.pad_top,
+                                 scratch(transformed, dtype), scratch(accumulators, dtype),
+                                 scratch((threads, row), dtype), m, g.pad_top,
                                  g.pad_left, block, threads)
 
 
