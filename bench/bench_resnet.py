@@ -33,10 +33,7 @@ the defaults since 2026-12-03 (batch 32, label smoothing 0.1; before: batch 64, 
 """
 
 import argparse
-import json
-import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -45,8 +42,8 @@ from _checkout import use_built_checkout  # noqa: E402
 use_built_checkout()
 
 import fastconv  # noqa: E402
-from bench_train import batches, inputs, load_data  # noqa: E402
-from fastconv import models, optim, train  # noqa: E402
+from bench_train import compare, fastconv_epoch, inputs, load_data, torch_epoch  # noqa: E402
+from fastconv import models, optim  # noqa: E402
 
 
 def torch_small_resnet(torch, state):
@@ -121,13 +118,8 @@ def run_fastconv(args, X, y, X_test, y_test, seed):
     if args.schedule == "cosine":
         scheduler = optim.CosineAnnealingLR(optimizer, -(-len(X) // args.batch_size))
     targets = smoothed_targets(y, args.label_smoothing) if args.label_smoothing else y
-    start = time.perf_counter()
-    history = train.fit(model, X, targets, optimizer=optimizer, epochs=1,
-                        batch_size=args.batch_size, seed=seed, progress=False,
-                        scheduler=scheduler)
-    seconds = time.perf_counter() - start
-    accuracy = train.evaluate(model, X_test, y_test) if args.accuracy else float("nan")
-    return seconds, history[0]["loss"], accuracy
+    return fastconv_epoch(model, optimizer, scheduler, X, targets, X_test, y_test,
+                          args.batch_size, seed, args.accuracy)
 
 
 def run_torch(torch, args, X, y, X_test, y_test, seed):
@@ -137,32 +129,9 @@ def run_torch(torch, args, X, y, X_test, y_test, seed):
     if args.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, -(-len(X) // args.batch_size))
-    images = torch.from_numpy(X)  # prepared outside the timing, as for fastconv
-    labels = torch.from_numpy(y)
-    rows = [torch.from_numpy(batch) for batch in batches(len(X), args.batch_size, seed)]
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    model.train()
-    total = 0.0
-    start = time.perf_counter()
-    for index in rows:
-        inputs_, targets = images[index], labels[index]
-        optimizer.zero_grad()
-        loss = loss_fn(model(inputs_), targets)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        total += loss.item() * len(index)
-    seconds = time.perf_counter() - start
-    accuracy = float("nan")
-    if args.accuracy:
-        model.eval()
-        with torch.no_grad():
-            test = torch.from_numpy(X_test)
-            predictions = torch.cat([model(test[i:i + 1000]).argmax(1)
-                                     for i in range(0, len(test), 1000)])
-        accuracy = float((predictions.numpy() == y_test).mean())
-    return seconds, total / len(X), accuracy
+    return torch_epoch(torch, model, optimizer, scheduler, loss_fn, X, y, X_test, y_test,
+                       args.batch_size, seed, args.accuracy)
 
 
 def main(argv=None):
@@ -205,44 +174,15 @@ def main(argv=None):
           f"{args.label_smoothing}, standardised inputs, "
           f"{args.threads} thread(s), fastconv algorithm {args.algorithm!r}")
     print(f"fastconv {fastconv.__version__}" + (f", torch {torch.__version__}" if torch else ""))
-    results = {"fastconv": [], "torch": []}
-    for repeat in range(args.repeats):
-        sides = ["fastconv", "torch"] if torch is not None else ["fastconv"]
-        if repeat % 2:
-            sides.reverse()
-        for side in sides:
-            if side == "fastconv":
-                outcome = run_fastconv(args, X, y, X_test, y_test, seed=repeat)
-            else:
-                outcome = run_torch(torch, args, X, y, X_test, y_test, seed=repeat)
-            results[side].append(outcome)
-            seconds, loss, accuracy = outcome
-            print(f"  run {repeat + 1} {side:8s}: epoch {seconds:7.2f} s "
-                  f"({len(X) / seconds:6.0f} img/s), loss {loss:.4f}, "
-                  f"test accuracy {100 * accuracy:.2f}%", flush=True)
     summary = {"model": "resnet", "algorithm": args.algorithm, "threads": args.threads,
                "images": len(X),
                "optimizer": args.optimizer, "lr": args.lr, "schedule": args.schedule,
                "label_smoothing": args.label_smoothing,
                "batch_size": args.batch_size, "source": source}
-    for side, runs in results.items():
-        if runs:
-            summary[side] = {"seconds": statistics.median(r[0] for r in runs),
-                             "test_accuracy": statistics.median(r[2] for r in runs),
-                             "runs": [list(r) for r in runs]}
-    line = (f"median epoch: fastconv {summary['fastconv']['seconds']:.2f} s, test accuracy "
-            f"{100 * summary['fastconv']['test_accuracy']:.2f}%")
-    if "torch" in summary:
-        ratio = summary["fastconv"]["seconds"] / summary["torch"]["seconds"]
-        summary["ratio"] = ratio
-        line += (f"; PyTorch {summary['torch']['seconds']:.2f} s, test accuracy "
-                 f"{100 * summary['torch']['test_accuracy']:.2f}%; ratio fastconv/PyTorch "
-                 f"{ratio:.2f} ({'fastconv faster' if ratio < 1 else 'PyTorch faster'})")
-    print(line)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(summary, handle, indent=2)
-    return 0
+    return compare(lambda seed: run_fastconv(args, X, y, X_test, y_test, seed),
+                   None if torch is None
+                   else lambda seed: run_torch(torch, args, X, y, X_test, y_test, seed),
+                   args.repeats, len(X), summary, args.json)
 
 
 if __name__ == "__main__":

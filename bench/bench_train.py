@@ -67,18 +67,93 @@ def inputs(X, X_test, standardize):
     return X, train.standardize(X_test, mean, std)[0]
 
 
+def fastconv_epoch(model, optimizer, scheduler, X, targets, X_test, y_test, batch_size, seed,
+                   accuracy):
+    """One epoch of ``fastconv.train.fit`` (what a user runs): (seconds, loss, test accuracy,
+    nan unless ``accuracy``); the test evaluation is outside the time."""
+    start = time.perf_counter()
+    history = train.fit(model, X, targets, optimizer=optimizer, epochs=1, batch_size=batch_size,
+                        seed=seed, progress=False, scheduler=scheduler)
+    seconds = time.perf_counter() - start
+    score = train.evaluate(model, X_test, y_test) if accuracy else float("nan")
+    return seconds, history[0]["loss"], score
+
+
+def torch_epoch(torch, model, optimizer, scheduler, loss_fn, X, y, X_test, y_test, batch_size,
+                seed, accuracy):
+    """The same epoch as :func:`fastconv_epoch` in PyTorch: the usual hand-written loop over
+    tensors prepared beforehand, on the mini-batches ``train.fit`` draws with ``seed``."""
+    images = torch.from_numpy(X)  # prepared outside the timing, as for fastconv
+    labels = torch.from_numpy(y)
+    rows = [torch.from_numpy(batch) for batch in batches(len(X), batch_size, seed)]
+    model.train()
+    total = 0.0
+    start = time.perf_counter()
+    for index in rows:
+        inputs_, targets = images[index], labels[index]
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs_), targets)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.item() * len(index)
+    seconds = time.perf_counter() - start
+    score = float("nan")
+    if accuracy:
+        model.eval()
+        with torch.no_grad():
+            test = torch.from_numpy(X_test)
+            predictions = torch.cat([model(test[i:i + 1000]).argmax(1)
+                                     for i in range(0, len(test), 1000)])
+        score = float((predictions.numpy() == y_test).mean())
+    return seconds, total / len(X), score
+
+
+def compare(run_fastconv, run_torch, repeats, images, summary, json_path):
+    """Run ``run_fastconv(seed)`` and ``run_torch(seed)`` (None: fastconv only) ``repeats``
+    times, alternating which goes first; print each run, the medians and the ratio, and
+    write ``summary`` with the results to ``json_path`` (if given)."""
+    results = {"fastconv": [], "torch": []}
+    for repeat in range(repeats):
+        sides = ["fastconv", "torch"] if run_torch is not None else ["fastconv"]
+        if repeat % 2:
+            sides.reverse()
+        for side in sides:
+            outcome = (run_fastconv if side == "fastconv" else run_torch)(repeat)
+            results[side].append(outcome)
+            seconds, loss, accuracy = outcome
+            print(f"  run {repeat + 1} {side:8s}: epoch {seconds:7.2f} s "
+                  f"({images / seconds:6.0f} img/s), loss {loss:.4f}, "
+                  f"test accuracy {100 * accuracy:.2f}%", flush=True)
+    for side, runs in results.items():
+        if runs:
+            summary[side] = {"seconds": statistics.median(r[0] for r in runs),
+                             "test_accuracy": statistics.median(r[2] for r in runs),
+                             "runs": [list(r) for r in runs]}
+    line = (f"median epoch: fastconv {summary['fastconv']['seconds']:.2f} s, test accuracy "
+            f"{100 * summary['fastconv']['test_accuracy']:.2f}%")
+    if "torch" in summary:
+        ratio = summary["fastconv"]["seconds"] / summary["torch"]["seconds"]
+        summary["ratio"] = ratio
+        line += (f"; PyTorch {summary['torch']['seconds']:.2f} s, test accuracy "
+                 f"{100 * summary['torch']['test_accuracy']:.2f}%; ratio fastconv/PyTorch "
+                 f"{ratio:.2f} ({'fastconv faster' if ratio < 1 else 'PyTorch faster'})")
+    print(line)
+    if json_path:
+        with open(json_path, "w") as handle:
+            json.dump(summary, handle, indent=2)
+    return 0
+
+
 def run_fastconv(args, X, y, X_test, y_test, seed):
     model = models.build(args.model, seed=seed)
     optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     scheduler = None
     if args.schedule == "cosine":
         scheduler = optim.CosineAnnealingLR(optimizer, -(-len(X) // args.batch_size))
-    start = time.perf_counter()
-    history = train.fit(model, X, y, optimizer=optimizer, epochs=1, batch_size=args.batch_size,
-                        seed=seed, progress=False, scheduler=scheduler)
-    seconds = time.perf_counter() - start
-    accuracy = train.evaluate(model, X_test, y_test) if args.accuracy else float("nan")
-    return seconds, history[0]["loss"], accuracy
+    return fastconv_epoch(model, optimizer, scheduler, X, y, X_test, y_test, args.batch_size,
+                          seed, args.accuracy)
 
 
 def torch_model(torch, name, state):
@@ -105,32 +180,8 @@ def run_torch(torch, args, X, y, X_test, y_test, seed):
     if args.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, -(-len(X) // args.batch_size))
-    images = torch.from_numpy(X)  # prepared outside the timing, as for fastconv
-    labels = torch.from_numpy(y)
-    rows = [torch.from_numpy(batch) for batch in batches(len(X), args.batch_size, seed)]
-    loss_fn = torch.nn.CrossEntropyLoss()
-    model.train()
-    total = 0.0
-    start = time.perf_counter()
-    for index in rows:
-        inputs, targets = images[index], labels[index]
-        optimizer.zero_grad()
-        loss = loss_fn(model(inputs), targets)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        total += loss.item() * len(index)
-    seconds = time.perf_counter() - start
-    accuracy = float("nan")
-    if args.accuracy:
-        model.eval()
-        with torch.no_grad():
-            test = torch.from_numpy(X_test)
-            predictions = torch.cat([model(test[i:i + 1000]).argmax(1)
-                                     for i in range(0, len(test), 1000)])
-        accuracy = float((predictions.numpy() == y_test).mean())
-    return seconds, total / len(X), accuracy
+    return torch_epoch(torch, model, optimizer, scheduler, torch.nn.CrossEntropyLoss(), X, y,
+                       X_test, y_test, args.batch_size, seed, args.accuracy)
 
 
 def main(argv=None):
@@ -167,40 +218,13 @@ def main(argv=None):
           f"{'standardised' if args.standardize else '[0, 1]'} inputs, "
           f"{args.threads} thread(s)")
     print(f"fastconv {fastconv.__version__}" + (f", torch {torch.__version__}" if torch else ""))
-    results = {"fastconv": [], "torch": []}
-    for repeat in range(args.repeats):
-        sides = ["fastconv", "torch"] if torch is not None else ["fastconv"]
-        if repeat % 2:
-            sides.reverse()
-        for side in sides:
-            if side == "fastconv":
-                outcome = run_fastconv(args, X, y, X_test, y_test, seed=repeat)
-            else:
-                outcome = run_torch(torch, args, X, y, X_test, y_test, seed=repeat)
-            results[side].append(outcome)
-            seconds, loss, accuracy = outcome
-            print(f"  run {repeat + 1} {side:8s}: epoch {seconds:7.2f} s "
-                  f"({len(X) / seconds:6.0f} img/s), loss {loss:.4f}, "
-                  f"test accuracy {100 * accuracy:.2f}%", flush=True)
     summary = {"model": args.model, "threads": args.threads, "images": len(X),
                "schedule": args.schedule, "standardize": args.standardize,
                "batch_size": args.batch_size, "source": source}
-    for side, runs in results.items():
-        if runs:
-            summary[side] = {"seconds": statistics.median(r[0] for r in runs),
-                             "test_accuracy": statistics.median(r[2] for r in runs),
-                             "runs": [list(r) for r in runs]}
-    line = f"median epoch: fastconv {summary['fastconv']['seconds']:.2f} s"
-    if "torch" in summary:
-        ratio = summary["fastconv"]["seconds"] / summary["torch"]["seconds"]
-        summary["ratio"] = ratio
-        line += (f", PyTorch {summary['torch']['seconds']:.2f} s, ratio fastconv/PyTorch "
-                 f"{ratio:.2f} ({'fastconv faster' if ratio < 1 else 'PyTorch faster'})")
-    print(line)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(summary, handle, indent=2)
-    return 0
+    return compare(lambda seed: run_fastconv(args, X, y, X_test, y_test, seed),
+                   None if torch is None
+                   else lambda seed: run_torch(torch, args, X, y, X_test, y_test, seed),
+                   args.repeats, len(X), summary, args.json)
 
 
 if __name__ == "__main__":
