@@ -3,6 +3,7 @@
     python bench/bench_winograd.py error            # error table: N(0,1) data and trained activations
     python bench/bench_winograd.py train --epochs 2 # a small 3x3 CNN, algorithm='winograd' vs 'direct'
     python bench/bench_winograd.py train --seeds 0 1  # one pair of runs per seed
+    python bench/bench_winograd.py train --seeds 0 1 2 3 4 --control  # + direct on other paths
     python bench/bench_winograd.py wgrad resnet vgg14  # the weight gradient alone, vs torch
     python bench/bench_winograd.py wgrad-error     # the weight gradient's float32 error per tile size
 
@@ -235,24 +236,32 @@ def _chosen_path(x, weight, gy):
     return plan.grad_weight.name
 
 
-def train_compare(epochs, threads, limit, seeds):
+def train_compare(epochs, threads, limit, seeds, control=False):
     (X, y), (X_test, y_test) = datasets.load_fashion_mnist()
     if limit:
         X, y = X[:limit], y[:limit]
     print(f"small 3x3 CNN, Fashion-MNIST ({len(X)} training images), {epochs} epochs, "
           f"batch 64, SGD 0.05 momentum 0.9, {threads} threads")
+    # the control: the direct model's exact arithmetic summed in another order (the packed
+    # im2col GEMM for every convolution), rounding differences of ~1e-7 instead of
+    # Winograd's ~1e-5: how far the test accuracy moves on rounding alone
+    arms = [("direct", "direct", None), ("winograd", "winograd", None)]
+    if control:
+        arms.append(("packed", "direct", "packed"))
     for seed in seeds:
         accuracies = {}
-        for algorithm in ("direct", "winograd"):
+        for name, algorithm, path in arms:
             start = time.perf_counter()
-            accuracy, seconds, _ = _fit(cnn(algorithm, seed), epochs, X, y, X_test, y_test,
-                                        threads, seed)
-            accuracies[algorithm] = 100 * accuracy
-            print(f"seed {seed} {algorithm:<9} test accuracy {100 * accuracy:.2f}%  "
+            with use_paths(forward=path, grad_input=path, grad_weight=path):
+                accuracy, seconds, _ = _fit(cnn(algorithm, seed), epochs, X, y, X_test, y_test,
+                                            threads, seed)
+            accuracies[name] = 100 * accuracy
+            print(f"seed {seed} {name:<9} test accuracy {100 * accuracy:.2f}%  "
                   "seconds per epoch " + ", ".join(f"{s:.1f}" for s in seconds)
                   + f"  (total {time.perf_counter() - start:.1f} s)", flush=True)
-        print(f"seed {seed} winograd - direct: "
-              f"{accuracies['winograd'] - accuracies['direct']:+.2f} points", flush=True)
+        for name in accuracies.keys() - {"direct"}:
+            print(f"seed {seed} {name} - direct: "
+                  f"{accuracies[name] - accuracies['direct']:+.2f} points", flush=True)
 
 
 def main(argv=None):
@@ -270,6 +279,10 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="training images (train)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="train: the seeds (initial weights and shuffling), one pair each")
+    parser.add_argument("--control", action="store_true",
+                        help="train: also the direct model on the packed GEMM paths (the "
+                             "same arithmetic in another order: the accuracy's spread from "
+                             "rounding alone)")
     args = parser.parse_args(argv)
     if args.what == "error":
         error_table(args.threads)
@@ -278,7 +291,7 @@ def main(argv=None):
     elif args.what == "wgrad-error":
         wgrad_error_table(args.threads)
     else:
-        train_compare(args.epochs, args.threads, args.limit, args.seeds)
+        train_compare(args.epochs, args.threads, args.limit, args.seeds, args.control)
     return 0
 
 
