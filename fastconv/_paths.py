@@ -832,19 +832,30 @@ class Winograd(ConvPath):
     def takes(self, weight: np.ndarray) -> bool:
         return bool(np.isfinite(weight).all())
 
-    def forward(self, plan, x, weight, bias, out, transposed=False):
+    # The tile, block, threads and workspace sizes follow from the plan and the thread count:
+    # worked out by the first call at each count and kept in the plan (sizes_for)
+
+    def _forward_sizes(self, plan, key):
         g, dtype = plan.geometry, plan.dtype
         m = winograd_tile(plan)
         tiles = plan.batch * -(-g.out_h // m) * -(-g.out_w // m)
         per_tile = (m + 2) ** 2 * (g.in_channels_g + g.out_channels_g) * dtype.itemsize
         block = max(16, min(WINOGRAD_BLOCK_BYTES // per_tile // 16 * 16, -(-tiles // 16) * 16))
         # blocks, or parts of blocks' output channels where too few (winograd.pxi)
-        threads = effective_num_threads(-(-tiles // block) * max(1, g.out_channels_g // 16))
+        threads = effective_num_threads(-(-tiles // block) * max(1, g.out_channels_g // 16),
+                                        key)
         packed, row = _winograd_sizes(plan, m, block)
         # the block never changes a result (each tile is computed alone), the thread count
         # never does: fewer threads where their blocks would pass the workspace bound
         room = WINOGRAD_WORKSPACE_BYTES // dtype.itemsize - packed
         threads = max(1, min(threads, room // row))
+        return m, block, threads, packed, row
+
+    def forward(self, plan, x, weight, bias, out, transposed=False):
+        g, dtype = plan.geometry, plan.dtype
+        key = threads_key()
+        m, block, threads, packed, row = sizes_for(plan, ("forward", self.name, key),
+                                                   lambda: self._forward_sizes(plan, key))
         keeps = (packed * dtype.itemsize + weight.nbytes) <= WINOGRAD_WEIGHTS_KEEP_BYTES
         key = _winograd_weights_key(weight, m, transposed)
         entry = _take_winograd_weights(key) if keeps else None

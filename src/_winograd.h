@@ -77,6 +77,56 @@ typedef struct {
     ptrdiff_t planes;          /* planes per sample of the array read or written (>= channels) */
 } fc_wino_geometry;
 
+/* A function NAME(rows, cols, tr, mat, in, in_step, out, out_step) for the builds' _impl.h
+ * files (the forward pass's, _winograd_impl.h, and the weight gradient's,
+ * _winograd_wgrad_impl.h), which put their qualifiers (static inline, the target) before it:
+ * out[i*out_step + l] = sum_j M[i][j] * in[j*in_step + l] for i < rows, l < FC_WINO_LANES,
+ * where M is mat (rows x cols, row-major) or, with tr, mat read transposed (mat is cols x
+ * rows): each row's terms in the order of j, the zero ones skipped and the +-1 ones added or
+ * subtracted (mat is a constant table, rows, cols and tr constants: after inlining and
+ * unrolling, the compiler resolves every test below). The lanes go in explicit vectors VEC
+ * of VBYTES (the build's register width): loops over a plain array of FC_WINO_LANES left the
+ * vectorising to the compiler, which split them into 128-bit pieces and spilled (the input
+ * transform ran at a tenth of its arithmetic's speed). Every lane gets the same operations. */
+#define FC_WINO_APPLY(NAME, TYPE, VEC, VBYTES)                                                 \
+    void NAME(int rows, int cols, int tr, const double* mat, const TYPE* in,                  \
+              ptrdiff_t in_step, TYPE* out, ptrdiff_t out_step)                               \
+    {                                                                                        \
+        enum { VL = (VBYTES) / (int)sizeof(TYPE) };                                          \
+        int i, j, s;                                                                         \
+        _Pragma("GCC unroll 8") for (s = 0; s < FC_WINO_LANES; s += VL) {                     \
+            VEC src[FC_WINO_ALPHA_MAX];                                                      \
+            _Pragma("GCC unroll 8") for (j = 0; j < cols; j++)                                \
+                __builtin_memcpy(&src[j], in + j * in_step + s, sizeof src[j]);              \
+            _Pragma("GCC unroll 8") for (i = 0; i < rows; i++) {                              \
+                VEC acc = {0};                                                               \
+                int first = 1;                                                               \
+                _Pragma("GCC unroll 8") for (j = 0; j < cols; j++) {                          \
+                    const double c = tr ? mat[j * rows + i] : mat[i * cols + j];             \
+                    const TYPE cf = (TYPE)c;                                                 \
+                    if (c == 0)                                                              \
+                        continue;                                                            \
+                    if (first) {                                                             \
+                        if (c == 1)                                                          \
+                            acc = src[j];                                                    \
+                        else if (c == -1)                                                    \
+                            acc = -src[j];                                                   \
+                        else                                                                 \
+                            acc = cf * src[j];                                               \
+                        first = 0;                                                           \
+                    } else if (c == 1) {                                                     \
+                        acc = acc + src[j];                                                  \
+                    } else if (c == -1) {                                                    \
+                        acc = acc - src[j];                                                  \
+                    } else {                                                                 \
+                        acc = acc + cf * src[j];                                             \
+                    }                                                                        \
+                }                                                                            \
+                __builtin_memcpy(out + i * out_step + s, &acc, sizeof acc);                  \
+            }                                                                                \
+        }                                                                                    \
+    }
+
 /* the tile's sample and the top-left input pixel its alpha x alpha patch starts at */
 static inline void fc_wino_tile(const fc_wino_geometry* g, int m, ptrdiff_t t, ptrdiff_t* n,
                                 ptrdiff_t* row, ptrdiff_t* col)

@@ -12,56 +12,11 @@
 #define FC_KERNEL static FC_W_TARGET
 #define FC_L FC_WINO_LANES
 
-/* out[i*out_step + l] = sum_j mat[i*cols + j] * in[j*in_step + l] for i < rows, l < FC_L:
- * each row's terms in the order of j, the zero ones skipped and the +-1 ones added or
- * subtracted (mat is a constant table, rows and cols constants: after inlining and
- * unrolling, the compiler resolves every test below). The FC_L lanes go in explicit vectors
- * of FC_W_VBYTES (the build's register width): loops over a plain array of FC_L left the
- * vectorising to the compiler, which split them into 128-bit pieces and spilled (the input
- * transform ran at a tenth of its arithmetic's speed). Every lane gets the same operations. */
-#define FC_W_APPLY(NAME, TYPE, VEC)                                                             \
-    FC_LOCAL void NAME(int rows, int cols, const double* mat, const TYPE* in,                 \
-                       ptrdiff_t in_step, TYPE* out, ptrdiff_t out_step)                      \
-    {                                                                                        \
-        enum { VL = FC_W_VBYTES / (int)sizeof(TYPE) };                                       \
-        int i, j, s;                                                                         \
-        _Pragma("GCC unroll 8") for (s = 0; s < FC_L; s += VL) {                              \
-            VEC src[FC_WINO_ALPHA_MAX];                                                      \
-            _Pragma("GCC unroll 8") for (j = 0; j < cols; j++)                                \
-                __builtin_memcpy(&src[j], in + j * in_step + s, sizeof src[j]);              \
-            _Pragma("GCC unroll 8") for (i = 0; i < rows; i++) {                              \
-                VEC acc = {0};                                                               \
-                int first = 1;                                                               \
-                _Pragma("GCC unroll 8") for (j = 0; j < cols; j++) {                          \
-                    const double c = mat[i * cols + j];                                      \
-                    const TYPE cf = (TYPE)c;                                                 \
-                    if (c == 0)                                                              \
-                        continue;                                                            \
-                    if (first) {                                                             \
-                        if (c == 1)                                                          \
-                            acc = src[j];                                                    \
-                        else if (c == -1)                                                    \
-                            acc = -src[j];                                                   \
-                        else                                                                 \
-                            acc = cf * src[j];                                               \
-                        first = 0;                                                           \
-                    } else if (c == 1) {                                                     \
-                        acc = acc + src[j];                                                  \
-                    } else if (c == -1) {                                                    \
-                        acc = acc - src[j];                                                  \
-                    } else {                                                                 \
-                        acc = acc + cf * src[j];                                             \
-                    }                                                                        \
-                }                                                                            \
-                __builtin_memcpy(out + i * out_step + s, &acc, sizeof acc);                  \
-            }                                                                                \
-        }                                                                                    \
-    }
 typedef FC_T FC_WN(vec) __attribute__((vector_size(FC_W_VBYTES)));
 typedef double FC_WN(vec_d) __attribute__((vector_size(FC_W_VBYTES)));
-FC_W_APPLY(FC_WN(apply), FC_T, FC_WN(vec))
-FC_W_APPLY(FC_WN(apply_d), double, FC_WN(vec_d))
-#undef FC_W_APPLY
+/* FC_WN(apply): _winograd.h's FC_WINO_APPLY, the matrices as they are (tr = 0) */
+FC_LOCAL FC_WINO_APPLY(FC_WN(apply), FC_T, FC_WN(vec), FC_W_VBYTES)
+FC_LOCAL FC_WINO_APPLY(FC_WN(apply_d), double, FC_WN(vec_d), FC_W_VBYTES)
 
 /* dst[j] = src[j] for j < n <= 8, in moves of constant size: a loop or a memcpy of m values
  * (20 or 24 bytes for m = 5 or 6, or of a size the compiler cannot see) became a call to
@@ -235,11 +190,11 @@ FC_LOCAL void FC_WN(input_any)(int m, int alpha, const double* bt, const FC_T* x
                     FC_W_TRANSPOSE(rows + j * SLOT + i, SLOT, d + i * FC_L + j, FC_L);
             /* B^T d: tmp[i][q] = sum_j bt[i][j] d[j][q] */
             _Pragma("GCC unroll 8") for (q = 0; q < alpha; q++)
-                FC_WN(apply)(alpha, alpha, bt, d + q * FC_L, P * FC_L, tmp + q * FC_L,
+                FC_WN(apply)(alpha, alpha, 0, bt, d + q * FC_L, P * FC_L, tmp + q * FC_L,
                              alpha * FC_L);
             /* (B^T d) B: V[i][k] = sum_j bt[k][j] tmp[i][j], straight into the GEMM's rows */
             _Pragma("GCC unroll 8") for (i = 0; i < alpha; i++)
-                FC_WN(apply)(alpha, alpha, bt, tmp + i * alpha * FC_L, FC_L,
+                FC_WN(apply)(alpha, alpha, 0, bt, tmp + i * alpha * FC_L, FC_L,
                              v + (ptrdiff_t)i * alpha * xi_step + c * ld + l0, xi_step);
         }
     }
@@ -284,11 +239,11 @@ FC_LOCAL void FC_WN(output_any)(int m, int alpha, const double* at, const FC_T* 
                     }
             /* A^T M: tmp[i][j] = sum_x at[i][x] M[x][j] */
             _Pragma("GCC unroll 8") for (j = 0; j < alpha; j++)
-                FC_WN(apply)(m, alpha, at, mm + j * xi_step + k * ld + l0, alpha * xi_step,
+                FC_WN(apply)(m, alpha, 0, at, mm + j * xi_step + k * ld + l0, alpha * xi_step,
                              tmp + j * FC_L, alpha * FC_L);
             /* (A^T M) A: y[i][jj] = sum_x at[jj][x] tmp[i][x] */
             _Pragma("GCC unroll 8") for (i = 0; i < m; i++)
-                FC_WN(apply)(m, alpha, at, tmp + i * alpha * FC_L, FC_L, y + i * m * FC_L,
+                FC_WN(apply)(m, alpha, 0, at, tmp + i * alpha * FC_L, FC_L, y + i * m * FC_L,
                              FC_L);
             if (bias) {
                 const FC_T b = bias[k];
@@ -358,10 +313,10 @@ FC_LOCAL void FC_WN(weights_any)(int alpha, const double* gm, const FC_T* w, ptr
         }
         /* G g: tmp[i][q] = sum_p G[i][p] g[p][q] */
         _Pragma("GCC unroll 3") for (q = 0; q < 3; q++)
-            FC_WN(apply_d)(alpha, 3, gm, gw + q * FC_L, 3 * FC_L, tmp + q * FC_L, 3 * FC_L);
+            FC_WN(apply_d)(alpha, 3, 0, gm, gw + q * FC_L, 3 * FC_L, tmp + q * FC_L, 3 * FC_L);
         /* (G g) G^T: u[i][j] = sum_q G[j][q] tmp[i][q] */
         _Pragma("GCC unroll 8") for (i = 0; i < alpha; i++)
-            FC_WN(apply_d)(alpha, 3, gm, tmp + i * 3 * FC_L, FC_L, u + i * alpha * FC_L, FC_L);
+            FC_WN(apply_d)(alpha, 3, 0, gm, tmp + i * 3 * FC_L, FC_L, u + i * alpha * FC_L, FC_L);
         if (lanes == FC_L) {
             for (xi = 0; xi < alpha * alpha; xi++) {
                 FC_T* dst = panel + xi * xi_step + e0;

@@ -28,24 +28,7 @@
 #include "_winograd.h"
 #include "_winograd_matrices.h"
 
-/* A TB x TB block transposed in registers, dst[j*step + r] = src[r*ld + j] (moves only) */
-#if FC_SIMD
-#define FC_GW_TRANSPOSE_float_generic(src, ld, dst, step) fc_v4f_transpose4x4(src, ld, dst, step)
-#define FC_GW_TB_float_generic 4
-#define FC_GW_TRANSPOSE_double_generic(src, ld, dst, step) fc_v2d_transpose2x2(src, ld, dst, step)
-#define FC_GW_TB_double_generic 2
-#else
-#define FC_GW_TRANSPOSE_float_generic(src, ld, dst, step) (dst)[0] = (src)[0]
-#define FC_GW_TB_float_generic 1
-#define FC_GW_TRANSPOSE_double_generic(src, ld, dst, step) (dst)[0] = (src)[0]
-#define FC_GW_TB_double_generic 1
-#endif
-#if FC_HAVE_X86_TARGETS
-#define FC_GW_TRANSPOSE_float_avx2(src, ld, dst, step) fc_stranspose8x8_avx2(src, ld, dst, step)
-#define FC_GW_TB_float_avx2 8
-#define FC_GW_TRANSPOSE_double_avx2(src, ld, dst, step) fc_dtranspose4x4_avx2(src, ld, dst, step)
-#define FC_GW_TB_double_avx2 4
-#endif
+/* The register transposes: _winograd.h's, FC_W_TRANSPOSE_<type>_<isa> and FC_W_TB_... */
 
 /* ---- the builds ------------------------------------------------------------------------ */
 
@@ -53,15 +36,15 @@
 #define FC_GW_VBYTES 16
 #define FC_T float
 #define FC_GWN(name) fc_wgrad_##name##_float_generic
-#define FC_GW_TRANSPOSE FC_GW_TRANSPOSE_float_generic
-#define FC_GW_TB FC_GW_TB_float_generic
+#define FC_GW_TRANSPOSE FC_W_TRANSPOSE_float_generic
+#define FC_GW_TB FC_W_TB_float_generic
 #include "_winograd_wgrad_impl.h"
 #define FC_GW_TARGET
 #define FC_GW_VBYTES 16
 #define FC_T double
 #define FC_GWN(name) fc_wgrad_##name##_double_generic
-#define FC_GW_TRANSPOSE FC_GW_TRANSPOSE_double_generic
-#define FC_GW_TB FC_GW_TB_double_generic
+#define FC_GW_TRANSPOSE FC_W_TRANSPOSE_double_generic
+#define FC_GW_TB FC_W_TB_double_generic
 #include "_winograd_wgrad_impl.h"
 
 #if FC_HAVE_X86_TARGETS
@@ -69,29 +52,29 @@
 #define FC_GW_VBYTES 32
 #define FC_T float
 #define FC_GWN(name) fc_wgrad_##name##_float_avx2
-#define FC_GW_TRANSPOSE FC_GW_TRANSPOSE_float_avx2
-#define FC_GW_TB FC_GW_TB_float_avx2
+#define FC_GW_TRANSPOSE FC_W_TRANSPOSE_float_avx2
+#define FC_GW_TB FC_W_TB_float_avx2
 #include "_winograd_wgrad_impl.h"
 #define FC_GW_TARGET __attribute__((target("avx2,fma")))
 #define FC_GW_VBYTES 32
 #define FC_T double
 #define FC_GWN(name) fc_wgrad_##name##_double_avx2
-#define FC_GW_TRANSPOSE FC_GW_TRANSPOSE_double_avx2
-#define FC_GW_TB FC_GW_TB_double_avx2
+#define FC_GW_TRANSPOSE FC_W_TRANSPOSE_double_avx2
+#define FC_GW_TB FC_W_TB_double_avx2
 #include "_winograd_wgrad_impl.h"
 #define FC_GW_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 #define FC_GW_VBYTES 64
 #define FC_T float
 #define FC_GWN(name) fc_wgrad_##name##_float_avx512
-#define FC_GW_TRANSPOSE FC_GW_TRANSPOSE_float_avx2
-#define FC_GW_TB FC_GW_TB_float_avx2
+#define FC_GW_TRANSPOSE FC_W_TRANSPOSE_float_avx2
+#define FC_GW_TB FC_W_TB_float_avx2
 #include "_winograd_wgrad_impl.h"
 #define FC_GW_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 #define FC_GW_VBYTES 64
 #define FC_T double
 #define FC_GWN(name) fc_wgrad_##name##_double_avx512
-#define FC_GW_TRANSPOSE FC_GW_TRANSPOSE_double_avx2
-#define FC_GW_TB FC_GW_TB_double_avx2
+#define FC_GW_TRANSPOSE FC_W_TRANSPOSE_double_avx2
+#define FC_GW_TB FC_W_TB_double_avx2
 #include "_winograd_wgrad_impl.h"
 #endif
 

@@ -13,53 +13,11 @@
 #define FC_KERNEL static FC_GW_TARGET
 #define FC_L FC_WINO_LANES
 
-/* out[i*out_step + l] = sum_j M[i][j] * in[j*in_step + l] for i < rows, l < FC_L, where M is
- * mat (rows x cols, row-major) or, with tr, mat read transposed (mat is cols x rows): each
- * row's terms in the order of j, the zero ones skipped and the +-1 ones added or subtracted.
- * mat, rows, cols and tr are constants after inlining. */
-#define FC_GW_APPLY(NAME, TYPE, VEC)                                                           \
-    FC_LOCAL void NAME(int rows, int cols, int tr, const double* mat, const TYPE* in,         \
-                       ptrdiff_t in_step, TYPE* out, ptrdiff_t out_step)                      \
-    {                                                                                        \
-        enum { VL = FC_GW_VBYTES / (int)sizeof(TYPE) };                                      \
-        int i, j, s;                                                                         \
-        _Pragma("GCC unroll 8") for (s = 0; s < FC_L; s += VL) {                              \
-            VEC src[FC_WINO_ALPHA_MAX];                                                      \
-            _Pragma("GCC unroll 8") for (j = 0; j < cols; j++)                                \
-                __builtin_memcpy(&src[j], in + j * in_step + s, sizeof src[j]);              \
-            _Pragma("GCC unroll 8") for (i = 0; i < rows; i++) {                              \
-                VEC acc = {0};                                                               \
-                int first = 1;                                                               \
-                _Pragma("GCC unroll 8") for (j = 0; j < cols; j++) {                          \
-                    const double c = tr ? mat[j * rows + i] : mat[i * cols + j];             \
-                    const TYPE cf = (TYPE)c;                                                 \
-                    if (c == 0)                                                              \
-                        continue;                                                            \
-                    if (first) {                                                             \
-                        if (c == 1)                                                          \
-                            acc = src[j];                                                    \
-                        else if (c == -1)                                                    \
-                            acc = -src[j];                                                   \
-                        else                                                                 \
-                            acc = cf * src[j];                                               \
-                        first = 0;                                                           \
-                    } else if (c == 1) {                                                     \
-                        acc = acc + src[j];                                                  \
-                    } else if (c == -1) {                                                    \
-                        acc = acc - src[j];                                                  \
-                    } else {                                                                 \
-                        acc = acc + cf * src[j];                                             \
-                    }                                                                        \
-                }                                                                            \
-                __builtin_memcpy(out + i * out_step + s, &acc, sizeof acc);                  \
-            }                                                                                \
-        }                                                                                    \
-    }
 typedef FC_T FC_GWN(vec) __attribute__((vector_size(FC_GW_VBYTES)));
 typedef double FC_GWN(vec_d) __attribute__((vector_size(FC_GW_VBYTES)));
-FC_GW_APPLY(FC_GWN(apply), FC_T, FC_GWN(vec))
-FC_GW_APPLY(FC_GWN(apply_d), double, FC_GWN(vec_d))
-#undef FC_GW_APPLY
+/* FC_GWN(apply): _winograd.h's FC_WINO_APPLY, the matrices read transposed (tr = 1) */
+FC_LOCAL FC_WINO_APPLY(FC_GWN(apply), FC_T, FC_GWN(vec), FC_GW_VBYTES)
+FC_LOCAL FC_WINO_APPLY(FC_GWN(apply_d), double, FC_GWN(vec_d), FC_GW_VBYTES)
 
 /* see fc_wgrad_gy_* in _winograd_wgrad.h. Per channel and group of FC_L tiles, each tile's
  * m x m values are copied a row at a time into its lane's slot (YS values), the slots are
