@@ -769,9 +769,13 @@ def predict(model: Callable[[np.ndarray], Any], x: ArrayLike, batch_size: int | 
     that copy is sent to every worker there and then (``client.scatter(...,
     broadcast=True)``) and the tasks refer to it: each worker receives and unpickles it once,
     keeps it (with the plans its first batch prepares) for every compute of the result, and
-    no task waits for it; the result then belongs to that client. Otherwise (Dask's local
-    schedulers) the model is one key of the task graph, which the tasks depend on. Each chunk
-    is cut into batches of ``batch_size`` from its start; the result equals the in-memory loop
+    no task waits for it; the result then belongs to that client. (Dask's active memory
+    manager, on by default, drops every 2 s all copies but one of a key that no waiting task
+    needs, the model's too: a worker that lost its copy fetches it again for its next task and
+    unpickles it, and that copy's first batch prepares its plans again, about 20 ms more for
+    LeNet; ``client.amm.stop()`` keeps every copy.) Otherwise (Dask's local schedulers) the
+    model is one key of the task graph, which the tasks depend on. Each chunk is cut into
+    batches of ``batch_size`` from its start; the result equals the in-memory loop
     ``np.concatenate([model(x[i:i + batch_size]) for i in range(0, n, batch_size)])`` bit for
     bit when every chunk but the last is a multiple of ``batch_size`` (otherwise
     ``ValueError``, as BLAS rounds a batch's rows by the batch's size).

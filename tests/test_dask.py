@@ -50,6 +50,20 @@ def compute(request):
 
 
 @pytest.fixture
+def keeping_replicas(client):
+    """The cluster with Dask's active memory manager stopped for the test. Started by default,
+    every 2 s it drops the copies of an in-memory key that no waiting task needs, but one:
+    also of the model predict sends to both workers, which a worker then fetches (and
+    unpickles) again for its next task. A test counting copies made by predict stops it, else
+    2 s between predict and compute (a loaded machine) make the count."""
+    was_running = client.amm.running()
+    client.amm.stop()
+    yield client
+    if was_running:
+        client.amm.start()
+
+
+@pytest.fixture
 def on_cluster(client):
     return lambda *arrays: client.compute(list(arrays), sync=True)
 
@@ -359,10 +373,11 @@ def test_predict_any_callable_and_errors():
         fd.predict(lambda b: b, da.zeros((4, 4), chunks=2))
 
 
-def test_predict_sends_the_model_once(client):
+def test_predict_sends_the_model_once(keeping_replicas):
     """Without a client (the local schedulers): one graph key holds the model, the tasks
     refer to it. With the cluster's client as Dask's scheduler: the model is on both workers
     before anything is computed, and the graph holds no copy of it."""
+    client = keeping_replicas
     model = fastconv.models.build("lenet")
     x = da.zeros((40, 1, 28, 28), dtype=np.float32, chunks=(5, 1, 28, 28))
     with __import__("dask").config.set(scheduler="threads"):  # the client is not the scheduler
@@ -412,7 +427,8 @@ class CountsItsCopies:
         UNPICKLED.append(1)
 
 
-def test_predict_unpickles_the_model_once_per_worker(client):
+def test_predict_unpickles_the_model_once_per_worker(keeping_replicas):
+    client = keeping_replicas
     x = da.from_array(np.arange(96.0).reshape(24, 2, 2), chunks=(2, 2, 2))  # 12 tasks
     result = fd.predict(CountsItsCopies(), x)
     np.testing.assert_array_equal(client.compute(result, sync=True),
