@@ -238,15 +238,14 @@ def test_blocks_asking_for_a_kernel_leave_other_calls_alone(tmp_path):
     lazy = [fd.conv2d(da.from_array(big, chunks=BIG_CHUNKS), w_big, padding=1),
             fd.conv2d(da.from_array(x64, chunks=(2, 4, 31, 27)), w64, padding=1)]
     assert kernel_of(big, w_big, padding=1) == kernel_of(x64, w64, padding=1) == "packed"
-    # ... and any other kernel than their own would change the plain calls' bits
+    # ... and the blocks' kernel would change the plain calls' bits (so a setting that
+    # leaked from the blocks to this thread could not pass unseen; BLAS is not asked: its
+    # sums may fall in the direct kernels' order, bit for bit, with some OpenBLAS builds)
     for name, (x, weight) in plain.items():
-        own = kernel_of(x, weight, padding=1)
-        others = [path for path in ("direct", "packed", "blas") if path != own
-                  and kernel_of(x, weight, path, padding=1) == path]
-        assert others, name
-        for path in others:
-            assert not np.array_equal(fastconv.conv2d(x, weight, padding=1, _path=path),
-                                      fresh[name]), (name, path)
+        assert kernel_of(x, weight, padding=1) != "packed", name
+        assert kernel_of(x, weight, "packed", padding=1) == "packed", name
+        assert not np.array_equal(fastconv.conv2d(x, weight, padding=1, _path="packed"),
+                                  fresh[name]), name
     stop = threading.Event()
     calls, errors = [0], []
 
