@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from ._plan import ConvPlan
 
 __all__ = ["ConvPath", "FORWARD", "GRAD_INPUT", "GRAD_WEIGHT", "OPS", "names", "available",
-           "run_forward", "relu_inplace"]
+           "run_forward", "relu_inplace", "relu_backward"]
 
 _F32 = np.dtype(np.float32)
 
@@ -1203,6 +1203,17 @@ def relu_inplace(out: np.ndarray) -> None:
     _RELU[out.dtype](flat, effective_num_threads(max(1, flat.size // RELU_ELEMENTS_PER_THREAD)))
 
 
+def relu_backward(output: np.ndarray, grad_output: np.ndarray, out: np.ndarray) -> None:
+    """ReLU's backward into ``out``: ``grad_output`` where the ReLU's ``output`` is > 0 or NaN
+    (the units relu_inplace's rule keeps), +0 elsewhere, an inf or NaN gradient included, the
+    gradient's bits unchanged where it passes (nn.ReLU.backward, PyTorch's
+    threshold_backward). The three are C-contiguous, of one shape and float dtype; one pass,
+    on the threads where the size pays (as relu_inplace)."""
+    flat = out.reshape(-1)
+    _RELU_BACKWARD[out.dtype](output.reshape(-1), grad_output.reshape(-1), flat,
+                              effective_num_threads(max(1, flat.size // RELU_ELEMENTS_PER_THREAD)))
+
+
 # Below this many elements per thread, waking a second thread for the ReLU costs more than
 # it saves (a copy-like pass: COPY_ELEMENTS_PER_THREAD's order)
 RELU_ELEMENTS_PER_THREAD = 1 << 14
@@ -1231,3 +1242,4 @@ def grad_bias(grad_output: np.ndarray, grad_bias: np.ndarray, out_channels: int)
 
 _GRAD_BIAS = _specialised(_conv.grad_bias)
 _RELU = _specialised(_conv.relu_inplace)
+_RELU_BACKWARD = _specialised(_conv.relu_backward)
