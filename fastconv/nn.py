@@ -1281,8 +1281,10 @@ class CrossEntropyLoss(_Loss):
         unbatched = logits.ndim == 1
         batched = logits[np.newaxis] if unbatched else logits
         classes = batched.shape[1]
-        # Rows of logits, one per (sample, position), classes last.
-        rows = np.moveaxis(batched, 1, -1).reshape(-1, classes)
+        # Rows of logits, one per (sample, position), classes last (2-D logits are rows
+        # already: the moves are no-ops, skipped).
+        plain = batched.ndim == 2
+        rows = batched if plain else np.moveaxis(batched, 1, -1).reshape(-1, classes)
         target = np.asarray(target)
         shifted = rows - rows.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
@@ -1303,10 +1305,11 @@ class CrossEntropyLoss(_Loss):
             if labels.size and (labels.min() < 0 or labels.max() >= classes):
                 bad = labels[(labels < 0) | (labels >= classes)][0]
                 raise ValueError(f"target holds class index {bad}, outside [0, {classes})")
-            picked = shifted[np.arange(count), labels] - log_sum_exp[:, 0]
+            samples = np.arange(count)
+            picked = shifted[samples, labels] - log_sum_exp[:, 0]
             total = -picked.sum()
             grad_rows = probabilities
-            grad_rows[np.arange(count), labels] -= 1
+            grad_rows[samples, labels] -= 1
         elif target.dtype.kind == "f":
             if target.shape != logits.shape:
                 raise ValueError(
@@ -1322,9 +1325,12 @@ class CrossEntropyLoss(_Loss):
                             f"dtype {target.dtype}")
         scale = 1.0 / count if self.reduction == "mean" and count else 1.0
         grad_rows *= rows.dtype.type(scale)
-        moved_shape = (batched.shape[0],) + batched.shape[2:] + (classes,)
-        grad = np.moveaxis(grad_rows.reshape(moved_shape), -1, 1)
-        self._grad = np.ascontiguousarray(grad[0] if unbatched else grad)
+        if plain:  # (a new C-contiguous array, of the logits' shape)
+            self._grad = grad_rows[0] if unbatched else grad_rows
+        else:
+            moved_shape = (batched.shape[0],) + batched.shape[2:] + (classes,)
+            grad = np.moveaxis(grad_rows.reshape(moved_shape), -1, 1)
+            self._grad = np.ascontiguousarray(grad[0] if unbatched else grad)
         if self.reduction == "mean":
             return float(total / count) if count else float("nan")
         return float(total)
