@@ -314,13 +314,24 @@ class Direct(ConvPath):
 
     fuses_relu = True
 
-    def forward(self, plan, x, weight, bias, out, *, relu=False):
+    # The threads and workspace shapes follow from the plan and the thread count: worked out
+    # by the first call at each count and kept in the plan (sizes_for), as Gemm's.
+
+    def _forward_sizes(self, plan, key):
         geometry = plan.geometry
-        threads = effective_num_threads(plan.batch * plan.groups * geometry.n_tiles)
-        packed = scratch(plan.groups * geometry.out_channels_g * geometry.k + ALIGN[_F32], _F32)
-        _conv.forward_direct(x, weight, bias, out, direct_workspace(threads, geometry, _F32),
-                             packed, np.empty(geometry.k, dtype=np.intp), geometry,
-                             plan.groups, threads, relu)
+        threads = effective_num_threads(plan.batch * plan.groups * geometry.n_tiles, key)
+        return (threads, plan.groups * geometry.out_channels_g * geometry.k + ALIGN[_F32],
+                direct_workspace(threads, geometry, _F32).shape)
+
+    def forward(self, plan, x, weight, bias, out, *, relu=False):
+        key = threads_key()
+        threads, packed, workspace = sizes_for(plan, ("forward", self.name, key),
+                                               lambda: self._forward_sizes(plan, key))
+        geometry = plan.geometry
+        packed = scratch(packed, _F32)
+        _conv.forward_direct(x, weight, bias, out, scratch(workspace, _F32), packed,
+                             np.empty(geometry.k, dtype=np.intp), geometry, plan.groups,
+                             threads, relu)
 
     def grad_weight(self, plan, grad_output, x, grad_weight):
         geometry, groups = plan.geometry, plan.groups
@@ -338,17 +349,23 @@ class Direct(ConvPath):
             np.empty(k, dtype=np.intp), geometry, groups, chunk, threads)
 
 
+    def _grad_weight_chunks_sizes(self, plan, row, key):
+        chunks = _weight_chunks(plan, row)
+        threads = effective_num_threads(chunks, key)
+        return chunks, threads, direct_workspace(threads, plan.geometry, _F32).shape
+
     def _grad_weight_chunks(self, plan, grad_output, x, grad_weight):
         """Small results: the (sample, tile) pairs in chunks, each thread summing its chunks'
         pairs into partial sums of the whole result, added afterwards in order."""
         geometry = plan.geometry
         row = grad_weight.size
-        chunks = _weight_chunks(plan, row)
-        threads = effective_num_threads(chunks)
+        key = threads_key()
+        chunks, threads, workspace = sizes_for(
+            plan, ("grad_weight", self.name, key),
+            lambda: self._grad_weight_chunks_sizes(plan, row, key))
         # the kernels sum tap-major, [group][tap][channel]: transposed below
         partials = scratch_zeros((chunks, row), _F32)
-        _conv.grad_weight_direct_chunks(grad_output, x, partials,
-                                        direct_workspace(threads, geometry, _F32),
+        _conv.grad_weight_direct_chunks(grad_output, x, partials, scratch(workspace, _F32),
                                         np.empty(geometry.k, dtype=np.intp), geometry,
                                         plan.groups, threads)
         with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch
