@@ -9,9 +9,9 @@ step pays the kernel for fresh zeroed pages: measured on the small ResNet at bat
 it made and hands one out again only when its own references are the only ones left (the
 caller, a view of it, a layer that kept it: any other reference makes the array busy), so
 reuse can never change an array someone still sees. The layers that recycle so: Conv2d (its
-output and its input, weight and bias gradients), BatchNorm2d, MaxPool2d, AvgPool2d and
-AdaptiveAvgPool2d (outputs, max pooling's indices, input gradients), and the eval plan
-(fastconv._fusion).
+output and its input, weight and bias gradients), BatchNorm2d, MaxPool2d, AvgPool2d,
+AdaptiveAvgPool2d and ReLU (outputs, max pooling's indices, input gradients), and the eval
+plan (fastconv._fusion).
 
 :func:`scratch` serves the kernels' workspaces (and the optimisers' temporaries) the same
 way from buffers kept per Python thread: a call's scratch lives only while the call runs.

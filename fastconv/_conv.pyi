@@ -166,6 +166,19 @@ class _ReluInplace(Protocol):
 relu_inplace: _ReluInplace
 
 @type_check_only
+class _ReluBackward(Protocol):
+    def __call__(
+        self,
+        output: np.ndarray,  # const floating[::1]  the ReLU's output viewed flat
+        grad: np.ndarray,  # const floating[::1]  the gradient of that output, flat
+        out: np.ndarray,  # floating[::1]  the input gradient, flat: grad where output > 0 or NaN, else +0
+        num_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _ReluBackward: ...  # "float" or "double"
+
+relu_backward: _ReluBackward
+
+@type_check_only
 class _GradWeightPacked(Protocol):
     def __call__(
         self,

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from ._plan import ConvPlan
 
 __all__ = ["ConvPath", "FORWARD", "GRAD_INPUT", "GRAD_WEIGHT", "OPS", "names", "available",
-           "run_forward", "relu_inplace"]
+           "run_forward", "relu_inplace", "relu_backward"]
 
 _F32 = np.dtype(np.float32)
 
@@ -314,13 +314,24 @@ class Direct(ConvPath):
 
     fuses_relu = True
 
-    def forward(self, plan, x, weight, bias, out, *, relu=False):
+    # The threads and workspace shapes follow from the plan and the thread count: worked out
+    # by the first call at each count and kept in the plan (sizes_for), as Gemm's.
+
+    def _forward_sizes(self, plan, key):
         geometry = plan.geometry
-        threads = effective_num_threads(plan.batch * plan.groups * geometry.n_tiles)
-        packed = scratch(plan.groups * geometry.out_channels_g * geometry.k + ALIGN[_F32], _F32)
-        _conv.forward_direct(x, weight, bias, out, direct_workspace(threads, geometry, _F32),
-                             packed, np.empty(geometry.k, dtype=np.intp), geometry,
-                             plan.groups, threads, relu)
+        threads = effective_num_threads(plan.batch * plan.groups * geometry.n_tiles, key)
+        return (threads, plan.groups * geometry.out_channels_g * geometry.k + ALIGN[_F32],
+                direct_workspace(threads, geometry, _F32).shape)
+
+    def forward(self, plan, x, weight, bias, out, *, relu=False):
+        key = threads_key()
+        threads, packed, workspace = sizes_for(plan, ("forward", self.name, key),
+                                               lambda: self._forward_sizes(plan, key))
+        geometry = plan.geometry
+        packed = scratch(packed, _F32)
+        _conv.forward_direct(x, weight, bias, out, scratch(workspace, _F32), packed,
+                             np.empty(geometry.k, dtype=np.intp), geometry, plan.groups,
+                             threads, relu)
 
     def grad_weight(self, plan, grad_output, x, grad_weight):
         geometry, groups = plan.geometry, plan.groups
@@ -338,17 +349,23 @@ class Direct(ConvPath):
             np.empty(k, dtype=np.intp), geometry, groups, chunk, threads)
 
 
+    def _grad_weight_chunks_sizes(self, plan, row, key):
+        chunks = _weight_chunks(plan, row)
+        threads = effective_num_threads(chunks, key)
+        return chunks, threads, direct_workspace(threads, plan.geometry, _F32).shape
+
     def _grad_weight_chunks(self, plan, grad_output, x, grad_weight):
         """Small results: the (sample, tile) pairs in chunks, each thread summing its chunks'
         pairs into partial sums of the whole result, added afterwards in order."""
         geometry = plan.geometry
         row = grad_weight.size
-        chunks = _weight_chunks(plan, row)
-        threads = effective_num_threads(chunks)
+        key = threads_key()
+        chunks, threads, workspace = sizes_for(
+            plan, ("grad_weight", self.name, key),
+            lambda: self._grad_weight_chunks_sizes(plan, row, key))
         # the kernels sum tap-major, [group][tap][channel]: transposed below
         partials = scratch_zeros((chunks, row), _F32)
-        _conv.grad_weight_direct_chunks(grad_output, x, partials,
-                                        direct_workspace(threads, geometry, _F32),
+        _conv.grad_weight_direct_chunks(grad_output, x, partials, scratch(workspace, _F32),
                                         np.empty(geometry.k, dtype=np.intp), geometry,
                                         plan.groups, threads)
         with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch
@@ -1214,6 +1231,17 @@ def relu_inplace(out: np.ndarray) -> None:
     _RELU[out.dtype](flat, effective_num_threads(max(1, flat.size // RELU_ELEMENTS_PER_THREAD)))
 
 
+def relu_backward(output: np.ndarray, grad_output: np.ndarray, out: np.ndarray) -> None:
+    """ReLU's backward into ``out``: ``grad_output`` where the ReLU's ``output`` is > 0 or NaN
+    (the units relu_inplace's rule keeps), +0 elsewhere, an inf or NaN gradient included, the
+    gradient's bits unchanged where it passes (nn.ReLU.backward, PyTorch's
+    threshold_backward). The three are C-contiguous, of one shape and float dtype; one pass,
+    on the threads where the size pays (as relu_inplace)."""
+    flat = out.reshape(-1)
+    _RELU_BACKWARD[out.dtype](output.reshape(-1), grad_output.reshape(-1), flat,
+                              effective_num_threads(max(1, flat.size // RELU_ELEMENTS_PER_THREAD)))
+
+
 # Below this many elements per thread, waking a second thread for the ReLU costs more than
 # it saves (a copy-like pass: COPY_ELEMENTS_PER_THREAD's order)
 RELU_ELEMENTS_PER_THREAD = 1 << 14
@@ -1242,3 +1270,4 @@ def grad_bias(grad_output: np.ndarray, grad_bias: np.ndarray, out_channels: int)
 
 _GRAD_BIAS = _specialised(_conv.grad_bias)
 _RELU = _specialised(_conv.relu_inplace)
+_RELU_BACKWARD = _specialised(_conv.relu_backward)

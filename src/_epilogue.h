@@ -14,6 +14,7 @@
 #define FASTCONV_EPILOGUE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define FC_RELU(T, v) (((v) > (T)0 || (v) != (v)) ? (v) : (T)0)
 
@@ -66,6 +67,63 @@ FC_RELU_ROWS(fc_d, double, fc_v2d, 2)
     }
 FC_RELU_ROWS(fc_s, float)
 FC_RELU_ROWS(fc_d, double)
+#endif
+
+/* ReLU's backward: out[j] = grad[j] where FC_RELU keeps output[j] (output[j] > 0 or NaN), +0
+ * where it zeroed it -- what fastconv.nn.ReLU.backward returns (PyTorch's threshold_backward):
+ * an inf or NaN gradient becomes +0 where the unit is off, the gradient's bits (NaN payload,
+ * -0) pass unchanged where it is on. The comparisons on the output and an AND of the
+ * gradient's bits with their lanes, branch-free, in the portable 16-byte vectors (every
+ * FASTCONV_ISA level runs the same code); the tail keeps the bits through an integer copy. */
+#define FC_RELU_BACKWARD_TAIL(PREFIX, T, U)                                                   \
+    static inline void PREFIX##relu_backward_tail(const T *output, const T *grad, T *out,    \
+                                                  ptrdiff_t first, ptrdiff_t n)              \
+    {                                                                                        \
+        ptrdiff_t j;                                                                         \
+        for (j = first; j < n; j++) {                                                        \
+            T v = output[j];                                                                 \
+            U bits = 0;                                                                      \
+            if (v > (T)0 || v != v)                                                          \
+                __builtin_memcpy(&bits, grad + j, sizeof bits);                              \
+            __builtin_memcpy(out + j, &bits, sizeof bits);                                   \
+        }                                                                                    \
+    }
+FC_RELU_BACKWARD_TAIL(fc_s, float, uint32_t)
+FC_RELU_BACKWARD_TAIL(fc_d, double, uint64_t)
+
+#if FC_SIMD
+#define FC_RELU_BACKWARD(PREFIX, T, V, W)                                                     \
+    static inline void PREFIX##relu_backward(const T *output, const T *grad, T *out,         \
+                                             ptrdiff_t n)                                    \
+    {                                                                                        \
+        const V zero = {0};                                                                  \
+        const ptrdiff_t whole = n - n % W;                                                   \
+        ptrdiff_t j;                                                                         \
+        for (j = 0; j < whole; j += W) {                                                     \
+            V v, g;                                                                          \
+            __builtin_memcpy(&v, output + j, sizeof v);                                      \
+            __builtin_memcpy(&g, grad + j, sizeof g);                                        \
+            {                                                                                \
+                __typeof__(v > zero) keep = (v > zero) | (v != v);                           \
+                g = (V)((__typeof__(keep))g & keep);                                         \
+            }                                                                                \
+            __builtin_memcpy(out + j, &g, sizeof g);                                         \
+        }                                                                                    \
+        PREFIX##relu_backward_tail(output, grad, out, whole, n);                             \
+    }
+FC_RELU_BACKWARD(fc_s, float, fc_v4f, 4)
+FC_RELU_BACKWARD(fc_d, double, fc_v2d, 2)
+#else
+static inline void fc_srelu_backward(const float *output, const float *grad, float *out,
+                                     ptrdiff_t n)
+{
+    fc_srelu_backward_tail(output, grad, out, 0, n);
+}
+static inline void fc_drelu_backward(const double *output, const double *grad, double *out,
+                                     ptrdiff_t n)
+{
+    fc_drelu_backward_tail(output, grad, out, 0, n);
+}
 #endif
 
 #endif

@@ -472,6 +472,39 @@ def test_activations_at_extremes(torch):
     np.testing.assert_array_equal(nn.ReLU()(x), torch.relu(x_t).numpy())
 
 
+def _relu_backward_reference(output, grad):
+    """np.where(output <= 0, +0, grad), bit for bit: the gradient's bits (NaN payloads, -0)
+    where the unit is on (output > 0 or NaN), +0 where it is off."""
+    kind = np.dtype(f"u{output.dtype.itemsize}")
+    on = ~(output <= 0)
+    return np.where(on, grad.view(kind), kind.type(0)).view(output.dtype)
+
+
+@pytest.mark.parametrize("size", [1, 3, 4, 7, 37, 40000])
+def test_relu_backward_bits_and_threads(dtype, size):
+    """ReLU.backward's one-pass kernel (its vectors and its tail, one or several threads) is
+    the reference's bits: NaN outputs pass the gradient, +-0 and negative outputs give +0,
+    NaN payloads and -0 gradients pass unchanged where the unit is on."""
+    kind = np.dtype(f"u{np.dtype(dtype).itemsize}")
+    payload = np.array([np.nan], dtype=dtype).view(kind) | kind.type(5)
+    special = np.concatenate([
+        np.array([np.nan, -np.nan, 0.0, -0.0, 1.0, -2.5, np.inf, -np.inf,
+                  np.finfo(dtype).tiny, -np.finfo(dtype).tiny], dtype=dtype),
+        payload.view(dtype)])
+    rng = np.random.default_rng(size)
+    output = rng.choice(special, size)
+    grad = rng.choice(special, size)
+    grad[::3] = rng.standard_normal(grad[::3].shape)
+    expected = _relu_backward_reference(output, grad)
+    for threads in (1, 2, 3):
+        layer = nn.ReLU()
+        layer._output = output
+        with fastconv.threads(threads):
+            got = layer.backward(grad)
+        assert got.dtype == np.dtype(dtype) and got.shape == output.shape
+        assert np.array_equal(got.view(kind), expected.view(kind))
+
+
 def test_relu_backward_non_finite_like_torch(torch, dtype):
     x = np.array([np.nan, -1.0, 0.0, 2.0, 3.0, -0.0], dtype=dtype)
     grad = np.array([5.0, np.inf, np.nan, 3.0, -np.inf, 1.0], dtype=dtype)

@@ -1,8 +1,8 @@
 """Arrays reused from step to step in training: the layers' outputs and gradients
-(fastconv._buffers.Recycler in Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d), the kernels'
-scratch (fastconv._buffers.scratch) and the optimisers' temporaries. An array the caller still
-holds is never overwritten, memory is reused once released, and training gives the same bits
-as with fresh arrays."""
+(fastconv._buffers.Recycler in Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, ReLU), the
+kernels' scratch (fastconv._buffers.scratch) and the optimisers' temporaries. An array the
+caller still holds is never overwritten, memory is reused once released, and training gives
+the same bits as with fresh arrays."""
 
 import threading
 import weakref
@@ -28,10 +28,11 @@ def _layers():
         (nn.MaxPool2d(3, stride=2, padding=1), (4, 3, 10, 10)),
         (nn.AvgPool2d(2), (4, 3, 10, 10)),
         (nn.AdaptiveAvgPool2d(2), (4, 3, 10, 10)),
+        (nn.ReLU(), (4, 3, 10, 10)),
     ]
 
 
-@pytest.mark.parametrize("index", range(6), ids=lambda i: type(_layers()[i][0]).__name__ + str(i))
+@pytest.mark.parametrize("index", range(7), ids=lambda i: type(_layers()[i][0]).__name__ + str(i))
 def test_outputs_and_gradients_kept_by_the_caller_are_never_overwritten(rng, index):
     layer, shape = _layers()[index]
     inputs = (rng.standard_normal(shape).astype(np.float32) for _ in range(5))
@@ -42,7 +43,7 @@ def test_outputs_and_gradients_kept_by_the_caller_are_never_overwritten(rng, ind
             assert not np.shares_memory(first, second)
 
 
-@pytest.mark.parametrize("index", range(6), ids=lambda i: type(_layers()[i][0]).__name__ + str(i))
+@pytest.mark.parametrize("index", range(7), ids=lambda i: type(_layers()[i][0]).__name__ + str(i))
 def test_outputs_and_gradients_reused_once_released(rng, index):
     """The arrays themselves come back (not merely the same addresses from the allocator):
     the layer keeps them and hands them out again once the caller lets go."""

@@ -1,6 +1,9 @@
 cdef extern from "_epilogue.h" nogil:
     void fc_srelu_rows(float* p, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld)
     void fc_drelu_rows(double* p, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld)
+    void fc_srelu_backward(const float* output, const float* grad, float* out, Py_ssize_t n)
+    void fc_drelu_backward(const double* output, const double* grad, double* out,
+                           Py_ssize_t n)
 
 
 cdef inline void relu_rows(floating* p, Py_ssize_t rows, Py_ssize_t cols,
@@ -27,6 +30,32 @@ def relu_inplace(floating[::1] values, int num_threads):
                 last = chunk_start(chunk + 1, n, num_threads)
                 if last > first:
                     relu_rows(&values[first], 1, last - first, n)
+
+
+cdef inline void relu_backward_run(const floating* output, const floating* grad, floating* out,
+                                   Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fc_srelu_backward(output, grad, out, n)
+    else:
+        fc_drelu_backward(output, grad, out, n)
+
+
+def relu_backward(const floating[::1] output, const floating[::1] grad, floating[::1] out,
+                  int num_threads):
+    """ReLU's backward over whole arrays viewed flat (src/_epilogue.h): ``out = grad`` where
+    the ReLU's ``output > 0`` or is NaN, +0 elsewhere; the three of one length."""
+    cdef Py_ssize_t n = output.shape[0], chunk, first, last
+    if n == 0:
+        return
+    with nogil:
+        if num_threads <= 1:
+            relu_backward_run(&output[0], &grad[0], &out[0], n)
+        else:
+            for chunk in prange(num_threads, num_threads=num_threads, schedule="static"):
+                first = chunk_start(chunk, n, num_threads)
+                last = chunk_start(chunk + 1, n, num_threads)
+                if last > first:
+                    relu_backward_run(&output[first], &grad[first], &out[first], last - first)
 
 
 cdef extern from "_gemm.h" nogil:
