@@ -424,15 +424,16 @@ def _few_layout(geometry: Geometry, batch: int, itemsize: int, pool: tuple[int, 
     ``num_threads``: bands of grid rows whose block is about FEW_BLOCK_BYTES, cut further
     where the batch has fewer samples than threads, and threads for at least
     FEW_MACS_PER_THREAD each (neither changes a result: every output is computed alone)."""
-    grid_h, grid_w, wp, phase, block, cpad = _conv.few_sizes(geometry, pool[0], pool[1], 1,
-                                                             itemsize, across)
+    grid_h, grid_w, wp, staging, block, cpad, _ = _conv.few_sizes(geometry, pool[0], pool[1], 1,
+                                                                  itemsize, across)
     threads = max(1, min(num_threads, batch * geometry.macs_per_item // FEW_MACS_PER_THREAD,
                          batch * grid_h))
-    band = max(1, min(grid_h, FEW_BLOCK_BYTES // max(1, block * itemsize)))
+    # (unpooled there is no block: the band's column planes, a row's worth, are kept so big)
+    band = max(1, min(grid_h, FEW_BLOCK_BYTES // max(1, (block or staging) * itemsize)))
     if batch * -(-grid_h // band) < threads:
         band = max(1, -(-grid_h // -(-threads // batch)))
     threads = min(threads, batch * -(-grid_h // band))
-    sizes = _conv.few_sizes(geometry, pool[0], pool[1], band, itemsize, across)
+    sizes = _conv.few_sizes(geometry, pool[0], pool[1], band, itemsize, across)[:6]
     return (threads, band) + tuple(sizes)  # type: ignore[return-value]
 
 
@@ -459,7 +460,7 @@ class FewChannels(ConvPath):
         g = plan.geometry
         if plan.groups != 1 or g.out_h == 0 or g.out_w == 0:
             return False
-        phase = _conv.few_sizes(g, 1, 1, 1, plan.dtype.itemsize)[3]
+        phase = _conv.few_sizes(g, 1, 1, 1, plan.dtype.itemsize)[6]
         return phase * plan.dtype.itemsize <= FEW_PHASE_BYTES
 
     def pays(self, op: str, plan: ConvPlan) -> bool:
@@ -471,7 +472,7 @@ class FewChannels(ConvPath):
         g = plan.geometry
         if not (self.applies("forward", plan) and g.out_h >= pool[0] and g.out_w >= pool[1]):
             return False
-        phase = _conv.few_sizes(g, pool[0], pool[1], 1, plan.dtype.itemsize)[3]
+        phase = _conv.few_sizes(g, pool[0], pool[1], 1, plan.dtype.itemsize)[6]
         return phase * plan.dtype.itemsize <= FEW_PHASE_BYTES
 
     def forward(self, plan, x, weight, bias, out, *, relu=False):
