@@ -442,10 +442,11 @@ class FewChannels(ConvPath):
     for at most FEW_MAX_OUT_CHANNELS output channels, where it pays), any
     kernel, stride, padding and dilation, float32 and float64, at every FASTCONV_ISA level:
     the output pixels across the vector lanes, 4 output channels x up to 6 vectors of sums in
-    registers over the k taps, the input read in place from a per-sample split into stride
-    phases (src/_fewchan.h), the sums stored channel-major with the bias and the ReLU. It
-    can also max-pool by non-overlapping windows in the store (``forward_pooled``, the eval
-    plan's Conv2d -> ReLU -> MaxPool2d).
+    registers over the k taps, the input read in place from a per-band copy with one plane
+    per kernel column (src/_fewchan.h, fc_few_cols), the sums stored channel-major with the
+    bias and the ReLU straight into the output. It can also max-pool by non-overlapping
+    windows in the store (``forward_pooled``, the eval plan's Conv2d -> ReLU -> MaxPool2d;
+    then from a per-sample split into stride phases and a block of sums).
 
     Measured against the direct and packed paths: see FEW_MAX_CHANNELS. The weight and input
     gradients keep the other paths (not measured with these kernels)."""

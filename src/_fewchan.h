@@ -19,6 +19,10 @@
  * broadcast (fc_few_block). The grid is computed Wp wide (Wp >= its width: the columns past
  * it are computed and never stored), which is the price of reading the phase planes in place.
  *
+ * Unpooled, the grid is instead computed at its own width from per-band column planes (one
+ * per kernel column, fc_few_cols) and stored straight into the output (fc_few_dense; the
+ * section "unpooled" below): the same chains.
+ *
  * The sums come out channel-major (the layout of the output planes): no transpose. The bias is
  * added after the chain of products, and the ReLU (src/_epilogue.h's rule) applied, in the
  * micro-kernel's store. With pool > 1 the micro-kernel computes the pool windows' (dy, dx)
@@ -332,9 +336,11 @@ static inline unsigned fc_few_inside(ptrdiff_t c, ptrdiff_t in_w, ptrdiff_t lane
  * touch no memory), L grid columns at a time. At stride 2 two permutes split the 4L padded
  * columns from 2*j0 on into their even and odd phases (2L of each); kernel column q then
  * takes phase (q*dil_w) % 2 from its lane (q*dil_w) / 2 on: one two-source permute
- * (vpermt2ps / vpermt2pd) and one store each. At stride 1 the phase is the row itself. A
- * row's last vector is stored whole where the lanes past the grid land in rows of its plane
- * written after it, else masked. */
+ * (vpermt2ps / vpermt2pd) and one store each. At stride 1 the phase is the row itself.
+ * Where the columns a vector takes for every q lie in the first 2L (a grid row of at most
+ * L - reach/2 columns at stride 2, the seed's 12), each q's vector is one permute of the
+ * first two loads, no phases. A row's last vector is stored whole where the lanes past the
+ * grid land in rows of its plane written after it, else masked. */
 #define FC_FEW_COLS_AVX512(SFX, T, V, L, MASK, LOADZ, STOREM, STOREU, PERM, IDX, SET1, ADD)    \
     FC_FEW_ATTR_avx512 static void fc_few_cols_avx512_##SFX(                                 \
         const T *x, ptrdiff_t channels, ptrdiff_t in_h, ptrdiff_t in_w, ptrdiff_t pad_top,   \
@@ -343,7 +349,7 @@ static inline unsigned fc_few_inside(ptrdiff_t c, ptrdiff_t in_w, ptrdiff_t lane
     {                                                                                        \
         const __m512i iota = IDX(), even = ADD(iota, iota), odd = ADD(even, SET1(1));        \
         /* kernel column q: the odd phase (bit q of odd_q) from lane shift[q] on */          \
-        __m512i shift[2 * FC_FEW_LANES_MAX + 1];                                             \
+        __m512i shift[2 * FC_FEW_LANES_MAX + 1], pick[2 * FC_FEW_LANES_MAX + 1];             \
         unsigned long long odd_q = 0;                                                        \
         MASK head[4];                                                                        \
         ptrdiff_t plane = hb * gw, planes = channels * sh * kw * plane, ch, a, i, q, j0, row; \
@@ -355,6 +361,7 @@ static inline unsigned fc_few_inside(ptrdiff_t c, ptrdiff_t in_w, ptrdiff_t lane
         for (q = 0; q < kw; q++) {                                                           \
             shift[q] = ADD(iota, SET1(q * dil_w / sw));                                      \
             odd_q |= (unsigned long long)(q * dil_w % sw) << q;                              \
+            pick[q] = ADD(sw == 2 ? even : iota, SET1(q * dil_w));                           \
         }                                                                                    \
         for (q = 0; q < 4; q++)  /* the first vector's loads, the same for every row */      \
             head[q] = (MASK)fc_few_inside(q * L - pad_left, in_w, L);                        \
@@ -381,6 +388,19 @@ static inline unsigned fc_few_inside(ptrdiff_t c, ptrdiff_t in_w, ptrdiff_t lane
                                            : (MASK)fc_few_inside(c + q * L, in_w, L);        \
                         e0 = o0 = LOADZ(m[0], xrow + c);                                     \
                         e1 = o1 = LOADZ(m[1], xrow + c + L);                                 \
+                        if (sw * ((gw - j0 < L ? gw - j0 : L) - 1) + dil_w * (kw - 1)        \
+                            < 2 * L) {                                                       \
+                            /* every column this vector takes is in the two loads */         \
+                            for (q = 0; q < kw; q++) {                                       \
+                                v = PERM(e0, pick[q], e1);                                   \
+                                if (whole)                                                   \
+                                    STOREU(dst + q * plane + j0, v);                         \
+                                else                                                         \
+                                    STOREM(dst + q * plane + j0,                             \
+                                           (MASK)((1u << (gw - j0)) - 1u), v);               \
+                            }                                                                \
+                            continue;                                                        \
+                        }                                                                    \
                         if (sw == 2) {                                                       \
                             V r2 = LOADZ(m[2], xrow + c + 2 * L);                            \
                             V r3 = LOADZ(m[3], xrow + c + 3 * L);                            \
