@@ -411,6 +411,14 @@ FEW_PHASE_BYTES = 1024 * 1024
 FEW_BLOCK_BYTES = 24 * 1024
 
 
+# Unpooled, a band's column planes (the input rows it reads, once per kernel column) kept
+# about this big: in L2 (1 MB a core on Zen 4). Past the seed's whole grid (6.7 KB): 3 x 224 x
+# 224 -> 16 7x7 stride 2 pad 3 takes 18.8 KB a grid row, 13-row bands (whose 3 rows of reach
+# are filled twice); at 24 KB (L1) it took 1-row bands, 4 times the column planes' work, and
+# 6.9 ms at 1 thread against 6.3 with the phase planes.
+FEW_COLS_BYTES = 256 * 1024
+
+
 # Below this many multiply-adds per thread a second thread costs more than it saves (waking
 # it is microseconds; the tutorial net's first layer at batch 1 is 58K multiply-adds, about
 # 2 us of one core).
@@ -428,8 +436,11 @@ def _few_layout(geometry: Geometry, batch: int, itemsize: int, pool: tuple[int, 
                                                                   itemsize, across)
     threads = max(1, min(num_threads, batch * geometry.macs_per_item // FEW_MACS_PER_THREAD,
                          batch * grid_h))
-    # (unpooled there is no block: the band's column planes, a row's worth, are kept so big)
-    band = max(1, min(grid_h, FEW_BLOCK_BYTES // max(1, (block or staging) * itemsize)))
+    if block:
+        band = max(1, min(grid_h, FEW_BLOCK_BYTES // (block * itemsize)))
+    else:  # unpooled: no block; the band's column planes, a grid row's worth each
+        row = _conv.few_sizes(geometry, pool[0], pool[1], 2, itemsize, across)[3] - staging
+        band = max(1, min(grid_h, FEW_COLS_BYTES // max(1, row * itemsize)))
     if batch * -(-grid_h // band) < threads:
         band = max(1, -(-grid_h // -(-threads // batch)))
     threads = min(threads, batch * -(-grid_h // band))
