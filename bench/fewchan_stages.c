@@ -1,9 +1,10 @@
 /* Where the few-channels forward pass (src/_fewchan.h, FewChannels) spends its time, stage by
- * stage, on one thread: per sample the phase split (fc_few_phase), then either the block of
- * sums (fc_few_block) and its copy into the output planes (fc_few_store), or the rows stored
- * straight from the registers (fc_few_direct, where fc_few_direct_ok), as src/conv/fewchan.pxi
- * runs them for one band per sample. The stages are timed one at a time over the whole batch
- * (each the least of `repeats` passes), and the two ways' outputs compared bit for bit.
+ * stage, on one thread: per sample either the phase split (fc_few_phase), the block of sums
+ * (fc_few_block) and its copy into the output planes (fc_few_store) -- the pooled pass's
+ * stages, run unpooled -- or, as src/conv/fewchan.pxi runs an unpooled band, the column
+ * planes (fc_few_cols) and the sums stored straight into the output (fc_few_dense), one band
+ * per sample. The stages are timed one at a time over the whole batch (each the least of
+ * `repeats` passes), and the two ways' outputs compared bit for bit.
  *
  *   cc -O3 -g0 -Isrc bench/fewchan_stages.c -o /tmp/fewchan_stages
  *   flock /work/bench.lock /tmp/fewchan_stages [N H W C_out k stride [repeats]]
@@ -31,6 +32,9 @@ int main(int argc, char **argv)
     const ptrdiff_t phase_len =
         (stride * stride * hp * wp + wp + FC_FEW_SLACK + stride * wp + 16 + 15) / 16 * 16;
     const fc_few_shape shape = {k, cpad, 1, wp, 1, fc_few_pitch(out_h, wp, sizeof(float))};
+    /* and its dense layout: the band's column planes, ks - 1 / stride rows below it */
+    const ptrdiff_t hb = out_h + (ks - 1) / stride;
+    const ptrdiff_t cols_len = fc_few_cols_len(1, stride, stride, ks, 1, hb, out_w);
     const ptrdiff_t plane = out_h * out_w, in_plane = height * width;
     float *x = malloc(sizeof(float) * batch * in_plane);
     float *y = malloc(sizeof(float) * batch * c_out * plane);
@@ -38,8 +42,10 @@ int main(int argc, char **argv)
     float *w = aligned_alloc(64, sizeof(float) * (k * cpad + cpad + 16));
     float *phase = aligned_alloc(64, sizeof(float) * (phase_len + cpad * shape.bp + 16));
     float *block = phase + phase_len;
-    ptrdiff_t *off = malloc(sizeof(ptrdiff_t) * k), kk, n, i;
-    double t_phase = 1e9, t_block = 1e9, t_store = 1e9, t_direct = 1e9, t, t0;
+    float *cols = aligned_alloc(64, sizeof(float) * (cols_len + 16) / 16 * 16);
+    ptrdiff_t *off = malloc(sizeof(ptrdiff_t) * k), *off_cols = malloc(sizeof(ptrdiff_t) * k);
+    ptrdiff_t kk, n, i;
+    double t_phase = 1e9, t_block = 1e9, t_store = 1e9, t_cols = 1e9, t_dense = 1e9, t, t0;
     int r, level = fc_few_init();
     for (i = 0; i < batch * in_plane; i++)
         x[i] = (float)((i * 7919) % 1000) / 1000.f - 0.5f;
@@ -48,6 +54,7 @@ int main(int argc, char **argv)
     for (kk = 0; kk < k; kk++) {
         ptrdiff_t p = kk / ks, q = kk % ks;
         off[kk] = ((p % stride) * stride + q % stride) * hp * wp + p / stride * wp + q / stride;
+        off_cols[kk] = ((p % stride) * ks + q) * hb * out_w + p / stride * out_w;
     }
     for (r = 0; r < repeats; r++) {
         t0 = seconds();
@@ -66,14 +73,18 @@ int main(int argc, char **argv)
             fc_few_store_s(block, &shape, c_out, 0, out_h, out_w, y + n * c_out * plane, plane);
         t = seconds() - t0;
         t_store = t < t_store ? t : t_store;
-        if (fc_few_direct_ok_s(&shape, out_w)) {
-            t0 = seconds();
-            for (n = 0; n < batch; n++)
-                fc_few_direct_s(phase, off, w, w + k * cpad, &shape, 0, out_h, c_out, out_w, 0,
-                                y2 + n * c_out * plane, plane);
-            t = seconds() - t0;
-            t_direct = t < t_direct ? t : t_direct;
-        }
+        t0 = seconds();
+        for (n = 0; n < batch; n++)
+            fc_few_cols_s(x + n * in_plane, 1, height, width, 0, 0, stride, stride, ks, 1, 0, hb,
+                          hb, out_w, cols);
+        t = seconds() - t0;
+        t_cols = t < t_cols ? t : t_cols;
+        t0 = seconds();
+        for (n = 0; n < batch; n++)
+            fc_few_dense_s(cols, off_cols, w, w + k * cpad, &shape, out_h * out_w, c_out, 0,
+                           y2 + n * c_out * plane, plane);
+        t = seconds() - t0;
+        t_dense = t < t_dense ? t : t_dense;
     }
     /* (every sample's block here is the last sample's phase planes' sums: compare the last) */
     const double flops = 2.0 * batch * c_out * plane * k;
@@ -82,12 +93,10 @@ int main(int argc, char **argv)
     printf("  phase split   %8.1f us\n", t_phase * 1e6);
     printf("  block         %8.1f us  %6.1f GFLOP/s\n", t_block * 1e6, flops / t_block / 1e9);
     printf("  store (copy)  %8.1f us\n", t_store * 1e6);
-    if (t_direct < 1e9)
-        printf("  direct rows   %8.1f us  %6.1f GFLOP/s  (instead of block + store; same bits: "
-               "%s)\n", t_direct * 1e6, flops / t_direct / 1e9,
-               memcmp(y + (batch - 1) * c_out * plane, y2 + (batch - 1) * c_out * plane,
-                      sizeof(float) * c_out * plane) == 0 ? "yes" : "NO");
-    else
-        printf("  direct rows   not at this level or grid width\n");
+    printf("  column planes %8.1f us\n", t_cols * 1e6);
+    printf("  dense         %8.1f us  %6.1f GFLOP/s  (same bits as block + store: %s)\n",
+           t_dense * 1e6, flops / t_dense / 1e9,
+           memcmp(y + (batch - 1) * c_out * plane, y2 + (batch - 1) * c_out * plane,
+                  sizeof(float) * c_out * plane) == 0 ? "yes" : "NO");
     return 0;
 }

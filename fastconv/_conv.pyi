@@ -357,7 +357,9 @@ winograd_grad_weight: _WinogradGradWeight
 def few_sizes(
     geometry: _Geometry, pool_h: int, pool_w: int, band: int, itemsize: int,
     across: bool = ...,
-) -> tuple[int, int, int, int, int, int]: ...  # grid_h, grid_w, wp, phase, block, cpad
+) -> tuple[int, int, int, int, int, int, int]: ...
+# grid_h, grid_w, wp, staging (phase planes, unpooled a band's column planes, or 0 in place),
+# block, cpad, one sample's phase planes
 
 @type_check_only
 class _FewForward(Protocol):
@@ -367,7 +369,7 @@ class _FewForward(Protocol):
         weight: np.ndarray,  # const floating[:, :, :, ::1]  (K, C, kH, kW)
         bias: np.ndarray | None,  # const floating[::1]  (K,)
         out: np.ndarray,  # floating[:, :, :, ::1]  (N, K, grid_h, grid_w), overwritten
-        workspace: np.ndarray,  # floating[:, ::1]  (num_threads, 64 B + phase + block)
+        workspace: np.ndarray,  # floating[:, ::1]  (num_threads, 64 B + staging + block)
         packed: np.ndarray,  # floating[::1]  k * cpad + cpad, overwritten
         offsets: np.ndarray,  # intp[::1]  pool_h * pool_w * k, overwritten
         geometry: _Geometry,

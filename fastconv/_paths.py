@@ -428,6 +428,14 @@ FEW_PHASE_BYTES = 1024 * 1024
 FEW_BLOCK_BYTES = 24 * 1024
 
 
+# Unpooled, a band's column planes (the input rows it reads, once per kernel column) kept
+# about this big: in L2 (1 MB a core on Zen 4). Past the seed's whole grid (6.7 KB): 3 x 224 x
+# 224 -> 16 7x7 stride 2 pad 3 takes 18.8 KB a grid row, 13-row bands (whose 3 rows of reach
+# are filled twice); at 24 KB (L1) it took 1-row bands, 4 times the column planes' work, and
+# 6.9 ms at 1 thread against 6.3 with the phase planes.
+FEW_COLS_BYTES = 256 * 1024
+
+
 # Below this many multiply-adds per thread a second thread costs more than it saves (waking
 # it is microseconds; the tutorial net's first layer at batch 1 is 58K multiply-adds, about
 # 2 us of one core).
@@ -441,15 +449,19 @@ def _few_layout(geometry: Geometry, batch: int, itemsize: int, pool: tuple[int, 
     ``num_threads``: bands of grid rows whose block is about FEW_BLOCK_BYTES, cut further
     where the batch has fewer samples than threads, and threads for at least
     FEW_MACS_PER_THREAD each (neither changes a result: every output is computed alone)."""
-    grid_h, grid_w, wp, phase, block, cpad = _conv.few_sizes(geometry, pool[0], pool[1], 1,
-                                                             itemsize, across)
+    grid_h, grid_w, wp, staging, block, cpad, _ = _conv.few_sizes(geometry, pool[0], pool[1], 1,
+                                                                  itemsize, across)
     threads = max(1, min(num_threads, batch * geometry.macs_per_item // FEW_MACS_PER_THREAD,
                          batch * grid_h))
-    band = max(1, min(grid_h, FEW_BLOCK_BYTES // max(1, block * itemsize)))
+    if block:
+        band = max(1, min(grid_h, FEW_BLOCK_BYTES // (block * itemsize)))
+    else:  # unpooled: no block; the band's column planes, a grid row's worth each
+        row = _conv.few_sizes(geometry, pool[0], pool[1], 2, itemsize, across)[3] - staging
+        band = max(1, min(grid_h, FEW_COLS_BYTES // max(1, row * itemsize)))
     if batch * -(-grid_h // band) < threads:
         band = max(1, -(-grid_h // -(-threads // batch)))
     threads = min(threads, batch * -(-grid_h // band))
-    sizes = _conv.few_sizes(geometry, pool[0], pool[1], band, itemsize, across)
+    sizes = _conv.few_sizes(geometry, pool[0], pool[1], band, itemsize, across)[:6]
     return (threads, band) + tuple(sizes)  # type: ignore[return-value]
 
 
@@ -458,10 +470,11 @@ class FewChannels(ConvPath):
     for at most FEW_MAX_OUT_CHANNELS output channels, where it pays), any
     kernel, stride, padding and dilation, float32 and float64, at every FASTCONV_ISA level:
     the output pixels across the vector lanes, 4 output channels x up to 6 vectors of sums in
-    registers over the k taps, the input read in place from a per-sample split into stride
-    phases (src/_fewchan.h), the sums stored channel-major with the bias and the ReLU. It
-    can also max-pool by non-overlapping windows in the store (``forward_pooled``, the eval
-    plan's Conv2d -> ReLU -> MaxPool2d).
+    registers over the k taps, the input read in place from a per-band copy with one plane
+    per kernel column (src/_fewchan.h, fc_few_cols), the sums stored channel-major with the
+    bias and the ReLU straight into the output. It can also max-pool by non-overlapping
+    windows in the store (``forward_pooled``, the eval plan's Conv2d -> ReLU -> MaxPool2d;
+    then from a per-sample split into stride phases and a block of sums).
 
     Measured against the direct and packed paths: see FEW_MAX_CHANNELS. The weight and input
     gradients keep the other paths (not measured with these kernels)."""
@@ -476,7 +489,7 @@ class FewChannels(ConvPath):
         g = plan.geometry
         if plan.groups != 1 or g.out_h == 0 or g.out_w == 0:
             return False
-        phase = _conv.few_sizes(g, 1, 1, 1, plan.dtype.itemsize)[3]
+        phase = _conv.few_sizes(g, 1, 1, 1, plan.dtype.itemsize)[6]
         return phase * plan.dtype.itemsize <= FEW_PHASE_BYTES
 
     def pays(self, op: str, plan: ConvPlan) -> bool:
@@ -488,7 +501,7 @@ class FewChannels(ConvPath):
         g = plan.geometry
         if not (self.applies("forward", plan) and g.out_h >= pool[0] and g.out_w >= pool[1]):
             return False
-        phase = _conv.few_sizes(g, pool[0], pool[1], 1, plan.dtype.itemsize)[3]
+        phase = _conv.few_sizes(g, pool[0], pool[1], 1, plan.dtype.itemsize)[6]
         return phase * plan.dtype.itemsize <= FEW_PHASE_BYTES
 
     def forward(self, plan, x, weight, bias, out, *, relu=False):

@@ -19,6 +19,10 @@
  * broadcast (fc_few_block). The grid is computed Wp wide (Wp >= its width: the columns past
  * it are computed and never stored), which is the price of reading the phase planes in place.
  *
+ * Unpooled, the grid is instead computed at its own width from per-band column planes (one
+ * per kernel column, fc_few_cols) and stored straight into the output (fc_few_dense; the
+ * section "unpooled" below): the same chains.
+ *
  * The sums come out channel-major (the layout of the output planes): no transpose. The bias is
  * added after the chain of products, and the ReLU (src/_epilogue.h's rule) applied, in the
  * micro-kernel's store. With pool > 1 the micro-kernel computes the pool windows' (dy, dx)
@@ -45,6 +49,8 @@
 
 /* output channels per micro-kernel call: the packed weights and bias are padded to a multiple */
 #define FC_FEW_MR 4
+/* the most elements of a vector at any level (AVX-512 floats) */
+#define FC_FEW_LANES_MAX 16
 /* the most vectors of pixels per micro-kernel call at any level */
 #define FC_FEW_NR_MAX 6
 /* elements of slack past the phase planes, besides one grid row: a vector of pixels may read
@@ -67,11 +73,15 @@ typedef struct {
 
 /* One micro-kernel: 4 channels x NR vectors of L pixels,
  *     buf[m*bp + v*L + l] = relu?(sum_kk w[kk*cpad + m] * in[off[kk] + v*L + l] (+ bias[m]))
- * V is a vector type of L elements of T, I its integer twin (for the ReLU's mask). */
-#define FC_FEW_KERNEL(NAME, ATTR, T, V, I, L, NR)                                            \
+ * for m < mc and, in the call's last vector (v = NR - 1), l < last only (the rest of the
+ * vector is computed, not stored): the block's full vectors (mc = FC_FEW_MR, last = L), or
+ * the output planes' channels and their grid's last vector (fc_few_dense). V is a vector
+ * type of L elements of T, I its integer twin (for the ReLU's mask); PART(p, n, r) stores
+ * the first n lanes of r at p. */
+#define FC_FEW_KERNEL(NAME, ATTR, T, V, I, L, NR, PART)                                      \
     ATTR static void NAME(ptrdiff_t k, const T *in, const ptrdiff_t *off, const T *w,        \
                           ptrdiff_t cpad, T *buf, ptrdiff_t bp, const T *bias, int relu,     \
-                          int pool)                                                          \
+                          int pool, int mc, int last)                                        \
     {                                                                                        \
         V acc[FC_FEW_MR][NR], x[NR];                                                         \
         ptrdiff_t kk;                                                                        \
@@ -90,7 +100,7 @@ typedef struct {
                     acc[m][v] += x[v] * wm;                                                  \
             }                                                                                \
         }                                                                                    \
-        for (m = 0; m < FC_FEW_MR; m++)                                                      \
+        for (m = 0; m < FC_FEW_MR && m < mc; m++)                                            \
             for (v = 0; v < NR; v++) {                                                       \
                 V r = acc[m][v];                                                             \
                 if (bias)                                                                    \
@@ -106,37 +116,50 @@ typedef struct {
                     take = (r != r) | (r > mx);                                              \
                     r = (V)(((I)r & take) | ((I)mx & ~take));                                \
                 }                                                                            \
-                __builtin_memcpy(buf + m * bp + v * L, &r, sizeof(V));                       \
+                if (v == NR - 1 && last < L)                                                 \
+                    PART(buf + m * bp + v * L, last, r);                                     \
+                else                                                                         \
+                    __builtin_memcpy(buf + m * bp + v * L, &r, sizeof(V));                   \
             }                                                                                \
     }
 
+/* the first n lanes of a vector stored: portable, and AVX-512's masked stores */
+#define FC_FEW_PART(p, n, r) __builtin_memcpy((p), &(r), (size_t)(n) * sizeof(*(p)))
+#define FC_FEW_PART_512S(p, n, r)                                                            \
+    _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (__m512)(r))
+#define FC_FEW_PART_512D(p, n, r)                                                            \
+    _mm512_mask_storeu_pd((p), (__mmask8)((1u << (n)) - 1u), (__m512d)(r))
+
 typedef void (*fc_few_kernel_s)(ptrdiff_t, const float *, const ptrdiff_t *, const float *,
-                                ptrdiff_t, float *, ptrdiff_t, const float *, int, int);
+                                ptrdiff_t, float *, ptrdiff_t, const float *, int, int, int,
+                                int);
 typedef void (*fc_few_kernel_d)(ptrdiff_t, const double *, const ptrdiff_t *, const double *,
-                                ptrdiff_t, double *, ptrdiff_t, const double *, int, int);
+                                ptrdiff_t, double *, ptrdiff_t, const double *, int, int, int,
+                                int);
 
 /* a level's family: kernels for NR = 1 .. 6 (a level uses up to its own NR) and the table */
-#define FC_FEW_FAMILY(P, ATTR, T, V, I, L, TYPE)                                             \
-    FC_FEW_KERNEL(P##1, ATTR, T, V, I, L, 1)                                                 \
-    FC_FEW_KERNEL(P##2, ATTR, T, V, I, L, 2)                                                 \
-    FC_FEW_KERNEL(P##3, ATTR, T, V, I, L, 3)                                                 \
-    FC_FEW_KERNEL(P##4, ATTR, T, V, I, L, 4)                                                 \
-    FC_FEW_KERNEL(P##5, ATTR, T, V, I, L, 5)                                                 \
-    FC_FEW_KERNEL(P##6, ATTR, T, V, I, L, 6)                                                 \
+#define FC_FEW_FAMILY(P, ATTR, T, V, I, L, PART, TYPE)                                       \
+    FC_FEW_KERNEL(P##1, ATTR, T, V, I, L, 1, PART)                                           \
+    FC_FEW_KERNEL(P##2, ATTR, T, V, I, L, 2, PART)                                           \
+    FC_FEW_KERNEL(P##3, ATTR, T, V, I, L, 3, PART)                                           \
+    FC_FEW_KERNEL(P##4, ATTR, T, V, I, L, 4, PART)                                           \
+    FC_FEW_KERNEL(P##5, ATTR, T, V, I, L, 5, PART)                                           \
+    FC_FEW_KERNEL(P##6, ATTR, T, V, I, L, 6, PART)                                           \
     static const TYPE P[FC_FEW_NR_MAX + 1] = {NULL, P##1, P##2, P##3, P##4, P##5, P##6};
 
 #if FC_SIMD
 typedef int fc_few_v4i __attribute__((vector_size(16)));
 typedef long long fc_few_v2l __attribute__((vector_size(16)));
 FC_FEW_FAMILY(fc_few_generic_s, FC_FEW_ATTR_generic, float, fc_v4f, fc_few_v4i, 4,
-              fc_few_kernel_s)
+              FC_FEW_PART, fc_few_kernel_s)
 FC_FEW_FAMILY(fc_few_generic_d, FC_FEW_ATTR_generic, double, fc_v2d, fc_few_v2l, 2,
-              fc_few_kernel_d)
+              FC_FEW_PART, fc_few_kernel_d)
 #else
 /* no vector extensions (MSVC): one element per "vector" */
 #define FC_FEW_SCALAR_KERNEL(NAME, T, NR)                                                    \
     static void NAME(ptrdiff_t k, const T *in, const ptrdiff_t *off, const T *w,             \
-                     ptrdiff_t cpad, T *buf, ptrdiff_t bp, const T *bias, int relu, int pool) \
+                     ptrdiff_t cpad, T *buf, ptrdiff_t bp, const T *bias, int relu, int pool, \
+                     int mc, int last)                                                       \
     {                                                                                        \
         T acc[FC_FEW_MR][NR];                                                                \
         ptrdiff_t kk;                                                                        \
@@ -148,7 +171,8 @@ FC_FEW_FAMILY(fc_few_generic_d, FC_FEW_ATTR_generic, double, fc_v2d, fc_few_v2l,
             for (m = 0; m < FC_FEW_MR; m++)                                                  \
                 for (v = 0; v < NR; v++)                                                     \
                     acc[m][v] += in[off[kk] + v] * w[kk * cpad + m];                         \
-        for (m = 0; m < FC_FEW_MR; m++)                                                      \
+        (void)last;  /* (one element per vector: always whole) */                            \
+        for (m = 0; m < FC_FEW_MR && m < mc; m++)                                            \
             for (v = 0; v < NR; v++) {                                                       \
                 T r = acc[m][v];                                                             \
                 if (bias)                                                                    \
@@ -180,91 +204,237 @@ typedef float fc_few_v8f __attribute__((vector_size(32)));
 typedef double fc_few_v4d __attribute__((vector_size(32)));
 typedef int fc_few_v8i __attribute__((vector_size(32)));
 typedef long long fc_few_v4l __attribute__((vector_size(32)));
+#include <immintrin.h>
 FC_FEW_FAMILY(fc_few_avx512_s, FC_FEW_ATTR_avx512, float, fc_few_v16f, fc_few_v16i, 16,
-              fc_few_kernel_s)
+              FC_FEW_PART_512S, fc_few_kernel_s)
 FC_FEW_FAMILY(fc_few_avx512_d, FC_FEW_ATTR_avx512, double, fc_few_v8d, fc_few_v8l, 8,
-              fc_few_kernel_d)
-FC_FEW_FAMILY(fc_few_avx2_s, FC_FEW_ATTR_avx2, float, fc_few_v8f, fc_few_v8i, 8,
+              FC_FEW_PART_512D, fc_few_kernel_d)
+FC_FEW_FAMILY(fc_few_avx2_s, FC_FEW_ATTR_avx2, float, fc_few_v8f, fc_few_v8i, 8, FC_FEW_PART,
               fc_few_kernel_s)
-FC_FEW_FAMILY(fc_few_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4,
+FC_FEW_FAMILY(fc_few_avx2_d, FC_FEW_ATTR_avx2, double, fc_few_v4d, fc_few_v4l, 4, FC_FEW_PART,
               fc_few_kernel_d)
 #endif
 
-/* ---- unpooled grids at most a vector wide: the sums stored straight into the output ----------
+/* ---- unpooled: the grid's positions dense, stored straight into the output ----------------
  *
- * fc_few_block computes a band's grid as one run of flat positions r*Wp + x, so its vectors
- * straddle grid rows, and fc_few_store then copies each channel's rows out of the block into
- * the output planes: a second pass over the output, which took as long as a third of the
- * multiply-adds on bench's "seed" (64 x 1 x 28 x 28 -> 16 5x5 stride 2, 12 x 12 grid: the copy
- * of 12-float rows by 16-byte vectors). Where the grid is unpooled and its rows are at most a
- * vector wide (AVX-512: 16 floats, 8 doubles), vector v of a micro-kernel call is instead grid
- * row r + v (its first ``width`` lanes; the lanes past them read the phase values after the
- * row and are never stored), and the sums go from the registers to the output rows by masked
- * stores: no block, no copy. It computes L positions per row where fc_few_block computes
- * about Wp (192 positions for the seed's 144 where the block computes 176), and saves the
- * copy. Each output is the same chain as fc_few_block's (the same phase values, taps, order,
- * contraction, bias and ReLU): the same bits. */
-#define FC_FEWR_KERNEL(NAME, ATTR, T, V, I, L, NR, MASK, STORE)                               \
-    ATTR static void NAME(ptrdiff_t k, const T *in, const ptrdiff_t *off, const T *w,        \
-                          ptrdiff_t cpad, ptrdiff_t wp, int mc, T *y, ptrdiff_t plane,       \
-                          ptrdiff_t width, const T *bias, int relu)                          \
-    {                                                                                        \
-        V acc[FC_FEW_MR][NR], x[NR];                                                         \
-        const MASK mask = (MASK)((1u << width) - 1u);                                        \
-        ptrdiff_t kk;                                                                        \
-        int m, v;                                                                            \
-        for (m = 0; m < FC_FEW_MR; m++)                                                      \
-            for (v = 0; v < NR; v++)                                                         \
-                acc[m][v] = (V){0};                                                          \
-        for (kk = 0; kk < k; kk++) {                                                         \
-            const T *s = in + off[kk];                                                       \
-            const T *wk = w + kk * cpad;                                                     \
-            for (v = 0; v < NR; v++)                                                         \
-                __builtin_memcpy(&x[v], s + v * wp, sizeof(V));                              \
-            for (m = 0; m < FC_FEW_MR; m++) {                                                \
-                const T wm = wk[m];                                                          \
-                for (v = 0; v < NR; v++)                                                     \
-                    acc[m][v] += x[v] * wm;                                                  \
-            }                                                                                \
-        }                                                                                    \
-        for (m = 0; m < FC_FEW_MR && m < mc; m++)                                            \
-            for (v = 0; v < NR; v++) {                                                       \
-                V r = acc[m][v];                                                             \
-                if (bias)                                                                    \
-                    r += bias[m];                                                            \
-                if (relu) {  /* src/_epilogue.h's FC_RELU: keep v > 0 and NaN, else +0 */    \
-                    I keep = (r > (T)0) | (r != r);                                          \
-                    r = (V)((I)r & keep);                                                    \
-                }                                                                            \
-                STORE(y + m * plane + v * width, mask, r);                                   \
-            }                                                                                \
-    }
+ * fc_few_block computes a grid of Wp-wide rows (the phase planes' pitch), so a vector of
+ * flat positions straddles the Wp - grid_w columns past the grid, and fc_few_store then
+ * copies each channel's rows into the output planes: on bench's "seed" (64 x 1 x 28 x 28 ->
+ * 16 5x5 stride 2, a 12 x 12 grid, Wp 14) 176 positions computed for 144 and a second pass
+ * over the output. Unpooled, the kernels instead read column planes with the grid's own
+ * width (fc_few_cols), one per input channel c, row phase a < S_h and kernel column q,
+ *
+ *     cols[c][a][q][i][j] = xpad[c][S_h*(r0 + i) + a][S_w*j + q*dil_w]     (0 outside x)
+ *
+ * for the grid rows of a band [r0, r1) and the rows below them the taps reach: tap (c, p, q)
+ * of grid position (y, j) is cols[c][ry % S_h][q][y - r0 + ry / S_h][j] (ry = p*dil_h), at
+ * one offset from the position's flat index (y - r0)*grid_w + j, which is also its flat
+ * index in the output plane. So the kernels' vectors run over the band's positions with no
+ * column past the grid (144 for the seed's 144: 9 vectors of 16) and store straight into the
+ * output planes (fc_few_dense), only the grid's last vector partly. The planes hold kW / S_w
+ * times the phase planes' columns; a thread fills them per band, for the rows it computes,
+ * de-interleaving each zero-padded input row by S_w (AVX-512: one two-source permute per 16
+ * columns). Each output is the chain fc_few_block computes (the same input values, taps,
+ * order, contraction, bias and ReLU): the same bits, at any band or thread count. */
 
-typedef void (*fc_fewr_kernel_s)(ptrdiff_t, const float *, const ptrdiff_t *, const float *,
-                                 ptrdiff_t, ptrdiff_t, int, float *, ptrdiff_t, ptrdiff_t,
-                                 const float *, int);
-typedef void (*fc_fewr_kernel_d)(ptrdiff_t, const double *, const ptrdiff_t *, const double *,
-                                 ptrdiff_t, ptrdiff_t, int, double *, ptrdiff_t, ptrdiff_t,
-                                 const double *, int);
+/* One input row's part of the column planes: dst[q*plane + j] = xpad[sw*j + q*dil_w] for
+ * q < kw, j < gw, where xpad[col] = xrow[col - pad_left] for 0 <= col - pad_left < in_w,
+ * else 0 (the row's left and right padding), the portable way: the padded columns [0,
+ * span) of the row copied into ``line`` (fc_few_cols_len's room), gathered from there. */
+#define FC_FEW_ROW_GENERIC(SFX, T, V, L, LOAD, STORE, EVEN)                                  \
+    static inline void fc_few_row_generic_##SFX(const T *xrow, ptrdiff_t in_w,               \
+                                                ptrdiff_t pad_left,                          \
+                                         ptrdiff_t sw, ptrdiff_t kw, ptrdiff_t dil_w,        \
+                                         ptrdiff_t gw, T *dst, ptrdiff_t plane, T *line)     \
+    {                                                                                        \
+        ptrdiff_t span = sw * (gw - 1) + dil_w * (kw - 1) + 1, first, last, head, q, j;      \
+        first = pad_left < 0 ? -pad_left : 0;                                                \
+        last = span - pad_left < in_w ? span - pad_left : in_w;                              \
+        if (last < first)                                                                    \
+            last = first;                                                                    \
+        head = pad_left + first;                                                             \
+        memset(line, 0, (size_t)head * sizeof(T));                                           \
+        memcpy(line + head, xrow + first, (size_t)(last - first) * sizeof(T));               \
+        if (head + last - first < span)                                                      \
+            memset(line + head + last - first, 0,                                            \
+                   (size_t)(span - head - (last - first)) * sizeof(T));                      \
+        for (q = 0; q < kw; q++) {                                                           \
+            const T *src = line + q * dil_w;                                                 \
+            T *d = dst + q * plane;                                                          \
+            j = 0;                                                                           \
+            if (sw == 1) {                                                                   \
+                memcpy(d, src, (size_t)gw * sizeof(T));                                      \
+                continue;                                                                    \
+            }                                                                                \
+            if (FC_SIMD && sw == 2)                                                          \
+                for (; j + L <= gw; j += L)                                                  \
+                    STORE(d + j, EVEN(LOAD(src + 2 * j), LOAD(src + 2 * j + L)));            \
+            for (; j < gw; j++)                                                              \
+                d[j] = src[sw * j];                                                          \
+        }                                                                                    \
+    }
+#if FC_SIMD
+#define FC_FEW_EVEN4(lo, hi) FC_SHUFFLE4(lo, hi, 0, 2, 4, 6)
+#define FC_FEW_EVEN2(lo, hi) FC_SHUFFLE2(lo, hi, 0, 2)
+FC_FEW_ROW_GENERIC(s, float, fc_v4f, 4, fc_v4f_load, fc_v4f_store, FC_FEW_EVEN4)
+FC_FEW_ROW_GENERIC(d, double, fc_v2d, 2, fc_v2d_load, fc_v2d_store, FC_FEW_EVEN2)
+#else
+#define FC_FEW_SCALAR_ID(p) (*(p))
+#define FC_FEW_SCALAR_PUT(p, v) (*(p) = (v))
+#define FC_FEW_SCALAR_EVEN(lo, hi) (lo)
+FC_FEW_ROW_GENERIC(s, float, float, 1, FC_FEW_SCALAR_ID, FC_FEW_SCALAR_PUT, FC_FEW_SCALAR_EVEN)
+FC_FEW_ROW_GENERIC(d, double, double, 1, FC_FEW_SCALAR_ID, FC_FEW_SCALAR_PUT,
+                   FC_FEW_SCALAR_EVEN)
+#endif
+
+/* The column planes of grid rows [r0, r0 + rows) (the section above):
+ *     cols[((c*sh + a)*kw + q)*plane + i*gw + j] = x[c][sh*(r0 + i) + a - pad_top]
+ *                                                   [sw*j + q*dil_w - pad_left]
+ * (0 outside x) for i < rows, j < gw; plane = hb*gw (hb >= rows). Then FC_FEW_SLACK zeros
+ * after the planes (a vector may read them), and room for the portable way's padded row
+ * (fc_few_cols_len). One function per level, ROW its rows' way. */
+#define FC_FEW_COLS(NAME, ATTR, T, ROW)                                                      \
+    ATTR static void NAME(const T *x, ptrdiff_t channels, ptrdiff_t in_h, ptrdiff_t in_w,    \
+                          ptrdiff_t pad_top, ptrdiff_t pad_left, ptrdiff_t sh, ptrdiff_t sw, \
+                          ptrdiff_t kw, ptrdiff_t dil_w, ptrdiff_t r0, ptrdiff_t rows,       \
+                          ptrdiff_t hb, ptrdiff_t gw, T *cols)                               \
+    {                                                                                        \
+        ptrdiff_t plane = hb * gw, planes = channels * sh * kw * plane, c, a, i, q, row;     \
+        T *line = cols + planes + FC_FEW_SLACK;                                              \
+        for (c = 0; c < channels; c++)                                                       \
+            for (a = 0; a < sh; a++)                                                         \
+                for (i = 0; i < rows; i++) {                                                 \
+                    T *dst = cols + (c * sh + a) * kw * plane + i * gw;                      \
+                    row = sh * (r0 + i) + a - pad_top;                                       \
+                    if (row < 0 || row >= in_h)                                              \
+                        for (q = 0; q < kw; q++)                                             \
+                            memset(dst + q * plane, 0, (size_t)gw * sizeof(T));              \
+                    else                                                                     \
+                        ROW(x + (c * in_h + row) * in_w, in_w, pad_left, sw, kw, dil_w, gw,  \
+                            dst, plane, line);                                               \
+                }                                                                            \
+        memset(cols + planes, 0, FC_FEW_SLACK * sizeof(T));                                  \
+    }
+typedef void (*fc_few_cols_s_fn)(const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                 ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                 ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, float *);
+typedef void (*fc_few_cols_d_fn)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                 ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                 ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, double *);
+FC_FEW_COLS(fc_few_cols_generic_s, FC_FEW_ATTR_generic, float, fc_few_row_generic_s)
+FC_FEW_COLS(fc_few_cols_generic_d, FC_FEW_ATTR_generic, double, fc_few_row_generic_d)
 
 #if FC_HAVE_X86_TARGETS
-#include <immintrin.h>
-#define FC_FEWR_STORE_S(p, mask, r) _mm512_mask_storeu_ps((p), (mask), (__m512)(r))
-#define FC_FEWR_STORE_D(p, mask, r) _mm512_mask_storeu_pd((p), (mask), (__m512d)(r))
-#define FC_FEWR_FAMILY(P, T, V, I, L, MASK, STORE, TYPE)                                     \
-    FC_FEWR_KERNEL(P##1, FC_FEW_ATTR_avx512, T, V, I, L, 1, MASK, STORE)                     \
-    FC_FEWR_KERNEL(P##2, FC_FEW_ATTR_avx512, T, V, I, L, 2, MASK, STORE)                     \
-    FC_FEWR_KERNEL(P##3, FC_FEW_ATTR_avx512, T, V, I, L, 3, MASK, STORE)                     \
-    FC_FEWR_KERNEL(P##4, FC_FEW_ATTR_avx512, T, V, I, L, 4, MASK, STORE)                     \
-    FC_FEWR_KERNEL(P##5, FC_FEW_ATTR_avx512, T, V, I, L, 5, MASK, STORE)                     \
-    FC_FEWR_KERNEL(P##6, FC_FEW_ATTR_avx512, T, V, I, L, 6, MASK, STORE)                     \
-    static const TYPE P[FC_FEW_NR_MAX + 1] = {NULL, P##1, P##2, P##3, P##4, P##5, P##6};
-/* the vector types, lanes and rows per call (up to 6) of fc_few_avx512_s / _d */
-FC_FEWR_FAMILY(fc_fewr_avx512_s, float, fc_few_v16f, fc_few_v16i, 16, __mmask16,
-               FC_FEWR_STORE_S, fc_fewr_kernel_s)
-FC_FEWR_FAMILY(fc_fewr_avx512_d, double, fc_few_v8d, fc_few_v8l, 8, __mmask8,
-               FC_FEWR_STORE_D, fc_fewr_kernel_d)
+/* the lanes l < L with 0 <= c + l < in_w, as a mask */
+static inline unsigned fc_few_inside(ptrdiff_t c, ptrdiff_t in_w, ptrdiff_t lanes)
+{
+    ptrdiff_t lo = c < 0 ? -c : 0, hi = in_w - c < lanes ? in_w - c : lanes;
+    return hi <= lo ? 0u : ((1u << hi) - 1u) & ~((1u << lo) - 1u);
+}
+/* AVX-512, strides 1 and 2, a reach of at most 2L columns (else the portable way): the
+ * column planes straight from x by masked loads (the lanes outside a row are zeros and
+ * touch no memory), L grid columns at a time. At stride 2 two permutes split the 4L padded
+ * columns from 2*j0 on into their even and odd phases (2L of each); kernel column q then
+ * takes phase (q*dil_w) % 2 from its lane (q*dil_w) / 2 on: one two-source permute
+ * (vpermt2ps / vpermt2pd) and one store each. At stride 1 the phase is the row itself.
+ * Where the columns a vector takes for every q lie in the first 2L (a grid row of at most
+ * L - reach/2 columns at stride 2, the seed's 12), each q's vector is one permute of the
+ * first two loads, no phases. A row's last vector is stored whole where the lanes past the
+ * grid land in rows of its plane written after it, else masked. */
+#define FC_FEW_COLS_AVX512(SFX, T, V, L, MASK, LOADZ, STOREM, STOREU, PERM, IDX, SET1, ADD)    \
+    FC_FEW_ATTR_avx512 static void fc_few_cols_avx512_##SFX(                                 \
+        const T *x, ptrdiff_t channels, ptrdiff_t in_h, ptrdiff_t in_w, ptrdiff_t pad_top,   \
+        ptrdiff_t pad_left, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t kw, ptrdiff_t dil_w,       \
+        ptrdiff_t r0, ptrdiff_t rows, ptrdiff_t hb, ptrdiff_t gw, T *cols)                   \
+    {                                                                                        \
+        const __m512i iota = IDX(), even = ADD(iota, iota), odd = ADD(even, SET1(1));        \
+        /* kernel column q: the odd phase (bit q of odd_q) from lane shift[q] on */          \
+        __m512i shift[2 * FC_FEW_LANES_MAX + 1], pick[2 * FC_FEW_LANES_MAX + 1];             \
+        unsigned long long odd_q = 0;                                                        \
+        MASK head[4];                                                                        \
+        ptrdiff_t plane = hb * gw, planes = channels * sh * kw * plane, ch, a, i, q, j0, row; \
+        if (sw > 2 || dil_w * (kw - 1) > sw * L) {                                           \
+            fc_few_cols_generic_##SFX(x, channels, in_h, in_w, pad_top, pad_left, sh, sw, kw, \
+                                      dil_w, r0, rows, hb, gw, cols);                        \
+            return;                                                                          \
+        }                                                                                    \
+        for (q = 0; q < kw; q++) {                                                           \
+            shift[q] = ADD(iota, SET1(q * dil_w / sw));                                      \
+            odd_q |= (unsigned long long)(q * dil_w % sw) << q;                              \
+            pick[q] = ADD(sw == 2 ? even : iota, SET1(q * dil_w));                           \
+        }                                                                                    \
+        for (q = 0; q < 4; q++)  /* the first vector's loads, the same for every row */      \
+            head[q] = (MASK)fc_few_inside(q * L - pad_left, in_w, L);                        \
+        for (ch = 0; ch < channels; ch++)                                                    \
+            for (a = 0; a < sh; a++)                                                         \
+                for (i = 0; i < rows; i++) {                                                 \
+                    T *dst = cols + (ch * sh + a) * kw * plane + i * gw;                     \
+                    const T *xrow;                                                           \
+                    row = sh * (r0 + i) + a - pad_top;                                       \
+                    if (row < 0 || row >= in_h) {                                            \
+                        for (q = 0; q < kw; q++)                                             \
+                            memset(dst + q * plane, 0, (size_t)gw * sizeof(T));              \
+                        continue;                                                            \
+                    }                                                                        \
+                    xrow = x + (ch * in_h + row) * in_w;                                     \
+                    for (j0 = 0; j0 < gw; j0 += L) {                                         \
+                        /* the padded columns from sw*j0 on: x's from c on */                \
+                        ptrdiff_t c = sw * j0 - pad_left;                                    \
+                        MASK m[4];                                                           \
+                        V e0, e1, o0, o1, v;                                                 \
+                        int whole = gw - j0 >= L || i * gw + j0 + L <= rows * gw;            \
+                        for (q = 0; q < 4; q++)                                              \
+                            m[q] = j0 == 0 ? head[q]                                         \
+                                           : (MASK)fc_few_inside(c + q * L, in_w, L);        \
+                        e0 = o0 = LOADZ(m[0], xrow + c);                                     \
+                        e1 = o1 = LOADZ(m[1], xrow + c + L);                                 \
+                        if (sw * ((gw - j0 < L ? gw - j0 : L) - 1) + dil_w * (kw - 1)        \
+                            < 2 * L) {                                                       \
+                            /* every column this vector takes is in the two loads */         \
+                            for (q = 0; q < kw; q++) {                                       \
+                                v = PERM(e0, pick[q], e1);                                   \
+                                if (whole)                                                   \
+                                    STOREU(dst + q * plane + j0, v);                         \
+                                else                                                         \
+                                    STOREM(dst + q * plane + j0,                             \
+                                           (MASK)((1u << (gw - j0)) - 1u), v);               \
+                            }                                                                \
+                            continue;                                                        \
+                        }                                                                    \
+                        if (sw == 2) {                                                       \
+                            V r2 = LOADZ(m[2], xrow + c + 2 * L);                            \
+                            V r3 = LOADZ(m[3], xrow + c + 3 * L);                            \
+                            e0 = PERM(o0, even, o1);                                         \
+                            o0 = PERM(o0, odd, o1);                                          \
+                            e1 = PERM(r2, even, r3);                                         \
+                            o1 = PERM(r2, odd, r3);                                          \
+                        }                                                                    \
+                        for (q = 0; q < kw; q++) {                                           \
+                            v = (odd_q >> q) & 1 ? PERM(o0, shift[q], o1)                    \
+                                                 : PERM(e0, shift[q], e1);                   \
+                            if (whole)                                                       \
+                                STOREU(dst + q * plane + j0, v);                             \
+                            else                                                             \
+                                STOREM(dst + q * plane + j0, (MASK)((1u << (gw - j0)) - 1u), \
+                                       v);                                                   \
+                        }                                                                    \
+                    }                                                                        \
+                }                                                                            \
+        memset(cols + planes, 0, FC_FEW_SLACK * sizeof(T));                                  \
+    }
+#define FC_FEW_IDX_S() _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+#define FC_FEW_IDX_D() _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7)
+FC_FEW_COLS_AVX512(s, float, __m512, 16, __mmask16, _mm512_maskz_loadu_ps, _mm512_mask_storeu_ps,
+                  _mm512_storeu_ps, _mm512_permutex2var_ps, FC_FEW_IDX_S, _mm512_set1_epi32,
+                  _mm512_add_epi32)
+FC_FEW_COLS_AVX512(d, double, __m512d, 8, __mmask8, _mm512_maskz_loadu_pd, _mm512_mask_storeu_pd,
+                  _mm512_storeu_pd, _mm512_permutex2var_pd, FC_FEW_IDX_D, _mm512_set1_epi64,
+                  _mm512_add_epi64)
 #endif
+
+/* elements past the portable row copy's span (fc_few_row_generic's line): room for a
+ * vector's read past the span's end */
+#define FC_FEW_LINE_SLACK 32
 
 /* ---- the variant with output channels across the lanes (FewChannelsLanes) -----------------
  *
@@ -548,9 +718,9 @@ static const fc_clq_kernel_d fc_clq_avx512_d[FC_CLQ_J_MAX + 1] = {
 /* The level's kernels, lanes and vectors per call, picked once (fc_few_init, at import). */
 static const fc_few_kernel_s *fc_few_table_s = NULL;
 static const fc_few_kernel_d *fc_few_table_d = NULL;
-/* the row-direct kernels (NULL: none at this level) */
-static const fc_fewr_kernel_s *fc_fewr_table_s = NULL;
-static const fc_fewr_kernel_d *fc_fewr_table_d = NULL;
+/* the column planes' way (fc_few_cols) */
+static fc_few_cols_s_fn fc_few_cols_level_s = fc_few_cols_generic_s;
+static fc_few_cols_d_fn fc_few_cols_level_d = fc_few_cols_generic_d;
 static ptrdiff_t fc_few_lanes_s = 4, fc_few_lanes_d = 2, fc_few_nr = 3;
 /* and the channels-across-lanes variant's: positions per call at most */
 static const fc_cl_kernel_s *fc_cl_table_s = NULL;
@@ -580,8 +750,8 @@ static int fc_few_init(void)
     fc_few_lanes_d = 1;
 #endif
     fc_few_nr = 3;
-    fc_fewr_table_s = NULL;
-    fc_fewr_table_d = NULL;
+    fc_few_cols_level_s = fc_few_cols_generic_s;
+    fc_few_cols_level_d = fc_few_cols_generic_d;
     fc_cl_table_s = fc_cl_generic_s;
     fc_cl_table_d = fc_cl_generic_d;
     fc_cl_rows_table_s = NULL;
@@ -605,8 +775,8 @@ static int fc_few_init(void)
         fc_few_lanes_s = 16;
         fc_few_lanes_d = 8;
         fc_few_nr = 6;
-        fc_fewr_table_s = fc_fewr_avx512_s;
-        fc_fewr_table_d = fc_fewr_avx512_d;
+        fc_few_cols_level_s = fc_few_cols_avx512_s;
+        fc_few_cols_level_d = fc_few_cols_avx512_d;
         fc_cl_table_s = fc_cl_avx512_s;
         fc_cl_table_d = fc_cl_avx512_d;
         fc_cl_j_s = 12;
@@ -630,6 +800,15 @@ static int fc_few_init(void)
     }
 #endif
     return level;
+}
+
+/* elements of fc_few_cols's planes of hb rows, their slack and the padded input row */
+static inline ptrdiff_t fc_few_cols_len(ptrdiff_t channels, ptrdiff_t sh, ptrdiff_t sw,
+                                        ptrdiff_t kw, ptrdiff_t dil_w, ptrdiff_t hb,
+                                        ptrdiff_t gw)
+{
+    return channels * sh * kw * hb * gw + FC_FEW_SLACK + sw * (gw - 1) + dil_w * (kw - 1) + 1
+           + FC_FEW_LINE_SLACK;
 }
 
 /* the block's row pitch for a band of ``rows`` grid rows: whole 64-byte vectors of any level */
@@ -774,7 +953,7 @@ FC_FEW_ROWS(d, double, double, 1)
                     nr = vectors - v < nr_max ? vectors - v : nr_max;                         \
                     table[nr](k, in + v * lanes, off + qd * k, w + o, cpad,                   \
                               buf + o * bp + v * lanes, bp, bias ? bias + o : NULL, relu,     \
-                              qd > 0);                                                        \
+                              qd > 0, FC_FEW_MR, (int)lanes);                                 \
                 }                                                                             \
     }                                                                                         \
                                                                                               \
@@ -790,31 +969,37 @@ FC_FEW_ROWS(d, double, double, 1)
                               y + o * plane + r0 * width);                                    \
     }                                                                                         \
                                                                                               \
-    /* Whether fc_few_direct runs a band instead of fc_few_block + fc_few_store: unpooled,    \
-     * rows at most a vector wide, and row-direct kernels at this level (fc_fewr_*). */       \
-    static inline int fc_few_direct_ok_##SFX(const fc_few_shape *shape, ptrdiff_t width)      \
+    /* the column planes of grid rows [r0, r0 + rows) at the level in force (FC_FEW_COLS) */ \
+    static inline void fc_few_cols_##SFX(const T *x, ptrdiff_t channels, ptrdiff_t in_h,      \
+                                         ptrdiff_t in_w, ptrdiff_t pad_top,                   \
+                                         ptrdiff_t pad_left, ptrdiff_t sh, ptrdiff_t sw,      \
+                                         ptrdiff_t kw, ptrdiff_t dil_w, ptrdiff_t r0,         \
+                                         ptrdiff_t rows, ptrdiff_t hb, ptrdiff_t gw, T *cols) \
     {                                                                                         \
-        return fc_fewr_table_##SFX != NULL && shape->quads == 1 && shape->step == 1           \
-               && width <= fc_few_lanes_##SFX;                                                \
+        fc_few_cols_level_##SFX(x, channels, in_h, in_w, pad_top, pad_left, sh, sw, kw, dil_w, \
+                                r0, rows, hb, gw, cols);                                      \
     }                                                                                         \
                                                                                               \
-    /* y[o*plane + r*width + j] for o < channels, r0 <= r < r1, j < width: the grid rows'     \
-     * sums (+ bias, ReLU) stored from the registers by fc_fewr_*, where fc_few_direct_ok:    \
-     * the values fc_few_block + fc_few_store give. */                                        \
-    static inline void fc_few_direct_##SFX(const T *phase, const ptrdiff_t *off, const T *w,  \
-                                           const T *bias, const fc_few_shape *shape,          \
-                                           ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t channels,    \
-                                           ptrdiff_t width, int relu, T *y, ptrdiff_t plane)  \
+    /* y[o*plane + t] for o < channels, t < count: the sums (+ bias, ReLU) of the band's     \
+     * positions t from its column planes (off[kk]: tap kk's offset in them), stored by the  \
+     * micro-kernels straight into the output planes. */                                     \
+    static inline void fc_few_dense_##SFX(const T *cols, const ptrdiff_t *off, const T *w,    \
+                                          const T *bias, const fc_few_shape *shape,           \
+                                          ptrdiff_t count, ptrdiff_t channels, int relu,      \
+                                          T *y, ptrdiff_t plane)                              \
     {                                                                                         \
-        const fc_fewr_kernel_##SFX *table = fc_fewr_table_##SFX;                              \
-        ptrdiff_t k = shape->k, cpad = shape->cpad, wp = shape->wp, o, r, nr, mc;             \
+        const fc_few_kernel_##SFX *table = fc_few_table_##SFX;                                \
+        ptrdiff_t lanes = fc_few_lanes_##SFX, nr_max = fc_few_nr;                             \
+        ptrdiff_t k = shape->k, cpad = shape->cpad;                                           \
+        ptrdiff_t vectors = (count + lanes - 1) / lanes, tail = count - (vectors - 1) * lanes; \
+        ptrdiff_t o, v, nr, mc;                                                               \
         for (o = 0; o < channels; o += FC_FEW_MR) {                                           \
             mc = channels - o < FC_FEW_MR ? channels - o : FC_FEW_MR;                         \
-            for (r = r0; r < r1; r += nr) {                                                   \
-                nr = r1 - r < fc_few_nr ? r1 - r : fc_few_nr;                                 \
-                table[nr](k, phase + r * wp, off, w + o, cpad, wp, (int)mc,                   \
-                          y + o * plane + r * width, plane, width, bias ? bias + o : NULL,    \
-                          relu);                                                              \
+            for (v = 0; v < vectors; v += nr) {                                               \
+                nr = vectors - v < nr_max ? vectors - v : nr_max;                             \
+                table[nr](k, cols + v * lanes, off, w + o, cpad, y + o * plane + v * lanes,   \
+                          plane, bias ? bias + o : NULL, relu, 0, (int)mc,                    \
+                          (int)(v + nr == vectors ? tail : lanes));                           \
             }                                                                                 \
         }                                                                                     \
     }

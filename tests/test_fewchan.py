@@ -28,6 +28,7 @@ SHAPES = [
     (2, 1, 6, 8, 3, (1, 2), (1, 1), (0, 0, 0, 0), (1, 1)),      # bench's 'tiny'
     (2, 2, 9, 10, 8, (3, 3), (3, 2), (0, 1, 2, 0), (1, 3)),     # stride 3, wide dilation
     (1, 1, 40, 5, 4, (5, 1), (1, 1), (0, 0, 0, 0), (4, 1)),     # tall and narrow
+    (2, 1, 9, 90, 4, (2, 5), (1, 2), (1, 0, 3, 2), (1, 9)),     # a reach past 2 vectors
 ]
 
 
@@ -124,13 +125,14 @@ def test_results_do_not_depend_on_the_thread_count(rng, dtype, every_thread):
             assert np.array_equal(bits(out), bits(outs[0]))
 
 
-@pytest.mark.parametrize("grid_w", [1, 7, 8, 9, 15, 16, 17])
-def test_rows_stored_from_registers_are_the_block_bits(rng, dtype, grid_w, every_thread):
-    """Unpooled grids whose rows fit one vector (AVX-512: 16 floats, 8 doubles) are stored
-    straight from the registers (src/_fewchan.h, fc_few_direct); wider ones go through the
-    block and its copy (fc_few_block, fc_few_store). An output is the same chain either way,
-    so a narrow input's result is, bit for bit, the first columns of a wider input's; with 5
-    output channels (a partial group of 4) and bands cut by 3 threads."""
+@pytest.mark.parametrize("grid_w", [1, 7, 8, 9, 15, 16, 17, 33])
+def test_dense_rows_do_not_depend_on_the_grid_width(rng, dtype, grid_w, every_thread):
+    """Unpooled, the kernels run over the grid's positions dense (src/_fewchan.h, fc_few_cols
+    and fc_few_dense): a vector of positions spans grid rows, and each row's column planes
+    are built a vector of columns at a time (AVX-512: 16 floats, 8 doubles), the last one
+    partly. An output is the same chain whatever the width, so a narrow input's result is,
+    bit for bit, the first columns of a wider input's; with 5 output channels (a partial
+    group of 4) and bands cut by 3 threads."""
     kwargs = dict(stride=(2, 2), padding=((1, 2), (1, 0)))
     width = 2 * (grid_w - 1) + 4  # ((width + 1 - 5) // 2 + 1 == grid_w columns
     wide = rng.standard_normal((2, 1, 13, width + 40)).astype(dtype)

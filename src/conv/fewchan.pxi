@@ -30,16 +30,22 @@ cdef extern from "_fewchan.h" nogil:
     void fc_few_store_d(const double* buf, const fc_few_shape* shape, Py_ssize_t channels,
                         Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t width, double* y,
                         Py_ssize_t plane)
-    bint fc_few_direct_ok_s(const fc_few_shape* shape, Py_ssize_t width)
-    bint fc_few_direct_ok_d(const fc_few_shape* shape, Py_ssize_t width)
-    void fc_few_direct_s(const float* phase, const Py_ssize_t* off, const float* w,
-                         const float* bias, const fc_few_shape* shape, Py_ssize_t r0,
-                         Py_ssize_t r1, Py_ssize_t channels, Py_ssize_t width, int relu,
-                         float* y, Py_ssize_t plane)
-    void fc_few_direct_d(const double* phase, const Py_ssize_t* off, const double* w,
-                         const double* bias, const fc_few_shape* shape, Py_ssize_t r0,
-                         Py_ssize_t r1, Py_ssize_t channels, Py_ssize_t width, int relu,
-                         double* y, Py_ssize_t plane)
+    Py_ssize_t fc_few_cols_len(Py_ssize_t channels, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t kw,
+                               Py_ssize_t dil_w, Py_ssize_t hb, Py_ssize_t gw)
+    void fc_few_cols_s(const float* x, Py_ssize_t channels, Py_ssize_t in_h, Py_ssize_t in_w,
+                       Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t sh, Py_ssize_t sw,
+                       Py_ssize_t kw, Py_ssize_t dil_w, Py_ssize_t r0, Py_ssize_t rows,
+                       Py_ssize_t hb, Py_ssize_t gw, float* cols)
+    void fc_few_cols_d(const double* x, Py_ssize_t channels, Py_ssize_t in_h, Py_ssize_t in_w,
+                       Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t sh, Py_ssize_t sw,
+                       Py_ssize_t kw, Py_ssize_t dil_w, Py_ssize_t r0, Py_ssize_t rows,
+                       Py_ssize_t hb, Py_ssize_t gw, double* cols)
+    void fc_few_dense_s(const float* cols, const Py_ssize_t* off, const float* w,
+                        const float* bias, const fc_few_shape* shape, Py_ssize_t count,
+                        Py_ssize_t channels, int relu, float* y, Py_ssize_t plane)
+    void fc_few_dense_d(const double* cols, const Py_ssize_t* off, const double* w,
+                        const double* bias, const fc_few_shape* shape, Py_ssize_t count,
+                        Py_ssize_t channels, int relu, double* y, Py_ssize_t plane)
     void fc_cl_block_s(const float* phase, const Py_ssize_t* off, const float* w,
                        const float* bias, const fc_few_shape* shape, Py_ssize_t r0,
                        Py_ssize_t r1, Py_ssize_t grid_w, int relu, int late, float* buf)
@@ -64,6 +70,11 @@ cdef struct FewLayout:
                                # (whole 64-byte lines); 0 in place
     bint in_place              # the channels-across-lanes kernels read x itself (no phase
                                # planes): every tap of every grid position inside x
+    bint dense                 # unpooled, pixels across the lanes: per band, column planes
+                               # of the grid's width instead of phase planes (fc_few_cols)
+    Py_ssize_t hb              # (dense) the planes' rows: a band and the rows its taps reach
+    Py_ssize_t planes_len      # elements of one sample's phase planes (what the wrapper
+                               # bounds, whichever staging runs)
     fc_few_shape shape
 
 
@@ -74,7 +85,9 @@ cdef FewLayout few_layout(const Geometry* geo, Py_ssize_t pool_h, Py_ssize_t poo
     pass the output's edge are dropped, as max pooling's floor mode). ``across``: the
     channels-across-lanes variant's block (pixel-major, channels padded to FC_CL_OC; its bp
     is the band's positions; without padding, it reads the input in place: its scalar loads
-    need no phase planes, only each grid position's column step)."""
+    need no phase planes, only each grid position's column step). Unpooled, without
+    ``across``: ``dense``, the band's column planes in place of the phase planes and no
+    block."""
     cdef FewLayout lay
     cdef Py_ssize_t reach_h = geo.stride_h * (pool_h - 1) + geo.dil_h * (geo.kernel_h - 1)
     cdef Py_ssize_t reach_w = geo.stride_w * (pool_w - 1) + geo.dil_w * (geo.kernel_w - 1)
@@ -87,6 +100,9 @@ cdef FewLayout few_layout(const Geometry* geo, Py_ssize_t pool_h, Py_ssize_t poo
     lay.wp = lay.grid_w + reach_w // lay.sw
     lay.phase_len = ((geo.in_channels_g * lay.sh * lay.sw * lay.hp * lay.wp + lay.wp
                       + FC_FEW_SLACK + lay.sw * lay.wp + 16 + line - 1) // line * line)
+    lay.planes_len = lay.phase_len
+    lay.dense = not across and pool_h == 1 and pool_w == 1
+    lay.hb = band + reach_h // lay.sh
     lay.shape.k = geo.k
     lay.shape.quads = pool_h * pool_w
     lay.shape.wp = lay.wp
@@ -105,17 +121,23 @@ cdef FewLayout few_layout(const Geometry* geo, Py_ssize_t pool_h, Py_ssize_t poo
     else:
         lay.shape.cpad = (geo.out_channels_g + FC_FEW_MR - 1) // FC_FEW_MR * FC_FEW_MR
         lay.shape.bp = fc_few_pitch(band, lay.wp, itemsize)
+    if lay.dense:
+        lay.phase_len = (fc_few_cols_len(geo.in_channels_g, lay.sh, lay.sw, geo.kernel_w,
+                                         geo.dil_w, lay.hb, lay.grid_w) + line - 1) // line * line
+        lay.shape.bp = 0
     return lay
 
 
 def few_sizes(object geometry, Py_ssize_t pool_h, Py_ssize_t pool_w, Py_ssize_t band,
               Py_ssize_t itemsize, bint across=False):
-    """(grid_h, grid_w, wp, phase elements, block elements, padded channels) of few_forward's
-    layout, for the wrapper that sizes its buffers and bands."""
+    """(grid_h, grid_w, wp, staging elements, block elements, padded channels, phase planes'
+    elements) of few_forward's layout, for the wrapper that sizes its buffers and bands: a
+    thread stages the phase planes of a sample (their elements then the last figure), or
+    unpooled a band's column planes (no block), or nothing (in place)."""
     cdef Geometry geo = make_geometry(geometry)
     cdef FewLayout lay = few_layout(&geo, pool_h, pool_w, band, itemsize, across)
     return (lay.grid_h, lay.grid_w, lay.wp, lay.phase_len,
-            lay.shape.cpad * lay.shape.bp, lay.shape.cpad)
+            lay.shape.cpad * lay.shape.bp, lay.shape.cpad, lay.planes_len)
 
 
 def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
@@ -130,8 +152,9 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
     output.
 
     Items are (sample, band of ``band`` grid rows); a thread splits a sample's input into its
-    phase planes once for its items of that sample. ``workspace`` has one row per thread:
-    64 bytes of slack, the phase planes, the block (few_sizes). ``packed`` (k * cpad + cpad)
+    phase planes once for its items of that sample, or unpooled fills the column planes of
+    each of its bands. ``workspace`` has one row per thread: 64 bytes of slack, the staging,
+    the block (few_sizes). ``packed`` (k * cpad + cpad)
     receives the weights as [tap][channel] and the bias, zero-padded to cpad channels;
     ``offsets`` (pool_h * pool_w * k) each window position's tap offsets. ``across``: the
     variant with the output channels across the lanes (a multiple of FC_CL_OC of them;
@@ -147,8 +170,6 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
     cdef Py_ssize_t taps_hw = geo.kernel_h * geo.kernel_w
     cdef bint has_bias = bias is not None
     cdef bint late = True
-    # unpooled rows at most a vector wide: stored from the registers (fc_few_direct), no block
-    cdef bint direct = False
     cdef Py_ssize_t item, n, first, last, chunk, staged, r0, r1, o, kk, qd, ry, rx, c, p, q
     cdef floating* phase = NULL
     cdef const floating* source = NULL  # what the block reads: the phase planes, or x
@@ -178,15 +199,13 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
                 rx = geo.stride_w * (qd % pool_w) + q * geo.dil_w
                 if lay.in_place:
                     offsets[qd * k + kk] = (c * geo.in_h + ry) * geo.in_w + rx
+                elif lay.dense:
+                    offsets[qd * k + kk] = (((c * lay.sh + ry % lay.sh) * geo.kernel_w + q)
+                                            * lay.hb * lay.grid_w + ry // lay.sh * lay.grid_w)
                 else:
                     offsets[qd * k + kk] = (((c * lay.sh + ry % lay.sh) * lay.sw
                                              + rx % lay.sw) * lay.hp * lay.wp
                                             + ry // lay.sh * lay.wp + rx // lay.sw)
-    if not across:
-        if floating is float:
-            direct = fc_few_direct_ok_s(&lay.shape, lay.grid_w)
-        else:
-            direct = fc_few_direct_ok_d(&lay.shape, lay.grid_w)
     with nogil, parallel(num_threads=num_threads):
         block = aligned(&workspace[threadid(), 0]) + lay.phase_len
         phase = block - lay.phase_len
@@ -199,6 +218,24 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
                 r0 = item % n_bands * band
                 r1 = r0 + band if r0 + band < lay.grid_h else lay.grid_h
                 source = phase
+                if lay.dense:
+                    if floating is float:
+                        fc_few_cols_s(&x[n, 0, 0, 0], geo.in_channels_g, geo.in_h, geo.in_w,
+                                      geo.pad_top, geo.pad_left, lay.sh, lay.sw, geo.kernel_w,
+                                      geo.dil_w, r0, r1 - r0 + lay.hb - band, lay.hb,
+                                      lay.grid_w, phase)
+                        fc_few_dense_s(phase, &offsets[0], &packed[0], bias_ptr, &lay.shape,
+                                       (r1 - r0) * lay.grid_w, channels, relu,
+                                       &out[n, 0, r0, 0], out_plane)
+                    else:
+                        fc_few_cols_d(&x[n, 0, 0, 0], geo.in_channels_g, geo.in_h, geo.in_w,
+                                      geo.pad_top, geo.pad_left, lay.sh, lay.sw, geo.kernel_w,
+                                      geo.dil_w, r0, r1 - r0 + lay.hb - band, lay.hb,
+                                      lay.grid_w, phase)
+                        fc_few_dense_d(phase, &offsets[0], &packed[0], bias_ptr, &lay.shape,
+                                       (r1 - r0) * lay.grid_w, channels, relu,
+                                       &out[n, 0, r0, 0], out_plane)
+                    continue
                 if lay.in_place:
                     source = &x[n, 0, 0, 0]
                 elif n != staged:
@@ -222,15 +259,6 @@ def few_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] wei
                                       r0, r1, lay.grid_w, relu, late, block)
                         fc_cl_store_d(block, cpad, channels, (r1 - r0) * lay.grid_w,
                                       &out[n, 0, r0, 0], out_plane)
-                elif direct:
-                    if floating is float:
-                        fc_few_direct_s(phase, &offsets[0], &packed[0], bias_ptr, &lay.shape,
-                                        r0, r1, channels, lay.grid_w, relu, &out[n, 0, 0, 0],
-                                        out_plane)
-                    else:
-                        fc_few_direct_d(phase, &offsets[0], &packed[0], bias_ptr, &lay.shape,
-                                        r0, r1, channels, lay.grid_w, relu, &out[n, 0, 0, 0],
-                                        out_plane)
                 elif floating is float:
                     fc_few_block_s(phase, &offsets[0], &packed[0], bias_ptr, &lay.shape, r0,
                                    r1, relu, block)

@@ -445,6 +445,22 @@ static void check_direct(void)
         }                                                                                   \
         check("fc_few_{phase,block,store}_" #SFX " (plain, ReLU + 2x2 max)", worst,         \
               sizeof(T) == 4 ? 1e-5 : 1e-12);                                               \
+        { /* unpooled, as the extension runs it: column planes, sums straight into y */     \
+            enum { HB = OH + (KH - 1) / S };                                                \
+            ptrdiff_t offc[C * KH * KH];                                                    \
+            shape.quads = 1;                                                                \
+            for (c = 0; c < C; c++)                                                         \
+                for (p = 0; p < KH; p++)                                                    \
+                    for (q = 0; q < KH; q++)                                                \
+                        offc[(c * KH + p) * KH + q] =                                       \
+                            ((c * S + p % S) * KH + q) * HB * OW + p / S * OW;              \
+            fc_few_cols_##SFX(x, C, H, W, PAD, PAD, S, S, KH, 1, 0, HB, HB, OW, phase);      \
+            fc_few_dense_##SFX(phase, offc, w, bias, &shape, OH * OW, K, 0, y, OH * OW);     \
+            worst = 0;                                                                      \
+            for (i = 0; i < K * OH * OW; i++)                                               \
+                worst = rel_err(y[i], want[i]) > worst ? rel_err(y[i], want[i]) : worst;    \
+            check("fc_few_{cols,dense}_" #SFX, worst, sizeof(T) == 4 ? 1e-5 : 1e-12);       \
+        }                                                                                   \
     }
 FEW_CHECK(float, check_few_float, s)
 FEW_CHECK(double, check_few_double, d)
