@@ -141,3 +141,84 @@ def steps_kept_by_the_caller(layer, inputs, rng):
     for grad, kept in zip(grads, grad_copies):
         np.testing.assert_array_equal(grad, kept)
     return outputs, grads
+
+
+# ---- the few-input-channel paths (test_fewchan.py, test_fewchan_lanes.py) -------------------
+
+def check_conv_path_random_shape(path, batch, cin, h, w, cout, kh, kw, sh, sw, dh, dw, pad,
+                                 seed):
+    """One drawn geometry (hypothesis) run on forward path ``path``, float32 and float64,
+    against the NumPy reference; geometries whose kernel does not fit are skipped."""
+    import fastconv
+    from fastconv._plan import use_paths
+    from reference.conv import conv2d_ref
+
+    rng = np.random.default_rng(seed)
+    if h + 2 * pad < dh * (kh - 1) + 1 or w + 2 * pad < dw * (kw - 1) + 1:
+        return
+    shape = (batch, cin, h, w, cout, (kh, kw), (sh, sw), (pad, pad, pad, pad), (dh, dw))
+    for dtype in (np.float32, np.float64):
+        x, weight, b, kwargs = conv_case(rng, shape, dtype)
+        with use_paths(forward=path):
+            y = fastconv.conv2d(x, weight, b, **kwargs)
+        assert_close(y, conv2d_ref(x, weight, b, (sh, sw), (pad,) * 4, (dh, dw), 1))
+
+
+# run_at_isa's script for a few-channel path, with arguments: the path's name, its class in
+# fastconv._paths, the (batch, C_in, H, W, C_out, kernel, stride, padding, dilation) shapes
+# (a Python literal) and the path whose bits it must equal ('' for none). At the capped
+# level, for float32 and float64 and an input holding a NaN: close to BLAS, the fused ReLU
+# and the pooled store bit for bit, the same bits on 1, 2 and 3 threads. Prints the count of
+# cases checked and the level the kernels ran at.
+FEW_CHANNELS_ISA_CHILD = r"""
+import ast
+import sys
+import numpy as np
+import fastconv
+from fastconv import _paths
+from fastconv import conv as conv_module
+from fastconv._plan import use_paths
+
+path, kind, shapes, same_as = sys.argv[1], sys.argv[2], ast.literal_eval(sys.argv[3]), sys.argv[4]
+rng = np.random.default_rng(0)
+checked = 0
+for dtype in (np.float32, np.float64):
+    for shape in shapes:
+        n, c, h, w, k, ks, s, p, d = shape
+        x = rng.standard_normal((n, c, h, w)).astype(dtype)
+        x[0, 0, 4, 4] = np.nan
+        wt = rng.standard_normal((k, c, ks, ks)).astype(dtype)
+        b = rng.standard_normal(k).astype(dtype)
+        with use_paths(forward=path):
+            y = fastconv.conv2d(x, wt, b, stride=s, padding=p, dilation=d)
+            fused = fastconv.conv2d(x, wt, b, stride=s, padding=p, dilation=d,
+                                    activation="relu")
+        if same_as:
+            with use_paths(forward=same_as):
+                same = fastconv.conv2d(x, wt, b, stride=s, padding=p, dilation=d)
+            assert y.tobytes() == same.tobytes(), shape
+        with use_paths(forward="blas"):
+            ref = fastconv.conv2d(x, wt, b, stride=s, padding=p, dilation=d)
+        tol = 2e-4 if dtype == np.float32 else 1e-10
+        assert np.allclose(y, ref, rtol=tol, atol=tol, equal_nan=True), shape
+        assert np.maximum(y, 0).tobytes() == fused.tobytes(), shape
+        conv, _ = conv_module._prepare(x, wt, b, s, p, d, 1, "zeros")
+        plan = conv.plan
+        out = np.empty((n, k, plan.out_h // 2, plan.out_w // 2), dtype=dtype)
+        getattr(_paths, kind)().forward_pooled(plan, x, wt, b, out, (2, 2), relu=True)
+        assert fastconv.max_pool2d(np.maximum(y, 0), 2).tobytes() == out.tobytes(), shape
+        for threads in (1, 2, 3):
+            with fastconv.threads(threads), use_paths(forward=path):
+                other = fastconv.conv2d(x, wt, b, stride=s, padding=p, dilation=d)
+            assert other.tobytes() == y.tobytes(), (shape, threads)
+        checked += 1
+print(checked, fastconv._conv.ISA)
+"""
+
+
+def check_few_channels_at_isa(isa, cwd, path, kind, shapes, same_as=""):
+    """FEW_CHANNELS_ISA_CHILD under FASTCONV_ISA=isa: every case checked, at that level."""
+    count, level = run_at_isa(FEW_CHANNELS_ISA_CHILD, isa, cwd, path, kind, repr(shapes),
+                              same_as).split()
+    assert int(count) == 2 * len(shapes)
+    assert_isa_capped(level, isa)

@@ -11,8 +11,8 @@ import fastconv
 from fastconv import _conv, _fusion, _paths, models
 from fastconv import conv as conv_module
 from fastconv._plan import clear_plans, pooling_path, use_paths
-from helpers import (assert_close, assert_isa_capped, bits, conv_case, conv_plan,
-                     run_at_isa)
+from helpers import (assert_close, bits, check_conv_path_random_shape,
+                     check_few_channels_at_isa, conv_case, conv_plan)
 from reference.conv import conv2d_ref
 from reference.pool import max_pool2d_reference
 
@@ -252,59 +252,13 @@ def test_tutorial_net_eval_plan_pools_on_this_path(dtype_, unpooled_too, request
        dh=st.integers(1, 2), dw=st.integers(1, 2), pad=st.integers(0, 2),
        seed=st.integers(0, 2 ** 16))
 def test_random_shapes(batch, cin, h, w, cout, kh, kw, sh, sw, dh, dw, pad, seed):
-    rng = np.random.default_rng(seed)
-    if h + 2 * pad < dh * (kh - 1) + 1 or w + 2 * pad < dw * (kw - 1) + 1:
-        return
-    shape = (batch, cin, h, w, cout, (kh, kw), (sh, sw), (pad, pad, pad, pad), (dh, dw))
-    for dtype in (np.float32, np.float64):
-        x, weight, b, kwargs = conv_case(rng, shape, dtype)
-        with use_paths(forward=PATH):
-            y = fastconv.conv2d(x, weight, b, **kwargs)
-        assert_close(y, conv2d_ref(x, weight, b, (sh, sw), (pad,) * 4, (dh, dw), 1))
+    check_conv_path_random_shape(PATH, batch, cin, h, w, cout, kh, kw, sh, sw, dh, dw, pad,
+                                 seed)
 
 
-_CHILD = r"""
-import numpy as np
-import fastconv
-from fastconv import _paths
-from fastconv import conv as conv_module
-from fastconv._plan import use_paths
-
-rng = np.random.default_rng(0)
-checked = 0
-for dtype in (np.float32, np.float64):
-    for shape in [(3, 1, 28, 28, 16, 5, 2, 0, 1), (2, 3, 13, 11, 32, 3, 1, 1, 2),
-                  (1, 2, 9, 30, 48, 3, 2, 2, 1)]:
-        n, c, h, w, k, ks, s, p, d = shape
-        x = rng.standard_normal((n, c, h, w)).astype(dtype)
-        x[0, 0, 4, 4] = np.nan
-        wt = rng.standard_normal((k, c, ks, ks)).astype(dtype)
-        b = rng.standard_normal(k).astype(dtype)
-        with use_paths(forward="few-channels-lanes"):
-            y = fastconv.conv2d(x, wt, b, stride=s, padding=p, dilation=d)
-            fused = fastconv.conv2d(x, wt, b, stride=s, padding=p, dilation=d,
-                                    activation="relu")
-        with use_paths(forward="few-channels"):
-            same = fastconv.conv2d(x, wt, b, stride=s, padding=p, dilation=d)
-        with use_paths(forward="blas"):
-            ref = fastconv.conv2d(x, wt, b, stride=s, padding=p, dilation=d)
-        tol = 2e-4 if dtype == np.float32 else 1e-10
-        assert np.allclose(y, ref, rtol=tol, atol=tol, equal_nan=True), shape
-        assert y.tobytes() == same.tobytes(), shape
-        assert np.maximum(y, 0).tobytes() == fused.tobytes(), shape
-        conv, _ = conv_module._prepare(x, wt, b, s, p, d, 1, "zeros")
-        plan = conv.plan
-        out = np.empty((n, k, plan.out_h // 2, plan.out_w // 2), dtype=dtype)
-        _paths.FewChannelsLanes().forward_pooled(plan, x, wt, b, out, (2, 2), relu=True)
-        assert fastconv.max_pool2d(np.maximum(y, 0), 2).tobytes() == out.tobytes(), shape
-        outs = []
-        for threads in (1, 2, 3):
-            with fastconv.threads(threads), use_paths(forward="few-channels-lanes"):
-                outs.append(fastconv.conv2d(x, wt, b, stride=s, padding=p, dilation=d))
-        assert all(o.tobytes() == y.tobytes() for o in outs), shape
-        checked += 1
-print(checked, fastconv._conv.ISA)
-"""
+# (batch, C_in, H, W, C_out, kernel, stride, padding, dilation) of the capped-level runs
+ISA_SHAPES = [(3, 1, 28, 28, 16, 5, 2, 0, 1), (2, 3, 13, 11, 32, 3, 1, 1, 2),
+              (1, 2, 9, 30, 48, 3, 2, 2, 1)]
 
 
 @pytest.mark.parametrize("isa", ["avx2", "generic"])
@@ -312,9 +266,8 @@ def test_lesser_instruction_sets(isa, tmp_path):
     """Under FASTCONV_ISA caps (a child process), the kernels of that level agree with the
     reference and with FewChannels bit for bit, fuse the ReLU and pool bit for bit, and
     give the same bits on any thread count."""
-    count, level = run_at_isa(_CHILD, isa, tmp_path).split()
-    assert int(count) == 6
-    assert_isa_capped(level, isa)
+    check_few_channels_at_isa(isa, tmp_path, PATH, "FewChannelsLanes", ISA_SHAPES,
+                              "few-channels")
 
 
 @pytest.mark.parametrize("relu", [True, False])
