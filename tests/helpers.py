@@ -222,3 +222,54 @@ def check_few_channels_at_isa(isa, cwd, path, kind, shapes, same_as=""):
                               same_as).split()
     assert int(count) == 2 * len(shapes)
     assert_isa_capped(level, isa)
+
+
+def few_channels_pooled(path, x, weight, b, kwargs, pool, relu=True):
+    """``path.forward_pooled`` (a few-channel ConvPath instance) called directly on the plan
+    conv2d makes for these arguments, which it must be able to pool."""
+    plan = conv_plan(x, weight, b, kwargs)
+    assert path.pools(plan, pool)
+    out = np.empty((plan.batch, plan.out_channels, plan.out_h // pool[0],
+                    plan.out_w // pool[1]), dtype=x.dtype)
+    path.forward_pooled(plan, x, weight, b, out, pool, relu=relu)
+    return out
+
+
+def check_pooled_store(path, shapes, rng, dtype, pool):
+    """Pooling in ``path``'s store, for each of ``shapes`` (an input holding a NaN), ReLU'd or
+    not: the max (pooling's rule: NaN, then the greater, scan order) of the very sums the
+    unpooled path stores, bit for bit; and the pooling reference agrees."""
+    import fastconv
+    from fastconv._plan import use_paths
+    from reference.pool import max_pool2d_reference
+
+    for shape in shapes:
+        x, weight, b, kwargs = conv_case(rng, shape, dtype)
+        x[0, 0, x.shape[2] // 2, x.shape[3] // 2] = np.nan
+        with use_paths(forward=path.name):
+            plain = fastconv.conv2d(x, weight, b, **kwargs)
+        if plain.shape[2] < pool[0] or plain.shape[3] < pool[1]:
+            continue
+        for relu in (True, False):
+            full = np.maximum(plain, 0) if relu else plain
+            expected = fastconv.max_pool2d(full, pool)
+            got = few_channels_pooled(path, x, weight, b, kwargs, pool, relu)
+            assert np.array_equal(bits(got), bits(expected)), (shape, pool, relu)
+            reference = max_pool2d_reference(full, pool, pool, (0, 0, 0, 0))[0]
+            assert np.array_equal(np.isnan(got), np.isnan(reference))
+            finite = ~np.isnan(reference)
+            assert np.array_equal(got[finite], reference[finite])
+
+
+def check_pooled_store_threads(path, shapes, rng):
+    """``path``'s pooled store gives the same bits on 1, 2 and 5 threads (float32)."""
+    import fastconv
+
+    for shape in shapes:
+        x, weight, b, kwargs = conv_case(rng, shape, np.float32)
+        outs = []
+        for threads in (1, 2, 5):
+            with fastconv.threads(threads):
+                outs.append(few_channels_pooled(path, x, weight, b, kwargs, (2, 2)))
+        for out in outs[1:]:
+            assert np.array_equal(bits(out), bits(outs[0]))

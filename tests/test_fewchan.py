@@ -12,9 +12,9 @@ from fastconv import _paths
 from fastconv import conv as conv_module
 from fastconv._plan import clear_plans, use_paths
 from helpers import (assert_close, bits, check_conv_path_random_shape,
-                     check_few_channels_at_isa, conv_case, conv_plan)
+                     check_few_channels_at_isa, check_pooled_store,
+                     check_pooled_store_threads, conv_case, conv_plan)
 from reference.conv import conv2d_ref
-from reference.pool import max_pool2d_reference
 
 PATH = "few-channels"
 
@@ -150,47 +150,15 @@ def test_dense_rows_do_not_depend_on_the_grid_width(rng, dtype, grid_w, every_th
     assert_close(y, conv2d_ref(x, weight, b, (2, 2), (1, 2, 1, 0), (1, 1), 1))
 
 
-def _pooled(plan_x, weight, b, kwargs, pool, relu=True):
-    """FewChannels.forward_pooled called directly."""
-    plan = conv_plan(plan_x, weight, b, kwargs)
-    path = _paths.FewChannels()
-    assert path.pools(plan, pool)
-    out = np.empty((plan.batch, plan.out_channels, plan.out_h // pool[0],
-                    plan.out_w // pool[1]), dtype=plan_x.dtype)
-    path.forward_pooled(plan, plan_x, weight, b, out, pool, relu=relu)
-    return out
-
-
 @pytest.mark.parametrize("pool", [(2, 2), (3, 3), (2, 3), (1, 2)])
 def test_pooled_store_is_the_pooled_convolution_bit_for_bit(rng, dtype, pool):
     """Pooling in the store: the max (pooling's rule) of the very sums the unpooled path
     stores, ReLU'd or not, NaN included; and the pooling reference agrees."""
-    for shape in SHAPES:
-        x, weight, b, kwargs = conv_case(rng, shape, dtype)
-        x[0, 0, x.shape[2] // 2, x.shape[3] // 2] = np.nan
-        with use_paths(forward=PATH):
-            plain = fastconv.conv2d(x, weight, b, **kwargs)
-            if plain.shape[2] < pool[0] or plain.shape[3] < pool[1]:
-                continue
-            for relu in (True, False):
-                full = np.maximum(plain, 0) if relu else plain
-                expected = fastconv.max_pool2d(full, pool)
-                got = _pooled(x, weight, b, kwargs, pool, relu)
-                assert np.array_equal(bits(got), bits(expected)), (shape, pool, relu)
-                reference = max_pool2d_reference(full, pool, pool, (0, 0, 0, 0))[0]
-                assert np.array_equal(np.isnan(got), np.isnan(reference))
-                finite = ~np.isnan(reference)
-                assert np.array_equal(got[finite], reference[finite])
+    check_pooled_store(_paths.FewChannels(), SHAPES, rng, dtype, pool)
 
 
 def test_pooled_store_threads(rng, every_thread):
-    x, weight, b, kwargs = conv_case(rng, SHAPES[0], np.float32)
-    outs = []
-    for threads in (1, 2, 5):
-        with fastconv.threads(threads):
-            outs.append(_pooled(x, weight, b, kwargs, (2, 2)))
-    for out in outs[1:]:
-        assert np.array_equal(bits(out), bits(outs[0]))
+    check_pooled_store_threads(_paths.FewChannels(), SHAPES[:1], rng)
 
 
 @given(batch=st.integers(1, 3), cin=st.integers(1, 3), h=st.integers(1, 14),

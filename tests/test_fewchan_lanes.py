@@ -12,9 +12,9 @@ from fastconv import _conv, _fusion, _paths, models
 from fastconv import conv as conv_module
 from fastconv._plan import clear_plans, pooling_path, use_paths
 from helpers import (assert_close, bits, check_conv_path_random_shape,
-                     check_few_channels_at_isa, conv_case, conv_plan)
+                     check_few_channels_at_isa, check_pooled_store,
+                     check_pooled_store_threads, conv_case, conv_plan, few_channels_pooled)
 from reference.conv import conv2d_ref
-from reference.pool import max_pool2d_reference
 
 PATH = "few-channels-lanes"
 
@@ -177,48 +177,20 @@ def test_results_do_not_depend_on_the_thread_count(rng, dtype, every_thread):
             assert np.array_equal(bits(out), bits(outs[0]))
 
 
-def _pooled(plan_x, weight, b, kwargs, pool, relu=True):
+def _pooled(x, weight, b, kwargs, pool, relu=True):
     """FewChannelsLanes.forward_pooled called directly."""
-    plan = conv_plan(plan_x, weight, b, kwargs)
-    path = _paths.FewChannelsLanes()
-    assert path.applies("forward", plan) and path.pools(plan, pool)
-    out = np.empty((plan.batch, plan.out_channels, plan.out_h // pool[0],
-                    plan.out_w // pool[1]), dtype=plan_x.dtype)
-    path.forward_pooled(plan, plan_x, weight, b, out, pool, relu=relu)
-    return out
+    return few_channels_pooled(_paths.FewChannelsLanes(), x, weight, b, kwargs, pool, relu)
 
 
 @pytest.mark.parametrize("pool", [(2, 2), (3, 3), (2, 3), (1, 2)])
 def test_pooled_store_is_the_pooled_convolution_bit_for_bit(rng, dtype, pool):
     """The max over the window positions kept in registers: pooling's rule (NaN, then the
     greater, scan order) on the very sums the unpooled path stores, ReLU'd or not."""
-    for shape in SHAPES:
-        x, weight, b, kwargs = conv_case(rng, shape, dtype)
-        x[0, 0, x.shape[2] // 2, x.shape[3] // 2] = np.nan
-        with use_paths(forward=PATH):
-            plain = fastconv.conv2d(x, weight, b, **kwargs)
-        if plain.shape[2] < pool[0] or plain.shape[3] < pool[1]:
-            continue
-        for relu in (True, False):
-            full = np.maximum(plain, 0) if relu else plain
-            expected = fastconv.max_pool2d(full, pool)
-            got = _pooled(x, weight, b, kwargs, pool, relu)
-            assert np.array_equal(bits(got), bits(expected)), (shape, pool, relu)
-            reference = max_pool2d_reference(full, pool, pool, (0, 0, 0, 0))[0]
-            assert np.array_equal(np.isnan(got), np.isnan(reference))
-            finite = ~np.isnan(reference)
-            assert np.array_equal(got[finite], reference[finite])
+    check_pooled_store(_paths.FewChannelsLanes(), SHAPES, rng, dtype, pool)
 
 
 def test_pooled_store_threads(rng, every_thread):
-    for shape in (SHAPES[0], SHAPES[1]):
-        x, weight, b, kwargs = conv_case(rng, shape, np.float32)
-        outs = []
-        for threads in (1, 2, 5):
-            with fastconv.threads(threads):
-                outs.append(_pooled(x, weight, b, kwargs, (2, 2)))
-        for out in outs[1:]:
-            assert np.array_equal(bits(out), bits(outs[0]))
+    check_pooled_store_threads(_paths.FewChannelsLanes(), SHAPES[:2], rng)
 
 
 @pytest.mark.parametrize("dtype_", [np.float32, np.float64])
