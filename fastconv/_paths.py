@@ -883,9 +883,9 @@ class Winograd(ConvPath):
 
     def forward(self, plan, x, weight, bias, out, transposed=False):
         g, dtype = plan.geometry, plan.dtype
-        key = threads_key()
-        m, block, threads, packed, row = sizes_for(plan, ("forward", self.name, key),
-                                                   lambda: self._forward_sizes(plan, key))
+        count = threads_key()
+        m, block, threads, packed, row = sizes_for(plan, ("forward", self.name, count),
+                                                   lambda: self._forward_sizes(plan, count))
         keeps = (packed * dtype.itemsize + weight.nbytes) <= WINOGRAD_WEIGHTS_KEEP_BYTES
         key = _winograd_weights_key(weight, m, transposed)
         entry = _take_winograd_weights(key) if keeps else None
