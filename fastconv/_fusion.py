@@ -302,14 +302,14 @@ def _conv_step(layer: Any, relu_layer: Any, shape: tuple[int, ...], dtype: np.dt
     padded = plan.mode != "zeros" and any(plan.pads)
     relu = relu_layer is not None
     weight_parameter, bias_parameter = layer.weight, layer.bias
-    run = _paths.run_forward
+    run = plan.forward.forward_runner(plan, relu)  # (_paths.run_forward's, set up once)
     pad = _conv.pad2d_impl
     new = output_maker(out_shape, dtype)
 
     def convolve(x: np.ndarray) -> np.ndarray:
         out = new()
-        run(plan, pad(x, plan.pads, plan.mode) if padded else x, weight_parameter.data,
-            None if bias_parameter is None else bias_parameter.data, out, relu)
+        run(pad(x, plan.pads, plan.mode) if padded else x, weight_parameter.data,
+            None if bias_parameter is None else bias_parameter.data, out)
         layer.__dict__["_input"] = x
         if relu:
             relu_layer.__dict__["_output"] = out
