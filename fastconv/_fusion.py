@@ -24,14 +24,15 @@ Two things make a small model's forward pass cheaper, both invisible in its resu
   the previous call's arrays as the call starts, so one array per step serves every call
   whose output was let go), else into a new one. That spares the fresh zeroed pages every
   call would otherwise fault in where the allocator returns large arrays to the system at
-  once (Dask's nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``: LeNet-5 at batch 500, one thread, 2180
-  page faults and 4.4 ms of system time a call before, 59 and none after). A plan is
-  dropped when anything it depends on changes: the input's shape or dtype, a parameter array
-  replaced (``layer.weight.data = ...``; values changed in place are read at each call), a
-  layer added, replaced or set to training, any public attribute of a layer reassigned, the
-  thread count or the path override (fastconv._plan.use_paths). Layers it does not know (any
-  type but Conv2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Linear, Dropout -- subclasses
-  included) leave the Sequential on the layer-by-layer path.
+  once (Dask's nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``: LeNet-5 at
+  batch 500, one thread, 2180 page faults and 4.4 ms of system time a call before, 59 and
+  none after). Linear -> ReLU is one step too (the ReLU over the Linear's new output). A
+  plan is dropped when anything it depends on changes: the input's shape or dtype, a
+  parameter array replaced (``layer.weight.data = ...``; values changed in place are read at
+  each call), a layer added, replaced or set to training, any public attribute of a layer
+  reassigned, the thread count or the path override (fastconv._plan.use_paths). Layers it
+  does not know (any type but Conv2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Linear, Dropout
+  -- subclasses included) leave the Sequential on the layer-by-layer path.
 """
 
 from __future__ import annotations

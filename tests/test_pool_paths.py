@@ -187,7 +187,8 @@ def test_max_backward_of_2x2_blocks_in_one_pass(dtype, rng):
     # a bad index is still reported, in a plane the one pass first took
     bad = indices.copy()
     bad[1, 1, 2, 2] = 176
-    with pytest.raises(ValueError, match=r"indices must lie in \[0, 176\) for input planes of 8x22"):
+    with pytest.raises(ValueError,
+                       match=r"indices must lie in \[0, 176\) for input planes of 8x22"):
         fastconv.max_pool2d_backward(grad, bad, x.shape)
 
 
