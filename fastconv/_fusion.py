@@ -19,18 +19,20 @@ Two things make a small model's forward pass cheaper, both invisible in its resu
   plan look-up, no ``Module.__setattr__`` -- and keep what each layer's ``backward`` would
   need exactly as the layer's own ``forward`` keeps it. A caller may keep any output: each
   step writes into an array it made before only when nothing else references that array any
-  more (a ``fastconv._buffers.Recycler`` per step, kept while the plan lives; the layers let
-  go of the previous call's arrays as the call starts, so one array per step serves every
-  call whose output was let go), else into a new one. That spares the fresh zeroed pages every call would otherwise
-  fault in where the allocator returns large arrays to the system at once (Dask's nanny starts
-  its workers with ``MALLOC_TRIM_THRESHOLD_=65536``: LeNet-5 at batch 500, one thread, 2180
-  page faults and 4.4 ms of system time a call before, 59 and none after). A plan is
-  dropped when anything it depends on changes: the input's shape or dtype, a parameter array
-  replaced (``layer.weight.data = ...``; values changed in place are read at each call), a
-  layer added, replaced or set to training, any public attribute of a layer reassigned, the
-  thread count or the path override (fastconv._plan.use_paths). Layers it does not know (any
-  type but Conv2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Linear, Dropout -- subclasses
-  included) leave the Sequential on the layer-by-layer path.
+  more (a ``fastconv._buffers.Recycler`` per step, kept while the plan lives, for outputs
+  above 64 KB (``output_maker``; smaller ones are plain ``np.empty``); the layers let go of
+  the previous call's arrays as the call starts, so one array per step serves every call
+  whose output was let go), else into a new one. That spares the fresh zeroed pages every
+  call would otherwise fault in where the allocator returns large arrays to the system at
+  once (Dask's nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``: LeNet-5 at
+  batch 500, one thread, 2180 page faults and 4.4 ms of system time a call before, 59 and
+  none after). Linear -> ReLU is one step too (the ReLU over the Linear's new output). A
+  plan is dropped when anything it depends on changes: the input's shape or dtype, a
+  parameter array replaced (``layer.weight.data = ...``; values changed in place are read at
+  each call), a layer added, replaced or set to training, any public attribute of a layer
+  reassigned, the thread count or the path override (fastconv._plan.use_paths). Layers it
+  does not know (any type but Conv2d, ReLU, MaxPool2d, AvgPool2d, Flatten, Linear, Dropout
+  -- subclasses included) leave the Sequential on the layer-by-layer path.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import numpy as np
 from . import _linear, _paths, _pool, _threads
 from . import conv as _conv
 from . import pool as _pool_api
-from ._buffers import Recycler
+from ._buffers import output_maker
 from ._plan import current_override, pooling_path
 
 if TYPE_CHECKING:
@@ -203,6 +205,12 @@ class ForwardPlan:
                                             pending)
                 if made is not None:
                     index += 1
+            if made is None and stop - start == 1 and index + 1 < len(groups):
+                # Linear, then a ReLU applied to its fresh output in the same step
+                after = groups[index + 1]
+                made = _linear_relu_step(layers[start:after[1]], shape, dtype, checks)
+                if made is not None:
+                    index += 1
             if made is None:
                 made = _step(layers[start:stop], shape, dtype, checks)
             if made is None:
@@ -235,10 +243,10 @@ def _step(group: Sequence[Any], shape: tuple[int, ...], dtype: np.dtype,
     if kind is Conv2d:
         return _conv_step(layer, group[1] if len(group) > 1 else None, shape, dtype, checks)
     if kind is ReLU:
-        buffers = Recycler()
+        new = output_maker(shape, dtype)
 
         def relu(x: np.ndarray, layer: Any = layer) -> np.ndarray:
-            output = np.maximum(x, 0, out=buffers.empty(shape, dtype))
+            output = np.maximum(x, 0, out=new())
             layer.__dict__["_output"] = output
             return output
         return relu, shape
@@ -295,14 +303,14 @@ def _conv_step(layer: Any, relu_layer: Any, shape: tuple[int, ...], dtype: np.dt
     padded = plan.mode != "zeros" and any(plan.pads)
     relu = relu_layer is not None
     weight_parameter, bias_parameter = layer.weight, layer.bias
-    run = _paths.run_forward
+    run = plan.forward.forward_runner(plan, relu)  # (_paths.run_forward's, set up once)
     pad = _conv.pad2d_impl
-    buffers = Recycler()
+    new = output_maker(out_shape, dtype)
 
     def convolve(x: np.ndarray) -> np.ndarray:
-        out = buffers.empty(out_shape, dtype)
-        run(plan, pad(x, plan.pads, plan.mode) if padded else x, weight_parameter.data,
-            None if bias_parameter is None else bias_parameter.data, out, relu)
+        out = new()
+        run(pad(x, plan.pads, plan.mode) if padded else x, weight_parameter.data,
+            None if bias_parameter is None else bias_parameter.data, out)
         layer.__dict__["_input"] = x
         if relu:
             relu_layer.__dict__["_output"] = out
@@ -359,13 +367,13 @@ def _conv_relu_pool_step(group: Sequence[Any], shape: tuple[int, ...], dtype: np
     weight_parameter, bias_parameter = conv_layer.weight, conv_layer.bias
     run = _paths.run_forward
     key = id(conv_layer)
-    buffers = Recycler()
+    new = output_maker(out_shape, dtype)
     pooled = path.pooled_runner(conv, window, relu=True)
 
     def convolve_pool(x: np.ndarray) -> np.ndarray:
         weight = weight_parameter.data
         bias = None if bias_parameter is None else bias_parameter.data
-        out = buffers.empty(out_shape, dtype)
+        out = new()
         pooled(x, weight, bias, out)
         conv_layer.__dict__["_input"] = x
         relu_layer.__dict__["_output"] = None
@@ -404,12 +412,12 @@ def _max_pool_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype
     out_shape = (batch, channels) + tuple(out_size)
     size = batch * channels * out_size[0] * out_size[1]
     no_indices = np.empty((1, 1, 1, 1), dtype=np.int64)
-    buffers = Recycler()
+    new = output_maker(out_shape, dtype)
     if path == "window2x2":
         threads = _pool_api._num_threads(batch * channels * out_size[0], size * 4)
 
         def pool(x: np.ndarray) -> np.ndarray:
-            out = buffers.empty(out_shape, dtype)
+            out = new()
             _pool.max_pool2d_forward_2x2(x, out, no_indices, False, threads)
             _keep_pool_input(layer, x)
             return out
@@ -418,7 +426,7 @@ def _max_pool_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype
         params = (*kernel, *stride, pads[0], pads[2], *dilation, threads)
 
         def pool(x: np.ndarray) -> np.ndarray:
-            out = buffers.empty(out_shape, dtype)
+            out = new()
             _pool.max_pool2d_forward(x, out, *params)
             _keep_pool_input(layer, x)
             return out
@@ -448,13 +456,13 @@ def _avg_pool_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype
                                 average=True)
     out_shape = (batch, channels) + tuple(out_size)
     size = batch * channels * out_size[0] * out_size[1]
-    buffers = Recycler()
+    new = output_maker(out_shape, dtype)
     include_pad = bool(layer.count_include_pad)
     if path == "window2x2":
         threads = _pool_api._num_threads(batch * channels * out_size[0], size * 4)
 
         def pool(x: np.ndarray) -> np.ndarray:
-            out = buffers.empty(out_shape, dtype)
+            out = new()
             _pool.avg_pool2d_forward_2x2(x, out, divisor, threads)
             layer.__dict__["_input_shape"] = x.shape
             return out
@@ -463,7 +471,7 @@ def _avg_pool_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype
         box_args = (*kernel, *pads, include_pad, divisor, threads)
 
         def pool(x: np.ndarray) -> np.ndarray:
-            out = buffers.empty(out_shape, dtype)
+            out = new()
             # (new scratch each call: two Python threads may run one plan at once)
             column_factor, ring = _pool_api._box_scratch(threads, kernel, pads[2], shape[3],
                                                          out_size[1], False, dtype)
@@ -474,13 +482,41 @@ def _avg_pool_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype
         threads = _pool_api._num_threads(batch * channels, size * kernel[0] * kernel[1])
 
         def pool(x: np.ndarray) -> np.ndarray:
-            out = buffers.empty(out_shape, dtype)
+            out = new()
             _pool.avg_pool2d_forward(x, out, np.empty(out_size[1], dtype=dtype), *kernel,
                                      *stride, *pads, include_pad, divisor, threads)
             layer.__dict__["_input_shape"] = x.shape
             return out
     pool.path = path  # type: ignore[attr-defined]  # (tests read which kernel pools)
     return pool, out_shape
+
+
+def _linear_relu_step(group: Sequence[Any], shape: tuple[int, ...], dtype: np.dtype,
+                      checks: list[tuple[Any, Any]]) -> tuple[Step, tuple[int, ...]] | None:
+    """Linear and the ReLU after it as one step: the ReLU (``np.maximum(output, 0)``, the
+    ReLU step's own rule, so the same bits) written over the Linear's new output, which
+    nothing else holds; the ReLU layer keeps that output, as its forward would. Spares a
+    step and an array: 1-2 us of LeNet-5's batch-1 forward pass per pair."""
+    from .nn import Linear, ReLU
+
+    if len(group) != 2:
+        return None
+    linear_layer, relu_layer = group
+    if not (type(linear_layer) is Linear and type(relu_layer) is ReLU
+            and _own_forward(linear_layer) and _own_forward(relu_layer)):
+        return None
+    made = _linear_step(linear_layer, shape, dtype, checks)
+    if made is None:
+        return None
+    linear, out_shape = made
+    maximum = np.maximum
+
+    def linear_relu(x: np.ndarray) -> np.ndarray:
+        output = linear(x)
+        maximum(output, 0, out=output)
+        relu_layer.__dict__["_output"] = output
+        return output
+    return linear_relu, out_shape
 
 
 def _linear_step(layer: Any, shape: tuple[int, ...], dtype: np.dtype,

@@ -137,6 +137,18 @@ class ConvPath:
         """out = conv(x) (+ bias), ReLU'd if ``relu`` (paths with ``fuses_relu``)."""
         raise NotImplementedError
 
+    def forward_runner(self, plan: ConvPlan, relu: bool = False
+                       ) -> Callable[[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray],
+                                     None]:
+        """``run_forward(plan, x, weight, bias, out, relu)`` as a function of (x, weight,
+        bias, out) for a prepared plan's step (fastconv._fusion), which is remade when the
+        thread count changes: paths whose per-call set-up is a noticeable part of a small call
+        work it out once here (the thread count in force now)."""
+        def run(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                out: np.ndarray) -> None:
+            run_forward(plan, x, weight, bias, out, relu)
+        return run
+
     def grad_input(self, plan: ConvPlan, grad_output: np.ndarray, weight: np.ndarray,
                    grad_input: np.ndarray) -> None:
         raise NotImplementedError
@@ -324,14 +336,26 @@ class Direct(ConvPath):
                 direct_workspace(threads, geometry, _F32).shape)
 
     def forward(self, plan, x, weight, bias, out, *, relu=False):
+        self.forward_runner(plan, relu)(x, weight, bias, out)
+
+    def forward_runner(self, plan, relu=False):
+        # the sizes once; the scratch (workspace, packed weights, tap offsets: all written
+        # before they are read) kept per Python thread where small (thread_scratch): at
+        # batch 1 this set-up was 1-2 of LeNet-5's second layer's 11 us
         key = threads_key()
         threads, packed, workspace = sizes_for(plan, ("forward", self.name, key),
                                                lambda: self._forward_sizes(plan, key))
-        geometry = plan.geometry
-        packed = scratch(packed, _F32)
-        _conv.forward_direct(x, weight, bias, out, scratch(workspace, _F32), packed,
-                             np.empty(geometry.k, dtype=np.intp), geometry, plan.groups,
-                             threads, relu)
+        geometry, groups, kernel = plan.geometry, plan.groups, _conv.forward_direct
+        memo_key = ("scratch", self.name, key)
+
+        def make() -> tuple[Any, ...]:
+            return (scratch(workspace, _F32), scratch(packed, _F32),
+                    np.empty(geometry.k, dtype=np.intp))
+
+        def run(x, weight, bias, out):
+            work, pack, taps = thread_scratch(plan, memo_key, make)
+            kernel(x, weight, bias, out, work, pack, taps, geometry, groups, threads, relu)
+        return run
 
     def grad_weight(self, plan, grad_output, x, grad_weight):
         geometry, groups = plan.geometry, plan.groups
@@ -533,6 +557,9 @@ class FewChannels(ConvPath):
         return (threads, band, np.empty((threads, ALIGN[dtype] + phase + block), dtype=dtype),
                 np.empty(k * cpad + cpad, dtype=dtype),
                 np.empty(pool[0] * pool[1] * k, dtype=np.intp))
+
+    def forward_runner(self, plan, relu=False):
+        return self.pooled_runner(plan, (1, 1), relu=relu)
 
     def pooled_runner(self, plan: ConvPlan, pool: tuple[int, int], *, relu: bool = False
                       ) -> Callable[[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray],

@@ -167,7 +167,8 @@ FC_POOL_COLUMN_FACTORS(fc_pool_column_factors_double, double)
 #define FC_POOL_BOX_MAX_ROWS 16
 
 /* Even and odd lanes of the concatenation of two vectors of n lanes (a stride-2 row
- * de-interleaved): clang and GCC >= 12 spell it __builtin_shufflevector, older GCC
+ * de-interleaved), and the lanes of two vectors interleaved (ZIP: a0 b0 a1 b1 ..., the low
+ * and the high half of the lanes): clang and GCC >= 12 spell it __builtin_shufflevector, older GCC
  * __builtin_shuffle with a mask vector of the lanes' integer type. */
 #if defined(__clang__) || __GNUC__ >= 12
 #define FC_POOL_EVENS_2(a, b) __builtin_shufflevector(a, b, 0, 2)
@@ -176,6 +177,12 @@ FC_POOL_COLUMN_FACTORS(fc_pool_column_factors_double, double)
 #define FC_POOL_ODDS_4(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7)
 #define FC_POOL_EVENS_8(a, b) __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14)
 #define FC_POOL_ODDS_8(a, b) __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15)
+#define FC_POOL_ZIP_LOW_2(a, b) __builtin_shufflevector(a, b, 0, 2)
+#define FC_POOL_ZIP_HIGH_2(a, b) __builtin_shufflevector(a, b, 1, 3)
+#define FC_POOL_ZIP_LOW_4(a, b) __builtin_shufflevector(a, b, 0, 4, 1, 5)
+#define FC_POOL_ZIP_HIGH_4(a, b) __builtin_shufflevector(a, b, 2, 6, 3, 7)
+#define FC_POOL_ZIP_LOW_8(a, b) __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11)
+#define FC_POOL_ZIP_HIGH_8(a, b) __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15)
 #else
 #define FC_POOL_MASK_(a, ...) ((__typeof__((a) > (a))){__VA_ARGS__})
 #define FC_POOL_EVENS_2(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 0, 2))
@@ -184,6 +191,12 @@ FC_POOL_COLUMN_FACTORS(fc_pool_column_factors_double, double)
 #define FC_POOL_ODDS_4(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 1, 3, 5, 7))
 #define FC_POOL_EVENS_8(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 0, 2, 4, 6, 8, 10, 12, 14))
 #define FC_POOL_ODDS_8(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 1, 3, 5, 7, 9, 11, 13, 15))
+#define FC_POOL_ZIP_LOW_2(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 0, 2))
+#define FC_POOL_ZIP_HIGH_2(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 1, 3))
+#define FC_POOL_ZIP_LOW_4(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 0, 4, 1, 5))
+#define FC_POOL_ZIP_HIGH_4(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 2, 6, 3, 7))
+#define FC_POOL_ZIP_LOW_8(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 0, 8, 1, 9, 2, 10, 3, 11))
+#define FC_POOL_ZIP_HIGH_8(a, b) __builtin_shuffle(a, b, FC_POOL_MASK_(a, 4, 12, 5, 13, 6, 14, 7, 15))
 #endif
 #define FC_POOL_CAT_(a, b) a##b
 #define FC_POOL_CAT(a, b) FC_POOL_CAT_(a, b)
@@ -237,6 +250,7 @@ FC_POOL_COLUMN_FACTORS(fc_pool_column_factors_double, double)
         void (*avg_box_plane)(const T*, T*, const T*, T*, ptrdiff_t, const fc_pool_geometry*); \
         void (*avg_box_backward_plane)(const T*, T*, const T*, T*, ptrdiff_t,                 \
                                        const fc_pool_geometry*);                             \
+        int (*max2x2_backward_plane)(const T*, const int64_t*, T*, ptrdiff_t, ptrdiff_t);      \
     } fc_pool_kernels_##T;
 FC_POOL_TABLE(float)
 FC_POOL_TABLE(double)
@@ -252,6 +266,7 @@ FC_POOL_TABLE(double)
         (table).avg2x2_backward_rows = fc_pool_avg2x2_backward_rows_##T##_##ISA; \
         (table).avg_box_plane = fc_pool_avg_box_plane_##T##_##ISA;          \
         (table).avg_box_backward_plane = fc_pool_avg_box_backward_plane_##T##_##ISA; \
+        (table).max2x2_backward_plane = fc_pool_max2x2_backward_plane_##T##_##ISA; \
     } while (0)
 
 static fc_pool_kernels_float fc_pool_float;

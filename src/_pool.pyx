@@ -58,6 +58,8 @@ cdef extern from "_pool.h" nogil:
                               const fc_pool_geometry*) noexcept nogil
         void (*avg_box_backward_plane)(const float*, float*, const float*, float*, Py_ssize_t,
                                        const fc_pool_geometry*) noexcept nogil
+        int (*max2x2_backward_plane)(const float*, const int64_t*, float*, Py_ssize_t,
+                                     Py_ssize_t) noexcept nogil
 
     ctypedef struct fc_pool_kernels_double:
         void (*max_plane)(const double*, double*, const fc_pool_geometry*) noexcept nogil
@@ -77,6 +79,8 @@ cdef extern from "_pool.h" nogil:
                               const fc_pool_geometry*) noexcept nogil
         void (*avg_box_backward_plane)(const double*, double*, const double*, double*, Py_ssize_t,
                                        const fc_pool_geometry*) noexcept nogil
+        int (*max2x2_backward_plane)(const double*, const int64_t*, double*, Py_ssize_t,
+                                     Py_ssize_t) noexcept nogil
 
     fc_pool_kernels_float fc_pool_float
     fc_pool_kernels_double fc_pool_double
@@ -192,13 +196,22 @@ def max_pool2d_backward(const floating[:, :, :, ::1] grad_output,
     Returns how many indices fall outside [0, plane size): those are skipped, and the wrapper
     raises when there are any (checking them here, where they are read anyway, spares it two
     passes over the indices: a quarter of the time of a small pooling backward).
+
+    Planes tiled by 2x2 blocks, one per output (H = 2 H_out, W = 2 W_out), whose indices each
+    lie in their own block (2x2 stride-2 windows') are written in one pass instead
+    (max2x2_backward_plane: the same bits; 64x16x24x24, one thread, CPU time 0.13 -> 0.10 ms
+    a call).
     """
     cdef Py_ssize_t channels = grad_input.shape[1]
     cdef Py_ssize_t planes = grad_input.shape[0] * grad_input.shape[1]
     cdef Py_ssize_t plane_size = grad_input.shape[2] * grad_input.shape[3]
-    cdef Py_ssize_t out_size = grad_output.shape[2] * grad_output.shape[3]
+    cdef Py_ssize_t out_h = grad_output.shape[2], out_w = grad_output.shape[3]
+    cdef Py_ssize_t out_size = out_h * out_w
+    cdef bint blocks = (grad_input.shape[2] == 2 * out_h and grad_input.shape[3] == 2 * out_w
+                        and out_size > 0 and plane_size < 2 ** 31)
     cdef Py_ssize_t plane, n, c, o, bad = 0
     cdef int64_t index
+    cdef int scattered
     cdef const floating* grad_output_plane
     cdef const int64_t* indices_plane
     cdef floating* grad_input_plane
@@ -209,6 +222,15 @@ def max_pool2d_backward(const floating[:, :, :, ::1] grad_output,
             grad_output_plane = &grad_output[n, c, 0, 0]
             indices_plane = &indices[n, c, 0, 0]
             grad_input_plane = &grad_input[n, c, 0, 0]
+            if blocks:
+                if floating is float:
+                    scattered = fc_pool_float.max2x2_backward_plane(
+                        grad_output_plane, indices_plane, grad_input_plane, out_h, out_w)
+                else:
+                    scattered = fc_pool_double.max2x2_backward_plane(
+                        grad_output_plane, indices_plane, grad_input_plane, out_h, out_w)
+                if not scattered:
+                    continue
             # Zeroed here rather than by np.zeros so that each thread first touches its planes.
             memset(grad_input_plane, 0, plane_size * sizeof(floating))
             for o in range(out_size):

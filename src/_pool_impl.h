@@ -932,7 +932,101 @@ FC_KERNEL void FC_PN(avg2x2_backward_rows)(const FC_T* grad_output, FC_T* grad_i
     }
 }
 
+/* max_pool2d_backward of one plane tiled by 2x2 blocks, one per output element (in_h ==
+ * 2 out_h, in_w == 2 out_w: the 2x2 stride-2 windows' indices), in one pass writing every
+ * element once: 0 + gy at the index its block's output names, +0 at the other three (what
+ * zeroing the plane and adding each gy at its index gives where no two indices meet: the
+ * same bits, -0.0 made +0.0 as the sum from +0 makes it). Returns nonzero where some index
+ * lies outside its own block (other windows' indices, or bad ones): the plane is then
+ * partly written, and the caller zeroes it and adds the gradients one by one instead; and,
+ * writing nothing, for rows of fewer outputs than a vector (or a big-endian CPU), where the
+ * zeroing and adding is faster (12x12 planes: a scalar one-pass loop, even branch-free, took
+ * 3x its time). */
+
+/* lane masks of FC_PN(vec) (all ones or zeros): int32 lanes for float, int64 for double */
+#if FC_P_LANES * 4 == FC_P_VECTOR_BYTES
+#define FC_P_FLOAT 1
+typedef int32_t FC_PN(lane_int);
+#else
+#define FC_P_FLOAT 0
+typedef int64_t FC_PN(lane_int);
+#endif
+typedef FC_PN(lane_int) FC_PN(lane_mask) __attribute__((vector_size(FC_P_VECTOR_BYTES)));
+
+FC_KERNEL int FC_PN(max2x2_backward_plane)(const FC_T* __restrict__ grad_output,
+                                          const int64_t* __restrict__ indices,
+                                          FC_T* __restrict__ grad_input, ptrdiff_t out_h,
+                                          ptrdiff_t out_w)
+{
+    const ptrdiff_t in_w = 2 * out_w;
+    ptrdiff_t i, j;
+    int64_t outside = 0;
+    int lane;
+    FC_PN(lane_mask) ramp, missing = {0};
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    return 1;
+#endif
+    if (out_w < FC_VL)
+        return 1;
+    for (lane = 0; lane < FC_P_LANES; ++lane)
+        ramp[lane] = 2 * lane;
+    for (i = 0; i < out_h; ++i) {
+        FC_T* __restrict__ top = grad_input + 2 * i * in_w;
+        FC_T* __restrict__ bottom = top + in_w;
+        const FC_T* __restrict__ grad_row = grad_output + i * out_w;
+        const int64_t* __restrict__ index_row = indices + i * out_w;
+        const int64_t first = 2 * i * in_w;
+        /* FC_VL outputs at a time, branch-free (the index's place in its block is random:
+         * a branch per place mispredicts, 10x slower than zeroing and adding): each place's
+         * lanes are v where the index is there, else +0, interleaved into the two rows.
+         * float: the indices' low and high 32-bit halves de-interleaved (the caller takes
+         * planes below 2**31 elements only, so an index in its block has a zero high half
+         * and its low half less the block's first element, wrapping, is its place) */
+        for (j = 0; j < out_w; j += FC_VL) {
+            FC_PN(vec) g, v, zero = {0}, a0, a1, a2, a3, low, high;
+            FC_PN(lane_mask) d, m0, m1, m2, m3, bits_of_v;
+            if (j + FC_VL > out_w)  /* the last vector ends at the row's end */
+                j = out_w - FC_VL;
+#if FC_P_FLOAT
+            FC_PN(lane_mask) w0, w1;
+            FC_VLOAD(w0, index_row + j);
+            FC_VLOAD(w1, index_row + j + FC_VL / 2);
+            d = FC_POOL_CAT(FC_POOL_EVENS_, FC_P_LANES)(w0, w1);
+            missing |= FC_POOL_CAT(FC_POOL_ODDS_, FC_P_LANES)(w0, w1);
+#else
+            FC_VLOAD(d, index_row + j);
+#endif
+            d -= ramp + (FC_PN(lane_int))(first + 2 * j);
+            FC_VLOAD(g, grad_row + j);
+            v = zero + g;
+            m0 = d == 0;
+            m1 = d == 1;
+            m2 = d == (FC_PN(lane_int))in_w;
+            m3 = d == (FC_PN(lane_int))(in_w + 1);
+            missing |= ~(m0 | m1 | m2 | m3);
+            bits_of_v = (FC_PN(lane_mask))v;
+            a0 = (FC_PN(vec))(bits_of_v & m0);
+            a1 = (FC_PN(vec))(bits_of_v & m1);
+            a2 = (FC_PN(vec))(bits_of_v & m2);
+            a3 = (FC_PN(vec))(bits_of_v & m3);
+            low = FC_POOL_CAT(FC_POOL_ZIP_LOW_, FC_P_LANES)(a0, a1);
+            high = FC_POOL_CAT(FC_POOL_ZIP_HIGH_, FC_P_LANES)(a0, a1);
+            FC_VSTORE(top + 2 * j, low);
+            FC_VSTORE(top + 2 * j + FC_VL, high);
+            low = FC_POOL_CAT(FC_POOL_ZIP_LOW_, FC_P_LANES)(a2, a3);
+            high = FC_POOL_CAT(FC_POOL_ZIP_HIGH_, FC_P_LANES)(a2, a3);
+            FC_VSTORE(bottom + 2 * j, low);
+            FC_VSTORE(bottom + 2 * j + FC_VL, high);
+        }
+
+    }
+    for (lane = 0; lane < FC_P_LANES; ++lane)
+        outside |= missing[lane];
+    return outside != 0;
+}
+
 #undef FC_P_HALF_LANES
+#undef FC_P_FLOAT
 #undef FC_VSEL
 #undef FC_UNROLLED
 #undef FC_VL

@@ -302,6 +302,38 @@ def test_sequential_eval_plan_follows_changes(rng):
         assert np.array_equal(model(other), _layerwise(model, other))
 
 
+def _raised(call, x):
+    with pytest.raises((ValueError, TypeError)) as info:
+        call(x)
+    return type(info.value), str(info.value)
+
+
+def test_inputs_a_plan_was_not_made_for_are_checked_as_the_layers_check_them(rng):
+    """A prepared plan checks nothing itself: an input of another shape, dtype or layout
+    than the plan's is checked again by the layers (or a new plan) and refused with the very
+    errors the layers raise one by one, and a plan serves the model's inputs again after
+    them."""
+    for model in (models.lenet5(seed=0), models.tutorial_net(seed=0)):
+        model.eval()
+        reference = copy.deepcopy(model)
+        x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+        model(x)
+        assert _fusion.prepared(model) is not None
+        bad = [np.zeros((2, 3, 28, 28), np.float32),            # channels
+               np.zeros((2, 1, 20, 20), np.float32),            # spatial size
+               np.zeros((1, 28, 28), np.float32),               # no batch axis
+               np.zeros((2, 3, 28, 28), np.float32).transpose(0, 1, 3, 2),  # not contiguous
+               np.zeros((2, 1, 28, 28), np.complex64)]          # dtype refused
+        for other in bad:
+            assert _raised(model, other) == _raised(lambda v: _layerwise(reference, v), other)
+        # taken, by the layers or a plan of their own: another dtype, not contiguous
+        other = rng.standard_normal((2, 1, 28, 56))[..., ::2]
+        assert np.array_equal(bits(model(other)), bits(_layerwise(reference, other)))
+        model(x)
+        assert np.array_equal(bits(model(x)), bits(_layerwise(reference, x)))
+        assert _fusion.prepared(model) is not None  # (remade: a model keeps its last plan)
+
+
 def test_copies_and_pickles_of_a_model_carry_no_plan(rng):
     """A copy of an evaluated model runs its own layers (a plan's steps hold the layers they
     were made for), and pickles."""
@@ -406,7 +438,8 @@ def test_eval_plan_pools_in_the_convolution_store(dtype):
             with fastconv.threads(threads):
                 got = model(x)
                 plan = _fusion.prepared(model)
-                assert len(plan.steps) == 5  # conv+relu+pool, flatten, linear, relu, linear
+                assert [step.__name__ for step in plan.steps] == [
+                    "convolve_pool", "flatten", "linear_relu", "linear"]
                 assert np.array_equal(bits(got), bits(expected))
         grad = rng.standard_normal(expected.shape).astype(dtype)
         assert np.array_equal(bits(model.backward(grad)),
@@ -456,7 +489,8 @@ def test_eval_plan_pools_in_the_store_only_on_the_few_channel_path(rng):
     x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
     with use_paths(forward="blas"):
         got = tutorial(x)
-        assert len(_fusion.prepared(tutorial).steps) == 6
+        assert [step.__name__ for step in _fusion.prepared(tutorial).steps] == [
+            "convolve", "pool", "flatten", "linear_relu", "linear"]
     assert np.allclose(got, tutorial(x), rtol=1e-5, atol=1e-5)
 
 

@@ -128,14 +128,68 @@ def test_thread_count_never_changes_a_bit(path, rng):
             y, idx = fastconv.max_pool2d(x, 2, return_indices=True, _path=path)
             a = fastconv.avg_pool2d(x, 2, _path=path)
             g = fastconv.avg_pool2d_backward(a, x.shape, 2, _path=path)
-        results.append((y.tobytes(), idx.tobytes(), a.tobytes(), g.tobytes()))
+            # planes tiled by the 2x2 blocks: the one-pass max backward
+            tiled = np.ascontiguousarray(x[..., :50])
+            yt, it = fastconv.max_pool2d(tiled, 2, return_indices=True, _path=path)
+            gm = fastconv.max_pool2d_backward(yt, it, tiled.shape)
+        results.append((y.tobytes(), idx.tobytes(), a.tobytes(), g.tobytes(), gm.tobytes()))
     assert all(r == results[0] for r in results)
+    assert results[0][4] == _scattered(yt, it, tiled.shape).tobytes()
     # and right, not only repeatable: every row of every plane written, by any thread
     expected, expected_idx = max_pool2d_reference(x, (2, 2), (2, 2), (0, 0, 0, 0))
     np.testing.assert_array_equal(np.frombuffer(results[-1][1], np.int64).reshape(y.shape),
                                   expected_idx)
     np.testing.assert_array_equal(np.frombuffer(results[-1][0], np.float32).reshape(y.shape),
                                   expected)
+
+
+def _scattered(grad_output, indices, shape):
+    """max_pool2d_backward's sums in its own dtype and order: zeros, then each gradient added
+    at its index (the NumPy reference sums in float64)."""
+    grad_input = np.zeros(shape, dtype=grad_output.dtype)
+    planes = grad_input.reshape(shape[0] * shape[1], -1)
+    for plane, grads, where in zip(planes, grad_output.reshape(len(planes), -1),
+                                   indices.reshape(len(planes), -1)):
+        for g, index in zip(grads, where):
+            plane[index] += g
+    return grad_input
+
+
+def test_max_backward_of_2x2_blocks_in_one_pass(dtype, rng):
+    """Planes tiled by 2x2 blocks, one per output, are written in one pass where every index
+    lies in its own block (max2x2_backward_plane), else zeroed and scattered: the scattered
+    sums' bits either way (NaN, inf, -0.0 made +0.0), at any thread count, plane by plane."""
+    x = _awkward(rng, (3, 4, 8, 22), dtype)  # rows of 11 outputs: a vector and a part
+    y, indices = fastconv.max_pool2d(x, 2, return_indices=True)
+    grad = _awkward(rng, y.shape, dtype)
+    grad.flat[::5] = -0.0
+    # overlapping 3x3 stride-2 windows give the same 4x11 planes, their indices outside their
+    # blocks (and some repeated); hand-made planes: two indices in one block, one index in
+    # another output's block, an index out of its block on the last element only
+    _, overlapping = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True)
+    mixed = indices.copy()
+    mixed[0, 1] = overlapping[0, 1]
+    mixed[1, 2, 0, 0] = mixed[1, 2, 0, 1] = 1
+    mixed[2, 0, 1, 1] = 0
+    mixed[2, 3, 3, 10] = 0
+    narrow = np.ascontiguousarray(x[..., :6])  # rows of 3 outputs: zeroed and scattered
+    _, narrow_indices = fastconv.max_pool2d(narrow, 2, return_indices=True)
+    assert np.array_equal(
+        fastconv.max_pool2d_backward(grad[..., :3], narrow_indices, narrow.shape).view(np.uint8),
+        _scattered(np.ascontiguousarray(grad[..., :3]), narrow_indices, narrow.shape).view(
+            np.uint8))
+    for case in (indices, overlapping, mixed):
+        expected = _scattered(grad, case, x.shape)
+        for threads in (1, 2, 3):
+            with fastconv.threads(threads):
+                got = fastconv.max_pool2d_backward(grad, case, x.shape)
+            assert np.array_equal(got.view(np.uint8), expected.view(np.uint8))
+    # a bad index is still reported, in a plane the one pass first took
+    bad = indices.copy()
+    bad[1, 1, 2, 2] = 176
+    with pytest.raises(ValueError,
+                       match=r"indices must lie in \[0, 176\) for input planes of 8x22"):
+        fastconv.max_pool2d_backward(grad, bad, x.shape)
 
 
 def test_the_2x2_kernels_run_on_several_threads():
@@ -163,6 +217,9 @@ for dtype in (np.float32, np.float64):
     a = fastconv.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
     out += [y, i, a, fastconv.avg_pool2d_backward(a, x.shape, 3, 1, 1,
                                                   count_include_pad=False)]
+    tiled = np.ascontiguousarray(x[:, :, :36, :28])  # the one-pass 2x2 max backward
+    y, i = fastconv.max_pool2d(tiled, 2, return_indices=True)
+    out += [fastconv.max_pool2d_backward(y, i, tiled.shape)]
 np.savez(sys.argv[1], *out)
 print(_pool.ISA)
 """
