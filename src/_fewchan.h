@@ -77,7 +77,10 @@ typedef struct {
  * vector is computed, not stored): the block's full vectors (mc = FC_FEW_MR, last = L), or
  * the output planes' channels and their grid's last vector (fc_few_dense). V is a vector
  * type of L elements of T, I its integer twin (for the ReLU's mask); PART(p, n, r) stores
- * the first n lanes of r at p. */
+ * the first n lanes of r at p. The loops over the sums are unrolled whole (the store's
+ * m < mc a test inside): otherwise GCC 12 kept a stack copy of the sums, and the seed's
+ * dense step (bench/fewchan_stages.c, one thread) ran at 16.7 GFLOP/s with AVX2 and 92
+ * with AVX-512, against 92 and 109 unrolled. */
 #define FC_FEW_KERNEL(NAME, ATTR, T, V, I, L, NR, PART)                                      \
     ATTR static void NAME(ptrdiff_t k, const T *in, const ptrdiff_t *off, const T *w,        \
                           ptrdiff_t cpad, T *buf, ptrdiff_t bp, const T *bias, int relu,     \
@@ -86,22 +89,22 @@ typedef struct {
         V acc[FC_FEW_MR][NR], x[NR];                                                         \
         ptrdiff_t kk;                                                                        \
         int m, v;                                                                            \
-        for (m = 0; m < FC_FEW_MR; m++)                                                      \
-            for (v = 0; v < NR; v++)                                                         \
+        _Pragma("GCC unroll 24") for (m = 0; m < FC_FEW_MR; m++)                              \
+            _Pragma("GCC unroll 24") for (v = 0; v < NR; v++)                                 \
                 acc[m][v] = (V){0};                                                          \
         for (kk = 0; kk < k; kk++) {                                                         \
             const T *s = in + off[kk];                                                       \
             const T *wk = w + kk * cpad;                                                     \
-            for (v = 0; v < NR; v++)                                                         \
+            _Pragma("GCC unroll 24") for (v = 0; v < NR; v++)                                 \
                 __builtin_memcpy(&x[v], s + v * L, sizeof(V));                               \
-            for (m = 0; m < FC_FEW_MR; m++) {                                                \
+            _Pragma("GCC unroll 24") for (m = 0; m < FC_FEW_MR; m++) {                        \
                 const T wm = wk[m];                                                          \
-                for (v = 0; v < NR; v++)                                                     \
+                _Pragma("GCC unroll 24") for (v = 0; v < NR; v++)                             \
                     acc[m][v] += x[v] * wm;                                                  \
             }                                                                                \
         }                                                                                    \
-        for (m = 0; m < FC_FEW_MR && m < mc; m++)                                            \
-            for (v = 0; v < NR; v++) {                                                       \
+        _Pragma("GCC unroll 24") for (m = 0; m < FC_FEW_MR; m++)                              \
+            _Pragma("GCC unroll 24") for (v = 0; v < NR; v++) if (m < mc) {                   \
                 V r = acc[m][v];                                                             \
                 if (bias)                                                                    \
                     r += bias[m];                                                            \
@@ -643,7 +646,10 @@ FC_CL_TABLE3(fc_cl_avx2_d, fc_cl_kernel_d)
  *     buf[j*cpad + c] = relu?(max over qd < 4 (scan order) of sum_kk w[kk*cpad + c] *
  *                             in[off[qd*k + kk] + j*step]  (+ bias[c]))
  * for j < J, c < 16. The same chains (from 0, tap order), the same max rule and the same
- * late bias and ReLU as fc_cl_*: the same bits. */
+ * late bias and ReLU as fc_cl_*: the same bits. The loops over the sums are unrolled whole:
+ * otherwise GCC 12 kept a stack copy of them (zeroed, spilled after the taps, the maxima read
+ * back from it), 9% of the seed's pooled step on one thread (bench's "seed", 45 -> 49
+ * GMAC/s, batch 64 and 1000). */
 #define FC_CLQ_QUADS 4
 #define FC_CLQ_KERNEL(NAME, ATTR, T, V, I, L, J)                                             \
     ATTR static void NAME(ptrdiff_t k, const T *in, const ptrdiff_t *off, ptrdiff_t step,    \
@@ -653,8 +659,8 @@ FC_CL_TABLE3(fc_cl_avx2_d, fc_cl_kernel_d)
         V acc[FC_CLQ_QUADS][J][CV], wv[CV];                                                  \
         ptrdiff_t kk;                                                                        \
         int q, j, c;                                                                         \
-        for (q = 0; q < FC_CLQ_QUADS; q++)                                                   \
-            for (j = 0; j < J; j++)                                                          \
+        _Pragma("GCC unroll 24") for (q = 0; q < FC_CLQ_QUADS; q++)                           \
+            _Pragma("GCC unroll 24") for (j = 0; j < J; j++)                                  \
                 for (c = 0; c < CV; c++)                                                     \
                     acc[q][j][c] = (V){0};                                                   \
         for (kk = 0; kk < k; kk++) {                                                         \
@@ -669,10 +675,10 @@ FC_CL_TABLE3(fc_cl_avx2_d, fc_cl_kernel_d)
                 }                                                                            \
             }                                                                                \
         }                                                                                    \
-        for (j = 0; j < J; j++)                                                              \
-            for (c = 0; c < CV; c++) {                                                       \
+        _Pragma("GCC unroll 24") for (j = 0; j < J; j++)                                      \
+            _Pragma("GCC unroll 24") for (c = 0; c < CV; c++) {                               \
                 V r = acc[0][j][c], b;                                                       \
-                for (q = 1; q < FC_CLQ_QUADS; q++) {  /* FC_SEL: the NaN or the greater */   \
+                _Pragma("GCC unroll 24") for (q = 1; q < FC_CLQ_QUADS; q++) {  /* FC_SEL */   \
                     V s = acc[q][j][c];                                                      \
                     I take = (s != s) | (s > r);                                             \
                     r = (V)(((I)s & take) | ((I)r & ~take));                                 \
