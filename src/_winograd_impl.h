@@ -101,6 +101,55 @@ FC_LOCAL void FC_WN(row_masked)(FC_T* slot, const FC_T* row, ptrdiff_t col0, ptr
 }
 #endif
 
+/* out[i*out_step + l] = (B^T in)[i][l] for i < alpha, l < FC_L, in having alpha rows in_step
+ * apart. For m = 4 and 5, B^T's rows written out by hand with their common parts shared
+ * (m = 5: rows 1-4 from u_j = d_j - 2 d_{j+1} and w_j = d_{j+3} - d_{j+2} / 2, j = 1, 2, as
+ * row 1 = f_1 + f_2, row 2 = f_2 - f_1 with f_j = 2 u_j + w_j and row 3 = h_1 + h_2 / 2,
+ * row 4 = h_2 / 2 - h_1 with h_j = u_j + 2 w_j; row 0 from row 5): 22 vector operations a
+ * column against 39 from the matrix at m = 5, 13 against 22 at m = 4 (the pairing of the
+ * points +-1 and +-2). m = 2 and 6 run the matrix (FC_WN(apply)). */
+FC_LOCAL void FC_WN(bt_apply)(int m, const double* bt, const FC_T* in, ptrdiff_t in_step,
+                              FC_T* out, ptrdiff_t out_step)
+{
+    typedef FC_WN(vec) V;
+    enum { VL = FC_W_VBYTES / (int)sizeof(FC_T) };
+    int s, j;
+    if (m != 4 && m != 5) {
+        FC_WN(apply)(m + 2, m + 2, 0, bt, in, in_step, out, out_step);
+        return;
+    }
+    _Pragma("GCC unroll 8") for (s = 0; s < FC_L; s += VL) {
+        V d[FC_WINO_ALPHA_MAX], y[FC_WINO_ALPHA_MAX];
+        _Pragma("GCC unroll 8") for (j = 0; j < m + 2; j++)
+            __builtin_memcpy(&d[j], in + j * in_step + s, sizeof d[j]);
+        if (m == 4) {
+            const V t1 = d[4] - (FC_T)4 * d[2], t2 = d[3] - (FC_T)4 * d[1];
+            const V t3 = d[4] - d[2], t4 = (FC_T)2 * (d[3] - d[1]);
+            y[0] = (FC_T)4 * d[0] - (FC_T)5 * d[2] + d[4];
+            y[1] = t1 + t2;
+            y[2] = t1 - t2;
+            y[3] = t3 + t4;
+            y[4] = t3 - t4;
+            y[5] = (FC_T)4 * d[1] - (FC_T)5 * d[3] + d[5];
+        } else {
+            const V u1 = d[1] - (FC_T)2 * d[2], u2 = d[2] - (FC_T)2 * d[3];
+            const V w1 = d[4] - (FC_T)0.5 * d[3], w2 = d[5] - (FC_T)0.5 * d[4];
+            const V f1 = (FC_T)2 * u1 + w1, f2 = (FC_T)2 * u2 + w2;
+            const V h1 = u1 + (FC_T)2 * w1, h2 = u2 + (FC_T)2 * w2;
+            y[5] = (FC_T)4 * d[1] - (FC_T)5 * d[3] + d[5];
+            y[0] = y[5] - (FC_T)2 * d[0] + (FC_T)2.5 * d[2] - (FC_T)0.5 * d[4];
+            y[1] = f1 + f2;
+            y[2] = f2 - f1;
+            y[3] = h1 + (FC_T)0.5 * h2;
+            y[4] = (FC_T)0.5 * h2 - h1;
+            y[6] = (FC_T)4 * d[2] - (FC_T)5 * d[4] + d[6] - (FC_T)2 * d[1] + (FC_T)2.5 * d[3] -
+                   (FC_T)0.5 * d[5];
+        }
+        _Pragma("GCC unroll 8") for (j = 0; j < m + 2; j++)
+            __builtin_memcpy(out + j * out_step + s, &y[j], sizeof y[j]);
+    }
+}
+
 /* see fc_wino_input_* in _winograd.h. Per channel and group of FC_L tiles, each tile's
  * patch is copied row by row into its lane's slot of `rows` (whole rows of FC_WINO_PITCH
  * values: vector moves), the FC_L slots are transposed in registers into d (patch element
@@ -242,12 +291,11 @@ FC_LOCAL void FC_WN(input_any)(int m, int alpha, const double* bt, const FC_T* x
                     FC_W_TRANSPOSE(rows + j * SLOT + i, SLOT, d + i * FC_L + j, FC_L);
             /* B^T d: tmp[i][q] = sum_j bt[i][j] d[j][q] */
             _Pragma("GCC unroll 8") for (q = 0; q < alpha; q++)
-                FC_WN(apply)(alpha, alpha, 0, bt, d + q * FC_L, P * FC_L, tmp + q * FC_L,
-                             alpha * FC_L);
+                FC_WN(bt_apply)(m, bt, d + q * FC_L, P * FC_L, tmp + q * FC_L, alpha * FC_L);
             /* (B^T d) B: V[i][k] = sum_j bt[k][j] tmp[i][j], straight into the GEMM's rows */
             _Pragma("GCC unroll 8") for (i = 0; i < alpha; i++)
-                FC_WN(apply)(alpha, alpha, 0, bt, tmp + i * alpha * FC_L, FC_L,
-                             v + (ptrdiff_t)i * alpha * xi_step + c * ld + l0, xi_step);
+                FC_WN(bt_apply)(m, bt, tmp + i * alpha * FC_L, FC_L,
+                                v + (ptrdiff_t)i * alpha * xi_step + c * ld + l0, xi_step);
         }
     }
 }
@@ -259,7 +307,7 @@ FC_LOCAL void FC_WN(input_any)(int m, int alpha, const double* bt, const FC_T* x
  * coefficient is a power of two: each product is exact, fused or not). Output stage 0.205 ->
  * 0.188 ms on bench_ops.py's small case (winograd_stages.c, one thread). */
 FC_LOCAL void FC_WN(at_apply)(int m, const FC_T* in, ptrdiff_t in_step, FC_T* out,
-                              ptrdiff_t out_step)
+                              ptrdiff_t out_step, int add, FC_T b)
 {
     typedef FC_WN(vec) V;
     enum { VL = FC_W_VBYTES / (int)sizeof(FC_T) };
@@ -295,6 +343,9 @@ FC_LOCAL void FC_WN(at_apply)(int m, const FC_T* in, ptrdiff_t in_step, FC_T* ou
                 y[5] = d1 + (FC_T)32 * d2 + (FC_T)0.03125 * d3 + x[7];
             }
         }
+        if (add)
+            _Pragma("GCC unroll 8") for (j = 0; j < m; j++)
+                y[j] = y[j] + b;
         _Pragma("GCC unroll 8") for (j = 0; j < m; j++)
             __builtin_memcpy(out + j * out_step + s, &y[j], sizeof y[j]);
     }
@@ -340,14 +391,17 @@ FC_LOCAL void FC_WN(output_any)(int m, int alpha, const FC_T* mm,
             /* A^T M: tmp[i][j] = sum_x A^T[i][x] M[x][j] */
             _Pragma("GCC unroll 8") for (j = 0; j < alpha; j++)
                 FC_WN(at_apply)(m, mm + j * xi_step + k * ld + l0, alpha * xi_step,
-                                tmp + j * FC_L, alpha * FC_L);
+                                tmp + j * FC_L, alpha * FC_L, 0, 0);
             /* (A^T M) A: y[i][jj] = sum_x A^T[jj][x] tmp[i][x] */
-            _Pragma("GCC unroll 8") for (i = 0; i < m; i++)
-                FC_WN(at_apply)(m, tmp + i * alpha * FC_L, FC_L, y + i * m * FC_L, FC_L);
+            /* (and the bias added to each value: a pass of its own over y had cost 8% of the
+             * output stage) */
             if (bias) {
                 const FC_T b = bias[k];
-                for (e = 0; e < m * m * FC_L; e++)
-                    y[e] = y[e] + b;
+                _Pragma("GCC unroll 8") for (i = 0; i < m; i++)
+                    FC_WN(at_apply)(m, tmp + i * alpha * FC_L, FC_L, y + i * m * FC_L, FC_L, 1, b);
+            } else {
+                _Pragma("GCC unroll 8") for (i = 0; i < m; i++)
+                    FC_WN(at_apply)(m, tmp + i * alpha * FC_L, FC_L, y + i * m * FC_L, FC_L, 0, 0);
             }
             /* each lane's m x m values made contiguous by register transposes (moves only),
              * then stored a tile row (m values) at a time: scattering them one by one from
