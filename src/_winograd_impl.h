@@ -5,7 +5,9 @@
  *
  * Vectors run across FC_WINO_LANES tiles (or, for the weights, (output, input) channel
  * pairs), never across the terms of one element, and each transform is written out from its
- * constant matrix (FC_WN(apply), unrolled), so the bits depend only on the shapes.
+ * constant matrix (FC_WN(apply), unrolled) or, for the output transform and the input
+ * transform at m = 4 and 5, by hand with shared parts (FC_WN(at_apply), FC_WN(bt_apply)), so
+ * the bits depend only on the shapes.
  */
 
 #define FC_LOCAL static inline __attribute__((always_inline)) FC_W_TARGET
@@ -43,9 +45,9 @@ FC_LOCAL void FC_WN(copy_short)(FC_T* dst, const FC_T* src, int n)
 /* The patch rows of a tile on the plane's edges. At AVX-512 each lane's rows are set up once
  * per group of tiles (input_any: an offset and the mask of col_mask, zero for rows above or
  * below the plane) and copied per channel by one masked load and one store each, without
- * branches: the row-by-row branches, tests and masks of the edge tiles (below) had been 45% of
- * the input transform of bench_ops.py's small case (14x14 planes at m = 5: 8 of 9 tiles touch
- * an edge; input stage 0.184 -> 0.143 ms, winograd_stages.c, one thread). */
+ * branches: copying the patch rows with branches, tests and masks per row (below) had been
+ * 45% of the input transform of bench_ops.py's small case (14x14 planes at m = 5: 8 of 9
+ * tiles touch an edge; input stage 0.184 -> 0.143 ms, winograd_stages.c, one thread). */
 #if FC_W_VBYTES == 64
 /* the bits q < FC_WINO_PITCH with 0 <= col0 + q < in_w */
 FC_LOCAL __mmask8 FC_WN(col_mask)(ptrdiff_t col0, ptrdiff_t in_w)
