@@ -6,9 +6,11 @@
  * tile columns), and a kernel transforms a run [t0, t0 + count) of them: FC_WINO_LANES tiles
  * at a time, one tile per vector lane, so every transform is a few dozen vector operations
  * with constant coefficients (the matrices are compile-time constants: zero terms vanish, and
- * the loops unroll). The transformed tiles are written as the rows the GEMM reads in place:
- * V[xi][c][tile] (the input) with the tiles contiguous, M[xi][k][tile] (the GEMM's result)
- * likewise; the weights go straight into the GEMM's packed A panels.
+ * the loops unroll; the output transform, and the input transform at m = 4 and 5, are written
+ * out by hand with the parts that the rows of the points +-a share computed once). The
+ * transformed tiles are written as the rows the GEMM reads in place: V[xi][c][tile] (the
+ * input) with the tiles contiguous, M[xi][k][tile] (the GEMM's result) likewise; the weights
+ * go straight into the GEMM's packed A panels.
  *
  * One source, _winograd_impl.h, is compiled for float and double, each for the compiler's
  * baseline (SSE2 on x86-64, NEON on aarch64), AVX2+FMA and AVX-512F (GCC/Clang target
