@@ -1,9 +1,12 @@
 """Adam, AdamW and StepLR against torch.optim, step for step."""
 
+import math
+
 import numpy as np
 import pytest
 
-from fastconv import nn, optim
+import fastconv
+from fastconv import _optim, nn, optim
 
 SHAPES = [(4, 3, 3, 3), (4,), (10, 7)]
 
@@ -52,6 +55,72 @@ def test_hundred_steps_equal_torch(name, kwargs, dtype, torch):
                                                                              "atol": 1e-6}
     for p, t in zip(params, tensors):
         np.testing.assert_allclose(p.data, t.detach().numpy(), **tolerance)
+
+
+def _reference_adam(params, grads, state, step, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                    weight_decay=0.0, amsgrad=False, maximize=False, decoupled=False):
+    """One Adam step in NumPy, one operation at a time, each rounded to the dtype: the order
+    of operations of Adam's docstring (PyTorch's single-tensor Adam)."""
+    beta1, beta2 = betas
+    for index, (p, grad) in enumerate(zip(params, grads)):
+        kind = p.dtype.type
+        m, v, vmax = state.setdefault(index, [np.zeros_like(p) for _ in range(3)])
+        g = -grad if maximize else grad
+        if weight_decay and decoupled:
+            p *= kind(1 - lr * weight_decay)
+        elif weight_decay:
+            g = g + kind(weight_decay) * p
+        weight = 1 - beta1
+        if weight < 0.5:
+            m += kind(weight) * (g - m)
+        else:
+            m[...] = g - (g - m) * kind(1 - weight)
+        v *= kind(beta2)
+        v += kind(1 - beta2) * (g * g)
+        if amsgrad:
+            np.maximum(vmax, v, out=vmax)
+        second = vmax if amsgrad else v
+        denominator = np.sqrt(second) / kind(math.sqrt(1 - beta2 ** step)) + kind(eps)
+        p -= kind(lr / (1 - beta1 ** step)) * (m / denominator)
+
+
+@pytest.mark.parametrize("name, kwargs", CONFIGS,
+                         ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
+def test_compiled_step_equals_numpy_reference_bits(name, kwargs, dtype):
+    """The compiled update (fastconv._optim.adam_step) gives the reference's bits at 1, 2 and
+    3 threads: a parameter of several of the kernel's blocks, a non-contiguous one (updated
+    through a copy), a NaN and an inf in the gradients."""
+    rng = np.random.default_rng(3)
+    shapes = [(4, 3, 3, 3), (3, 2 * _optim.BLOCK + 5), (5, 8)]
+    initial = [rng.standard_normal(shape).astype(dtype) for shape in shapes]
+    runs = {}
+    for threads in (1, 2, 3):
+        params = [nn.Parameter(value.copy()) for value in initial]
+        params[2].data = np.asfortranarray(params[2].data)  # a user's own, non-contiguous
+        opt = (optim.Adam if name == "adam" else optim.AdamW)(params, **kwargs)
+        grad_rng = np.random.default_rng(4)
+        for _ in range(6):
+            for p in params:
+                p.grad[...] = grad_rng.standard_normal(p.data.shape).astype(dtype)
+            params[1].grad[0, 7] = np.nan
+            params[1].grad[2, -1] = np.inf
+            with fastconv.threads(threads):
+                opt.step()
+        runs[threads] = [p.data.copy() for p in params]
+    reference = [value.copy() for value in initial]
+    state = {}
+    grad_rng = np.random.default_rng(4)
+    for step in range(1, 7):
+        grads = [grad_rng.standard_normal(value.shape).astype(dtype) for value in reference]
+        grads[1][0, 7] = np.nan
+        grads[1][2, -1] = np.inf
+        with np.errstate(invalid="ignore"):  # the NaN and inf
+            _reference_adam(reference, grads, state, step, decoupled=name == "adamw",
+                            **({"weight_decay": 0.01} if name == "adamw" else {}) | kwargs)
+    for threads, values in runs.items():
+        for ours, theirs in zip(values, reference):
+            np.testing.assert_array_equal(ours, theirs, err_msg=f"{threads} thread(s)")
+    assert np.isnan(runs[1][1][0, 7]) and not np.isnan(runs[1][1][1]).any()
 
 
 def test_step_lr_with_adam_equals_torch(torch):
