@@ -410,10 +410,11 @@ class Adam:
             exp_avg = self._exp_avg[index]
             if exp_avg is None or exp_avg.shape != data.shape:
                 self._steps[index] = 0
-                exp_avg = self._exp_avg[index] = np.zeros_like(data)
-                self._exp_avg_sq[index] = np.zeros_like(data)
+                # C-contiguous whatever data's layout: the kernel's own (fastconv._optim)
+                exp_avg = self._exp_avg[index] = np.zeros(data.shape, data.dtype)
+                self._exp_avg_sq[index] = np.zeros(data.shape, data.dtype)
                 if self.amsgrad:
-                    self._max_exp_avg_sq[index] = np.zeros_like(data)
+                    self._max_exp_avg_sq[index] = np.zeros(data.shape, data.dtype)
             exp_avg_sq = self._exp_avg_sq[index]
             assert exp_avg_sq is not None  # made with exp_avg, above or by load_state_dict
             max_exp_avg_sq = None
