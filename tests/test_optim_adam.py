@@ -1,12 +1,11 @@
 """Adam, AdamW and StepLR against torch.optim, step for step."""
 
-import math
-
 import numpy as np
 import pytest
 
 import fastconv
 from fastconv import _optim, nn, optim
+from helpers import adam_reference_step
 
 SHAPES = [(4, 3, 3, 3), (4,), (10, 7)]
 
@@ -57,33 +56,6 @@ def test_hundred_steps_equal_torch(name, kwargs, dtype, torch):
         np.testing.assert_allclose(p.data, t.detach().numpy(), **tolerance)
 
 
-def _reference_adam(params, grads, state, step, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-                    weight_decay=0.0, amsgrad=False, maximize=False, decoupled=False):
-    """One Adam step in NumPy, one operation at a time, each rounded to the dtype: the order
-    of operations of Adam's docstring (PyTorch's single-tensor Adam)."""
-    beta1, beta2 = betas
-    for index, (p, grad) in enumerate(zip(params, grads)):
-        kind = p.dtype.type
-        m, v, vmax = state.setdefault(index, [np.zeros_like(p) for _ in range(3)])
-        g = -grad if maximize else grad
-        if weight_decay and decoupled:
-            p *= kind(1 - lr * weight_decay)
-        elif weight_decay:
-            g = g + kind(weight_decay) * p
-        weight = 1 - beta1
-        if weight < 0.5:
-            m += kind(weight) * (g - m)
-        else:
-            m[...] = g - (g - m) * kind(1 - weight)
-        v *= kind(beta2)
-        v += kind(1 - beta2) * (g * g)
-        if amsgrad:
-            np.maximum(vmax, v, out=vmax)
-        second = vmax if amsgrad else v
-        denominator = np.sqrt(second) / kind(math.sqrt(1 - beta2 ** step)) + kind(eps)
-        p -= kind(lr / (1 - beta1 ** step)) * (m / denominator)
-
-
 @pytest.mark.parametrize("name, kwargs", CONFIGS,
                          ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
 def test_compiled_step_equals_numpy_reference_bits(name, kwargs, dtype):
@@ -115,7 +87,7 @@ def test_compiled_step_equals_numpy_reference_bits(name, kwargs, dtype):
         grads[1][0, 7] = np.nan
         grads[1][2, -1] = np.inf
         with np.errstate(invalid="ignore"):  # the NaN and inf
-            _reference_adam(reference, grads, state, step, decoupled=name == "adamw",
+            adam_reference_step(reference, grads, state, step, decoupled=name == "adamw",
                             **({"weight_decay": 0.01} if name == "adamw" else {}) | kwargs)
     for threads, values in runs.items():
         for ours, theirs in zip(values, reference):
