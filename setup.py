@@ -24,7 +24,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-EXTENSIONS = ["_openmp", "_conv", "_pad", "_pool", "_norm", "_adaptive"]
+EXTENSIONS = ["_openmp", "_conv", "_pad", "_pool", "_norm", "_adaptive", "_optim"]
 # C headers an extension includes besides those its .pyx names (cythonize finds those): listed
 # so that they are shipped in the sdist and a change to them rebuilds the extension
 EXTRA_DEPENDS = {"_conv": ["src/_cpu.h", "src/_depthwise.h", "src/_depthwise_impl.h",
@@ -34,6 +34,10 @@ EXTRA_DEPENDS = {"_conv": ["src/_cpu.h", "src/_depthwise.h", "src/_depthwise_imp
                            "src/_winograd_wgrad.h", "src/_winograd_wgrad_impl.h"],
                  "_pool": ["src/_cpu.h", "src/_pool.h", "src/_pool_impl.h"],
                  "_norm": ["src/_norm.h", "src/_norm_impl.h", "src/_cpu.h"]}
+# compiler options of one extension only (GCC and clang; MSVC's /fp:precise does not contract):
+# the optimisers' updates must round every product and sum apart, as the NumPy operations
+# they replace (src/_optim.pyx); no errno from sqrt lets the loop be vectorised
+EXTRA_COMPILE_ARGS = {"_optim": ["-ffp-contract=off", "-fno-math-errno"]}
 
 OPENMP_TEST_PROGRAM = textwrap.dedent(
     """
@@ -138,7 +142,9 @@ def extensions():
             [os.path.join("src", f"{name}.pyx")],
             include_dirs=[numpy.get_include(), "src"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-            extra_compile_args=compile_args + omp_compile,
+            extra_compile_args=(compile_args + omp_compile
+                                + (EXTRA_COMPILE_ARGS.get(name, []) if sys.platform != "win32"
+                                   else [])),
             extra_link_args=link_args + omp_link,
             depends=EXTRA_DEPENDS.get(name, []),
         )

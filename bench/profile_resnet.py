@@ -184,7 +184,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=40, help="timed steps per side")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)  # bench_resnet.py's
     parser.add_argument("--data", default=None, help="directory of the idx files")
     parser.add_argument("--algorithm", choices=["auto", "direct", "winograd"], default="auto",
                         help="fastconv's 3x3 convolutions in the blocks (models.build)")

@@ -165,7 +165,7 @@ def _norm_rows(torch, args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)  # bench_resnet.py's
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--only", choices=["conv", "norm"], default=None)
     args = parser.parse_args(argv)

@@ -148,7 +148,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)  # bench_resnet.py's
     parser.add_argument("--algorithm", choices=["auto", "direct", "winograd"], default="auto")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args(argv)

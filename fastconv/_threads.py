@@ -192,6 +192,7 @@ def effective_num_threads(work_items: int | None = None, key: int | None = None)
 # than it saves; measured per kernel family, in that family's unit of work.
 COPY_ELEMENTS_PER_THREAD = 1 << 12  # padding and adaptive pooling: elements read or written
 NORM_ELEMENTS_PER_THREAD = 1 << 14  # batch norm: elements (two passes over each)
+OPTIM_ELEMENTS_PER_THREAD = 1 << 14  # optimisers' updates: parameter elements
 POOL_TAPS_PER_THREAD = 1 << 15  # max/avg pooling: window taps visited
 
 

@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from . import _optim
 from ._args import as_int, as_real
 from ._buffers import scratch
+from ._threads import OPTIM_ELEMENTS_PER_THREAD, threads_for
 from ._typing import HasLR
 from .nn import Module, Parameter
 
@@ -278,6 +280,46 @@ def _parameter_list(params: Iterable[Parameter] | Module) -> list[Parameter]:
     return parameters
 
 
+def _flat_update(kernel: Any, updated: list[np.ndarray], grad: np.ndarray,
+                 *scalars: Any) -> None:
+    """``kernel(updated[0], grad, *updated[1:], *scalars)`` on 1-D views. An array that is not
+    C-contiguous (a user's own ``Parameter.data`` view, a loaded moment) goes through a
+    contiguous copy, written back after."""
+    flat = [np.ascontiguousarray(array).reshape(-1) for array in updated]
+    kernel(flat[0], np.ascontiguousarray(grad).reshape(-1), *flat[1:], *scalars)
+    for array, copy in zip(updated, flat):
+        if not array.flags.c_contiguous:
+            array[...] = copy.reshape(array.shape)
+
+
+# the kernel's float and double specialisations (the stub declares it as one function)
+_ADAM_STEP: dict[np.dtype[Any], Any] = {np.dtype(np.float32): _optim.adam_step["float"],
+                                        np.dtype(np.float64): _optim.adam_step["double"]}
+
+
+def _adam_update(data: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
+                 exp_avg_sq: np.ndarray, max_exp_avg_sq: np.ndarray | None, *, maximize: bool,
+                 decoupled: bool, lr: float, weight_decay: float, beta1: float, beta2: float,
+                 bias_correction2_sqrt: float, eps: float, step_size: float) -> None:
+    """One Adam update of ``data`` and its moments in place, in one compiled pass
+    (``fastconv._optim.adam_step``: :class:`Adam`'s operations in PyTorch's order, each
+    rounded to ``data``'s dtype as the NumPy operations it replaced); the scalars are worked
+    out here in float64, as torch does, and rounded to the dtype by the kernel's call."""
+    dtype = data.dtype
+    # torch's lerp(m, g, w) for w < 0.5 is m + w * (g - m); else g - (g - m) * (1 - w)
+    weight = 1 - beta1
+    lerp_low = weight < 0.5
+    maximum = np.empty(0, dtype) if max_exp_avg_sq is None else max_exp_avg_sq
+    blocks = -(-data.size // _optim.BLOCK)
+    _flat_update(_ADAM_STEP[dtype], [data, exp_avg, exp_avg_sq, maximum],
+                 np.asarray(grad, dtype), maximize,
+                 decoupled and weight_decay != 0, 1 - lr * weight_decay,
+                 not decoupled and weight_decay != 0, weight_decay,
+                 lerp_low, weight if lerp_low else 1 - weight, beta2, 1 - beta2,
+                 bias_correction2_sqrt, eps, step_size,
+                 threads_for(blocks, data.size, OPTIM_ELEMENTS_PER_THREAD))
+
+
 class Adam:
     """Adam (``torch.optim.Adam``), step for step: for each parameter ``p`` with gradient
     ``g`` at step ``t``::
@@ -288,7 +330,8 @@ class Adam:
         v_max = max(v_max, v)                     (amsgrad; then v_max replaces v below)
         p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
 
-    in the parameter's dtype, in PyTorch's order of operations.
+    in the parameter's dtype, in PyTorch's order of operations (one compiled pass over each
+    parameter, ``fastconv._optim``).
 
     Parameters
     ----------
@@ -364,58 +407,29 @@ class Adam:
             data = parameter.data
             if data is None:  # not initialised yet (size inferred at the first forward)
                 continue
-            grad = -parameter.grad if self.maximize else parameter.grad
             exp_avg = self._exp_avg[index]
             if exp_avg is None or exp_avg.shape != data.shape:
                 self._steps[index] = 0
-                exp_avg = self._exp_avg[index] = np.zeros_like(data)
-                self._exp_avg_sq[index] = np.zeros_like(data)
+                # C-contiguous whatever data's layout: the kernel's own (fastconv._optim)
+                exp_avg = self._exp_avg[index] = np.zeros(data.shape, data.dtype)
+                self._exp_avg_sq[index] = np.zeros(data.shape, data.dtype)
                 if self.amsgrad:
-                    self._max_exp_avg_sq[index] = np.zeros_like(data)
+                    self._max_exp_avg_sq[index] = np.zeros(data.shape, data.dtype)
             exp_avg_sq = self._exp_avg_sq[index]
             assert exp_avg_sq is not None  # made with exp_avg, above or by load_state_dict
-            self._steps[index] += 1
-            step = self._steps[index]
-            if self.weight_decay != 0:
-                if self._decoupled:
-                    data *= data.dtype.type(1 - self.lr * self.weight_decay)
-                else:
-                    grad = grad + data.dtype.type(self.weight_decay) * data
-            # The same operations, in the same order, as written out below, each into one
-            # scratch array in place of a new temporary (no new pages every step):
-            #   torch's lerp(m, g, w) for w < 0.5 is m + w * (g - m); else g - (g - m) * (1 - w)
-            #   v = beta2 * v + (1 - beta2) * (g * g)
-            #   p -= step_size * (m / (sqrt(v) / sqrt(bias_correction2) + eps))
-            kind = data.dtype.type
-            work = scratch(data.shape, data.dtype)
-            weight = 1 - beta1
-            np.subtract(grad, exp_avg, out=work)
-            if weight < 0.5:
-                np.multiply(kind(weight), work, out=work)
-                exp_avg += work
-            else:
-                np.multiply(work, kind(1 - weight), out=work)
-                np.subtract(grad, work, out=exp_avg)
-            exp_avg_sq *= kind(beta2)
-            np.multiply(grad, grad, out=work)
-            np.multiply(kind(1 - beta2), work, out=work)
-            exp_avg_sq += work
-            bias_correction1 = 1 - beta1 ** step
-            bias_correction2 = 1 - beta2 ** step
-            step_size = self.lr / bias_correction1
-            bias_correction2_sqrt = math.sqrt(bias_correction2)
-            second = exp_avg_sq
+            max_exp_avg_sq = None
             if self.amsgrad:
                 max_exp_avg_sq = self._max_exp_avg_sq[index]
                 assert max_exp_avg_sq is not None  # made with the moments when amsgrad
-                np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-                second = max_exp_avg_sq
-            np.sqrt(second, out=work)
-            np.divide(work, kind(bias_correction2_sqrt), out=work)
-            work += kind(self.eps)  # the denominator
-            np.divide(exp_avg, work, out=work)
-            np.multiply(kind(step_size), work, out=work)
-            data -= work
+            self._steps[index] += 1
+            step = self._steps[index]
+            bias_correction1 = 1 - beta1 ** step
+            bias_correction2 = 1 - beta2 ** step
+            _adam_update(data, parameter.grad, exp_avg, exp_avg_sq, max_exp_avg_sq,
+                         maximize=self.maximize, decoupled=self._decoupled,
+                         lr=self.lr, weight_decay=self.weight_decay, beta1=beta1, beta2=beta2,
+                         bias_correction2_sqrt=math.sqrt(bias_correction2), eps=self.eps,
+                         step_size=self.lr / bias_correction1)
 
     def state_dict(self) -> dict[str, object]:
         """Hyper-parameters, step counts and moments (a plain dict), for checkpointing."""

@@ -143,6 +143,35 @@ def steps_kept_by_the_caller(layer, inputs, rng):
     return outputs, grads
 
 
+def adam_reference_step(params, grads, state, step, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                        weight_decay=0.0, amsgrad=False, maximize=False, decoupled=False):
+    """One Adam step (number ``step``, from 1) of the arrays ``params`` in place, in NumPy, one
+    operation at a time, each rounded to the dtype: the order of operations of
+    fastconv.optim.Adam's docstring (PyTorch's single-tensor Adam). ``state`` (a dict, empty
+    at first) keeps the moments between steps."""
+    beta1, beta2 = betas
+    for index, (p, grad) in enumerate(zip(params, grads)):
+        kind = p.dtype.type
+        m, v, vmax = state.setdefault(index, [np.zeros_like(p) for _ in range(3)])
+        g = -grad if maximize else grad
+        if weight_decay and decoupled:
+            p *= kind(1 - lr * weight_decay)
+        elif weight_decay:
+            g = g + kind(weight_decay) * p
+        weight = 1 - beta1
+        if weight < 0.5:
+            m += kind(weight) * (g - m)
+        else:
+            m[...] = g - (g - m) * kind(1 - weight)
+        v *= kind(beta2)
+        v += kind(1 - beta2) * (g * g)
+        if amsgrad:
+            np.maximum(vmax, v, out=vmax)
+        second = vmax if amsgrad else v
+        denominator = np.sqrt(second) / kind(np.sqrt(1 - beta2 ** step)) + kind(eps)
+        p -= kind(lr / (1 - beta1 ** step)) * (m / denominator)
+
+
 # ---- the few-input-channel paths (test_fewchan.py, test_fewchan_lanes.py) -------------------
 
 def check_conv_path_random_shape(path, batch, cin, h, w, cout, kh, kw, sh, sw, dh, dw, pad,

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from fastconv import nn, optim
+import fastconv
+from fastconv import _optim, nn, optim
+from helpers import adam_reference_step
 
 SHAPES = [(4, 3, 3, 3), (4,), (10, 7)]
 
@@ -52,6 +54,45 @@ def test_hundred_steps_equal_torch(name, kwargs, dtype, torch):
                                                                              "atol": 1e-6}
     for p, t in zip(params, tensors):
         np.testing.assert_allclose(p.data, t.detach().numpy(), **tolerance)
+
+
+@pytest.mark.parametrize("name, kwargs", CONFIGS,
+                         ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
+def test_compiled_step_equals_numpy_reference_bits(name, kwargs, dtype):
+    """The compiled update (fastconv._optim.adam_step) gives the reference's bits at 1, 2 and
+    3 threads: a parameter of several of the kernel's blocks, a non-contiguous one (updated
+    through a copy), a NaN and an inf in the gradients."""
+    rng = np.random.default_rng(3)
+    shapes = [(4, 3, 3, 3), (3, 2 * _optim.BLOCK + 5), (5, 8)]
+    initial = [rng.standard_normal(shape).astype(dtype) for shape in shapes]
+    runs = {}
+    for threads in (1, 2, 3):
+        params = [nn.Parameter(value.copy()) for value in initial]
+        params[2].data = np.asfortranarray(params[2].data)  # a user's own, non-contiguous
+        opt = (optim.Adam if name == "adam" else optim.AdamW)(params, **kwargs)
+        grad_rng = np.random.default_rng(4)
+        for _ in range(6):
+            for p in params:
+                p.grad[...] = grad_rng.standard_normal(p.data.shape).astype(dtype)
+            params[1].grad[0, 7] = np.nan
+            params[1].grad[2, -1] = np.inf
+            with fastconv.threads(threads):
+                opt.step()
+        runs[threads] = [p.data.copy() for p in params]
+    reference = [value.copy() for value in initial]
+    state = {}
+    grad_rng = np.random.default_rng(4)
+    for step in range(1, 7):
+        grads = [grad_rng.standard_normal(value.shape).astype(dtype) for value in reference]
+        grads[1][0, 7] = np.nan
+        grads[1][2, -1] = np.inf
+        with np.errstate(invalid="ignore"):  # the NaN and inf
+            adam_reference_step(reference, grads, state, step, decoupled=name == "adamw",
+                            **({"weight_decay": 0.01} if name == "adamw" else {}) | kwargs)
+    for threads, values in runs.items():
+        for ours, theirs in zip(values, reference):
+            np.testing.assert_array_equal(ours, theirs, err_msg=f"{threads} thread(s)")
+    assert np.isnan(runs[1][1][0, 7]) and not np.isnan(runs[1][1][1]).any()
 
 
 def test_step_lr_with_adam_equals_torch(torch):

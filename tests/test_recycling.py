@@ -13,7 +13,7 @@ import pytest
 import fastconv
 from fastconv import _buffers, models, nn, optim
 from fastconv._buffers import scratch, scratch_zeros
-from helpers import steps_kept_by_the_caller
+from helpers import adam_reference_step, steps_kept_by_the_caller
 
 
 def _address(array):
@@ -198,32 +198,6 @@ def test_small_networks_train_to_the_same_bits_with_recycled_arrays(name):
 
 # ---- the optimisers' in-place steps against their textbook expressions (the code before)
 
-def _adam_reference(params, grads, steps, lr, betas, eps, weight_decay, amsgrad, decoupled):
-    beta1, beta2 = betas
-    m = [np.zeros_like(p) for p in params]
-    v = [np.zeros_like(p) for p in params]
-    vmax = [np.zeros_like(p) for p in params]
-    for step in range(1, steps + 1):
-        for i, (data, grad) in enumerate(zip(params, grads)):
-            kind = data.dtype.type
-            if weight_decay:
-                if decoupled:
-                    data *= kind(1 - lr * weight_decay)
-                else:
-                    grad = grad + kind(weight_decay) * data
-            m[i] += kind(1 - beta1) * (grad - m[i])
-            v[i] *= kind(beta2)
-            v[i] += kind(1 - beta2) * (grad * grad)
-            second = v[i]
-            if amsgrad:
-                np.maximum(vmax[i], v[i], out=vmax[i])
-                second = vmax[i]
-            denom = np.sqrt(second) / kind(np.sqrt(1 - beta2 ** step))
-            denom += kind(eps)
-            data -= kind(lr / (1 - beta1 ** step)) * (m[i] / denom)
-    return params
-
-
 @pytest.mark.parametrize("kind, amsgrad, weight_decay",
                          [(optim.Adam, False, 0.0), (optim.Adam, True, 0.01),
                           (optim.AdamW, False, 0.05)])
@@ -238,8 +212,10 @@ def test_adam_step_in_place_gives_the_textbook_bits(rng, kind, amsgrad, weight_d
     optimizer = kind(parameters, lr=3e-3, weight_decay=weight_decay, amsgrad=amsgrad)
     for _ in range(4):
         optimizer.step()
-    expected = _adam_reference([v.copy() for v in values], grads, 4, 3e-3, (0.9, 0.999),
-                               1e-8, weight_decay, amsgrad, kind is optim.AdamW)
+    expected, state = [v.copy() for v in values], {}
+    for step in range(1, 5):
+        adam_reference_step(expected, grads, state, step, lr=3e-3, weight_decay=weight_decay,
+                            amsgrad=amsgrad, decoupled=kind is optim.AdamW)
     for parameter, want in zip(parameters, expected):
         np.testing.assert_array_equal(parameter.data, want)
 

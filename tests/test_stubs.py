@@ -1,7 +1,7 @@
 """The .pyi stubs of the compiled kernels agree with the built extensions (no mypy needed).
 
-Every public name of ``fastconv._conv``, ``_pool``, ``_pad`` and ``_openmp`` must be in its
-stub, and every name in a stub must exist; each function's parameters (names, order, which
+Every public name of the compiled modules (``fastconv._conv``, ``_pool``, ``_optim``, ...)
+must be in its stub, and every name in a stub must exist; each function's parameters (names, order, which
 have defaults) must be the compiled function's, read with ``inspect.signature`` (Cython's
 ``binding`` gives every ``def`` a real signature). A fused kernel (``floating``) is stubbed as
 a variable whose Protocol has ``__call__`` and ``__getitem__``; it must be fused at run time,
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-MODULES = ("_conv", "_pool", "_pad", "_openmp", "_norm", "_adaptive")
+MODULES = ("_conv", "_pool", "_pad", "_openmp", "_norm", "_adaptive", "_optim")
 STUB_DIR = Path(__file__).resolve().parent.parent / "fastconv"
 # what Cython adds to every module or cdef class, not fastconv's interface
 CYTHON_NAMES = {"__test__", "__reduce_cython__", "__setstate_cython__"}

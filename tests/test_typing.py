@@ -23,7 +23,7 @@ USER_SCRIPT = ROOT / "tests" / "typing" / "user_script.py"
 ASSERT_TYPES = ROOT / "tests" / "typing" / "assert_types.py"
 ALLOWLIST = ROOT / "tests" / "typing" / "stubtest-allowlist.txt"
 PACKAGE = Path(fastconv.__file__).resolve().parent
-STUBBED = ("_conv", "_pool", "_pad", "_openmp", "_norm", "_adaptive")
+STUBBED = ("_conv", "_pool", "_pad", "_openmp", "_norm", "_adaptive", "_optim")
 
 
 @pytest.fixture(scope="module")
