@@ -132,6 +132,11 @@ class ConvPath:
         """Whether grad_input needs no zeroing: the path writes every element."""
         return True
 
+    def writes_all_weight(self, plan: ConvPlan) -> bool:
+        """Whether grad_weight needs no zeroing: the path writes every element (rather than
+        adding into it)."""
+        return False
+
     def forward(self, plan: ConvPlan, x: np.ndarray, weight: np.ndarray,
                 bias: np.ndarray | None, out: np.ndarray, *, relu: bool = False) -> None:
         """out = conv(x) (+ bias), ReLU'd if ``relu`` (paths with ``fuses_relu``)."""
@@ -224,6 +229,9 @@ class DepthwiseDirect(ConvPath):
             grad_output, _depthwise_lanes(weight), grad_input,
             depthwise_direct_workspace(threads, plan.geometry), _taps(weight), plan.geometry,
             threads)
+
+    def writes_all_weight(self, plan: ConvPlan) -> bool:
+        return True  # the transposed sums assigned
 
     def grad_weight(self, plan, grad_output, x, grad_weight):
         channels = plan.out_channels
@@ -356,6 +364,9 @@ class Direct(ConvPath):
             work, pack, taps = thread_scratch(plan, memo_key, make)
             kernel(x, weight, bias, out, work, pack, taps, geometry, groups, threads, relu)
         return run
+
+    def writes_all_weight(self, plan: ConvPlan) -> bool:
+        return True  # both kernels store the transposed sums
 
     def grad_weight(self, plan, grad_output, x, grad_weight):
         geometry, groups = plan.geometry, plan.groups

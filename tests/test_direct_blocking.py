@@ -148,6 +148,35 @@ def test_direct_weight_chunks_sum_as_numpy(rng, chunks):
         gy, np.nan_to_num(x, posinf=0.0), weight, **_reference_kwargs(kwargs))[1][finite])
 
 
+@needs_direct
+@pytest.mark.parametrize("mode", ["chunks", "units", "depthwise-direct"])
+def test_direct_weight_gradient_writes_every_element(rng, mode):
+    """writes_all_weight of Direct and DepthwiseDirect: conv2d_backward hands the path an
+    unzeroed result (here a recycled-array maker giving NaN-filled arrays, as the layers'
+    Recycler gives old ones) and gets the bits of a fresh zeroed one, by Direct's chunks
+    (small results) and units, and by DepthwiseDirect."""
+    groups = 16 if mode == "depthwise-direct" else 1
+    path = "depthwise-direct" if mode == "depthwise-direct" else "direct"
+    x, weight, bias, kwargs = _case(rng, (3, 16, 6, 7, 16 if groups > 1 else 32, (3, 3), 1, 1,
+                                          groups))
+    gy = rng.standard_normal((3, weight.shape[0], 6, 7)).astype(np.float32)
+
+    def stale(shape, dtype):
+        return np.full(shape, np.nan, dtype=dtype)
+
+    with pytest.MonkeyPatch.context() as patch, use_paths(grad_weight=path):
+        if mode == "units":
+            patch.setattr(_paths, "DIRECT_WEIGHT_PARTIAL_MAX_BYTES", 0)
+        conv, _ = fastconv.conv._prepare(x, weight, None, 1, 1, 1, groups, "zeros")
+        assert conv.plan.grad_weight.name == path
+        assert conv.plan.grad_weight.writes_all_weight(conv.plan)
+        fresh = fastconv.conv2d_backward(gy, x, weight, **kwargs, need=("weight",))[1]
+        reused = fastconv.conv2d_backward(gy, x, weight, **kwargs, need=("weight",),
+                                          _buffers=stale)[1]
+    np.testing.assert_array_equal(reused.view(np.uint32), fresh.view(np.uint32))
+    assert_grad_close(fresh, _reference(x, weight, bias, gy, kwargs)[1][1])
+
+
 def test_numpy_sums_chunks_row_by_row():
     """What sum_chunks_transposed mirrors: np.add.reduce over axis 0 of a C-contiguous
     (chunks, row) array adds the rows to 0.0 in order (no pairwise summation across rows): a
