@@ -206,7 +206,8 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
     cdef float* stage = NULL
     cdef float* gyt = NULL
     cdef const float* src = NULL
-    if n_pairs == 0:
+    if n_pairs == 0:  # no pixels: the sums are zeros
+        memset(&partials[0, 0], 0, n_chunks * partials.shape[1] * sizeof(float))
         return
     with parallel(num_threads=num_threads):
         stage = aligned(&workspace[threadid(), 0])
