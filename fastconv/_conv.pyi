@@ -54,7 +54,8 @@ def forward_direct(
 def grad_weight_direct_chunks(
     grad_output: np.ndarray,  # const float[:, :, :, ::1]  (N, C_out, H_out, W_out)
     x: np.ndarray,  # const float[:, :, :, ::1]  (N, C_in, H, W), explicitly padded if needed
-    partials: np.ndarray,  # float[:, ::1]  (chunks, C_out * k) zeroed; tap-major sums
+    grad_weight: np.ndarray,  # float[:, :, :, ::1]  (C_out, C_in/groups, kH, kW), overwritten
+    partials: np.ndarray,  # float[:, ::1]  (chunks, C_out * k) any contents; tap-major sums
     workspace: np.ndarray,  # float[:, ::1]  (num_threads, as forward_direct's)
     taps: np.ndarray,  # intp[::1]  (k,), overwritten
     geometry: _Geometry,

@@ -132,6 +132,11 @@ class ConvPath:
         """Whether grad_input needs no zeroing: the path writes every element."""
         return True
 
+    def writes_all_weight(self, plan: ConvPlan) -> bool:
+        """Whether grad_weight needs no zeroing: the path writes every element (rather than
+        adding into it)."""
+        return False
+
     def forward(self, plan: ConvPlan, x: np.ndarray, weight: np.ndarray,
                 bias: np.ndarray | None, out: np.ndarray, *, relu: bool = False) -> None:
         """out = conv(x) (+ bias), ReLU'd if ``relu`` (paths with ``fuses_relu``)."""
@@ -224,6 +229,9 @@ class DepthwiseDirect(ConvPath):
             grad_output, _depthwise_lanes(weight), grad_input,
             depthwise_direct_workspace(threads, plan.geometry), _taps(weight), plan.geometry,
             threads)
+
+    def writes_all_weight(self, plan: ConvPlan) -> bool:
+        return True  # the transposed sums assigned
 
     def grad_weight(self, plan, grad_output, x, grad_weight):
         channels = plan.out_channels
@@ -357,6 +365,9 @@ class Direct(ConvPath):
             kernel(x, weight, bias, out, work, pack, taps, geometry, groups, threads, relu)
         return run
 
+    def writes_all_weight(self, plan: ConvPlan) -> bool:
+        return True  # both kernels store the transposed sums
+
     def grad_weight(self, plan, grad_output, x, grad_weight):
         geometry, groups = plan.geometry, plan.groups
         channels, k = geometry.out_channels_g, geometry.k
@@ -387,15 +398,14 @@ class Direct(ConvPath):
         chunks, threads, workspace = sizes_for(
             plan, ("grad_weight", self.name, key),
             lambda: self._grad_weight_chunks_sizes(plan, row, key))
-        # the kernels sum tap-major, [group][tap][channel]: transposed below
-        partials = scratch_zeros((chunks, row), _F32)
-        _conv.grad_weight_direct_chunks(grad_output, x, partials, scratch(workspace, _F32),
+        # the kernel zeroes and sums the chunks' rows tap-major, [group][tap][channel], then
+        # adds them in chunk order into grad_weight's layout, in parallel: the zero fill,
+        # np.add.reduce and the transposing copy it replaces took 611 us in NumPy at the
+        # ResNet's 8 conv shapes (batch 32), the sums 249 us at 2 threads
+        _conv.grad_weight_direct_chunks(grad_output, x, grad_weight,
+                                        scratch((chunks, row), _F32), scratch(workspace, _F32),
                                         np.empty(geometry.k, dtype=np.intp), geometry,
                                         plan.groups, threads)
-        with np.errstate(invalid="ignore", over="ignore"):  # inf/NaN propagate, as PyTorch
-            summed = np.add.reduce(partials, axis=0)
-        grad_weight[...] = summed.reshape(plan.groups, -1, geometry.out_channels_g).transpose(
-            0, 2, 1).reshape(grad_weight.shape)
 
 
 # The direct weight gradient of a result (C_out * k floats) up to this size keeps the chunks

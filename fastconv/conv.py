@@ -429,7 +429,10 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike, str
         if batch:
             _paths.grad_bias(gy4, grad_bias, out_channels)
     if "weight" in need:
-        grad_weight = zeros(conv.weight.shape, dtype)
+        if runs and plan.grad_weight.writes_all_weight(plan):
+            grad_weight = empty(conv.weight.shape, dtype)
+        else:
+            grad_weight = zeros(conv.weight.shape, dtype)
         if runs:
             # only the weight gradient reads x: pad it (non-zero padding modes) only then
             plan.grad_weight.grad_weight(plan, gy4, _padded_input(conv), grad_weight)

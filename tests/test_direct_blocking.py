@@ -109,6 +109,90 @@ def test_direct_blockings_match_torch(torch, monkeypatch, geometry):
     assert_grad_close(grad_weight, tw.grad.numpy())
 
 
+@needs_direct
+@pytest.mark.parametrize("chunks", [1, 2, 3, 8])
+def test_direct_weight_chunks_sum_as_numpy(rng, chunks):
+    """The small results' chunks (grad_weight_direct_chunks): each chunk's row of partials
+    zeroed by the kernel (they start as NaN here), then added in chunk order into the weights'
+    layout with the bits of np.add.reduce over the chunks and the transpose it replaced; inf
+    and NaN in x and an all-zero channel of grad_output; the same on 1, 2 and 3 threads. Two
+    groups, 48 channels a group, k = 144 (runs of 16 taps: 9)."""
+    geometry = (5, 32, 7, 6, 96, (3, 3), 1, 1, 2)
+    x, weight, _, kwargs = _case(rng, geometry)
+    x[0, 3, 2, 2], x[4, 20, 0, 5] = np.inf, np.nan
+    gy = rng.standard_normal((5, 96, 7, 6)).astype(np.float32)
+    gy[:, 7] = 0.0
+    conv, _ = fastconv.conv._prepare(x, weight, None, 1, 1, 1, 2, "zeros")
+    plan = conv.plan
+    results = []
+    for threads in (1, 2, 3):
+        partials = np.full((chunks, weight.size), np.nan, dtype=np.float32)
+        grad_weight = np.full(weight.shape, np.nan, dtype=np.float32)
+        _conv.grad_weight_direct_chunks(
+            gy, x, grad_weight, partials,
+            _paths.direct_workspace(threads, plan.geometry, np.dtype(np.float32)),
+            np.empty(plan.geometry.k, dtype=np.intp), plan.geometry, 2, threads)
+        results.append((partials, grad_weight))
+    partials, grad_weight = results[0]
+    for other_partials, other in results[1:]:
+        np.testing.assert_array_equal(other_partials.view(np.uint32), partials.view(np.uint32))
+        np.testing.assert_array_equal(other.view(np.uint32), grad_weight.view(np.uint32))
+    with np.errstate(invalid="ignore", over="ignore"):
+        summed = np.add.reduce(partials, axis=0)
+    wanted = summed.reshape(2, -1, 48).transpose(0, 2, 1).reshape(weight.shape)
+    np.testing.assert_array_equal(grad_weight.view(np.uint32), wanted.view(np.uint32))
+    assert np.isnan(grad_weight).any() and np.isfinite(grad_weight).any()
+    # against the reference where no inf or NaN reached the sums
+    finite = np.isfinite(grad_weight)
+    assert_grad_close(grad_weight[finite], conv2d_backward_ref(
+        gy, np.nan_to_num(x, posinf=0.0), weight, **_reference_kwargs(kwargs))[1][finite])
+
+
+@needs_direct
+@pytest.mark.parametrize("mode", ["chunks", "units", "depthwise-direct"])
+def test_direct_weight_gradient_writes_every_element(rng, mode):
+    """writes_all_weight of Direct and DepthwiseDirect: conv2d_backward hands the path an
+    unzeroed result (here a recycled-array maker giving NaN-filled arrays, as the layers'
+    Recycler gives old ones) and gets the bits of a fresh zeroed one, by Direct's chunks
+    (small results) and units, and by DepthwiseDirect."""
+    groups = 16 if mode == "depthwise-direct" else 1
+    path = "depthwise-direct" if mode == "depthwise-direct" else "direct"
+    x, weight, bias, kwargs = _case(rng, (3, 16, 6, 7, 16 if groups > 1 else 32, (3, 3), 1, 1,
+                                          groups))
+    gy = rng.standard_normal((3, weight.shape[0], 6, 7)).astype(np.float32)
+
+    def stale(shape, dtype):
+        return np.full(shape, np.nan, dtype=dtype)
+
+    with pytest.MonkeyPatch.context() as patch, use_paths(grad_weight=path):
+        if mode == "units":
+            patch.setattr(_paths, "DIRECT_WEIGHT_PARTIAL_MAX_BYTES", 0)
+        conv, _ = fastconv.conv._prepare(x, weight, None, 1, 1, 1, groups, "zeros")
+        assert conv.plan.grad_weight.name == path
+        assert conv.plan.grad_weight.writes_all_weight(conv.plan)
+        fresh = fastconv.conv2d_backward(gy, x, weight, **kwargs, need=("weight",))[1]
+        reused = fastconv.conv2d_backward(gy, x, weight, **kwargs, need=("weight",),
+                                          _buffers=stale)[1]
+    np.testing.assert_array_equal(reused.view(np.uint32), fresh.view(np.uint32))
+    assert_grad_close(fresh, _reference(x, weight, bias, gy, kwargs)[1][1])
+
+
+def test_numpy_sums_chunks_row_by_row():
+    """What sum_chunks_transposed mirrors: np.add.reduce over axis 0 of a C-contiguous
+    (chunks, row) array adds the rows to 0.0 in order (no pairwise summation across rows): a
+    sum that pairwise order would change, and -0.0 rows summing to +0.0."""
+    big, tiny = np.float32(2.0 ** 24), np.float32(1.0)
+    column = np.array([big, tiny, tiny, tiny, tiny, tiny, tiny, tiny, tiny], np.float32)
+    partials = np.tile(column[:, None], (1, 40))
+    total = column[0]
+    for value in column[1:]:
+        total = np.float32(total + value)
+    assert total == big  # each 2**24 + 1 rounds back: in order, the ones are lost
+    np.testing.assert_array_equal(np.add.reduce(partials, axis=0), np.full(40, total))
+    negative = np.full((3, 5), -0.0, np.float32)
+    assert not np.signbit(np.add.reduce(negative, axis=0)).any()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("out_channels", [1, 15, 16, 17, 48, 100, 272, 300])
 def test_any_channel_count_on_the_usual_paths(rng, dtype, out_channels):

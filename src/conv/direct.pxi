@@ -194,7 +194,7 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
     into the weights' layout). The same fixed chunks and order as grad_weight_impl. Each
     thread's workspace row: 64 bytes of slack, the stage (stage_size), then
     direct_run_pixels * C_out/groups for a run of grad_output's tile transposed
-    (fc_direct_load). ``partials`` must be zeroed."""
+    (fc_direct_load). Each chunk's row of ``partials`` is zeroed by the thread that sums it."""
     cdef Py_ssize_t batch = x.shape[0]
     cdef Py_ssize_t n_pairs = batch * geo[0].n_tiles
     cdef Py_ssize_t n_chunks = partials.shape[0]
@@ -206,7 +206,8 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
     cdef float* stage = NULL
     cdef float* gyt = NULL
     cdef const float* src = NULL
-    if n_pairs == 0:
+    if n_pairs == 0:  # no pixels: the sums are zeros
+        memset(&partials[0, 0], 0, n_chunks * partials.shape[1] * sizeof(float))
         return
     with parallel(num_threads=num_threads):
         stage = aligned(&workspace[threadid(), 0])
@@ -214,6 +215,7 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
         if geo[0].staged:
             stage_clear(stage, geo)
         for chunk in prange(n_chunks, schedule="static"):
+            memset(&partials[chunk, 0], 0, partials.shape[1] * sizeof(float))
             first = chunk_start(chunk, n_pairs, n_chunks)
             last = chunk_start(chunk + 1, n_pairs, n_chunks)
             for g in range(groups):
@@ -240,21 +242,78 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
                         sub = sub + sub_count
 
 
+# sum_chunks_transposed's unit of work: a run of at most this many taps of one group by a
+# block of at most SUM_CHUNKS_CHANNELS of its output channels, summed in a thread's
+# SUM_CHUNKS_TAPS * SUM_CHUNKS_CHANNELS floats (16 KB, in L1) before they are transposed
+cdef enum:
+    SUM_CHUNKS_TAPS = 16
+    SUM_CHUNKS_CHANNELS = 256
+
+
+cdef void sum_chunks_transposed(const float[:, ::1] partials, float* out, Py_ssize_t groups,
+                                Py_ssize_t channels, Py_ssize_t k,
+                                int num_threads) noexcept nogil:
+    """out[(g, o), kk] = the sum over the chunks of partials[chunk, (g, kk, o)], each added to
+    0.0 chunk by chunk in order as np.add.reduce(partials, axis=0) does (so the same bits):
+    the chunks' tap-major sums in the weights' layout, in parallel over units of a run of
+    taps by a block of channels (contiguous rows of partials, summed across the lanes into a
+    thread's buffer, then transposed). A failed 16 KB malloc leaves ``out`` unwritten
+    (kernels never raise)."""
+    cdef Py_ssize_t n_chunks = partials.shape[0]
+    cdef Py_ssize_t row = partials.shape[1]
+    cdef Py_ssize_t runs = (k + SUM_CHUNKS_TAPS - 1) // SUM_CHUNKS_TAPS
+    cdef Py_ssize_t blocks = (channels + SUM_CHUNKS_CHANNELS - 1) // SUM_CHUNKS_CHANNELS
+    cdef Py_ssize_t unit, g, first, taps, c0, width, o, j, c
+    cdef float* sums = NULL
+    cdef float* acc = NULL
+    cdef const float* src = NULL
+    cdef const float* base = &partials[0, 0]
+    with parallel(num_threads=num_threads):
+        sums = <float*>malloc(SUM_CHUNKS_TAPS * SUM_CHUNKS_CHANNELS * sizeof(float))
+        for unit in prange(groups * runs * blocks, schedule="static"):
+            if sums == NULL:
+                continue
+            g = unit // (runs * blocks)
+            first = unit // blocks % runs * SUM_CHUNKS_TAPS
+            c0 = unit % blocks * SUM_CHUNKS_CHANNELS
+            taps = k - first if k - first < SUM_CHUNKS_TAPS else SUM_CHUNKS_TAPS
+            width = (channels - c0 if channels - c0 < SUM_CHUNKS_CHANNELS
+                     else SUM_CHUNKS_CHANNELS)
+            for j in range(taps):
+                acc = sums + j * SUM_CHUNKS_CHANNELS
+                for o in range(width):
+                    acc[o] = 0.0
+                for c in range(n_chunks):
+                    src = base + c * row + (g * k + first + j) * channels + c0
+                    for o in range(width):
+                        acc[o] = acc[o] + src[o]
+            for o in range(width):
+                for j in range(taps):
+                    out[(g * channels + c0 + o) * k + first + j] = (
+                        sums[j * SUM_CHUNKS_CHANNELS + o])
+        free(sums)
+
+
 def grad_weight_direct_chunks(const float[:, :, :, ::1] grad_output,
-                              const float[:, :, :, ::1] x, float[:, ::1] partials,
-                              float[:, ::1] workspace, Py_ssize_t[::1] taps, object geometry,
-                              Py_ssize_t groups, int num_threads):
-    """The weight gradient's chunk sums by the direct kernels (grad_weight_direct_chunks_impl),
-    tap-major; ``taps`` (k elements) receives the stage offset of every tap. For small
-    results (Direct.grad_weight); grad_weight_direct for large ones."""
+                              const float[:, :, :, ::1] x, float[:, :, :, ::1] grad_weight,
+                              float[:, ::1] partials, float[:, ::1] workspace,
+                              Py_ssize_t[::1] taps, object geometry, Py_ssize_t groups,
+                              int num_threads):
+    """The weight gradient by the direct kernels for small results (Direct.grad_weight;
+    grad_weight_direct for large ones): the chunks' sums, tap-major, into the rows of
+    ``partials`` (any contents; grad_weight_direct_chunks_impl), then added in chunk order and
+    transposed into ``grad_weight`` (sum_chunks_transposed). ``taps`` (k elements) receives
+    the stage offset of every tap."""
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t width = direct_block(geometry)
-    if width == 0:
+    if width == 0 or partials.shape[0] == 0:
         return
     with nogil:
         stage_taps(&geo, &taps[0])
         grad_weight_direct_chunks_impl(grad_output, x, partials, workspace, &taps[0], &geo,
                                        groups, width, num_threads)
+        sum_chunks_transposed(partials, &grad_weight[0, 0, 0, 0], groups, geo.out_channels_g,
+                              geo.k, num_threads)
 
 
 # The weight gradient's block of grad_output (one block of channels, pixel-major), read once
