@@ -34,6 +34,8 @@ def stage_size(geometry: _Geometry) -> int: ...
 
 # whether the direct kernels (src/_direct.h: AVX-512, float32) run: ISA is avx512
 DIRECT: bool
+# floats per thread of grad_weight_direct_chunks' ``sums`` (a run of taps by a block of channels)
+SUM_CHUNKS_FLOATS: int
 
 def direct_block(geometry: _Geometry) -> int: ...  # 32, 16, or 0: not applicable
 # pixels per run of a tile for the direct kernels (sizes their workspace rows)
@@ -57,6 +59,7 @@ def grad_weight_direct_chunks(
     grad_weight: np.ndarray,  # float[:, :, :, ::1]  (C_out, C_in/groups, kH, kW), overwritten
     partials: np.ndarray,  # float[:, ::1]  (chunks, C_out * k) any contents; tap-major sums
     workspace: np.ndarray,  # float[:, ::1]  (num_threads, as forward_direct's)
+    sums: np.ndarray,  # float[:, ::1]  (num_threads, SUM_CHUNKS_FLOATS), scratch
     taps: np.ndarray,  # intp[::1]  (k,), overwritten
     geometry: _Geometry,
     groups: int,

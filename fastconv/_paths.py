@@ -404,6 +404,7 @@ class Direct(ConvPath):
         # ResNet's 8 conv shapes (batch 32), the sums 249 us at 2 threads
         _conv.grad_weight_direct_chunks(grad_output, x, grad_weight,
                                         scratch((chunks, row), _F32), scratch(workspace, _F32),
+                                        scratch((threads, _conv.SUM_CHUNKS_FLOATS), _F32),
                                         np.empty(geometry.k, dtype=np.intp), geometry,
                                         plan.groups, threads)
 

@@ -48,7 +48,6 @@ nothing: each runs one path.
 """
 
 from cython.parallel cimport parallel, prange, threadid
-from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 

@@ -131,6 +131,7 @@ def test_direct_weight_chunks_sum_as_numpy(rng, chunks):
         _conv.grad_weight_direct_chunks(
             gy, x, grad_weight, partials,
             _paths.direct_workspace(threads, plan.geometry, np.dtype(np.float32)),
+            np.full((threads, _conv.SUM_CHUNKS_FLOATS), np.nan, dtype=np.float32),
             np.empty(plan.geometry.k, dtype=np.intp), plan.geometry, 2, threads)
         results.append((partials, grad_weight))
     partials, grad_weight = results[0]

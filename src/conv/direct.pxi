@@ -248,17 +248,18 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
 cdef enum:
     SUM_CHUNKS_TAPS = 16
     SUM_CHUNKS_CHANNELS = 256
+    _SUM_CHUNKS_FLOATS = SUM_CHUNKS_TAPS * SUM_CHUNKS_CHANNELS
+SUM_CHUNKS_FLOATS = _SUM_CHUNKS_FLOATS  # a row of grad_weight_direct_chunks' ``sums``
 
 
 cdef void sum_chunks_transposed(const float[:, ::1] partials, float* out, Py_ssize_t groups,
-                                Py_ssize_t channels, Py_ssize_t k,
+                                Py_ssize_t channels, Py_ssize_t k, float[:, ::1] buffers,
                                 int num_threads) noexcept nogil:
     """out[(g, o), kk] = the sum over the chunks of partials[chunk, (g, kk, o)], each added to
     0.0 chunk by chunk in order as np.add.reduce(partials, axis=0) does (so the same bits):
     the chunks' tap-major sums in the weights' layout, in parallel over units of a run of
     taps by a block of channels (contiguous rows of partials, summed across the lanes into a
-    thread's buffer, then transposed). A failed 16 KB malloc leaves ``out`` unwritten
-    (kernels never raise)."""
+    thread's row of ``buffers``, SUM_CHUNKS_FLOATS floats, then transposed)."""
     cdef Py_ssize_t n_chunks = partials.shape[0]
     cdef Py_ssize_t row = partials.shape[1]
     cdef Py_ssize_t runs = (k + SUM_CHUNKS_TAPS - 1) // SUM_CHUNKS_TAPS
@@ -269,10 +270,8 @@ cdef void sum_chunks_transposed(const float[:, ::1] partials, float* out, Py_ssi
     cdef const float* src = NULL
     cdef const float* base = &partials[0, 0]
     with parallel(num_threads=num_threads):
-        sums = <float*>malloc(SUM_CHUNKS_TAPS * SUM_CHUNKS_CHANNELS * sizeof(float))
+        sums = &buffers[threadid(), 0]
         for unit in prange(groups * runs * blocks, schedule="static"):
-            if sums == NULL:
-                continue
             g = unit // (runs * blocks)
             first = unit // blocks % runs * SUM_CHUNKS_TAPS
             c0 = unit % blocks * SUM_CHUNKS_CHANNELS
@@ -291,19 +290,18 @@ cdef void sum_chunks_transposed(const float[:, ::1] partials, float* out, Py_ssi
                 for j in range(taps):
                     out[(g * channels + c0 + o) * k + first + j] = (
                         sums[j * SUM_CHUNKS_CHANNELS + o])
-        free(sums)
 
 
 def grad_weight_direct_chunks(const float[:, :, :, ::1] grad_output,
                               const float[:, :, :, ::1] x, float[:, :, :, ::1] grad_weight,
                               float[:, ::1] partials, float[:, ::1] workspace,
-                              Py_ssize_t[::1] taps, object geometry, Py_ssize_t groups,
-                              int num_threads):
+                              float[:, ::1] sums, Py_ssize_t[::1] taps, object geometry,
+                              Py_ssize_t groups, int num_threads):
     """The weight gradient by the direct kernels for small results (Direct.grad_weight;
     grad_weight_direct for large ones): the chunks' sums, tap-major, into the rows of
     ``partials`` (any contents; grad_weight_direct_chunks_impl), then added in chunk order and
-    transposed into ``grad_weight`` (sum_chunks_transposed). ``taps`` (k elements) receives
-    the stage offset of every tap."""
+    transposed into ``grad_weight`` (sum_chunks_transposed, in ``sums``: num_threads rows
+    of SUM_CHUNKS_FLOATS). ``taps`` (k elements) receives the stage offset of every tap."""
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t width = direct_block(geometry)
     if width == 0 or partials.shape[0] == 0:
@@ -313,7 +311,7 @@ def grad_weight_direct_chunks(const float[:, :, :, ::1] grad_output,
         grad_weight_direct_chunks_impl(grad_output, x, partials, workspace, &taps[0], &geo,
                                        groups, width, num_threads)
         sum_chunks_transposed(partials, &grad_weight[0, 0, 0, 0], groups, geo.out_channels_g,
-                              geo.k, num_threads)
+                              geo.k, sums, num_threads)
 
 
 # The weight gradient's block of grad_output (one block of channels, pixel-major), read once
