@@ -777,6 +777,31 @@ def _interleave(plan: ConvPlan, phases: np.ndarray, offsets: np.ndarray,
                                         COPY_ELEMENTS_PER_THREAD))
 
 
+# StridedPhases pays where its phases run on the direct kernels (float32 on AVX-512, a
+# multiple of 16 input channels per group), with at least this many (sample, group) items
+# (the direct kernels' units of work) ...
+PHASES_MIN_ITEMS = 16
+# ... and every phase at least this many pixels. Measured on this Zen 4, 2 threads, float32,
+# min of 15 interleaved calls (load ~2.8), ms, phases / packed / BLAS:
+#   (32, 32, 28, 28) -> 64 3x3 s2 p1 (ResNet's l2.c1)    1.43 / 1.69 / 1.85
+#   (32, 64, 14, 14) -> 128 3x3 s2 p1 (l3.c1)            1.49 / 1.82 / 2.00
+#   (64, 16, 28, 28) -> 32 5x5 s2 p2                     1.91 / 2.76 / 3.01
+#   (16, 32, 30, 30) -> 32 3x3 s3                        0.36 / 0.41 / 0.38
+#   (16, 64, 56, 56) -> 64 3x3 s2 p1                     6.09 / 6.03 / 7.15
+#   (16, 64, 32, 32) -> 128 4x4 s2 p1                    5.68 / 5.70 / 7.46
+#   (32, 32, 28, 28) -> 64 3x3 s2 p0                     1.48 / 1.45 / 1.64
+# and below the bounds (the direct kernels' few items, or tiny planes, are slower than the
+# GEMMs' tiles):
+#   (32, 128, 7, 7) -> 256 3x3 s2 p1 (4x4 phases)        2.17 / 1.86 / 3.22
+#   (4, 32, 14, 14) -> 32 3x3 s2 p1                      0.092 / 0.087 / 0.074
+#   (8, 16, 16, 16) -> 32 3x3 s2 p1                      0.090 / 0.062 / 0.057
+#   (1, 64, 28, 28) -> 64 3x3 s2 p1                      0.31 / 0.14 / 0.15
+# Phases on the GEMM paths (float64, or too few channels for the direct kernels) lost
+# everywhere measured: the ResNet's two layers in float64 3.10 / 2.87 / 3.22 and 3.07 /
+# 2.86 / 3.30; (32, 3, 32, 32) -> 16 3x3 s2 p1 float32 0.23 / 0.12 / 0.10.
+PHASES_MIN_PIXELS = 49
+
+
 class StridedPhases(ConvPath):
     """Stride s > 1: the input pixels (i, j) with i = a, j = b (mod s) meet only the taps p, q
     with s dividing a + pad - p*d (likewise q), so each phase (a, b) of grad_input is a
@@ -795,28 +820,37 @@ class StridedPhases(ConvPath):
         return plan.phases is not None
 
     def pays(self, op: str, plan: ConvPlan) -> bool:
-        return True
+        return plan.batch * plan.groups >= PHASES_MIN_ITEMS and all(
+            isinstance(sub.forward, Direct) and phase.rows * phase.cols >= PHASES_MIN_PIXELS
+            for phase, sub in plan.phases if sub is not None)
 
     def takes(self, weight: np.ndarray) -> bool:
         return bool(np.isfinite(weight).all())
 
+    @staticmethod
+    def _layout(plan: ConvPlan) -> tuple[int, np.ndarray, tuple[tuple[Any, ...], ...]]:
+        """The phases' arrays one after another in one scratch buffer: its size, each phase's
+        offset (-1: zeros) and the (phase, sub-plan, slice of the buffer, shape) of those
+        computed."""
+        offsets = np.full(len(plan.phases), -1, dtype=np.intp)
+        runs, offset = [], 0
+        for index, (phase, sub) in enumerate(plan.phases):
+            if sub is not None:
+                shape = (plan.batch, plan.in_channels, phase.rows, phase.cols)
+                end = offset + plan.batch * plan.in_channels * phase.rows * phase.cols
+                runs.append((phase, sub, slice(offset, end), shape))
+                offsets[index], offset = offset, end
+        return offset, offsets, tuple(runs)
+
     def grad_input(self, plan, grad_output, weight, grad_input):
-        planes = plan.batch * plan.in_channels
-        sizes = [planes * phase.rows * phase.cols if sub is not None else 0
-                 for phase, sub in plan.phases]
-        buffer = scratch(sum(sizes), plan.dtype)
-        offsets = np.full(len(sizes), -1, dtype=np.intp)
-        offset = 0
-        for index, ((phase, sub), size) in enumerate(zip(plan.phases, sizes)):
-            if sub is None:
-                continue
+        size, offsets, runs = sizes_for(plan, ("grad_input", self.name),
+                                        lambda: self._layout(plan))
+        buffer = scratch(size, plan.dtype)
+        for phase, sub, part, shape in runs:
             sub.forward.forward(
                 sub, grad_output,
                 _transposed_weight(weight, plan.groups, phase.taps_h, phase.taps_w), None,
-                buffer[offset:offset + size].reshape(plan.batch, plan.in_channels,
-                                                     phase.rows, phase.cols))
-            offsets[index] = offset
-            offset += size
+                buffer[part].reshape(shape))
         _interleave(plan, buffer, offsets, grad_input)
 
 

@@ -151,7 +151,8 @@ def pooling_path(plan: ConvPlan, window: tuple[int, int]) -> Any:
 def _over_grad_output(plan: ConvPlan, geometry: Geometry | None) -> ConvPlan | None:
     """A sub-plan for a forward pass over ``plan``'s grad_output (the channels swapped) with
     ``geometry``, its forward path chosen among TRANSPOSED_FORWARD (Transposed's,
-    StridedPointwise's and StridedPhases'); None where ``geometry`` is (the path does not apply)."""
+    StridedPointwise's and StridedPhases'); None where ``geometry`` is (the path does not
+    apply; a phase no tap reaches)."""
     if geometry is None:
         return None
     sub = plan._replace(geometry=geometry, in_channels=plan.out_channels,
