@@ -822,7 +822,7 @@ class StridedPhases(ConvPath):
     def pays(self, op: str, plan: ConvPlan) -> bool:
         return plan.batch * plan.groups >= PHASES_MIN_ITEMS and all(
             isinstance(sub.forward, Direct) and phase.rows * phase.cols >= PHASES_MIN_PIXELS
-            for phase, sub in plan.phases if sub is not None)
+            for phase, sub in plan.phases or () if sub is not None)
 
     def takes(self, weight: np.ndarray) -> bool:
         return bool(np.isfinite(weight).all())
@@ -832,9 +832,10 @@ class StridedPhases(ConvPath):
         """The phases' arrays one after another in one scratch buffer: its size, each phase's
         offset (-1: zeros) and the (phase, sub-plan, slice of the buffer, shape) of those
         computed."""
-        offsets = np.full(len(plan.phases), -1, dtype=np.intp)
+        phases = plan.phases or ()
+        offsets = np.full(len(phases), -1, dtype=np.intp)
         runs, offset = [], 0
-        for index, (phase, sub) in enumerate(plan.phases):
+        for index, (phase, sub) in enumerate(phases):
             if sub is not None:
                 shape = (plan.batch, plan.in_channels, phase.rows, phase.cols)
                 end = offset + plan.batch * plan.in_channels * phase.rows * phase.cols
