@@ -145,6 +145,21 @@ def test_same_padding_stride_two(rng):
     assert_grad_close(ours, _reference(grad_output, x, weight, (2, 2), ((0, 1), (1, 2))))
 
 
+@pytest.mark.parametrize("mode", ["reflect", "circular", "replicate"])
+def test_padding_modes(rng, mode):
+    """The other padding modes pad explicitly: the phases of the padded input's gradient,
+    folded back (conv2d_backward), equal to the reference's."""
+    grad_output, x, weight = _case(rng, np.float64, 2, 4, 6, (11, 10), (3, 3), (2, 2), (1, 1))
+    with use_paths(grad_input="strided-phases"):
+        conv, _ = conv_module._prepare(x, weight, None, 2, 1, 1, 1, mode)
+        ours = fastconv.conv2d_backward(grad_output, x, weight, 2, 1, padding_mode=mode,
+                                        need=("input",))[0]
+    assert conv.plan.grad_input[0].name == "strided-phases"
+    wanted = conv2d_backward_ref(grad_output, x, weight, stride=(2, 2), pads=(1, 1, 1, 1),
+                                 mode=mode)[0]
+    assert_grad_close(ours, wanted)
+
+
 def test_matches_torch(rng, torch, dtype):
     grad_output, x, weight = _case(rng, dtype, 3, 32, 64, (14, 14), (3, 3), (2, 2), (1, 1))
     ours = _grad_input(grad_output, x, weight, 2, 1)
