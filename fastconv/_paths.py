@@ -358,7 +358,7 @@ class Direct(ConvPath):
 
         def make() -> tuple[Any, ...]:
             return (scratch(workspace, _F32), scratch(packed, _F32),
-                    np.empty(geometry.k, dtype=np.intp))
+                    np.empty(_conv.direct_taps_size(geometry), dtype=np.intp))
 
         def run(x, weight, bias, out):
             work, pack, taps = thread_scratch(plan, memo_key, make)

@@ -178,6 +178,61 @@ def test_direct_weight_gradient_writes_every_element(rng, mode):
     assert_grad_close(fresh, _reference(x, weight, bias, gy, kwargs)[1][1])
 
 
+# (N, C_in, H, W, C_out, kernel, stride, padding, dilation): the forward pass's tap lists
+# per output row (direct_tap_lists) and the runs at the edges of the rows where padding is
+# reached
+PADDING_CASES = [
+    (2, 16, 7, 7, 32, (3, 3), 1, 1, 1),     # the small ResNet's 7x7: top and bottom rows
+    (2, 8, 6, 9, 16, (3, 3), 2, 1, 1),      # stride 2: the top row only
+    (1, 8, 9, 8, 48, (5, 3), 1, (2, 1), 1),  # two rows of each edge, 16 + 32 channels
+    (1, 8, 3, 10, 32, (5, 5), 1, 2, 1),     # 3 rows: each reaches both paddings
+    (1, 8, 1, 12, 32, (3, 3), 1, 1, 1),     # one row: only its middle kernel row
+    (2, 8, 8, 8, 32, (3, 3), 1, 2, 2),      # dilation 2
+    (1, 8, 4, 6, 32, (3, 3), 1, 3, 1),      # rows that reach no input row at all
+    (1, 8, 5, 30, 16, (3, 3), 1, 1, 1),     # rows of two runs (16 channels: at most 24)
+    (1, 8, 4, 1, 32, (3, 3), 1, 2, 1),      # a tap on the padding of both ends of a row
+    (1, 4, 30, 30, 32, (3, 3), 1, 1, 1),    # tiles that start mid-row
+]
+
+
+@needs_direct
+@pytest.mark.parametrize("geometry", PADDING_CASES,
+                         ids=[f"p{i}" for i in range(len(PADDING_CASES))])
+@pytest.mark.parametrize("weights", ["finite", "inf", "nan"])
+def test_direct_padding_changes_no_bit(rng, geometry, weights):
+    """With finite weights the forward pass leaves out the products with the stage's padding
+    (the taps of kernel rows that read only padding rows, direct_tap_lists, and those of a
+    row's first and last pixels on padding columns): the same bits as the whole chain of
+    taps, which the same convolution of the input zero-padded by hand (no padding to leave
+    out) computes; with an inf or NaN weight (here in the last block of channels, on the
+    first kernel row and column) every product stays, and those with padded zeros are NaN as
+    there. On 1, 2 and 3 threads."""
+    n, cin, h, w, cout, kernel, stride, padding, dilation = geometry
+    pad_h, pad_w = padding if isinstance(padding, tuple) else (padding, padding)
+    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
+    weight = rng.standard_normal((cout, cin) + kernel).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    if weights != "finite":
+        weight[-1, 1, 0, 0] = np.inf if weights == "inf" else np.nan
+    padded = np.pad(x, ((0, 0), (0, 0), (pad_h, pad_h), (pad_w, pad_w)))
+    results = []
+    with use_paths(forward="direct"), np.errstate(invalid="ignore"):
+        for threads in (1, 2, 3):
+            with fastconv.threads(threads):
+                results.append(fastconv.conv2d(x, weight, bias, stride=stride,
+                                               padding=padding, dilation=dilation))
+                results.append(fastconv.conv2d(padded, weight, bias, stride=stride,
+                                               dilation=dilation))
+    for other in results[1:]:
+        np.testing.assert_array_equal(other.view(np.uint32), results[0].view(np.uint32))
+    if weights == "finite":
+        assert_close(results[0], conv2d_ref(x, weight, bias, pads=(pad_h, pad_h, pad_w, pad_w),
+                                            stride=(stride, stride),
+                                            dilation=(dilation, dilation)))
+    else:
+        assert np.isnan(results[0][:, -1]).any()
+
+
 def test_numpy_sums_chunks_row_by_row():
     """What sum_chunks_transposed mirrors: np.add.reduce over axis 0 of a C-contiguous
     (chunks, row) array adds the rows to 0.0 in order (no pairwise summation across rows): a

@@ -1,10 +1,10 @@
 cdef extern from "_direct.h" nogil:
     int fc_direct_init()
-    void fc_direct_tile(const float* stage, const Py_ssize_t* off, Py_ssize_t k,
-                        const float* wpack, Py_ssize_t channels, int v, Py_ssize_t out_w,
-                        Py_ssize_t row_step, Py_ssize_t p0, Py_ssize_t count,
+    void fc_direct_tile(const float* stage, const Py_ssize_t* taps, const Py_ssize_t* rows,
+                        const float* wpack, Py_ssize_t k, Py_ssize_t channels, int v,
+                        Py_ssize_t out_w, Py_ssize_t row_step, Py_ssize_t p0, Py_ssize_t count,
                         const float* bias, float* tbuf)
-    void fc_direct_pack(const float* weight, Py_ssize_t k, Py_ssize_t width, float* wpack)
+    int fc_direct_pack(const float* weight, Py_ssize_t k, Py_ssize_t width, float* wpack)
     void fc_direct_store(const float* tbuf, Py_ssize_t channels, Py_ssize_t count, float* y,
                          Py_ssize_t plane)
     void fc_dgrad_tile(const float* stage, const Py_ssize_t* off, Py_ssize_t k,
@@ -93,6 +93,71 @@ cdef void stage_taps(const Geometry* geo, Py_ssize_t* taps) noexcept nogil:
                     + (tap % geo.stride_w) * geo.st_w + tap // geo.stride_w)
 
 
+cdef inline Py_ssize_t direct_tap_classes(const Geometry* geo) noexcept nogil:
+    """At most how many different tap lists direct_tap_lists makes: the kernel rows that
+    reach the input, p_lo(oy) .. p_hi(oy), only ever fall as oy grows, each at most kH - 1
+    times."""
+    cdef Py_ssize_t classes = 2 * geo.kernel_h - 1
+    return classes if classes < geo.out_h else (geo.out_h if geo.out_h > 0 else 1)
+
+
+def direct_taps_size(object geometry):
+    """Elements (intp) of forward_direct's ``taps``: the stage offsets (stage_taps), the
+    rows' (start, count) and their tap lists (direct_tap_lists)."""
+    cdef Geometry geo = make_geometry(geometry)
+    return geo.k + 2 * geo.out_h + 2 * geo.k * direct_tap_classes(&geo)
+
+
+cdef void direct_tap_lists(const Geometry* geo, const Py_ssize_t* off, Py_ssize_t width,
+                           bint skip, Py_ssize_t* rows) noexcept nogil:
+    """The forward micro-kernels' tap lists (src/_direct.h) from the stage offsets ``off``
+    (stage_taps): rows[2*oy] is where output row oy's list starts in ``rows``, rows[2*oy + 1]
+    its length; the lists follow the 2*out_h entries, pairs of (stage offset, kk * width: the
+    tap's weights in its packed block, plus its kind) in tap order. Every tap of kind 0, or
+    with ``skip`` (the weights all finite) every tap whose kernel row p reads an input row
+    for output row oy, of kind 1 where its column is padding for the row's first pixel, + 2
+    for its last: the other products are padded zeros times finite weights, exact zeros that
+    change no bit of the sums (src/_direct.h). Rows with the same kernel rows share a list
+    (they are consecutive: see direct_tap_classes)."""
+    cdef Py_ssize_t oy, kk, c, p, q, lo, hi, kind, prev_lo = -1, prev_hi = -1
+    cdef Py_ssize_t end = 2 * geo.out_h, start = 0, count = 0
+    for oy in range(geo.out_h):
+        lo = 0
+        hi = geo.kernel_h - 1
+        if skip:
+            # staged row py = oy*stride_h + p*dil_h holds input row py - pad_top
+            while lo <= hi and oy * geo.stride_h + lo * geo.dil_h < geo.pad_top:
+                lo = lo + 1
+            while hi >= lo and oy * geo.stride_h + hi * geo.dil_h >= geo.pad_top + geo.in_h:
+                hi = hi - 1
+        if lo != prev_lo or hi != prev_hi:
+            start = end
+            count = 0
+            kk = 0
+            for c in range(geo.in_channels_g):
+                for p in range(geo.kernel_h):
+                    if lo <= p <= hi:
+                        for q in range(geo.kernel_w):
+                            kind = 0
+                            if skip:
+                                # input column ox*stride_w + q*dil_w - pad_left, ox = 0 and
+                                # out_w - 1
+                                if q * geo.dil_w < geo.pad_left:
+                                    kind = 1
+                                if ((geo.out_w - 1) * geo.stride_w + q * geo.dil_w
+                                        - geo.pad_left >= geo.in_w):
+                                    kind = kind + 2
+                            rows[end] = off[kk + q]
+                            rows[end + 1] = (kk + q) * width + kind
+                            end = end + 2
+                        count = count + geo.kernel_w
+                    kk = kk + geo.kernel_w
+            prev_lo = lo
+            prev_hi = hi
+        rows[2 * oy] = start
+        rows[2 * oy + 1] = count
+
+
 def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
                           const float[::1] bias, float[:, :, :, ::1] out,
                           float[:, ::1] workspace, float[::1] packed_weight,
@@ -102,11 +167,13 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
     direct_block is not 0): no im2col block; each tile's sums come out pixel-major and are
     transposed into ``out``.
 
-    ``taps`` (k elements) receives the stage offset of every tap; ``packed_weight`` (groups *
-    C_out/groups * k, and 64 bytes of slack) the weights as [group][block][tap][channel of the
-    block]. ``workspace`` has one row per thread: 64 bytes of slack, the stage (stage_size),
-    and direct_run_pixels * C_out/groups for the sums of a run of a tile's pixels. ``relu``:
-    the run's sums are ReLU'd (src/_epilogue.h) before they are transposed into ``out``.
+    ``taps`` (direct_taps_size elements) receives the stage offset of every tap and each
+    output row's list of taps (direct_tap_lists: those on the padding rows left out where
+    the weights are finite); ``packed_weight`` (groups * C_out/groups * k, and 64 bytes of
+    slack) the weights as [group][block][tap][channel of the block]. ``workspace`` has one
+    row per thread: 64 bytes of slack, the stage (stage_size), and direct_run_pixels *
+    C_out/groups for the sums of a run of a tile's pixels. ``relu``: the run's sums are
+    ReLU'd (src/_epilogue.h) before they are transposed into ``out``.
     """
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t batch = x.shape[0]
@@ -119,13 +186,17 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
     cdef Py_ssize_t run = direct_run(&geo)
     cdef Py_ssize_t item, n, g, t, p0, count, chunk, first, last, staged_item, kk, o
     cdef Py_ssize_t sub, sub_count, t_end, blk
+    cdef int nonfinite = 0
     cdef float* wpack = NULL
     cdef float* stage = NULL
     cdef float* tbuf = NULL
     cdef const float* src = NULL
-    if n_items == 0 or width == 0:
+    cdef Py_ssize_t* rows = NULL
+    if (n_items == 0 or width == 0
+            or taps.shape[0] < geo.k + 2 * geo.out_h + 2 * geo.k * direct_tap_classes(&geo)):
         return
     wpack = aligned(&packed_weight[0])
+    rows = &taps[geo.k]
     with nogil:
         stage_taps(&geo, &taps[0])
         # the weights packed by register transposes, a block of channels at a time; in
@@ -133,13 +204,14 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
         # serially element by element)
         if groups * channels * geo.k < DIRECT_PACK_PARALLEL or num_threads == 1:
             for blk in range(groups * channels // width):
-                fc_direct_pack(&weight[blk * width, 0, 0, 0], geo.k, width,
-                               wpack + blk * width * geo.k)
+                nonfinite = nonfinite | fc_direct_pack(&weight[blk * width, 0, 0, 0], geo.k,
+                                                       width, wpack + blk * width * geo.k)
         else:
             for blk in prange(groups * channels // width, schedule="static",
                               num_threads=num_threads):
-                fc_direct_pack(&weight[blk * width, 0, 0, 0], geo.k, width,
-                               wpack + blk * width * geo.k)
+                nonfinite |= fc_direct_pack(&weight[blk * width, 0, 0, 0], geo.k, width,
+                                            wpack + blk * width * geo.k)
+        direct_tap_lists(&geo, &taps[0], width, nonfinite == 0, rows)
     with nogil, parallel(num_threads=num_threads):
         stage = aligned(&workspace[threadid(), 0])
         tbuf = stage + stage_elements
@@ -172,10 +244,10 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
                 sub = p0
                 while sub < p0 + count:
                     sub_count = p0 + count - sub if p0 + count - sub < run else run
-                    fc_direct_tile(src, &taps[0], geo.k, wpack + g * channels * geo.k, channels,
-                                   <int>(width // 16), geo.out_w, geo.stride_h * geo.st_row,
-                                   sub, sub_count, &bias[g * channels] if has_bias else NULL,
-                                   tbuf)
+                    fc_direct_tile(src, rows, rows, wpack + g * channels * geo.k, geo.k,
+                                   channels, <int>(width // 16), geo.out_w,
+                                   geo.stride_h * geo.st_row, sub, sub_count,
+                                   &bias[g * channels] if has_bias else NULL, tbuf)
                     if relu:
                         fc_srelu_rows(tbuf, 1, sub_count * channels, sub_count * channels)
                     fc_direct_store(tbuf, channels, sub_count,
