@@ -405,7 +405,8 @@ class Direct(ConvPath):
         _conv.grad_weight_direct_chunks(grad_output, x, grad_weight,
                                         scratch((chunks, row), _F32), scratch(workspace, _F32),
                                         scratch((threads, _conv.SUM_CHUNKS_FLOATS), _F32),
-                                        np.empty(geometry.k, dtype=np.intp), geometry,
+                                        np.empty(_conv.direct_wgrad_taps_size(geometry),
+                                                 dtype=np.intp), geometry,
                                         plan.groups, threads)
 
 

@@ -143,24 +143,26 @@ FC_DIRECT_FAMILY(FC_DIRECT_EDGE_KERNEL, fc_direct_edge_kernel_t, fc_direct_edge_
 #endif
 
 /* The weight gradient's micro-kernel: for R taps and a block of 16*V output channels, the
- * sums over the pixels [p0, p0 + count) of one (sample, group),
+ * sums over the pixels [p0, p0 + count) of one (sample, group) whose column is in [cx0, cx1),
  *
- *     out[r*ldo + j] += sum_i stage[pix(i) + off[r]] * gyt[(i - p0)*ldg + j]
+ *     out[oo[r] + j] += sum_i stage[pix(i) + off[r]] * gyt[(i - p0)*ldg + j]
  *
- * kept in R x V registers over the whole tile (pix(i) = oy*row_step + ox for pixel i = (oy,
- * ox)), then added to ``out`` once: grad_output's tile, transposed pixel-major (gyt), is read
- * a vector at a time, the input values broadcast from the stage in place. */
+ * (oo NULL: out[r*ldo + j]) kept in R x V registers over the whole tile (pix(i) = oy*row_step
+ * + ox for pixel i = (oy, ox)), then added to ``out`` once: grad_output's tile, transposed
+ * pixel-major (gyt), is read a vector at a time, the input values broadcast from the stage
+ * in place. The column window leaves out pixels whose products are padded zeros (see
+ * fc_dgrad_tile). */
 #if FC_HAVE_X86_TARGETS
 #define FC_DGRAD_KERNEL(NAME, R, V)                                                          \
     __attribute__((target("avx512f"))) static void                                           \
     NAME(const float *stage, const ptrdiff_t *off, ptrdiff_t out_w, ptrdiff_t row_step,      \
          ptrdiff_t p0, ptrdiff_t count, const float *gyt, ptrdiff_t ldg, float *out,         \
-         ptrdiff_t ldo)                                                                      \
+         ptrdiff_t ldo, const ptrdiff_t *oo, ptrdiff_t cx0, ptrdiff_t cx1)                   \
     {                                                                                        \
         __m512 acc[R][V], gv[V], b;                                                          \
         const float *s[R];                                                                   \
         const float *g = gyt;                                                                \
-        ptrdiff_t p = p0, end = p0 + count, oy, ox, seg, i;                                  \
+        ptrdiff_t p = p0, end = p0 + count, oy, ox, seg, i, lo, hi;                          \
         int r, v;                                                                            \
         _Pragma("GCC unroll 24") for (r = 0; r < R; r++)                                     \
             _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                                  \
@@ -169,30 +171,32 @@ FC_DIRECT_FAMILY(FC_DIRECT_EDGE_KERNEL, fc_direct_edge_kernel_t, fc_direct_edge_
             oy = p / out_w;                                                                  \
             ox = p - oy * out_w;                                                             \
             seg = out_w - ox < end - p ? out_w - ox : end - p;                               \
+            lo = cx0 > ox ? cx0 - ox : 0;                                                    \
+            hi = cx1 - ox < seg ? cx1 - ox : seg;                                            \
             _Pragma("GCC unroll 24") for (r = 0; r < R; r++)                                 \
                 s[r] = stage + oy * row_step + ox + off[r];                                  \
-            for (i = 0; i < seg; i++) {                                                      \
+            for (i = lo; i < hi; i++) {                                                      \
                 _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                              \
-                    gv[v] = _mm512_loadu_ps(g + 16 * v);                                     \
+                    gv[v] = _mm512_loadu_ps(g + i * ldg + 16 * v);                           \
                 _Pragma("GCC unroll 24") for (r = 0; r < R; r++) {                           \
                     b = _mm512_set1_ps(s[r][i]);                                             \
                     _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                          \
                         acc[r][v] = _mm512_fmadd_ps(b, gv[v], acc[r][v]);                    \
                 }                                                                            \
-                g += ldg;                                                                    \
             }                                                                                \
+            g += seg * ldg;                                                                  \
             p += seg;                                                                        \
         }                                                                                    \
         _Pragma("GCC unroll 24") for (r = 0; r < R; r++)                                     \
             _Pragma("GCC unroll 2") for (v = 0; v < V; v++) {                                \
-                float *o = out + r * ldo + 16 * v;                                           \
+                float *o = out + (oo ? oo[r] : r * ldo) + 16 * v;                            \
                 _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), acc[r][v]));           \
             }                                                                                \
     }
 
 typedef void (*fc_dgrad_kernel_t)(const float *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
                                   ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, float *,
-                                  ptrdiff_t);
+                                  ptrdiff_t, const ptrdiff_t *, ptrdiff_t, ptrdiff_t);
 
 /* fc_dgrad_2[taps], fc_dgrad_1[taps]: the weight gradient's micro-kernel for that many taps */
 FC_DIRECT_FAMILY(FC_DGRAD_KERNEL, fc_dgrad_kernel_t, fc_dgrad_)
@@ -299,29 +303,56 @@ static void fc_direct_store(const float *tbuf, ptrdiff_t channels, ptrdiff_t cou
 }
 
 /* out[kk*channels + o] += sum over the pixels [p0, p0 + count) of one (sample, group) of
- * stage[pix(i) + off[kk]] * gy[o, i], for the k taps (near-equal blocks of at most the
- * micro-kernel's) and the channels in blocks of 16 * v: ``gyt`` is grad_output's tile
- * transposed (fc_direct_load), ``out`` the tap-major [kk][o] sums of one group. */
-static void fc_dgrad_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k,
-                          ptrdiff_t channels, int v, ptrdiff_t out_w, ptrdiff_t row_step,
-                          ptrdiff_t p0, ptrdiff_t count, const float *gyt, float *out)
+ * stage[pix(i) + off[kk]] * gy[o, i], for the taps in blocks and the channels in blocks of
+ * 16 * v: ``gyt`` is grad_output's tile transposed (fc_direct_load), ``out`` the tap-major
+ * [kk][o] sums of one group. Block b (of ``blocks``, six entries each: first, count, oy_lo,
+ * oy_hi, ox_lo, ox_hi; src/conv/direct.pxi, direct_wgrad_blocks) sums the taps off[first ..
+ * first + count) (at most the micro-kernel's) into out + oo[...]; with ``skip`` (gyt all
+ * finite) over the output rows [oy_lo, oy_hi) and columns [ox_lo, ox_hi) only, where its
+ * taps read the input: the other products are padded zeros times finite values, exact zeros
+ * (a sum that starts at +0 never becomes -0), so every sum keeps its bits. */
+static void fc_dgrad_tile(const float *stage, const ptrdiff_t *blocks, ptrdiff_t nblocks,
+                          const ptrdiff_t *off, const ptrdiff_t *oo, ptrdiff_t channels, int v,
+                          ptrdiff_t out_w, ptrdiff_t row_step, ptrdiff_t p0, ptrdiff_t count,
+                          const float *gyt, float *out, int skip)
 {
 #if FC_HAVE_X86_TARGETS
     const fc_dgrad_kernel_t *table = v == 2 ? fc_dgrad_2 : fc_dgrad_1;
-    ptrdiff_t r_max = v == 2 ? FC_DIRECT_MR2 : FC_DIRECT_MR1;
-    ptrdiff_t width = 16 * v, blocks = channels / width;
-    ptrdiff_t runs = (k + r_max - 1) / r_max, r, first, last, blk;
-    for (r = 0; r < runs; r++) {
-        first = k * r / runs;
-        last = k * (r + 1) / runs;
-        for (blk = 0; blk < blocks; blk++)
-            table[last - first](stage, off + first, out_w, row_step, p0, count,
-                                gyt + blk * width, channels, out + first * channels
-                                + blk * width, channels);
+    ptrdiff_t width = 16 * v, n_blk = channels / width;
+    ptrdiff_t b, blk, pa, pb, cx0, cx1;
+    for (b = 0; b < nblocks; b++) {
+        const ptrdiff_t *d = blocks + 6 * b;
+        pa = p0;
+        pb = p0 + count;
+        cx0 = 0;
+        cx1 = out_w;
+        if (skip) {
+            pa = d[2] * out_w > pa ? d[2] * out_w : pa;
+            pb = d[3] * out_w < pb ? d[3] * out_w : pb;
+            cx0 = d[4];
+            cx1 = d[5];
+        }
+        if (pa >= pb || cx0 >= cx1)
+            continue;
+        for (blk = 0; blk < n_blk; blk++)
+            table[d[1]](stage, off + d[0], out_w, row_step, pa, pb - pa,
+                        gyt + (pa - p0) * channels + blk * width, channels, out + blk * width,
+                        channels, oo + d[0], cx0, cx1);
     }
 #else
-    (void)stage; (void)off; (void)k; (void)channels; (void)v; (void)out_w; (void)row_step;
-    (void)p0; (void)count; (void)gyt; (void)out;
+    (void)stage; (void)blocks; (void)nblocks; (void)off; (void)oo; (void)channels; (void)v;
+    (void)out_w; (void)row_step; (void)p0; (void)count; (void)gyt; (void)out; (void)skip;
+#endif
+}
+
+/* whether any of x[0 .. n) (n a multiple of 16) is an inf or a NaN */
+static int fc_direct_any_nonfinite(const float *x, ptrdiff_t n)
+{
+#if FC_HAVE_X86_TARGETS
+    return fc_direct_nonfinite(x, n);
+#else
+    (void)x; (void)n;
+    return 1;
 #endif
 }
 
@@ -335,7 +366,7 @@ static void fc_dgrad_unit(const float *stage, const ptrdiff_t *off, ptrdiff_t ta
 {
 #if FC_HAVE_X86_TARGETS
     (v == 2 ? fc_dgrad_2 : fc_dgrad_1)[taps](stage, off, out_w, row_step, p0, count, gyt,
-                                             ldg, out, ldo);
+                                             ldg, out, ldo, NULL, 0, out_w);
 #else
     (void)stage; (void)off; (void)taps; (void)v; (void)out_w; (void)row_step; (void)p0;
     (void)count; (void)gyt; (void)ldg; (void)out; (void)ldo;

@@ -132,7 +132,8 @@ def test_direct_weight_chunks_sum_as_numpy(rng, chunks):
             gy, x, grad_weight, partials,
             _paths.direct_workspace(threads, plan.geometry, np.dtype(np.float32)),
             np.full((threads, _conv.SUM_CHUNKS_FLOATS), np.nan, dtype=np.float32),
-            np.empty(plan.geometry.k, dtype=np.intp), plan.geometry, 2, threads)
+            np.empty(_conv.direct_wgrad_taps_size(plan.geometry), dtype=np.intp),
+            plan.geometry, 2, threads)
         results.append((partials, grad_weight))
     partials, grad_weight = results[0]
     for other_partials, other in results[1:]:
@@ -202,35 +203,45 @@ PADDING_CASES = [
 def test_direct_padding_changes_no_bit(rng, geometry, weights):
     """With finite weights the forward pass leaves out the products with the stage's padding
     (the taps of kernel rows that read only padding rows, direct_tap_lists, and those of a
-    row's first and last pixels on padding columns): the same bits as the whole chain of
-    taps, which the same convolution of the input zero-padded by hand (no padding to leave
-    out) computes; with an inf or NaN weight (here in the last block of channels, on the
-    first kernel row and column) every product stays, and those with padded zeros are NaN as
-    there. On 1, 2 and 3 threads."""
+    row's first and last pixels on padding columns), and with a finite grad_output the weight
+    gradient's chunks (taps blocked by kernel position, direct_wgrad_blocks) those outside
+    each block's window of rows and columns: the same bits as the whole chains, which the same
+    convolution of the input zero-padded by hand (no padding to leave out) computes; with an
+    inf or NaN weight (here in the last block of channels, on the first kernel row and
+    column) or in grad_output (at the first pixel) every product stays, and those with padded
+    zeros are NaN as there. On 1, 2 and 3 threads."""
     n, cin, h, w, cout, kernel, stride, padding, dilation = geometry
     pad_h, pad_w = padding if isinstance(padding, tuple) else (padding, padding)
     x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
     weight = rng.standard_normal((cout, cin) + kernel).astype(np.float32)
     bias = rng.standard_normal(cout).astype(np.float32)
+    kwargs = dict(stride=stride, dilation=dilation)
+    gy = rng.standard_normal(fastconv.conv2d(x, weight, **kwargs, padding=padding).shape
+                             ).astype(np.float32)
     if weights != "finite":
-        weight[-1, 1, 0, 0] = np.inf if weights == "inf" else np.nan
+        weight[-1, 1, 0, 0] = gy[-1, 1, 0, 0] = np.inf if weights == "inf" else np.nan
     padded = np.pad(x, ((0, 0), (0, 0), (pad_h, pad_h), (pad_w, pad_w)))
     results = []
-    with use_paths(forward="direct"), np.errstate(invalid="ignore"):
+    with use_paths(forward="direct", grad_weight="direct"), np.errstate(invalid="ignore"):
         for threads in (1, 2, 3):
             with fastconv.threads(threads):
-                results.append(fastconv.conv2d(x, weight, bias, stride=stride,
-                                               padding=padding, dilation=dilation))
-                results.append(fastconv.conv2d(padded, weight, bias, stride=stride,
-                                               dilation=dilation))
-    for other in results[1:]:
-        np.testing.assert_array_equal(other.view(np.uint32), results[0].view(np.uint32))
+                for data, pads in ((x, padding), (padded, 0)):
+                    results.append((
+                        fastconv.conv2d(data, weight, bias, **kwargs, padding=pads),
+                        fastconv.conv2d_backward(gy, data, weight, **kwargs, padding=pads,
+                                                 need=("weight",))[1]))
+    for y, grad_weight in results[1:]:
+        np.testing.assert_array_equal(y.view(np.uint32), results[0][0].view(np.uint32))
+        np.testing.assert_array_equal(grad_weight.view(np.uint32),
+                                      results[0][1].view(np.uint32))
+    y, grad_weight = results[0]
     if weights == "finite":
-        assert_close(results[0], conv2d_ref(x, weight, bias, pads=(pad_h, pad_h, pad_w, pad_w),
-                                            stride=(stride, stride),
-                                            dilation=(dilation, dilation)))
+        ref = dict(pads=(pad_h, pad_h, pad_w, pad_w), stride=(stride, stride),
+                   dilation=(dilation, dilation))
+        assert_close(y, conv2d_ref(x, weight, bias, **ref))
+        assert_grad_close(grad_weight, conv2d_backward_ref(gy, x, weight, **ref)[1])
     else:
-        assert np.isnan(results[0][:, -1]).any()
+        assert np.isnan(y[:, -1]).any() and np.isnan(grad_weight[1]).any()
 
 
 def test_numpy_sums_chunks_row_by_row():

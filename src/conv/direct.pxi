@@ -7,9 +7,11 @@ cdef extern from "_direct.h" nogil:
     int fc_direct_pack(const float* weight, Py_ssize_t k, Py_ssize_t width, float* wpack)
     void fc_direct_store(const float* tbuf, Py_ssize_t channels, Py_ssize_t count, float* y,
                          Py_ssize_t plane)
-    void fc_dgrad_tile(const float* stage, const Py_ssize_t* off, Py_ssize_t k,
-                       Py_ssize_t channels, int v, Py_ssize_t out_w, Py_ssize_t row_step,
-                       Py_ssize_t p0, Py_ssize_t count, const float* gyt, float* out)
+    void fc_dgrad_tile(const float* stage, const Py_ssize_t* blocks, Py_ssize_t nblocks,
+                       const Py_ssize_t* off, const Py_ssize_t* oo, Py_ssize_t channels, int v,
+                       Py_ssize_t out_w, Py_ssize_t row_step, Py_ssize_t p0, Py_ssize_t count,
+                       const float* gyt, float* out, int skip)
+    int fc_direct_any_nonfinite(const float* x, Py_ssize_t n)
     void fc_dgrad_unit(const float* stage, const Py_ssize_t* off, Py_ssize_t taps, int v,
                        Py_ssize_t out_w, Py_ssize_t row_step, Py_ssize_t p0,
                        Py_ssize_t count, const float* gyt, Py_ssize_t ldg, float* out,
@@ -255,18 +257,106 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
                     sub = sub + sub_count
 
 
+# The weight gradient's chunks group the taps by kernel position (p, q), each group's
+# channels in blocks, where the input has at least this many channels per group and the taps
+# reach padding: a block's products with padded zeros then fall outside one window of rows and
+# columns (fc_dgrad_tile), left out
+cdef enum:
+    DGRAD_GROUP_MIN_CHANNELS = 8
+
+
+def direct_wgrad_taps_size(object geometry):
+    """Elements (intp) of grad_weight_direct_chunks' ``taps``: the stage offsets
+    (stage_taps), then direct_wgrad_blocks' lists."""
+    cdef Geometry geo = make_geometry(geometry)
+    return 9 * geo.k
+
+
+cdef void dgrad_window(Py_ssize_t first, Py_ssize_t step, Py_ssize_t count, Py_ssize_t size,
+                       Py_ssize_t* out) noexcept nogil:
+    """out[0:2] = [lo, hi): the j < count with 0 <= first + j*step < size (valid_range)."""
+    cdef Py_ssize_t lo, hi
+    valid_range(first, step, count, size, &lo, &hi)
+    out[0] = lo
+    out[1] = hi
+
+
+cdef Py_ssize_t direct_wgrad_blocks(const Geometry* geo, const Py_ssize_t* taps, Py_ssize_t r_max,
+                                    Py_ssize_t channels, Py_ssize_t* lists) noexcept nogil:
+    """The weight gradient's blocks of taps for fc_dgrad_tile from the stage offsets ``taps``
+    (stage_taps): lists[0 : k] the taps' stage offsets in block order, lists[k : 2k] their rows
+    of the sums (kk * channels), then six entries a block (first, count, oy_lo, oy_hi, ox_lo,
+    ox_hi: the output rows and columns whose pixels its taps read inside the input). By
+    kernel position (p, q), the channels of each in near-equal blocks of at most r_max, where
+    DGRAD_GROUP_MIN_CHANNELS and padding allow; else consecutive taps, in near-equal blocks
+    of at most r_max, with whole windows. Returns the number of blocks. The blocking changes
+    no sum: each is over the same pixels in the same order."""
+    cdef Py_ssize_t k = geo.k, taps_hw = geo.kernel_h * geo.kernel_w
+    cdef Py_ssize_t* off = lists
+    cdef Py_ssize_t* oo = lists + k
+    cdef Py_ssize_t* blocks = lists + 2 * k
+    cdef Py_ssize_t nb = 0, n = 0, pq, c, runs, r, first, last, kk
+    cdef Py_ssize_t rows[2]
+    cdef Py_ssize_t cols[2]
+    cdef bint reaches = (geo.pad_top > 0 or geo.pad_left > 0
+                         or (geo.out_h - 1) * geo.stride_h + (geo.kernel_h - 1) * geo.dil_h
+                         >= geo.pad_top + geo.in_h
+                         or (geo.out_w - 1) * geo.stride_w + (geo.kernel_w - 1) * geo.dil_w
+                         >= geo.pad_left + geo.in_w)
+    if not reaches or geo.in_channels_g < DGRAD_GROUP_MIN_CHANNELS:
+        runs = (k + r_max - 1) // r_max
+        for kk in range(k):
+            off[kk] = taps[kk]
+            oo[kk] = kk * channels
+        for r in range(runs):
+            first = k * r // runs
+            last = k * (r + 1) // runs
+            blocks[6 * r] = first
+            blocks[6 * r + 1] = last - first
+            blocks[6 * r + 2] = 0
+            blocks[6 * r + 3] = geo.out_h
+            blocks[6 * r + 4] = 0
+            blocks[6 * r + 5] = geo.out_w
+        return runs
+    runs = (geo.in_channels_g + r_max - 1) // r_max
+    for pq in range(taps_hw):
+        dgrad_window(pq // geo.kernel_w * geo.dil_h - geo.pad_top, geo.stride_h, geo.out_h,
+                     geo.in_h, rows)
+        dgrad_window(pq % geo.kernel_w * geo.dil_w - geo.pad_left, geo.stride_w, geo.out_w,
+                     geo.in_w, cols)
+        for r in range(runs):
+            first = geo.in_channels_g * r // runs
+            last = geo.in_channels_g * (r + 1) // runs
+            blocks[6 * nb] = n
+            blocks[6 * nb + 1] = last - first
+            blocks[6 * nb + 2] = rows[0]
+            blocks[6 * nb + 3] = rows[1]
+            blocks[6 * nb + 4] = cols[0]
+            blocks[6 * nb + 5] = cols[1]
+            nb = nb + 1
+            for c in range(first, last):
+                kk = c * taps_hw + pq
+                off[n] = taps[kk]
+                oo[n] = kk * channels
+                n = n + 1
+    return nb
+
+
 cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
                                          const float[:, :, :, ::1] x,
                                          float[:, ::1] partials, float[:, ::1] workspace,
-                                         const Py_ssize_t* taps, const Geometry* geo,
+                                         const Py_ssize_t* lists, Py_ssize_t nblocks,
+                                         const Geometry* geo,
                                          Py_ssize_t groups, Py_ssize_t width,
                                          int num_threads) noexcept nogil:
     """grad_weight_impl by the direct kernels of src/_direct.h (float32; width = direct_block):
     partials[chunk, (g, kk, o)] += the chunk's sums, tap-major (the caller transposes them
-    into the weights' layout). The same fixed chunks and order as grad_weight_impl. Each
-    thread's workspace row: 64 bytes of slack, the stage (stage_size), then
-    direct_run_pixels * C_out/groups for a run of grad_output's tile transposed
-    (fc_direct_load). Each chunk's row of ``partials`` is zeroed by the thread that sums it."""
+    into the weights' layout), in the blocks of taps of ``lists`` (direct_wgrad_blocks), the
+    products with padded zeros left out where a run of grad_output is finite. The same fixed
+    chunks and order as grad_weight_impl. Each thread's workspace row: 64 bytes of slack, the
+    stage (stage_size), then direct_run_pixels * C_out/groups for a run of grad_output's tile
+    transposed (fc_direct_load). Each chunk's row of ``partials`` is zeroed by the thread that
+    sums it."""
     cdef Py_ssize_t batch = x.shape[0]
     cdef Py_ssize_t n_pairs = batch * geo[0].n_tiles
     cdef Py_ssize_t n_chunks = partials.shape[0]
@@ -274,6 +364,7 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
     cdef Py_ssize_t channels = geo[0].out_channels_g
     cdef Py_ssize_t stage_elements = stage_length(geo)
     cdef Py_ssize_t run = direct_run(geo)
+    cdef Py_ssize_t k = geo[0].k
     cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, staged_sample, sub, sub_count
     cdef float* stage = NULL
     cdef float* gyt = NULL
@@ -308,9 +399,11 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
                         sub_count = p0 + count - sub if p0 + count - sub < run else run
                         fc_direct_load(&grad_output[n, g * channels, 0, 0] + sub, out_plane,
                                        channels, sub_count, gyt)
-                        fc_dgrad_tile(src, taps, geo[0].k, channels, <int>(width // 16),
-                                      geo[0].out_w, geo[0].stride_h * geo[0].st_row, sub,
-                                      sub_count, gyt, &partials[chunk, g * channels * geo[0].k])
+                        fc_dgrad_tile(src, lists + 2 * k, nblocks, lists, lists + k, channels,
+                                      <int>(width // 16), geo[0].out_w,
+                                      geo[0].stride_h * geo[0].st_row, sub, sub_count, gyt,
+                                      &partials[chunk, g * channels * k],
+                                      not fc_direct_any_nonfinite(gyt, sub_count * channels))
                         sub = sub + sub_count
 
 
@@ -373,15 +466,20 @@ def grad_weight_direct_chunks(const float[:, :, :, ::1] grad_output,
     grad_weight_direct for large ones): the chunks' sums, tap-major, into the rows of
     ``partials`` (any contents; grad_weight_direct_chunks_impl), then added in chunk order and
     transposed into ``grad_weight`` (sum_chunks_transposed, in ``sums``: num_threads rows
-    of SUM_CHUNKS_FLOATS). ``taps`` (k elements) receives the stage offset of every tap."""
+    of SUM_CHUNKS_FLOATS). ``taps`` (direct_wgrad_taps_size elements) receives the stage
+    offset of every tap and the blocks of taps (direct_wgrad_blocks)."""
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t width = direct_block(geometry)
-    if width == 0 or partials.shape[0] == 0:
+    cdef Py_ssize_t nblocks
+    if width == 0 or partials.shape[0] == 0 or taps.shape[0] < 9 * geo.k:
         return
     with nogil:
         stage_taps(&geo, &taps[0])
-        grad_weight_direct_chunks_impl(grad_output, x, partials, workspace, &taps[0], &geo,
-                                       groups, width, num_threads)
+        nblocks = direct_wgrad_blocks(&geo, &taps[0],
+                                      FC_DIRECT_MR2 if width == 32 else FC_DIRECT_MR1,
+                                      geo.out_channels_g, &taps[geo.k])
+        grad_weight_direct_chunks_impl(grad_output, x, partials, workspace, &taps[geo.k],
+                                       nblocks, &geo, groups, width, num_threads)
         sum_chunks_transposed(partials, &grad_weight[0, 0, 0, 0], groups, geo.out_channels_g,
                               geo.k, sums, num_threads)
 
