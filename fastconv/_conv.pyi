@@ -56,6 +56,7 @@ def forward_direct(
     groups: int,
     num_threads: int,
     relu: bool = ...,  # the ReLU fused into the store (src/_epilogue.h)
+    transposed: bool = ...,  # weight: the convolution's whose input gradient this is
 ) -> None: ...
 def grad_weight_direct_chunks(
     grad_output: np.ndarray,  # const float[:, :, :, ::1]  (N, C_out, H_out, W_out)

@@ -289,6 +289,28 @@ static int fc_direct_pack(const float *weight, ptrdiff_t k, ptrdiff_t width, flo
 #endif
 }
 
+/* The same packing of the weights of a convolution's input gradient as a forward pass (the
+ * Transposed path: its kernels are the convolution's, transposed and flipped) from the
+ * convolution's own weights: wpack[(o*taps + t)*width + j] = weight[o, j, taps - 1 - t] for
+ * o < outer (the convolution's output channels per group), j < width (a block of its input
+ * channels, rows of ``taps`` = kH*kW at weight + j*taps, ``ld`` = C_in/groups * taps apart
+ * from one o to the next), t < taps: each o's width x taps block transposed, its taps in
+ * reverse order (a negative destination stride). Returns whether any is an inf or a NaN. */
+static int fc_direct_pack_transposed(const float *weight, ptrdiff_t outer, ptrdiff_t ld,
+                                     ptrdiff_t taps, ptrdiff_t width, float *wpack)
+{
+#if FC_HAVE_X86_TARGETS
+    ptrdiff_t o;
+    for (o = 0; o < outer; o++)
+        fc_stranspose_avx2(weight + o * ld, taps, width, taps,
+                           wpack + (o * taps + taps - 1) * width, -width);
+    return fc_direct_nonfinite(wpack, outer * taps * width);
+#else
+    (void)weight; (void)outer; (void)ld; (void)taps; (void)width; (void)wpack;
+    return 0;
+#endif
+}
+
 /* y[o*plane + i] = tbuf[i*channels + o] for i < count, o < channels: the pixel-major sums
  * into the channel-major planes (fc_direct_load the other way), by src/_gemm.h's register
  * transposes (the direct kernels run only where AVX2 is) */

@@ -244,6 +244,44 @@ def test_direct_padding_changes_no_bit(rng, geometry, weights):
         assert np.isnan(y[:, -1]).any() and np.isnan(grad_weight[1]).any()
 
 
+@needs_direct
+@pytest.mark.parametrize("geometry", [
+    (2, 32, 7, 7, 64, (3, 3), 1),       # 2 blocks of 32 input channels, k = 576
+    (1, 64, 6, 9, 48, (3, 2), 2),       # 2 groups, 24 -> 32 channels each, a 3x2 kernel
+    (1, 272, 5, 5, 32, (3, 3), 1),      # 272 -> 32: packed in parallel (78K weights)
+])
+def test_direct_packs_the_transposed_weights(rng, geometry):
+    """The Transposed input gradient's Direct forward packs the convolution's own weights
+    transposed and flipped (forward_direct's ``transposed``): the bits of the forward pass
+    of the transposed copy (_transposed_weight) it replaces, on 1, 2 and 3 threads, and the
+    reference's input gradient."""
+    n, cin, h, w, cout, kernel, groups = geometry
+    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
+    weight = rng.standard_normal((cout, cin // groups) + kernel).astype(np.float32)
+    pads = (kernel[0] // 2, kernel[1] // 2)
+    gy = rng.standard_normal(fastconv.conv2d(x, weight, padding=pads, groups=groups).shape
+                             ).astype(np.float32)
+    with use_paths(forward="direct", grad_input="transposed"):
+        conv, _ = fastconv.conv._prepare(x, weight, None, 1, pads, 1, groups, "zeros")
+        sub = conv.plan.transposed
+        assert conv.plan.grad_input[0].name == "transposed" and sub.forward.name == "direct"
+        results = []
+        for threads in (1, 2, 3):
+            with fastconv.threads(threads):
+                for transposed in (True, False):
+                    out = np.full(x.shape, np.nan, np.float32)
+                    sub.forward.forward(sub, gy, weight if transposed else
+                                        _paths._transposed_weight(weight, groups), None, out,
+                                        transposed=transposed)
+                    results.append(out)
+                results.append(fastconv.conv2d_backward(gy, x, weight, padding=pads,
+                                                        groups=groups, need=("input",))[0])
+    for other in results[1:]:
+        np.testing.assert_array_equal(other.view(np.uint32), results[0].view(np.uint32))
+    assert_grad_close(results[0], conv2d_backward_ref(
+        gy, x, weight, pads=(pads[0], pads[0], pads[1], pads[1]), groups=groups)[0])
+
+
 def test_numpy_sums_chunks_row_by_row():
     """What sum_chunks_transposed mirrors: np.add.reduce over axis 0 of a C-contiguous
     (chunks, row) array adds the rows to 0.0 in order (no pairwise summation across rows): a

@@ -5,6 +5,8 @@ cdef extern from "_direct.h" nogil:
                         Py_ssize_t out_w, Py_ssize_t row_step, Py_ssize_t p0, Py_ssize_t count,
                         const float* bias, float* tbuf)
     int fc_direct_pack(const float* weight, Py_ssize_t k, Py_ssize_t width, float* wpack)
+    int fc_direct_pack_transposed(const float* weight, Py_ssize_t outer, Py_ssize_t ld,
+                                  Py_ssize_t taps, Py_ssize_t width, float* wpack)
     void fc_direct_store(const float* tbuf, Py_ssize_t channels, Py_ssize_t count, float* y,
                          Py_ssize_t plane)
     void fc_dgrad_tile(const float* stage, const Py_ssize_t* blocks, Py_ssize_t nblocks,
@@ -164,7 +166,7 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
                           const float[::1] bias, float[:, :, :, ::1] out,
                           float[:, ::1] workspace, float[::1] packed_weight,
                           Py_ssize_t[::1] taps, object geometry, Py_ssize_t groups,
-                          int num_threads, bint relu=False):
+                          int num_threads, bint relu=False, bint transposed=False):
     """The forward pass by the direct kernels of src/_direct.h (float32, a staged geometry whose
     direct_block is not 0): no im2col block; each tile's sums come out pixel-major and are
     transposed into ``out``.
@@ -175,7 +177,10 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
     slack) the weights as [group][block][tap][channel of the block]. ``workspace`` has one
     row per thread: 64 bytes of slack, the stage (stage_size), and direct_run_pixels *
     C_out/groups for the sums of a run of a tile's pixels. ``relu``: the run's sums are
-    ReLU'd (src/_epilogue.h) before they are transposed into ``out``.
+    ReLU'd (src/_epilogue.h) before they are transposed into ``out``. ``transposed``:
+    ``weight`` is that of the convolution whose input gradient this is (C_in of this
+    geometry, C_out/groups, kH, kW), packed transposed and flipped (the Transposed path: no
+    transposed copy first).
     """
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t batch = x.shape[0]
@@ -199,12 +204,25 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
         return
     wpack = aligned(&packed_weight[0])
     rows = &taps[geo.k]
+    cdef Py_ssize_t taps_hw = geo.kernel_h * geo.kernel_w
+    cdef Py_ssize_t outer = geo.in_channels_g  # transposed: the convolution's C_out/groups
+    cdef Py_ssize_t blocks_g = channels // width
+    cdef bint serial = groups * channels * geo.k < DIRECT_PACK_PARALLEL or num_threads == 1
+    if transposed and (weight.shape[0] != groups * outer or weight.shape[1] != channels
+                       or weight.shape[2] * weight.shape[3] != taps_hw):
+        return
     with nogil:
         stage_taps(&geo, &taps[0])
         # the weights packed by register transposes, a block of channels at a time; in
         # parallel where they are large (vgg14's 2.4 MB took 0.3-0.5 ms of its 5 ms packed
         # serially element by element)
-        if groups * channels * geo.k < DIRECT_PACK_PARALLEL or num_threads == 1:
+        if transposed:  # block blk: group blk // blocks_g, its input channels' block
+            for blk in prange(groups * blocks_g, schedule="static",
+                              num_threads=1 if serial else num_threads):
+                nonfinite |= fc_direct_pack_transposed(
+                    &weight[blk // blocks_g * outer, blk % blocks_g * width, 0, 0], outer,
+                    channels * taps_hw, taps_hw, width, wpack + blk * width * geo.k)
+        elif serial:
             for blk in range(groups * channels // width):
                 nonfinite = nonfinite | fc_direct_pack(&weight[blk * width, 0, 0, 0], geo.k,
                                                        width, wpack + blk * width * geo.k)
