@@ -40,6 +40,10 @@ SUM_CHUNKS_FLOATS: int
 def direct_block(geometry: _Geometry) -> int: ...  # 32, 16, or 0: not applicable
 # pixels per run of a tile for the direct kernels (sizes their workspace rows)
 def direct_run_pixels(geometry: _Geometry) -> int: ...
+# elements of forward_direct's ``taps``: stage offsets and each output row's tap list
+def direct_taps_size(geometry: _Geometry) -> int: ...
+# elements of grad_weight_direct_chunks' ``taps``: stage offsets and the blocks of taps
+def direct_wgrad_taps_size(geometry: _Geometry) -> int: ...
 def forward_direct(
     x: np.ndarray,  # const float[:, :, :, ::1]  (N, C_in, H, W)
     weight: np.ndarray,  # const float[:, :, :, ::1]  (C_out, C_in/groups, kH, kW)
@@ -47,11 +51,12 @@ def forward_direct(
     out: np.ndarray,  # float[:, :, :, ::1]  (N, C_out, H_out, W_out), overwritten
     workspace: np.ndarray,  # float[:, ::1]  (num_threads, 16 + stage_size + run * C_out/groups)
     packed_weight: np.ndarray,  # float[::1]  (C_out * k + 16,), overwritten
-    taps: np.ndarray,  # intp[::1]  (k,), overwritten
+    taps: np.ndarray,  # intp[::1]  (direct_taps_size(geometry),), overwritten
     geometry: _Geometry,
     groups: int,
     num_threads: int,
     relu: bool = ...,  # the ReLU fused into the store (src/_epilogue.h)
+    transposed: bool = ...,  # weight: the convolution's whose input gradient this is
 ) -> None: ...
 def grad_weight_direct_chunks(
     grad_output: np.ndarray,  # const float[:, :, :, ::1]  (N, C_out, H_out, W_out)
@@ -60,7 +65,7 @@ def grad_weight_direct_chunks(
     partials: np.ndarray,  # float[:, ::1]  (chunks, C_out * k) any contents; tap-major sums
     workspace: np.ndarray,  # float[:, ::1]  (num_threads, as forward_direct's)
     sums: np.ndarray,  # float[:, ::1]  (num_threads, SUM_CHUNKS_FLOATS), scratch
-    taps: np.ndarray,  # intp[::1]  (k,), overwritten
+    taps: np.ndarray,  # intp[::1]  (direct_wgrad_taps_size(geometry),), overwritten
     geometry: _Geometry,
     groups: int,
     num_threads: int,

@@ -1316,7 +1316,9 @@ class CrossEntropyLoss(_Loss):
                     f"class-probability target has shape {target.shape}, expected pred's shape "
                     f"{logits.shape}"
                 )
-            soft = np.moveaxis(target[np.newaxis] if unbatched else target, 1, -1)
+            soft = target[np.newaxis] if unbatched else target
+            if not plain:  # (2-D: rows already; np.moveaxis alone costs 3 us)
+                soft = np.moveaxis(soft, 1, -1)
             soft = soft.reshape(-1, classes).astype(rows.dtype, copy=False)
             total = -(soft * (shifted - log_sum_exp)).sum()
             grad_rows = probabilities * soft.sum(axis=1, keepdims=True) - soft

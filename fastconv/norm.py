@@ -32,6 +32,9 @@ def _specialised(kernel: Any) -> dict[np.dtype[np.floating], Callable[..., None]
 
 _FORWARD = _specialised(_norm.batch_norm_forward)
 _BACKWARD = _specialised(_norm.batch_norm_backward)
+# the kernels' stand-in for an array they are not given (no residual, no ReLU output, a
+# gradient not asked for): empty, so never read nor written
+_NOTHING = {dtype: np.empty((0, 0, 0), dtype) for dtype in _FORWARD}
 
 
 def _num_threads(channels: int, elements: int) -> int:
@@ -153,7 +156,7 @@ def batch_norm(x: ArrayLike, running_mean: np.ndarray | None, running_var: np.nd
                              "must agree")
         residual3 = residual.reshape(x3.shape)
     else:
-        residual3 = np.empty((0, 0, 0), dtype)
+        residual3 = _NOTHING[dtype]
     # _out: an array of x's shape and dtype that nothing else holds (the layers' recycled
     # buffers, fastconv._buffers), written in place of a new one
     out = np.empty_like(x) if _out is None else _out
@@ -170,7 +173,9 @@ def batch_norm(x: ArrayLike, running_mean: np.ndarray | None, running_var: np.nd
             running_var *= 1 - factor
             running_var += (factor * var * (count / (count - 1))).astype(running_var.dtype)
     if return_stats:
-        return out, mean.copy(), var.copy()
+        if not training:  # (the running estimates themselves, in float64): the caller's copy
+            mean, var = mean.copy(), var.copy()
+        return out, mean, var  # (in training: made above for this call alone)
     return out
 
 
@@ -253,7 +258,7 @@ def batch_norm_backward_fused(grad_output: ArrayLike, x: ArrayLike, mean: ArrayL
     mean = _statistics(mean, channels, "mean")
     var = _statistics(var, channels, "var")
     eps = as_real(eps, "eps", 0.0)
-    empty = np.empty((0, 0, 0), dtype)
+    empty = _NOTHING[dtype]
     relu = output is not None
     output3 = empty
     if output is not None:

@@ -285,16 +285,26 @@ def _flat_update(kernel: Any, updated: list[np.ndarray], grad: np.ndarray,
     """``kernel(updated[0], grad, *updated[1:], *scalars)`` on 1-D views. An array that is not
     C-contiguous (a user's own ``Parameter.data`` view, a loaded moment) goes through a
     contiguous copy, written back after."""
-    flat = [np.ascontiguousarray(array).reshape(-1) for array in updated]
-    kernel(flat[0], np.ascontiguousarray(grad).reshape(-1), *flat[1:], *scalars)
-    for array, copy in zip(updated, flat):
+    # (the optimisers' own arrays are contiguous: one flags test each, no copies, every step)
+    copied = False
+    flat = []
+    for array in updated:
         if not array.flags.c_contiguous:
-            array[...] = copy.reshape(array.shape)
+            array = np.ascontiguousarray(array)
+            copied = True
+        flat.append(array.reshape(-1))
+    kernel(flat[0], np.ascontiguousarray(grad).reshape(-1), *flat[1:], *scalars)
+    if copied:
+        for array, copy in zip(updated, flat):
+            if not array.flags.c_contiguous:
+                array[...] = copy.reshape(array.shape)
 
 
 # the kernel's float and double specialisations (the stub declares it as one function)
 _ADAM_STEP: dict[np.dtype[Any], Any] = {np.dtype(np.float32): _optim.adam_step["float"],
                                         np.dtype(np.float64): _optim.adam_step["double"]}
+# the kernel's running maximum without amsgrad: an empty array it never touches
+_NO_MAXIMUM = {dtype: np.empty(0, dtype) for dtype in _ADAM_STEP}
 
 
 def _adam_update(data: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
@@ -309,7 +319,7 @@ def _adam_update(data: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
     # torch's lerp(m, g, w) for w < 0.5 is m + w * (g - m); else g - (g - m) * (1 - w)
     weight = 1 - beta1
     lerp_low = weight < 0.5
-    maximum = np.empty(0, dtype) if max_exp_avg_sq is None else max_exp_avg_sq
+    maximum = _NO_MAXIMUM[dtype] if max_exp_avg_sq is None else max_exp_avg_sq
     blocks = -(-data.size // _optim.BLOCK)
     _flat_update(_ADAM_STEP[dtype], [data, exp_avg, exp_avg_sq, maximum],
                  np.asarray(grad, dtype), maximize,

@@ -2,21 +2,29 @@
  * output channels across the lanes of 512-bit vectors, output pixels broadcast.
  *
  * For a run of MR consecutive output pixels of one output row and a block of 16*V output
- * channels, a micro-kernel keeps the MR x 16V sums in registers over all k taps:
+ * channels, a micro-kernel keeps the MR x 16V sums in registers over a list of k taps:
  *
- *     out[r*ldo + j] = sum_kk src[off[kk] + r] * w[kk*16V + j]     (+ bias[j])
+ *     out[r*ldo + j] = sum_kk src[tap[2kk] + r] * w[tap[2kk + 1] + j]     (+ bias[j])
  *
- * where ``src`` is the stage at the run's first pixel and off[kk] the stage offset of tap kk
- * (channel, row, column; the column phases of a strided stage make the run's pixels
- * consecutive there too). Every input value is read from the stage in place: there is no
+ * where ``src`` is the stage at the run's first pixel, tap[2kk] the stage offset of the
+ * list's tap kk (channel, row, column; the column phases of a strided stage make the run's
+ * pixels consecutive there too) and tap[2kk + 1] where its 16V weights start (a multiple of
+ * 16; its low 2 bits give the tap's kind, below). The list is every tap in order, or, where
+ * the weights are finite, every tap but those whose kernel row reads only the stage's zero
+ * padding rows for the output row (src/conv/direct.pxi, direct_tap_lists), and a run at an
+ * edge of its row leaves out the products of its first or last pixel with the taps whose
+ * kind says they read a padding column there: all those products would be exact zeros, and a
+ * sum that starts at +0 never becomes -0, so adding them changes no bit (an inf or NaN
+ * weight keeps every product: its product with a padded zero is NaN). Every input value is read from the stage in place: there is no
  * im2col block, and no lane is wasted on the edge of a narrow output row, which is why this
  * beats im2col + GEMM on small images with 16, 32, 64 ... output channels (LeNet-sized
  * layers). The sums come out pixel-major; fc_direct_store transposes them into the
  * channel-major output by 8 x 8 register transposes.
  *
- * Each output element is the same chain of FMAs from 0 over kk = 0 .. k-1 (then the bias)
- * whoever computes it: results depend on the shapes only. The kernels need AVX-512F (and the
- * AVX2 transposes of src/_gemm.h); fc_direct_init says whether they may run here.
+ * Each output element is the same chain of FMAs from 0 over its row's list in order (then
+ * the bias) whoever computes it: results depend on the shapes only. The kernels need
+ * AVX-512F (and the AVX2 transposes of src/_gemm.h); fc_direct_init says whether they may
+ * run here.
  */
 #ifndef FASTCONV_DIRECT_H
 #define FASTCONV_DIRECT_H
@@ -33,37 +41,76 @@
 
 typedef void (*fc_direct_kernel_t)(ptrdiff_t, const float *, const ptrdiff_t *, const float *,
                                    float *, ptrdiff_t, const float *);
+typedef void (*fc_direct_edge_kernel_t)(ptrdiff_t, const float *, const ptrdiff_t *,
+                                        const float *, float *, ptrdiff_t, const float *,
+                                        ptrdiff_t);
 
 #if FC_HAVE_X86_TARGETS
+/* the micro-kernels' parts: the sums set to zero; the products of one tap with pixels R0 ..
+ * R1 - 1 added; the sums (and the bias) stored */
+#define FC_DIRECT_ZERO(MR, V)                                                                \
+    _Pragma("GCC unroll 24") for (r = 0; r < MR; r++)                                        \
+        _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                                      \
+            acc[r][v] = _mm512_setzero_ps();
+#define FC_DIRECT_FMAS(V, R0, R1)                                                            \
+    _Pragma("GCC unroll 24") for (r = R0; r < R1; r++) {                                     \
+        b = _mm512_set1_ps(s[r]);                                                            \
+        _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                                      \
+            acc[r][v] = _mm512_fmadd_ps(b, wv[v], acc[r][v]);                                \
+    }
+#define FC_DIRECT_STORE(MR, V)                                                               \
+    _Pragma("GCC unroll 24") for (r = 0; r < MR; r++)                                        \
+        _Pragma("GCC unroll 2") for (v = 0; v < V; v++) {                                    \
+            __m512 x = acc[r][v];                                                            \
+            if (bias)                                                                        \
+                x = _mm512_add_ps(x, _mm512_loadu_ps(bias + 16 * v));                        \
+            _mm512_storeu_ps(out + r * ldo + 16 * v, x);                                     \
+        }
+#define FC_DIRECT_TAP(V)                                                                     \
+    const float *s = src + tap[2 * kk];                                                      \
+    const ptrdiff_t t = tap[2 * kk + 1];                                                     \
+    _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                                          \
+        wv[v] = _mm512_load_ps(w + (t & ~(ptrdiff_t)3) + 16 * v);
+
 #define FC_DIRECT_KERNEL(NAME, MR, V)                                                        \
     __attribute__((target("avx512f"))) static void                                           \
-    NAME(ptrdiff_t k, const float *src, const ptrdiff_t *off, const float *w, float *out,    \
+    NAME(ptrdiff_t k, const float *src, const ptrdiff_t *tap, const float *w, float *out,    \
          ptrdiff_t ldo, const float *bias)                                                   \
     {                                                                                        \
         __m512 acc[MR][V], wv[V], b;                                                         \
         ptrdiff_t kk;                                                                        \
         int r, v;                                                                            \
-        _Pragma("GCC unroll 24") for (r = 0; r < MR; r++)                                    \
-            _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                                  \
-                acc[r][v] = _mm512_setzero_ps();                                             \
+        FC_DIRECT_ZERO(MR, V)                                                                \
         for (kk = 0; kk < k; kk++) {                                                         \
-            const float *s = src + off[kk];                                                  \
-            _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                                  \
-                wv[v] = _mm512_load_ps(w + 16 * v);                                          \
-            _Pragma("GCC unroll 24") for (r = 0; r < MR; r++) {                              \
-                b = _mm512_set1_ps(s[r]);                                                    \
-                _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                              \
-                    acc[r][v] = _mm512_fmadd_ps(b, wv[v], acc[r][v]);                        \
-            }                                                                                \
-            w += 16 * V;                                                                     \
+            FC_DIRECT_TAP(V)                                                                 \
+            FC_DIRECT_FMAS(V, 0, MR)                                                         \
         }                                                                                    \
-        _Pragma("GCC unroll 24") for (r = 0; r < MR; r++)                                    \
-            _Pragma("GCC unroll 2") for (v = 0; v < V; v++) {                                \
-                __m512 x = acc[r][v];                                                        \
-                if (bias)                                                                    \
-                    x = _mm512_add_ps(x, _mm512_loadu_ps(bias + 16 * v));                    \
-                _mm512_storeu_ps(out + r * ldo + 16 * v, x);                                 \
+        FC_DIRECT_STORE(MR, V)                                                               \
+    }
+
+/* The same for a run at an edge of its output row: the tap's first pixel left out where
+ * bit 0 of both ``edges`` (the run starts the row) and the tap's kind (the low bits of
+ * tap[2kk + 1]: its column is padding for the row's first pixel) are set, the last where
+ * bit 1 of both are */
+#define FC_DIRECT_EDGE_KERNEL(NAME, MR, V)                                                   \
+    __attribute__((target("avx512f"))) static void                                           \
+    NAME(ptrdiff_t k, const float *src, const ptrdiff_t *tap, const float *w, float *out,    \
+         ptrdiff_t ldo, const float *bias, ptrdiff_t edges)                                  \
+    {                                                                                        \
+        __m512 acc[MR][V], wv[V], b;                                                         \
+        ptrdiff_t kk;                                                                        \
+        int r, v;                                                                            \
+        FC_DIRECT_ZERO(MR, V)                                                                \
+        for (kk = 0; kk < k; kk++) {                                                         \
+            FC_DIRECT_TAP(V)                                                                 \
+            switch (t & edges) {                                                             \
+            case 0: FC_DIRECT_FMAS(V, 0, MR) break;                                          \
+            case 1: FC_DIRECT_FMAS(V, 1, MR) break;                                          \
+            case 2: FC_DIRECT_FMAS(V, 0, MR - 1) break;                                      \
+            default: FC_DIRECT_FMAS(V, 1, MR - 1) break;                                     \
             }                                                                                \
+        }                                                                                    \
+        FC_DIRECT_STORE(MR, V)                                                               \
     }
 
 /* A family of micro-kernels: KERNEL(name, count, V) for V = 2 and counts 1 .. FC_DIRECT_MR2,
@@ -89,29 +136,33 @@ typedef void (*fc_direct_kernel_t)(ptrdiff_t, const float *, const ptrdiff_t *, 
         NULL, FC_DIRECT_NAMES_1_TO_12(P, 1), P##1_13, P##1_14, P##1_15, P##1_16, P##1_17,    \
         P##1_18, P##1_19, P##1_20, P##1_21, P##1_22, P##1_23, P##1_24};
 
-/* fc_direct_2[mr], fc_direct_1[mr]: the forward micro-kernel of mr pixels */
+/* fc_direct_2[mr], fc_direct_1[mr]: the forward micro-kernel of mr pixels; fc_direct_edge_2,
+ * fc_direct_edge_1: of a run at an edge of its row */
 FC_DIRECT_FAMILY(FC_DIRECT_KERNEL, fc_direct_kernel_t, fc_direct_)
+FC_DIRECT_FAMILY(FC_DIRECT_EDGE_KERNEL, fc_direct_edge_kernel_t, fc_direct_edge_)
 #endif
 
 /* The weight gradient's micro-kernel: for R taps and a block of 16*V output channels, the
- * sums over the pixels [p0, p0 + count) of one (sample, group),
+ * sums over the pixels [p0, p0 + count) of one (sample, group) whose column is in [cx0, cx1),
  *
- *     out[r*ldo + j] += sum_i stage[pix(i) + off[r]] * gyt[(i - p0)*ldg + j]
+ *     out[oo[r] + j] += sum_i stage[pix(i) + off[r]] * gyt[(i - p0)*ldg + j]
  *
- * kept in R x V registers over the whole tile (pix(i) = oy*row_step + ox for pixel i = (oy,
- * ox)), then added to ``out`` once: grad_output's tile, transposed pixel-major (gyt), is read
- * a vector at a time, the input values broadcast from the stage in place. */
+ * (oo NULL: out[r*ldo + j]) kept in R x V registers over the whole tile (pix(i) = oy*row_step
+ * + ox for pixel i = (oy, ox)), then added to ``out`` once: grad_output's tile, transposed
+ * pixel-major (gyt), is read a vector at a time, the input values broadcast from the stage
+ * in place. The column window leaves out pixels whose products are padded zeros (see
+ * fc_dgrad_tile). */
 #if FC_HAVE_X86_TARGETS
 #define FC_DGRAD_KERNEL(NAME, R, V)                                                          \
     __attribute__((target("avx512f"))) static void                                           \
     NAME(const float *stage, const ptrdiff_t *off, ptrdiff_t out_w, ptrdiff_t row_step,      \
          ptrdiff_t p0, ptrdiff_t count, const float *gyt, ptrdiff_t ldg, float *out,         \
-         ptrdiff_t ldo)                                                                      \
+         ptrdiff_t ldo, const ptrdiff_t *oo, ptrdiff_t cx0, ptrdiff_t cx1)                   \
     {                                                                                        \
         __m512 acc[R][V], gv[V], b;                                                          \
         const float *s[R];                                                                   \
         const float *g = gyt;                                                                \
-        ptrdiff_t p = p0, end = p0 + count, oy, ox, seg, i;                                  \
+        ptrdiff_t p = p0, end = p0 + count, oy, ox, seg, i, lo, hi;                          \
         int r, v;                                                                            \
         _Pragma("GCC unroll 24") for (r = 0; r < R; r++)                                     \
             _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                                  \
@@ -120,30 +171,32 @@ FC_DIRECT_FAMILY(FC_DIRECT_KERNEL, fc_direct_kernel_t, fc_direct_)
             oy = p / out_w;                                                                  \
             ox = p - oy * out_w;                                                             \
             seg = out_w - ox < end - p ? out_w - ox : end - p;                               \
+            lo = cx0 > ox ? cx0 - ox : 0;                                                    \
+            hi = cx1 - ox < seg ? cx1 - ox : seg;                                            \
             _Pragma("GCC unroll 24") for (r = 0; r < R; r++)                                 \
                 s[r] = stage + oy * row_step + ox + off[r];                                  \
-            for (i = 0; i < seg; i++) {                                                      \
+            for (i = lo; i < hi; i++) {                                                      \
                 _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                              \
-                    gv[v] = _mm512_loadu_ps(g + 16 * v);                                     \
+                    gv[v] = _mm512_loadu_ps(g + i * ldg + 16 * v);                           \
                 _Pragma("GCC unroll 24") for (r = 0; r < R; r++) {                           \
                     b = _mm512_set1_ps(s[r][i]);                                             \
                     _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                          \
                         acc[r][v] = _mm512_fmadd_ps(b, gv[v], acc[r][v]);                    \
                 }                                                                            \
-                g += ldg;                                                                    \
             }                                                                                \
+            g += seg * ldg;                                                                  \
             p += seg;                                                                        \
         }                                                                                    \
         _Pragma("GCC unroll 24") for (r = 0; r < R; r++)                                     \
             _Pragma("GCC unroll 2") for (v = 0; v < V; v++) {                                \
-                float *o = out + r * ldo + 16 * v;                                           \
+                float *o = out + (oo ? oo[r] : r * ldo) + 16 * v;                            \
                 _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), acc[r][v]));           \
             }                                                                                \
     }
 
 typedef void (*fc_dgrad_kernel_t)(const float *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
                                   ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, float *,
-                                  ptrdiff_t);
+                                  ptrdiff_t, const ptrdiff_t *, ptrdiff_t, ptrdiff_t);
 
 /* fc_dgrad_2[taps], fc_dgrad_1[taps]: the weight gradient's micro-kernel for that many taps */
 FC_DIRECT_FAMILY(FC_DGRAD_KERNEL, fc_dgrad_kernel_t, fc_dgrad_)
@@ -158,19 +211,22 @@ static int fc_direct_init(void)
 
 /* Output pixels [p0, p0 + count) of one (sample, group) into tbuf (pixel-major, row stride
  * ldt = channels), for channels in blocks of 16 * v (v = 1 or 2; channels a multiple of it):
- * each output row's part cut into near-equal runs of at most the kernel's MR pixels.
- * ``stage`` is the (sample, group)'s stage, ``row_step`` the stage offset between output
- * rows (stride_h staged rows), ``wpack`` the weights as [block][kk][16v], 64-byte aligned. */
-static void fc_direct_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k,
-                           const float *wpack, ptrdiff_t channels, int v, ptrdiff_t out_w,
-                           ptrdiff_t row_step, ptrdiff_t p0, ptrdiff_t count,
+ * each output row's part cut into near-equal runs of at most the kernel's MR pixels (the
+ * runs at an edge of the row by the edge kernels). ``stage`` is the (sample, group)'s stage, ``row_step`` the stage offset between output
+ * rows (stride_h staged rows), ``wpack`` the weights as [block][kk][16v], 64-byte aligned;
+ * output row oy sums the taps of the list at taps + rows[2*oy] (rows[2*oy + 1] of them;
+ * pairs of stage and weight offsets within a block, see the kernels above). */
+static void fc_direct_tile(const float *stage, const ptrdiff_t *taps, const ptrdiff_t *rows,
+                           const float *wpack, ptrdiff_t k, ptrdiff_t channels, int v,
+                           ptrdiff_t out_w, ptrdiff_t row_step, ptrdiff_t p0, ptrdiff_t count,
                            const float *bias, float *tbuf)
 {
 #if FC_HAVE_X86_TARGETS
     const fc_direct_kernel_t *table = v == 2 ? fc_direct_2 : fc_direct_1;
+    const fc_direct_edge_kernel_t *edge = v == 2 ? fc_direct_edge_2 : fc_direct_edge_1;
     ptrdiff_t mr_max = v == 2 ? FC_DIRECT_MR2 : FC_DIRECT_MR1;
     ptrdiff_t width = 16 * v, blocks = channels / width;
-    ptrdiff_t p, end = p0 + count, oy, ox, seg, runs, r, first, last, blk;
+    ptrdiff_t p, end = p0 + count, oy, ox, seg, runs, r, first, last, blk, edges;
     /* one block of channels over all the pixels, then the next: a block's weights (k * 16v
      * floats, 295 KB at k = 2304, v = 2) stay in L2 across the runs, where the other order
      * streamed all the weights (2.4 MB, past L2) once per run of MR pixels */
@@ -185,26 +241,73 @@ static void fc_direct_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k
             for (r = 0; r < runs; r++) {
                 first = seg * r / runs;
                 last = seg * (r + 1) / runs;
-                table[last - first](k, stage + oy * row_step + ox + first, off, wblk,
-                                    tbuf + (p - p0 + first) * channels + blk * width, channels,
-                                    bblk);
+                edges = (ox + first == 0) | (ox + last == out_w) << 1;
+                if (edges)
+                    edge[last - first](rows[2 * oy + 1], stage + oy * row_step + ox + first,
+                                       taps + rows[2 * oy], wblk,
+                                       tbuf + (p - p0 + first) * channels + blk * width,
+                                       channels, bblk, edges);
+                else
+                    table[last - first](rows[2 * oy + 1], stage + oy * row_step + ox + first,
+                                        taps + rows[2 * oy], wblk,
+                                        tbuf + (p - p0 + first) * channels + blk * width,
+                                        channels, bblk);
             }
         }
     }
 #else
-    (void)stage; (void)off; (void)k; (void)wpack; (void)channels; (void)v; (void)out_w;
-    (void)row_step; (void)p0; (void)count; (void)bias; (void)tbuf;
+    (void)stage; (void)taps; (void)rows; (void)wpack; (void)k; (void)channels; (void)v;
+    (void)out_w; (void)row_step; (void)p0; (void)count; (void)bias; (void)tbuf;
 #endif
 }
 
+#if FC_HAVE_X86_TARGETS
+/* whether any of x[0 .. n) (n a multiple of 16) is an inf or a NaN */
+__attribute__((target("avx512f"))) static int fc_direct_nonfinite(const float *x, ptrdiff_t n)
+{
+    const __m512i exponent = _mm512_set1_epi32(0x7f800000);
+    __mmask16 any = 0;
+    ptrdiff_t i;
+    for (i = 0; i < n; i += 16)
+        any |= _mm512_cmpeq_epi32_mask(
+            _mm512_and_si512(_mm512_loadu_si512((const void *)(x + i)), exponent), exponent);
+    return any != 0;
+}
+#endif
+
 /* wpack[kk*width + j] = weight[j*k + kk] for j < width, kk < k: one block of output channels'
- * weights (rows of k) as the micro-kernels read them, tap-major, by register transposes */
-static void fc_direct_pack(const float *weight, ptrdiff_t k, ptrdiff_t width, float *wpack)
+ * weights (rows of k) as the micro-kernels read them, tap-major, by register transposes.
+ * Returns whether any of them is an inf or a NaN (then the taps on the padding stay). */
+static int fc_direct_pack(const float *weight, ptrdiff_t k, ptrdiff_t width, float *wpack)
 {
 #if FC_HAVE_X86_TARGETS
     fc_stranspose_avx2(weight, k, width, k, wpack, width);
+    return fc_direct_nonfinite(wpack, k * width);
 #else
     (void)weight; (void)k; (void)width; (void)wpack;
+    return 0;
+#endif
+}
+
+/* The same packing of the weights of a convolution's input gradient as a forward pass (the
+ * Transposed path: its kernels are the convolution's, transposed and flipped) from the
+ * convolution's own weights: wpack[(o*taps + t)*width + j] = weight[o, j, taps - 1 - t] for
+ * o < outer (the convolution's output channels per group), j < width (a block of its input
+ * channels, rows of ``taps`` = kH*kW at weight + j*taps, ``ld`` = C_in/groups * taps apart
+ * from one o to the next), t < taps: each o's width x taps block transposed, its taps in
+ * reverse order (a negative destination stride). Returns whether any is an inf or a NaN. */
+static int fc_direct_pack_transposed(const float *weight, ptrdiff_t outer, ptrdiff_t ld,
+                                     ptrdiff_t taps, ptrdiff_t width, float *wpack)
+{
+#if FC_HAVE_X86_TARGETS
+    ptrdiff_t o;
+    for (o = 0; o < outer; o++)
+        fc_stranspose_avx2(weight + o * ld, taps, width, taps,
+                           wpack + (o * taps + taps - 1) * width, -width);
+    return fc_direct_nonfinite(wpack, outer * taps * width);
+#else
+    (void)weight; (void)outer; (void)ld; (void)taps; (void)width; (void)wpack;
+    return 0;
 #endif
 }
 
@@ -222,29 +325,56 @@ static void fc_direct_store(const float *tbuf, ptrdiff_t channels, ptrdiff_t cou
 }
 
 /* out[kk*channels + o] += sum over the pixels [p0, p0 + count) of one (sample, group) of
- * stage[pix(i) + off[kk]] * gy[o, i], for the k taps (near-equal blocks of at most the
- * micro-kernel's) and the channels in blocks of 16 * v: ``gyt`` is grad_output's tile
- * transposed (fc_direct_load), ``out`` the tap-major [kk][o] sums of one group. */
-static void fc_dgrad_tile(const float *stage, const ptrdiff_t *off, ptrdiff_t k,
-                          ptrdiff_t channels, int v, ptrdiff_t out_w, ptrdiff_t row_step,
-                          ptrdiff_t p0, ptrdiff_t count, const float *gyt, float *out)
+ * stage[pix(i) + off[kk]] * gy[o, i], for the taps in blocks and the channels in blocks of
+ * 16 * v: ``gyt`` is grad_output's tile transposed (fc_direct_load), ``out`` the tap-major
+ * [kk][o] sums of one group. Block b (of ``blocks``, six entries each: first, count, oy_lo,
+ * oy_hi, ox_lo, ox_hi; src/conv/direct.pxi, direct_wgrad_blocks) sums the taps off[first ..
+ * first + count) (at most the micro-kernel's) into out + oo[...]; with ``skip`` (gyt all
+ * finite) over the output rows [oy_lo, oy_hi) and columns [ox_lo, ox_hi) only, where its
+ * taps read the input: the other products are padded zeros times finite values, exact zeros
+ * (a sum that starts at +0 never becomes -0), so every sum keeps its bits. */
+static void fc_dgrad_tile(const float *stage, const ptrdiff_t *blocks, ptrdiff_t nblocks,
+                          const ptrdiff_t *off, const ptrdiff_t *oo, ptrdiff_t channels, int v,
+                          ptrdiff_t out_w, ptrdiff_t row_step, ptrdiff_t p0, ptrdiff_t count,
+                          const float *gyt, float *out, int skip)
 {
 #if FC_HAVE_X86_TARGETS
     const fc_dgrad_kernel_t *table = v == 2 ? fc_dgrad_2 : fc_dgrad_1;
-    ptrdiff_t r_max = v == 2 ? FC_DIRECT_MR2 : FC_DIRECT_MR1;
-    ptrdiff_t width = 16 * v, blocks = channels / width;
-    ptrdiff_t runs = (k + r_max - 1) / r_max, r, first, last, blk;
-    for (r = 0; r < runs; r++) {
-        first = k * r / runs;
-        last = k * (r + 1) / runs;
-        for (blk = 0; blk < blocks; blk++)
-            table[last - first](stage, off + first, out_w, row_step, p0, count,
-                                gyt + blk * width, channels, out + first * channels
-                                + blk * width, channels);
+    ptrdiff_t width = 16 * v, n_blk = channels / width;
+    ptrdiff_t b, blk, pa, pb, cx0, cx1;
+    for (b = 0; b < nblocks; b++) {
+        const ptrdiff_t *d = blocks + 6 * b;
+        pa = p0;
+        pb = p0 + count;
+        cx0 = 0;
+        cx1 = out_w;
+        if (skip) {
+            pa = d[2] * out_w > pa ? d[2] * out_w : pa;
+            pb = d[3] * out_w < pb ? d[3] * out_w : pb;
+            cx0 = d[4];
+            cx1 = d[5];
+        }
+        if (pa >= pb || cx0 >= cx1)
+            continue;
+        for (blk = 0; blk < n_blk; blk++)
+            table[d[1]](stage, off + d[0], out_w, row_step, pa, pb - pa,
+                        gyt + (pa - p0) * channels + blk * width, channels, out + blk * width,
+                        channels, oo + d[0], cx0, cx1);
     }
 #else
-    (void)stage; (void)off; (void)k; (void)channels; (void)v; (void)out_w; (void)row_step;
-    (void)p0; (void)count; (void)gyt; (void)out;
+    (void)stage; (void)blocks; (void)nblocks; (void)off; (void)oo; (void)channels; (void)v;
+    (void)out_w; (void)row_step; (void)p0; (void)count; (void)gyt; (void)out; (void)skip;
+#endif
+}
+
+/* whether any of x[0 .. n) (n a multiple of 16) is an inf or a NaN */
+static int fc_direct_any_nonfinite(const float *x, ptrdiff_t n)
+{
+#if FC_HAVE_X86_TARGETS
+    return fc_direct_nonfinite(x, n);
+#else
+    (void)x; (void)n;
+    return 1;
 #endif
 }
 
@@ -258,7 +388,7 @@ static void fc_dgrad_unit(const float *stage, const ptrdiff_t *off, ptrdiff_t ta
 {
 #if FC_HAVE_X86_TARGETS
     (v == 2 ? fc_dgrad_2 : fc_dgrad_1)[taps](stage, off, out_w, row_step, p0, count, gyt,
-                                             ldg, out, ldo);
+                                             ldg, out, ldo, NULL, 0, out_w);
 #else
     (void)stage; (void)off; (void)taps; (void)v; (void)out_w; (void)row_step; (void)p0;
     (void)count; (void)gyt; (void)ldg; (void)out; (void)ldo;

@@ -132,7 +132,8 @@ def test_direct_weight_chunks_sum_as_numpy(rng, chunks):
             gy, x, grad_weight, partials,
             _paths.direct_workspace(threads, plan.geometry, np.dtype(np.float32)),
             np.full((threads, _conv.SUM_CHUNKS_FLOATS), np.nan, dtype=np.float32),
-            np.empty(plan.geometry.k, dtype=np.intp), plan.geometry, 2, threads)
+            np.empty(_conv.direct_wgrad_taps_size(plan.geometry), dtype=np.intp),
+            plan.geometry, 2, threads)
         results.append((partials, grad_weight))
     partials, grad_weight = results[0]
     for other_partials, other in results[1:]:
@@ -176,6 +177,109 @@ def test_direct_weight_gradient_writes_every_element(rng, mode):
                                           _buffers=stale)[1]
     np.testing.assert_array_equal(reused.view(np.uint32), fresh.view(np.uint32))
     assert_grad_close(fresh, _reference(x, weight, bias, gy, kwargs)[1][1])
+
+
+# (N, C_in, H, W, C_out, kernel, stride, padding, dilation): the forward pass's tap lists
+# per output row (direct_tap_lists) and the runs at the edges of the rows where padding is
+# reached
+PADDING_CASES = [
+    (2, 16, 7, 7, 32, (3, 3), 1, 1, 1),     # the small ResNet's 7x7: top and bottom rows
+    (2, 8, 6, 9, 16, (3, 3), 2, 1, 1),      # stride 2: the top row only
+    (1, 8, 9, 8, 48, (5, 3), 1, (2, 1), 1),  # two rows of each edge, 16 + 32 channels
+    (1, 8, 3, 10, 32, (5, 5), 1, 2, 1),     # 3 rows: each reaches both paddings
+    (1, 8, 1, 12, 32, (3, 3), 1, 1, 1),     # one row: only its middle kernel row
+    (2, 8, 8, 8, 32, (3, 3), 1, 2, 2),      # dilation 2
+    (1, 8, 4, 6, 32, (3, 3), 1, 3, 1),      # rows that reach no input row at all
+    (1, 8, 5, 30, 16, (3, 3), 1, 1, 1),     # rows of two runs (16 channels: at most 24)
+    (1, 8, 4, 1, 32, (3, 3), 1, 2, 1),      # a tap on the padding of both ends of a row
+    (1, 4, 30, 30, 32, (3, 3), 1, 1, 1),    # tiles that start mid-row
+]
+
+
+@needs_direct
+@pytest.mark.parametrize("geometry", PADDING_CASES,
+                         ids=[f"p{i}" for i in range(len(PADDING_CASES))])
+@pytest.mark.parametrize("weights", ["finite", "inf", "nan"])
+def test_direct_padding_changes_no_bit(rng, geometry, weights):
+    """With finite weights the forward pass leaves out the products with the stage's padding
+    (the taps of kernel rows that read only padding rows, direct_tap_lists, and those of a
+    row's first and last pixels on padding columns), and with a finite grad_output the weight
+    gradient's chunks (taps blocked by kernel position, direct_wgrad_blocks) those outside
+    each block's window of rows and columns: the same bits as the whole chains, which the same
+    convolution of the input zero-padded by hand (no padding to leave out) computes; with an
+    inf or NaN weight (here in the last block of channels, on the first kernel row and
+    column) or in grad_output (at the first pixel) every product stays, and those with padded
+    zeros are NaN as there. On 1, 2 and 3 threads."""
+    n, cin, h, w, cout, kernel, stride, padding, dilation = geometry
+    pad_h, pad_w = padding if isinstance(padding, tuple) else (padding, padding)
+    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
+    weight = rng.standard_normal((cout, cin) + kernel).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    kwargs = dict(stride=stride, dilation=dilation)
+    gy = rng.standard_normal(fastconv.conv2d(x, weight, **kwargs, padding=padding).shape
+                             ).astype(np.float32)
+    if weights != "finite":
+        weight[-1, 1, 0, 0] = gy[-1, 1, 0, 0] = np.inf if weights == "inf" else np.nan
+    padded = np.pad(x, ((0, 0), (0, 0), (pad_h, pad_h), (pad_w, pad_w)))
+    results = []
+    with use_paths(forward="direct", grad_weight="direct"), np.errstate(invalid="ignore"):
+        for threads in (1, 2, 3):
+            with fastconv.threads(threads):
+                for data, pads in ((x, padding), (padded, 0)):
+                    results.append((
+                        fastconv.conv2d(data, weight, bias, **kwargs, padding=pads),
+                        fastconv.conv2d_backward(gy, data, weight, **kwargs, padding=pads,
+                                                 need=("weight",))[1]))
+    for y, grad_weight in results[1:]:
+        np.testing.assert_array_equal(y.view(np.uint32), results[0][0].view(np.uint32))
+        np.testing.assert_array_equal(grad_weight.view(np.uint32),
+                                      results[0][1].view(np.uint32))
+    y, grad_weight = results[0]
+    if weights == "finite":
+        ref = dict(pads=(pad_h, pad_h, pad_w, pad_w), stride=(stride, stride),
+                   dilation=(dilation, dilation))
+        assert_close(y, conv2d_ref(x, weight, bias, **ref))
+        assert_grad_close(grad_weight, conv2d_backward_ref(gy, x, weight, **ref)[1])
+    else:
+        assert np.isnan(y[:, -1]).any() and np.isnan(grad_weight[1]).any()
+
+
+@needs_direct
+@pytest.mark.parametrize("geometry", [
+    (2, 32, 7, 7, 64, (3, 3), 1),       # 2 blocks of 32 input channels, k = 576
+    (1, 64, 6, 9, 48, (3, 2), 2),       # 2 groups, 24 -> 32 channels each, a 3x2 kernel
+    (1, 272, 5, 5, 32, (3, 3), 1),      # 272 -> 32: packed in parallel (78K weights)
+])
+def test_direct_packs_the_transposed_weights(rng, geometry):
+    """The Transposed input gradient's Direct forward packs the convolution's own weights
+    transposed and flipped (forward_direct's ``transposed``): the bits of the forward pass
+    of the transposed copy (_transposed_weight) it replaces, on 1, 2 and 3 threads, and the
+    reference's input gradient."""
+    n, cin, h, w, cout, kernel, groups = geometry
+    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
+    weight = rng.standard_normal((cout, cin // groups) + kernel).astype(np.float32)
+    pads = (kernel[0] // 2, kernel[1] // 2)
+    gy = rng.standard_normal(fastconv.conv2d(x, weight, padding=pads, groups=groups).shape
+                             ).astype(np.float32)
+    with use_paths(forward="direct", grad_input="transposed"):
+        conv, _ = fastconv.conv._prepare(x, weight, None, 1, pads, 1, groups, "zeros")
+        sub = conv.plan.transposed
+        assert conv.plan.grad_input[0].name == "transposed" and sub.forward.name == "direct"
+        results = []
+        for threads in (1, 2, 3):
+            with fastconv.threads(threads):
+                for transposed in (True, False):
+                    out = np.full(x.shape, np.nan, np.float32)
+                    sub.forward.forward(sub, gy, weight if transposed else
+                                        _paths._transposed_weight(weight, groups), None, out,
+                                        transposed=transposed)
+                    results.append(out)
+                results.append(fastconv.conv2d_backward(gy, x, weight, padding=pads,
+                                                        groups=groups, need=("input",))[0])
+    for other in results[1:]:
+        np.testing.assert_array_equal(other.view(np.uint32), results[0].view(np.uint32))
+    assert_grad_close(results[0], conv2d_backward_ref(
+        gy, x, weight, pads=(pads[0], pads[0], pads[1], pads[1]), groups=groups)[0])
 
 
 def test_numpy_sums_chunks_row_by_row():

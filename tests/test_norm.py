@@ -160,3 +160,25 @@ def test_errors(rng):
         batch_norm_backward(np.ones((2, 3, 4, 3)), x, np.zeros(3), np.ones(3))
     with pytest.raises(ValueError, match="need may only name"):
         batch_norm_backward(x, x, np.zeros(3), np.ones(3), need=("bogus",))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_returned_statistics_are_the_callers(training, rng):
+    # return_stats hands out arrays nothing else holds: in evaluation a copy of float64
+    # running estimates (not the buffers themselves), in training the batch's statistics,
+    # new at every call; and the running estimates move exactly as without return_stats
+    x = rng.standard_normal((4, 3, 2, 2))
+    running = [rng.standard_normal(3), rng.random(3) + 0.5]
+    expected = [array.copy() for array in running]
+    batch_norm(x, *expected, training=training)
+    out, mean, var = batch_norm(x, *running, training=training, return_stats=True)
+    for array, wanted in zip(running, expected):
+        np.testing.assert_array_equal(array, wanted)
+    _, mean_again, var_again = batch_norm(x, None, None, training=True, return_stats=True)
+    for stat in (mean, var):
+        assert not any(np.shares_memory(stat, other) for other in running + [mean_again,
+                                                                             var_again])
+    before = [array.copy() for array in running]
+    mean[...] = var[...] = 7.0
+    for array, wanted in zip(running, before):
+        np.testing.assert_array_equal(array, wanted)

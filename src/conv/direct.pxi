@@ -1,15 +1,19 @@
 cdef extern from "_direct.h" nogil:
     int fc_direct_init()
-    void fc_direct_tile(const float* stage, const Py_ssize_t* off, Py_ssize_t k,
-                        const float* wpack, Py_ssize_t channels, int v, Py_ssize_t out_w,
-                        Py_ssize_t row_step, Py_ssize_t p0, Py_ssize_t count,
+    void fc_direct_tile(const float* stage, const Py_ssize_t* taps, const Py_ssize_t* rows,
+                        const float* wpack, Py_ssize_t k, Py_ssize_t channels, int v,
+                        Py_ssize_t out_w, Py_ssize_t row_step, Py_ssize_t p0, Py_ssize_t count,
                         const float* bias, float* tbuf)
-    void fc_direct_pack(const float* weight, Py_ssize_t k, Py_ssize_t width, float* wpack)
+    int fc_direct_pack(const float* weight, Py_ssize_t k, Py_ssize_t width, float* wpack)
+    int fc_direct_pack_transposed(const float* weight, Py_ssize_t outer, Py_ssize_t ld,
+                                  Py_ssize_t taps, Py_ssize_t width, float* wpack)
     void fc_direct_store(const float* tbuf, Py_ssize_t channels, Py_ssize_t count, float* y,
                          Py_ssize_t plane)
-    void fc_dgrad_tile(const float* stage, const Py_ssize_t* off, Py_ssize_t k,
-                       Py_ssize_t channels, int v, Py_ssize_t out_w, Py_ssize_t row_step,
-                       Py_ssize_t p0, Py_ssize_t count, const float* gyt, float* out)
+    void fc_dgrad_tile(const float* stage, const Py_ssize_t* blocks, Py_ssize_t nblocks,
+                       const Py_ssize_t* off, const Py_ssize_t* oo, Py_ssize_t channels, int v,
+                       Py_ssize_t out_w, Py_ssize_t row_step, Py_ssize_t p0, Py_ssize_t count,
+                       const float* gyt, float* out, int skip)
+    int fc_direct_any_nonfinite(const float* x, Py_ssize_t n)
     void fc_dgrad_unit(const float* stage, const Py_ssize_t* off, Py_ssize_t taps, int v,
                        Py_ssize_t out_w, Py_ssize_t row_step, Py_ssize_t p0,
                        Py_ssize_t count, const float* gyt, Py_ssize_t ldg, float* out,
@@ -93,20 +97,90 @@ cdef void stage_taps(const Geometry* geo, Py_ssize_t* taps) noexcept nogil:
                     + (tap % geo.stride_w) * geo.st_w + tap // geo.stride_w)
 
 
+cdef inline Py_ssize_t direct_tap_classes(const Geometry* geo) noexcept nogil:
+    """At most how many different tap lists direct_tap_lists makes: the kernel rows that
+    reach the input, p_lo(oy) .. p_hi(oy), only ever fall as oy grows, each at most kH - 1
+    times."""
+    cdef Py_ssize_t classes = 2 * geo.kernel_h - 1
+    return classes if classes < geo.out_h else (geo.out_h if geo.out_h > 0 else 1)
+
+
+def direct_taps_size(object geometry):
+    """Elements (intp) of forward_direct's ``taps``: the stage offsets (stage_taps), the
+    rows' (start, count) and their tap lists (direct_tap_lists)."""
+    cdef Geometry geo = make_geometry(geometry)
+    return geo.k + 2 * geo.out_h + 2 * geo.k * direct_tap_classes(&geo)
+
+
+cdef void direct_tap_lists(const Geometry* geo, const Py_ssize_t* off, Py_ssize_t width,
+                           bint skip, Py_ssize_t* rows) noexcept nogil:
+    """The forward micro-kernels' tap lists (src/_direct.h) from the stage offsets ``off``
+    (stage_taps): rows[2*oy] is where output row oy's list starts in ``rows``, rows[2*oy + 1]
+    its length; the lists follow the 2*out_h entries, pairs of (stage offset, kk * width: the
+    tap's weights in its packed block, plus its kind) in tap order. Every tap of kind 0, or
+    with ``skip`` (the weights all finite) every tap whose kernel row p reads an input row
+    for output row oy, of kind 1 where its column is padding for the row's first pixel, + 2
+    for its last: the other products are padded zeros times finite weights, exact zeros that
+    change no bit of the sums (src/_direct.h). Rows with the same kernel rows share a list
+    (they are consecutive: see direct_tap_classes)."""
+    cdef Py_ssize_t oy, kk, c, p, q, lo, hi, kind, prev_lo = -1, prev_hi = -1
+    cdef Py_ssize_t end = 2 * geo.out_h, start = 0, count = 0
+    for oy in range(geo.out_h):
+        lo = 0
+        hi = geo.kernel_h - 1
+        if skip:
+            # staged row py = oy*stride_h + p*dil_h holds input row py - pad_top
+            while lo <= hi and oy * geo.stride_h + lo * geo.dil_h < geo.pad_top:
+                lo = lo + 1
+            while hi >= lo and oy * geo.stride_h + hi * geo.dil_h >= geo.pad_top + geo.in_h:
+                hi = hi - 1
+        if lo != prev_lo or hi != prev_hi:
+            start = end
+            count = 0
+            kk = 0
+            for c in range(geo.in_channels_g):
+                for p in range(geo.kernel_h):
+                    if lo <= p <= hi:
+                        for q in range(geo.kernel_w):
+                            kind = 0
+                            if skip:
+                                # input column ox*stride_w + q*dil_w - pad_left, ox = 0 and
+                                # out_w - 1
+                                if q * geo.dil_w < geo.pad_left:
+                                    kind = 1
+                                if ((geo.out_w - 1) * geo.stride_w + q * geo.dil_w
+                                        - geo.pad_left >= geo.in_w):
+                                    kind = kind + 2
+                            rows[end] = off[kk + q]
+                            rows[end + 1] = (kk + q) * width + kind
+                            end = end + 2
+                        count = count + geo.kernel_w
+                    kk = kk + geo.kernel_w
+            prev_lo = lo
+            prev_hi = hi
+        rows[2 * oy] = start
+        rows[2 * oy + 1] = count
+
+
 def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
                           const float[::1] bias, float[:, :, :, ::1] out,
                           float[:, ::1] workspace, float[::1] packed_weight,
                           Py_ssize_t[::1] taps, object geometry, Py_ssize_t groups,
-                          int num_threads, bint relu=False):
+                          int num_threads, bint relu=False, bint transposed=False):
     """The forward pass by the direct kernels of src/_direct.h (float32, a staged geometry whose
     direct_block is not 0): no im2col block; each tile's sums come out pixel-major and are
     transposed into ``out``.
 
-    ``taps`` (k elements) receives the stage offset of every tap; ``packed_weight`` (groups *
-    C_out/groups * k, and 64 bytes of slack) the weights as [group][block][tap][channel of the
-    block]. ``workspace`` has one row per thread: 64 bytes of slack, the stage (stage_size),
-    and direct_run_pixels * C_out/groups for the sums of a run of a tile's pixels. ``relu``:
-    the run's sums are ReLU'd (src/_epilogue.h) before they are transposed into ``out``.
+    ``taps`` (direct_taps_size elements) receives the stage offset of every tap and each
+    output row's list of taps (direct_tap_lists: those on the padding rows left out where
+    the weights are finite); ``packed_weight`` (groups * C_out/groups * k, and 64 bytes of
+    slack) the weights as [group][block][tap][channel of the block]. ``workspace`` has one
+    row per thread: 64 bytes of slack, the stage (stage_size), and direct_run_pixels *
+    C_out/groups for the sums of a run of a tile's pixels. ``relu``: the run's sums are
+    ReLU'd (src/_epilogue.h) before they are transposed into ``out``. ``transposed``:
+    ``weight`` is that of the convolution whose input gradient this is (C_in of this
+    geometry, C_out/groups, kH, kW), packed transposed and flipped (the Transposed path: no
+    transposed copy first).
     """
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t batch = x.shape[0]
@@ -119,27 +193,45 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
     cdef Py_ssize_t run = direct_run(&geo)
     cdef Py_ssize_t item, n, g, t, p0, count, chunk, first, last, staged_item, kk, o
     cdef Py_ssize_t sub, sub_count, t_end, blk
+    cdef int nonfinite = 0
     cdef float* wpack = NULL
     cdef float* stage = NULL
     cdef float* tbuf = NULL
     cdef const float* src = NULL
-    if n_items == 0 or width == 0:
+    cdef Py_ssize_t* rows = NULL
+    if (n_items == 0 or width == 0
+            or taps.shape[0] < geo.k + 2 * geo.out_h + 2 * geo.k * direct_tap_classes(&geo)):
         return
     wpack = aligned(&packed_weight[0])
+    rows = &taps[geo.k]
+    cdef Py_ssize_t taps_hw = geo.kernel_h * geo.kernel_w
+    cdef Py_ssize_t outer = geo.in_channels_g  # transposed: the convolution's C_out/groups
+    cdef Py_ssize_t blocks_g = channels // width
+    cdef bint serial = groups * channels * geo.k < DIRECT_PACK_PARALLEL or num_threads == 1
+    if transposed and (weight.shape[0] != groups * outer or weight.shape[1] != channels
+                       or weight.shape[2] * weight.shape[3] != taps_hw):
+        return
     with nogil:
         stage_taps(&geo, &taps[0])
         # the weights packed by register transposes, a block of channels at a time; in
         # parallel where they are large (vgg14's 2.4 MB took 0.3-0.5 ms of its 5 ms packed
         # serially element by element)
-        if groups * channels * geo.k < DIRECT_PACK_PARALLEL or num_threads == 1:
+        if transposed:  # block blk: group blk // blocks_g, its input channels' block
+            for blk in prange(groups * blocks_g, schedule="static",
+                              num_threads=1 if serial else num_threads):
+                nonfinite |= fc_direct_pack_transposed(
+                    &weight[blk // blocks_g * outer, blk % blocks_g * width, 0, 0], outer,
+                    channels * taps_hw, taps_hw, width, wpack + blk * width * geo.k)
+        elif serial:
             for blk in range(groups * channels // width):
-                fc_direct_pack(&weight[blk * width, 0, 0, 0], geo.k, width,
-                               wpack + blk * width * geo.k)
+                nonfinite = nonfinite | fc_direct_pack(&weight[blk * width, 0, 0, 0], geo.k,
+                                                       width, wpack + blk * width * geo.k)
         else:
             for blk in prange(groups * channels // width, schedule="static",
                               num_threads=num_threads):
-                fc_direct_pack(&weight[blk * width, 0, 0, 0], geo.k, width,
-                               wpack + blk * width * geo.k)
+                nonfinite |= fc_direct_pack(&weight[blk * width, 0, 0, 0], geo.k, width,
+                                            wpack + blk * width * geo.k)
+        direct_tap_lists(&geo, &taps[0], width, nonfinite == 0, rows)
     with nogil, parallel(num_threads=num_threads):
         stage = aligned(&workspace[threadid(), 0])
         tbuf = stage + stage_elements
@@ -172,10 +264,10 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
                 sub = p0
                 while sub < p0 + count:
                     sub_count = p0 + count - sub if p0 + count - sub < run else run
-                    fc_direct_tile(src, &taps[0], geo.k, wpack + g * channels * geo.k, channels,
-                                   <int>(width // 16), geo.out_w, geo.stride_h * geo.st_row,
-                                   sub, sub_count, &bias[g * channels] if has_bias else NULL,
-                                   tbuf)
+                    fc_direct_tile(src, rows, rows, wpack + g * channels * geo.k, geo.k,
+                                   channels, <int>(width // 16), geo.out_w,
+                                   geo.stride_h * geo.st_row, sub, sub_count,
+                                   &bias[g * channels] if has_bias else NULL, tbuf)
                     if relu:
                         fc_srelu_rows(tbuf, 1, sub_count * channels, sub_count * channels)
                     fc_direct_store(tbuf, channels, sub_count,
@@ -183,18 +275,106 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
                     sub = sub + sub_count
 
 
+# The weight gradient's chunks group the taps by kernel position (p, q), each group's
+# channels in blocks, where the input has at least this many channels per group and the taps
+# reach padding: a block's products with padded zeros then fall outside one window of rows and
+# columns (fc_dgrad_tile), left out
+cdef enum:
+    DGRAD_GROUP_MIN_CHANNELS = 8
+
+
+def direct_wgrad_taps_size(object geometry):
+    """Elements (intp) of grad_weight_direct_chunks' ``taps``: the stage offsets
+    (stage_taps), then direct_wgrad_blocks' lists."""
+    cdef Geometry geo = make_geometry(geometry)
+    return 9 * geo.k
+
+
+cdef void dgrad_window(Py_ssize_t first, Py_ssize_t step, Py_ssize_t count, Py_ssize_t size,
+                       Py_ssize_t* out) noexcept nogil:
+    """out[0:2] = [lo, hi): the j < count with 0 <= first + j*step < size (valid_range)."""
+    cdef Py_ssize_t lo, hi
+    valid_range(first, step, count, size, &lo, &hi)
+    out[0] = lo
+    out[1] = hi
+
+
+cdef Py_ssize_t direct_wgrad_blocks(const Geometry* geo, const Py_ssize_t* taps, Py_ssize_t r_max,
+                                    Py_ssize_t channels, Py_ssize_t* lists) noexcept nogil:
+    """The weight gradient's blocks of taps for fc_dgrad_tile from the stage offsets ``taps``
+    (stage_taps): lists[0 : k] the taps' stage offsets in block order, lists[k : 2k] their rows
+    of the sums (kk * channels), then six entries a block (first, count, oy_lo, oy_hi, ox_lo,
+    ox_hi: the output rows and columns whose pixels its taps read inside the input). By
+    kernel position (p, q), the channels of each in near-equal blocks of at most r_max, where
+    DGRAD_GROUP_MIN_CHANNELS and padding allow; else consecutive taps, in near-equal blocks
+    of at most r_max, with whole windows. Returns the number of blocks. The blocking changes
+    no sum: each is over the same pixels in the same order."""
+    cdef Py_ssize_t k = geo.k, taps_hw = geo.kernel_h * geo.kernel_w
+    cdef Py_ssize_t* off = lists
+    cdef Py_ssize_t* oo = lists + k
+    cdef Py_ssize_t* blocks = lists + 2 * k
+    cdef Py_ssize_t nb = 0, n = 0, pq, c, runs, r, first, last, kk
+    cdef Py_ssize_t rows[2]
+    cdef Py_ssize_t cols[2]
+    cdef bint reaches = (geo.pad_top > 0 or geo.pad_left > 0
+                         or (geo.out_h - 1) * geo.stride_h + (geo.kernel_h - 1) * geo.dil_h
+                         >= geo.pad_top + geo.in_h
+                         or (geo.out_w - 1) * geo.stride_w + (geo.kernel_w - 1) * geo.dil_w
+                         >= geo.pad_left + geo.in_w)
+    if not reaches or geo.in_channels_g < DGRAD_GROUP_MIN_CHANNELS:
+        runs = (k + r_max - 1) // r_max
+        for kk in range(k):
+            off[kk] = taps[kk]
+            oo[kk] = kk * channels
+        for r in range(runs):
+            first = k * r // runs
+            last = k * (r + 1) // runs
+            blocks[6 * r] = first
+            blocks[6 * r + 1] = last - first
+            blocks[6 * r + 2] = 0
+            blocks[6 * r + 3] = geo.out_h
+            blocks[6 * r + 4] = 0
+            blocks[6 * r + 5] = geo.out_w
+        return runs
+    runs = (geo.in_channels_g + r_max - 1) // r_max
+    for pq in range(taps_hw):
+        dgrad_window(pq // geo.kernel_w * geo.dil_h - geo.pad_top, geo.stride_h, geo.out_h,
+                     geo.in_h, rows)
+        dgrad_window(pq % geo.kernel_w * geo.dil_w - geo.pad_left, geo.stride_w, geo.out_w,
+                     geo.in_w, cols)
+        for r in range(runs):
+            first = geo.in_channels_g * r // runs
+            last = geo.in_channels_g * (r + 1) // runs
+            blocks[6 * nb] = n
+            blocks[6 * nb + 1] = last - first
+            blocks[6 * nb + 2] = rows[0]
+            blocks[6 * nb + 3] = rows[1]
+            blocks[6 * nb + 4] = cols[0]
+            blocks[6 * nb + 5] = cols[1]
+            nb = nb + 1
+            for c in range(first, last):
+                kk = c * taps_hw + pq
+                off[n] = taps[kk]
+                oo[n] = kk * channels
+                n = n + 1
+    return nb
+
+
 cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
                                          const float[:, :, :, ::1] x,
                                          float[:, ::1] partials, float[:, ::1] workspace,
-                                         const Py_ssize_t* taps, const Geometry* geo,
+                                         const Py_ssize_t* lists, Py_ssize_t nblocks,
+                                         const Geometry* geo,
                                          Py_ssize_t groups, Py_ssize_t width,
                                          int num_threads) noexcept nogil:
     """grad_weight_impl by the direct kernels of src/_direct.h (float32; width = direct_block):
     partials[chunk, (g, kk, o)] += the chunk's sums, tap-major (the caller transposes them
-    into the weights' layout). The same fixed chunks and order as grad_weight_impl. Each
-    thread's workspace row: 64 bytes of slack, the stage (stage_size), then
-    direct_run_pixels * C_out/groups for a run of grad_output's tile transposed
-    (fc_direct_load). Each chunk's row of ``partials`` is zeroed by the thread that sums it."""
+    into the weights' layout), in the blocks of taps of ``lists`` (direct_wgrad_blocks), the
+    products with padded zeros left out where a run of grad_output is finite. The same fixed
+    chunks and order as grad_weight_impl. Each thread's workspace row: 64 bytes of slack, the
+    stage (stage_size), then direct_run_pixels * C_out/groups for a run of grad_output's tile
+    transposed (fc_direct_load). Each chunk's row of ``partials`` is zeroed by the thread that
+    sums it."""
     cdef Py_ssize_t batch = x.shape[0]
     cdef Py_ssize_t n_pairs = batch * geo[0].n_tiles
     cdef Py_ssize_t n_chunks = partials.shape[0]
@@ -202,6 +382,7 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
     cdef Py_ssize_t channels = geo[0].out_channels_g
     cdef Py_ssize_t stage_elements = stage_length(geo)
     cdef Py_ssize_t run = direct_run(geo)
+    cdef Py_ssize_t k = geo[0].k
     cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, staged_sample, sub, sub_count
     cdef float* stage = NULL
     cdef float* gyt = NULL
@@ -236,9 +417,11 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
                         sub_count = p0 + count - sub if p0 + count - sub < run else run
                         fc_direct_load(&grad_output[n, g * channels, 0, 0] + sub, out_plane,
                                        channels, sub_count, gyt)
-                        fc_dgrad_tile(src, taps, geo[0].k, channels, <int>(width // 16),
-                                      geo[0].out_w, geo[0].stride_h * geo[0].st_row, sub,
-                                      sub_count, gyt, &partials[chunk, g * channels * geo[0].k])
+                        fc_dgrad_tile(src, lists + 2 * k, nblocks, lists, lists + k, channels,
+                                      <int>(width // 16), geo[0].out_w,
+                                      geo[0].stride_h * geo[0].st_row, sub, sub_count, gyt,
+                                      &partials[chunk, g * channels * k],
+                                      not fc_direct_any_nonfinite(gyt, sub_count * channels))
                         sub = sub + sub_count
 
 
@@ -301,15 +484,20 @@ def grad_weight_direct_chunks(const float[:, :, :, ::1] grad_output,
     grad_weight_direct for large ones): the chunks' sums, tap-major, into the rows of
     ``partials`` (any contents; grad_weight_direct_chunks_impl), then added in chunk order and
     transposed into ``grad_weight`` (sum_chunks_transposed, in ``sums``: num_threads rows
-    of SUM_CHUNKS_FLOATS). ``taps`` (k elements) receives the stage offset of every tap."""
+    of SUM_CHUNKS_FLOATS). ``taps`` (direct_wgrad_taps_size elements) receives the stage
+    offset of every tap and the blocks of taps (direct_wgrad_blocks)."""
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t width = direct_block(geometry)
-    if width == 0 or partials.shape[0] == 0:
+    cdef Py_ssize_t nblocks
+    if width == 0 or partials.shape[0] == 0 or taps.shape[0] < 9 * geo.k:
         return
     with nogil:
         stage_taps(&geo, &taps[0])
-        grad_weight_direct_chunks_impl(grad_output, x, partials, workspace, &taps[0], &geo,
-                                       groups, width, num_threads)
+        nblocks = direct_wgrad_blocks(&geo, &taps[0],
+                                      FC_DIRECT_MR2 if width == 32 else FC_DIRECT_MR1,
+                                      geo.out_channels_g, &taps[geo.k])
+        grad_weight_direct_chunks_impl(grad_output, x, partials, workspace, &taps[geo.k],
+                                       nblocks, &geo, groups, width, num_threads)
         sum_chunks_transposed(partials, &grad_weight[0, 0, 0, 0], groups, geo.out_channels_g,
                               geo.k, sums, num_threads)
 

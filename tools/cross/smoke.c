@@ -349,6 +349,7 @@ static void check_direct(void)
         (void (*)(void))fc_direct_tile, (void (*)(void))fc_direct_store,
         (void (*)(void))fc_dgrad_tile, (void (*)(void))fc_direct_load,
         (void (*)(void))fc_direct_pack, (void (*)(void))fc_dgrad_unit,
+        (void (*)(void))fc_direct_pack_transposed, (void (*)(void))fc_direct_any_nonfinite,
         (void (*)(void))fc_dwd_forward, (void (*)(void))fc_dwd_wgrad,
         (void (*)(void))fc_dwd_igrad};
     enum { H = 5, W = 11, TOP = 1, LEFT = 2, ROWS = 7, PW = 15 };
