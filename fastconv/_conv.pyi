@@ -407,3 +407,19 @@ class _LinearForward(Protocol):
     def __getitem__(self, signature: str, /) -> _LinearForward: ...  # "float" or "double"
 
 linear_forward: _LinearForward
+
+# The strided input gradients' phase planes into grad_input (src/conv/interleave.pxi)
+@type_check_only
+class _InterleavePhases(Protocol):
+    def __call__(
+        self,
+        phases: np.ndarray,  # const floating[::1]  the phase arrays, one after another
+        offsets: np.ndarray,  # const Py_ssize_t[::1]  (stride_h * stride_w,), < 0: zeros
+        out: np.ndarray,  # floating[:, :, :, ::1]  (N, C, H, W), every element written
+        stride_h: int,
+        stride_w: int,
+        num_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _InterleavePhases: ...  # "float" or "double"
+
+interleave_phases: _InterleavePhases

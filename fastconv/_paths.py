@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -40,7 +40,13 @@ from ._geometry import (
     packed_weight_buffer,
     packed_weight_workspace,
 )
-from ._threads import blas_single_thread, effective_num_threads, threads_key
+from ._threads import (
+    COPY_ELEMENTS_PER_THREAD,
+    blas_single_thread,
+    effective_num_threads,
+    threads_for,
+    threads_key,
+)
 
 if TYPE_CHECKING:
     from ._plan import ConvPlan
@@ -672,13 +678,17 @@ class Transposed(ConvPath):
                             grad_input)
 
 
-def _transposed_weight(weight: np.ndarray, groups: int) -> np.ndarray:
-    """wt[g*C_in/groups + c, o, p, q] = w[g*C_out/groups + o, c, kH-1-p, kW-1-q]."""
+def _transposed_weight(weight: np.ndarray, groups: int, taps_h: slice = slice(None),
+                       taps_w: slice = slice(None)) -> np.ndarray:
+    """wt[g*C_in/groups + c, o, p, q] = w[g*C_out/groups + o, c, kH-1-p, kW-1-q], or its taps
+    ``wt[:, :, taps_h, taps_w]`` only (StridedPhases' sub-kernels), in one copy."""
     out_channels, in_channels_g, kernel_h, kernel_w = weight.shape
-    w5 = weight.reshape(groups, out_channels // groups, in_channels_g, kernel_h, kernel_w)
+    w5 = weight.reshape(groups, out_channels // groups, in_channels_g, kernel_h,
+                        kernel_w)[:, :, :, ::-1, ::-1][:, :, :, taps_h, taps_w]
+    kernel_h, kernel_w = w5.shape[3:]
     transposed = scratch((groups, in_channels_g, out_channels // groups, kernel_h, kernel_w),
                          weight.dtype)
-    np.copyto(transposed, w5[:, :, :, ::-1, ::-1].transpose(0, 2, 1, 3, 4))
+    np.copyto(transposed, w5.transpose(0, 2, 1, 3, 4))
     return transposed.reshape(groups * in_channels_g, out_channels // groups, kernel_h,
                               kernel_w)
 
@@ -706,17 +716,165 @@ def transposed_geometry(plan: ConvPlan) -> Geometry | None:
     return transposed
 
 
-# ---- the input gradient of a strided 1x1 convolution ----------------------------------------
+# ---- the strided input gradients: phase planes interleaved (src/conv/interleave.pxi) ---------
+
+class Phase(NamedTuple):
+    """One phase (a, b) of a strided input gradient: the input pixels (a + stride_h*t, b +
+    stride_w*u), ``rows`` by ``cols`` of them. Where ``geometry`` is None no tap reaches them
+    (they are zeros); else they are a stride-1 forward convolution of grad_output with
+    ``geometry`` and the sub-kernel ``wt[:, :, taps_h, taps_w]`` of the transposed, flipped
+    weights (_transposed_weight)."""
+
+    rows: int
+    cols: int
+    taps_h: slice
+    taps_w: slice
+    geometry: Geometry | None
+
+
+def _phase_taps(a: int, stride: int, pad: int, dil: int, kernel: int, size: int
+                ) -> tuple[int, slice, int, int, int] | None:
+    """Along one axis, phase ``a``'s (input index a mod stride): its pixel count, the taps
+    of the flipped kernel it meets (a slice; empty: none), their dilation and the padding of
+    its forward pass over grad_output; None where that padding would be negative (padding
+    beyond the kernel's reach). Tap p meets input pixel a + stride*t through output pixel t
+    + (a + pad - p*dil) / stride where stride divides a + pad - p*dil: the taps p0, p0 + m,
+    ... (m = stride / gcd(stride, dil)), whose output rows step by m*dil/stride."""
+    count = -(-(size - a) // stride)
+    taps = [p for p in range(kernel) if (a + pad - p * dil) % stride == 0]
+    if not taps:
+        return count, slice(0, 0), 0, 1, 0
+    m = taps[1] - taps[0] if len(taps) > 1 else 1
+    top = -((a + pad - taps[-1] * dil) // stride)  # the output row before t's first tap
+    if top < 0:
+        return None
+    first = kernel - 1 - taps[-1]
+    return count, slice(first, first + (len(taps) - 1) * m + 1, m), len(taps), \
+        max(1, m * dil // stride), top
+
+
+def strided_phases(plan: ConvPlan) -> tuple[Phase, ...] | None:
+    """StridedPhases' phases (a, b) in the order a * stride_w + b, or None where it does not
+    apply: stride 1, padding beyond the kernel's reach."""
+    g = plan.geometry
+    sh, sw = g.stride_h, g.stride_w
+    if (sh, sw) == (1, 1):
+        return None
+    phases = []
+    for a in range(sh):
+        along_h = _phase_taps(a, sh, g.pad_top, g.dil_h, g.kernel_h, g.in_h)
+        for b in range(sw):
+            along_w = _phase_taps(b, sw, g.pad_left, g.dil_w, g.kernel_w, g.in_w)
+            if along_h is None or along_w is None:
+                return None
+            rows, taps_h, kernel_h, dil_h, top = along_h
+            cols, taps_w, kernel_w, dil_w, left = along_w
+            geometry = None
+            if rows > 0 and cols > 0 and kernel_h > 0 and kernel_w > 0:
+                geometry = make_geometry(g.out_channels_g, g.out_h, g.out_w, g.in_channels_g,
+                                         rows, cols, kernel_h, kernel_w, (1, 1), (top, left),
+                                         (dil_h, dil_w), plan.dtype, plan.override.stage)
+            phases.append(Phase(max(0, rows), max(0, cols), taps_h, taps_w, geometry))
+    return tuple(phases)
+
+
+def _interleave(plan: ConvPlan, phases: np.ndarray, offsets: np.ndarray,
+                grad_input: np.ndarray) -> None:
+    g = plan.geometry
+    _INTERLEAVE[plan.dtype](phases, offsets, grad_input, g.stride_h, g.stride_w,
+                            threads_for(plan.batch * plan.in_channels, grad_input.size,
+                                        COPY_ELEMENTS_PER_THREAD))
+
+
+# StridedPhases pays where its phases run on the direct kernels (float32 on AVX-512, a
+# multiple of 16 input channels per group), with at least this many (sample, group) items
+# (the direct kernels' units of work) ...
+PHASES_MIN_ITEMS = 16
+# ... and every phase at least this many pixels. Measured on this Zen 4, 2 threads, float32,
+# min of 15 interleaved calls (load ~2.8), ms, phases / packed / BLAS:
+#   (32, 32, 28, 28) -> 64 3x3 s2 p1 (ResNet's l2.c1)    1.43 / 1.69 / 1.85
+#   (32, 64, 14, 14) -> 128 3x3 s2 p1 (l3.c1)            1.49 / 1.82 / 2.00
+#   (64, 16, 28, 28) -> 32 5x5 s2 p2                     1.91 / 2.76 / 3.01
+#   (16, 32, 30, 30) -> 32 3x3 s3                        0.36 / 0.41 / 0.38
+#   (16, 64, 56, 56) -> 64 3x3 s2 p1                     6.09 / 6.03 / 7.15
+#   (16, 64, 32, 32) -> 128 4x4 s2 p1                    5.68 / 5.70 / 7.46
+#   (32, 32, 28, 28) -> 64 3x3 s2 p0                     1.48 / 1.45 / 1.64
+# and below the bounds (the direct kernels' few items, or tiny planes, are slower than the
+# GEMMs' tiles):
+#   (32, 128, 7, 7) -> 256 3x3 s2 p1 (4x4 phases)        2.17 / 1.86 / 3.22
+#   (4, 32, 14, 14) -> 32 3x3 s2 p1                      0.092 / 0.087 / 0.074
+#   (8, 16, 16, 16) -> 32 3x3 s2 p1                      0.090 / 0.062 / 0.057
+#   (1, 64, 28, 28) -> 64 3x3 s2 p1                      0.31 / 0.14 / 0.15
+# Phases on the GEMM paths (float64, or too few channels for the direct kernels) lost
+# everywhere measured: the ResNet's two layers in float64 3.10 / 2.87 / 3.22 and 3.07 /
+# 2.86 / 3.30; (32, 3, 32, 32) -> 16 3x3 s2 p1 float32 0.23 / 0.12 / 0.10.
+PHASES_MIN_PIXELS = 49
+
+
+class StridedPhases(ConvPath):
+    """Stride s > 1: the input pixels (i, j) with i = a, j = b (mod s) meet only the taps p, q
+    with s dividing a + pad - p*d (likewise q), so each phase (a, b) of grad_input is a
+    stride-1 forward convolution of grad_output with a sub-kernel of the transposed, flipped
+    weights (3x3 stride 2: 2x2, 2x1, 1x2 and 1x1) and its own padding (the plan's
+    ``phases``: (Phase, sub-plan) pairs, each sub-plan with its own forward path), into
+    scratch; src/conv/interleave.pxi then writes grad_input whole from the phase planes
+    (zeros where no tap reaches). The multiply-adds are the forward pass's, with no column
+    block or col2im scatter. The sub-convolutions sum over grad_output's padding, so it takes
+    only finite weights (as Transposed)."""
+
+    name = "strided-phases"
+    ops = frozenset({"grad_input"})
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        return plan.phases is not None
+
+    def pays(self, op: str, plan: ConvPlan) -> bool:
+        return plan.batch * plan.groups >= PHASES_MIN_ITEMS and all(
+            isinstance(sub.forward, Direct) and phase.rows * phase.cols >= PHASES_MIN_PIXELS
+            for phase, sub in plan.phases or () if sub is not None)
+
+    def takes(self, weight: np.ndarray) -> bool:
+        return bool(np.isfinite(weight).all())
+
+    @staticmethod
+    def _layout(plan: ConvPlan) -> tuple[int, np.ndarray, tuple[tuple[Any, ...], ...]]:
+        """The phases' arrays one after another in one scratch buffer: its size, each phase's
+        offset (-1: zeros) and the (phase, sub-plan, slice of the buffer, shape) of those
+        computed."""
+        phases = plan.phases or ()
+        offsets = np.full(len(phases), -1, dtype=np.intp)
+        runs, offset = [], 0
+        for index, (phase, sub) in enumerate(phases):
+            if sub is not None:
+                shape = (plan.batch, plan.in_channels, phase.rows, phase.cols)
+                end = offset + plan.batch * plan.in_channels * phase.rows * phase.cols
+                runs.append((phase, sub, slice(offset, end), shape))
+                offsets[index], offset = offset, end
+        return offset, offsets, tuple(runs)
+
+    def grad_input(self, plan, grad_output, weight, grad_input):
+        size, offsets, runs = sizes_for(plan, ("grad_input", self.name),
+                                        lambda: self._layout(plan))
+        buffer = scratch(size, plan.dtype)
+        for phase, sub, part, shape in runs:
+            sub.forward.forward(
+                sub, grad_output,
+                _transposed_weight(weight, plan.groups, phase.taps_h, phase.taps_w), None,
+                buffer[part].reshape(shape))
+        _interleave(plan, buffer, offsets, grad_input)
+
 
 class StridedPointwise(ConvPath):
     """1x1 kernel, stride s > 1, no padding (a ResNet's downsampling shortcut): input pixel
     (i, j) meets the weights only where s divides i and j, through output pixel (i/s, j/s);
     so ``gx[:, :, ::s, ::s] = sum_o gy[o] * w[o, c]``, a pointwise forward convolution of
     grad_output with the transposed weights (the plan's ``strided`` sub-plan and its own
-    forward path), and zeros elsewhere. The scatter paths (im2col + col2im) would build and
-    scatter a column block of the same size. Measured on bench/profile_resnet_ops.py's two
-    shortcuts (32 -> 64 at 28x28 and 64 -> 128 at 14x14, batch 64, 2 threads): 0.93 -> 0.73
-    and 0.92 -> 0.57 ms against the BLAS path the thresholds chose."""
+    forward path), interleaved with zeros into grad_input (src/conv/interleave.pxi, every
+    element written). The scatter paths (im2col + col2im) would build and scatter a column
+    block of the same size. Measured on bench/profile_resnet_ops.py's two shortcuts (32 -> 64
+    at 28x28 and 64 -> 128 at 14x14, batch 64, 2 threads): 0.93 -> 0.73 and 0.92 -> 0.57 ms
+    against the BLAS path the thresholds chose (with a NumPy zero fill and strided copy in
+    place of the interleave)."""
 
     name = "strided-pointwise"
     ops = frozenset({"grad_input"})
@@ -724,15 +882,14 @@ class StridedPointwise(ConvPath):
     def applies(self, op: str, plan: ConvPlan) -> bool:
         return plan.strided is not None
 
-    def writes_all_input(self, plan: ConvPlan) -> bool:
-        return False  # the pixels no output reads keep the zeros grad_input starts with
-
     def grad_input(self, plan, grad_output, weight, grad_input):
         sub, g = plan.strided, plan.geometry
-        rows = scratch((plan.batch, plan.in_channels, g.out_h, g.out_w), plan.dtype)
+        rows = scratch(plan.batch * plan.in_channels * g.out_h * g.out_w, plan.dtype)
         sub.forward.forward(sub, grad_output, _transposed_weight(weight, plan.groups), None,
-                            rows)
-        grad_input[:, :, ::g.stride_h, ::g.stride_w] = rows
+                            rows.reshape(plan.batch, plan.in_channels, g.out_h, g.out_w))
+        offsets = np.full(g.stride_h * g.stride_w, -1, dtype=np.intp)
+        offsets[0] = 0
+        _interleave(plan, rows, offsets, grad_input)
 
 
 def strided_pointwise_geometry(plan: ConvPlan) -> Geometry | None:
@@ -1263,8 +1420,8 @@ FORWARD: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), Winograd(), *PO
 # pass, a combination nothing has measured)
 TRANSPOSED_FORWARD: tuple[ConvPath, ...] = FORWARD[2:]
 GRAD_INPUT: tuple[ConvPath, ...] = (DepthwiseGather(), DepthwiseDirect(), Depthwise(),
-                                    Winograd(), Transposed(), StridedPointwise(), Packed(),
-                                    Blas())
+                                    Winograd(), Transposed(), StridedPointwise(),
+                                    StridedPhases(), Packed(), Blas())
 GRAD_WEIGHT: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), WinogradWeight(),
                                      Direct(), Packed(), Blas())
 OPS: dict[str, tuple[ConvPath, ...]] = {"forward": FORWARD, "grad_input": GRAD_INPUT,
@@ -1331,3 +1488,4 @@ def grad_bias(grad_output: np.ndarray, grad_bias: np.ndarray, out_channels: int)
 _GRAD_BIAS = _specialised(_conv.grad_bias)
 _RELU = _specialised(_conv.relu_inplace)
 _RELU_BACKWARD = _specialised(_conv.relu_backward)
+_INTERLEAVE = _specialised(_conv.interleave_phases)

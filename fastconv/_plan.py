@@ -112,6 +112,8 @@ class ConvPlan(NamedTuple):
     gather: ConvPlan | None = None      # DepthwiseGather's
     algorithm: str = "auto"             # 'auto', 'direct' or 'winograd' (conv2d's algorithm=)
     strided: ConvPlan | None = None     # StridedPointwise's forward pass over grad_output
+    # StridedPhases' phases: (fastconv._paths.Phase, its forward pass over grad_output or None)
+    phases: tuple[tuple[Any, ConvPlan | None], ...] | None = None
     # what a path works out per call from the plan and the thread count (its threads and
     # workspace sizes), kept per (op, path, thread count) by the first call; each completed
     # plan has its own (fastconv._paths.sizes_for)
@@ -148,8 +150,9 @@ def pooling_path(plan: ConvPlan, window: tuple[int, int]) -> Any:
 
 def _over_grad_output(plan: ConvPlan, geometry: Geometry | None) -> ConvPlan | None:
     """A sub-plan for a forward pass over ``plan``'s grad_output (the channels swapped) with
-    ``geometry``, its forward path chosen among TRANSPOSED_FORWARD (Transposed's and
-    StridedPointwise's); None where ``geometry`` is (the path does not apply)."""
+    ``geometry``, its forward path chosen among TRANSPOSED_FORWARD (Transposed's,
+    StridedPointwise's and StridedPhases'); None where ``geometry`` is (the path does not
+    apply; a phase no tap reaches)."""
     if geometry is None:
         return None
     sub = plan._replace(geometry=geometry, in_channels=plan.out_channels,
@@ -173,8 +176,11 @@ def complete(plan: ConvPlan) -> ConvPlan:
     else:
         transposed = _over_grad_output(plan, _paths.transposed_geometry(plan))
     strided = _over_grad_output(plan, _paths.strided_pointwise_geometry(plan))
+    phases = _paths.strided_phases(plan)
+    if phases is not None:
+        phases = tuple((phase, _over_grad_output(plan, phase.geometry)) for phase in phases)
     plan = plan._replace(forward=forward, grad_weight=grad_weight, transposed=transposed,
-                         gather=gather, strided=strided, memo={})
+                         gather=gather, strided=strided, phases=phases, memo={})
     candidates = choose("grad_input", plan, asked=override.grad_input)
     # the data-dependent paths come first; the first path that takes any data ends the list
     for index, path in enumerate(candidates):

@@ -41,6 +41,8 @@ The kernels live in one file per family, included here (one module, one import):
   GEMM per alpha^2 position summing over the tiles.
 - ``conv/linear.pxi``: fastconv.nn.Linear's forward pass, the dot-product kernels of
   ``_linear.h`` with the rows across the threads.
+- ``conv/interleave.pxi``: the strided input gradients' phase planes interleaved into
+  grad_input.
 
 Which of them runs is decided in one place, fastconv/_paths.py (the ordered path list), from
 the plan that fastconv/_plan.py makes; these entry points take no sentinel and decide
@@ -73,3 +75,4 @@ include "conv/winograd.pxi"
 include "conv/winograd_wgrad.pxi"
 include "conv/fewchan.pxi"
 include "conv/linear.pxi"
+include "conv/interleave.pxi"
