@@ -188,6 +188,18 @@ class _ReluBackward(Protocol):
 relu_backward: _ReluBackward
 
 @type_check_only
+class _AddInplace(Protocol):
+    def __call__(
+        self,
+        out: np.ndarray,  # floating[::1]  an array viewed flat, overwritten by out + other
+        other: np.ndarray,  # const floating[::1]  of out's length, not overlapping it
+        num_threads: int,
+    ) -> None: ...
+    def __getitem__(self, signature: str, /) -> _AddInplace: ...  # "float" or "double"
+
+add_inplace: _AddInplace
+
+@type_check_only
 class _GradWeightPacked(Protocol):
     def __call__(
         self,

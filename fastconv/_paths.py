@@ -1459,8 +1459,23 @@ def relu_backward(output: np.ndarray, grad_output: np.ndarray, out: np.ndarray) 
                               effective_num_threads(max(1, flat.size // RELU_ELEMENTS_PER_THREAD)))
 
 
-# Below this many elements per thread, waking a second thread for the ReLU costs more than
-# it saves (a copy-like pass: COPY_ELEMENTS_PER_THREAD's order)
+
+def add_inplace(out: np.ndarray, other: np.ndarray) -> None:
+    """``out += other`` (a residual block's two input gradients), with NumPy's bits: one
+    pass on the threads where the size pays (as relu_inplace) where both are C-contiguous
+    float32 or float64 arrays of one shape and dtype that do not overlap, else NumPy's
+    ``+=``."""
+    if (out.dtype in _ADD and other.dtype == out.dtype and other.shape == out.shape
+            and out.flags.c_contiguous and other.flags.c_contiguous
+            and out.flags.writeable and not np.may_share_memory(out, other)):
+        flat = out.reshape(-1)
+        _ADD[out.dtype](flat, other.reshape(-1),
+                        effective_num_threads(max(1, flat.size // RELU_ELEMENTS_PER_THREAD)))
+    else:
+        out += other
+
+# Below this many elements per thread, waking a second thread for the ReLU (or the add)
+# costs more than it saves (a copy-like pass: COPY_ELEMENTS_PER_THREAD's order)
 RELU_ELEMENTS_PER_THREAD = 1 << 14
 
 
@@ -1488,4 +1503,5 @@ def grad_bias(grad_output: np.ndarray, grad_bias: np.ndarray, out_channels: int)
 _GRAD_BIAS = _specialised(_conv.grad_bias)
 _RELU = _specialised(_conv.relu_inplace)
 _RELU_BACKWARD = _specialised(_conv.relu_backward)
+_ADD = _specialised(_conv.add_inplace)
 _INTERLEAVE = _specialised(_conv.interleave_phases)

@@ -17,6 +17,7 @@ from typing import Literal, overload
 import numpy as np
 
 from . import nn
+from ._paths import add_inplace
 from ._typing import ConvAlgorithm, DTypeLike, Seed
 
 __all__ = ["tutorial_net", "lenet5", "build", "MODELS"]
@@ -176,10 +177,9 @@ class BasicBlock(nn.Module):
     def backward(self, grad_output: np.ndarray, need_input_grad: bool = True) -> np.ndarray:
         grad_main, grad_shortcut = self.bn2.backward_residual(grad_output)
         grad_x = self.conv1.backward(self.bn1.backward(self.conv2.backward(grad_main)))
-        if self.downsample is None:
-            grad_x += grad_shortcut
-        else:
-            grad_x += self.downsample.backward(grad_shortcut)
+        if self.downsample is not None:
+            grad_shortcut = self.downsample.backward(grad_shortcut)
+        add_inplace(grad_x, grad_shortcut)  # grad_x += grad_shortcut, on the threads
         return grad_x
 
 

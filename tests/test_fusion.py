@@ -61,6 +61,48 @@ def test_relu_rule_is_numpys(dtype):
     assert np.array_equal(bits(got), bits(expected))
 
 
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_residual_add_is_numpys(rng, dtype, threads):
+    """_paths.add_inplace (a residual block's two input gradients, models.BasicBlock) is
+    NumPy's ``+=`` bit for bit, on any thread count, special values included; arrays it does
+    not take (another dtype, a strided view, overlapping operands) go to NumPy's ``+=``."""
+    n = (1 << 15) * threads + 37  # a second and third thread's share, with a tail
+    special = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30], dtype=dtype)
+    a = rng.standard_normal(n).astype(dtype)
+    b = rng.standard_normal(n).astype(dtype)
+    a[:7], b[:7] = special, special[::-1]
+    a[-7:], b[-7:] = special[::-1], -special
+    with np.errstate(invalid="ignore"):  # inf + -inf: NumPy warns, the kernel does not
+        expected = a + b
+    got = a.copy()
+    with fastconv.threads(threads):
+        _paths.add_inplace(got, b)
+    assert np.array_equal(bits(got), bits(expected))
+    with np.errstate(invalid="ignore"):
+        _fallbacks(a, b)
+
+
+def _fallbacks(a, b):
+    """add_inplace on what it hands to NumPy equals NumPy's ``+=``."""
+    strided = a.copy()[::2]
+    fallback = strided.copy()
+    _paths.add_inplace(strided, b[::2])
+    fallback += b[::2]
+    assert np.array_equal(bits(strided), bits(fallback))
+    other = b.astype(np.float64 if a.dtype == np.float32 else np.float32)
+    mixed = a.copy()
+    _paths.add_inplace(mixed, other)
+    by_numpy = a.copy()
+    by_numpy += other
+    assert np.array_equal(bits(mixed), bits(by_numpy))
+    overlap = a.copy()
+    _paths.add_inplace(overlap[1:], overlap[:-1])
+    by_numpy = a.copy()
+    by_numpy[1:] += by_numpy[:-1]
+    assert np.array_equal(bits(overlap), bits(by_numpy))
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_every_forward_path_fuses_relu_bit_for_bit(rng, dtype, bias):
     """Each forward path, asked for through the override where it applies: conv2d(...,

@@ -58,6 +58,29 @@ def relu_backward(const floating[::1] output, const floating[::1] grad, floating
                     relu_backward_run(&output[first], &grad[first], &out[first], last - first)
 
 
+
+cdef inline void add_run(floating* out, const floating* other, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = out[i] + other[i]
+
+
+def add_inplace(floating[::1] out, const floating[::1] other, int num_threads):
+    """``out += other`` over whole arrays viewed flat, element by element (NumPy's bits: one
+    rounded addition each); the two of one length, not overlapping."""
+    cdef Py_ssize_t n = out.shape[0], chunk, first, last
+    if n == 0:
+        return
+    with nogil:
+        if num_threads <= 1:
+            add_run(&out[0], &other[0], n)
+        else:
+            for chunk in prange(num_threads, num_threads=num_threads, schedule="static"):
+                first = chunk_start(chunk, n, num_threads)
+                last = chunk_start(chunk + 1, n, num_threads)
+                if last > first:
+                    add_run(&out[first], &other[first], last - first)
+
 cdef extern from "_gemm.h" nogil:
     enum:
         FC_SGEMM_NR
