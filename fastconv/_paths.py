@@ -820,7 +820,11 @@ class StridedPhases(ConvPath):
     scratch; src/conv/interleave.pxi then writes grad_input whole from the phase planes
     (zeros where no tap reaches). The multiply-adds are the forward pass's, with no column
     block or col2im scatter. The sub-convolutions sum over grad_output's padding, so it takes
-    only finite weights (as Transposed)."""
+    only finite weights (as Transposed). Where every phase runs on the direct kernels, all of
+    it is one call (_conv.strided_phases_direct: one parallel region, the sub-kernels packed
+    from the weights, no transposed copies); in the small ResNet's training step (2 threads)
+    that took its l2.c1 and l3.c1 input gradients from 1.59 / 1.47 to 1.44 / 1.31 ms, or
+    2.16 / 2.08 to 2.0 / 1.59 ms in the slower runs (bench/profile_resnet_step.py)."""
 
     name = "strided-phases"
     ops = frozenset({"grad_input"})
@@ -852,10 +856,43 @@ class StridedPhases(ConvPath):
                 offsets[index], offset = offset, end
         return offset, offsets, tuple(runs)
 
+    @staticmethod
+    def _one_call_sizes(plan: ConvPlan, key: int) -> tuple[Any, ...]:
+        """_conv.strided_phases_direct's arguments that follow from the plan (empty where a
+        phase does not run on the direct kernels): the geometries, the tap slices, the
+        threads and the packed weights', taps' and workspace rows' sizes."""
+        phases = plan.phases or ()
+        subs = [sub for _, sub in phases if sub is not None]
+        if (not subs or len(phases) > _conv.STRIDED_PHASES_MAX
+                or not all(isinstance(sub.forward, Direct) for sub in subs)):
+            return ()
+        geometries = tuple(None if sub is None else phase.geometry for phase, sub in phases)
+        slices = np.array([(p.taps_h.start or 0, p.taps_h.step or 1, p.taps_w.start or 0,
+                            p.taps_w.step or 1) for p, _ in phases], dtype=np.intp)
+        computed = [sub.geometry for sub in subs]
+        threads = effective_num_threads(plan.batch * plan.groups * len(computed), key)
+        packed = sum(plan.groups * g.out_channels_g * g.k for g in computed) + ALIGN[_F32]
+        taps = sum(_conv.direct_taps_size(g) for g in computed)
+        row = max(direct_workspace(1, g, _F32).shape[1] for g in computed)
+        return geometries, slices, threads, packed, taps, row
+
     def grad_input(self, plan, grad_output, weight, grad_input):
         size, offsets, runs = sizes_for(plan, ("grad_input", self.name),
                                         lambda: self._layout(plan))
         buffer = scratch(size, plan.dtype)
+        key = threads_key()
+        one = sizes_for(plan, ("grad_input", self.name, "one", key),
+                        lambda: self._one_call_sizes(plan, key))
+        if one:
+            # every phase on the direct kernels: one call, one parallel region, the
+            # sub-kernels packed from the weights (no transposed copies)
+            geometries, slices, threads, packed, taps, row = one
+            g = plan.geometry
+            _conv.strided_phases_direct(
+                grad_output, weight, grad_input, buffer, offsets, geometries, slices,
+                scratch((threads, row), _F32), scratch(packed, _F32),
+                np.empty(taps, dtype=np.intp), plan.groups, g.stride_h, g.stride_w, threads)
+            return
         for phase, sub, part, shape in runs:
             sub.forward.forward(
                 sub, grad_output,

@@ -211,3 +211,39 @@ def test_gradient_by_finite_differences(rng):
 def test_listed_before_the_scatter_paths():
     names = _paths.names("grad_input")
     assert names.index("strided-phases") < names.index("packed") < names.index("blas")
+
+
+@pytest.mark.skipif(not _paths._DIRECT, reason="the direct kernels need AVX-512")
+@pytest.mark.parametrize("case", [((5, 32, 15, 14), (64, 32, 3, 3), 2, 1, 1),
+                                  ((3, 32, 13, 12), (32, 16, 5, 5), 2, 2, 2),
+                                  ((3, 16, 16, 17), (32, 16, 3, 3), 3, 0, 1)])
+def test_one_call_matches_the_composition(case):
+    """Every phase on the direct kernels: _conv.strided_phases_direct (one call, the
+    sub-kernels packed from the weights) gives the bits of the phases' forward passes with
+    _transposed_weight's copies, then interleaved, on 1, 2 and 3 threads (odd sizes, groups,
+    a 5x5 kernel, stride 3 with its nine phases)."""
+    x_shape, weight_shape, stride, padding, groups = case
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    weight = rng.standard_normal(weight_shape).astype(np.float32)
+    with use_paths(grad_input="strided-phases"):
+        conv, _ = conv_module._prepare(x, weight, None, stride, padding, 1, groups, "zeros")
+    plan = conv.plan
+    assert _paths.StridedPhases._one_call_sizes(plan, 1)  # the one call runs
+    grad_output = rng.standard_normal(
+        (x_shape[0], weight_shape[0], plan.geometry.out_h, plan.geometry.out_w)
+    ).astype(np.float32)
+    size, offsets, runs = _paths.StridedPhases._layout(plan)
+    phases = np.empty(size, np.float32)
+    for phase, sub, part, shape in runs:
+        sub.forward.forward(sub, grad_output,
+                            _paths._transposed_weight(weight, groups, phase.taps_h,
+                                                      phase.taps_w),
+                            None, phases[part].reshape(shape))
+    wanted = np.full(x_shape, np.nan, np.float32)
+    _paths._interleave(plan, phases, offsets, wanted)
+    for threads in (1, 2, 3):
+        with fastconv.threads(threads):
+            ours = np.full(x_shape, np.nan, np.float32)
+            _paths.StridedPhases().grad_input(plan, grad_output, weight, ours)
+        np.testing.assert_array_equal(ours, wanted)

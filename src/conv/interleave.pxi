@@ -91,3 +91,145 @@ def interleave_phases(const floating[::1] phases, const Py_ssize_t[::1] offsets,
                 interleave_plane(source, &offsets[0], plane,
                                  &out[0, 0, 0, 0] + plane * height * width, height, width,
                                  stride_h, stride_w)
+
+
+# StridedPhases' phases in one call: at most this many (stride_h * stride_w)
+cdef enum:
+    PHASES_MAX = 16
+STRIDED_PHASES_MAX = PHASES_MAX  # for the caller (StridedPhases)
+
+
+def strided_phases_direct(const float[:, :, :, ::1] grad_output,
+                          const float[:, :, :, ::1] weight, float[:, :, :, ::1] grad_input,
+                          float[::1] phases, const Py_ssize_t[::1] offsets,
+                          tuple geometries, const Py_ssize_t[:, ::1] slices,
+                          float[:, ::1] workspace, float[::1] packed_weight,
+                          Py_ssize_t[::1] taps, Py_ssize_t groups, Py_ssize_t stride_h,
+                          Py_ssize_t stride_w, int num_threads):
+    """StridedPhases' input gradient in one call, as its composition computes it (the same
+    bits): each phase a stride-1 forward pass of grad_output by the direct kernels
+    (forward_direct) into its planes of ``phases`` (at ``offsets``, as interleave_phases),
+    then interleaved into ``grad_input``, in one parallel region. ``geometries``: each
+    phase's forward geometry or None (zeros), in the order a * stride_w + b; ``slices``
+    (one row a phase: start and step of its taps of the flipped kernel along the height,
+    then the width) its sub-kernel, packed from ``weight`` here ([group][block][tap][channel
+    of the block], phase after phase: packed_weight holds the sum of their groups *
+    C_in/groups * k, and 64 bytes of slack) with no transposed copy. ``workspace``: a row a
+    thread, each at least direct_workspace's for every phase; ``taps``: the sum of the
+    phases' direct_taps_size. The (phase, sample, group) items go to the threads in
+    contiguous runs of near-equal multiply-adds; the interleave's planes in contiguous
+    chunks. The caller checks the shapes."""
+    cdef Geometry geos[PHASES_MAX]
+    cdef Py_ssize_t slot[PHASES_MAX]
+    cdef Py_ssize_t wstart[PHASES_MAX]
+    cdef Py_ssize_t tstart[PHASES_MAX]
+    cdef Py_ssize_t cost[PHASES_MAX]
+    cdef Py_ssize_t run[PHASES_MAX]
+    cdef Py_ssize_t n_slots = len(geometries), n_phases = 0, i, s
+    cdef Py_ssize_t batch = grad_output.shape[0], channels = 0, width = 0, total = 0
+    cdef Py_ssize_t wsize = 0, tsize = 0, kernel_h = weight.shape[2], kernel_w = weight.shape[3]
+    cdef Py_ssize_t outer, blocks_g, kk, o, r, p, q, j, blk, g, n, item, chunk, acc, owner
+    cdef Py_ssize_t plane, sub, sub_count, staged, first, last, part, planes, pl
+    cdef Py_ssize_t height = grad_input.shape[2], in_w = grad_input.shape[3]
+    cdef Py_ssize_t in_channels = grad_input.shape[1]
+    cdef int nonfinite = 0
+    cdef float value
+    cdef float* wpack = NULL
+    cdef float* stage = NULL
+    cdef float* tbuf = NULL
+    cdef float* out = &phases[0] if phases.shape[0] > 0 else NULL
+    cdef const float* src = NULL
+    cdef const Py_ssize_t* rows = NULL
+    if n_slots > PHASES_MAX or n_slots != offsets.shape[0]:
+        return
+    for s in range(n_slots):
+        if geometries[s] is None:
+            continue
+        geos[n_phases] = make_geometry(geometries[s])
+        width = direct_block(geometries[s])
+        if width == 0:
+            return
+        slot[n_phases] = s
+        wstart[n_phases] = wsize
+        tstart[n_phases] = tsize
+        cost[n_phases] = geos[n_phases].k * geos[n_phases].out_h * geos[n_phases].out_w
+        run[n_phases] = direct_run(&geos[n_phases])
+        wsize += groups * geos[n_phases].out_channels_g * geos[n_phases].k
+        tsize += (geos[n_phases].k + 2 * geos[n_phases].out_h
+                  + 2 * geos[n_phases].k * direct_tap_classes(&geos[n_phases]))
+        total += batch * groups * cost[n_phases]
+        n_phases += 1
+    planes = grad_input.shape[0] * in_channels
+    if n_phases > 0:
+        channels = geos[0].out_channels_g
+        outer = geos[0].in_channels_g
+        if (packed_weight.shape[0] < wsize + 16 or taps.shape[0] < tsize
+                or weight.shape[0] != groups * outer or weight.shape[1] != channels):
+            return
+        wpack = aligned(&packed_weight[0])
+        blocks_g = channels // width
+        with nogil:
+            for i in range(n_phases):
+                s = slot[i]
+                for blk in range(groups * blocks_g):
+                    g = blk // blocks_g
+                    for kk in range(geos[i].k):
+                        o = kk // (geos[i].kernel_h * geos[i].kernel_w)
+                        r = kk % (geos[i].kernel_h * geos[i].kernel_w)
+                        p = kernel_h - 1 - (slices[s, 0] + r // geos[i].kernel_w * slices[s, 1])
+                        q = kernel_w - 1 - (slices[s, 2] + r % geos[i].kernel_w * slices[s, 3])
+                        for j in range(width):
+                            value = weight[g * outer + o, blk % blocks_g * width + j, p, q]
+                            if not (value - value == 0):
+                                nonfinite = 1
+                            wpack[wstart[i] + (blk * geos[i].k + kk) * width + j] = value
+            for i in range(n_phases):
+                stage_taps(&geos[i], &taps[tstart[i]])
+                direct_tap_lists(&geos[i], &taps[tstart[i]], width, nonfinite == 0,
+                                 &taps[tstart[i] + geos[i].k])
+    if planes == 0 or height == 0 or in_w == 0:
+        return
+    with nogil, parallel(num_threads=num_threads):
+        stage = aligned(&workspace[threadid(), 0])
+        for chunk in prange(num_threads, schedule="static"):
+            staged = -1
+            acc = 0
+            for i in range(n_phases):
+                tbuf = stage + stage_length(&geos[i])
+                rows = &taps[tstart[i] + geos[i].k]
+                plane = geos[i].out_h * geos[i].out_w
+                for item in range(batch * groups):
+                    # the item's owner: the chunk its middle multiply-add falls in
+                    owner = (2 * acc + cost[i]) * num_threads // (2 * total)
+                    acc = acc + cost[i]
+                    if owner != chunk:
+                        continue
+                    n = item // groups
+                    g = item % groups
+                    if geos[i].pointwise:
+                        src = &grad_output[n, g * geos[i].in_channels_g, 0, 0]
+                    else:
+                        if staged != i:
+                            stage_clear(stage, &geos[i])
+                            staged = i
+                        stage_input(&grad_output[n, g * geos[i].in_channels_g, 0, 0], stage,
+                                    &geos[i])
+                        src = stage
+                    sub = 0
+                    while sub < plane:
+                        sub_count = plane - sub if plane - sub < run[i] else run[i]
+                        fc_direct_tile(src, rows, rows, wpack + wstart[i] + g * channels
+                                       * geos[i].k, geos[i].k, channels, <int>(width // 16),
+                                       geos[i].out_w, geos[i].stride_h * geos[i].st_row, sub,
+                                       sub_count, NULL, tbuf)
+                        fc_direct_store(tbuf, channels, sub_count,
+                                        out + offsets[slot[i]]
+                                        + (n * in_channels + g * channels) * plane + sub, plane)
+                        sub = sub + sub_count
+        for part in prange(num_threads, schedule="static"):
+            first = chunk_start(part, planes, num_threads)
+            last = chunk_start(part + 1, planes, num_threads)
+            for pl in range(first, last):
+                interleave_plane(<const float*>out, &offsets[0], pl,
+                                 &grad_input[0, 0, 0, 0] + pl * height * in_w, height, in_w,
+                                 stride_h, stride_w)
