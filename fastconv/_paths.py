@@ -1496,7 +1496,6 @@ def relu_backward(output: np.ndarray, grad_output: np.ndarray, out: np.ndarray) 
                               effective_num_threads(max(1, flat.size // RELU_ELEMENTS_PER_THREAD)))
 
 
-
 def add_inplace(out: np.ndarray, other: np.ndarray) -> None:
     """``out += other`` (a residual block's two input gradients), with NumPy's bits: one
     pass on the threads where the size pays (as relu_inplace) where both are C-contiguous
@@ -1510,6 +1509,7 @@ def add_inplace(out: np.ndarray, other: np.ndarray) -> None:
                         effective_num_threads(max(1, flat.size // RELU_ELEMENTS_PER_THREAD)))
     else:
         out += other
+
 
 # Below this many elements per thread, waking a second thread for the ReLU (or the add)
 # costs more than it saves (a copy-like pass: COPY_ELEMENTS_PER_THREAD's order)
