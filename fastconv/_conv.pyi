@@ -435,3 +435,23 @@ class _InterleavePhases(Protocol):
     def __getitem__(self, signature: str, /) -> _InterleavePhases: ...  # "float" or "double"
 
 interleave_phases: _InterleavePhases
+
+# StridedPhases' phases in one call: at most this many (stride_h * stride_w)
+STRIDED_PHASES_MAX: int
+
+def strided_phases_direct(
+    grad_output: np.ndarray,  # const float[:, :, :, ::1]  (N, C_out, H_out, W_out)
+    weight: np.ndarray,  # const float[:, :, :, ::1]  (C_out, C_in/groups, kH, kW)
+    grad_input: np.ndarray,  # float[:, :, :, ::1]  (N, C_in, H, W), every element written
+    phases: np.ndarray,  # float[::1]  the phase planes, one phase after another (scratch)
+    offsets: np.ndarray,  # const Py_ssize_t[::1]  (stride_h * stride_w,) into phases, < 0: zeros
+    geometries: tuple[_Geometry | None, ...],  # each phase's forward geometry, None: zeros
+    slices: np.ndarray,  # const Py_ssize_t[:, ::1]  (phases, 4): tap start and step, h then w
+    workspace: np.ndarray,  # float[:, ::1]  (num_threads, the largest direct_workspace row)
+    packed_weight: np.ndarray,  # float[::1]  the phases' sub-kernels, packed here, + 16
+    taps: np.ndarray,  # Py_ssize_t[::1]  (sum of direct_taps_size,), overwritten
+    groups: int,
+    stride_h: int,
+    stride_w: int,
+    num_threads: int,
+) -> None: ...
