@@ -162,6 +162,27 @@ cdef void direct_tap_lists(const Geometry* geo, const Py_ssize_t* off, Py_ssize_
         rows[2 * oy + 1] = count
 
 
+cdef inline void direct_runs(const float* src, const Py_ssize_t* rows, const float* wpack,
+                             const Geometry* geo, Py_ssize_t channels, Py_ssize_t width,
+                             Py_ssize_t run, Py_ssize_t p0, Py_ssize_t count,
+                             const float* bias, bint relu, float* tbuf, float* out,
+                             Py_ssize_t out_plane) noexcept nogil:
+    """Pixels [p0, p0 + count) of one (sample, group) of a direct forward pass, in runs of
+    ``run``: each run's sums (fc_direct_tile, a block's weights read once per run; the bias
+    added where not NULL), ReLU'd if ``relu``, stored channel-major into ``out`` (the
+    group's first output plane, planes ``out_plane`` apart). forward_direct's and
+    strided_phases_direct's tiles."""
+    cdef Py_ssize_t sub = p0, sub_count
+    while sub < p0 + count:
+        sub_count = p0 + count - sub if p0 + count - sub < run else run
+        fc_direct_tile(src, rows, rows, wpack, geo.k, channels, <int>(width // 16), geo.out_w,
+                       geo.stride_h * geo.st_row, sub, sub_count, bias, tbuf)
+        if relu:
+            fc_srelu_rows(tbuf, 1, sub_count * channels, sub_count * channels)
+        fc_direct_store(tbuf, channels, sub_count, out + sub, out_plane)
+        sub = sub + sub_count
+
+
 def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight,
                           const float[::1] bias, float[:, :, :, ::1] out,
                           float[:, ::1] workspace, float[::1] packed_weight,
@@ -192,7 +213,7 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
     cdef bint has_bias = bias is not None
     cdef Py_ssize_t run = direct_run(&geo)
     cdef Py_ssize_t item, n, g, t, p0, count, chunk, first, last, staged_item, kk, o
-    cdef Py_ssize_t sub, sub_count, t_end, blk
+    cdef Py_ssize_t t_end, blk
     cdef int nonfinite = 0
     cdef float* wpack = NULL
     cdef float* stage = NULL
@@ -261,18 +282,9 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
                     staged_item = item // geo.n_tiles
                     src = stage
                 item = t_end
-                sub = p0
-                while sub < p0 + count:
-                    sub_count = p0 + count - sub if p0 + count - sub < run else run
-                    fc_direct_tile(src, rows, rows, wpack + g * channels * geo.k, geo.k,
-                                   channels, <int>(width // 16), geo.out_w,
-                                   geo.stride_h * geo.st_row, sub, sub_count,
-                                   &bias[g * channels] if has_bias else NULL, tbuf)
-                    if relu:
-                        fc_srelu_rows(tbuf, 1, sub_count * channels, sub_count * channels)
-                    fc_direct_store(tbuf, channels, sub_count,
-                                    &out[n, g * channels, 0, 0] + sub, out_plane)
-                    sub = sub + sub_count
+                direct_runs(src, rows, wpack + g * channels * geo.k, &geo, channels, width,
+                            run, p0, count, &bias[g * channels] if has_bias else NULL, relu,
+                            tbuf, &out[n, g * channels, 0, 0], out_plane)
 
 
 # The weight gradient's chunks group the taps by kernel position (p, q), each group's

@@ -129,7 +129,7 @@ def strided_phases_direct(const float[:, :, :, ::1] grad_output,
     cdef Py_ssize_t batch = grad_output.shape[0], channels = 0, width = 0, total = 0
     cdef Py_ssize_t wsize = 0, tsize = 0, kernel_h = weight.shape[2], kernel_w = weight.shape[3]
     cdef Py_ssize_t outer, blocks_g, kk, o, r, p, q, j, blk, g, n, item, chunk, acc, owner
-    cdef Py_ssize_t plane, sub, sub_count, staged, first, last, part, planes, pl
+    cdef Py_ssize_t plane, staged, first, last, part, planes, pl
     cdef Py_ssize_t height = grad_input.shape[2], in_w = grad_input.shape[3]
     cdef Py_ssize_t in_channels = grad_input.shape[1]
     cdef int nonfinite = 0
@@ -215,17 +215,10 @@ def strided_phases_direct(const float[:, :, :, ::1] grad_output,
                         stage_input(&grad_output[n, g * geos[i].in_channels_g, 0, 0], stage,
                                     &geos[i])
                         src = stage
-                    sub = 0
-                    while sub < plane:
-                        sub_count = plane - sub if plane - sub < run[i] else run[i]
-                        fc_direct_tile(src, rows, rows, wpack + wstart[i] + g * channels
-                                       * geos[i].k, geos[i].k, channels, <int>(width // 16),
-                                       geos[i].out_w, geos[i].stride_h * geos[i].st_row, sub,
-                                       sub_count, NULL, tbuf)
-                        fc_direct_store(tbuf, channels, sub_count,
-                                        out + offsets[slot[i]]
-                                        + (n * in_channels + g * channels) * plane + sub, plane)
-                        sub = sub + sub_count
+                    direct_runs(src, rows, wpack + wstart[i] + g * channels * geos[i].k,
+                                &geos[i], channels, width, run[i], 0, plane, NULL, False, tbuf,
+                                out + offsets[slot[i]] + (n * in_channels + g * channels)
+                                * plane, plane)
         for part in prange(num_threads, schedule="static"):
             first = chunk_start(part, planes, num_threads)
             last = chunk_start(part + 1, planes, num_threads)
