@@ -1482,7 +1482,7 @@ def relu_inplace(out: np.ndarray) -> None:
     """``out = max(out, 0)`` in place, exactly as the fused epilogue (src/_epilogue.h) and
     numpy.maximum: NaN kept, -0 made +0. ``out`` is C-contiguous float32 or float64."""
     flat = out.reshape(-1)
-    _RELU[out.dtype](flat, effective_num_threads(max(1, flat.size // RELU_ELEMENTS_PER_THREAD)))
+    _RELU[out.dtype](flat, _elementwise_threads(flat.size))
 
 
 def relu_backward(output: np.ndarray, grad_output: np.ndarray, out: np.ndarray) -> None:
@@ -1493,7 +1493,7 @@ def relu_backward(output: np.ndarray, grad_output: np.ndarray, out: np.ndarray) 
     on the threads where the size pays (as relu_inplace)."""
     flat = out.reshape(-1)
     _RELU_BACKWARD[out.dtype](output.reshape(-1), grad_output.reshape(-1), flat,
-                              effective_num_threads(max(1, flat.size // RELU_ELEMENTS_PER_THREAD)))
+                              _elementwise_threads(flat.size))
 
 
 def add_inplace(out: np.ndarray, other: np.ndarray) -> None:
@@ -1505,8 +1505,7 @@ def add_inplace(out: np.ndarray, other: np.ndarray) -> None:
             and out.flags.c_contiguous and other.flags.c_contiguous
             and out.flags.writeable and not np.may_share_memory(out, other)):
         flat = out.reshape(-1)
-        _ADD[out.dtype](flat, other.reshape(-1),
-                        effective_num_threads(max(1, flat.size // RELU_ELEMENTS_PER_THREAD)))
+        _ADD[out.dtype](flat, other.reshape(-1), _elementwise_threads(flat.size))
     else:
         out += other
 
@@ -1514,6 +1513,12 @@ def add_inplace(out: np.ndarray, other: np.ndarray) -> None:
 # Below this many elements per thread, waking a second thread for the ReLU (or the add)
 # costs more than it saves (a copy-like pass: COPY_ELEMENTS_PER_THREAD's order)
 RELU_ELEMENTS_PER_THREAD = 1 << 14
+
+
+def _elementwise_threads(size: int) -> int:
+    """The threads of relu_inplace's, relu_backward's and add_inplace's one pass over
+    ``size`` elements."""
+    return effective_num_threads(max(1, size // RELU_ELEMENTS_PER_THREAD))
 
 
 def names(op: str) -> tuple[str, ...]:
