@@ -33,6 +33,7 @@ the defaults since 2026-12-03 (batch 32, label smoothing 0.1; before: batch 64, 
 """
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -45,49 +46,16 @@ import fastconv  # noqa: E402
 from bench_train import compare, fastconv_epoch, inputs, load_data, torch_epoch  # noqa: E402
 from fastconv import models, optim  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests"))
+from reference.torch_resnet import torch_resnet  # noqa: E402
+
 
 def torch_small_resnet(torch, state):
-    """models.small_resnet written in torch.nn (torchvision's BasicBlock), with ``state``."""
-    tnn = torch.nn
-
-    class BasicBlock(tnn.Module):
-        def __init__(self, inplanes, planes, stride):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(planes)
-            self.relu = tnn.ReLU(inplace=True)
-            self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(planes)
-            self.downsample = None
-            if stride != 1 or inplanes != planes:
-                self.downsample = tnn.Sequential(
-                    tnn.Conv2d(inplanes, planes, 1, stride, bias=False), tnn.BatchNorm2d(planes))
-
-        def forward(self, x):
-            identity = x if self.downsample is None else self.downsample(x)
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            return self.relu(out + identity)
-
-    class SmallResNet(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            first, second, third = models.SMALL_RESNET_WIDTHS
-            self.conv1 = tnn.Conv2d(1, first, 3, 1, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(first)
-            self.relu = tnn.ReLU(inplace=True)
-            self.layer1 = tnn.Sequential(BasicBlock(first, first, 1))
-            self.layer2 = tnn.Sequential(BasicBlock(first, second, 2))
-            self.layer3 = tnn.Sequential(BasicBlock(second, third, 2))
-            self.avgpool = tnn.AdaptiveAvgPool2d((2, 2))
-            self.fc = tnn.Linear(4 * third, 10)
-
-        def forward(self, x):
-            x = self.relu(self.bn1(self.conv1(x)))
-            x = self.layer3(self.layer2(self.layer1(x)))
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    model = SmallResNet()
+    """models.small_resnet written in torch.nn (torchvision's BasicBlock; the tests' twin,
+    tests/reference/torch_resnet.py), with ``state``."""
+    model = torch_resnet(torch, [1, 1, 1], list(models.SMALL_RESNET_WIDTHS), 1, 10, "small",
+                         pool_size=2)
     model.load_state_dict({key: torch.from_numpy(np.asarray(value))
                            for key, value in state.items()})
     return model

@@ -5,60 +5,7 @@ import numpy as np
 import pytest
 
 from fastconv import models, nn, optim
-
-
-def _torch_resnet(torch, blocks, widths, in_channels, num_classes, stem, pool_size=1):
-    """torchvision's ResNet (BasicBlock), written out: same module names, same computation."""
-    tnn = torch.nn
-
-    class BasicBlock(tnn.Module):
-        def __init__(self, inplanes, planes, stride):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(planes)
-            self.relu = tnn.ReLU(inplace=True)
-            self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(planes)
-            self.downsample = None
-            if stride != 1 or inplanes != planes:
-                self.downsample = tnn.Sequential(
-                    tnn.Conv2d(inplanes, planes, 1, stride, bias=False), tnn.BatchNorm2d(planes))
-
-        def forward(self, x):
-            identity = x if self.downsample is None else self.downsample(x)
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            return self.relu(out + identity)
-
-    class ResNet(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            if stem == "imagenet":
-                self.conv1 = tnn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False)
-            else:
-                self.conv1 = tnn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(widths[0])
-            self.relu = tnn.ReLU(inplace=True)
-            self.maxpool = tnn.MaxPool2d(3, 2, 1) if stem == "imagenet" else tnn.Identity()
-            inplanes = widths[0]
-            for index, (count, planes) in enumerate(zip(blocks, widths)):
-                layers = []
-                for block in range(count):
-                    layers.append(BasicBlock(inplanes, planes,
-                                             2 if index > 0 and block == 0 else 1))
-                    inplanes = planes
-                setattr(self, f"layer{index + 1}", tnn.Sequential(*layers))
-            self.avgpool = tnn.AdaptiveAvgPool2d((pool_size, pool_size))
-            self.fc = tnn.Linear(inplanes * pool_size * pool_size, num_classes)
-            self.stages = len(blocks)
-
-        def forward(self, x):
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            for index in range(self.stages):
-                x = getattr(self, f"layer{index + 1}")(x)
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    return ResNet()
+from reference.torch_resnet import torch_resnet
 
 
 def _compare(model, twin, torch, x, rng, tolerance):
@@ -98,7 +45,7 @@ def _compare(model, twin, torch, x, rng, tolerance):
 
 def test_resnet18_forward_and_backward_equal_torch_float64(torch, rng):
     model = models.resnet18(num_classes=10, in_channels=3, dtype=np.float64, seed=0)
-    twin = _torch_resnet(torch, [2, 2, 2, 2], [64, 128, 256, 512], 3, 10, "imagenet")
+    twin = torch_resnet(torch, [2, 2, 2, 2], [64, 128, 256, 512], 3, 10, "imagenet")
     x = rng.standard_normal((2, 3, 64, 64))
     _compare(model, twin, torch, x, rng, {"rtol": 1e-9, "atol": 1e-10})
 
@@ -114,14 +61,14 @@ def test_resnet18_float32_and_torchvision_keys(torch, rng):
         assert state[key].shape == shape, key
     assert len(state) == 122  # as torchvision's resnet18().state_dict()
     model = models.resnet18(num_classes=7, in_channels=1, seed=2)
-    twin = _torch_resnet(torch, [2, 2, 2, 2], [64, 128, 256, 512], 1, 7, "imagenet")
+    twin = torch_resnet(torch, [2, 2, 2, 2], [64, 128, 256, 512], 1, 7, "imagenet")
     x = rng.standard_normal((2, 1, 64, 64)).astype(np.float32)
     _compare(model, twin, torch, x, rng, {"rtol": 2e-3, "atol": 2e-4})
 
 
 def test_small_resnet_matches_torch_and_weights_move_both_ways(torch, rng, tmp_path):
     model = models.build("resnet", seed=3, dtype=np.float64)
-    twin = _torch_resnet(torch, [1, 1, 1], list(models.SMALL_RESNET_WIDTHS), 1, 10, "small",
+    twin = torch_resnet(torch, [1, 1, 1], list(models.SMALL_RESNET_WIDTHS), 1, 10, "small",
                          pool_size=2)
     x = rng.standard_normal((3, 1, 28, 28))
     _compare(model, twin, torch, x, rng, {"rtol": 1e-9, "atol": 1e-10})
