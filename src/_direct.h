@@ -291,22 +291,46 @@ static int fc_direct_pack(const float *weight, ptrdiff_t k, ptrdiff_t width, flo
 
 /* The same packing of the weights of a convolution's input gradient as a forward pass (the
  * Transposed path: its kernels are the convolution's, transposed and flipped) from the
- * convolution's own weights: wpack[(o*taps + t)*width + j] = weight[o, j, taps - 1 - t] for
- * o < outer (the convolution's output channels per group), j < width (a block of its input
- * channels, rows of ``taps`` = kH*kW at weight + j*taps, ``ld`` = C_in/groups * taps apart
- * from one o to the next), t < taps: each o's width x taps block transposed, its taps in
- * reverse order (a negative destination stride). Returns whether any is an inf or a NaN. */
+ * convolution's own weights (kernel_h x kernel_w taps, ``taps`` = their product), or of the
+ * sub-kernel of one of StridedPhases' phases: the taps (start_h + a*step_h, start_w +
+ * b*step_w), a < sub_h, b < sub_w, of the flipped kernel (``slice`` = start_h, step_h,
+ * start_w, step_w; 0, 1, 0, 1 with sub_h x sub_w = kernel_h x kernel_w for all of it):
+ * wpack[(o*sub + t)*width + j] = flipped[o, j, t-th tap] for o < outer (the convolution's
+ * output channels per group), j < width (a block of its input channels, rows of ``taps`` at
+ * weight + j*taps, ``ld`` = C_in/groups * taps apart from one o to the next), t < sub =
+ * sub_h*sub_w. The whole kernel: each o's width x taps block transposed by register
+ * transposes, its taps in reverse order (a negative destination stride); a sub-kernel
+ * element by element. Returns whether any is an inf or a NaN. */
 static int fc_direct_pack_transposed(const float *weight, ptrdiff_t outer, ptrdiff_t ld,
-                                     ptrdiff_t taps, ptrdiff_t width, float *wpack)
+                                     ptrdiff_t kernel_h, ptrdiff_t kernel_w,
+                                     const ptrdiff_t *slice, ptrdiff_t sub_h, ptrdiff_t sub_w,
+                                     ptrdiff_t width, float *wpack)
 {
 #if FC_HAVE_X86_TARGETS
-    ptrdiff_t o;
-    for (o = 0; o < outer; o++)
-        fc_stranspose_avx2(weight + o * ld, taps, width, taps,
-                           wpack + (o * taps + taps - 1) * width, -width);
-    return fc_direct_nonfinite(wpack, outer * taps * width);
+    const ptrdiff_t taps = kernel_h * kernel_w, sub = sub_h * sub_w;
+    ptrdiff_t o, a, b, j;
+    if (sub_h == kernel_h && sub_w == kernel_w && slice[0] == 0 && slice[1] == 1
+            && slice[2] == 0 && slice[3] == 1) {
+        for (o = 0; o < outer; o++)
+            fc_stranspose_avx2(weight + o * ld, taps, width, taps,
+                               wpack + (o * taps + taps - 1) * width, -width);
+    } else {
+        for (o = 0; o < outer; o++)
+            for (a = 0; a < sub_h; a++)
+                for (b = 0; b < sub_w; b++) {
+                    /* the flipped kernel's tap (p, q) is the kernel's (kH-1-p, kW-1-q) */
+                    const float *w = weight + o * ld
+                        + (kernel_h - 1 - (slice[0] + a * slice[1])) * kernel_w
+                        + (kernel_w - 1 - (slice[2] + b * slice[3]));
+                    float *dst = wpack + (o * sub + a * sub_w + b) * width;
+                    for (j = 0; j < width; j++)
+                        dst[j] = w[j * taps];
+                }
+    }
+    return fc_direct_nonfinite(wpack, outer * sub * width);
 #else
-    (void)weight; (void)outer; (void)ld; (void)taps; (void)width; (void)wpack;
+    (void)weight; (void)outer; (void)ld; (void)kernel_h; (void)kernel_w; (void)slice;
+    (void)sub_h; (void)sub_w; (void)width; (void)wpack;
     return 0;
 #endif
 }

@@ -6,7 +6,9 @@ cdef extern from "_direct.h" nogil:
                         const float* bias, float* tbuf)
     int fc_direct_pack(const float* weight, Py_ssize_t k, Py_ssize_t width, float* wpack)
     int fc_direct_pack_transposed(const float* weight, Py_ssize_t outer, Py_ssize_t ld,
-                                  Py_ssize_t taps, Py_ssize_t width, float* wpack)
+                                  Py_ssize_t kernel_h, Py_ssize_t kernel_w,
+                                  const Py_ssize_t* slice, Py_ssize_t sub_h, Py_ssize_t sub_w,
+                                  Py_ssize_t width, float* wpack)
     void fc_direct_store(const float* tbuf, Py_ssize_t channels, Py_ssize_t count, float* y,
                          Py_ssize_t plane)
     void fc_dgrad_tile(const float* stage, const Py_ssize_t* blocks, Py_ssize_t nblocks,
@@ -214,6 +216,7 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
     cdef Py_ssize_t run = direct_run(&geo)
     cdef Py_ssize_t item, n, g, t, p0, count, chunk, first, last, staged_item, kk, o
     cdef Py_ssize_t t_end, blk
+    cdef Py_ssize_t whole[4]  # the tap slice of all of the flipped kernel (transposed)
     cdef int nonfinite = 0
     cdef float* wpack = NULL
     cdef float* stage = NULL
@@ -230,8 +233,9 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
     cdef Py_ssize_t blocks_g = channels // width
     cdef bint serial = groups * channels * geo.k < DIRECT_PACK_PARALLEL or num_threads == 1
     if transposed and (weight.shape[0] != groups * outer or weight.shape[1] != channels
-                       or weight.shape[2] * weight.shape[3] != taps_hw):
+                       or weight.shape[2] != geo.kernel_h or weight.shape[3] != geo.kernel_w):
         return
+    whole[0], whole[1], whole[2], whole[3] = 0, 1, 0, 1
     with nogil:
         stage_taps(&geo, &taps[0])
         # the weights packed by register transposes, a block of channels at a time; in
@@ -242,7 +246,8 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
                               num_threads=1 if serial else num_threads):
                 nonfinite |= fc_direct_pack_transposed(
                     &weight[blk // blocks_g * outer, blk % blocks_g * width, 0, 0], outer,
-                    channels * taps_hw, taps_hw, width, wpack + blk * width * geo.k)
+                    channels * taps_hw, geo.kernel_h, geo.kernel_w, whole, geo.kernel_h,
+                    geo.kernel_w, width, wpack + blk * width * geo.k)
         elif serial:
             for blk in range(groups * channels // width):
                 nonfinite = nonfinite | fc_direct_pack(&weight[blk * width, 0, 0, 0], geo.k,

@@ -128,12 +128,11 @@ def strided_phases_direct(const float[:, :, :, ::1] grad_output,
     cdef Py_ssize_t n_slots = len(geometries), n_phases = 0, i, s
     cdef Py_ssize_t batch = grad_output.shape[0], channels = 0, width = 0, total = 0
     cdef Py_ssize_t wsize = 0, tsize = 0, kernel_h = weight.shape[2], kernel_w = weight.shape[3]
-    cdef Py_ssize_t outer, blocks_g, kk, o, r, p, q, j, blk, g, n, item, chunk, acc, owner
+    cdef Py_ssize_t outer, blocks_g, blk, g, n, item, chunk, acc, owner
     cdef Py_ssize_t plane, staged, first, last, part, planes, pl
     cdef Py_ssize_t height = grad_input.shape[2], in_w = grad_input.shape[3]
     cdef Py_ssize_t in_channels = grad_input.shape[1]
     cdef int nonfinite = 0
-    cdef float value
     cdef float* wpack = NULL
     cdef float* stage = NULL
     cdef float* tbuf = NULL
@@ -170,19 +169,12 @@ def strided_phases_direct(const float[:, :, :, ::1] grad_output,
         blocks_g = channels // width
         with nogil:
             for i in range(n_phases):
-                s = slot[i]
                 for blk in range(groups * blocks_g):
-                    g = blk // blocks_g
-                    for kk in range(geos[i].k):
-                        o = kk // (geos[i].kernel_h * geos[i].kernel_w)
-                        r = kk % (geos[i].kernel_h * geos[i].kernel_w)
-                        p = kernel_h - 1 - (slices[s, 0] + r // geos[i].kernel_w * slices[s, 1])
-                        q = kernel_w - 1 - (slices[s, 2] + r % geos[i].kernel_w * slices[s, 3])
-                        for j in range(width):
-                            value = weight[g * outer + o, blk % blocks_g * width + j, p, q]
-                            if not (value - value == 0):
-                                nonfinite = 1
-                            wpack[wstart[i] + (blk * geos[i].k + kk) * width + j] = value
+                    nonfinite |= fc_direct_pack_transposed(
+                        &weight[blk // blocks_g * outer, blk % blocks_g * width, 0, 0], outer,
+                        channels * kernel_h * kernel_w, kernel_h, kernel_w,
+                        &slices[slot[i], 0], geos[i].kernel_h, geos[i].kernel_w, width,
+                        wpack + wstart[i] + blk * geos[i].k * width)
             for i in range(n_phases):
                 stage_taps(&geos[i], &taps[tstart[i]])
                 direct_tap_lists(&geos[i], &taps[tstart[i]], width, nonfinite == 0,
