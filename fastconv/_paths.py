@@ -942,6 +942,52 @@ def strided_pointwise_geometry(plan: ConvPlan) -> Geometry | None:
                          plan.override.stage)
 
 
+# ---- a 1x1 kernel's weight gradient over its compact input ----------------------------------
+
+class PointsWeight(ConvPath):
+    """A 1x1 kernel that is not pointwise (a strided shortcut, or padding), float32: its input
+    values gathered into compact planes of (out_h, out_w) (src/conv/stage.pxi, gather_points:
+    a quarter of the input at stride 2, the columns by AVX-512 permutes), whose weight
+    gradient is the pointwise one (the plan's ``points`` sub-plan and its own weight-gradient
+    path), every sum over the same pixels in the same order. The direct path stages the whole
+    input, phase-split, per (sample, tile) (measured below, PointsWeight's)."""
+
+    name = "points"
+    ops = frozenset({"grad_weight"})
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        return plan.points is not None
+
+    def pays(self, op: str, plan: ConvPlan) -> bool:
+        g = plan.geometry
+        return (g.stride_h, g.stride_w) != (1, 1)
+
+    def writes_all_weight(self, plan: ConvPlan) -> bool:
+        sub = plan.points
+        return sub is not None and sub.grad_weight.writes_all_weight(sub)
+
+    def grad_weight(self, plan, grad_output, x, grad_weight):
+        sub, g = plan.points, plan.geometry
+        points = scratch(plan.batch * plan.in_channels * g.out_h * g.out_w, _F32).reshape(
+            plan.batch, plan.in_channels, g.out_h, g.out_w)
+        _conv.gather_points(x, points, g, plan.groups,
+                            threads_for(plan.batch * plan.groups, points.size,
+                                        COPY_ELEMENTS_PER_THREAD))
+        sub.grad_weight.grad_weight(sub, grad_output, points, grad_weight)
+
+
+def points_geometry(plan: ConvPlan) -> Geometry | None:
+    """PointsWeight's sub-plan geometry (the pointwise convolution of the compact planes), or
+    None where it does not apply: other kernels, pointwise already, not float32."""
+    g = plan.geometry
+    if (plan.dtype != _F32 or (g.kernel_h, g.kernel_w) != (1, 1) or g.pointwise
+            or g.out_h == 0 or g.out_w == 0):
+        return None
+    return make_geometry(g.in_channels_g, g.out_h, g.out_w, g.out_channels_g, g.out_h,
+                         g.out_w, 1, 1, (1, 1), (0, 0), (1, 1), plan.dtype,
+                         plan.override.stage)
+
+
 # ---- Winograd F(m x m, 3 x 3) (src/conv/winograd.pxi) ----------------------------------------
 
 # The tile sizes m (outputs per tile side); alpha = m + 2. Measured float32 error on N(0,1)
@@ -1460,7 +1506,10 @@ GRAD_INPUT: tuple[ConvPath, ...] = (DepthwiseGather(), DepthwiseDirect(), Depthw
                                     Winograd(), Transposed(), StridedPointwise(),
                                     StridedPhases(), Packed(), Blas())
 GRAD_WEIGHT: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), WinogradWeight(),
-                                     Direct(), Packed(), Blas())
+                                     PointsWeight(), Direct(), Packed(), Blas())
+# the weight-gradient paths of PointsWeight's sub-plan (pointwise: not itself)
+POINTS_WEIGHT: tuple[ConvPath, ...] = tuple(path for path in GRAD_WEIGHT
+                                            if not isinstance(path, PointsWeight))
 OPS: dict[str, tuple[ConvPath, ...]] = {"forward": FORWARD, "grad_input": GRAD_INPUT,
                                         "grad_weight": GRAD_WEIGHT}
 
