@@ -330,7 +330,14 @@ class Direct(ConvPath):
     place. Measured on Zen 4 against im2col + GEMM (the best of either GEMM), 1 and 2
     threads, they won on every such shape of bench_ops.py: LeNet's second layer 0.46 -> 0.31
     ms at 1 thread, the 'small' layer 1.34 -> 1.16 ms, ResNet's 3x3 36.0 -> 34.2 ms; the stem
-    tied at 2 threads (9.7 vs 9.3 ms, within the noise) and won at 1 (19.7 vs 21.3)."""
+    tied at 2 threads (9.7 vs 9.3 ms, within the noise) and won at 1 (19.7 vs 21.3).
+    A 1x1 kernel reads compact planes as one row of pixels (src/conv/direct.pxi,
+    pointwise_rows): the small ResNet's shortcuts (batch 32, load ~4, two runs each, ms,
+    direct / few-channels-lanes / packed / BLAS / torch), 32 -> 64 at 28x28 stride 2, 1 thread
+    0.35 / 0.47 / 0.53 / 0.51 / 0.64-0.70, 2 threads 0.31 and 0.21 / 0.28 and 0.24 / 0.33 and
+    0.28 / 0.28 and 0.27 / 0.68 and 0.37; 64 -> 128 at 14x14, 1 thread 0.32 / 0.35 / 0.47 /
+    0.41 / 0.42-0.48, 2 threads 0.20 / 0.23 / 0.29 / 0.24 / 0.36-0.37 (the lanes' edge on
+    the first at 2 threads is within the noise of that load; at 1 thread it loses by 25%)."""
 
     name = "direct"
     ops = frozenset({"forward", "grad_weight"})
@@ -956,8 +963,10 @@ class PointsWeight(ConvPath):
     shortcuts at batch 32, (32, 32, 28, 28) -> 64 0.606 / 0.437 / 0.505 and (32, 64, 14, 14)
     -> 128 0.491 / 0.409 / 0.399; ResNet-18's at batch 16, (16, 64, 56, 56) -> 128 4.32 /
     3.45 / 5.18, (16, 128, 28, 28) -> 256 3.37 / 3.15 / 3.50, (16, 256, 14, 14) -> 512 3.82
-    / 3.80 / 3.21. A padded stride-1 1x1 (a bigger input than its own) is left to the other
-    paths (not measured; ``pays``)."""
+    / 3.80 / 3.21. At 2 threads (min of 200, load 4-5, two runs), the shortcuts: 0.345 and
+    0.339 / 0.271 and 0.222 / 0.42-0.52; 0.383 and 0.378 / 0.330 and 0.324 / 0.31-0.37
+    (there BLAS on the whole input, 0.31-0.32, ties it). A padded stride-1 1x1 (a bigger
+    input than its own) is left to the other paths (not measured; ``pays``)."""
 
     name = "points"
     ops = frozenset({"grad_weight"})
