@@ -154,3 +154,44 @@ def test_points_weight_taken_by_strided_shortcuts_only(rng):
     assert plan(shortcut, np.float64).points is None
     assert _paths.names("grad_weight").index("points") < _paths.names("grad_weight").index(
         "direct")
+
+
+GATHER_SCRIPT = """
+import sys
+import numpy as np
+import fastconv
+from fastconv import _conv
+rng = np.random.default_rng(3)
+arrays = []
+for shape, stride, padding in [((2, 6, 13, 37), (2, 2), (0, 0)), ((2, 4, 9, 40), (3, 2), (1, 2)),
+                               ((1, 3, 7, 50), (2, 3), (0, 1))]:
+    x = rng.standard_normal(shape).astype(np.float32)
+    weight = np.zeros((16, shape[1], 1, 1), np.float32)
+    conv, _ = fastconv.conv._prepare(x, weight, None, stride, padding, 1, 1, "zeros")
+    g = conv.plan.geometry
+    out = np.full((shape[0], shape[1], g.out_h, g.out_w), np.nan, np.float32)
+    _conv.gather_points(x, out, g, 1, 2)
+    arrays.append(out)
+print(_conv.STAGE_COPY)
+np.savez(sys.argv[1], *arrays)
+"""
+
+
+def test_gathered_planes_at_every_isa(tmp_path):
+    """gather_points (src/_stage.h fc_gather_rows: the plain loop, the AVX-512 permutes at
+    stride 2 and the masked gather at stride 3; rows of 13-25 columns, so whole vectors and
+    tails) writes every element, the same bits at every FASTCONV_ISA level, equal to NumPy's
+    strided slice of the zero-padded input."""
+    from helpers import outputs_at_isas
+
+    results = outputs_at_isas(GATHER_SCRIPT, str(tmp_path), ("generic", "avx512"))
+    assert results["generic"][0] == "generic"
+    assert results["generic"][1] == results["avx512"][1]
+    rng = np.random.default_rng(3)
+    for (shape, stride, padding), got in zip(
+            [((2, 6, 13, 37), (2, 2), (0, 0)), ((2, 4, 9, 40), (3, 2), (1, 2)),
+             ((1, 3, 7, 50), (2, 3), (0, 1))], results["generic"][1]):
+        x = rng.standard_normal(shape).astype(np.float32)
+        padded = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
+        wanted = np.ascontiguousarray(padded[:, :, ::stride[0], ::stride[1]])
+        assert got == wanted.tobytes()
