@@ -31,6 +31,14 @@ def packed_gemm_kernel() -> str | None: ...
 # the level of the staged copies (src/_stage.h): "generic", "avx2" or "avx512"
 STAGE_COPY: str
 def stage_size(geometry: _Geometry) -> int: ...
+# a 1x1 kernel's input values as compact (out_h, out_w) planes (PointsWeight)
+def gather_points(
+    x: np.ndarray,  # const float[:, :, :, ::1]  (N, C_in, H, W)
+    out: np.ndarray,  # float[:, :, :, ::1]  (N, C_in, H_out, W_out), overwritten
+    geometry: _Geometry,
+    groups: int,
+    num_threads: int,
+) -> None: ...
 
 # whether the direct kernels (src/_direct.h: AVX-512, float32) run: ISA is avx512
 DIRECT: bool

@@ -330,7 +330,14 @@ class Direct(ConvPath):
     place. Measured on Zen 4 against im2col + GEMM (the best of either GEMM), 1 and 2
     threads, they won on every such shape of bench_ops.py: LeNet's second layer 0.46 -> 0.31
     ms at 1 thread, the 'small' layer 1.34 -> 1.16 ms, ResNet's 3x3 36.0 -> 34.2 ms; the stem
-    tied at 2 threads (9.7 vs 9.3 ms, within the noise) and won at 1 (19.7 vs 21.3)."""
+    tied at 2 threads (9.7 vs 9.3 ms, within the noise) and won at 1 (19.7 vs 21.3).
+    A 1x1 kernel reads compact planes as one row of pixels (src/conv/direct.pxi,
+    pointwise_rows): the small ResNet's shortcuts (batch 32, load ~4, two runs each, ms,
+    direct / few-channels-lanes / packed / BLAS / torch), 32 -> 64 at 28x28 stride 2, 1 thread
+    0.35 / 0.47 / 0.53 / 0.51 / 0.64-0.70, 2 threads 0.31 and 0.21 / 0.28 and 0.24 / 0.33 and
+    0.28 / 0.28 and 0.27 / 0.68 and 0.37; 64 -> 128 at 14x14, 1 thread 0.32 / 0.35 / 0.47 /
+    0.41 / 0.42-0.48, 2 threads 0.20 / 0.23 / 0.29 / 0.24 / 0.36-0.37 (the lanes' edge on
+    the first at 2 threads is within the noise of that load; at 1 thread it loses by 25%)."""
 
     name = "direct"
     ops = frozenset({"forward", "grad_weight"})
@@ -942,6 +949,61 @@ def strided_pointwise_geometry(plan: ConvPlan) -> Geometry | None:
                          plan.override.stage)
 
 
+# ---- a 1x1 kernel's weight gradient over its compact input ----------------------------------
+
+class PointsWeight(ConvPath):
+    """A 1x1 kernel that is not pointwise (a strided shortcut, or padding), float32: its input
+    values gathered into compact planes of (out_h, out_w) (src/conv/stage.pxi, gather_points:
+    a quarter of the input at stride 2, the columns by AVX-512 permutes), whose weight
+    gradient is the pointwise one (the plan's ``points`` sub-plan and its own weight-gradient
+    path), every sum over the same pixels in the same order (the same bits as the direct path
+    on the ResNet shortcuts), where the direct path stages the whole input, phase-split, per
+    (sample, tile). Measured (Zen 4, float32, 1 thread, min of 11 calls interleaved with
+    torch, load ~4: rough), ms, the direct path before / this / torch: the small ResNet's
+    shortcuts at batch 32, (32, 32, 28, 28) -> 64 0.606 / 0.437 / 0.505 and (32, 64, 14, 14)
+    -> 128 0.491 / 0.409 / 0.399; ResNet-18's at batch 16, (16, 64, 56, 56) -> 128 4.32 /
+    3.45 / 5.18, (16, 128, 28, 28) -> 256 3.37 / 3.15 / 3.50, (16, 256, 14, 14) -> 512 3.82
+    / 3.80 / 3.21. At 2 threads (min of 200, load 4-5, two runs), the shortcuts: 0.345 and
+    0.339 / 0.271 and 0.222 / 0.42-0.52; 0.383 and 0.378 / 0.330 and 0.324 / 0.31-0.37
+    (there BLAS on the whole input, 0.31-0.32, ties it). A padded stride-1 1x1 (a bigger
+    input than its own) is left to the other paths (not measured; ``pays``)."""
+
+    name = "points"
+    ops = frozenset({"grad_weight"})
+
+    def applies(self, op: str, plan: ConvPlan) -> bool:
+        return plan.points is not None
+
+    def pays(self, op: str, plan: ConvPlan) -> bool:
+        g = plan.geometry
+        return (g.stride_h, g.stride_w) != (1, 1)
+
+    def writes_all_weight(self, plan: ConvPlan) -> bool:
+        sub = plan.points
+        return sub is not None and sub.grad_weight.writes_all_weight(sub)
+
+    def grad_weight(self, plan, grad_output, x, grad_weight):
+        sub, g = plan.points, plan.geometry
+        points = scratch(plan.batch * plan.in_channels * g.out_h * g.out_w, _F32).reshape(
+            plan.batch, plan.in_channels, g.out_h, g.out_w)
+        _conv.gather_points(x, points, g, plan.groups,
+                            threads_for(plan.batch * plan.groups, points.size,
+                                        COPY_ELEMENTS_PER_THREAD))
+        sub.grad_weight.grad_weight(sub, grad_output, points, grad_weight)
+
+
+def points_geometry(plan: ConvPlan) -> Geometry | None:
+    """PointsWeight's sub-plan geometry (the pointwise convolution of the compact planes), or
+    None where it does not apply: other kernels, pointwise already, not float32."""
+    g = plan.geometry
+    if (plan.dtype != _F32 or (g.kernel_h, g.kernel_w) != (1, 1) or g.pointwise
+            or g.out_h == 0 or g.out_w == 0):
+        return None
+    return make_geometry(g.in_channels_g, g.out_h, g.out_w, g.out_channels_g, g.out_h,
+                         g.out_w, 1, 1, (1, 1), (0, 0), (1, 1), plan.dtype,
+                         plan.override.stage)
+
+
 # ---- Winograd F(m x m, 3 x 3) (src/conv/winograd.pxi) ----------------------------------------
 
 # The tile sizes m (outputs per tile side); alpha = m + 2. Measured float32 error on N(0,1)
@@ -1460,7 +1522,10 @@ GRAD_INPUT: tuple[ConvPath, ...] = (DepthwiseGather(), DepthwiseDirect(), Depthw
                                     Winograd(), Transposed(), StridedPointwise(),
                                     StridedPhases(), Packed(), Blas())
 GRAD_WEIGHT: tuple[ConvPath, ...] = (DepthwiseDirect(), Depthwise(), WinogradWeight(),
-                                     Direct(), Packed(), Blas())
+                                     PointsWeight(), Direct(), Packed(), Blas())
+# the weight-gradient paths of PointsWeight's sub-plan (pointwise: not itself)
+POINTS_WEIGHT: tuple[ConvPath, ...] = tuple(path for path in GRAD_WEIGHT
+                                            if not isinstance(path, PointsWeight))
 OPS: dict[str, tuple[ConvPath, ...]] = {"forward": FORWARD, "grad_input": GRAD_INPUT,
                                         "grad_weight": GRAD_WEIGHT}
 

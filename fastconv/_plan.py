@@ -112,6 +112,7 @@ class ConvPlan(NamedTuple):
     gather: ConvPlan | None = None      # DepthwiseGather's
     algorithm: str = "auto"             # 'auto', 'direct' or 'winograd' (conv2d's algorithm=)
     strided: ConvPlan | None = None     # StridedPointwise's forward pass over grad_output
+    points: ConvPlan | None = None      # PointsWeight's pointwise weight gradient
     # StridedPhases' phases: (fastconv._paths.Phase, its forward pass over grad_output or None)
     phases: tuple[tuple[Any, ConvPlan | None], ...] | None = None
     # what a path works out per call from the plan and the thread count (its threads and
@@ -161,11 +162,26 @@ def _over_grad_output(plan: ConvPlan, geometry: Geometry | None) -> ConvPlan | N
                                        plan.override.forward)[0], memo={})
 
 
+def _points(plan: ConvPlan) -> ConvPlan | None:
+    """PointsWeight's sub-plan: the pointwise convolution of ``plan``'s compact input
+    (fastconv._paths.points_geometry), its weight-gradient path chosen among POINTS_WEIGHT;
+    None where it does not apply."""
+    geometry = _paths.points_geometry(plan)
+    if geometry is None:
+        return None
+    sub = plan._replace(geometry=geometry, pads=(0, 0, 0, 0), stride=(1, 1), dilation=(1, 1),
+                        mode="zeros", points=None, memo={})
+    return sub._replace(grad_weight=choose("grad_weight", sub, _paths.POINTS_WEIGHT,
+                                           plan.override.grad_weight)[0])
+
+
 def complete(plan: ConvPlan) -> ConvPlan:
     """``plan`` with its paths chosen (a plan made with only its shapes)."""
     override = plan.override
     forward = choose("forward", plan, asked=override.forward)[0]
-    grad_weight = choose("grad_weight", plan, asked=override.grad_weight)[0]
+    points = _points(plan)
+    grad_weight = choose("grad_weight", plan._replace(points=points),
+                         asked=override.grad_weight)[0]
     transposed = gather = None
     if _paths.DepthwiseDirect().applies("grad_input", plan):
         geometry = _paths.depthwise_gather_geometry(plan)
@@ -180,7 +196,8 @@ def complete(plan: ConvPlan) -> ConvPlan:
     if phases is not None:
         phases = tuple((phase, _over_grad_output(plan, phase.geometry)) for phase in phases)
     plan = plan._replace(forward=forward, grad_weight=grad_weight, transposed=transposed,
-                         gather=gather, strided=strided, phases=phases, memo={})
+                         gather=gather, strided=strided, phases=phases, points=points,
+                         memo={})
     candidates = choose("grad_input", plan, asked=override.grad_input)
     # the data-dependent paths come first; the first path that takes any data ends the list
     for index, path in enumerate(candidates):

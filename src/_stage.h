@@ -134,18 +134,85 @@ fc_copy_rows_avx512(char *dst, ptrdiff_t dst_step, const char *src, ptrdiff_t sr
 }
 #endif
 
+/* A 1x1 kernel's compact planes (src/conv/stage.pxi, stage_points): for r < runs and j < count,
+ * dst[r*dst_step + j] = src[r*src_step + j*step] (floats). Nothing is read past the last
+ * element of a run, src[(count - 1)*step], nor written past dst[count - 1]. The stride-2 rows
+ * of a ResNet shortcut are most of them: AVX-512 takes 16 columns per two (masked) loads and a
+ * permute, other steps by a masked gather. */
+typedef void (*fc_gather_rows_t)(float *, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t,
+                                 ptrdiff_t, ptrdiff_t);
+
+static void fc_gather_rows_c(float *dst, ptrdiff_t dst_step, const float *src,
+                             ptrdiff_t src_step, ptrdiff_t runs, ptrdiff_t count, ptrdiff_t step)
+{
+    ptrdiff_t r, j;
+    for (r = 0; r < runs; r++) {
+        float *d = dst + r * dst_step;
+        const float *s = src + r * src_step;
+        /* four columns a step (see stage_input) */
+        for (j = 0; j + 4 <= count; j += 4) {
+            d[j] = s[j * step];
+            d[j + 1] = s[(j + 1) * step];
+            d[j + 2] = s[(j + 2) * step];
+            d[j + 3] = s[(j + 3) * step];
+        }
+        for (; j < count; j++)
+            d[j] = s[j * step];
+    }
+}
+
+#if FC_HAVE_X86_TARGETS
+__attribute__((target("avx512f"))) static void
+fc_gather_rows_avx512(float *dst, ptrdiff_t dst_step, const float *src, ptrdiff_t src_step,
+                      ptrdiff_t runs, ptrdiff_t count, ptrdiff_t step)
+{
+    const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                            28, 30);
+    const __m512i index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+                                                               10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32((int)step));
+    ptrdiff_t r, j, left, reach;
+    __mmask16 m, lo, hi;
+    for (r = 0; r < runs; r++) {
+        float *d = dst + r * dst_step;
+        const float *s = src + r * src_step;
+        for (j = 0; j < count; j += 16) {
+            left = count - j < 16 ? count - j : 16;
+            m = (__mmask16)((1u << left) - 1);
+            if (step == 2) {
+                /* the 2*left - 1 floats from s + 2j: the low vector's lanes, then the high's */
+                reach = 2 * left - 1;
+                lo = (__mmask16)(reach >= 16 ? 0xffff : (1u << reach) - 1);
+                hi = (__mmask16)(reach > 16 ? (1u << (reach - 16)) - 1 : 0);
+                _mm512_mask_storeu_ps(
+                    d + j, m,
+                    _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(lo, s + 2 * j), evens,
+                                           _mm512_maskz_loadu_ps(hi, s + 2 * j + 16)));
+            } else {
+                _mm512_mask_storeu_ps(d + j, m,
+                                      _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, index,
+                                                               s + j * step, 4));
+            }
+        }
+    }
+}
+#endif
+
 static fc_copy_rows_t fc_copy_rows = fc_copy_rows_c;
 static fc_copy_runs_t fc_copy_runs = fc_copy_runs_c;
+static fc_gather_rows_t fc_gather_rows = fc_gather_rows_c;
 static fc_sadd_runs_t fc_sadd_runs = fc_sadd_runs_c;
 static fc_dadd_runs_t fc_dadd_runs = fc_dadd_runs_c;
 
 /* Pick the versions for the level of src/_cpu.h (the AVX2 moves and sums from avx2, the
- * masked AVX-512 row copy at avx512); returns the name of the highest level used. */
+ * masked AVX-512 row copy and column gather at avx512); returns the name of the highest
+ * level used. */
 static const char *fc_stage_init(void)
 {
     int level = fc_cpu_isa();
     fc_copy_rows = fc_copy_rows_c;
     fc_copy_runs = fc_copy_runs_c;
+    fc_gather_rows = fc_gather_rows_c;
     fc_sadd_runs = fc_sadd_runs_c;
     fc_dadd_runs = fc_dadd_runs_c;
 #if FC_HAVE_X86_TARGETS
@@ -156,6 +223,7 @@ static const char *fc_stage_init(void)
     }
     if (level >= FC_ISA_AVX512) {
         fc_copy_rows = fc_copy_rows_avx512;
+        fc_gather_rows = fc_gather_rows_avx512;
         return "avx512";
     }
 #endif

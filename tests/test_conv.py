@@ -193,6 +193,8 @@ def test_every_path_is_reachable_and_agrees(rng, dtype, op):
     expected = set(_paths.names(op))
     if not (_paths._DIRECT and dtype == np.float32):
         expected -= {"direct", "depthwise-direct", "depthwise-direct-gather"}
+    if dtype != np.float32:  # PointsWeight's gather (stage_points) is float32's
+        expected.discard("points")
     if not _paths._PACKED_GEMM:
         expected.discard("packed")
     assert ran == expected
@@ -638,8 +640,9 @@ DIRECT_CASES = [
 @pytest.mark.parametrize("geometry", DIRECT_CASES,
                          ids=[f"d{i}" for i in range(len(DIRECT_CASES))])
 def test_direct_kernels_match_reference(rng, geometry):
-    # (asked for: the few-channel path is the usual choice for the ones with few inputs)
-    with use_paths(forward="direct"):
+    # (asked for: the few-channel path is the usual choice for the ones with few inputs, and
+    # PointsWeight the weight gradient's for the strided 1x1)
+    with use_paths(forward="direct", grad_weight="direct"):
         _check_direct_kernels(rng, geometry)
 
 

@@ -192,7 +192,8 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
                           int num_threads, bint relu=False, bint transposed=False):
     """The forward pass by the direct kernels of src/_direct.h (float32, a staged geometry whose
     direct_block is not 0): no im2col block; each tile's sums come out pixel-major and are
-    transposed into ``out``.
+    transposed into ``out``. A 1x1 kernel reads compact planes (pointwise_rows: the input in
+    place where pointwise, else stage_points' copy in the stage) as one row of pixels.
 
     ``taps`` (direct_taps_size elements) receives the stage offset of every tap and each
     output row's list of taps (direct_tap_lists: those on the padding rows left out where
@@ -218,6 +219,10 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
     cdef Py_ssize_t t_end, blk
     cdef Py_ssize_t whole[4]  # the tap slice of all of the flipped kernel (transposed)
     cdef int nonfinite = 0
+    # a 1x1 kernel: the kernels read compact planes (the input in place where pointwise, else
+    # stage_points') as one row of pixels (pointwise_rows); other kernels: the stage
+    cdef bint points = geo.kernel_h == 1 and geo.kernel_w == 1
+    cdef Geometry kgeo = pointwise_rows(&geo) if points else geo
     cdef float* wpack = NULL
     cdef float* stage = NULL
     cdef float* tbuf = NULL
@@ -237,7 +242,7 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
         return
     whole[0], whole[1], whole[2], whole[3] = 0, 1, 0, 1
     with nogil:
-        stage_taps(&geo, &taps[0])
+        stage_taps(&kgeo, &taps[0])
         # the weights packed by register transposes, a block of channels at a time; in
         # parallel where they are large (vgg14's 2.4 MB took 0.3-0.5 ms of its 5 ms packed
         # serially element by element)
@@ -257,11 +262,11 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
                               num_threads=num_threads):
                 nonfinite |= fc_direct_pack(&weight[blk * width, 0, 0, 0], geo.k, width,
                                             wpack + blk * width * geo.k)
-        direct_tap_lists(&geo, &taps[0], width, nonfinite == 0, rows)
+        direct_tap_lists(&kgeo, &taps[0], width, nonfinite == 0, rows)
     with nogil, parallel(num_threads=num_threads):
         stage = aligned(&workspace[threadid(), 0])
         tbuf = stage + stage_elements
-        if geo.staged:
+        if geo.staged and not points:
             stage_clear(stage, &geo)
         for chunk in prange(num_threads, schedule="static"):
             staged_item = -1
@@ -283,11 +288,14 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
                 if geo.pointwise:
                     src = &x[n, g * geo.in_channels_g, 0, 0]
                 elif item // geo.n_tiles != staged_item:
-                    stage_input(&x[n, g * geo.in_channels_g, 0, 0], stage, &geo)
+                    if points:
+                        stage_points(&x[n, g * geo.in_channels_g, 0, 0], stage, &geo)
+                    else:
+                        stage_input(&x[n, g * geo.in_channels_g, 0, 0], stage, &geo)
                     staged_item = item // geo.n_tiles
                     src = stage
                 item = t_end
-                direct_runs(src, rows, wpack + g * channels * geo.k, &geo, channels, width,
+                direct_runs(src, rows, wpack + g * channels * geo.k, &kgeo, channels, width,
                             run, p0, count, &bias[g * channels] if has_bias else NULL, relu,
                             tbuf, &out[n, g * channels, 0, 0], out_plane)
 

@@ -44,6 +44,33 @@ cdef Geometry make_geometry(object g):
     return geo
 
 
+cdef Geometry pointwise_rows(const Geometry* geo) noexcept nogil:
+    """A 1x1 kernel's geometry as the direct kernels read its compact input (the input itself
+    where ``geo`` is pointwise, else stage_points'): a pointwise convolution of one row of all
+    out_h * out_w pixels, so a micro-kernel's run of pixels crosses the output rows (a 14-pixel
+    row took two runs of 7, half the registers of sums idle). The same sums in the same order
+    for every output element; the tile and the channels are ``geo``'s."""
+    cdef Geometry flat = geo[0]
+    cdef Py_ssize_t plane = geo.out_h * geo.out_w
+    flat.in_h = 1
+    flat.in_w = plane
+    flat.out_h = 1
+    flat.out_w = plane
+    flat.stride_h = 1
+    flat.stride_w = 1
+    flat.pad_top = 0
+    flat.pad_left = 0
+    flat.dil_h = 1
+    flat.dil_w = 1
+    flat.pointwise = True
+    flat.staged = False
+    flat.st_rows = 1
+    flat.st_w = plane
+    flat.st_row = plane
+    flat.st_plane = plane
+    return flat
+
+
 cdef inline Py_ssize_t pixels_in_tile(Py_ssize_t p0, const Geometry* geo) noexcept nogil:
     """The output pixels of the tile that starts at pixel p0 (the last of a plane may be
     short). (A return value, not a pointer argument: Cython makes the variables assigned in a

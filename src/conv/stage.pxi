@@ -12,6 +12,9 @@ cdef extern from "_stage.h" nogil:
                       Py_ssize_t runs, Py_ssize_t length)
     void fc_dadd_runs(double* dst, Py_ssize_t dst_step, const double* src,
                       Py_ssize_t src_step, Py_ssize_t runs, Py_ssize_t length)
+    void fc_gather_rows(float* dst, Py_ssize_t dst_step, const float* src,
+                        Py_ssize_t src_step, Py_ssize_t runs, Py_ssize_t count,
+                        Py_ssize_t step)
 
 
 # the level the staged copies run at (src/_stage.h): the AVX2 moves from avx2, the masked
@@ -145,6 +148,35 @@ cdef void stage_input(const floating* x_group, floating* stage,
                     while j < hi:
                         d[j] = s[j * sw]
                         j = j + 1
+
+
+cdef void stage_points(const float* x_group, float* stage, const Geometry* geo) noexcept nogil:
+    """stage[c, oy, ox] = x[c, oy*stride_h - pad_top, ox*stride_w - pad_left], 0 outside x:
+    the input values a 1x1 kernel reads, one compact plane of out_h * out_w per channel (its
+    im2col block; pointwise_rows' input), every element written, the columns gathered by
+    src/_stage.h's fc_gather_rows. For a strided shortcut (ResNet's 1x1 stride 2) it is a
+    quarter of stage_input's copy, and the kernels' runs of pixels cross the output rows."""
+    cdef Py_ssize_t plane = geo.in_h * geo.in_w, out_plane = geo.out_h * geo.out_w
+    cdef Py_ssize_t c, oy, lo, hi, row_lo, row_hi
+    cdef float* d
+    valid_range(-geo.pad_left, geo.stride_w, geo.out_w, geo.in_w, &lo, &hi)
+    valid_range(-geo.pad_top, geo.stride_h, geo.out_h, geo.in_h, &row_lo, &row_hi)
+    if hi <= lo:
+        row_hi = row_lo
+    for c in range(geo.in_channels_g):
+        d = stage + c * out_plane
+        # the rows and columns on the padding: zeros
+        memset(d, 0, row_lo * geo.out_w * sizeof(float))
+        memset(d + row_hi * geo.out_w, 0, (geo.out_h - row_hi) * geo.out_w * sizeof(float))
+        if lo > 0 or hi < geo.out_w:
+            for oy in range(row_lo, row_hi):
+                memset(d + oy * geo.out_w, 0, lo * sizeof(float))
+                memset(d + oy * geo.out_w + hi, 0, (geo.out_w - hi) * sizeof(float))
+        if row_hi > row_lo:
+            fc_gather_rows(d + row_lo * geo.out_w + lo, geo.out_w,
+                           x_group + c * plane + (row_lo * geo.stride_h - geo.pad_top) * geo.in_w
+                           + lo * geo.stride_w - geo.pad_left,
+                           geo.stride_h * geo.in_w, row_hi - row_lo, hi - lo, geo.stride_w)
 
 
 cdef inline void move_runs(floating* run, Py_ssize_t run_step, floating* row,
@@ -334,3 +366,24 @@ cdef void unstage(const floating* stage, floating* gx_group, const Geometry* geo
                     lo = 0
                 for ix in range(lo, geo.in_w):
                     dst[ix] = 0
+
+
+def gather_points(const float[:, :, :, ::1] x, float[:, :, :, ::1] out, object geometry,
+                  Py_ssize_t groups, int num_threads):
+    """out[n, c] = stage_points of x's (sample, group): the input values of a 1x1 kernel
+    (``geometry``), compact planes of (out_h, out_w), so that its weight gradient is a
+    pointwise one (fastconv/_paths.py, PointsWeight). ``out`` is (N, C_in, out_h, out_w);
+    every element written, (sample, group) items in parallel."""
+    cdef Geometry geo = make_geometry(geometry)
+    cdef Py_ssize_t items = x.shape[0] * groups, item, n, g
+    cdef Py_ssize_t cin = geo.in_channels_g
+    if (items == 0 or geo.kernel_h != 1 or geo.kernel_w != 1 or x.shape[1] != groups * cin
+            or out.shape[0] != x.shape[0] or out.shape[1] != x.shape[1]
+            or out.shape[2] != geo.out_h or out.shape[3] != geo.out_w
+            or x.shape[2] != geo.in_h or x.shape[3] != geo.in_w
+            or geo.out_h == 0 or geo.out_w == 0):
+        return
+    for item in prange(items, nogil=True, schedule="static", num_threads=num_threads):
+        n = item // groups
+        g = item % groups
+        stage_points(&x[n, g * cin, 0, 0], &out[n, g * cin, 0, 0], &geo)

@@ -179,6 +179,27 @@ static void check_stage(void)
     check("fc_copy_runs / copy_rows / ?add_runs (mismatches)", bad, 0);
 }
 
+/* fc_gather_rows at steps 1, 2 (the permutes) and 3 (the gather): 37 columns (two whole
+ * vectors and a tail), nothing written past a run */
+static void check_gather(void)
+{
+    enum { RUNS = 3, COUNT = 37, LD = 41, SRC_STEP = 3 * COUNT + 5 };
+    static float src[RUNS * SRC_STEP], dst[RUNS * LD];
+    double bad = 0;
+    int r, j, step;
+    for (j = 0; j < RUNS * SRC_STEP; j++)
+        src[j] = (float)(j * 3 + 1);
+    for (step = 1; step <= 3; step++) {
+        for (j = 0; j < RUNS * LD; j++)
+            dst[j] = -1.0f;
+        fc_gather_rows(dst, LD, src, SRC_STEP, RUNS, COUNT, step);
+        for (r = 0; r < RUNS; r++)
+            for (j = 0; j < LD; j++)
+                bad += dst[r * LD + j] != (j < COUNT ? src[r * SRC_STEP + j * step] : -1.0f);
+    }
+    check("fc_gather_rows (mismatches)", bad, 0);
+}
+
 /* ---- depthwise: forward, input and weight gradients of one plane ---------------------- */
 static double x_at(const double *x, const fc_dw_geometry *g, ptrdiff_t iy, ptrdiff_t ix)
 {
@@ -554,6 +575,7 @@ int main(void)
     check_transpose_panels();
     check_relu();
     check_stage();
+    check_gather();
     check_depthwise();
     check_pool_float();
     check_pool_double();
