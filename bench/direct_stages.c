@@ -54,7 +54,8 @@ static float *falloc(size_t n)
 
 /* The weight gradient's sums (src/conv/direct.pxi, grad_weight_direct_chunks_impl) over the
  * batch into one row of partial sums, the taps blocked by kernel position as
- * direct_wgrad_blocks does at stride 1: each sample staged and its grad_output transposed
+ * direct_wgrad_blocks does at stride 1 (the first sample's sums stored, the others added):
+ * each sample staged and its grad_output transposed
  * (fc_direct_load), then fc_dgrad_tile on the stage's rows (cin 0: fc_dgrad_1/2) or on the
  * stage transposed channel-minor (fc_dgrad_stage_t, fc_dgrad_list_1/2); the two rows of sums
  * must agree bit for bit. */
@@ -98,7 +99,6 @@ static void weight_gradient(ptrdiff_t batch, ptrdiff_t c_in, ptrdiff_t c_out, pt
     for (rep = 0; rep < repeats; rep++)
         for (kind = 0; kind < 2; kind++) {
             t = seconds();
-            memset(sums[kind], 0, c_out * k * sizeof(float));
             for (n = 0; n < batch; n++) {
                 for (c = 0; c < c_in; c++)
                     for (r = 0; r < h; r++)
@@ -110,7 +110,7 @@ static void weight_gradient(ptrdiff_t batch, ptrdiff_t c_in, ptrdiff_t c_out, pt
                 fc_dgrad_tile(kind ? stage_t : stage, blocks, nb, off + kind * k, oo, c_out, v,
                               h, st_w, 0, plane, gyt, sums[kind],
                               !fc_direct_any_nonfinite(gyt, plane * c_out), kind ? c_in : 0,
-                              pix);
+                              pix, n == 0);
             }
             t = seconds() - t;
             best[kind] = t < best[kind] ? t : best[kind];

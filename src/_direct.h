@@ -30,6 +30,7 @@
 #define FASTCONV_DIRECT_H
 
 #include <stddef.h>
+#include <string.h>
 
 #include "_cpu.h"
 #include "_gemm.h"
@@ -155,7 +156,8 @@ FC_DIRECT_FAMILY(FC_DIRECT_EDGE_KERNEL, fc_direct_edge_kernel_t, fc_direct_edge_
 #if FC_HAVE_X86_TARGETS
 /* the weight gradient's micro-kernels' parts: the R x V sums set to zero; one pixel's
  * products added, its grad_output at G, its input value for tap r at S(r); the sums added to
- * out + oo[r] (or r*ldo) */
+ * out + ROW(r), or with ``assign`` stored there (the same bits as added to a zeroed ``out``: a
+ * sum that starts at +0 is never -0) */
 #define FC_DGRAD_ZERO(R, V)                                                                  \
     _Pragma("GCC unroll 24") for (r = 0; r < R; r++)                                         \
         _Pragma("GCC unroll 2") for (v = 0; v < V; v++)                                      \
@@ -172,7 +174,8 @@ FC_DIRECT_FAMILY(FC_DIRECT_EDGE_KERNEL, fc_direct_edge_kernel_t, fc_direct_edge_
     _Pragma("GCC unroll 24") for (r = 0; r < R; r++)                                         \
         _Pragma("GCC unroll 2") for (v = 0; v < V; v++) {                                    \
             float *o = out + (ROW) + 16 * v;                                                 \
-            _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), acc[r][v]));              \
+            _mm512_storeu_ps(o, assign ? acc[r][v] : _mm512_add_ps(_mm512_loadu_ps(o),       \
+                                                                   acc[r][v]));              \
         }
 
 #define FC_DGRAD_ROWS_S(r) s[r][i]
@@ -180,7 +183,7 @@ FC_DIRECT_FAMILY(FC_DIRECT_EDGE_KERNEL, fc_direct_edge_kernel_t, fc_direct_edge_
     __attribute__((target("avx512f"))) static void                                           \
     NAME(const float *stage, const ptrdiff_t *off, ptrdiff_t out_w, ptrdiff_t row_step,      \
          ptrdiff_t p0, ptrdiff_t count, const float *gyt, ptrdiff_t ldg, float *out,         \
-         ptrdiff_t ldo, const ptrdiff_t *oo, ptrdiff_t cx0, ptrdiff_t cx1)                   \
+         ptrdiff_t ldo, const ptrdiff_t *oo, ptrdiff_t cx0, ptrdiff_t cx1, int assign)       \
     {                                                                                        \
         __m512 acc[R][V], gv[V], b;                                                          \
         const float *s[R];                                                                   \
@@ -207,7 +210,7 @@ FC_DIRECT_FAMILY(FC_DIRECT_EDGE_KERNEL, fc_direct_edge_kernel_t, fc_direct_edge_
 
 typedef void (*fc_dgrad_kernel_t)(const float *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
                                   ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t, float *,
-                                  ptrdiff_t, const ptrdiff_t *, ptrdiff_t, ptrdiff_t);
+                                  ptrdiff_t, const ptrdiff_t *, ptrdiff_t, ptrdiff_t, int);
 
 /* fc_dgrad_2[taps], fc_dgrad_1[taps]: the weight gradient's micro-kernel for that many taps */
 FC_DIRECT_FAMILY(FC_DGRAD_KERNEL, fc_dgrad_kernel_t, fc_dgrad_)
@@ -226,7 +229,7 @@ FC_DIRECT_FAMILY(FC_DGRAD_KERNEL, fc_dgrad_kernel_t, fc_dgrad_)
 #define FC_DGRAD_LIST_KERNEL(NAME, R, V)                                                     \
     __attribute__((target("avx512f"))) static void                                           \
     NAME(const float *src, const ptrdiff_t *pix, ptrdiff_t n, const float *gyt, float *out,  \
-         const ptrdiff_t *oo)                                                                \
+         const ptrdiff_t *oo, int assign)                                                    \
     {                                                                                        \
         __m512 acc[R][V], gv[V], b;                                                          \
         const ptrdiff_t *end = pix + 2 * n;                                                  \
@@ -240,7 +243,7 @@ FC_DIRECT_FAMILY(FC_DGRAD_KERNEL, fc_dgrad_kernel_t, fc_dgrad_)
     }
 
 typedef void (*fc_dgrad_list_kernel_t)(const float *, const ptrdiff_t *, ptrdiff_t,
-                                       const float *, float *, const ptrdiff_t *);
+                                       const float *, float *, const ptrdiff_t *, int);
 
 /* fc_dgrad_list_2[taps], fc_dgrad_list_1[taps] */
 FC_DIRECT_FAMILY(FC_DGRAD_LIST_KERNEL, fc_dgrad_list_kernel_t, fc_dgrad_list_)
@@ -383,12 +386,16 @@ static void fc_direct_store(const float *tbuf, ptrdiff_t channels, ptrdiff_t cou
  * off[first] is where its first tap's values start there (the others follow it); the pixels
  * of a block's window are listed in ``pix`` (2 * count entries: their offsets in that stage
  * and in gyt), once for the blocks that share the window, and summed by fc_dgrad_list_*. The
- * same pixels in the same order: the same bits. */
+ * same pixels in the same order: the same bits.
+ *
+ * ``assign``: the sums are stored into ``out`` instead of added (its rows of a block that
+ * sums no pixel set to zero): the first tile of a row of partial sums, which is then never
+ * zeroed first. */
 static void fc_dgrad_tile(const float *stage, const ptrdiff_t *blocks, ptrdiff_t nblocks,
                           const ptrdiff_t *off, const ptrdiff_t *oo, ptrdiff_t channels, int v,
                           ptrdiff_t out_w, ptrdiff_t row_step, ptrdiff_t p0, ptrdiff_t count,
                           const float *gyt, float *out, int skip, ptrdiff_t cin,
-                          ptrdiff_t *pix)
+                          ptrdiff_t *pix, int assign)
 {
 #if FC_HAVE_X86_TARGETS
     const fc_dgrad_kernel_t *table = v == 2 ? fc_dgrad_2 : fc_dgrad_1;
@@ -408,13 +415,17 @@ static void fc_dgrad_tile(const float *stage, const ptrdiff_t *blocks, ptrdiff_t
             cx0 = d[4];
             cx1 = d[5];
         }
-        if (pa >= pb || cx0 >= cx1)
+        if (pa >= pb || cx0 >= cx1) {
+            if (assign)
+                for (i = 0; i < d[1]; i++)
+                    memset(out + oo[d[0] + i], 0, channels * sizeof(float));
             continue;
+        }
         if (cin <= 0) {
             for (blk = 0; blk < n_blk; blk++)
                 table[d[1]](stage, off + d[0], out_w, row_step, pa, pb - pa,
                             gyt + (pa - p0) * channels + blk * width, channels,
-                            out + blk * width, channels, oo + d[0], cx0, cx1);
+                            out + blk * width, channels, oo + d[0], cx0, cx1, assign);
             continue;
         }
         if (pa != listed[0] || pb != listed[1] || cx0 != listed[2] || cx1 != listed[3]) {
@@ -437,12 +448,12 @@ static void fc_dgrad_tile(const float *stage, const ptrdiff_t *blocks, ptrdiff_t
         }
         for (blk = 0; blk < n_blk; blk++)
             list[d[1]](stage + off[d[0]], pix, n, gyt + blk * width, out + blk * width,
-                       oo + d[0]);
+                       oo + d[0], assign);
     }
 #else
     (void)stage; (void)blocks; (void)nblocks; (void)off; (void)oo; (void)channels; (void)v;
     (void)out_w; (void)row_step; (void)p0; (void)count; (void)gyt; (void)out; (void)skip;
-    (void)cin; (void)pix;
+    (void)cin; (void)pix; (void)assign;
 #endif
 }
 
@@ -531,7 +542,7 @@ static void fc_dgrad_unit(const float *stage, const ptrdiff_t *off, ptrdiff_t ta
 {
 #if FC_HAVE_X86_TARGETS
     (v == 2 ? fc_dgrad_2 : fc_dgrad_1)[taps](stage, off, out_w, row_step, p0, count, gyt,
-                                             ldg, out, ldo, NULL, 0, out_w);
+                                             ldg, out, ldo, NULL, 0, out_w, 0);
 #else
     (void)stage; (void)off; (void)taps; (void)v; (void)out_w; (void)row_step; (void)p0;
     (void)count; (void)gyt; (void)ldg; (void)out; (void)ldo;

@@ -12,7 +12,8 @@ cdef extern from "_direct.h" nogil:
     void fc_dgrad_tile(const float* stage, const Py_ssize_t* blocks, Py_ssize_t nblocks,
                        const Py_ssize_t* off, const Py_ssize_t* oo, Py_ssize_t channels, int v,
                        Py_ssize_t out_w, Py_ssize_t row_step, Py_ssize_t p0, Py_ssize_t count,
-                       const float* gyt, float* out, int skip, Py_ssize_t cin, Py_ssize_t* pix)
+                       const float* gyt, float* out, int skip, Py_ssize_t cin, Py_ssize_t* pix,
+                       int assign)
     void fc_dgrad_stage_t(const float* stage, Py_ssize_t plane, Py_ssize_t cin, float* stage_t)
     void fc_dgrad_sum_chunks(const float* src, Py_ssize_t chunks, Py_ssize_t row, Py_ssize_t ld,
                              Py_ssize_t taps, Py_ssize_t width, float* sums, Py_ssize_t lds,
@@ -423,7 +424,9 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
     transposed (fc_direct_load), and where the taps are grouped by kernel position
     (dgrad_grouped) the stage transposed channel-minor (fc_dgrad_stage_t), which the sums
     read instead, and the list of a run's pixels (dgrad_list_floats). Each chunk's row of
-    ``partials`` is zeroed by the thread that sums it."""
+    ``partials`` is written by the thread that sums it: its first tile's sums stored (the
+    same bits as added to zeros, fc_dgrad_tile's ``assign``), then the others added; a chunk
+    with no pairs zeroed."""
     cdef Py_ssize_t batch = x.shape[0]
     cdef Py_ssize_t n_pairs = batch * geo[0].n_tiles
     cdef Py_ssize_t n_chunks = partials.shape[0]
@@ -451,9 +454,10 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
         if geo[0].staged:
             stage_clear(stage, geo)
         for chunk in prange(n_chunks, schedule="static"):
-            memset(&partials[chunk, 0], 0, partials.shape[1] * sizeof(float))
             first = chunk_start(chunk, n_pairs, n_chunks)
             last = chunk_start(chunk + 1, n_pairs, n_chunks)
+            if first == last:
+                memset(&partials[chunk, 0], 0, partials.shape[1] * sizeof(float))
             for g in range(groups):
                 staged_sample = -1
                 for pair in range(first, last):
@@ -480,7 +484,7 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
                                       geo[0].stride_h * geo[0].st_row, sub, sub_count, gyt,
                                       &partials[chunk, g * channels * k],
                                       not fc_direct_any_nonfinite(gyt, sub_count * channels),
-                                      cin, pix)
+                                      cin, pix, pair == first and sub == p0)
                         sub = sub + sub_count
 
 
