@@ -2,7 +2,8 @@
  * spends its time, stage by stage, on one thread: the weights packed (fc_direct_pack), each
  * sample's input staged (a plain copy into the zero-padded stage, as stage_input does at
  * stride 1), its sums by the micro-kernels (fc_direct_tile, one call over the whole plane)
- * and their transposing store into the output (fc_direct_store). Each stage is timed over
+ * and their transposing store into the output (fc_direct_store); then the weight gradient's
+ * sums both ways (weight_gradient). Each stage is timed over
  * the whole batch (the least of `repeats` passes); then the three per-sample stages run
  * together as forward_direct interleaves them.
  *
@@ -49,6 +50,76 @@ static float *falloc(size_t n)
     }
     memset(p, 0, (n * sizeof(float) + 63) / 64 * 64 + 64);
     return p;
+}
+
+/* The weight gradient's sums (src/conv/direct.pxi, grad_weight_direct_chunks_impl) over the
+ * batch into one row of partial sums, the taps blocked by kernel position as
+ * direct_wgrad_blocks does at stride 1 (the first sample's sums stored, the others added):
+ * each sample staged and its grad_output transposed
+ * (fc_direct_load), then fc_dgrad_tile on the stage's rows (cin 0: fc_dgrad_1/2) or on the
+ * stage transposed channel-minor (fc_dgrad_stage_t, fc_dgrad_list_1/2); the two rows of sums
+ * must agree bit for bit. */
+static void weight_gradient(ptrdiff_t batch, ptrdiff_t c_in, ptrdiff_t c_out, ptrdiff_t h,
+                            ptrdiff_t ks, int repeats, const float *x)
+{
+    const ptrdiff_t pad = ks / 2, plane = h * h, st_w = h + ks - 1;
+    const ptrdiff_t st_plane = (h + ks - 1) * st_w, k = c_in * ks * ks;
+    const int v = c_out % 32 == 0 ? 2 : 1;
+    const ptrdiff_t r_max = v == 2 ? FC_DIRECT_MR2 : FC_DIRECT_MR1;
+    const ptrdiff_t runs = (c_in + r_max - 1) / r_max;
+    float *gy = falloc(batch * c_out * plane), *gyt = falloc(plane * c_out);
+    float *stage = falloc(c_in * st_plane + 16), *stage_t = falloc(c_in * st_plane + 16);
+    float *sums[2] = {falloc(c_out * k), falloc(c_out * k)};
+    ptrdiff_t *off = malloc(2 * k * sizeof(ptrdiff_t)), *oo = malloc(k * sizeof(ptrdiff_t));
+    ptrdiff_t *blocks = malloc(6 * ks * ks * runs * sizeof(ptrdiff_t));
+    ptrdiff_t *pix = malloc(2 * plane * sizeof(ptrdiff_t));
+    ptrdiff_t i, n, c, r, pq, nb = 0, m = 0, p, q;
+    double best[2] = {1e30, 1e30}, t, flop = 0;
+    int rep, kind;
+    for (i = 0; i < batch * c_out * plane; i++)
+        gy[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (pq = 0; pq < ks * ks; pq++)
+        for (r = 0; r < runs; r++) {
+            ptrdiff_t *d = blocks + 6 * nb++, first = c_in * r / runs, last = c_in * (r + 1) / runs;
+            p = pq / ks;
+            q = pq % ks;
+            d[0] = m;
+            d[1] = last - first;
+            d[2] = p < pad ? pad - p : 0;  /* the rows and columns reading the input */
+            d[3] = p > pad ? h + pad - p : h;
+            d[4] = q < pad ? pad - q : 0;
+            d[5] = q > pad ? h + pad - q : h;
+            flop += 2.0 * batch * c_out * (last - first) * (d[3] - d[2]) * (d[5] - d[4]);
+            for (c = first; c < last; c++, m++) {
+                off[m] = c * st_plane + p * st_w + q;
+                off[k + m] = (p * st_w + q) * c_in + c;
+                oo[m] = (c * ks * ks + pq) * c_out;
+            }
+        }
+    for (rep = 0; rep < repeats; rep++)
+        for (kind = 0; kind < 2; kind++) {
+            t = seconds();
+            for (n = 0; n < batch; n++) {
+                for (c = 0; c < c_in; c++)
+                    for (r = 0; r < h; r++)
+                        memcpy(stage + c * st_plane + (r + pad) * st_w + pad,
+                               x + (n * c_in + c) * plane + r * h, h * sizeof(float));
+                if (kind)
+                    fc_dgrad_stage_t(stage, st_plane, c_in, stage_t);
+                fc_direct_load(gy + n * c_out * plane, plane, c_out, plane, gyt);
+                fc_dgrad_tile(kind ? stage_t : stage, blocks, nb, off + kind * k, oo, c_out, v,
+                              h, st_w, 0, plane, gyt, sums[kind],
+                              !fc_direct_any_nonfinite(gyt, plane * c_out), kind ? c_in : 0,
+                              pix, n == 0);
+            }
+            t = seconds() - t;
+            best[kind] = t < best[kind] ? t : best[kind];
+        }
+    printf("weight gradient, the products with padding left out: ms (GFLOP/s of those)\n");
+    printf("  %-9s %8.3f (%.1f)\n", "rows", 1e3 * best[0], flop / best[0] * 1e-9);
+    printf("  %-9s %8.3f (%.1f)\n", "list", 1e3 * best[1], flop / best[1] * 1e-9);
+    printf("  the sums of the two: %s\n",
+           memcmp(sums[0], sums[1], c_out * k * sizeof(float)) ? "DIFFER" : "agree");
 }
 
 int main(int argc, char **argv)
@@ -145,5 +216,6 @@ int main(int argc, char **argv)
                memcmp(y + (batch - 1) * c_out * plane, y2 + (batch - 1) * c_out * plane,
                       c_out * plane * sizeof(float)) ? "DIFFER" : "agree");
     }
+    weight_gradient(batch, c_in, c_out, h, ks, repeats, x);
     return 0;
 }

@@ -52,6 +52,8 @@ def direct_run_pixels(geometry: _Geometry) -> int: ...
 def direct_taps_size(geometry: _Geometry) -> int: ...
 # elements of grad_weight_direct_chunks' ``taps``: stage offsets and the blocks of taps
 def direct_wgrad_taps_size(geometry: _Geometry) -> int: ...
+# floats of each thread's row of grad_weight_direct_chunks' ``workspace``
+def direct_wgrad_workspace_floats(geometry: _Geometry) -> int: ...
 def forward_direct(
     x: np.ndarray,  # const float[:, :, :, ::1]  (N, C_in, H, W)
     weight: np.ndarray,  # const float[:, :, :, ::1]  (C_out, C_in/groups, kH, kW)
@@ -71,7 +73,7 @@ def grad_weight_direct_chunks(
     x: np.ndarray,  # const float[:, :, :, ::1]  (N, C_in, H, W), explicitly padded if needed
     grad_weight: np.ndarray,  # float[:, :, :, ::1]  (C_out, C_in/groups, kH, kW), overwritten
     partials: np.ndarray,  # float[:, ::1]  (chunks, C_out * k) any contents; tap-major sums
-    workspace: np.ndarray,  # float[:, ::1]  (num_threads, as forward_direct's)
+    workspace: np.ndarray,  # float[:, ::1]  (num_threads, direct_wgrad_workspace_floats)
     sums: np.ndarray,  # float[:, ::1]  (num_threads, SUM_CHUNKS_FLOATS), scratch
     taps: np.ndarray,  # intp[::1]  (direct_wgrad_taps_size(geometry),), overwritten
     geometry: _Geometry,

@@ -403,7 +403,7 @@ class Direct(ConvPath):
     def _grad_weight_chunks_sizes(self, plan, row, key):
         chunks = _weight_chunks(plan, row)
         threads = effective_num_threads(chunks, key)
-        return chunks, threads, direct_workspace(threads, plan.geometry, _F32).shape
+        return chunks, threads, (threads, _conv.direct_wgrad_workspace_floats(plan.geometry))
 
     def _grad_weight_chunks(self, plan, grad_output, x, grad_weight):
         """Small results: the (sample, tile) pairs in chunks, each thread summing its chunks'

@@ -130,7 +130,8 @@ def test_direct_weight_chunks_sum_as_numpy(rng, chunks):
         grad_weight = np.full(weight.shape, np.nan, dtype=np.float32)
         _conv.grad_weight_direct_chunks(
             gy, x, grad_weight, partials,
-            _paths.direct_workspace(threads, plan.geometry, np.dtype(np.float32)),
+            np.full((threads, _conv.direct_wgrad_workspace_floats(plan.geometry)), np.nan,
+                    dtype=np.float32),
             np.full((threads, _conv.SUM_CHUNKS_FLOATS), np.nan, dtype=np.float32),
             np.empty(_conv.direct_wgrad_taps_size(plan.geometry), dtype=np.intp),
             plan.geometry, 2, threads)

@@ -14,7 +14,12 @@ cdef extern from "_direct.h" nogil:
     void fc_dgrad_tile(const float* stage, const Py_ssize_t* blocks, Py_ssize_t nblocks,
                        const Py_ssize_t* off, const Py_ssize_t* oo, Py_ssize_t channels, int v,
                        Py_ssize_t out_w, Py_ssize_t row_step, Py_ssize_t p0, Py_ssize_t count,
-                       const float* gyt, float* out, int skip)
+                       const float* gyt, float* out, int skip, Py_ssize_t cin, Py_ssize_t* pix,
+                       int assign)
+    void fc_dgrad_stage_t(const float* stage, Py_ssize_t plane, Py_ssize_t cin, float* stage_t)
+    void fc_dgrad_sum_chunks(const float* src, Py_ssize_t chunks, Py_ssize_t row, Py_ssize_t ld,
+                             Py_ssize_t taps, Py_ssize_t width, float* sums, Py_ssize_t lds,
+                             float* out, Py_ssize_t k)
     int fc_direct_any_nonfinite(const float* x, Py_ssize_t n)
     void fc_dgrad_unit(const float* stage, const Py_ssize_t* off, Py_ssize_t taps, int v,
                        Py_ssize_t out_w, Py_ssize_t row_step, Py_ssize_t p0,
@@ -315,6 +320,41 @@ def direct_wgrad_taps_size(object geometry):
     return 9 * geo.k
 
 
+cdef bint dgrad_grouped(const Geometry* geo) noexcept nogil:
+    """Whether direct_wgrad_blocks groups the taps by kernel position: the input has at least
+    DGRAD_GROUP_MIN_CHANNELS channels per group and the taps reach padding."""
+    cdef bint reaches = (geo.pad_top > 0 or geo.pad_left > 0
+                         or (geo.out_h - 1) * geo.stride_h + (geo.kernel_h - 1) * geo.dil_h
+                         >= geo.pad_top + geo.in_h
+                         or (geo.out_w - 1) * geo.stride_w + (geo.kernel_w - 1) * geo.dil_w
+                         >= geo.pad_left + geo.in_w)
+    return reaches and geo.in_channels_g >= DGRAD_GROUP_MIN_CHANNELS and not geo.pointwise
+
+
+cdef inline Py_ssize_t dgrad_list_floats(const Geometry* geo) noexcept nogil:
+    """Floats of a thread's workspace row past the stage and grad_output's run where the taps
+    are grouped (dgrad_grouped): the stage transposed channel-minor (fc_dgrad_stage_t; rounded
+    up to 64 bytes) and the list of a run's pixels (2 intp a pixel, fc_dgrad_tile)."""
+    if not dgrad_grouped(geo):
+        return 0
+    return ((geo.in_channels_g * geo.st_plane + 15) // 16 * 16
+            + 2 * direct_run(geo) * <Py_ssize_t>(sizeof(Py_ssize_t) // sizeof(float)))
+
+
+cdef inline Py_ssize_t dgrad_row_floats(const Geometry* geo) noexcept nogil:
+    """Floats of each thread's row of grad_weight_direct_chunks' workspace: 64 bytes of
+    slack, the stage (stage_length) and direct_run * C_out/groups for a run of grad_output
+    transposed (rounded up to 64 bytes), then dgrad_list_floats."""
+    return (16 + (stage_length(geo) + direct_run(geo) * geo.out_channels_g + 15) // 16 * 16
+            + dgrad_list_floats(geo))
+
+
+def direct_wgrad_workspace_floats(object geometry):
+    """dgrad_row_floats for the wrapper (the rows of grad_weight_direct_chunks' workspace)."""
+    cdef Geometry geo = make_geometry(geometry)
+    return dgrad_row_floats(&geo)
+
+
 cdef void dgrad_window(Py_ssize_t first, Py_ssize_t step, Py_ssize_t count, Py_ssize_t size,
                        Py_ssize_t* out) noexcept nogil:
     """out[0:2] = [lo, hi): the j < count with 0 <= first + j*step < size (valid_range)."""
@@ -327,13 +367,14 @@ cdef void dgrad_window(Py_ssize_t first, Py_ssize_t step, Py_ssize_t count, Py_s
 cdef Py_ssize_t direct_wgrad_blocks(const Geometry* geo, const Py_ssize_t* taps, Py_ssize_t r_max,
                                     Py_ssize_t channels, Py_ssize_t* lists) noexcept nogil:
     """The weight gradient's blocks of taps for fc_dgrad_tile from the stage offsets ``taps``
-    (stage_taps): lists[0 : k] the taps' stage offsets in block order, lists[k : 2k] their rows
-    of the sums (kk * channels), then six entries a block (first, count, oy_lo, oy_hi, ox_lo,
-    ox_hi: the output rows and columns whose pixels its taps read inside the input). By
-    kernel position (p, q), the channels of each in near-equal blocks of at most r_max, where
-    DGRAD_GROUP_MIN_CHANNELS and padding allow; else consecutive taps, in near-equal blocks
-    of at most r_max, with whole windows. Returns the number of blocks. The blocking changes
-    no sum: each is over the same pixels in the same order."""
+    (stage_taps): lists[0 : k] the taps' offsets in block order, lists[k : 2k] their rows of
+    the sums (kk * channels), then six entries a block (first, count, oy_lo, oy_hi, ox_lo,
+    ox_hi: the output rows and columns whose pixels its taps read inside the input). Where
+    dgrad_grouped, by kernel position (p, q), the channels of each in near-equal blocks of at
+    most r_max, the offsets those in the stage transposed channel-minor (fc_dgrad_stage_t:
+    position * C_in/groups + channel); else consecutive taps, in near-equal blocks of at most
+    r_max, with whole windows, the offsets the stage's own. Returns the number of blocks. The
+    blocking changes no sum: each is over the same pixels in the same order."""
     cdef Py_ssize_t k = geo.k, taps_hw = geo.kernel_h * geo.kernel_w
     cdef Py_ssize_t* off = lists
     cdef Py_ssize_t* oo = lists + k
@@ -341,12 +382,7 @@ cdef Py_ssize_t direct_wgrad_blocks(const Geometry* geo, const Py_ssize_t* taps,
     cdef Py_ssize_t nb = 0, n = 0, pq, c, runs, r, first, last, kk
     cdef Py_ssize_t rows[2]
     cdef Py_ssize_t cols[2]
-    cdef bint reaches = (geo.pad_top > 0 or geo.pad_left > 0
-                         or (geo.out_h - 1) * geo.stride_h + (geo.kernel_h - 1) * geo.dil_h
-                         >= geo.pad_top + geo.in_h
-                         or (geo.out_w - 1) * geo.stride_w + (geo.kernel_w - 1) * geo.dil_w
-                         >= geo.pad_left + geo.in_w)
-    if not reaches or geo.in_channels_g < DGRAD_GROUP_MIN_CHANNELS:
+    if not dgrad_grouped(geo):
         runs = (k + r_max - 1) // r_max
         for kk in range(k):
             off[kk] = taps[kk]
@@ -379,7 +415,7 @@ cdef Py_ssize_t direct_wgrad_blocks(const Geometry* geo, const Py_ssize_t* taps,
             nb = nb + 1
             for c in range(first, last):
                 kk = c * taps_hw + pq
-                off[n] = taps[kk]
+                off[n] = (taps[kk] - c * geo.st_plane) * geo.in_channels_g + c
                 oo[n] = kk * channels
                 n = n + 1
     return nb
@@ -398,8 +434,12 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
     products with padded zeros left out where a run of grad_output is finite. The same fixed
     chunks and order as grad_weight_impl. Each thread's workspace row: 64 bytes of slack, the
     stage (stage_size), then direct_run_pixels * C_out/groups for a run of grad_output's tile
-    transposed (fc_direct_load). Each chunk's row of ``partials`` is zeroed by the thread that
-    sums it."""
+    transposed (fc_direct_load), and where the taps are grouped by kernel position
+    (dgrad_grouped) the stage transposed channel-minor (fc_dgrad_stage_t), which the sums
+    read instead, and the list of a run's pixels (dgrad_list_floats). Each chunk's row of
+    ``partials`` is written by the thread that sums it: its first tile's sums stored (the
+    same bits as added to zeros, fc_dgrad_tile's ``assign``), then the others added; a chunk
+    with no pairs zeroed."""
     cdef Py_ssize_t batch = x.shape[0]
     cdef Py_ssize_t n_pairs = batch * geo[0].n_tiles
     cdef Py_ssize_t n_chunks = partials.shape[0]
@@ -409,8 +449,12 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
     cdef Py_ssize_t run = direct_run(geo)
     cdef Py_ssize_t k = geo[0].k
     cdef Py_ssize_t chunk, pair, first, last, n, t, g, p0, count, staged_sample, sub, sub_count
+    cdef bint grouped = dgrad_grouped(geo)
+    cdef Py_ssize_t cin = geo[0].in_channels_g if grouped else 0
     cdef float* stage = NULL
     cdef float* gyt = NULL
+    cdef float* stage_t = NULL
+    cdef Py_ssize_t* pix = NULL
     cdef const float* src = NULL
     if n_pairs == 0:  # no pixels: the sums are zeros
         memset(&partials[0, 0], 0, n_chunks * partials.shape[1] * sizeof(float))
@@ -418,12 +462,15 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
     with parallel(num_threads=num_threads):
         stage = aligned(&workspace[threadid(), 0])
         gyt = stage + stage_elements
+        stage_t = stage + (stage_elements + run * channels + 15) // 16 * 16
+        pix = <Py_ssize_t*>(stage_t + (cin * geo[0].st_plane + 15) // 16 * 16)
         if geo[0].staged:
             stage_clear(stage, geo)
         for chunk in prange(n_chunks, schedule="static"):
-            memset(&partials[chunk, 0], 0, partials.shape[1] * sizeof(float))
             first = chunk_start(chunk, n_pairs, n_chunks)
             last = chunk_start(chunk + 1, n_pairs, n_chunks)
+            if first == last:
+                memset(&partials[chunk, 0], 0, partials.shape[1] * sizeof(float))
             for g in range(groups):
                 staged_sample = -1
                 for pair in range(first, last):
@@ -437,6 +484,9 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
                         stage_input(&x[n, g * geo[0].in_channels_g, 0, 0], stage, geo)
                         staged_sample = n
                         src = stage
+                        if grouped:
+                            fc_dgrad_stage_t(stage, geo[0].st_plane, cin, stage_t)
+                            src = stage_t
                     sub = p0
                     while sub < p0 + count:
                         sub_count = p0 + count - sub if p0 + count - sub < run else run
@@ -446,7 +496,8 @@ cdef void grad_weight_direct_chunks_impl(const float[:, :, :, ::1] grad_output,
                                       <int>(width // 16), geo[0].out_w,
                                       geo[0].stride_h * geo[0].st_row, sub, sub_count, gyt,
                                       &partials[chunk, g * channels * k],
-                                      not fc_direct_any_nonfinite(gyt, sub_count * channels))
+                                      not fc_direct_any_nonfinite(gyt, sub_count * channels),
+                                      cin, pix, pair == first and sub == p0)
                         sub = sub + sub_count
 
 
@@ -467,15 +518,14 @@ cdef void sum_chunks_transposed(const float[:, ::1] partials, float* out, Py_ssi
     0.0 chunk by chunk in order as np.add.reduce(partials, axis=0) does (so the same bits):
     the chunks' tap-major sums in the weights' layout, in parallel over units of a run of
     taps by a block of channels (contiguous rows of partials, summed across the lanes into a
-    thread's row of ``buffers``, SUM_CHUNKS_FLOATS floats, then transposed)."""
+    thread's row of ``buffers``, SUM_CHUNKS_FLOATS floats, then transposed:
+    fc_dgrad_sum_chunks)."""
     cdef Py_ssize_t n_chunks = partials.shape[0]
     cdef Py_ssize_t row = partials.shape[1]
     cdef Py_ssize_t runs = (k + SUM_CHUNKS_TAPS - 1) // SUM_CHUNKS_TAPS
     cdef Py_ssize_t blocks = (channels + SUM_CHUNKS_CHANNELS - 1) // SUM_CHUNKS_CHANNELS
-    cdef Py_ssize_t unit, g, first, taps, c0, width, o, j, c
+    cdef Py_ssize_t unit, g, first, taps, c0, width
     cdef float* sums = NULL
-    cdef float* acc = NULL
-    cdef const float* src = NULL
     cdef const float* base = &partials[0, 0]
     with parallel(num_threads=num_threads):
         sums = &buffers[threadid(), 0]
@@ -486,18 +536,9 @@ cdef void sum_chunks_transposed(const float[:, ::1] partials, float* out, Py_ssi
             taps = k - first if k - first < SUM_CHUNKS_TAPS else SUM_CHUNKS_TAPS
             width = (channels - c0 if channels - c0 < SUM_CHUNKS_CHANNELS
                      else SUM_CHUNKS_CHANNELS)
-            for j in range(taps):
-                acc = sums + j * SUM_CHUNKS_CHANNELS
-                for o in range(width):
-                    acc[o] = 0.0
-                for c in range(n_chunks):
-                    src = base + c * row + (g * k + first + j) * channels + c0
-                    for o in range(width):
-                        acc[o] = acc[o] + src[o]
-            for o in range(width):
-                for j in range(taps):
-                    out[(g * channels + c0 + o) * k + first + j] = (
-                        sums[j * SUM_CHUNKS_CHANNELS + o])
+            fc_dgrad_sum_chunks(base + (g * k + first) * channels + c0, n_chunks, row,
+                                channels, taps, width, sums, SUM_CHUNKS_CHANNELS,
+                                out + (g * channels + c0) * k + first, k)
 
 
 def grad_weight_direct_chunks(const float[:, :, :, ::1] grad_output,
@@ -510,11 +551,14 @@ def grad_weight_direct_chunks(const float[:, :, :, ::1] grad_output,
     ``partials`` (any contents; grad_weight_direct_chunks_impl), then added in chunk order and
     transposed into ``grad_weight`` (sum_chunks_transposed, in ``sums``: num_threads rows
     of SUM_CHUNKS_FLOATS). ``taps`` (direct_wgrad_taps_size elements) receives the stage
-    offset of every tap and the blocks of taps (direct_wgrad_blocks)."""
+    offset of every tap and the blocks of taps (direct_wgrad_blocks); ``workspace`` has
+    num_threads rows of at least direct_wgrad_workspace_floats."""
     cdef Geometry geo = make_geometry(geometry)
     cdef Py_ssize_t width = direct_block(geometry)
     cdef Py_ssize_t nblocks
-    if width == 0 or partials.shape[0] == 0 or taps.shape[0] < 9 * geo.k:
+    if (width == 0 or partials.shape[0] == 0 or taps.shape[0] < 9 * geo.k
+            or workspace.shape[0] < num_threads
+            or workspace.shape[1] < dgrad_row_floats(&geo)):
         return
     with nogil:
         stage_taps(&geo, &taps[0])

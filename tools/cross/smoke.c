@@ -372,7 +372,8 @@ static void check_direct(void)
         (void (*)(void))fc_direct_pack, (void (*)(void))fc_dgrad_unit,
         (void (*)(void))fc_direct_pack_transposed, (void (*)(void))fc_direct_any_nonfinite,
         (void (*)(void))fc_dwd_forward, (void (*)(void))fc_dwd_wgrad,
-        (void (*)(void))fc_dwd_igrad};
+        (void (*)(void))fc_dwd_igrad, (void (*)(void))fc_dgrad_stage_t,
+        (void (*)(void))fc_dgrad_sum_chunks};
     enum { H = 5, W = 11, TOP = 1, LEFT = 2, ROWS = 7, PW = 15 };
     float x[16 * H * W], xs[ROWS * PW * 16], gx[16 * H * W];
     double bad = 0;
