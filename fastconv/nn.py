@@ -1494,6 +1494,7 @@ class BatchNorm2d(Module):
             self.running_mean = self.running_var = self.num_batches_tracked = None
         self.fused_relu = False
         self._kept = None
+        self._checked: tuple[Any, ...] | None = None  # (see _remember_checked)
         # the output and the gradients, reused from step to step once nothing holds them
         self._outputs = Recycler()
         self._gradients = Recycler(4)
@@ -1534,19 +1535,80 @@ class BatchNorm2d(Module):
                     momentum = 1.0 / float(self.num_batches_tracked.data)
         weight = None if self.weight is None else self.weight.data
         bias = None if self.bias is None else self.bias.data
-        out = None
-        if x.dtype == self.dtype and (residual is None or residual.dtype == self.dtype):
-            out = self._outputs.empty(x.shape, x.dtype)  # the dtype batch_norm returns
-        output, mean, var = _norm.batch_norm(
-            x, running_mean, running_var, weight, bias, training=use_batch,
-            momentum=0.0 if momentum is None else momentum, eps=self.eps, return_stats=True,
-            relu=relu, residual=residual, _out=out)
+        factor = 0.0 if momentum is None else momentum
+        same = x.dtype == self.dtype and (residual is None or (residual.dtype == self.dtype
+                                                               and residual.shape == x.shape))
+        checked = self._checked
+        if (same and use_batch and checked is not None and checked[0] == x.shape
+                and checked[1] is weight and checked[2] is bias and checked[3] is running_mean
+                and checked[4] is running_var and checked[5] is self.eps
+                and type(factor) is float):
+            # the arguments batch_norm checked for this input shape, in the dtype its
+            # kernels take (see _remember_checked): its work without its checks
+            output = self._outputs.empty(x.shape, x.dtype)
+            x3 = x.reshape(x.shape[0], x.shape[1], -1)
+            mean = np.empty(x.shape[1])
+            var = np.empty(x.shape[1])
+            _norm.forward_checked(
+                x3, output.reshape(x3.shape), weight, bias, mean, var, self.eps, True, relu,
+                _norm._NOTHING[x.dtype] if residual is None else residual.reshape(x3.shape),
+                running_mean, running_var, factor)
+        else:
+            out = self._outputs.empty(x.shape, x.dtype) if same else None
+            output, mean, var = _norm.batch_norm(
+                x, running_mean, running_var, weight, bias, training=use_batch,
+                momentum=factor, eps=self.eps, return_stats=True, relu=relu,
+                residual=residual, _out=out)
+            if same and use_batch:
+                self._remember_checked(x, weight, bias, running_mean, running_var)
         self._kept = (x, mean, var, use_batch, output if relu else None)
         return output
+
+    def _remember_checked(self, x: np.ndarray, weight: np.ndarray | None,
+                          bias: np.ndarray | None, running_mean: np.ndarray | None,
+                          running_var: np.ndarray | None) -> None:
+        """After batch_norm accepted these arrays for an input of x's shape and dtype (the
+        layer's): the next calls with the same ones (the same objects, ``eps`` too) run its
+        work without its checks (norm.forward_checked, norm.backward_checked), where the
+        vectors are C-contiguous in x's dtype as its kernels take them, and so are the
+        gradients backward adds to (kept with them: the same objects are checked again)."""
+        vectors = [weight, bias]
+        if self.affine:
+            assert self.weight is not None and self.bias is not None  # made with affine
+            vectors += [self.weight.grad, self.bias.grad]
+        if all(vector is None or (type(vector) is np.ndarray and vector.dtype == x.dtype
+                                  and vector.flags.c_contiguous and vector.flags.writeable
+                                  and vector.shape == (x.shape[1],)) for vector in vectors):
+            self._checked = (x.shape, weight, bias, running_mean, running_var, self.eps,
+                             *vectors[2:])
+        else:
+            self._checked = None
 
     def _backward(self, grad_output: np.ndarray, need_input_grad: bool,
                   need_residual: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
         x, mean, var, use_batch, output = _kept(self._kept, self)
+        checked = self._checked
+        weight = None if self.weight is None else self.weight.data
+        if (checked is not None and type(grad_output) is np.ndarray
+                and grad_output.dtype == x.dtype and x.dtype == self.dtype
+                and grad_output.flags.c_contiguous and grad_output.shape == x.shape
+                and checked[0] == x.shape and checked[1] is weight and checked[5] is self.eps
+                and (self.weight is None or (checked[6] is self.weight.grad
+                                             and checked[7] is self.bias.grad))):
+            # batch_norm_backward_fused's work without its checks (see _remember_checked),
+            # the parameter gradients added to .grad by the kernel
+            x3 = x.reshape(x.shape[0], x.shape[1], -1)
+            nothing = _norm._NOTHING[x.dtype]
+            grad_input = self._gradients.empty(x.shape, x.dtype) if need_input_grad else None
+            grad_residual = self._gradients.empty(x.shape, x.dtype) if need_residual else None
+            _norm.backward_checked(
+                grad_output.reshape(x3.shape), x3, weight, mean, var, self.eps, use_batch,
+                nothing if output is None else output.reshape(x3.shape), output is not None,
+                nothing if grad_residual is None else grad_residual.reshape(x3.shape),
+                None if grad_input is None else grad_input.reshape(x3.shape),
+                None if self.weight is None else self.weight.grad,
+                None if self.bias is None else self.bias.grad, True)
+            return grad_input, grad_residual
         need = ("input",) if need_input_grad else ()
         if self.affine:
             need += ("weight", "bias")
