@@ -32,7 +32,7 @@ from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
-from . import _args, _fusion, _linear, _paths, _threads
+from . import _args, _fusion, _linear, _paths, _plan, _threads
 from ._buffers import Recycler
 from . import conv as _conv
 from . import pool as _pool
@@ -340,7 +340,8 @@ class Module:
     # batch of 500 pickles to 0.5 MB, not 18 MB (fastconv.dask sends a model to every worker,
     # and the model stands in every task graph). The copy's backward needs a forward first.
     _KEPT_FOR_BACKWARD = frozenset({"_input", "_input_shape", "_output", "_indices", "_mask",
-                                    "_kept", "_grad", "_positive", "_splits"})
+                                    "_kept", "_grad", "_positive", "_splits",
+                                    "_checked_plan"})  # (Conv2d's, made again by a forward)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -555,6 +556,11 @@ class Sequential(Module):
 
 # --------------------------------------------------------------------------- layers with weights
 
+# Conv2d.backward's ``need`` by (need_input_grad, has a bias)
+_CONV_NEED = {(need_input, has_bias): frozenset(("input",) * need_input + ("weight",)
+                                                + ("bias",) * has_bias)
+              for need_input in (False, True) for has_bias in (False, True)}
+
 class Conv2d(Module):
     """2-D convolution layer (cross-correlation, as ``torch.nn.Conv2d``).
 
@@ -646,6 +652,9 @@ class Conv2d(Module):
         # weight and bias gradients it adds to .grad), reused once nothing else holds them
         self._outputs = Recycler()
         self._gradients = Recycler(4)
+        # x's shape and dtype, the weight, the bias, the override, the structure version and
+        # the conv._Conv that conv2d's checks made for them (see _checked)
+        self._checked_plan: tuple[Any, ...] | None = None
         if self.in_channels is not None:
             self._initialize()
 
@@ -727,12 +736,41 @@ class Conv2d(Module):
                 raise
         return self._forward(x, relu)
 
+    def _checked(self, x: np.ndarray) -> Any:
+        """The conv._Conv of ``x`` and the layer's arrays that conv2d's checks made for an
+        earlier call (conv.layer_plan), while everything it depends on is the same: x's
+        shape and dtype, the weight and bias objects, the use_paths override, and the
+        layer's settings (any public attribute set on any module bumps the structure
+        version); else None."""
+        kept = self._checked_plan
+        if (kept is not None and kept[0] == x.shape and kept[1] == x.dtype
+                and kept[2] is self.weight.data
+                and kept[3] is (None if self.bias is None else self.bias.data)
+                and kept[4] is _plan.current_override()
+                and kept[5] == _fusion.structure_version()):
+            return kept[6]._replace(x=x)
+        return None
+
     def _forward(self, x, relu=None):
-        bias = None if self.bias is None else self.bias.data
-        output = _conv.conv2d(x, self.weight.data, bias, self.stride, self.padding,
-                              self.dilation, self.groups, self.padding_mode,
-                              activation=None if relu is None else "relu",
-                              algorithm=self.algorithm, _buffers=self._outputs.empty)
+        conv = self._checked(x)
+        if conv is None:
+            weight = self.weight.data
+            bias = None if self.bias is None else self.bias.data
+            conv = _conv.layer_plan(x, weight, bias, self.stride, self.padding, self.dilation,
+                                    self.groups, self.padding_mode, self.algorithm)
+            if conv.plan.unbatched or conv.x is not x or conv.weight is not weight:
+                self._checked_plan = None  # (converted arrays: checked, and converted, every call)
+                output = _conv.conv2d(x, weight, bias, self.stride, self.padding,
+                                      self.dilation, self.groups, self.padding_mode,
+                                      activation=None if relu is None else "relu",
+                                      algorithm=self.algorithm, _buffers=self._outputs.empty)
+                self._input = x
+                if relu is not None:
+                    relu._output = output
+                return output
+            self._checked_plan = (x.shape, x.dtype, weight, bias, _plan.current_override(),
+                                  _fusion.structure_version(), conv._replace(x=None))
+        output = _conv.layer_forward(conv, relu is not None, self._outputs.empty)
         self._input = x
         if relu is not None:
             relu._output = output
@@ -748,12 +786,16 @@ class Conv2d(Module):
         With ``need_input_grad=False`` the input gradient is not computed and None is returned.
         """
         x = _kept(self._input, self)
-        need = ("input",) if need_input_grad else ()
-        need += ("weight", "bias") if self.bias is not None else ("weight",)
-        grad_input, grad_weight, grad_bias = _conv.conv2d_backward(
-            grad_output, x, self.weight.data, self.stride, self.padding, self.dilation,
-            self.groups, self.padding_mode, need=need, algorithm=self.algorithm,
-            _buffers=self._gradients.empty)
+        need = _CONV_NEED[need_input_grad, self.bias is not None]
+        conv = self._checked(x)
+        grads = None if conv is None else _conv.layer_backward(conv, grad_output, need,
+                                                               self._gradients.empty)
+        if grads is None:
+            grads = _conv.conv2d_backward(
+                grad_output, x, self.weight.data, self.stride, self.padding, self.dilation,
+                self.groups, self.padding_mode, need=need, algorithm=self.algorithm,
+                _buffers=self._gradients.empty)
+        grad_input, grad_weight, grad_bias = grads
         self.weight.grad += grad_weight
         if self.bias is not None:
             self.bias.grad += grad_bias
