@@ -488,7 +488,7 @@ def layer_forward(conv: _Conv, relu: bool, buffers: _Maker) -> np.ndarray:
     return _forward_into(conv, plan, buffers(shape, plan.dtype), relu)
 
 
-def layer_backward(conv: _Conv, grad_output: np.ndarray, need: frozenset[str], buffers: _Maker
+def layer_backward(conv: _Conv, grad_output: Any, need: frozenset[str], buffers: _Maker
                    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None] | None:
     """conv2d_backward of a checked batched _Conv (:func:`layer_plan`), or None (nothing
     run) where ``grad_output`` is not already what conv2d_backward would make of it (a

@@ -1635,8 +1635,8 @@ class BatchNorm2d(Module):
                 and grad_output.dtype == x.dtype and x.dtype == self.dtype
                 and grad_output.flags.c_contiguous and grad_output.shape == x.shape
                 and checked[0] == x.shape and checked[1] is weight and checked[5] is self.eps
-                and (self.weight is None or (checked[6] is self.weight.grad
-                                             and checked[7] is self.bias.grad))):
+                and (self.weight is None or self.bias is None
+                     or (checked[6] is self.weight.grad and checked[7] is self.bias.grad))):
             # batch_norm_backward_fused's work without its checks (see _remember_checked),
             # the parameter gradients added to .grad by the kernel
             x3 = x.reshape(x.shape[0], x.shape[1], -1)
