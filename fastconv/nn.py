@@ -653,7 +653,7 @@ class Conv2d(Module):
         self._outputs = Recycler()
         self._gradients = Recycler(4)
         # x's shape and dtype, the weight, the bias, the override, the structure version and
-        # the conv._Conv that conv2d's checks made for them (see _checked)
+        # the plan that conv2d's checks made for them (see _checked)
         self._checked_plan: tuple[Any, ...] | None = None
         if self.in_channels is not None:
             self._initialize()
@@ -748,7 +748,7 @@ class Conv2d(Module):
                 and kept[3] is (None if self.bias is None else self.bias.data)
                 and kept[4] is _plan.current_override()
                 and kept[5] == _fusion.structure_version()):
-            return kept[6]._replace(x=x)
+            return _conv._Conv(x, kept[2], kept[3], kept[6])
         return None
 
     def _forward(self, x, relu=None):
@@ -758,8 +758,8 @@ class Conv2d(Module):
             bias = None if self.bias is None else self.bias.data
             conv = _conv.layer_plan(x, weight, bias, self.stride, self.padding, self.dilation,
                                     self.groups, self.padding_mode, self.algorithm)
-            if conv.plan.unbatched or conv.x is not x or conv.weight is not weight:
-                self._checked_plan = None  # (converted arrays: checked, and converted, every call)
+            if conv.plan.unbatched:  # (a 3-D result: conv2d's own entry)
+                self._checked_plan = None
                 output = _conv.conv2d(x, weight, bias, self.stride, self.padding,
                                       self.dilation, self.groups, self.padding_mode,
                                       activation=None if relu is None else "relu",
@@ -768,8 +768,11 @@ class Conv2d(Module):
                 if relu is not None:
                     relu._output = output
                 return output
-            self._checked_plan = (x.shape, x.dtype, weight, bias, _plan.current_override(),
-                                  _fusion.structure_version(), conv._replace(x=None))
+            # kept where nothing was converted (else checked, and converted, every call)
+            self._checked_plan = (
+                (x.shape, x.dtype, weight, bias, _plan.current_override(),
+                 _fusion.structure_version(), conv.plan)
+                if conv.x is x and conv.weight is weight and conv.bias is bias else None)
         output = _conv.layer_forward(conv, relu is not None, self._outputs.empty)
         self._input = x
         if relu is not None:
