@@ -1,7 +1,7 @@
 # Stub for the compiled kernels in src/_norm.pyx (called by fastconv/norm.py only).
 # `floating` arrays are float32 or float64, all of one dtype per call; 3-D arrays are
-# C-contiguous (N, C, L) typed memoryviews, `floating[:, :, ::1]` in the .pyx; statistics and
-# parameter-gradient sums are float64 vectors of length C.
+# C-contiguous (N, C, L) typed memoryviews, `floating[:, :, ::1]` in the .pyx; statistics
+# are float64 vectors of length C, parameter gradients and running estimates `floating` ones.
 # Every kernel is a Cython fused function: callable as it is (dispatching on the dtype) or
 # specialised with kernel["float"] / kernel["double"]; each has a Protocol with both.
 # Kernels never validate: fastconv.norm checks every argument first.
@@ -27,6 +27,10 @@ class _BatchNormForward(Protocol):
         eps: float, training: bool,
         relu: bool,  # max(y, 0) after the residual
         residual: _Float,  # const floating[:, :, ::1]: added before the ReLU; empty (0, 0, 0) for none
+        running_mean: _Float,  # floating[::1]: updated in training; empty (0,) for none
+        running_var: _Float,  # floating[::1]: updated in training; empty (0,) for none
+        factor: float,  # the momentum of the running estimates' update
+        ratio: float,  # M / (M - 1): the unbiased variance's factor
         num_threads: int,
     ) -> None: ...
     def __getitem__(self, signature: str, /) -> _BatchNormForward: ...  # "float" or "double"
@@ -48,8 +52,9 @@ class _BatchNormBackward(Protocol):
         grad_residual: _Float,  # floating[:, :, ::1]: the masked grad_output written; empty for none
         grad_input: _Float,  # floating[:, :, ::1], written when need_input
         need_input: bool,
-        grad_weight: _Double,  # double[::1], written
-        grad_bias: _Double,  # double[::1], written
+        grad_weight: _Float,  # floating[::1]: written (added to with accumulate); empty (0,) for none
+        grad_bias: _Float,  # floating[::1]: written (added to with accumulate); empty (0,) for none
+        accumulate: bool,
         num_threads: int,
     ) -> None: ...
     def __getitem__(self, signature: str, /) -> _BatchNormBackward: ...  # "float" or "double"

@@ -303,6 +303,12 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
         result = _buffers(result_shape, plan.dtype)
     else:
         result = np.empty(result_shape, dtype=plan.dtype)
+    return _forward_into(conv, plan, result, relu)
+
+
+def _forward_into(conv: _Conv, plan: ConvPlan, result: np.ndarray, relu: bool) -> np.ndarray:
+    """conv2d's work once its arguments are checked: ``plan``'s convolution of ``conv``'s
+    arrays into ``result`` (of the result's shape and dtype); returns ``result``."""
     result4 = result[np.newaxis] if plan.unbatched else result
     if result4.size == 0:
         return result
@@ -408,13 +414,22 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike, str
                                     padding_mode, extra=(("grad_output", grad_output),),
                                     algorithm=algorithm)
     plan = conv.plan
-    batch, out_channels, dtype = plan.batch, plan.out_channels, plan.dtype
-    expected = (batch, out_channels, plan.out_h, plan.out_w)
+    expected = (plan.batch, plan.out_channels, plan.out_h, plan.out_w)
     gy4 = grad_output[np.newaxis] if plan.unbatched and grad_output.ndim == 3 else grad_output
     if gy4.shape != expected:
         shown = expected[1:] if plan.unbatched else expected
         raise ValueError(f"grad_output has shape {grad_output.shape}, expected {shown} "
                          f"(the shape conv2d returns for these arguments)")
+    return _backward_planned(conv, gy4, need, _buffers)
+
+
+def _backward_planned(conv: _Conv, gy4: np.ndarray, need: frozenset[str] | set[str],
+                      _buffers: _Maker | None
+                      ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """conv2d_backward's work once its arguments are checked: ``gy4`` the 4-D grad_output of
+    conv's plan, in its dtype, C-contiguous; ``need`` a set of _NEED's names."""
+    plan = conv.plan
+    batch, out_channels, dtype = plan.batch, plan.out_channels, plan.dtype
     geometry = plan.geometry
     # a path runs only where there is something to sum: a sample, and an input and an output
     # channel; the other gradients are the zeros they are allocated with
@@ -449,6 +464,42 @@ def conv2d_backward(grad_output: ArrayLike, x: ArrayLike, weight: ArrayLike, str
             path.grad_input(plan, gy4, conv.weight, grad_input)
         grad_input = _finish_grad_input(plan, grad_input)
     return grad_input, grad_weight, grad_bias
+
+
+# ---- the layers' entries (nn.Conv2d): conv2d's checks once per layer and input shape
+
+def layer_plan(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: IntPair,
+               padding: ConvPadding, dilation: IntPair, groups: int,
+               padding_mode: ConvPaddingMode, algorithm: ConvAlgorithm) -> _Conv:
+    """conv2d's checks of a layer's arguments (and the plan they lead to) as a _Conv, which
+    the layer may pass to :func:`layer_forward` and :func:`layer_backward` for as long as the
+    arrays are the same objects (x: of the same shape and dtype), its settings unchanged and
+    the same use_paths override in force."""
+    conv, _ = _prepare(x, weight, bias, stride, padding, dilation, groups, padding_mode,
+                       algorithm=algorithm)
+    return conv
+
+
+def layer_forward(conv: _Conv, relu: bool, buffers: _Maker) -> np.ndarray:
+    """conv2d (``activation='relu'`` with ``relu``, ``_buffers=buffers``) of a checked
+    batched _Conv (:func:`layer_plan`)."""
+    plan = conv.plan
+    shape = (plan.batch, plan.out_channels, plan.out_h, plan.out_w)
+    return _forward_into(conv, plan, buffers(shape, plan.dtype), relu)
+
+
+def layer_backward(conv: _Conv, grad_output: Any, need: frozenset[str], buffers: _Maker
+                   ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None] | None:
+    """conv2d_backward of a checked batched _Conv (:func:`layer_plan`), or None (nothing
+    run) where ``grad_output`` is not already what conv2d_backward would make of it (a
+    C-contiguous array of the plan's dtype and output shape): the caller then calls
+    conv2d_backward, which converts or refuses it."""
+    plan = conv.plan
+    if (type(grad_output) is not np.ndarray or grad_output.dtype != plan.dtype
+            or not grad_output.flags.c_contiguous
+            or grad_output.shape != (plan.batch, plan.out_channels, plan.out_h, plan.out_w)):
+        return None
+    return _backward_planned(conv, grad_output, need, buffers)
 
 
 def _finish_grad_input(plan: ConvPlan, grad_input: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
-from . import _args, _fusion, _linear, _paths, _threads
+from . import _args, _fusion, _linear, _paths, _plan, _threads
 from ._buffers import Recycler
 from . import conv as _conv
 from . import pool as _pool
@@ -340,7 +340,8 @@ class Module:
     # batch of 500 pickles to 0.5 MB, not 18 MB (fastconv.dask sends a model to every worker,
     # and the model stands in every task graph). The copy's backward needs a forward first.
     _KEPT_FOR_BACKWARD = frozenset({"_input", "_input_shape", "_output", "_indices", "_mask",
-                                    "_kept", "_grad", "_positive", "_splits"})
+                                    "_kept", "_grad", "_positive", "_splits",
+                                    "_checked_plan"})  # (Conv2d's, made again by a forward)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -555,6 +556,11 @@ class Sequential(Module):
 
 # --------------------------------------------------------------------------- layers with weights
 
+# Conv2d.backward's ``need`` by (need_input_grad, has a bias)
+_CONV_NEED = {(need_input, has_bias): frozenset(("input",) * need_input + ("weight",)
+                                                + ("bias",) * has_bias)
+              for need_input in (False, True) for has_bias in (False, True)}
+
 class Conv2d(Module):
     """2-D convolution layer (cross-correlation, as ``torch.nn.Conv2d``).
 
@@ -646,6 +652,9 @@ class Conv2d(Module):
         # weight and bias gradients it adds to .grad), reused once nothing else holds them
         self._outputs = Recycler()
         self._gradients = Recycler(4)
+        # x's shape and dtype, the weight, the bias, the override, the structure version and
+        # the plan that conv2d's checks made for them (see _checked)
+        self._checked_plan: tuple[Any, ...] | None = None
         if self.in_channels is not None:
             self._initialize()
 
@@ -727,12 +736,44 @@ class Conv2d(Module):
                 raise
         return self._forward(x, relu)
 
+    def _checked(self, x: np.ndarray) -> Any:
+        """The conv._Conv of ``x`` and the layer's arrays that conv2d's checks made for an
+        earlier call (conv.layer_plan), while everything it depends on is the same: x's
+        shape and dtype, the weight and bias objects, the use_paths override, and the
+        layer's settings (any public attribute set on any module bumps the structure
+        version); else None."""
+        kept = self._checked_plan
+        if (kept is not None and kept[0] == x.shape and kept[1] == x.dtype
+                and kept[2] is self.weight.data
+                and kept[3] is (None if self.bias is None else self.bias.data)
+                and kept[4] is _plan.current_override()
+                and kept[5] == _fusion.structure_version()):
+            return _conv._Conv(x, kept[2], kept[3], kept[6])
+        return None
+
     def _forward(self, x, relu=None):
-        bias = None if self.bias is None else self.bias.data
-        output = _conv.conv2d(x, self.weight.data, bias, self.stride, self.padding,
-                              self.dilation, self.groups, self.padding_mode,
-                              activation=None if relu is None else "relu",
-                              algorithm=self.algorithm, _buffers=self._outputs.empty)
+        conv = self._checked(x)
+        if conv is None:
+            weight = self.weight.data
+            bias = None if self.bias is None else self.bias.data
+            conv = _conv.layer_plan(x, weight, bias, self.stride, self.padding, self.dilation,
+                                    self.groups, self.padding_mode, self.algorithm)
+            if conv.plan.unbatched:  # (a 3-D result: conv2d's own entry)
+                self._checked_plan = None
+                output = _conv.conv2d(x, weight, bias, self.stride, self.padding,
+                                      self.dilation, self.groups, self.padding_mode,
+                                      activation=None if relu is None else "relu",
+                                      algorithm=self.algorithm, _buffers=self._outputs.empty)
+                self._input = x
+                if relu is not None:
+                    relu._output = output
+                return output
+            # kept where nothing was converted (else checked, and converted, every call)
+            self._checked_plan = (
+                (x.shape, x.dtype, weight, bias, _plan.current_override(),
+                 _fusion.structure_version(), conv.plan)
+                if conv.x is x and conv.weight is weight and conv.bias is bias else None)
+        output = _conv.layer_forward(conv, relu is not None, self._outputs.empty)
         self._input = x
         if relu is not None:
             relu._output = output
@@ -748,12 +789,16 @@ class Conv2d(Module):
         With ``need_input_grad=False`` the input gradient is not computed and None is returned.
         """
         x = _kept(self._input, self)
-        need = ("input",) if need_input_grad else ()
-        need += ("weight", "bias") if self.bias is not None else ("weight",)
-        grad_input, grad_weight, grad_bias = _conv.conv2d_backward(
-            grad_output, x, self.weight.data, self.stride, self.padding, self.dilation,
-            self.groups, self.padding_mode, need=need, algorithm=self.algorithm,
-            _buffers=self._gradients.empty)
+        need = _CONV_NEED[need_input_grad, self.bias is not None]
+        conv = self._checked(x)
+        grads = None if conv is None else _conv.layer_backward(conv, grad_output, need,
+                                                               self._gradients.empty)
+        if grads is None:
+            grads = _conv.conv2d_backward(
+                grad_output, x, self.weight.data, self.stride, self.padding, self.dilation,
+                self.groups, self.padding_mode, need=need, algorithm=self.algorithm,
+                _buffers=self._gradients.empty)
+        grad_input, grad_weight, grad_bias = grads
         self.weight.grad += grad_weight
         if self.bias is not None:
             self.bias.grad += grad_bias
@@ -1494,6 +1539,7 @@ class BatchNorm2d(Module):
             self.running_mean = self.running_var = self.num_batches_tracked = None
         self.fused_relu = False
         self._kept = None
+        self._checked: tuple[Any, ...] | None = None  # (see _remember_checked)
         # the output and the gradients, reused from step to step once nothing holds them
         self._outputs = Recycler()
         self._gradients = Recycler(4)
@@ -1534,19 +1580,80 @@ class BatchNorm2d(Module):
                     momentum = 1.0 / float(self.num_batches_tracked.data)
         weight = None if self.weight is None else self.weight.data
         bias = None if self.bias is None else self.bias.data
-        out = None
-        if x.dtype == self.dtype and (residual is None or residual.dtype == self.dtype):
-            out = self._outputs.empty(x.shape, x.dtype)  # the dtype batch_norm returns
-        output, mean, var = _norm.batch_norm(
-            x, running_mean, running_var, weight, bias, training=use_batch,
-            momentum=0.0 if momentum is None else momentum, eps=self.eps, return_stats=True,
-            relu=relu, residual=residual, _out=out)
+        factor = 0.0 if momentum is None else momentum
+        same = x.dtype == self.dtype and (residual is None or (residual.dtype == self.dtype
+                                                               and residual.shape == x.shape))
+        checked = self._checked
+        if (same and use_batch and checked is not None and checked[0] == x.shape
+                and checked[1] is weight and checked[2] is bias and checked[3] is running_mean
+                and checked[4] is running_var and checked[5] is self.eps
+                and type(factor) is float):
+            # the arguments batch_norm checked for this input shape, in the dtype its
+            # kernels take (see _remember_checked): its work without its checks
+            output = self._outputs.empty(x.shape, x.dtype)
+            x3 = x.reshape(x.shape[0], x.shape[1], -1)
+            mean = np.empty(x.shape[1])
+            var = np.empty(x.shape[1])
+            _norm.forward_checked(
+                x3, output.reshape(x3.shape), weight, bias, mean, var, self.eps, True, relu,
+                _norm._NOTHING[x.dtype] if residual is None else residual.reshape(x3.shape),
+                running_mean, running_var, factor)
+        else:
+            out = self._outputs.empty(x.shape, x.dtype) if same else None
+            output, mean, var = _norm.batch_norm(
+                x, running_mean, running_var, weight, bias, training=use_batch,
+                momentum=factor, eps=self.eps, return_stats=True, relu=relu,
+                residual=residual, _out=out)
+            if same and use_batch:
+                self._remember_checked(x, weight, bias, running_mean, running_var)
         self._kept = (x, mean, var, use_batch, output if relu else None)
         return output
+
+    def _remember_checked(self, x: np.ndarray, weight: np.ndarray | None,
+                          bias: np.ndarray | None, running_mean: np.ndarray | None,
+                          running_var: np.ndarray | None) -> None:
+        """After batch_norm accepted these arrays for an input of x's shape and dtype (the
+        layer's): the next calls with the same ones (the same objects, ``eps`` too) run its
+        work without its checks (norm.forward_checked, norm.backward_checked), where the
+        vectors are C-contiguous in x's dtype as its kernels take them, and so are the
+        gradients backward adds to (kept with them: the same objects are checked again)."""
+        vectors = [weight, bias]
+        if self.affine:
+            assert self.weight is not None and self.bias is not None  # made with affine
+            vectors += [self.weight.grad, self.bias.grad]
+        if all(vector is None or (type(vector) is np.ndarray and vector.dtype == x.dtype
+                                  and vector.flags.c_contiguous and vector.flags.writeable
+                                  and vector.shape == (x.shape[1],)) for vector in vectors):
+            self._checked = (x.shape, weight, bias, running_mean, running_var, self.eps,
+                             *vectors[2:])
+        else:
+            self._checked = None
 
     def _backward(self, grad_output: np.ndarray, need_input_grad: bool,
                   need_residual: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
         x, mean, var, use_batch, output = _kept(self._kept, self)
+        checked = self._checked
+        weight = None if self.weight is None else self.weight.data
+        if (checked is not None and type(grad_output) is np.ndarray
+                and grad_output.dtype == x.dtype and x.dtype == self.dtype
+                and grad_output.flags.c_contiguous and grad_output.shape == x.shape
+                and checked[0] == x.shape and checked[1] is weight and checked[5] is self.eps
+                and (self.weight is None or self.bias is None
+                     or (checked[6] is self.weight.grad and checked[7] is self.bias.grad))):
+            # batch_norm_backward_fused's work without its checks (see _remember_checked),
+            # the parameter gradients added to .grad by the kernel
+            x3 = x.reshape(x.shape[0], x.shape[1], -1)
+            nothing = _norm._NOTHING[x.dtype]
+            grad_input = self._gradients.empty(x.shape, x.dtype) if need_input_grad else None
+            grad_residual = self._gradients.empty(x.shape, x.dtype) if need_residual else None
+            _norm.backward_checked(
+                grad_output.reshape(x3.shape), x3, weight, mean, var, self.eps, use_batch,
+                nothing if output is None else output.reshape(x3.shape), output is not None,
+                nothing if grad_residual is None else grad_residual.reshape(x3.shape),
+                None if grad_input is None else grad_input.reshape(x3.shape),
+                None if self.weight is None else self.weight.grad,
+                None if self.bias is None else self.bias.grad, True)
+            return grad_input, grad_residual
         need = ("input",) if need_input_grad else ()
         if self.affine:
             need += ("weight", "bias")

@@ -33,8 +33,9 @@ def _specialised(kernel: Any) -> dict[np.dtype[np.floating], Callable[..., None]
 _FORWARD = _specialised(_norm.batch_norm_forward)
 _BACKWARD = _specialised(_norm.batch_norm_backward)
 # the kernels' stand-in for an array they are not given (no residual, no ReLU output, a
-# gradient not asked for): empty, so never read nor written
+# gradient not asked for, no running estimate to update): empty, so never read nor written
 _NOTHING = {dtype: np.empty((0, 0, 0), dtype) for dtype in _FORWARD}
+_NO_VECTOR = {dtype: np.empty(0, dtype) for dtype in _FORWARD}
 
 
 def _num_threads(channels: int, elements: int) -> int:
@@ -157,26 +158,57 @@ def batch_norm(x: ArrayLike, running_mean: np.ndarray | None, running_var: np.nd
         residual3 = residual.reshape(x3.shape)
     else:
         residual3 = _NOTHING[dtype]
-    # _out: an array of x's shape and dtype that nothing else holds (the layers' recycled
-    # buffers, fastconv._buffers), written in place of a new one
-    out = np.empty_like(x) if _out is None else _out
-    if channels and x3.size:
-        ones = np.ones(channels, dtype=dtype) if weight is None else weight
-        zeros = np.zeros(channels, dtype=dtype) if bias is None else bias
-        _FORWARD[dtype](x3, out.reshape(x3.shape), ones, zeros, mean, var, eps, training,
-                        bool(relu), residual3, _num_threads(channels, x3.size))
-    if training:
-        if running_mean is not None:
-            running_mean *= 1 - factor
-            running_mean += (factor * mean).astype(running_mean.dtype)
-        if running_var is not None:
-            running_var *= 1 - factor
-            running_var += (factor * var * (count / (count - 1))).astype(running_var.dtype)
+    # _out: an array of x's shape that nothing else holds (the layers' recycled buffers,
+    # fastconv._buffers), written in place of a new one when it has the result's dtype (a
+    # float32 layer whose weight the user made float64 computes in float64)
+    out = _out if _out is not None and _out.dtype == dtype else np.empty_like(x)
+    forward_checked(x3, out.reshape(x3.shape), weight, bias, mean, var, eps, training,
+                    bool(relu), residual3, running_mean if training else None,
+                    running_var if training else None, factor if training else 0.0)
     if return_stats:
         if not training:  # (the running estimates themselves, in float64): the caller's copy
             mean, var = mean.copy(), var.copy()
         return out, mean, var  # (in training: made above for this call alone)
     return out
+
+
+def forward_checked(x3: np.ndarray, out3: np.ndarray, weight: np.ndarray | None,
+                    bias: np.ndarray | None, mean: np.ndarray, var: np.ndarray, eps: float,
+                    training: bool, relu: bool, residual3: np.ndarray,
+                    running_mean: np.ndarray | None, running_var: np.ndarray | None,
+                    factor: float) -> None:
+    """:func:`batch_norm`'s work once its arguments are checked (it checks them; so does a
+    layer that passes its own, already checked arrays): ``x3`` and ``out3`` (N, C, L) and
+    ``residual3`` (or ``_NOTHING``) C-contiguous in one float dtype, ``weight`` and ``bias``
+    (or None) C-contiguous (C,) vectors of it, ``mean`` and ``var`` float64 (C,) vectors
+    (written in training), the running estimates (updated in training; None for none) float
+    ndarrays of shape (C,), and training on more than one value per channel.
+
+    The running estimates move as ``r *= 1 - factor; r += (factor * batch_value).astype(r)``
+    (the variance's batch value times M / (M - 1)): in the forward kernel's channel loop
+    where they are C-contiguous in x's dtype, else by those NumPy statements (the same
+    operations, rounded alike; tests/test_norm.py compares the two bit for bit)."""
+    dtype = x3.dtype
+    batch, channels, length = x3.shape
+    count = batch * length
+    ratio = count / (count - 1) if training else 0.0
+    in_kernel = [running is not None and running.dtype == dtype and running.flags.c_contiguous
+                 for running in (running_mean, running_var)]
+    if channels and x3.size:
+        empty = _NO_VECTOR[dtype]
+        _FORWARD[dtype](x3, out3, np.ones(channels, dtype=dtype) if weight is None else weight,
+                        np.zeros(channels, dtype=dtype) if bias is None else bias, mean, var,
+                        eps, training, relu, residual3,
+                        running_mean if in_kernel[0] else empty,
+                        running_var if in_kernel[1] else empty, factor, ratio,
+                        _num_threads(channels, x3.size))
+    if training:
+        if running_mean is not None and not in_kernel[0]:
+            running_mean *= 1 - factor
+            running_mean += (factor * mean).astype(running_mean.dtype)
+        if running_var is not None and not in_kernel[1]:
+            running_var *= 1 - factor
+            running_var += (factor * var * ratio).astype(running_var.dtype)
 
 
 def batch_norm_backward(grad_output: ArrayLike, x: ArrayLike, mean: ArrayLike, var: ArrayLike,
@@ -273,17 +305,38 @@ def batch_norm_backward_fused(grad_output: ArrayLike, x: ArrayLike, mean: ArrayL
     make = (lambda shape, dtype: np.empty(shape, dtype)) if _buffers is None else _buffers
     grad_input = make(x.shape, x.dtype) if need_input else None
     grad_residual = make(x.shape, x.dtype) if need_residual else None
-    grad_weight_sums = np.zeros(channels)
-    grad_bias_sums = np.zeros(channels)
-    if channels and x3.size:
-        ones = np.ones(channels, dtype=dtype) if weight_vector is None else weight_vector
-        _BACKWARD[dtype](grad_output.reshape(x3.shape), x3, ones, mean, var, eps,
-                         bool(training), output3, relu,
-                         empty if grad_residual is None else grad_residual.reshape(x3.shape),
-                         empty if grad_input is None else grad_input.reshape(x3.shape),
-                         need_input, grad_weight_sums, grad_bias_sums,
-                         _num_threads(channels, x3.size))
-    grad_weight = (grad_weight_sums.astype(dtype) if "weight" in need_set
+    grad_weight = (np.zeros(channels, dtype) if "weight" in need_set
                    and weight_vector is not None else None)
-    grad_bias = grad_bias_sums.astype(dtype) if "bias" in need_set else None
+    grad_bias = np.zeros(channels, dtype) if "bias" in need_set else None
+    backward_checked(grad_output.reshape(x3.shape), x3, weight_vector, mean, var, eps,
+                     bool(training), output3, relu,
+                     empty if grad_residual is None else grad_residual.reshape(x3.shape),
+                     None if grad_input is None else grad_input.reshape(x3.shape),
+                     grad_weight, grad_bias, False)
     return grad_input, grad_weight, grad_bias, grad_residual
+
+
+def backward_checked(grad_output3: np.ndarray, x3: np.ndarray, weight: np.ndarray | None,
+                     mean: np.ndarray, var: np.ndarray, eps: float, training: bool,
+                     output3: np.ndarray, relu: bool, grad_residual3: np.ndarray,
+                     grad_input3: np.ndarray | None, grad_weight: np.ndarray | None,
+                     grad_bias: np.ndarray | None, accumulate: bool) -> None:
+    """:func:`batch_norm_backward_fused`'s work once its arguments are checked (it checks
+    them; so does a layer that passes its own): (N, C, L) arrays C-contiguous in one float
+    dtype (``output3`` and ``grad_residual3`` ``_NOTHING`` for none), ``weight`` a (C,)
+    vector of it or None, ``mean`` and ``var`` float64 (C,) vectors. ``grad_weight`` and
+    ``grad_bias`` (None: not wanted) are C-contiguous (C,) vectors of the dtype, written with
+    the float64 sums rounded to it, or with ``accumulate`` added to (``g += sums.astype``, in
+    the kernel: a layer's ``.grad``)."""
+    dtype = x3.dtype
+    channels = x3.shape[1]
+    if channels and x3.size:
+        empty = _NO_VECTOR[dtype]
+        _BACKWARD[dtype](grad_output3, x3,
+                         np.ones(channels, dtype=dtype) if weight is None else weight,
+                         mean, var, eps, training, output3, relu, grad_residual3,
+                         _NOTHING[dtype] if grad_input3 is None else grad_input3,
+                         grad_input3 is not None,
+                         empty if grad_weight is None else grad_weight,
+                         empty if grad_bias is None else grad_bias, accumulate,
+                         _num_threads(channels, x3.size))

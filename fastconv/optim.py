@@ -12,7 +12,7 @@ import numpy as np
 from . import _optim
 from ._args import as_int, as_real
 from ._buffers import scratch
-from ._threads import OPTIM_ELEMENTS_PER_THREAD, threads_for
+from ._threads import OPTIM_ELEMENTS_PER_THREAD, threads_for, threads_key
 from ._typing import HasLR
 from .nn import Module, Parameter
 
@@ -307,27 +307,54 @@ _ADAM_STEP: dict[np.dtype[Any], Any] = {np.dtype(np.float32): _optim.adam_step["
 _NO_MAXIMUM = {dtype: np.empty(0, dtype) for dtype in _ADAM_STEP}
 
 
-def _adam_update(data: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
-                 exp_avg_sq: np.ndarray, max_exp_avg_sq: np.ndarray | None, *, maximize: bool,
-                 decoupled: bool, lr: float, weight_decay: float, beta1: float, beta2: float,
-                 bias_correction2_sqrt: float, eps: float, step_size: float) -> None:
-    """One Adam update of ``data`` and its moments in place, in one compiled pass
-    (``fastconv._optim.adam_step``: :class:`Adam`'s operations in PyTorch's order, each
-    rounded to ``data``'s dtype as the NumPy operations it replaced); the scalars are worked
-    out here in float64, as torch does, and rounded to the dtype by the kernel's call."""
-    dtype = data.dtype
+def _adam_scalars(*, maximize: bool, decoupled: bool, lr: float, weight_decay: float,
+                  beta1: float, beta2: float, bias_correction2_sqrt: float, eps: float,
+                  step_size: float) -> tuple[Any, ...]:
+    """The scalar arguments of ``fastconv._optim.adam_step`` after its arrays (its thread
+    count aside): worked out here in float64, as torch does, and rounded to the dtype by the
+    kernel's call."""
     # torch's lerp(m, g, w) for w < 0.5 is m + w * (g - m); else g - (g - m) * (1 - w)
     weight = 1 - beta1
     lerp_low = weight < 0.5
+    return (maximize, decoupled and weight_decay != 0, 1 - lr * weight_decay,
+            not decoupled and weight_decay != 0, weight_decay, lerp_low,
+            weight if lerp_low else 1 - weight, beta2, 1 - beta2, bias_correction2_sqrt, eps,
+            step_size)
+
+
+def _adam_threads(data: np.ndarray) -> int:
+    return threads_for(-(-data.size // _optim.BLOCK), data.size, OPTIM_ELEMENTS_PER_THREAD)
+
+
+def _adam_update(data: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
+                 exp_avg_sq: np.ndarray, max_exp_avg_sq: np.ndarray | None,
+                 scalars: tuple[Any, ...]) -> None:
+    """One Adam update of ``data`` and its moments in place, in one compiled pass
+    (``fastconv._optim.adam_step``: :class:`Adam`'s operations in PyTorch's order, each
+    rounded to ``data``'s dtype as the NumPy operations it replaced), with the scalars of
+    :func:`_adam_scalars`."""
+    dtype = data.dtype
     maximum = _NO_MAXIMUM[dtype] if max_exp_avg_sq is None else max_exp_avg_sq
-    blocks = -(-data.size // _optim.BLOCK)
     _flat_update(_ADAM_STEP[dtype], [data, exp_avg, exp_avg_sq, maximum],
-                 np.asarray(grad, dtype), maximize,
-                 decoupled and weight_decay != 0, 1 - lr * weight_decay,
-                 not decoupled and weight_decay != 0, weight_decay,
-                 lerp_low, weight if lerp_low else 1 - weight, beta2, 1 - beta2,
-                 bias_correction2_sqrt, eps, step_size,
-                 threads_for(blocks, data.size, OPTIM_ELEMENTS_PER_THREAD))
+                 np.asarray(grad, dtype), *scalars, _adam_threads(data))
+
+
+def _adam_flat(data: np.ndarray, grad: Any, exp_avg: np.ndarray, exp_avg_sq: np.ndarray,
+               max_exp_avg_sq: np.ndarray | None, key: int) -> tuple[Any, ...] | None:
+    """What :func:`_adam_update` passes the kernel for these arrays besides the scalars
+    (the kernel, the 1-D views, the thread count for the count ``key``), for
+    :meth:`Adam.step` to keep while the arrays are the same objects; None where
+    _adam_update would copy (an array not C-contiguous, a gradient of another dtype or
+    shape)."""
+    dtype = data.dtype
+    maximum = _NO_MAXIMUM[dtype] if max_exp_avg_sq is None else max_exp_avg_sq
+    arrays = (data, grad, exp_avg, exp_avg_sq, maximum)
+    if (dtype not in _ADAM_STEP or type(grad) is not np.ndarray or grad.dtype != dtype
+            or grad.shape != data.shape
+            or not all(array.flags.c_contiguous for array in arrays)):
+        return None
+    return (data, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, key, _ADAM_STEP[dtype],
+            tuple(array.reshape(-1) for array in arrays), _adam_threads(data))
 
 
 class Adam:
@@ -403,6 +430,9 @@ class Adam:
         self._exp_avg = [None] * len(self.params)
         self._exp_avg_sq = [None] * len(self.params)
         self._max_exp_avg_sq = [None] * len(self.params)
+        # per parameter: its arrays and what the kernel takes for them (_adam_flat), kept
+        # while they are the same objects and the thread count the same
+        self._flat: list[tuple[Any, ...] | None] = [None] * len(self.params)
 
     def zero_grad(self) -> None:
         """Set every parameter's ``.grad`` to zeros (in place)."""
@@ -413,6 +443,8 @@ class Adam:
     def step(self) -> None:
         """Update every parameter once from its current ``.grad``."""
         beta1, beta2 = self.betas
+        by_step: dict[int, tuple[Any, ...]] = {}
+        key = threads_key()
         for index, parameter in enumerate(self.params):
             data = parameter.data
             if data is None:  # not initialised yet (size inferred at the first forward)
@@ -433,13 +465,26 @@ class Adam:
                 assert max_exp_avg_sq is not None  # made with the moments when amsgrad
             self._steps[index] += 1
             step = self._steps[index]
-            bias_correction1 = 1 - beta1 ** step
-            bias_correction2 = 1 - beta2 ** step
-            _adam_update(data, parameter.grad, exp_avg, exp_avg_sq, max_exp_avg_sq,
-                         maximize=self.maximize, decoupled=self._decoupled,
-                         lr=self.lr, weight_decay=self.weight_decay, beta1=beta1, beta2=beta2,
-                         bias_correction2_sqrt=math.sqrt(bias_correction2), eps=self.eps,
-                         step_size=self.lr / bias_correction1)
+            scalars = by_step.get(step)
+            if scalars is None:  # (the same for every parameter at this step count)
+                bias_correction1 = 1 - beta1 ** step
+                bias_correction2 = 1 - beta2 ** step
+                scalars = by_step[step] = _adam_scalars(
+                    maximize=self.maximize, decoupled=self._decoupled, lr=self.lr,
+                    weight_decay=self.weight_decay, beta1=beta1, beta2=beta2,
+                    bias_correction2_sqrt=math.sqrt(bias_correction2), eps=self.eps,
+                    step_size=self.lr / bias_correction1)
+            grad = parameter.grad
+            flat = self._flat[index]
+            if (flat is None or flat[0] is not data or flat[1] is not grad
+                    or flat[2] is not exp_avg or flat[3] is not exp_avg_sq
+                    or flat[4] is not max_exp_avg_sq or flat[5] != key):
+                flat = self._flat[index] = _adam_flat(data, grad, exp_avg, exp_avg_sq,
+                                                      max_exp_avg_sq, key)
+            if flat is None:
+                _adam_update(data, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, scalars)
+            else:
+                flat[6](*flat[7], *scalars, flat[8])
 
     def state_dict(self) -> dict[str, object]:
         """Hyper-parameters, step counts and moments (a plain dict), for checkpointing."""

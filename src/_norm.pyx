@@ -58,7 +58,32 @@ cdef extern from "_norm.h" nogil:
                               Py_ssize_t length, double a, double b, double c)
 
 
+cdef extern from *:
+    """
+    /* r * keep + add, the product rounded before the sum (never one fused multiply-add,
+     * whatever the target and -ffp-contract): NumPy's ``r *= keep; r += add`` */
+    static inline float fc_norm_momentum_f(float r, float keep, float add) {
+        volatile float scaled = r * keep;
+        return scaled + add;
+    }
+    static inline double fc_norm_momentum_d(double r, double keep, double add) {
+        volatile double scaled = r * keep;
+        return scaled + add;
+    }
+    """
+    float fc_norm_momentum_f(float r, float keep, float add) nogil
+    double fc_norm_momentum_d(double r, double keep, double add) nogil
+
+
 ISA = fc_cpu_isa_name(fc_norm_select()).decode("ascii")  # the build every kernel here runs
+
+
+cdef inline floating _momentum(floating r, floating keep, floating add) noexcept nogil:
+    """``r * keep + add`` in ``floating``, rounded after each operation."""
+    if floating is float:
+        return fc_norm_momentum_f(r, keep, add)
+    else:
+        return fc_norm_momentum_d(r, keep, add)
 
 
 cdef inline void _shifted_sums(const floating* values, Py_ssize_t rows, Py_ssize_t stride,
@@ -113,18 +138,27 @@ cdef inline void _grad_input(floating* grad_input, const floating* grad,
 def batch_norm_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
                        const floating[::1] weight, const floating[::1] bias,
                        double[::1] mean, double[::1] var, double eps, bint training,
-                       bint relu, const floating[:, :, ::1] residual, int num_threads):
+                       bint relu, const floating[:, :, ::1] residual,
+                       floating[::1] running_mean, floating[::1] running_var, double factor,
+                       double ratio, int num_threads):
     """y[n,c,l] = (x[n,c,l] - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]
     (+ residual[n,c,l] when ``residual`` is not empty; then max(y, 0) with ``relu``).
 
     With ``training`` the mean and biased variance over (n, l) are computed (one pass,
     shifted by the channel's first value) and written to ``mean`` and ``var``; otherwise they
-    are read from there.
+    are read from there. In training, running estimates that are not empty move towards
+    them as fastconv.norm's NumPy statements move them (in ``floating``, each operation
+    rounded): ``running_mean = running_mean * (1 - factor) + (factor * mean)``,
+    ``running_var = running_var * (1 - factor) + (factor * var * ratio)``, the bracketed
+    terms in float64 rounded to ``floating`` (``ratio``: Bessel's M / (M - 1)).
     """
     cdef Py_ssize_t batch = x.shape[0], channels = x.shape[1], length = x.shape[2]
     cdef Py_ssize_t c, stride = channels * length
     cdef double total, squares, shift, count, channel_mean, invstd, scale
     cdef bint add = residual.shape[0] != 0
+    cdef bint update_mean = training and running_mean.shape[0] != 0
+    cdef bint update_var = training and running_var.shape[0] != 0
+    cdef floating keep = <floating>(1.0 - factor)
     with nogil:
         for c in prange(channels, schedule='static', num_threads=num_threads):
             if training:
@@ -136,6 +170,12 @@ def batch_norm_forward(const floating[:, :, ::1] x, floating[:, :, ::1] out,
                 channel_mean = total / count
                 mean[c] = shift + channel_mean
                 var[c] = max(squares / count - channel_mean * channel_mean, 0.0)
+                if update_mean:
+                    running_mean[c] = _momentum(running_mean[c], keep,
+                                                <floating>(factor * mean[c]))
+                if update_var:
+                    running_var[c] = _momentum(running_var[c], keep,
+                                               <floating>(factor * var[c] * ratio))
             invstd = 1.0 / sqrt(var[c] + eps)
             scale = weight[c] * invstd
             _affine(&out[0, c, 0], &x[0, c, 0], &residual[0, c, 0] if add else NULL, batch,
@@ -149,8 +189,11 @@ def batch_norm_backward(const floating[:, :, ::1] grad_output, const floating[:,
                         const floating[:, :, ::1] output, bint relu,
                         floating[:, :, ::1] grad_residual,
                         floating[:, :, ::1] grad_input, bint need_input,
-                        double[::1] grad_weight, double[::1] grad_bias, int num_threads):
-    """grad_bias[c] = sum g, grad_weight[c] = sum g * xhat; grad_input (when ``need_input``)
+                        floating[::1] grad_weight, floating[::1] grad_bias, bint accumulate,
+                        int num_threads):
+    """grad_bias[c] = sum g, grad_weight[c] = sum g * xhat (float64 sums rounded to
+    ``floating``; with ``accumulate`` added to what the arrays hold, one rounded addition;
+    either not written when empty); grad_input (when ``need_input``)
     as the module docstring says, for the statistics ``mean``, ``var`` the forward used (the
     batch's with ``training``, the running ones otherwise). g is grad_output, or with
     ``relu`` grad_output where the forward's ``output`` > 0 and 0 elsewhere; when
@@ -162,6 +205,7 @@ def batch_norm_backward(const floating[:, :, ::1] grad_output, const floating[:,
     cdef double sum_gy, sum_gy_dev, invstd, count, a, b, shift
     cdef floating fa, fb, fshift
     cdef bint write_residual = grad_residual.shape[0] != 0
+    cdef bint write_weight = grad_weight.shape[0] != 0, write_bias = grad_bias.shape[0] != 0
     # with a ReLU, the first pass writes the masked gradient where the second pass takes it
     # from: grad_residual, or grad_input itself (then overwritten in place), so that the
     # second pass reads two streams (it and x), not three (grad_output, output and x)
@@ -179,8 +223,16 @@ def batch_norm_backward(const floating[:, :, ::1] grad_output, const floating[:,
                 masked = &grad_input[0, c, 0]
             _gradient_sums(&grad_output[0, c, 0], &x[0, c, 0], &output[0, c, 0] if relu else NULL,
                            masked, batch, stride, length, mean[c], &sum_gy, &sum_gy_dev)
-            grad_bias[c] = sum_gy
-            grad_weight[c] = sum_gy_dev * invstd
+            if write_bias:
+                if accumulate:
+                    grad_bias[c] = grad_bias[c] + <floating>sum_gy
+                else:
+                    grad_bias[c] = <floating>sum_gy
+            if write_weight:
+                if accumulate:
+                    grad_weight[c] = grad_weight[c] + <floating>(sum_gy_dev * invstd)
+                else:
+                    grad_weight[c] = <floating>(sum_gy_dev * invstd)
             if not need_input:
                 continue
             a = weight[c] * invstd

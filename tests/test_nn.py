@@ -515,3 +515,41 @@ def test_relu_backward_non_finite_like_torch(torch, dtype):
     torch.relu(x_t).backward(torch.from_numpy(grad))
     assert ours.dtype == dtype
     np.testing.assert_array_equal(ours, x_t.grad.numpy())
+
+
+def test_conv2d_layer_repeated_calls_follow_what_their_checks_depend_on(rng):
+    # a layer's repeated calls skip conv2d's checks (nn.Conv2d._checked): what the checked
+    # plan depends on, changed between two calls with the same input (the weight array, a
+    # setting, the path override, the input's dtype), is honoured: conv2d's bits
+    import contextlib
+
+    from fastconv._plan import use_paths
+
+    layer = nn.Conv2d(3, 4, 3, padding=1, seed=0)
+    x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    winograd = {"forward": "winograd", "grad_input": "winograd"}  # (other bits)
+    cases = [("plain", None, {}, lambda: None),
+             ("new weight", None, {}, lambda: setattr(
+                 layer.weight, "data", (layer.weight.data * 2).astype(np.float32))),
+             ("override", None, winograd, lambda: None),
+             ("float64", np.float64, {}, lambda: None),
+             ("float32 again", None, {}, lambda: None),
+             ("stride", None, {}, lambda: setattr(layer, "stride", (2, 2))),
+             ("no bias", None, {}, lambda: setattr(layer, "bias", None))]
+    for name, dtype, paths, change in cases:
+        layer(x)  # (the call that the next one may repeat)
+        change()
+        inputs = x if dtype is None else x.astype(dtype)
+        with use_paths(**paths) if paths else contextlib.nullcontext():
+            layer.weight.grad[...] = 0
+            out = layer(inputs)
+            grad_output = rng.standard_normal(out.shape).astype(out.dtype)
+            grad_x = layer.backward(grad_output)
+            bias = None if layer.bias is None else layer.bias.data
+            wanted = fastconv.conv2d(inputs, layer.weight.data, bias, layer.stride, 1)
+            grads = fastconv.conv2d_backward(grad_output, inputs, layer.weight.data,
+                                             layer.stride, 1)
+        np.testing.assert_array_equal(out, wanted, err_msg=name)
+        np.testing.assert_array_equal(grad_x, grads[0], err_msg=name)
+        np.testing.assert_array_equal(layer.weight.grad, grads[1].astype(np.float32),
+                                      err_msg=name)

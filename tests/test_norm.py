@@ -182,3 +182,67 @@ def test_returned_statistics_are_the_callers(training, rng):
     mean[...] = var[...] = 7.0
     for array, wanted in zip(running, before):
         np.testing.assert_array_equal(array, wanted)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_running_statistics_updated_in_the_kernel_as_by_numpy(dtype, rng):
+    # C-contiguous running estimates of x's dtype move in the forward kernel, others by the
+    # NumPy statements: the same operations, rounded alike, so the same bits (strided views
+    # take the NumPy statements; the reference is those statements written out here)
+    channels = 5
+    kernel = [np.zeros(channels, dtype), np.ones(channels, dtype)]
+    strided = [np.zeros(2 * channels, dtype)[::2], np.ones(2 * channels, dtype)[::2]]
+    reference = [array.copy() for array in kernel]
+    for factor in (0.1, 1 / 3, 0.9, 1.0):
+        x = (rng.standard_normal((3, channels, 4, 5)) * 3 + 2).astype(dtype)
+        _, mean, var = batch_norm(x, *kernel, training=True, momentum=factor,
+                                  return_stats=True)
+        batch_norm(x, *strided, training=True, momentum=factor)
+        count = x.size // channels
+        for array, moved in zip(reference, (factor * mean,
+                                            factor * var * (count / (count - 1)))):
+            array *= 1 - factor
+            array += moved.astype(dtype)
+        for array, other, wanted in zip(kernel, strided, reference):
+            for got in (array, other):  # (bit patterns: -0.0 is not 0.0)
+                np.testing.assert_array_equal(np.ascontiguousarray(got).view(np.uint8),
+                                              wanted.view(np.uint8))
+
+
+def test_batchnorm_layer_equals_the_functions_step_after_step(rng):
+    # the layer's repeated calls skip batch_norm's checks (nn.BatchNorm2d._remember_checked):
+    # the same bits as the functions, parameter gradients accumulated as by +=; arrays
+    # replaced by the user (a float64 weight, a strided gradient) take the checked path
+    from fastconv import nn
+    from fastconv.norm import batch_norm_backward_fused
+
+    layer = nn.BatchNorm2d(3, momentum=None)
+    running = [np.zeros(3, np.float32), np.ones(3, np.float32)]
+    weight = np.ones(3, np.float32)
+    bias = np.zeros(3, np.float32)
+    grads = [np.zeros(3, np.float32), np.zeros(3, np.float32)]
+    for step in range(1, 6):
+        if step == 4:  # the user's arrays: new objects, checked again
+            layer.weight.data = weight = (weight * 1.5).astype(np.float64)
+            layer.bias.grad = np.zeros(6, np.float32)[::2]
+            grads[1] = np.zeros(3, np.float32)
+        x = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+        residual = rng.standard_normal(x.shape).astype(np.float32)
+        grad_output = rng.standard_normal(x.shape).astype(np.float32)
+        out = layer.forward_residual(x, residual)
+        grad_x, grad_residual = layer.backward_residual(grad_output)
+        wanted, mean, var = batch_norm(x, *running, weight, bias, training=True,
+                                       momentum=1.0 / step, return_stats=True, relu=True,
+                                       residual=residual)
+        wanted_x, grad_weight, grad_bias, wanted_residual = batch_norm_backward_fused(
+            grad_output, x, mean, var, weight, output=wanted, need_residual=True)
+        grads[0] += grad_weight
+        grads[1] += grad_bias
+        for got, expected in ((out, wanted), (grad_x, wanted_x),
+                              (grad_residual, wanted_residual),
+                              (layer.running_mean.data, running[0]),
+                              (layer.running_var.data, running[1]),
+                              (layer.weight.grad, grads[0]), (layer.bias.grad, grads[1])):
+            assert got.dtype == expected.dtype
+            np.testing.assert_array_equal(got, expected)
+    assert int(layer.num_batches_tracked.data) == 5

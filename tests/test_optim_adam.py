@@ -150,3 +150,31 @@ def test_step_lr_errors():
         optim.StepLR(opt, 0)
     with pytest.raises(TypeError, match="lr"):
         optim.StepLR(object(), 3)
+
+
+def test_adam_follows_arrays_replaced_between_steps(rng):
+    """Adam keeps each parameter's kernel arguments while its arrays stay the same objects
+    and the thread count the same: a replaced data or gradient array (a new object, a
+    Fortran-ordered one), a reloaded state and a changed thread count are all honoured."""
+    shapes = [(3, 4), (2, 3, 5)]
+    initial = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
+    plain = [nn.Parameter(value.copy()) for value in initial]
+    changed = [nn.Parameter(value.copy()) for value in initial]
+    first, second = optim.Adam(plain, lr=0.1), optim.Adam(changed, lr=0.1)
+    for step in range(6):
+        grads = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
+        for p, grad in zip(plain, grads):
+            p.grad[...] = grad
+        for p, grad in zip(changed, grads):
+            p.grad[...] = grad
+        if step == 2:
+            changed[0].grad = np.asfortranarray(grads[0])
+            changed[1].data = changed[1].data.copy()
+        elif step == 4:
+            changed[0].grad = grads[0].copy()
+            second.load_state_dict(second.state_dict())
+        first.step()
+        with fastconv.threads(1 + step % 2):
+            second.step()
+        for ours, theirs in zip(changed, plain):
+            np.testing.assert_array_equal(ours.data, theirs.data)
