@@ -134,13 +134,69 @@ fc_copy_rows_avx512(char *dst, ptrdiff_t dst_step, const char *src, ptrdiff_t sr
 }
 #endif
 
+/* The stage's input rows at stride_w 2, float32 (stage_input): row r (r < rows) of src
+ * (src_step apart) split by column phase into the stage row dst + r*dst_step, whose phases
+ * are st_w floats each: dst[ph*st_w + j] = src[2j + ph - pad_left] for j < st_w where that
+ * column is inside [0, in_w); nothing else is written (the padding stays). The scalar copy
+ * of stage_input took a fifth of the time of the direct forward pass of ResNet's 32 -> 64
+ * stride-2 layer: AVX-512 splits 32 columns into 16 of each phase by two permutes.
+ * NULL below the avx512 level (stage_input then copies column by column). */
+typedef void (*fc_stage_rows_s2_t)(float *, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                                   ptrdiff_t, ptrdiff_t, ptrdiff_t);
+
+#if FC_HAVE_X86_TARGETS
+/* lanes [lo, hi) of 16, clamped */
+static inline __mmask16 fc_lanes16(ptrdiff_t lo, ptrdiff_t hi)
+{
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > 16 ? 16 : hi;
+    return hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+
+__attribute__((target("avx512f"))) static void
+fc_stage_rows_s2_avx512(float *dst, ptrdiff_t dst_step, ptrdiff_t st_w, const float *src,
+                        ptrdiff_t src_step, ptrdiff_t in_w, ptrdiff_t rows, ptrdiff_t pad_left)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    ptrdiff_t x0, r, base, l;
+    for (x0 = 0; x0 < st_w; x0 += 16) {
+        /* lane m < 32 of the pair of loads is input column base + m: staged column 2*x0 + m,
+         * phase m % 2, j = x0 + m / 2 */
+        __mmask16 lo_mask, hi_mask, ph0 = 0, ph1 = 0;
+        base = 2 * x0 - pad_left;
+        lo_mask = fc_lanes16(-base, in_w - base);
+        hi_mask = fc_lanes16(-base - 16, in_w - base - 16);
+        for (l = 0; l < 16 && x0 + l < st_w; l++) {
+            unsigned m = (unsigned)(2 * l);
+            unsigned loaded = (unsigned)lo_mask | (unsigned)hi_mask << 16;
+            ph0 |= (__mmask16)(((loaded >> m) & 1u) << l);
+            ph1 |= (__mmask16)(((loaded >> (m + 1)) & 1u) << l);
+        }
+        if (!(ph0 | ph1))
+            continue;
+        for (r = 0; r < rows; r++) {
+            const float *s = src + r * src_step + base;
+            float *d = dst + r * dst_step + x0;
+            __m512 a = _mm512_maskz_loadu_ps(lo_mask, s);
+            __m512 b = _mm512_maskz_loadu_ps(hi_mask, s + 16);
+            _mm512_mask_storeu_ps(d, ph0, _mm512_permutex2var_ps(a, even, b));
+            _mm512_mask_storeu_ps(d + st_w, ph1, _mm512_permutex2var_ps(a, odd, b));
+        }
+    }
+}
+#endif
+
+static fc_stage_rows_s2_t fc_stage_rows_s2 = NULL;
+
 static fc_copy_rows_t fc_copy_rows = fc_copy_rows_c;
 static fc_copy_runs_t fc_copy_runs = fc_copy_runs_c;
 static fc_sadd_runs_t fc_sadd_runs = fc_sadd_runs_c;
 static fc_dadd_runs_t fc_dadd_runs = fc_dadd_runs_c;
 
 /* Pick the versions for the level of src/_cpu.h (the AVX2 moves and sums from avx2, the
- * masked AVX-512 row copy at avx512); returns the name of the highest level used. */
+ * masked AVX-512 row copy and stride-2 split at avx512); returns the name of the highest level used. */
 static const char *fc_stage_init(void)
 {
     int level = fc_cpu_isa();
@@ -148,6 +204,7 @@ static const char *fc_stage_init(void)
     fc_copy_runs = fc_copy_runs_c;
     fc_sadd_runs = fc_sadd_runs_c;
     fc_dadd_runs = fc_dadd_runs_c;
+    fc_stage_rows_s2 = NULL;
 #if FC_HAVE_X86_TARGETS
     if (level >= FC_ISA_AVX2) {
         fc_copy_runs = fc_copy_runs_avx2;
@@ -156,6 +213,7 @@ static const char *fc_stage_init(void)
     }
     if (level >= FC_ISA_AVX512) {
         fc_copy_rows = fc_copy_rows_avx512;
+        fc_stage_rows_s2 = fc_stage_rows_s2_avx512;
         return "avx512";
     }
 #endif

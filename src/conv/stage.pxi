@@ -12,6 +12,10 @@ cdef extern from "_stage.h" nogil:
                       Py_ssize_t runs, Py_ssize_t length)
     void fc_dadd_runs(double* dst, Py_ssize_t dst_step, const double* src,
                       Py_ssize_t src_step, Py_ssize_t runs, Py_ssize_t length)
+    ctypedef void (*fc_stage_rows_s2_t)(float* dst, Py_ssize_t dst_step, Py_ssize_t st_w,
+                                        const float* src, Py_ssize_t src_step, Py_ssize_t in_w,
+                                        Py_ssize_t rows, Py_ssize_t pad_left)
+    fc_stage_rows_s2_t fc_stage_rows_s2  # NULL below avx512
 
 
 # the level the staged copies run at (src/_stage.h): the AVX2 moves from avx2, the masked
@@ -121,6 +125,11 @@ cdef void stage_input(const floating* x_group, floating* stage,
     for c in range(geo.in_channels_g):
         dst = stage + c * geo.st_plane + geo.pad_top * geo.st_row
         src = x_group + c * plane
+        if floating is float and sw == 2 and fc_stage_rows_s2 != NULL:
+            # both phases of a row at once, by AVX-512 permutes (src/_stage.h)
+            fc_stage_rows_s2(dst, geo.st_row, geo.st_w, src, geo.in_w, geo.in_w, rows,
+                             geo.pad_left)
+            continue
         for ph in range(sw):
             valid_range(ph - geo.pad_left, sw, geo.st_w, geo.in_w, &lo, &hi)
             if hi <= lo:
