@@ -19,7 +19,7 @@ cdef extern from "_stage.h" nogil:
 
 
 # the level the staged copies run at (src/_stage.h): the AVX2 moves from avx2, the masked
-# AVX-512 row copy at avx512
+# AVX-512 row copy and the stride-2 rows' split at avx512
 STAGE_COPY = fc_stage_init().decode("ascii")
 
 
