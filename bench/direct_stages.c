@@ -1,43 +1,91 @@
 /* Where the direct forward pass (src/_direct.h, Direct; src/conv/direct.pxi, forward_direct)
  * spends its time, stage by stage, on one thread: the weights packed (fc_direct_pack), each
- * sample's input staged (a plain copy into the zero-padded stage, as stage_input does at
- * stride 1), its sums by the micro-kernels (fc_direct_tile, one call over the whole plane)
- * and their transposing store into the output (fc_direct_store); then the weight gradient's
- * sums both ways (weight_gradient). Each stage is timed over
- * the whole batch (the least of `repeats` passes); then the three per-sample stages run
- * together as forward_direct interleaves them.
+ * sample's input staged (stage_input: a row copy at stride 1; at stride 2 the columns split
+ * by phase, column by column as stage_input does without AVX-512 and by src/_stage.h's
+ * fc_gather_rows), its sums by the micro-kernels (fc_direct_tile, one call over the whole
+ * plane) and their transposing store into the output (fc_direct_store); then the weight
+ * gradient's sums both ways (weight_gradient). Each stage is timed over the whole batch (the
+ * least of `repeats` passes); then the per-sample stages run together as forward_direct
+ * interleaves them: the plane in runs of the tile's pixels (the geometry's tile, at most 256
+ * KiB of sums), each run's sums stored before the next.
  *
  *   cc -O3 -g0 -Isrc bench/direct_stages.c -o /tmp/direct_stages
- *   flock /work/bench.lock /tmp/direct_stages [N C_in C_out H k [repeats]]
+ *   flock /work/bench.lock /tmp/direct_stages [N C_in C_out H k stride [repeats]]
  *
  * Defaults: one thread's share of the small ResNet's l3.c2 at batch 32 (2 threads), 16 x 128
- * x 7 x 7 -> 128, 3x3, stride 1, 'same' padding. Thread CPU time, float32, AVX-512 only.
+ * x 7 x 7 -> 128, 3x3, stride 1, padding k / 2. Thread CPU time, float32, AVX-512 only.
  * GFLOP/s count 2 * C_out * C_in * k*k per output pixel. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "_direct.h"
+#include "_stage.h"
 #include "stages_common.h"
 
-/* src/conv/direct.pxi's direct_tap_lists at stride 1, no dilation, 'same' padding (odd k) */
-static void tap_lists(ptrdiff_t out_h, ptrdiff_t ks, ptrdiff_t k, const ptrdiff_t *off,
-                      ptrdiff_t width, int skip, ptrdiff_t *rows)
+/* src/conv/direct.pxi's stage_taps and direct_tap_lists for a k x k kernel, stride s,
+ * padding pad on every side, no dilation: a list per output row (rows sharing the kernel
+ * rows that reach the input share one) */
+static void tap_lists(ptrdiff_t c_in, ptrdiff_t in_h, ptrdiff_t in_w, ptrdiff_t out_h,
+                      ptrdiff_t out_w, ptrdiff_t ks, ptrdiff_t s, ptrdiff_t pad,
+                      ptrdiff_t st_w, ptrdiff_t st_row, ptrdiff_t st_plane, ptrdiff_t width,
+                      int skip, ptrdiff_t *rows)
 {
-    ptrdiff_t oy, kk, p, q, lo, hi, end = 2 * out_h, pad = ks / 2;
+    ptrdiff_t oy, c, p, q, lo, hi, kind, end = 2 * out_h;
     for (oy = 0; oy < out_h; oy++) {
-        lo = skip && oy < pad ? pad - oy : 0;
-        hi = skip && oy + ks - 1 - pad >= out_h ? out_h - 1 + pad - oy : ks - 1;
-        rows[2 * oy] = end;
-        for (kk = 0; kk < k; kk++) {
-            p = kk % (ks * ks) / ks;
-            q = kk % ks;
-            if (lo <= p && p <= hi) {  /* the kinds of the columns' taps, where skipped */
-                rows[end++] = off[kk];
-                rows[end++] = kk * width + (skip && q < pad) + 2 * (skip && q - pad >= 1);
-            }
+        lo = 0;
+        hi = ks - 1;
+        if (skip) {
+            while (lo <= hi && oy * s + lo < pad)
+                lo++;
+            while (hi >= lo && oy * s + hi >= pad + in_h)
+                hi--;
         }
+        rows[2 * oy] = end;
+        for (c = 0; c < c_in; c++)
+            for (p = lo; p <= hi; p++)
+                for (q = 0; q < ks; q++) {
+                    kind = 0;
+                    if (skip) {
+                        kind = q < pad;
+                        if ((out_w - 1) * s + q - pad >= in_w)
+                            kind += 2;
+                    }
+                    rows[end++] = c * st_plane + p * st_row + q % s * st_w + q / s;
+                    rows[end++] = ((c * ks + p) * ks + q) * width + kind;
+                }
         rows[2 * oy + 1] = (end - rows[2 * oy]) / 2;
+    }
+}
+
+/* stage_input of one sample: the rows copied (stride 1) or split by phase (stride 2), by
+ * a column loop (scalar) or src/_stage.h's fc_gather_rows (fast: AVX-512 permutes) */
+static void stage(const float *x, ptrdiff_t c_in, ptrdiff_t h, ptrdiff_t s, ptrdiff_t pad,
+                  ptrdiff_t st_w, ptrdiff_t st_row, ptrdiff_t st_plane, ptrdiff_t st_rows,
+                  int fast, float *st)
+{
+    ptrdiff_t c, r, ph, j, rows = st_rows - pad < h ? st_rows - pad : h;
+    for (c = 0; c < c_in; c++) {
+        float *dst = st + c * st_plane + pad * st_row;
+        const float *src = x + c * h * h;
+        if (s == 1) {
+            fc_copy_rows((char *)(dst + pad), st_row * 4, (const char *)src, h * 4, rows, h * 4);
+        } else if (fast) {
+            for (ph = 0; ph < s; ph++) {  /* the phase's columns j in [lo, hi) inside x */
+                ptrdiff_t lo = pad > ph ? (pad - ph + s - 1) / s : 0;
+                ptrdiff_t hi = (h - 1 + pad - ph) / s + 1;
+                hi = hi < st_w ? hi : st_w;
+                if (hi > lo)
+                    fc_gather_rows(dst + ph * st_w + lo, st_row, src + lo * s + ph - pad, h,
+                                   rows, hi - lo, s);
+            }
+        } else {
+            for (r = 0; r < rows; r++)
+                for (ph = 0; ph < s; ph++)
+                    for (j = 0; j < st_w; j++)
+                        if (j * s + ph - pad >= 0 && j * s + ph - pad < h)
+                            dst[r * st_row + ph * st_w + j] = src[r * h + j * s + ph - pad];
+        }
     }
 }
 
@@ -121,95 +169,91 @@ static void weight_gradient(ptrdiff_t batch, ptrdiff_t c_in, ptrdiff_t c_out, pt
     printf("  the sums of the two: %s\n",
            memcmp(sums[0], sums[1], c_out * k * sizeof(float)) ? "DIFFER" : "agree");
 }
+#define STAGES 8
 
 int main(int argc, char **argv)
 {
     const ptrdiff_t batch = argc > 1 ? atol(argv[1]) : 16, c_in = argc > 2 ? atol(argv[2]) : 128,
                     c_out = argc > 3 ? atol(argv[3]) : 128, h = argc > 4 ? atol(argv[4]) : 7,
-                    ks = argc > 5 ? atol(argv[5]) : 3;
-    const int repeats = argc > 6 ? atoi(argv[6]) : 20;
-    const ptrdiff_t pad = ks / 2, out_h = h, out_w = h, plane = out_h * out_w;
-    const ptrdiff_t st_w = out_w + ks - 1, st_rows = out_h + ks - 1, st_plane = st_rows * st_w;
-    const ptrdiff_t k = c_in * ks * ks;
+                    ks = argc > 5 ? atol(argv[5]) : 3, s = argc > 6 ? atol(argv[6]) : 1;
+    const int repeats = argc > 7 ? atoi(argv[7]) : 20;
+    const ptrdiff_t pad = ks / 2, out_h = (h + 2 * pad - ks) / s + 1, out_w = out_h;
+    const ptrdiff_t plane = out_h * out_w;
+    const ptrdiff_t st_rows = (out_h - 1) * s + ks, st_w = out_w + (ks - 1) / s;
+    const ptrdiff_t st_row = s * st_w, st_plane = st_rows * st_row;
+    const ptrdiff_t k = c_in * ks * ks, list = 2 * out_h + 2 * k * out_h;
     const int v = c_out % 32 == 0 ? 2 : 1;
     const ptrdiff_t width = 16 * v;
+    /* fastconv/_geometry.py's tile and src/conv/direct.pxi's direct_run */
+    ptrdiff_t tile = 256 * 1024 / (4 * k), run = 256 * 1024 / (4 * c_out) / 8 * 8;
     float *x = falloc(batch * c_in * h * h), *w = falloc(c_out * k), *wpack = falloc(c_out * k);
-    float *stage = falloc(c_in * st_plane + 16), *tbuf = falloc(plane * c_out);
+    float *st = falloc(c_in * st_plane + 16), *tbuf = falloc(plane * c_out);
     float *y = falloc(batch * c_out * plane), *y2 = falloc(batch * c_out * plane);
-    ptrdiff_t *off = malloc(k * sizeof(ptrdiff_t));
-    ptrdiff_t *all = malloc((2 * out_h + 2 * k * out_h) * sizeof(ptrdiff_t));
-    ptrdiff_t *skip = malloc((2 * out_h + 2 * k * out_h) * sizeof(ptrdiff_t));
-    double best[6] = {1e30, 1e30, 1e30, 1e30, 1e30, 1e30}, t;
-    ptrdiff_t i, n, c, r, blk, kk;
-    int rep, s;
-    if (!fc_direct_init()) {
-        fprintf(stderr, "the direct kernels need AVX-512 here\n");
+    ptrdiff_t *all = malloc(list * sizeof(ptrdiff_t)), *skip = malloc(list * sizeof(ptrdiff_t));
+    double best[STAGES], t;
+    ptrdiff_t i, n, blk, p0, count;
+    int rep, q;
+    if (!fc_direct_init() || strcmp(fc_stage_init(), "avx512") || s < 1 || s > 2) {
+        fprintf(stderr, "the direct kernels need AVX-512 here; stride 1 or 2\n");
         return 1;
     }
+    tile = tile - tile % 16 > 64 ? tile - tile % 16 : 64;
+    tile = tile < plane ? tile : plane;
+    run = run < 8 ? 8 : run;
+    run = run < tile ? run : tile;
+    for (q = 0; q < STAGES; q++)
+        best[q] = 1e30;
     srand(1);
     for (i = 0; i < batch * c_in * h * h; i++)
         x[i] = (float)rand() / RAND_MAX - 0.5f;
     for (i = 0; i < c_out * k; i++)
         w[i] = ((float)rand() / RAND_MAX - 0.5f) * 0.1f;
-    for (kk = 0; kk < k; kk++)  /* stage_taps at stride 1 */
-        off[kk] = kk / (ks * ks) * st_plane + kk % (ks * ks) / ks * st_w + kk % ks;
-    tap_lists(out_h, ks, k, off, width, 0, all);
-    tap_lists(out_h, ks, k, off, width, 1, skip);
+    tap_lists(c_in, h, h, out_h, out_w, ks, s, pad, st_w, st_row, st_plane, width, 0, all);
+    tap_lists(c_in, h, h, out_h, out_w, ks, s, pad, st_w, st_row, st_plane, width, 1, skip);
+#define TIME(SLOT, BODY)                                                                     \
+    t = seconds();                                                                           \
+    BODY;                                                                                    \
+    t = seconds() - t;                                                                       \
+    best[SLOT] = t < best[SLOT] ? t : best[SLOT];
     for (rep = 0; rep < repeats; rep++) {
-        t = seconds();
-        for (blk = 0; blk < c_out / width; blk++)
-            fc_direct_pack(w + blk * width * k, k, width, wpack + blk * width * k);
-        t = seconds() - t;
-        best[0] = t < best[0] ? t : best[0];
-        t = seconds();
-        for (n = 0; n < batch; n++)
-            for (c = 0; c < c_in; c++)
-                for (r = 0; r < h; r++)
-                    memcpy(stage + c * st_plane + (r + pad) * st_w + pad,
-                           x + (n * c_in + c) * h * h + r * h, h * sizeof(float));
-        t = seconds() - t;
-        best[1] = t < best[1] ? t : best[1];
-        t = seconds();
-        for (n = 0; n < batch; n++)
-            fc_direct_tile(stage, all, all, wpack, k, c_out, v, out_w, st_w, 0, plane, NULL,
-                           tbuf);
-        t = seconds() - t;
-        best[2] = t < best[2] ? t : best[2];
-        t = seconds();
-        for (n = 0; n < batch; n++)
-            fc_direct_store(tbuf, c_out, plane, y + n * c_out * plane, plane);
-        t = seconds() - t;
-        best[3] = t < best[3] ? t : best[3];
-        t = seconds();
-        for (n = 0; n < batch; n++)
-            fc_direct_tile(stage, skip, skip, wpack, k, c_out, v, out_w, st_w, 0, plane, NULL,
-                           tbuf);
-        t = seconds() - t;
-        best[5] = t < best[5] ? t : best[5];
-        t = seconds();
-        for (n = 0; n < batch; n++) {
-            for (c = 0; c < c_in; c++)
-                for (r = 0; r < h; r++)
-                    memcpy(stage + c * st_plane + (r + pad) * st_w + pad,
-                           x + (n * c_in + c) * h * h + r * h, h * sizeof(float));
-            fc_direct_tile(stage, skip, skip, wpack, k, c_out, v, out_w, st_w, 0, plane, NULL,
-                           tbuf);
-            fc_direct_store(tbuf, c_out, plane, y2 + n * c_out * plane, plane);
-        }
-        t = seconds() - t;
-        best[4] = t < best[4] ? t : best[4];
+        TIME(0, for (blk = 0; blk < c_out / width; blk++)
+                    fc_direct_pack(w + blk * width * k, k, width, wpack + blk * width * k))
+        TIME(1, for (n = 0; n < batch; n++)
+                    stage(x + n * c_in * h * h, c_in, h, s, pad, st_w, st_row, st_plane, st_rows,
+                          0, st))
+        TIME(2, for (n = 0; n < batch; n++)
+                    stage(x + n * c_in * h * h, c_in, h, s, pad, st_w, st_row, st_plane, st_rows,
+                          1, st))
+        TIME(3, for (n = 0; n < batch; n++)
+                    fc_direct_tile(st, all, all, wpack, k, c_out, v, out_w, s * st_row, 0, plane,
+                                   NULL, tbuf))
+        TIME(4, for (n = 0; n < batch; n++)
+                    fc_direct_tile(st, skip, skip, wpack, k, c_out, v, out_w, s * st_row, 0,
+                                   plane, NULL, tbuf))
+        TIME(5, for (n = 0; n < batch; n++)
+                    fc_direct_store(tbuf, c_out, plane, y + n * c_out * plane, plane))
+        TIME(6, for (n = 0; n < batch; n++) {
+            stage(x + n * c_in * h * h, c_in, h, s, pad, st_w, st_row, st_plane, st_rows, 1, st);
+            for (p0 = 0; p0 < plane; p0 += run) {
+                count = plane - p0 < run ? plane - p0 : run;
+                fc_direct_tile(st, skip, skip, wpack, k, c_out, v, out_w, s * st_row, p0, count,
+                               NULL, tbuf);
+                fc_direct_store(tbuf, c_out, count, y2 + n * c_out * plane + p0, plane);
+            }
+        })
     }
     {
         double flop = 2.0 * batch * plane * c_out * k;
-        const char *names[6] = {"pack", "stage", "tile all", "store", "together", "tile skip"};
-        printf("%ld x %ld x %ld x %ld -> %ld, %ldx%ld, 1 thread, best of %d: ms (GFLOP/s)\n",
-               (long)batch, (long)c_in, (long)h, (long)h, (long)c_out, (long)ks, (long)ks,
-               repeats);
-        for (s = 0; s < 6; s++)
-            if (s == 2 || s == 4 || s == 5)
-                printf("  %-9s %8.3f (%.1f)\n", names[s], 1e3 * best[s], flop / best[s] * 1e-9);
-            else
-                printf("  %-9s %8.3f\n", names[s], 1e3 * best[s]);
+        const char *names[STAGES] = {"pack",      "stage",     "stage s2", "tile all",
+                                     "tile skip", "store",     "together", ""};
+        printf("%ld x %ld x %ld x %ld -> %ld, %ldx%ld stride %ld (runs of %ld pixels), 1 "
+               "thread, best of %d: ms (GFLOP/s)\n", (long)batch, (long)c_in, (long)h, (long)h,
+               (long)c_out, (long)ks, (long)ks, (long)s, (long)run, repeats);
+        for (q = 0; q < 7; q++)
+            if (q == 3 || q == 4 || q == 6)
+                printf("  %-9s %8.3f (%.1f)\n", names[q], 1e3 * best[q], flop / best[q] * 1e-9);
+            else if (q != 2 || s == 2)
+                printf("  %-9s %8.3f\n", names[q], 1e3 * best[q]);
         /* (the stages one at a time store the last sample's sums, all taps, into every
          * sample; together, with the padding rows' taps left out) */
         printf("  the last sample's outputs, all taps and padding rows left out: %s\n",

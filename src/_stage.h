@@ -173,26 +173,28 @@ fc_gather_rows_avx512(float *dst, ptrdiff_t dst_step, const float *src, ptrdiff_
                                              _mm512_set1_epi32((int)step));
     ptrdiff_t r, j, left, reach;
     __mmask16 m, lo, hi;
-    for (r = 0; r < runs; r++) {
-        float *d = dst + r * dst_step;
-        const float *s = src + r * src_step;
-        for (j = 0; j < count; j += 16) {
-            left = count - j < 16 ? count - j : 16;
-            m = (__mmask16)((1u << left) - 1);
-            if (step == 2) {
-                /* the 2*left - 1 floats from s + 2j: the low vector's lanes, then the high's */
-                reach = 2 * left - 1;
-                lo = (__mmask16)(reach >= 16 ? 0xffff : (1u << reach) - 1);
-                hi = (__mmask16)(reach > 16 ? (1u << (reach - 16)) - 1 : 0);
+    /* a block of 16 columns at a time down all the rows: its masks worked out once */
+    for (j = 0; j < count; j += 16) {
+        left = count - j < 16 ? count - j : 16;
+        m = (__mmask16)((1u << left) - 1);
+        if (step == 2) {
+            /* the 2*left - 1 floats from s + 2j: the low vector's lanes, then the high's */
+            reach = 2 * left - 1;
+            lo = (__mmask16)(reach >= 16 ? 0xffff : (1u << reach) - 1);
+            hi = (__mmask16)(reach > 16 ? (1u << (reach - 16)) - 1 : 0);
+            for (r = 0; r < runs; r++) {
+                const float *s = src + r * src_step + 2 * j;
                 _mm512_mask_storeu_ps(
-                    d + j, m,
-                    _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(lo, s + 2 * j), evens,
-                                           _mm512_maskz_loadu_ps(hi, s + 2 * j + 16)));
-            } else {
-                _mm512_mask_storeu_ps(d + j, m,
-                                      _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, index,
-                                                               s + j * step, 4));
+                    dst + r * dst_step + j, m,
+                    _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(lo, s), evens,
+                                           _mm512_maskz_loadu_ps(hi, s + 16)));
             }
+        } else {
+            for (r = 0; r < runs; r++)
+                _mm512_mask_storeu_ps(dst + r * dst_step + j, m,
+                                      _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, index,
+                                                               src + r * src_step + j * step,
+                                                               4));
         }
     }
 }

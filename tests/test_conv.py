@@ -620,7 +620,9 @@ def test_input_gradient_of_pixels_no_window_reaches(rng, dtype, stride, gemm_pat
 # (staged, not pointwise); enough images for the per-item backward, whose input gradient is
 # itself a direct convolution (16 input channels); pointwise, read in place (its input
 # gradient a direct convolution too where C_in/groups is 16k); 512 channels, whose tiles
-# are cut into runs of 128 pixels (the sums of a run are at most 256 KiB).
+# are cut into runs of 128 pixels (the sums of a run are at most 256 KiB); stride 2 along
+# rows of 75 columns, 3 of them padding on the left (the stage's AVX-512 split of each row
+# into its two phases, 32 columns at a time, src/_stage.h).
 DIRECT_CASES = [
     (3, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0, 0, 0), (1, 1), 1),
     (2, 16, 9, 11, 32, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
@@ -633,6 +635,7 @@ DIRECT_CASES = [
     (2, 8, 5, 9, 32, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 2),      # pointwise, groups
     (1, 2, 10, 15, 512, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),   # tiles in runs of 128
     (1, 16, 12, 12, 512, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),  # the same, pointwise
+    (2, 3, 6, 75, 16, (3, 3), (1, 2), (1, 0, 3, 2), (1, 1), 1),     # stride-2 rows split
 ]
 
 
