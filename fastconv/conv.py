@@ -293,8 +293,7 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
             raise ValueError(f"_path must be one of {_PATHS} that can run this convolution, "
                              f"got {_path!r} (it runs {_kernel_path(conv, _path)!r})")
         plan = _paths_for(conv, _path)
-    shape4 = (plan.batch, plan.out_channels, plan.out_h, plan.out_w)
-    result_shape = shape4[1:] if plan.unbatched else shape4
+    result_shape = _result_shape(plan)
     if out is not None:
         check_out(out, result_shape, plan.dtype)
         check_no_overlap(out, (("x", conv.x), ("weight", conv.weight), ("bias", conv.bias)))
@@ -304,6 +303,12 @@ def conv2d(x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None, strid
     else:
         result = np.empty(result_shape, dtype=plan.dtype)
     return _forward_into(conv, plan, result, relu)
+
+
+def _result_shape(plan: ConvPlan) -> tuple[int, ...]:
+    """conv2d's result shape: (N, C_out, H_out, W_out), without N for an unbatched x."""
+    shape4 = (plan.batch, plan.out_channels, plan.out_h, plan.out_w)
+    return shape4[1:] if plan.unbatched else shape4
 
 
 def _forward_into(conv: _Conv, plan: ConvPlan, result: np.ndarray, relu: bool) -> np.ndarray:
@@ -482,10 +487,9 @@ def layer_plan(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, strid
 
 def layer_forward(conv: _Conv, relu: bool, buffers: _Maker) -> np.ndarray:
     """conv2d (``activation='relu'`` with ``relu``, ``_buffers=buffers``) of a checked
-    batched _Conv (:func:`layer_plan`)."""
+    _Conv (:func:`layer_plan`)."""
     plan = conv.plan
-    shape = (plan.batch, plan.out_channels, plan.out_h, plan.out_w)
-    return _forward_into(conv, plan, buffers(shape, plan.dtype), relu)
+    return _forward_into(conv, plan, buffers(_result_shape(plan), plan.dtype), relu)
 
 
 def layer_backward(conv: _Conv, grad_output: Any, need: frozenset[str], buffers: _Maker

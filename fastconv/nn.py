@@ -758,17 +758,8 @@ class Conv2d(Module):
             bias = None if self.bias is None else self.bias.data
             conv = _conv.layer_plan(x, weight, bias, self.stride, self.padding, self.dilation,
                                     self.groups, self.padding_mode, self.algorithm)
-            if conv.plan.unbatched:  # (a 3-D result: conv2d's own entry)
-                self._checked_plan = None
-                output = _conv.conv2d(x, weight, bias, self.stride, self.padding,
-                                      self.dilation, self.groups, self.padding_mode,
-                                      activation=None if relu is None else "relu",
-                                      algorithm=self.algorithm, _buffers=self._outputs.empty)
-                self._input = x
-                if relu is not None:
-                    relu._output = output
-                return output
-            # kept where nothing was converted (else checked, and converted, every call)
+            # kept where nothing was converted (else checked, and converted, every call; an
+            # unbatched x is viewed with a batch axis, so it is never kept)
             self._checked_plan = (
                 (x.shape, x.dtype, weight, bias, _plan.current_override(),
                  _fusion.structure_version(), conv.plan)
