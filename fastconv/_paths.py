@@ -944,9 +944,15 @@ def strided_pointwise_geometry(plan: ConvPlan) -> Geometry | None:
             or (g.pad_top, g.pad_left) != (0, 0)
             or -(-g.in_h // g.stride_h) != g.out_h or -(-g.in_w // g.stride_w) != g.out_w):
         return None
-    return make_geometry(g.out_channels_g, g.out_h, g.out_w, g.in_channels_g, g.out_h,
-                         g.out_w, 1, 1, (1, 1), (0, 0), (1, 1), plan.dtype,
-                         plan.override.stage)
+    return _pointwise_geometry(plan, g.out_channels_g, g.in_channels_g)
+
+
+def _pointwise_geometry(plan: ConvPlan, in_channels_g: int, out_channels_g: int) -> Geometry:
+    """A pointwise convolution over planes of ``plan``'s output size (StridedPointwise's over
+    grad_output, PointsWeight's over the compact input), ``plan``'s dtype and staging."""
+    g = plan.geometry
+    return make_geometry(in_channels_g, g.out_h, g.out_w, out_channels_g, g.out_h, g.out_w,
+                         1, 1, (1, 1), (0, 0), (1, 1), plan.dtype, plan.override.stage)
 
 
 # ---- a 1x1 kernel's weight gradient over its compact input ----------------------------------
@@ -999,9 +1005,7 @@ def points_geometry(plan: ConvPlan) -> Geometry | None:
     if (plan.dtype != _F32 or (g.kernel_h, g.kernel_w) != (1, 1) or g.pointwise
             or g.out_h == 0 or g.out_w == 0):
         return None
-    return make_geometry(g.in_channels_g, g.out_h, g.out_w, g.out_channels_g, g.out_h,
-                         g.out_w, 1, 1, (1, 1), (0, 0), (1, 1), plan.dtype,
-                         plan.override.stage)
+    return _pointwise_geometry(plan, g.in_channels_g, g.out_channels_g)
 
 
 # ---- Winograd F(m x m, 3 x 3) (src/conv/winograd.pxi) ----------------------------------------

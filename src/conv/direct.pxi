@@ -112,11 +112,16 @@ cdef inline Py_ssize_t direct_tap_classes(const Geometry* geo) noexcept nogil:
     return classes if classes < geo.out_h else (geo.out_h if geo.out_h > 0 else 1)
 
 
-def direct_taps_size(object geometry):
+cdef inline Py_ssize_t direct_taps_length(const Geometry* geo) noexcept nogil:
     """Elements (intp) of forward_direct's ``taps``: the stage offsets (stage_taps), the
     rows' (start, count) and their tap lists (direct_tap_lists)."""
+    return geo.k + 2 * geo.out_h + 2 * geo.k * direct_tap_classes(geo)
+
+
+def direct_taps_size(object geometry):
+    """direct_taps_length for the wrapper (forward_direct's ``taps``)."""
     cdef Geometry geo = make_geometry(geometry)
-    return geo.k + 2 * geo.out_h + 2 * geo.k * direct_tap_classes(&geo)
+    return direct_taps_length(&geo)
 
 
 cdef void direct_tap_lists(const Geometry* geo, const Py_ssize_t* off, Py_ssize_t width,
@@ -234,7 +239,7 @@ def forward_direct(const float[:, :, :, ::1] x, const float[:, :, :, ::1] weight
     cdef const float* src = NULL
     cdef Py_ssize_t* rows = NULL
     if (n_items == 0 or width == 0
-            or taps.shape[0] < geo.k + 2 * geo.out_h + 2 * geo.k * direct_tap_classes(&geo)):
+            or taps.shape[0] < direct_taps_length(&geo)):
         return
     wpack = aligned(&packed_weight[0])
     rows = &taps[geo.k]

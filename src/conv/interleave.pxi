@@ -154,8 +154,7 @@ def strided_phases_direct(const float[:, :, :, ::1] grad_output,
         cost[n_phases] = geos[n_phases].k * geos[n_phases].out_h * geos[n_phases].out_w
         run[n_phases] = direct_run(&geos[n_phases])
         wsize += groups * geos[n_phases].out_channels_g * geos[n_phases].k
-        tsize += (geos[n_phases].k + 2 * geos[n_phases].out_h
-                  + 2 * geos[n_phases].k * direct_tap_classes(&geos[n_phases]))
+        tsize += direct_taps_length(&geos[n_phases])
         total += batch * groups * cost[n_phases]
         n_phases += 1
     planes = grad_input.shape[0] * in_channels
