@@ -22,6 +22,8 @@
  * FMA instructions elsewhere, so every product that is then added goes through
  * FC_NORM_OPAQUE, which keeps the compiler from contracting a * b + c into one fused
  * multiply-add: a fused one rounds once, and the bits would differ from the generic build's.
+ * (The one multiply-add they do use on purpose is fma(a, 1, b) for a + b, exactly the sum's
+ * bits: _norm_impl.h's FC_NN(add), to move additions off the add pipes.)
  *
  * The ReLU and its gradient are bit masks (``value > 0``): branch-free, and a NaN or -0.0
  * becomes +0, an inf or NaN gradient where the unit is off becomes 0 (PyTorch's ReLU and
@@ -172,6 +174,8 @@ FC_NORM_GENERIC(double, d, unsigned long long)
 #endif
 
 #if FC_NORM_WIDE
+#include <immintrin.h>
+
 /* an empty asm that claims to change v (kept in a vector register): what it returns cannot
  * be fused with the operation that made it, nor with the one that takes it */
 #define FC_NORM_OPAQUE(v) __asm__("" : "+v"(v))
@@ -179,11 +183,15 @@ FC_NORM_GENERIC(double, d, unsigned long long)
 #define FC_N_TARGET __attribute__((target("avx2,fma")))
 #define FC_N_BYTES 32
 #define FC_NN(name) fc_norm_##name##_avx2
+#define FC_N_WIDEN(v) __builtin_convertvector((v), FC_NN(vd))
+#define FC_N_FMA(a, b, c) ((FC_NN(vd))_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
 #include "_norm_impl.h"
 
 #define FC_N_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 #define FC_N_BYTES 64
 #define FC_NN(name) fc_norm_##name##_avx512
+#define FC_N_WIDEN(v) ((FC_NN(vd))_mm512_cvtps_pd((__m256)(v)))
+#define FC_N_FMA(a, b, c) ((FC_NN(vd))_mm512_fmadd_pd((__m512d)(a), (__m512d)(b), (__m512d)(c)))
 #include "_norm_impl.h"
 #endif
 
