@@ -116,10 +116,10 @@ FC_LOCAL FC_NN(vd) FC_NN(widen)(FC_NN(vh) v)
 
 /* a + b as fma(a, one, b) with one = 1.0 hidden from the compiler (FC_NORM_OPAQUE): the
  * same bits as the addition (a * 1 is exact, and the one rounding is the sum's), on the
- * multiply-add pipes. Zen 4 has two 256-bit add pipes and two multiply-add pipes: the sums'
- * additions, subtractions and conversions all went to the add pipes, which bounded the
- * shifted sums at about 8 cycles per 16 elements; moving the subtraction and one sum's
- * additions to the multiply-add pipes made them 1.34x faster (measured alone, one thread) */
+ * multiply-add pipes. Zen 4 has two 256-bit add pipes and two multiply-add pipes, and the
+ * sums' additions and subtractions all went to the add pipes (about 8 cycles per 16
+ * elements of the shifted sums); moving the subtraction and one sum's additions to the
+ * multiply-add pipes made that loop 1.34x faster (measured alone, one thread, L1-resident) */
 FC_LOCAL FC_NN(vd) FC_NN(add)(FC_NN(vd) a, FC_NN(vd) b, FC_NN(vd) one)
 {
     return FC_N_FMA(a, one, b);
