@@ -67,12 +67,15 @@ def _pass_through(self, x, residual, relu):
     return x
 
 
+def _nothing():
+    return None
+
+
 def build(change, args):
-    """Model B (``change``) or A (None): (step function's arguments, a function run before
-    each of its blocks)."""
+    """Model B (``change``) or A (None): (fastconv_step's arguments but the batch, (a
+    function run before each of its blocks, one run after))."""
     algorithm = "winograd" if change == "winograd" else "auto"
     model = models.build("resnet", seed=0, algorithm=algorithm)
-    before_block = lambda: None  # noqa: E731
     if change == "drop-bn1":
         for module in model.modules():
             if isinstance(module, models.BasicBlock):
@@ -94,7 +97,7 @@ def build(change, args):
             models.add_inplace = skip if on else real
         return (model, nn.CrossEntropyLoss(), optimizer, scheduler), (lambda: switch(True),
                                                                      lambda: switch(False))
-    return (model, nn.CrossEntropyLoss(), optimizer, scheduler), (before_block, before_block)
+    return (model, nn.CrossEntropyLoss(), optimizer, scheduler), (_nothing, _nothing)
 
 
 def main(argv=None):
